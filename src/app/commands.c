@@ -1,0 +1,10 @@
+/* The one command table. Each command lives in its own cmd_<name>.c file
+ * and is listed here once, in the order help shows them. */
+#include "app/cmd.h"
+
+extern const nl_cmd nl_cmd_help;
+
+const nl_cmd *const nl_commands[] = {
+    &nl_cmd_help,
+    NULL,
+};

@@ -1,0 +1,44 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/cmd.h"
+#include "app/main.h"
+#include "base/interrupt.h"
+#include "base/threads.h"
+
+#include "config.h"
+
+int main(int argc, char **argv) {
+  int i = 1;
+  int threads = 0;
+  while (i < argc && argv[i][0] == '-') {
+    if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+      printf("normlab %s\n", PACKAGE_VERSION);
+      return 0;
+    }
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      nl_help_overview(stdout);
+      return 0;
+    }
+    if (strcmp(argv[i], "--threads") == 0 || strncmp(argv[i], "--threads=", 10) == 0) {
+      const char *v = argv[i][9] == '=' ? argv[i] + 10 : (i + 1 < argc ? argv[++i] : NULL);
+      char *end = NULL;
+      long t = v ? strtol(v, &end, 10) : 0;
+      if (!v || *end || t < 1 || t > 256) {
+        fprintf(stderr, "normlab: --threads expects an integer between 1 and 256\n");
+        return 2;
+      }
+      threads = (int)t;
+      i++;
+      continue;
+    }
+    break;
+  }
+  nl_threads_set(threads);
+  nl_interrupt_install();
+  nl_ctx ctx = {.out = stdout, .err = stderr, .tty = isatty(fileno(stderr))};
+  if (i >= argc) return nl_main_interactive(&ctx, argc - i, argv + i);
+  return nl_cmd_dispatch(&ctx, argc - i, argv + i);
+}
