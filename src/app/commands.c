@@ -3,8 +3,10 @@
 #include "app/cmd.h"
 
 extern const nl_cmd nl_cmd_help;
+extern const nl_cmd nl_cmd_bench;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
+    &nl_cmd_bench,
     NULL,
 };

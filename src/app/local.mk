@@ -2,4 +2,5 @@ libnormlab_a_SOURCES += \
 	src/app/cmd.c src/app/cmd.h \
 	src/app/commands.c \
 	src/app/main.h src/app/interactive.c \
-	src/app/cmd_help.c
+	src/app/cmd_help.c \
+	src/app/bench.h src/app/cmd_bench.c

@@ -1,0 +1,25 @@
+/* `normlab bench NAME`: each benchmark is one row of the bench table
+ * (src/app/cmd_bench.c) and lives in its own bench_<name>.c file. A
+ * benchmark prints its figures beside the machine's measured limits. */
+#ifndef NL_APP_BENCH_H
+#define NL_APP_BENCH_H
+
+#include "app/cmd.h"
+
+typedef struct nl_bench {
+  const char *name;
+  const char *summary;
+  /* a: the bench command's parsed args (options --model, --batch, --seconds,
+   * --json are shared by all benchmarks). */
+  int (*run)(nl_ctx *ctx, const nl_args *a, nl_error *err);
+} nl_bench;
+
+/* Print the machine line every benchmark starts with: CPU model, cores,
+ * threads in use. */
+void nl_bench_print_machine(nl_ctx *ctx);
+
+/* Measured single-precision GEMM peak of this machine with the current
+ * thread setting, GFLOP/s (square sgemm, best of a few runs, cached). */
+double nl_bench_sgemm_peak(void);
+
+#endif

@@ -1,0 +1,102 @@
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/bench.h"
+#include "base/mem.h"
+#include "base/threads.h"
+#include "base/timer.h"
+
+/* The bench table: one row per benchmark, defined in bench_<name>.c. */
+static const nl_bench *const benches[] = {
+    NULL,
+};
+
+void nl_bench_print_machine(nl_ctx *ctx) {
+  char model[256] = "unknown CPU";
+  FILE *fp = fopen("/proc/cpuinfo", "r");
+  if (fp) {
+    char line[512];
+    while (fgets(line, sizeof line, fp)) {
+      if (strncmp(line, "model name", 10) == 0) {
+        char *c = strchr(line, ':');
+        if (c) {
+          c++;
+          while (*c == ' ') c++;
+          snprintf(model, sizeof model, "%s", c);
+          model[strcspn(model, "\n")] = '\0';
+        }
+        break;
+      }
+    }
+    fclose(fp);
+  }
+  fprintf(ctx->out, "machine: %s, %d cores online, %d threads in use\n", model, nl_cpu_count(),
+          nl_threads_get());
+}
+
+double nl_bench_sgemm_peak(void) {
+  static double cached = 0.0;
+  static int cached_threads = 0;
+  if (cached > 0 && cached_threads == nl_threads_get()) return cached;
+  const int n = 1024;
+  float *a = nl_aalloc(sizeof(float) * n * n);
+  float *b = nl_aalloc(sizeof(float) * n * n);
+  float *c = nl_aalloc(sizeof(float) * n * n);
+  for (int i = 0; i < n * n; i++) {
+    a[i] = (float)((i * 7) % 13) * 0.01f;
+    b[i] = (float)((i * 5) % 11) * 0.01f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+  double best = 0.0;
+  for (int rep = 0; rep < 5; rep++) {
+    double t0 = nl_now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                n);
+    double dt = nl_now() - t0;
+    double gf = 2.0 * n * (double)n * n / dt * 1e-9;
+    if (gf > best) best = gf;
+  }
+  nl_afree(a);
+  nl_afree(b);
+  nl_afree(c);
+  cached = best;
+  cached_threads = nl_threads_get();
+  return best;
+}
+
+static const nl_opt opts[] = {
+    {"model", NL_OPT_STR, "FILE", NULL, "model for model benchmarks", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"maps", NL_OPT_STR, "FILE", NULL, "mappings for search benchmarks", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"batch", NL_OPT_INT, "B", "64", "batch size", NULL, 0},
+    {"seconds", NL_OPT_NUM, "S", "3", "approximate measuring time", NULL, 0},
+    {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    {0},
+};
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  const char *name = a->npos ? a->pos[0] : NULL;
+  if (!name || strcmp(name, "list") == 0) {
+    fprintf(ctx->out, "benchmarks:\n");
+    for (int i = 0; benches[i]; i++)
+      fprintf(ctx->out, "  %-10s %s\n", benches[i]->name, benches[i]->summary);
+    return 0;
+  }
+  for (int i = 0; benches[i]; i++)
+    if (strcmp(benches[i]->name, name) == 0) return benches[i]->run(ctx, a, err);
+  return nl_fail(err, NL_EINPUT, "unknown benchmark '%s' (see 'normlab bench list')", name);
+}
+
+const nl_cmd nl_cmd_bench = {
+    .name = "bench",
+    .args = "NAME",
+    .summary = "measure speed beside the machine's limits",
+    .help = "Benchmarks print their figures beside the machine's measured limits.\n"
+            "'normlab bench list' lists them.",
+    .opts = opts,
+    .min_pos = 0,
+    .max_pos = 1,
+    .run = run,
+};

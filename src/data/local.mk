@@ -1,0 +1,1 @@
+# data module: sources and tests (appended to the variables in Makefile.am)

@@ -1,0 +1,1 @@
+# expr module: sources and tests (appended to the variables in Makefile.am)

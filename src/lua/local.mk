@@ -1,0 +1,1 @@
+# lua module: sources and tests (appended to the variables in Makefile.am)

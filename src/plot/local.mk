@@ -1,0 +1,1 @@
+# plot module: sources and tests (appended to the variables in Makefile.am)

@@ -1,0 +1,1 @@
+# train module: sources and tests (appended to the variables in Makefile.am)
