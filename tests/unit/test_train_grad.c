@@ -25,7 +25,9 @@
 #include <string.h>
 
 #include "base/rng.h"
+#include "expr/expr.h"
 #include "train/augment.h"
+#include "train/exprnorm.h"
 #include "train/layers.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -369,6 +371,54 @@ static void test_pwnorm_grad(void **state) {
   free(c.x), free(c.w), free(c.b), free(c.out);
   free(x), free(w), free(b), free(R), free(out), free(fx), free(dfx), free(dx), free(dw),
       free(db);
+}
+
+/* ---------------- expression norm: f from the expression engine ---------------- */
+
+static double ex_f(double x) { return 0.5 * tanh(0.8 * x) + 0.3 * x / (1.0 + exp(-x)); }
+
+static double ex_loss(void *p) {
+  pw_ctx *c = p;
+  for (int i = 0; i < c->N; i++)
+    for (int k = 0; k < c->C; k++)
+      c->out[i * c->C + k] = ex_f(c->x[i * c->C + k]) * c->w[k] + c->b[k];
+  return ddot(c->out, c->R, (size_t)c->N * c->C);
+}
+
+static void test_exprnorm_grad(void **state) {
+  (void)state;
+  nl_prog prog;
+  nl_prog_init(&prog);
+  nl_error err;
+  nl_error_clear(&err);
+  assert_int_equal(nl_parse("0.5 * tanh(0.8 * x) + 0.3 * x * sigmoid(x)", 1, &prog, &err), 0);
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, prog.len);
+  nl_rng r;
+  nl_rng_seed(&r, 14);
+  const int N = 5, C = 7;
+  float *x = fz(N * C), *w = fz(C), *b = fz(C), *R = fz(N * C), *out = fz(N * C);
+  float *out2 = fz(N * C), *fx = fz(N * C), *dfx = fz(N * C), *dx = fz(N * C), *dw = fz(C);
+  float *db = fz(C);
+  fill(x, N * C, &r, -4, 4);
+  fill(w, C, &r, 0.5f, 1.5f);
+  fill(b, C, &r, -1, 1);
+  fill(R, N * C, &r, -1, 1);
+  nl_tr_exprnorm_forward(out, fx, dfx, x, &prog, w, b, N, C, &ws);
+  nl_tr_exprnorm_forward(out2, NULL, NULL, x, &prog, w, b, N, C, &ws);
+  nl_tr_pwnorm_backward(dx, dw, db, R, fx, dfx, w, N, C);
+  pw_ctx c = {N, C, to_d(x, N * C), to_d(w, C), to_d(b, C), dz(N * C), R};
+  ex_loss(&c);
+  value_check("exprnorm", out, c.out, N * C, 1e-6);
+  value_check("exprnorm inference", out2, c.out, N * C, 1e-6);
+  grad_check("exprnorm dx", dx, c.x, N * C, ex_loss, &c, TOL_LAYER);
+  grad_check("exprnorm dw", dw, c.w, C, ex_loss, &c, TOL_LAYER);
+  grad_check("exprnorm db", db, c.b, C, ex_loss, &c, TOL_LAYER);
+  free(c.x), free(c.w), free(c.b), free(c.out);
+  free(x), free(w), free(b), free(R), free(out), free(out2), free(fx), free(dfx), free(dx),
+      free(dw), free(db);
+  nl_eval_ws_free(&ws);
+  nl_prog_free(&prog);
 }
 
 /* ---------------- GELU ---------------- */
@@ -1030,6 +1080,7 @@ int main(void) {
       cmocka_unit_test(test_layernorm_grad),
       cmocka_unit_test(test_dyt_grad),
       cmocka_unit_test(test_pwnorm_grad),
+      cmocka_unit_test(test_exprnorm_grad),
       cmocka_unit_test(test_gelu),
       cmocka_unit_test(test_attention_grad),
       cmocka_unit_test(test_layerscale_residual_grad),
