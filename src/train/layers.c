@@ -5,9 +5,81 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/mem.h"
+#include "base/threads.h"
+
+/* ---- row-parallel driver ----
+ * Element-wise layers run over fixed chunks of rows: the chunk size depends
+ * only on the row width, and column reductions (dw, db, ...) are summed per
+ * chunk and then added in chunk order, so results are the same for any
+ * thread count. Small problems run as one chunk on the calling thread. */
+#define ROWS_CHUNK_ELEMS 16384
+#define ROWS_PAR_MIN 65536
+
+typedef void (*rows_kernel)(void *ctx, size_t r0, size_t r1, float *acc);
+
+typedef struct {
+  rows_kernel kern;
+  void *ctx;
+  size_t N, chunk;
+  int nacc;
+  float *part;
+} rows_job;
+
+static void rows_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const rows_job *j = user;
+  size_t r0 = i * j->chunk, r1 = r0 + j->chunk < j->N ? r0 + j->chunk : j->N;
+  j->kern(j->ctx, r0, r1, j->nacc ? j->part + i * (size_t)j->nacc : NULL);
+}
+
+/* Run kern over rows [0, N) of width C; its `acc` outputs (nacc floats,
+ * starting at zero) are summed over chunks into acc (not cleared). */
+static void run_rows(rows_kernel kern, void *ctx, size_t N, size_t C, int nacc, float *acc) {
+  size_t chunk = N;
+  if (N * C >= ROWS_PAR_MIN) {
+    chunk = ROWS_CHUNK_ELEMS / (C ? C : 1);
+    if (chunk < 1) chunk = 1;
+  }
+  size_t nch = (N + chunk - 1) / chunk;
+  if (nch == 0) return;
+  float *part = nacc ? nl_xcalloc(nch * (size_t)nacc, sizeof(float)) : NULL;
+  rows_job j = {kern, ctx, N, chunk, nacc, part};
+  if (nch == 1)
+    rows_task(0, 0, &j);
+  else
+    nl_parallel_for(nch, rows_task, &j);
+  for (size_t i = 0; i < nch; i++)
+    for (int k = 0; k < nacc; k++) acc[k] += part[i * (size_t)nacc + k];
+  free(part);
+}
+
+/* add acc[off .. off+n) into dst (if dst) */
+static void scatter_add(float *dst, const float *acc, int n) {
+  if (dst)
+    for (int k = 0; k < n; k++) dst[k] += acc[k];
+}
+
+typedef struct {
+  float *out, *mean, *rstd, *dinp;
+  const float *inp, *w, *b, *dout, *fx, *dfx, *cmean, *crstd;
+  float alpha, eps;
+  int C;
+} lay_ctx;
+
 /* ---- linear ---- */
+
+static void colsum_kern(void *p, size_t r0, size_t r1, float *acc) {
+  const lay_ctx *c = p;
+  const int C = c->C;
+  for (size_t i = r0; i < r1; i++) {
+    const float *d = c->dout + i * C;
+    for (int o = 0; o < C; o++) acc[o] += d[o];
+  }
+}
 
 void nl_tr_linear_forward(float *out, const float *inp, const float *w, const float *b,
                           int N, int IC, int OC) {
@@ -27,20 +99,24 @@ void nl_tr_linear_backward(float *dinp, float *dw, float *db, const float *dout,
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC,
                 1.0f, dw, IC);
   if (db) {
-    for (int i = 0; i < N; i++) {
-      const float *d = dout + (size_t)i * OC;
-      for (int o = 0; o < OC; o++) db[o] += d[o];
-    }
+    float *acc = nl_xcalloc((size_t)OC, sizeof(float));
+    lay_ctx c = {.dout = dout, .C = OC};
+    run_rows(colsum_kern, &c, (size_t)N, (size_t)OC, OC, acc);
+    scatter_add(db, acc, OC);
+    free(acc);
   }
 }
 
 /* ---- LayerNorm ---- */
 
-void nl_tr_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                             const float *w, const float *b, int N, int C, float eps) {
-  for (int i = 0; i < N; i++) {
-    const float *x = inp + (size_t)i * C;
-    float *y = out + (size_t)i * C;
+static void ln_fwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  (void)acc;
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float *w = k->w, *b = k->b;
+  for (size_t i = r0; i < r1; i++) {
+    const float *x = k->inp + i * C;
+    float *y = k->out + i * C;
     double s = 0.0;
     for (int c = 0; c < C; c++) s += x[c];
     float m = (float)(s / C);
@@ -49,28 +125,35 @@ void nl_tr_layernorm_forward(float *out, float *mean, float *rstd, const float *
       float d = x[c] - m;
       v += (double)d * d;
     }
-    float r = (float)(1.0 / sqrt(v / C + eps));
+    float r = (float)(1.0 / sqrt(v / C + k->eps));
     for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * w[c] + b[c];
-    mean[i] = m;
-    rstd[i] = r;
+    k->mean[i] = m;
+    k->rstd[i] = r;
   }
 }
 
-void nl_tr_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
-                              const float *inp, const float *w, const float *mean,
-                              const float *rstd, int N, int C) {
-  for (int i = 0; i < N; i++) {
-    const float *x = inp + (size_t)i * C;
-    const float *dy = dout + (size_t)i * C;
-    const float m = mean[i], r = rstd[i];
-    if (dw || db) {
-      for (int c = 0; c < C; c++) {
-        float xh = (x[c] - m) * r;
-        if (dw) dw[c] += dy[c] * xh;
-        if (db) db[c] += dy[c];
-      }
+void nl_tr_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                             const float *w, const float *b, int N, int C, float eps) {
+  lay_ctx k = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w, .b = b, .eps = eps,
+               .C = C};
+  run_rows(ln_fwd_kern, &k, (size_t)N, (size_t)C, 0, NULL);
+}
+
+/* acc = [dw (C) | db (C)] */
+static void ln_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float *w = k->w;
+  float *dw = acc, *db = acc + C;
+  for (size_t i = r0; i < r1; i++) {
+    const float *x = k->inp + i * C;
+    const float *dy = k->dout + i * C;
+    const float m = k->cmean[i], r = k->crstd[i];
+    for (int c = 0; c < C; c++) {
+      dw[c] += dy[c] * (x[c] - m) * r;
+      db[c] += dy[c];
     }
-    if (!dinp) continue;
+    if (!k->dinp) continue;
     /* dx = r * (g - mean(g) - xh * mean(g * xh)), g = dy * w */
     float sg = 0.0f, sgx = 0.0f;
     for (int c = 0; c < C; c++) {
@@ -80,91 +163,160 @@ void nl_tr_layernorm_backward(float *dinp, float *dw, float *db, const float *do
     }
     sg /= (float)C;
     sgx /= (float)C;
-    float *dx = dinp + (size_t)i * C;
-    for (int c = 0; c < C; c++) {
-      float xh = (x[c] - m) * r;
-      dx[c] += r * (dy[c] * w[c] - sg - xh * sgx);
-    }
+    float *dx = k->dinp + i * C;
+    for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - sg - (x[c] - m) * r * sgx);
   }
+}
+
+void nl_tr_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                              const float *inp, const float *w, const float *mean,
+                              const float *rstd, int N, int C) {
+  lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp, .w = w, .cmean = mean, .crstd = rstd,
+               .C = C};
+  float *acc = nl_xcalloc(2 * (size_t)C, sizeof(float));
+  run_rows(ln_bwd_kern, &k, (size_t)N, (size_t)C, 2 * C, acc);
+  scatter_add(dw, acc, C);
+  scatter_add(db, acc + C, C);
+  free(acc);
 }
 
 /* ---- DyT ---- */
 
-void nl_tr_dyt_forward(float *out, const float *inp, float alpha, const float *w,
-                       const float *b, int N, int C) {
-  for (int i = 0; i < N; i++) {
-    const float *x = inp + (size_t)i * C;
-    float *y = out + (size_t)i * C;
+static void dyt_fwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  (void)acc;
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float alpha = k->alpha, *w = k->w, *b = k->b;
+  for (size_t i = r0; i < r1; i++) {
+    const float *x = k->inp + i * C;
+    float *y = k->out + i * C;
     for (int c = 0; c < C; c++) y[c] = tanhf(alpha * x[c]) * w[c] + b[c];
   }
 }
 
-void nl_tr_dyt_backward(float *dinp, float *dalpha, float *dw, float *db, const float *dout,
-                        const float *inp, float alpha, const float *w, int N, int C) {
-  double da = 0.0;
-  for (int i = 0; i < N; i++) {
-    const float *x = inp + (size_t)i * C;
-    const float *dy = dout + (size_t)i * C;
-    float *dx = dinp ? dinp + (size_t)i * C : NULL;
-    float sa = 0.0f;
+void nl_tr_dyt_forward(float *out, const float *inp, float alpha, const float *w,
+                       const float *b, int N, int C) {
+  lay_ctx k = {.out = out, .inp = inp, .alpha = alpha, .w = w, .b = b, .C = C};
+  run_rows(dyt_fwd_kern, &k, (size_t)N, (size_t)C, 0, NULL);
+}
+
+/* acc = [dw (C) | db (C) | dalpha (1)] */
+static void dyt_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float alpha = k->alpha, *w = k->w;
+  float *dw = acc, *db = acc + C;
+  float sa = 0.0f;
+  for (size_t i = r0; i < r1; i++) {
+    const float *x = k->inp + i * C;
+    const float *dy = k->dout + i * C;
+    float *dx = k->dinp ? k->dinp + i * C : NULL;
     for (int c = 0; c < C; c++) {
       float t = tanhf(alpha * x[c]);
       float g = dy[c] * w[c] * (1.0f - t * t);
       sa += g * x[c];
       if (dx) dx[c] += g * alpha;
-      if (dw) dw[c] += dy[c] * t;
-      if (db) db[c] += dy[c];
+      dw[c] += dy[c] * t;
+      db[c] += dy[c];
     }
-    da += sa;
   }
-  if (dalpha) dalpha[0] += (float)da;
+  acc[2 * C] += sa;
+}
+
+void nl_tr_dyt_backward(float *dinp, float *dalpha, float *dw, float *db, const float *dout,
+                        const float *inp, float alpha, const float *w, int N, int C) {
+  lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp, .alpha = alpha, .w = w, .C = C};
+  float *acc = nl_xcalloc(2 * (size_t)C + 1, sizeof(float));
+  run_rows(dyt_bwd_kern, &k, (size_t)N, (size_t)C, 2 * C + 1, acc);
+  scatter_add(dw, acc, C);
+  scatter_add(db, acc + C, C);
+  scatter_add(dalpha, acc + 2 * C, 1);
+  free(acc);
 }
 
 /* ---- point-wise norm affine ---- */
 
+static void pw_fwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  (void)acc;
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float *w = k->w, *b = k->b;
+  for (size_t i = r0; i < r1; i++) {
+    const float *f = k->fx + i * C;
+    float *y = k->out + i * C;
+    for (int c = 0; c < C; c++) y[c] = f[c] * w[c] + b[c];
+  }
+}
+
 void nl_tr_pwnorm_forward(float *out, const float *fx, const float *w, const float *b,
                           int N, int C) {
-  for (int i = 0; i < N; i++) {
-    const float *f = fx + (size_t)i * C;
-    float *y = out + (size_t)i * C;
-    for (int c = 0; c < C; c++) y[c] = f[c] * w[c] + b[c];
+  lay_ctx k = {.out = out, .fx = fx, .w = w, .b = b, .C = C};
+  run_rows(pw_fwd_kern, &k, (size_t)N, (size_t)C, 0, NULL);
+}
+
+/* acc = [dw (C) | db (C)] */
+static void pw_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float *w = k->w;
+  float *dw = acc, *db = acc + C;
+  for (size_t i = r0; i < r1; i++) {
+    const float *dy = k->dout + i * C, *f = k->fx + i * C;
+    if (k->dinp) {
+      float *dx = k->dinp + i * C;
+      const float *fp = k->dfx + i * C;
+      for (int c = 0; c < C; c++) dx[c] += dy[c] * w[c] * fp[c];
+    }
+    for (int c = 0; c < C; c++) {
+      dw[c] += dy[c] * f[c];
+      db[c] += dy[c];
+    }
   }
 }
 
 void nl_tr_pwnorm_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *fx, const float *dfx, const float *w, int N, int C) {
-  for (int i = 0; i < N; i++) {
-    size_t o = (size_t)i * C;
-    const float *dy = dout + o;
-    if (dinp) {
-      float *dx = dinp + o;
-      const float *fp = dfx + o;
-      for (int c = 0; c < C; c++) dx[c] += dy[c] * w[c] * fp[c];
-    }
-    if (dw) {
-      const float *f = fx + o;
-      for (int c = 0; c < C; c++) dw[c] += dy[c] * f[c];
-    }
-    if (db)
-      for (int c = 0; c < C; c++) db[c] += dy[c];
-  }
+  lay_ctx k = {.dinp = dinp, .dout = dout, .fx = fx, .dfx = dfx, .w = w, .C = C};
+  float *acc = nl_xcalloc(2 * (size_t)C, sizeof(float));
+  run_rows(pw_bwd_kern, &k, (size_t)N, (size_t)C, 2 * C, acc);
+  scatter_add(dw, acc, C);
+  scatter_add(db, acc + C, C);
+  free(acc);
 }
 
 /* ---- GELU (exact, erf) ---- */
 
-void nl_tr_gelu_forward(float *out, const float *inp, size_t n) {
+static void gelu_fwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  (void)acc;
+  const lay_ctx *k = p;
   const float s = 0.70710678118654752f;
-  for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * s));
+  const float *x = k->inp;
+  float *y = k->out;
+  for (size_t i = r0; i < r1; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * s));
+}
+
+void nl_tr_gelu_forward(float *out, const float *inp, size_t n) {
+  lay_ctx k = {.out = out, .inp = inp};
+  run_rows(gelu_fwd_kern, &k, n, 1, 0, NULL);
+}
+
+static void gelu_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  (void)acc;
+  const lay_ctx *k = p;
+  const float s = 0.70710678118654752f, c = 0.39894228040143268f; /* 1/sqrt(2 pi) */
+  const float *in = k->inp, *dout = k->dout;
+  float *dinp = k->dinp;
+  for (size_t i = r0; i < r1; i++) {
+    float x = in[i];
+    float cdf = 0.5f * (1.0f + erff(x * s));
+    float pdf = c * expf(-0.5f * x * x);
+    dinp[i] += dout[i] * (cdf + x * pdf);
+  }
 }
 
 void nl_tr_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-  const float s = 0.70710678118654752f, k = 0.39894228040143268f; /* 1/sqrt(2 pi) */
-  for (size_t i = 0; i < n; i++) {
-    float x = inp[i];
-    float cdf = 0.5f * (1.0f + erff(x * s));
-    float pdf = k * expf(-0.5f * x * x);
-    dinp[i] += dout[i] * (cdf + x * pdf);
-  }
+  lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp};
+  run_rows(gelu_bwd_kern, &k, n, 1, 0, NULL);
 }
 
 /* ---- residual ---- */
@@ -190,20 +342,28 @@ void nl_tr_layerscale_forward(float *out, const float *inp, const float *gamma, 
   }
 }
 
-void nl_tr_layerscale_backward(float *dinp, float *dgamma, const float *dout,
-                               const float *inp, const float *gamma, int N, int C) {
-  for (int i = 0; i < N; i++) {
-    size_t o = (size_t)i * C;
-    const float *dy = dout + o;
-    if (dinp) {
-      float *dx = dinp + o;
+/* acc = [dgamma (C)] */
+static void ls_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
+  const lay_ctx *k = p;
+  const int C = k->C;
+  const float *gamma = k->w;
+  for (size_t i = r0; i < r1; i++) {
+    const float *dy = k->dout + i * C, *x = k->inp + i * C;
+    if (k->dinp) {
+      float *dx = k->dinp + i * C;
       for (int c = 0; c < C; c++) dx[c] += dy[c] * gamma[c];
     }
-    if (dgamma) {
-      const float *x = inp + o;
-      for (int c = 0; c < C; c++) dgamma[c] += dy[c] * x[c];
-    }
+    for (int c = 0; c < C; c++) acc[c] += dy[c] * x[c];
   }
+}
+
+void nl_tr_layerscale_backward(float *dinp, float *dgamma, const float *dout,
+                               const float *inp, const float *gamma, int N, int C) {
+  lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp, .w = gamma, .C = C};
+  float *acc = nl_xcalloc((size_t)C, sizeof(float));
+  run_rows(ls_bwd_kern, &k, (size_t)N, (size_t)C, C, acc);
+  scatter_add(dgamma, acc, C);
+  free(acc);
 }
 
 /* ---- drop path ---- */

@@ -12,7 +12,11 @@
  *  - "saves" lists what the forward writes for its backward; the backward
  *    also needs the forward's input where it says `inp`.
  *  - Matrix products are cblas_sgemm calls; element-wise loops are plain and
- *    vectorisable. Nothing here allocates except the attention workspace.
+ *    vectorisable. Large element-wise layers (>= 64K elements) and attention
+ *    are split over nl_parallel_for in fixed chunks (chunk size depends on
+ *    the row width only; column reductions such as dw, db are summed per
+ *    chunk and then in chunk order), so results do not depend on the thread
+ *    count. Scratch for those reductions is allocated per call.
  */
 #ifndef NL_TRAIN_LAYERS_H
 #define NL_TRAIN_LAYERS_H

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "base/rng.h"
+#include "base/threads.h"
 #include "expr/expr.h"
 #include "train/augment.h"
 #include "train/exprnorm.h"
@@ -33,6 +34,7 @@
 #include "train/optim.h"
 
 #define H_FD 1e-5
+#define M_PI_REF 3.14159265358979323846
 #define TOL_LAYER 1e-5
 #define TOL_CHAIN 1e-4
 
@@ -917,6 +919,93 @@ static void test_augment(void **state) {
   free(a), free(a2), free(in), free(o1), free(o2);
 }
 
+/* ---------------- large sizes: chunked parallel path ----------------
+ * Above 64K elements the element-wise layers run in row chunks over the
+ * thread pool. Same results bit for bit with 1 and 3 threads, and the
+ * chunked column reductions agree with double-precision sums. */
+
+typedef struct {
+  float *dx, *dw, *db, *dg, *da, *lindb, *gd, *att, *dqkv;
+} big_out;
+
+static void big_run(big_out *o, const float *x, const float *w, const float *R, const float *qkv,
+                    const float *Ra, int N, int C, int B, int T, int CA, int NH) {
+  float *mean = fz(N), *rstd = fz(N), *y = fz((size_t)N * C), *ao = fz((size_t)B * T * CA);
+  nl_tr_layernorm_forward(y, mean, rstd, x, w, w, N, C, 1e-6f);
+  nl_tr_layernorm_backward(o->dx, o->dw, o->db, R, x, w, mean, rstd, N, C);
+  nl_tr_dyt_backward(o->dx, o->da, o->dw, o->db, R, x, 0.6f, w, N, C);
+  nl_tr_layerscale_backward(o->dx, o->dg, R, x, w, N, C);
+  nl_tr_linear_backward(NULL, NULL, o->lindb, R, x, w, N, C, C);
+  nl_tr_gelu_backward(o->gd, R, x, (size_t)N * C);
+  nl_tr_attention_forward(ao, o->att, qkv, B, T, CA, NH);
+  nl_tr_attention_backward(o->dqkv, Ra, qkv, o->att, B, T, CA, NH);
+  free(mean), free(rstd), free(y), free(ao);
+}
+
+static void big_alloc(big_out *o, int N, int C, int B, int T, int CA, int NH) {
+  o->dx = fz((size_t)N * C), o->dw = fz(C), o->db = fz(C), o->dg = fz(C), o->da = fz(1);
+  o->lindb = fz(C), o->gd = fz((size_t)N * C), o->att = fz((size_t)B * NH * T * T);
+  o->dqkv = fz((size_t)B * T * 3 * CA);
+}
+
+static void big_free(big_out *o) {
+  free(o->dx), free(o->dw), free(o->db), free(o->dg), free(o->da), free(o->lindb), free(o->gd),
+      free(o->att), free(o->dqkv);
+}
+
+static void test_parallel_chunks(void **state) {
+  (void)state;
+  const int N = 700, C = 96, B = 6, T = 17, CA = 32, NH = 2;
+  nl_rng r;
+  nl_rng_seed(&r, 15);
+  float *x = fz((size_t)N * C), *w = fz(C), *R = fz((size_t)N * C);
+  float *qkv = fz((size_t)B * T * 3 * CA), *Ra = fz((size_t)B * T * CA);
+  fill(x, (size_t)N * C, &r, -2, 2);
+  fill(w, C, &r, 0.5f, 1.5f);
+  fill(R, (size_t)N * C, &r, -1, 1);
+  fill(qkv, (size_t)B * T * 3 * CA, &r, -1, 1);
+  fill(Ra, (size_t)B * T * CA, &r, -1, 1);
+  big_out a, b;
+  big_alloc(&a, N, C, B, T, CA, NH);
+  big_alloc(&b, N, C, B, T, CA, NH);
+  int saved = nl_threads_get();
+  nl_threads_set(1);
+  big_run(&a, x, w, R, qkv, Ra, N, C, B, T, CA, NH);
+  nl_threads_set(3);
+  big_run(&b, x, w, R, qkv, Ra, N, C, B, T, CA, NH);
+  nl_threads_set(saved);
+  assert_memory_equal(a.dx, b.dx, sizeof(float) * N * C);
+  assert_memory_equal(a.dw, b.dw, sizeof(float) * C);
+  assert_memory_equal(a.db, b.db, sizeof(float) * C);
+  assert_memory_equal(a.dg, b.dg, sizeof(float) * C);
+  assert_memory_equal(a.da, b.da, sizeof(float));
+  assert_memory_equal(a.lindb, b.lindb, sizeof(float) * C);
+  assert_memory_equal(a.gd, b.gd, sizeof(float) * N * C);
+  assert_memory_equal(a.att, b.att, sizeof(float) * B * NH * T * T);
+  assert_memory_equal(a.dqkv, b.dqkv, sizeof(float) * B * T * 3 * CA);
+  /* column reductions against double sums: db = 2 * colsum(R) (LayerNorm +
+   * DyT), linear db = colsum(R), dgamma = colsum(R * x) */
+  for (int c = 0; c < C; c++) {
+    double sr = 0, srx = 0, sa = 0;
+    for (int i = 0; i < N; i++) {
+      sr += R[(size_t)i * C + c];
+      srx += (double)R[(size_t)i * C + c] * x[(size_t)i * C + c];
+      sa += fabs(R[(size_t)i * C + c] * x[(size_t)i * C + c]);
+    }
+    assert_true(fabs(a.db[c] - 2 * sr) < 1e-6 * 2 * N);
+    assert_true(fabs(a.lindb[c] - sr) < 1e-6 * N);
+    assert_true(fabs(a.dg[c] - srx) < 1e-6 * sa + 1e-6);
+  }
+  /* GELU derivative element by element against the double formula */
+  for (size_t i = 0; i < (size_t)N * C; i += 97) {
+    double xv = x[i];
+    double d = 0.5 * (1 + erf(xv / sqrt(2.0))) + xv * exp(-0.5 * xv * xv) / sqrt(2 * M_PI_REF);
+    assert_true(fabs(a.gd[i] - R[i] * d) < 1e-6);
+  }
+  big_free(&a), big_free(&b);
+  free(x), free(w), free(R), free(qkv), free(Ra);
+}
+
 /* ---------------- a tiny ViT end to end ----------------
  * patch embed -> tokens (cls, pos) -> block [x + dp(ls1 * proj(attn(qkv(LN1 x))));
  * x + dp(ls2 * fc2(gelu(fc1(DyT x))))] -> LN -> class-token pool -> head -> CE.
@@ -1092,6 +1181,7 @@ int main(void) {
       cmocka_unit_test(test_schedule),
       cmocka_unit_test(test_decay_and_groups),
       cmocka_unit_test(test_augment),
+      cmocka_unit_test(test_parallel_chunks),
       cmocka_unit_test(test_chain_grad),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
