@@ -1,6 +1,9 @@
 /* Multi-head softmax self-attention, forward and backward, one GEMM triple
  * per (image, head). q, k, v are read in place from the qkv activation with
  * leading dimension 3*C: no transposes or copies. */
+/* Softmax loops vectorise with the fast exp (see layers.c for the flags). */
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "train/layers.h"
 
 #include <cblas.h>
@@ -8,6 +11,7 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "train/fastmath.h"
 
 typedef struct {
   float *out, *att, *dqkv, *ws;
@@ -33,7 +37,7 @@ static void att_fwd_task(size_t i, int worker, void *user) {
     for (int c = 1; c < T; c++) m = p[c] > m ? p[c] : m;
     float s = 0.0f;
     for (int c = 0; c < T; c++) {
-      p[c] = expf(p[c] - m);
+      p[c] = nl_tr_expf(p[c] - m);
       s += p[c];
     }
     const float inv = 1.0f / s;

@@ -1,6 +1,11 @@
 /* Training layers: linear, LayerNorm, DyT, point-wise norm affine, GELU,
  * residual, layer scale, drop path, patch embedding, tokens, pooling.
  * Attention is in attention.c. See layers.h for shapes and conventions. */
+/* The element-wise loops here are meant to vectorise: the vectoriser is on
+ * for this file, and trapping math off so that the selects in fastmath.h
+ * become blends (NaN values still propagate; nothing assumes finite math). */
+#pragma GCC optimize("tree-vectorize", "no-trapping-math")
+
 #include "train/layers.h"
 
 #include <cblas.h>
@@ -10,6 +15,7 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "train/fastmath.h"
 
 /* ---- row-parallel driver ----
  * Element-wise layers run over fixed chunks of rows: the chunk size depends
@@ -190,7 +196,7 @@ static void dyt_fwd_kern(void *p, size_t r0, size_t r1, float *acc) {
   for (size_t i = r0; i < r1; i++) {
     const float *x = k->inp + i * C;
     float *y = k->out + i * C;
-    for (int c = 0; c < C; c++) y[c] = tanhf(alpha * x[c]) * w[c] + b[c];
+    for (int c = 0; c < C; c++) y[c] = nl_tr_tanhf(alpha * x[c]) * w[c] + b[c];
   }
 }
 
@@ -200,37 +206,42 @@ void nl_tr_dyt_forward(float *out, const float *inp, float alpha, const float *w
   run_rows(dyt_fwd_kern, &k, (size_t)N, (size_t)C, 0, NULL);
 }
 
-/* acc = [dw (C) | db (C) | dalpha (1)] */
+/* acc = [dw (C) | db (C) | dalpha per column (C)]. tanh is computed into a
+ * small block first so that both loops vectorise. */
 static void dyt_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
   const lay_ctx *k = p;
   const int C = k->C;
-  const float alpha = k->alpha, *w = k->w;
-  float *dw = acc, *db = acc + C;
-  float sa = 0.0f;
+  const float alpha = k->alpha;
+  float t[256];
   for (size_t i = r0; i < r1; i++) {
-    const float *x = k->inp + i * C;
-    const float *dy = k->dout + i * C;
-    float *dx = k->dinp ? k->dinp + i * C : NULL;
-    for (int c = 0; c < C; c++) {
-      float t = tanhf(alpha * x[c]);
-      float g = dy[c] * w[c] * (1.0f - t * t);
-      sa += g * x[c];
-      if (dx) dx[c] += g * alpha;
-      dw[c] += dy[c] * t;
-      db[c] += dy[c];
+    for (int c0 = 0; c0 < C; c0 += 256) {
+      const int n = C - c0 < 256 ? C - c0 : 256;
+      const float *x = k->inp + i * C + c0, *dy = k->dout + i * C + c0, *w = k->w + c0;
+      float *dw = acc + c0, *db = acc + C + c0, *da = acc + 2 * C + c0;
+      for (int c = 0; c < n; c++) t[c] = nl_tr_tanhf(alpha * x[c]);
+      for (int c = 0; c < n; c++) da[c] += dy[c] * w[c] * (1.0f - t[c] * t[c]) * x[c];
+      for (int c = 0; c < n; c++) dw[c] += dy[c] * t[c];
+      for (int c = 0; c < n; c++) db[c] += dy[c];
+      if (k->dinp) {
+        float *dx = k->dinp + i * C + c0;
+        for (int c = 0; c < n; c++) dx[c] += dy[c] * w[c] * (1.0f - t[c] * t[c]) * alpha;
+      }
     }
   }
-  acc[2 * C] += sa;
 }
 
 void nl_tr_dyt_backward(float *dinp, float *dalpha, float *dw, float *db, const float *dout,
                         const float *inp, float alpha, const float *w, int N, int C) {
   lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp, .alpha = alpha, .w = w, .C = C};
-  float *acc = nl_xcalloc(2 * (size_t)C + 1, sizeof(float));
-  run_rows(dyt_bwd_kern, &k, (size_t)N, (size_t)C, 2 * C + 1, acc);
+  float *acc = nl_xcalloc(3 * (size_t)C, sizeof(float));
+  run_rows(dyt_bwd_kern, &k, (size_t)N, (size_t)C, 3 * C, acc);
   scatter_add(dw, acc, C);
   scatter_add(db, acc + C, C);
-  scatter_add(dalpha, acc + 2 * C, 1);
+  if (dalpha) {
+    double sa = 0.0;
+    for (int c = 0; c < C; c++) sa += acc[2 * C + c];
+    dalpha[0] += (float)sa;
+  }
   free(acc);
 }
 
@@ -292,7 +303,10 @@ static void gelu_fwd_kern(void *p, size_t r0, size_t r1, float *acc) {
   const float s = 0.70710678118654752f;
   const float *x = k->inp;
   float *y = k->out;
-  for (size_t i = r0; i < r1; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * s));
+  for (size_t i = r0; i < r1; i++) {
+    float v = x[i];
+    y[i] = 0.5f * v * (1.0f + nl_tr_erff_e(v * s, nl_tr_expf(-0.5f * v * v)));
+  }
 }
 
 void nl_tr_gelu_forward(float *out, const float *inp, size_t n) {
@@ -308,9 +322,9 @@ static void gelu_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {
   float *dinp = k->dinp;
   for (size_t i = r0; i < r1; i++) {
     float x = in[i];
-    float cdf = 0.5f * (1.0f + erff(x * s));
-    float pdf = c * expf(-0.5f * x * x);
-    dinp[i] += dout[i] * (cdf + x * pdf);
+    float e = nl_tr_expf(-0.5f * x * x);
+    float cdf = 0.5f * (1.0f + nl_tr_erff_e(x * s, e));
+    dinp[i] += dout[i] * (cdf + x * c * e);
   }
 }
 

@@ -29,6 +29,7 @@
 #include "expr/expr.h"
 #include "train/augment.h"
 #include "train/exprnorm.h"
+#include "train/fastmath.h"
 #include "train/layers.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -458,6 +459,33 @@ static void test_gelu(void **state) {
   value_check("gelu", out, c.out, n, 1e-6);
   grad_check("gelu dx", dx, c.x, n, gelu_loss, &c, TOL_LAYER);
   free(c.x), free(c.out), free(x), free(R), free(out), free(dx);
+}
+
+/* ---------------- fast element-wise math against libm (double) ---------------- */
+
+static void test_fastmath(void **state) {
+  (void)state;
+  double e_exp = 0, e_erf = 0, e_tanh = 0;
+  for (int i = 0; i <= 200000; i++) {
+    float x = -87.0f + 175.0f * (float)i / 200000.0f;
+    e_exp = fmax(e_exp, fabs(nl_tr_expf(x) - exp((double)x)) / exp((double)x));
+    float z = -6.0f + 12.0f * (float)i / 200000.0f;
+    e_erf = fmax(e_erf, fabs(nl_tr_erff(z) - erf((double)z)));
+    e_tanh = fmax(e_tanh, fabs(nl_tr_tanhf(z) - tanh((double)z)));
+  }
+  if (!(e_exp < 3e-7 && e_erf < 2e-7 && e_tanh < 3e-7))
+    print_message("fastmath: exp rel %.3g erf abs %.3g tanh abs %.3g\n", e_exp, e_erf, e_tanh);
+  assert_true(e_exp < 3e-7);
+  assert_true(e_erf < 2e-7);
+  assert_true(e_tanh < 3e-7);
+  /* NaN propagates; saturation at the ends */
+  assert_true(isnan(nl_tr_expf(NAN)) && isnan(nl_tr_erff(NAN)) && isnan(nl_tr_tanhf(NAN)));
+  assert_true(nl_tr_expf(-1000.0f) >= 0.0f && nl_tr_expf(-1000.0f) < 1e-37f);
+  assert_true(nl_tr_erff(INFINITY) == 1.0f && nl_tr_erff(-INFINITY) == -1.0f);
+  assert_true(nl_tr_tanhf(100.0f) == 1.0f && nl_tr_tanhf(-100.0f) == -1.0f);
+  float xs[3] = {NAN, 1.0f, -2.0f}, ys[3];
+  nl_tr_gelu_forward(ys, xs, 3);
+  assert_true(isnan(ys[0]) && !isnan(ys[1]));
 }
 
 /* ---------------- attention ---------------- */
@@ -1171,6 +1199,7 @@ int main(void) {
       cmocka_unit_test(test_pwnorm_grad),
       cmocka_unit_test(test_exprnorm_grad),
       cmocka_unit_test(test_gelu),
+      cmocka_unit_test(test_fastmath),
       cmocka_unit_test(test_attention_grad),
       cmocka_unit_test(test_layerscale_residual_grad),
       cmocka_unit_test(test_droppath),
