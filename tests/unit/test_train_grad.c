@@ -710,6 +710,26 @@ static void test_tokens_pool_grad(void **state) {
   }
 }
 
+/* no class token: pos has NP rows, avg pooling over all tokens (prefix 0) */
+static void test_tokens_no_cls(void **state) {
+  (void)state;
+  /* B = 2, NP = 2, D = 2 */
+  const float patch[8] = {1, 2, 3, 4, 5, 6, 7, 8}, pos[4] = {10, 20, 30, 40};
+  float x[8], out[4], dx[8] = {0}, dpatch[8] = {0}, dpos[4] = {0};
+  nl_tr_tokens_forward(x, patch, NULL, pos, 2, 2, 2);
+  const float want[8] = {11, 22, 33, 44, 15, 26, 37, 48};
+  assert_memory_equal(x, want, sizeof want);
+  nl_tr_pool_forward(out, x, NL_TR_POOL_AVG, 0, 2, 2, 2);
+  assert_true(out[0] == 22 && out[1] == 33 && out[2] == 26 && out[3] == 37);
+  const float dout[4] = {1, 2, 3, 4};
+  nl_tr_pool_backward(dx, dout, NL_TR_POOL_AVG, 0, 2, 2, 2);
+  const float wdx[8] = {0.5f, 1, 0.5f, 1, 1.5f, 2, 1.5f, 2};
+  assert_memory_equal(dx, wdx, sizeof wdx);
+  nl_tr_tokens_backward(dpatch, NULL, dpos, dx, NULL, 2, 2, 2);
+  assert_memory_equal(dpatch, wdx, sizeof wdx);
+  assert_true(dpos[0] == 2 && dpos[1] == 3 && dpos[2] == 2 && dpos[3] == 3);
+}
+
 /* ---------------- losses ---------------- */
 
 typedef struct {
@@ -1205,6 +1225,7 @@ int main(void) {
       cmocka_unit_test(test_droppath),
       cmocka_unit_test(test_patch_embed_grad),
       cmocka_unit_test(test_tokens_pool_grad),
+      cmocka_unit_test(test_tokens_no_cls),
       cmocka_unit_test(test_losses),
       cmocka_unit_test(test_adamw_two_steps),
       cmocka_unit_test(test_schedule),
