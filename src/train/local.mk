@@ -5,7 +5,8 @@ libnormlab_a_SOURCES += \
 	src/train/exprnorm.c src/train/exprnorm.h \
 	src/train/loss.c src/train/loss.h \
 	src/train/optim.c src/train/optim.h \
-	src/train/augment.c src/train/augment.h
+	src/train/augment.c src/train/augment.h \
+	src/train/fastmath.h
 
 check_PROGRAMS += tests/unit/test_train_grad
 NL_UNIT_TESTS += tests/unit/test_train_grad

@@ -32,6 +32,29 @@ double nl_tr_ce_loss(float *dlogits, const float *logits, const int32_t *labels,
   return loss / B;
 }
 
+double nl_tr_ce_smooth_loss(float *dlogits, const float *logits, const int32_t *labels, int B,
+                            int K, float eps) {
+  double loss = 0.0;
+  for (int b = 0; b < B; b++) {
+    const float *s = logits + (size_t)b * K;
+    double m;
+    double lse = row_lse(s, K, 1.0, &m);
+    double mean_nll = 0.0;
+    for (int k = 0; k < K; k++) mean_nll += lse - s[k];
+    mean_nll /= K;
+    loss += (1.0 - eps) * (lse - s[labels[b]]) + eps * mean_nll;
+    if (dlogits) {
+      float *d = dlogits + (size_t)b * K;
+      for (int k = 0; k < K; k++) {
+        double p = exp(s[k] - lse);
+        double target = (k == labels[b] ? 1.0 - eps : 0.0) + (double)eps / K;
+        d[k] += (float)((p - target) / B);
+      }
+    }
+  }
+  return loss / B;
+}
+
 double nl_tr_kd_loss(float *dlogits, const float *logits, const float *teacher,
                      const int32_t *labels, int B, int K, float tau, float lambda,
                      double *ce_out, double *kl_out) {

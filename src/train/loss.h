@@ -11,6 +11,13 @@
  * Gradient: (softmax(s_b) - onehot(y_b)) / B. Labels must be in [0, K). */
 double nl_tr_ce_loss(float *dlogits, const float *logits, const int32_t *labels, int B, int K);
 
+/* Cross entropy with label smoothing eps (timm's LabelSmoothingCrossEntropy):
+ * (1/B) sum_b [(1 - eps) * -log p_b[y_b] + eps * mean_k -log p_b[k]].
+ * Gradient: (p_b - (1 - eps) onehot(y_b) - eps / K) / B. eps = 0 is
+ * nl_tr_ce_loss. */
+double nl_tr_ce_smooth_loss(float *dlogits, const float *logits, const int32_t *labels, int B,
+                            int K, float eps);
+
 /* Logit distillation (Hinton): with p_t = softmax(t/tau), p_s = softmax(s/tau),
  *   loss = (1 - lambda) * CE(s, y) + lambda * tau^2 * KL(p_t || p_s),
  * KL(p||q) = sum p (log p - log q), both terms averaged over the batch.

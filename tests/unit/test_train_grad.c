@@ -744,6 +744,18 @@ static double ce_ref(void *p) {
   return r_ce(c->s, c->y, c->B, c->K);
 }
 
+static double ls_ref(void *p) {
+  loss_ctx *c = p;
+  double L = 0;
+  for (int b = 0; b < c->B; b++) {
+    double z = 0, mean = 0;
+    for (int k = 0; k < c->K; k++) z += exp(c->s[b * c->K + k]);
+    for (int k = 0; k < c->K; k++) mean += log(z) - c->s[b * c->K + k];
+    L += (1 - c->lambda) * (log(z) - c->s[b * c->K + c->y[b]]) + c->lambda * mean / c->K;
+  }
+  return L / c->B;
+}
+
 static double kd_ref(void *p) {
   loss_ctx *c = p;
   double kl = 0;
@@ -794,6 +806,15 @@ static void test_losses(void **state) {
   double Lce = nl_tr_ce_loss(ds, s, y, B, K);
   assert_true(fabs(Lce - ce_ref(&c)) < 1e-6);
   grad_check("ce dlogits", ds, c.s, B * K, ce_ref, &c, TOL_LAYER);
+  /* label smoothing 0.1 (lambda holds eps for ls_ref); hand value: logits
+   * [0,0,0], label 0: every -log p = ln 3, so the loss is ln 3 for any eps */
+  memset(ds, 0, sizeof(float) * B * K);
+  c.lambda = 0.1;
+  double Lls = nl_tr_ce_smooth_loss(ds, s, y, B, K, 0.1f);
+  assert_true(fabs(Lls - ls_ref(&c)) < 1e-6);
+  grad_check("smoothed ce dlogits", ds, c.s, B * K, ls_ref, &c, TOL_LAYER);
+  assert_true(fabs(nl_tr_ce_smooth_loss(NULL, s1, y1, 1, 3, 0.1f) - log(3.0)) < 1e-7);
+  assert_true(fabs(nl_tr_ce_smooth_loss(NULL, s1, y1, 2, 3, 0.0f) - ce) < 1e-9);
   const double taus[2] = {4.0, 1.5}, lams[2] = {0.5, 0.8};
   for (int v = 0; v < 2; v++) {
     memset(ds, 0, sizeof(float) * B * K);
