@@ -19,11 +19,12 @@
 
 /* ---- row-parallel driver ----
  * Element-wise layers run over fixed chunks of rows: the chunk size depends
- * only on the row width, and column reductions (dw, db, ...) are summed per
+ * only on the problem's shape (row width and row count), and column reductions (dw, db, ...) are summed per
  * chunk and then added in chunk order, so results are the same for any
  * thread count. Small problems run as one chunk on the calling thread. */
 #define ROWS_CHUNK_ELEMS 16384
 #define ROWS_PAR_MIN 65536
+#define ROWS_MAX_CHUNKS 64
 
 typedef void (*rows_kernel)(void *ctx, size_t r0, size_t r1, float *acc);
 
@@ -49,6 +50,9 @@ static void run_rows(rows_kernel kern, void *ctx, size_t N, size_t C, int nacc, 
   if (N * C >= ROWS_PAR_MIN) {
     chunk = ROWS_CHUNK_ELEMS / (C ? C : 1);
     if (chunk < 1) chunk = 1;
+    /* at most ROWS_MAX_CHUNKS chunks, bounding the partial sums' memory */
+    if (chunk < (N + ROWS_MAX_CHUNKS - 1) / ROWS_MAX_CHUNKS)
+      chunk = (N + ROWS_MAX_CHUNKS - 1) / ROWS_MAX_CHUNKS;
   }
   size_t nch = (N + chunk - 1) / chunk;
   if (nch == 0) return;

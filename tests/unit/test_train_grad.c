@@ -420,6 +420,24 @@ static void test_exprnorm_grad(void **state) {
   free(c.x), free(c.w), free(c.b), free(c.out);
   free(x), free(w), free(b), free(R), free(out), free(out2), free(fx), free(dfx), free(dx),
       free(dw), free(db);
+  /* large input: chunked over 3 threads, same values as one thread */
+  const int NL = 1000, CL = 80;
+  float *xl = fz((size_t)NL * CL), *wl = fz(CL), *bl = fz(CL), *o1 = fz((size_t)NL * CL);
+  float *o3 = fz((size_t)NL * CL), *f1 = fz((size_t)NL * CL), *d1 = fz((size_t)NL * CL);
+  float *f3 = fz((size_t)NL * CL), *d3 = fz((size_t)NL * CL);
+  fill(xl, (size_t)NL * CL, &r, -4, 4);
+  fill(wl, CL, &r, 0.5f, 1.5f);
+  int saved = nl_threads_get();
+  nl_threads_set(1);
+  nl_tr_exprnorm_forward(o1, f1, d1, xl, &prog, wl, bl, NL, CL, &ws);
+  nl_threads_set(3);
+  nl_tr_exprnorm_forward(o3, f3, d3, xl, &prog, wl, bl, NL, CL, &ws);
+  nl_threads_set(saved);
+  assert_memory_equal(o1, o3, sizeof(float) * NL * CL);
+  assert_memory_equal(d1, d3, sizeof(float) * NL * CL);
+  for (size_t i = 0; i < (size_t)NL * CL; i += 101)
+    assert_true(fabs(f3[i] - ex_f(xl[i])) < 1e-6);
+  free(xl), free(wl), free(bl), free(o1), free(o3), free(f1), free(d1), free(f3), free(d3);
   nl_eval_ws_free(&ws);
   nl_prog_free(&prog);
 }
