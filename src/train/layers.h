@@ -74,7 +74,8 @@ void nl_tr_gelu_backward(float *dinp, const float *dout, const float *inp, size_
 /* ---- multi-head softmax self-attention (timm Attention, no masking) ----
  * qkv [B*T, 3*C] is the output of the qkv Linear: columns [0,C) are q,
  * [C,2C) k, [2C,3C) v, and head h owns columns h*hd .. h*hd+hd-1 of each
- * (hd = C / NH; C must be a multiple of NH), as timm's reshape(B, T, 3, NH, hd) gives.
+ * (hd = C / NH; C must be a multiple of NH), as timm's
+ * reshape(B, T, 3, NH, hd) gives.
  * out [B*T, C]: head h's output in columns h*hd.. (timm's transpose+reshape),
  * ready for the proj Linear.
  * Per (image, head): S = q k^T / sqrt(hd); P = softmax_rows(S); O = P v.
