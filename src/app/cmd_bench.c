@@ -11,9 +11,11 @@
 
 /* The bench table: one row per benchmark, defined in bench_<name>.c. */
 extern const nl_bench nl_bench_expr;
+extern const nl_bench nl_bench_trainblock;
 
 static const nl_bench *const benches[] = {
     &nl_bench_expr,
+    &nl_bench_trainblock,
     NULL,
 };
 

@@ -6,10 +6,13 @@ libnormlab_a_SOURCES += \
 	src/train/loss.c src/train/loss.h \
 	src/train/optim.c src/train/optim.h \
 	src/train/augment.c src/train/augment.h \
-	src/train/fastmath.h
+	src/train/fastmath.h \
+	src/app/bench_trainblock.c
 
 check_PROGRAMS += tests/unit/test_train_grad
 NL_UNIT_TESTS += tests/unit/test_train_grad
 tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
 tests_unit_test_train_grad_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_train_grad_LDADD = $(NL_TEST_LDADD)
+
+NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh
