@@ -1,1 +1,18 @@
 # train module: sources and tests (appended to the variables in Makefile.am)
+libnormlab_a_SOURCES += \
+	src/train/layers.c src/train/layers.h \
+	src/train/attention.c \
+	src/train/exprnorm.c src/train/exprnorm.h \
+	src/train/loss.c src/train/loss.h \
+	src/train/optim.c src/train/optim.h \
+	src/train/augment.c src/train/augment.h \
+	src/train/fastmath.h \
+	src/app/bench_trainblock.c
+
+check_PROGRAMS += tests/unit/test_train_grad
+NL_UNIT_TESTS += tests/unit/test_train_grad
+tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
+tests_unit_test_train_grad_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_train_grad_LDADD = $(NL_TEST_LDADD)
+
+NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh
