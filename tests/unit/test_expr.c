@@ -75,9 +75,493 @@ static void test_cost_examples(void **state) {
   assert_true(25.0 * 197 * nl_cost_dyt_token(768).read_bytes == 15129600.0);
 }
 
+
+/* ---- random programs and an independent reference evaluator ---- */
+
+typedef struct gen_opts {
+  int smooth; /* no abs/clip (kinks) */
+  int no_exp; /* no exp (overflow) */
+} gen_opts;
+
+static void gen_rec(nl_prog *p, nl_rng *r, int depth, const gen_opts *o) {
+  int leaf = depth <= 0 || nl_rng_below(r, 4) == 0;
+  if (leaf) {
+    if (nl_rng_below(r, 2) == 0) {
+      nl_prog_push(p, NL_OP_X, 0, 0);
+    } else {
+      static const float special[] = {0.0f, 1.0f, -1.0f, 2.0f, 0.5f, 5.0f, -5.0f};
+      float v = nl_rng_below(r, 3) == 0 ? special[nl_rng_below(r, 7)]
+                                        : (float)(nl_rng_uniform(r) * 6.0 - 3.0);
+      nl_prog_push(p, NL_OP_CONST, v, 0);
+    }
+    return;
+  }
+  for (;;) {
+    nl_op op = (nl_op)(NL_OP_ADD + nl_rng_below(r, NL_OP_COUNT - NL_OP_ADD));
+    if (o->smooth && (op == NL_OP_ABS || op == NL_OP_CLIP || op == NL_OP_CLIP3)) continue;
+    if (o->no_exp && op == NL_OP_EXP) continue;
+    int32_t iv = op == NL_OP_POW ? (int32_t)nl_rng_below(r, 4) : 0;
+    for (int k = 0; k < nl_ops[op].arity; k++) gen_rec(p, r, depth - 1, o);
+    nl_prog_push(p, op, 0, iv);
+    return;
+  }
+}
+
+static void gen(nl_prog *p, nl_rng *r, int depth, const gen_opts *o) {
+  p->len = 0;
+  gen_rec(p, r, depth, o);
+}
+
+/* Reference value in double with libm, optionally with every node's
+ * output multiplied by (1 + eps*u), u uniform in [-1, 1]. */
+static double ref_rec(const nl_prog *p, int i, double x, double eps, nl_rng *r) {
+  const nl_node *n = &p->nodes[i];
+  double a[3] = {0, 0, 0}, v;
+  int c[3], j = i - 1;
+  for (int k = n->arity - 1; k >= 0; k--) {
+    c[k] = j;
+    j -= p->nodes[j].size;
+  }
+  for (int k = 0; k < n->arity; k++) a[k] = ref_rec(p, c[k], x, eps, r);
+  switch (n->op) {
+    case NL_OP_CONST: v = n->val; break;
+    case NL_OP_X: v = x; break;
+    case NL_OP_ADD: v = a[0] + a[1]; break;
+    case NL_OP_SUB: v = a[0] - a[1]; break;
+    case NL_OP_MUL: v = a[0] * a[1]; break;
+    case NL_OP_DIV: v = a[0] / a[1]; break;
+    case NL_OP_NEG: v = -a[0]; break;
+    case NL_OP_POW: v = pow(a[0], n->ival); break;
+    case NL_OP_TANH: v = tanh(a[0]); break;
+    case NL_OP_SIGMOID: v = 1.0 / (1.0 + exp(-a[0])); break;
+    case NL_OP_EXP: v = exp(a[0]); break;
+    case NL_OP_ABS: v = fabs(a[0]); break;
+    case NL_OP_CLIP: v = isnan(a[0]) ? a[0] : fmin(fmax(a[0], -5.0), 5.0); break;
+    case NL_OP_CLIP3: {
+      double t = a[0] < a[1] ? a[1] : a[0];
+      v = t > a[2] ? a[2] : t;
+      break;
+    }
+    default: v = NAN;
+  }
+  if (eps > 0 && r) {
+    v *= 1.0 + eps * (2.0 * nl_rng_uniform(r) - 1.0);
+    if (v == 0) v = nl_rng_below(r, 2) ? 0.0 : -0.0; /* the sign of a zero is not kept */
+  }
+  return v;
+}
+
+static double ref(const nl_prog *p, double x) { return ref_rec(p, p->len - 1, x, 0, NULL); }
+
+/* How much the value at x moves when every node is perturbed by a relative
+ * eps (and zeros take either sign): the rounding the expression itself is
+ * sensitive to. -1 when the perturbations change whether the value is
+ * finite, or which infinity or NaN it is. */
+static int same_class(double a, double b) {
+  if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+  if (isinf(a) || isinf(b)) return a == b;
+  return 1;
+}
+
+static double spread(const nl_prog *p, double x, double eps, nl_rng *r) {
+  double v0 = ref(p, x), s = 0;
+  for (int t = 0; t < 8; t++) {
+    double v = ref_rec(p, p->len - 1, x, eps, r);
+    if (!same_class(v, v0) || isfinite(v) != isfinite(v0)) return -1;
+    if (isfinite(v) && fabs(v - v0) > s) s = fabs(v - v0);
+  }
+  return s;
+}
+
+
+/* ---- programs ---- */
+static void test_prog_basics(void **state) {
+  (void)state;
+  nl_prog p, q;
+  nl_prog_init(&p);
+  nl_prog_init(&q);
+  /* 2*x + tanh(x) */
+  nl_prog_push(&p, NL_OP_CONST, 2.0f, 0);
+  nl_prog_push(&p, NL_OP_X, 0, 0);
+  nl_prog_push(&p, NL_OP_MUL, 0, 0);
+  nl_prog_push(&p, NL_OP_X, 0, 0);
+  nl_prog_push(&p, NL_OP_TANH, 0, 0);
+  int root = nl_prog_push(&p, NL_OP_ADD, 0, 0);
+  assert_int_equal(root, 5);
+  assert_int_equal(p.nodes[5].size, 6);
+  assert_int_equal(p.nodes[2].size, 3);
+  assert_int_equal(p.nodes[4].size, 2);
+  assert_int_equal(nl_prog_depth(&p), 3);
+  assert_true(fabs(nl_eval1(&p, 0.5) - (1.0 + tanh(0.5))) < 1e-15);
+  assert_int_equal(nl_prog_nconst(&p), 1);
+  float c = 0;
+  nl_prog_get_consts(&p, &c);
+  assert_true(c == 2.0f);
+  c = 3.0f;
+  nl_prog_set_consts(&p, &c);
+  assert_true(fabs(nl_eval1(&p, 0.5) - (1.5 + tanh(0.5))) < 1e-15);
+  nl_prog_copy(&q, &p);
+  for (int i = 0; i < p.len; i++) p.nodes[i].size = 1;
+  assert_int_equal(nl_prog_fix_sizes(&p), 0);
+  assert_int_equal(p.nodes[5].size, 6);
+  assert_int_equal(memcmp(p.nodes, q.nodes, sizeof(nl_node) * (size_t)p.len), 0);
+  p.len = 4; /* two trees: not well formed */
+  assert_int_equal(nl_prog_fix_sizes(&p), -1);
+  p.len = 0;
+  assert_int_equal(nl_prog_push(&p, NL_OP_ADD, 0, 0), -1); /* no operands */
+  nl_prog_free(&p);
+  nl_prog_free(&q);
+}
+
+/* ---- parsing: values of hand-computed expressions ---- */
+static void test_parse_values(void **state) {
+  (void)state;
+  struct {
+    const char *e;
+    double x, want;
+  } ex[] = {
+      {"1 + 2*3", 0, 7},
+      {"(1 + 2)*3", 0, 9},
+      {"8/4/2", 0, 1},
+      {"8 - 4 - 2", 0, 2},
+      {"-x^2", 3, -9},
+      {"-2^2", 0, -4},
+      {"(-2)^2", 0, 4},
+      {"2*-3", 0, -6},
+      {"x - -1", 2, 3},
+      {"--x", 2, 2},
+      {"1.5e2 + .5 + 2E-1 + 3.", 0, 153.7},
+      {"x^0", 5, 1},
+      {"clip(10)", 0, 5},
+      {"clip(-7*x)", 1, -5},
+      {"clip(x, -1, 2)", 3, 2},
+      {"clip(x, -1, 2)", -3, -1},
+      {"neg(x)", 2, -2},
+      {"abs(-3)", 0, 3},
+      {"sigmoid(0)", 0, 0.5},
+      {"exp(1)", 0, M_E},
+      {"tanh(x)", 0.5, 0.46211715726000974},
+      {"x*x*x - x/2", 2, 7},
+      {" \t x \n + 1 ", 1, 2},
+  };
+  nl_prog p;
+  nl_prog_init(&p);
+  for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+    parse_ok(ex[i].e, &p);
+    double v = nl_eval1(&p, ex[i].x);
+    if (fabs(v - ex[i].want) > 1e-6 * (1 + fabs(ex[i].want)))
+      fail_msg("%s at x=%g: %.17g, expected %.17g", ex[i].e, ex[i].x, v, ex[i].want);
+  }
+  /* a negative literal is one constant node */
+  parse_ok("-0.307", &p);
+  assert_int_equal(p.len, 1);
+  assert_int_equal(p.nodes[0].op, NL_OP_CONST);
+  assert_true(p.nodes[0].val == -0.307f);
+  parse_ok("-x", &p);
+  assert_int_equal(p.nodes[p.len - 1].op, NL_OP_NEG);
+  /* 400 nested parentheses are fine */
+  char *deep = nl_xmalloc(1000);
+  memset(deep, '(', 400);
+  deep[400] = 'x';
+  memset(deep + 401, ')', 400);
+  deep[801] = '\0';
+  parse_ok(deep, &p);
+  assert_int_equal(p.len, 1);
+  free(deep);
+  nl_prog_free(&p);
+}
+
+/* ---- parse errors: line:column, message, source line, caret ---- */
+static void check_error(const char *text, int line, const char *want_prefix, int caret_col) {
+  nl_prog p;
+  nl_prog_init(&p);
+  nl_error e;
+  nl_error_clear(&e);
+  int rc = nl_parse(text, line, &p, &e);
+  if (rc == 0) fail_msg("'%.60s' parsed, expected an error", text);
+  assert_int_equal(e.code, NL_EINPUT);
+  if (strncmp(e.msg, want_prefix, strlen(want_prefix)) != 0)
+    fail_msg("'%.60s': got '%s', expected it to start with '%s'", text, e.msg, want_prefix);
+  /* three lines: message, source, caret */
+  const char *l2 = strchr(e.msg, '\n');
+  assert_non_null(l2);
+  const char *l3 = strchr(l2 + 1, '\n');
+  assert_non_null(l3);
+  assert_null(strchr(l3 + 1, '\n'));
+  if (caret_col > 0) {
+    /* caret under the fault: 4 spaces of indent + (col - 1) */
+    size_t pos = strlen(l3 + 1) - 1;
+    if (pos != (size_t)(4 + caret_col - 1) || l3[1 + pos] != '^')
+      fail_msg("'%s': caret at %zu, expected %d\n%s", text, pos, 4 + caret_col - 1, e.msg);
+  }
+  nl_prog_free(&p);
+}
+
+static void test_parse_errors(void **state) {
+  (void)state;
+  check_error("tanh(x))", 1, "1:8: unmatched ')'", 8);
+  check_error("x + foo(x)", 1, "1:5: unknown function 'foo'", 5);
+  check_error("clip(x, 1)", 1, "1:1: clip takes 1 or 3 arguments, got 2", 1);
+  check_error("tanh(x, 1)", 1, "1:1: tanh takes 1 argument, got 2", 1);
+  check_error("tanh()", 1, "1:6: tanh() needs an argument", 6);
+  check_error("x*nan", 1, "1:3: 'nan' is not allowed", 3);
+  check_error("inf + x", 1, "1:1: 'inf' is not allowed", 1);
+  check_error("1e999*x", 1, "1:1: number out of range", 1);
+  check_error("x + 1e39", 1, "1:5: number out of range", 5);
+  check_error("x + 1 2", 1, "1:7: unexpected '2' after the end", 7);
+  check_error("", 1, "1:1: empty expression", 1);
+  check_error("   ", 1, "1:4: empty expression", 4);
+  check_error("(x + 1", 1, "1:7: expected ')' to close the '(' at column 1", 7);
+  check_error("x^2^3", 1, "1:4: chained '^'", 4);
+  check_error("x^-1", 1, "1:3: exponent must be a non-negative integer", 3);
+  check_error("x^2.5", 1, "1:3: exponent must be a non-negative integer", 3);
+  check_error("x^65", 1, "1:3: exponent too large", 3);
+  check_error("y + 1", 1, "1:1: unknown name 'y'", 1);
+  check_error("tanh x", 1, "1:6: expected '(' after 'tanh'", 6);
+  check_error("1e+", 1, "1:2: malformed number", 2);
+  check_error("1.2.3", 1, "1:4: malformed number", 4);
+  check_error("x +", 1, "1:4: unexpected end of input", 4);
+  check_error("x @ 2", 1, "1:3: unexpected '@'", 3);
+  check_error("+x", 1, "1:1: unary '+'", 1);
+  check_error("x +\n  foo(x)", 1, "2:3: unknown function 'foo'", 3);
+  check_error("x + y", 7, "7:5: unknown name 'y'", 5);
+  /* deep nesting and long chains: bounded, no stack exhaustion */
+  size_t n = 100000;
+  char *s = nl_xmalloc(n + 2);
+  memset(s, '(', n);
+  s[n] = 'x';
+  s[n + 1] = '\0';
+  check_error(s, 1, "1:501: expression nested too deeply (more than 500 levels)", 0);
+  memset(s, '-', n);
+  check_error(s, 1, "1:501: expression nested too deeply", 0);
+  for (size_t i = 0; i < n; i++) s[i] = "tanh("[i % 5];
+  s[n] = '\0';
+  check_error(s, 1, "1:2501: expression nested too deeply", 0);
+  free(s);
+  /* a sum of 600 terms is 600 levels deep */
+  char *sum = nl_xmalloc(600 * 2 + 1);
+  for (int i = 0; i < 600; i++) memcpy(sum + 2 * i, i ? "+x" : "xx", 2);
+  sum[1] = ' ';
+  sum[1200] = '\0';
+  check_error(sum, 1, "1:1: expression nested too deeply", 0);
+  free(sum);
+  /* a very long line is shown around the fault only */
+  char *lng = nl_xmalloc(5000);
+  memset(lng, ' ', 4990);
+  memcpy(lng + 4990, "x + )", 6);
+  nl_prog p;
+  nl_prog_init(&p);
+  nl_error e;
+  assert_int_equal(nl_parse(lng, 1, &p, &e), -1);
+  assert_true(strncmp(e.msg, "1:4995: unexpected ')'", 22) == 0);
+  assert_true(strlen(e.msg) < 300);
+  free(lng);
+}
+
+/* ---- printing ---- */
+static void check_print(const char *in, nl_print_style st, const char *want) {
+  nl_prog p;
+  nl_prog_init(&p);
+  parse_ok(in, &p);
+  char *s = nl_print(&p, st);
+  if (strcmp(s, want) != 0) fail_msg("print(%s) = '%s', expected '%s'", in, s, want);
+  free(s);
+  nl_prog_free(&p);
+}
+
+static void test_print(void **state) {
+  (void)state;
+  const nl_print_style S = NL_PRINT_SHORT;
+  check_print("x+1", S, "x + 1");
+  check_print("((x*2))", S, "x*2");
+  check_print("(x+1)*2", S, "(x + 1)*2");
+  check_print("x-(1-x)", S, "x - (1 - x)");
+  check_print("(x-1)-x", S, "x - 1 - x");
+  check_print("x+(1+x)", S, "x + (1 + x)");
+  check_print("x/(2*x)", S, "x/(2*x)");
+  check_print("(x/2)*x", S, "x/2*x");
+  check_print("x*(2/x)", S, "x*(2/x)");
+  check_print("-(x+1)", S, "-(x + 1)");
+  check_print("-(x*2)", S, "-(x*2)");
+  check_print("(-x)*2", S, "-x*2");
+  check_print("(-x)^2", S, "(-x)^2");
+  check_print("-(x^2)", S, "-x^2");
+  check_print("neg(neg(x))", S, "-(-x)");
+  check_print("(x^2)^3", S, "(x^2)^3");
+  check_print("(-2)^2", S, "(-2)^2");
+  check_print("tanh(x)^2", S, "tanh(x)^2");
+  check_print("x - -2", S, "x - -2");
+  check_print("2*(3*x)", S, "2*(3*x)");
+  check_print("tanh( clip(x , -1,2) )", S, "tanh(clip(x, -1, 2))");
+  check_print("(x + 0.0719)*(-0.307*x*tanh(2.99*x) + 2.46)", S,
+              "(x + 0.0719)*(-0.307*x*tanh(2.99*x) + 2.46)");
+  check_print("0.123456*x", S, "0.123*x");
+  check_print("0.123456*x", NL_PRINT_EXACT, "0.123456*x");
+  check_print("1234567*x", S, "1.23e+06*x");
+  check_print("0.698*x", NL_PRINT_EXACT, "0.698*x");
+  check_print("tanh(x)*2 + clip(x)", NL_PRINT_C,
+              "tanhf(x)*2.0f + fminf(fmaxf(x, -5.0f), 5.0f)");
+  check_print("x^3 - -0.5", NL_PRINT_C, "powf(x, 3) - -0.5f");
+  check_print("tanh(x)*2 + clip(x)", NL_PRINT_TORCH,
+              "torch.tanh(x)*2 + torch.clamp(x, -5.0, 5.0)");
+  check_print("(x+1)^3*sigmoid(x)", NL_PRINT_TORCH, "(x + 1)**3*torch.sigmoid(x)");
+  check_print("(x+1)/2", NL_PRINT_LATEX, "\\frac{x + 1}{2}");
+  check_print("tanh(x)*x^2", NL_PRINT_LATEX, "\\tanh\\left(x\\right) \\cdot x^{2}");
+  /* subtree printing */
+  nl_prog p;
+  nl_prog_init(&p);
+  parse_ok("tanh(2*x) + 1", &p);
+  char *s = nl_print_sub(&p, 2, S);
+  assert_string_equal(s, "2*x");
+  free(s);
+  nl_prog_free(&p);
+}
+
+/* Round trip: parse(print_exact(p)) has p's structure and values, for
+ * thousands of random programs. */
+static void test_roundtrip_random(void **state) {
+  (void)state;
+  nl_rng r;
+  nl_rng_seed(&r, 11);
+  nl_prog p, q;
+  nl_prog_init(&p);
+  nl_prog_init(&q);
+  gen_opts o = {0, 0};
+  int n = quick() ? 500 : 3000;
+  for (int t = 0; t < n; t++) {
+    gen(&p, &r, 5, &o);
+    char *s = nl_print(&p, NL_PRINT_EXACT);
+    nl_error e;
+    if (nl_parse(s, 1, &q, &e) != 0) fail_msg("'%s' does not parse: %s", s, e.msg);
+    for (int k = 0; k < 9; k++) {
+      double x = -4.0 + k;
+      double a = nl_eval1(&p, x), b = nl_eval1(&q, x);
+      if (!(a == b || (isnan(a) && isnan(b)))) fail_msg("'%s' at %g: %.17g vs %.17g", s, x, a, b);
+    }
+    /* printing is canonical: a second round trip prints the same text */
+    char *s2 = nl_print(&q, NL_PRINT_EXACT);
+    assert_int_equal(nl_parse(s2, 1, &q, &e), 0);
+    char *s3 = nl_print(&q, NL_PRINT_EXACT);
+    assert_string_equal(s2, s3);
+    free(s);
+    free(s2);
+    free(s3);
+  }
+  nl_prog_free(&p);
+  nl_prog_free(&q);
+}
+
+/* ---- simplification ---- */
+static void check_simplify(const char *in, const char *want) {
+  nl_prog p;
+  nl_prog_init(&p);
+  parse_ok(in, &p);
+  nl_simplify(&p);
+  char *s = nl_print(&p, NL_PRINT_SHORT);
+  if (strcmp(s, want) != 0) fail_msg("simplify(%s) = '%s', expected '%s'", in, s, want);
+  free(s);
+  nl_prog_free(&p);
+}
+
+static void test_simplify_identities(void **state) {
+  (void)state;
+  check_simplify("x*1", "x");
+  check_simplify("1*x", "x");
+  check_simplify("x/1", "x");
+  check_simplify("x+0", "x");
+  check_simplify("0+x", "x");
+  check_simplify("x-0", "x");
+  check_simplify("0-x", "-x");
+  check_simplify("x*0", "0");
+  check_simplify("tanh(x)*0 + 1", "1");
+  check_simplify("exp(x)*0", "0*exp(x)");    /* inf*0 is NaN at large x */
+  check_simplify("(1/x)*0", "0*(1/x)");      /* NaN at x = 0 */
+  check_simplify("x^30*0", "0*x^30");        /* overflows in double for huge x */
+  check_simplify("0/(x^2 + 1)", "0");
+  check_simplify("0/x", "0/x");
+  check_simplify("neg(neg(x))", "x");
+  check_simplify("clip(clip(x))", "clip(x)");
+  check_simplify("clip(7)", "5");
+  check_simplify("clip(x, -5, 5)", "clip(x)");
+  check_simplify("clip(tanh(x))", "tanh(x)");
+  check_simplify("abs(neg(x))", "abs(x)");
+  check_simplify("abs(abs(x))", "abs(x)");
+  check_simplify("abs(sigmoid(x))", "sigmoid(x)");
+  check_simplify("2 + 3*4", "14");
+  check_simplify("tanh(0)", "0");
+  check_simplify("exp(100)", "exp(100)"); /* not a float */
+  check_simplify("2*(3*x)", "6*x");
+  check_simplify("2*(3*(4*x))", "24*x");
+  check_simplify("x*2", "2*x");
+  check_simplify("(x + 1) + 2", "x + 3");
+  check_simplify("x - 2 + 5", "x + 3");
+  check_simplify("x + 2 - 2", "x");
+  check_simplify("x - neg(x)", "x + x");
+  check_simplify("x + neg(x)", "x - x");
+  check_simplify("-(2*x)", "-2*x");
+  check_simplify("2*neg(x)", "-2*x");
+  check_simplify("x*-1", "-x");
+  check_simplify("x^1", "x");
+  check_simplify("x^0", "1");
+  check_simplify("(x*1 + 0)*(2*(0.5*tanh(x)))", "x*tanh(x)");
+}
+
+/* Property: simplification never changes the value. The allowed difference
+ * at x is what relative perturbations of 2^-22 at every node move the
+ * original expression by (the folding of constants rounds to float);
+ * points where such perturbations change finiteness are skipped. */
+static void test_simplify_property(void **state) {
+  (void)state;
+  nl_rng r, nr;
+  nl_rng_seed(&r, 5);
+  nl_rng_seed(&nr, 6);
+  nl_prog p, q;
+  nl_prog_init(&p);
+  nl_prog_init(&q);
+  gen_opts o = {0, 0};
+  int n = quick() ? 800 : 5000, compared = 0, skipped = 0, shrunk = 0;
+  const double xs[] = {-1e6, -40, -6, -5, -3.3, -2, -1, -0.7, -0.3, -1e-3, 0, 1e-4, 0.2,
+                       0.5, 1, 1.5, 2, 3, 4.9, 5, 6, 40, 1e6};
+  for (int t = 0; t < n; t++) {
+    gen(&p, &r, 1 + (int)nl_rng_below(&r, 6), &o);
+    nl_prog_copy(&q, &p);
+    nl_simplify(&q);
+    assert_int_equal(nl_prog_fix_sizes(&q), 0);
+    assert_true(q.len <= p.len);
+    shrunk += q.len < p.len;
+    for (size_t k = 0; k < sizeof xs / sizeof xs[0]; k++) {
+      double x = xs[k];
+      double a = ref(&p, x), b = nl_eval1(&q, x);
+      double sp = spread(&p, x, 0x1p-22, &nr);
+      if (sp < 0) {
+        skipped++;
+        continue;
+      }
+      compared++;
+      if (!same_class(a, b) ||
+          (isfinite(a) && fabs(a - b) > 1e-12 * (1 + fabs(a)) + 8 * sp)) {
+        char *s1 = nl_print(&p, NL_PRINT_EXACT), *s2 = nl_print(&q, NL_PRINT_EXACT);
+        fail_msg("simplify changed the value at x=%g: %s = %.17g, %s = %.17g (spread %g)", x, s1,
+                 a, s2, b, sp);
+      }
+    }
+  }
+  assert_true(skipped < compared / 20);
+  assert_true(shrunk > n / 4);
+  nl_prog_free(&p);
+  nl_prog_free(&q);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cost_examples),
+      cmocka_unit_test(test_prog_basics),
+      cmocka_unit_test(test_parse_values),
+      cmocka_unit_test(test_parse_errors),
+      cmocka_unit_test(test_print),
+      cmocka_unit_test(test_roundtrip_random),
+      cmocka_unit_test(test_simplify_identities),
+      cmocka_unit_test(test_simplify_property),
   };
   return cmocka_run_group_tests_name("expr", tests, NULL, NULL);
 }
