@@ -112,6 +112,10 @@ static void gen(nl_prog *p, nl_rng *r, int depth, const gen_opts *o) {
   gen_rec(p, r, depth, o);
 }
 
+/* Set when some intermediate of a reference evaluation leaves the float
+ * range (float evaluation then overflows where double does not). */
+static int ref_float_overflow;
+
 /* Reference value in double with libm, optionally with every node's
  * output multiplied by (1 + eps*u), u uniform in [-1, 1]. */
 static double ref_rec(const nl_prog *p, int i, double x, double eps, nl_rng *r) {
@@ -144,6 +148,7 @@ static double ref_rec(const nl_prog *p, int i, double x, double eps, nl_rng *r) 
     }
     default: v = NAN;
   }
+  if (fabs(v) > FLT_MAX && isfinite(v)) ref_float_overflow = 1;
   if (eps > 0 && r) {
     v *= 1.0 + eps * (2.0 * nl_rng_uniform(r) - 1.0);
     if (v == 0) v = nl_rng_below(r, 2) ? 0.0 : -0.0; /* the sign of a zero is not kept */
@@ -552,6 +557,382 @@ static void test_simplify_property(void **state) {
   nl_prog_free(&q);
 }
 
+/* ---- batched evaluation ---- */
+
+/* The vectorised exp, tanh and sigmoid against libm in double. */
+static void test_eval_approximations(void **state) {
+  (void)state;
+  const char *fn[] = {"exp(x)", "tanh(x)", "sigmoid(x)"};
+  double (*ref_f[])(double) = {exp, tanh, NULL};
+  const size_t n = 200001;
+  float *x = nl_xmalloc(sizeof(float) * n), *y = nl_xmalloc(sizeof(float) * n);
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, 4);
+  nl_prog p;
+  nl_prog_init(&p);
+  for (int f = 0; f < 3; f++) {
+    double lo = f == 0 ? -103.0 : -30.0, hi = f == 0 ? 88.7 : 30.0;
+    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * (double)i / (double)(n - 1));
+    x[0] = 1e-30f; /* tiny arguments */
+    x[1] = -3e-8f;
+    x[2] = 0.0f;
+    parse_ok(fn[f], &p);
+    nl_eval(&p, x, y, n, &ws);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+      double r = ref_f[f] ? ref_f[f](x[i]) : 1.0 / (1.0 + exp(-(double)x[i]));
+      if (fabs(r) < 1e-37) { /* subnormal results: absolute error */
+        assert_true(fabs(y[i] - r) < 1e-40);
+        continue;
+      }
+      double e = fabs(y[i] - r) / fabs(r);
+      if (e > worst) worst = e;
+      if (e > 1e-6) fail_msg("%s at %.9g: %.9g, libm %.9g (rel %.3g)", fn[f], x[i], y[i], r, e);
+    }
+    print_message("%s: worst relative error %.3g\n", fn[f], worst);
+  }
+  /* special values */
+  float xs[] = {INFINITY, -INFINITY, 1e30f, -1e30f, 88.72f, 89.0f, -104.0f, -200.0f};
+  float ys[8];
+  struct {
+    const char *e;
+    float want[8];
+  } sv[] = {
+      {"exp(x)", {INFINITY, 0, INFINITY, 0, expf(88.72f), INFINITY, 0, 0}},
+      {"tanh(x)", {1, -1, 1, -1, 1, 1, -1, -1}},
+      {"sigmoid(x)", {1, 0, 1, 0, 1, 1, 0, 0}},
+      {"clip(x)", {5, -5, 5, -5, 5, 5, -5, -5}},
+      {"abs(x)", {INFINITY, INFINITY, 1e30f, 1e30f, 88.72f, 89, 104, 200}},
+  };
+  for (int k = 0; k < 5; k++) {
+    parse_ok(sv[k].e, &p);
+    nl_eval(&p, xs, ys, 8, &ws);
+    for (int i = 0; i < 8; i++)
+      if (!(ys[i] == sv[k].want[i] || fabsf(ys[i] - sv[k].want[i]) <= 1e-6f * fabsf(sv[k].want[i])))
+        fail_msg("%s at %g: %g, expected %g", sv[k].e, xs[i], ys[i], sv[k].want[i]);
+  }
+  nl_prog_free(&p);
+  nl_eval_ws_free(&ws);
+  free(x);
+  free(y);
+}
+
+/* nl_eval against the double reference, over random programs and lengths
+ * around the chunk size, including n = 0 and in-place evaluation. */
+static void test_eval_batched(void **state) {
+  (void)state;
+  nl_rng r, nr;
+  nl_rng_seed(&r, 21);
+  nl_rng_seed(&nr, 22);
+  const size_t lens[] = {0, 1, 7, 255, 256, 257, 513, 1000};
+  const size_t maxn = 1000;
+  float *x = nl_xmalloc(sizeof(float) * maxn), *y = nl_xmalloc(sizeof(float) * (maxn + 1));
+  float *z = nl_xmalloc(sizeof(float) * maxn);
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, 2); /* grows on demand */
+  nl_prog p;
+  nl_prog_init(&p);
+  gen_opts o = {0, 0};
+  int progs = quick() ? 100 : 2000, compared = 0;
+  for (int t = 0; t < progs; t++) {
+    gen(&p, &r, 1 + (int)nl_rng_below(&r, 5), &o);
+    size_t n = lens[t % 8];
+    for (size_t i = 0; i < n; i++) x[i] = (float)(nl_rng_uniform(&r) * 12.0 - 6.0);
+    y[n] = 12345.0f; /* guard */
+    nl_eval(&p, x, y, n, &ws);
+    assert_true(y[n] == 12345.0f);
+    for (size_t i = 0; i < n; i++) {
+      ref_float_overflow = 0;
+      double a = ref(&p, x[i]);
+      if (ref_float_overflow) continue; /* not representable in float */
+      double sp = spread(&p, x[i], 2e-6, &nr);
+      if (sp < 0) continue;
+      compared++;
+      if (!same_class(a, y[i]) || (isfinite(a) && fabs(a - y[i]) > 1e-6 * (1 + fabs(a)) + 8 * sp)) {
+        char *s = nl_print(&p, NL_PRINT_EXACT);
+        fail_msg("%s at x=%.9g (i=%zu of %zu): batched %.9g, reference %.9g", s, x[i], i, n, y[i],
+                 a);
+      }
+    }
+    /* in place gives the same */
+    memcpy(z, x, sizeof(float) * n);
+    nl_eval(&p, z, z, n, &ws);
+    for (size_t i = 0; i < n; i++)
+      assert_true(z[i] == y[i] || (isnan(z[i]) && isnan(y[i])));
+  }
+  assert_true(compared > progs * 100);
+  nl_prog_free(&p);
+  nl_eval_ws_free(&ws);
+  free(x);
+  free(y);
+  free(z);
+}
+
+static void test_eval_nan(void **state) {
+  (void)state;
+  const char *ex[] = {"tanh(x)", "sigmoid(x)", "exp(x)", "clip(x)", "abs(x)", "x^3", "-x",
+                      "0.5*clip(2*x) + tanh(x)/sigmoid(x)", "clip(x, -1, 2)", "exp(-x)*x"};
+  float x[300], y[300];
+  for (int i = 0; i < 300; i++) x[i] = (i % 7 == 3) ? NAN : (float)(i - 150) * 0.03f;
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, 16);
+  nl_prog p;
+  nl_prog_init(&p);
+  for (size_t k = 0; k < sizeof ex / sizeof ex[0]; k++) {
+    parse_ok(ex[k], &p);
+    nl_eval(&p, x, y, 300, &ws);
+    for (int i = 0; i < 300; i++) {
+      if (isnan(x[i]) != isnan(y[i])) fail_msg("%s at %g gave %g", ex[k], x[i], y[i]);
+      assert_true(isnan(nl_eval1(&p, NAN)));
+    }
+  }
+  nl_prog_free(&p);
+  nl_eval_ws_free(&ws);
+}
+
+/* ---- derivatives against central finite differences in double ---- */
+
+/* f'(x) by central differences with two step sizes; returns 0 when they
+ * disagree (a kink or a pole nearby). */
+static int fd_dx(const nl_prog *p, double x, double *d) {
+  double h = 1e-5 * (1 + fabs(x));
+  double d1 = (nl_eval1(p, x + h) - nl_eval1(p, x - h)) / (2 * h);
+  double d2 = (nl_eval1(p, x + h / 2) - nl_eval1(p, x - h / 2)) / h;
+  if (!isfinite(d1) || !isfinite(d2) || fabs(d1 - d2) > 1e-5 * (1 + fabs(d1))) return 0;
+  *d = d2;
+  return 1;
+}
+
+static void test_eval_dx(void **state) {
+  (void)state;
+  nl_rng r;
+  nl_rng_seed(&r, 31);
+  nl_prog p;
+  nl_prog_init(&p);
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, 8);
+  gen_opts o = {0, 1};
+  const size_t n = 300;
+  float x[300], y[300], dx[300];
+  int progs = quick() ? 150 : 2000, checked = 0;
+  for (int t = 0; t < progs; t++) {
+    gen(&p, &r, 1 + (int)nl_rng_below(&r, 4), &o);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(nl_rng_uniform(&r) * 8.0 - 4.0);
+    nl_eval_dx(&p, x, y, dx, n, &ws);
+    for (size_t i = 0; i < n; i++) {
+      double d, v = nl_eval1(&p, x[i]);
+      if (!isfinite(v) || fabs(v) > 1e4 || !fd_dx(&p, x[i], &d) || fabs(d) > 1e4) continue;
+      checked++;
+      if (fabs(dx[i] - d) > 2e-3 * (1 + fabs(d))) {
+        char *s = nl_print(&p, NL_PRINT_EXACT);
+        fail_msg("d/dx %s at %.9g: %.9g, finite differences %.9g", s, x[i], dx[i], d);
+      }
+      assert_true(fabs(y[i] - v) <= 1e-4 * (1 + fabs(v)));
+    }
+  }
+  assert_true(checked > progs * 150);
+  /* hand-checked: d/dx of 3*x^2 - tanh(x) at 0.5 */
+  parse_ok("3*x^2 - tanh(x)", &p);
+  float x1 = 0.5f, y1, d1;
+  nl_eval_dx(&p, &x1, &y1, &d1, 1, &ws);
+  double t = tanh(0.5);
+  assert_true(fabs(d1 - (3.0 - (1 - t * t))) < 1e-6);
+  nl_prog_free(&p);
+  nl_eval_ws_free(&ws);
+}
+
+/* MSE gradient and Jacobian with respect to the constants against central
+ * differences of the double-precision MSE. */
+static double mse_ref(const nl_prog *p, const float *x, const float *y, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) {
+    double r = nl_eval1(p, x[i]) - y[i];
+    s += r * r;
+  }
+  return s / (double)n;
+}
+
+static void test_mse_grad_and_jac(void **state) {
+  (void)state;
+  nl_rng r;
+  nl_rng_seed(&r, 41);
+  nl_prog p;
+  nl_prog_init(&p);
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, 8);
+  gen_opts o = {1, 1};
+  const size_t n = 700; /* three chunks, the last partial */
+  float *x = nl_xmalloc(sizeof(float) * n), *y = nl_xmalloc(sizeof(float) * n);
+  float *out = nl_xmalloc(sizeof(float) * n);
+  int progs = quick() ? 100 : 400, checked = 0;
+  for (int t = 0; t < progs; t++) {
+    gen(&p, &r, 1 + (int)nl_rng_below(&r, 4), &o);
+    int nc = nl_prog_nconst(&p);
+    for (size_t i = 0; i < n; i++) {
+      x[i] = (float)(nl_rng_uniform(&r) * 6.0 - 3.0);
+      y[i] = (float)(nl_rng_uniform(&r) * 2.0 - 1.0);
+    }
+    double m0 = mse_ref(&p, x, y, n);
+    if (!isfinite(m0) || m0 > 1e6 || nc == 0) continue;
+    float *g = nl_xmalloc(sizeof(float) * (size_t)nc), *c = nl_xmalloc(sizeof(float) * (size_t)nc);
+    float *jac = nl_xmalloc(sizeof(float) * (size_t)nc * n);
+    double m = nl_mse_grad(&p, x, y, n, g, &ws);
+    assert_true(fabs(m - m0) <= 1e-4 * (1 + m0));
+    nl_eval_jac(&p, x, out, jac, n, &ws);
+    nl_prog_get_consts(&p, c);
+    for (int k = 0; k < nc; k++) {
+      float c0 = c[k];
+      double h = 1e-3 * (1 + fabs(c0));
+      float cp = (float)(c0 + h), cm = (float)(c0 - h);
+      c[k] = cp;
+      nl_prog_set_consts(&p, c);
+      double mp = mse_ref(&p, x, y, n);
+      c[k] = cm;
+      nl_prog_set_consts(&p, c);
+      double mm = mse_ref(&p, x, y, n);
+      c[k] = c0;
+      nl_prog_set_consts(&p, c);
+      double fd = (mp - mm) / ((double)cp - (double)cm);
+      /* curvature check: skip where the step is too coarse */
+      float cp2 = (float)(c0 + h / 2), cm2 = (float)(c0 - h / 2);
+      c[k] = cp2;
+      nl_prog_set_consts(&p, c);
+      double mp2 = mse_ref(&p, x, y, n);
+      c[k] = cm2;
+      nl_prog_set_consts(&p, c);
+      double mm2 = mse_ref(&p, x, y, n);
+      c[k] = c0;
+      nl_prog_set_consts(&p, c);
+      double fd2 = (mp2 - mm2) / ((double)cp2 - (double)cm2);
+      if (!isfinite(fd) || fabs(fd - fd2) > 1e-3 * (1 + fabs(fd))) continue;
+      checked++;
+      if (fabs(g[k] - fd2) > 2e-3 * (1 + fabs(fd2))) {
+        char *s = nl_print(&p, NL_PRINT_EXACT);
+        fail_msg("dMSE/dc%d of %s: %.9g, finite differences %.9g", k, s, g[k], fd2);
+      }
+      /* Jacobian column at a few points */
+      for (size_t i = 0; i < n; i += 97) {
+        c[k] = cp2;
+        nl_prog_set_consts(&p, c);
+        double fp = nl_eval1(&p, x[i]);
+        c[k] = cm2;
+        nl_prog_set_consts(&p, c);
+        double fm = nl_eval1(&p, x[i]);
+        c[k] = c0;
+        nl_prog_set_consts(&p, c);
+        double jd = (fp - fm) / ((double)cp2 - (double)cm2);
+        if (!isfinite(jd) || fabs(jd) > 1e4) continue;
+        if (fabs(jac[(size_t)k * n + i] - jd) > 5e-3 * (1 + fabs(jd)))
+          fail_msg("jac[%d][%zu]: %.9g, finite differences %.9g", k, i, jac[(size_t)k * n + i],
+                   jd);
+      }
+    }
+    free(g);
+    free(c);
+    free(jac);
+  }
+  assert_true(checked > progs / 2);
+  /* hand-checked: f = a*x + b, y = 0: dMSE/da = 2 mean((a x + b) x), dMSE/db = 2 mean(a x + b) */
+  parse_ok("2*x + 1", &p);
+  float xs[3] = {1, 2, 3}, ys[3] = {0, 0, 0}, g2[2];
+  double mse = nl_mse_grad(&p, xs, ys, 3, g2, &ws);
+  assert_true(fabs(mse - (9.0 + 25.0 + 49.0) / 3.0) < 1e-5);
+  assert_true(fabs(g2[0] - 2.0 * (3 * 1 + 5 * 2 + 7 * 3) / 3.0) < 1e-4);
+  assert_true(fabs(g2[1] - 2.0 * (3 + 5 + 7) / 3.0) < 1e-4);
+  assert_true(nl_mse_grad(&p, xs, ys, 0, g2, &ws) == 0.0 && g2[0] == 0.0f);
+  nl_prog_free(&p);
+  nl_eval_ws_free(&ws);
+  free(x);
+  free(y);
+  free(out);
+}
+
+/* ---- expression sets ---- */
+static void test_exprset(void **state) {
+  (void)state;
+  const char *text =
+      "# a set\n"
+      "\n"
+      "blocks.0.norm1 = 0.698*clip(2.31*x)   # clip-based\r\n"
+      "  blocks.0.norm2=tanh(x)#no space\n"
+      "norm = x^2 + 1\n"
+      "   # indented comment\n";
+  nl_exprset s;
+  nl_exprset_init(&s);
+  nl_error e;
+  nl_error_clear(&e);
+  if (nl_exprset_parse(text, "t.exprs", &s, &e) != 0) fail_msg("%s", e.msg);
+  assert_int_equal(s.n, 3);
+  assert_string_equal(s.e[0].name, "blocks.0.norm1");
+  assert_string_equal(s.e[0].comment, "clip-based");
+  assert_string_equal(s.e[1].name, "blocks.0.norm2");
+  assert_string_equal(s.e[1].comment, "no space");
+  assert_null(s.e[2].comment);
+  assert_true(fabs(nl_eval1(&s.e[0].prog, 1.0) - 0.698f * 2.31f) < 1e-6);
+  assert_true(fabs(nl_eval1(&s.e[2].prog, 3.0) - 10.0) < 1e-12);
+  const nl_exprset_entry *f = nl_exprset_find(&s, "norm");
+  assert_non_null(f);
+  assert_null(nl_exprset_find(&s, "nope"));
+  /* save and load: same names, comments and values */
+  char path[] = "/tmp/normlab-expr-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  nl_prog p;
+  nl_prog_init(&p);
+  parse_ok("0.123456789*x - 1e-7", &p);
+  nl_exprset_set(&s, "extra", &p, "added\nlater");
+  parse_ok("x", &p);
+  nl_exprset_set(&s, "norm", &p, NULL); /* replaces */
+  assert_int_equal(s.n, 4);
+  assert_int_equal(nl_exprset_save(&s, path, &e), 0);
+  nl_exprset t;
+  nl_exprset_init(&t);
+  if (nl_exprset_load(path, &t, &e) != 0) fail_msg("%s", e.msg);
+  assert_int_equal(t.n, 4);
+  for (int i = 0; i < 4; i++) {
+    assert_string_equal(s.e[i].name, t.e[i].name);
+    for (double x = -3; x <= 3; x += 0.25)
+      assert_true(nl_eval1(&s.e[i].prog, x) == nl_eval1(&t.e[i].prog, x));
+  }
+  assert_string_equal(t.e[3].comment, "added later");
+  assert_true(fabs(nl_eval1(&t.e[2].prog, 2.0) - 2.0) < 1e-12);
+  unlink(path);
+  nl_exprset_free(&t);
+  nl_exprset_free(&s);
+  nl_prog_free(&p);
+
+  /* errors name the file, line and column */
+  struct {
+    const char *text, *want;
+  } bad[] = {
+      {"a = x\nb x + 1\n", "f.exprs:2:1: expected 'NAME = EXPR'"},
+      {"a = x\n = x\n", "f.exprs:2:2: missing layer name"},
+      {"a b = x\n", "f.exprs:1:2: invalid character in layer name"},
+      {"a = x\n\nb = x\na = tanh(x)\n", "f.exprs:4:1: duplicate layer name 'a' (first defined on line 1)"},
+      {"a = x\nlayer.1 = 2*foo(x)  # c\n", "f.exprs:2:13: unknown function 'foo'"},
+      {"a =   # nothing\n", "f.exprs:1:7: empty expression"},
+      {"a = x +\n", "f.exprs:1:8: unexpected end of input"},
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    nl_exprset_init(&s);
+    nl_error_clear(&e);
+    assert_int_equal(nl_exprset_parse(bad[k].text, "f.exprs", &s, &e), -1);
+    assert_int_equal(e.code, NL_EINPUT);
+    if (strncmp(e.msg, bad[k].want, strlen(bad[k].want)) != 0)
+      fail_msg("got '%s', expected '%s'", e.msg, bad[k].want);
+    nl_exprset_free(&s);
+  }
+  /* the caret sits under the fault in the whole line */
+  nl_exprset_init(&s);
+  assert_int_equal(nl_exprset_parse("layer.1 = 2*foo(x)\n", "f.exprs", &s, &e), -1);
+  const char *l3 = strrchr(e.msg, '\n');
+  assert_string_equal(l3 + 1, "                ^"); /* 4 + 12 spaces */
+  assert_non_null(strstr(e.msg, "\n    layer.1 = 2*foo(x)\n"));
+  nl_exprset_free(&s);
+  assert_int_equal(nl_exprset_load("/nonexistent/x.exprs", &s, &e), -1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cost_examples),
@@ -562,6 +943,12 @@ int main(void) {
       cmocka_unit_test(test_roundtrip_random),
       cmocka_unit_test(test_simplify_identities),
       cmocka_unit_test(test_simplify_property),
+      cmocka_unit_test(test_eval_approximations),
+      cmocka_unit_test(test_eval_batched),
+      cmocka_unit_test(test_eval_nan),
+      cmocka_unit_test(test_eval_dx),
+      cmocka_unit_test(test_mse_grad_and_jac),
+      cmocka_unit_test(test_exprset),
   };
   return cmocka_run_group_tests_name("expr", tests, NULL, NULL);
 }
