@@ -361,6 +361,7 @@ static void test_parse_errors(void **state) {
   assert_true(strncmp(e.msg, "1:4995: unexpected ')'", 22) == 0);
   assert_true(strlen(e.msg) < 300);
   free(lng);
+  nl_prog_free(&p);
 }
 
 /* ---- printing ---- */
