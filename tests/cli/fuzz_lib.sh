@@ -6,7 +6,8 @@
 # clang -fsanitize=fuzzer,address,undefined together with SOURCES (paths
 # relative to the source tree) into $TMP, runs it for $FUZZ_SECONDS seconds
 # (default 15) over the seed corpus tests/fuzz/corpus_<NAME without fuzz_>/
-# (copied, so the tree stays clean), with the dictionary tests/fuzz/NAME.dict
+# (copied, so the tree stays clean), with the dictionary
+# tests/fuzz/<NAME without fuzz_>.dict
 # when there is one, and reports one ok / not ok line (with the crashing
 # input). Without a clang that can link libFuzzer the check is reported as
 # skipped. NL_TEST_QUICK=1 shortens the run to 5 seconds.
