@@ -85,21 +85,30 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   /* time each method in rounds over the whole mix, ~40% of the time each
    * for the batched evaluator and the fused loops, the rest scalar */
   rate rb = {0, 0}, rf = {0, 0}, rs = {0, 0};
-  double t_end = nl_now() + secs * 0.45;
+  double t_end = nl_now() + secs * 0.4;
   while (nl_now() < t_end) {
     double t0 = nl_now();
     for (int t = 0; t < NTREES; t++) nl_eval(&progs[t], x, y, NPOINTS, &ws);
     rb.seconds += nl_now() - t0;
     rb.node_evals += nodes * NPOINTS;
   }
-  t_end = nl_now() + secs * 0.45;
+  t_end = nl_now() + secs * 0.4;
   while (nl_now() < t_end) {
     double t0 = nl_now();
     for (int t = 0; t < NTREES; t++) fused[t](x, z, NPOINTS);
     rf.seconds += nl_now() - t0;
     rf.node_evals += nodes * NPOINTS;
   }
+  rate rg = {0, 0};
+  float grad[64];
   t_end = nl_now() + secs * 0.1;
+  while (nl_now() < t_end) {
+    double t0 = nl_now();
+    for (int t = 0; t < NTREES; t++) (void)nl_mse_grad(&progs[t], x, z, NPOINTS, grad, &ws);
+    rg.seconds += nl_now() - t0;
+    rg.node_evals += nodes * NPOINTS;
+  }
+  t_end = nl_now() + secs * 0.05;
   volatile double sink = 0;
   while (nl_now() < t_end) {
     double t0 = nl_now();
@@ -111,11 +120,12 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   (void)sink;
 
   if (nl_arg_flag(a, "json")) {
-    json_t *o = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f}", "bench", "expr", "trees", NTREES,
-                          "points", NPOINTS, "nodes_per_tree", nodes / NTREES,
+    json_t *o = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f}", "bench", "expr", "trees",
+                          NTREES, "points", NPOINTS, "nodes_per_tree", nodes / NTREES,
                           "batched_node_evals_per_s", per_s(rb), "fused_node_evals_per_s",
-                          per_s(rf), "scalar_node_evals_per_s", per_s(rs),
-                          "fused_vs_batched_max_rel_diff", maxdiff);
+                          per_s(rf), "mse_grad_node_evals_per_s", per_s(rg),
+                          "scalar_node_evals_per_s", per_s(rs), "fused_vs_batched_max_rel_diff",
+                          maxdiff);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fprintf(ctx->out, "%s\n", s);
     free(s);
@@ -127,11 +137,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             NTREES, nodes / NTREES, NPOINTS);
     for (int t = 0; t < NTREES; t++)
       fprintf(ctx->out, "  %-44s %2d nodes\n", trees[t], progs[t].len);
-    fprintf(ctx->out, "\n  %-40s %10.3g node-evals/s  (%.0f%% of the limit)\n",
+    fprintf(ctx->out, "\n  %-44s %10.3g node-evals/s  (%.0f%% of the limit)\n",
             "batched evaluator (nl_eval)", per_s(rb), 100.0 * per_s(rb) / per_s(rf));
-    fprintf(ctx->out, "  %-40s %10.3g node-evals/s\n", "limit: fused hand-written loops",
+    fprintf(ctx->out, "  %-44s %10.3g node-evals/s\n", "limit: fused hand-written loops",
             per_s(rf));
-    fprintf(ctx->out, "  %-40s %10.3g node-evals/s\n", "scalar per-point interpreter (nl_eval1)",
+    fprintf(ctx->out, "  %-44s %10.3g node-evals/s\n", "MSE + gradient, reverse mode (nl_mse_grad)",
+            per_s(rg));
+    fprintf(ctx->out, "  %-44s %10.3g node-evals/s\n", "scalar per-point interpreter (nl_eval1)",
             per_s(rs));
     fprintf(ctx->out, "\n  batched vs fused results: max relative difference %.2g\n", maxdiff);
   }
