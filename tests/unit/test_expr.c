@@ -413,6 +413,7 @@ static void test_print(void **state) {
   check_print("(x+1)^3*sigmoid(x)", NL_PRINT_TORCH, "(x + 1)**3*torch.sigmoid(x)");
   check_print("(x+1)/2", NL_PRINT_LATEX, "\\frac{x + 1}{2}");
   check_print("tanh(x)*x^2", NL_PRINT_LATEX, "\\tanh\\left(x\\right) \\cdot x^{2}");
+  check_print("(-2)^2", NL_PRINT_LATEX, "\\left(-2\\right)^{2}");
   /* subtree printing */
   nl_prog p;
   nl_prog_init(&p);
@@ -897,6 +898,10 @@ static void test_exprset(void **state) {
       assert_true(nl_eval1(&s.e[i].prog, x) == nl_eval1(&t.e[i].prog, x));
   }
   assert_string_equal(t.e[3].comment, "added later");
+  /* what cannot be read back is not written */
+  s.e[0].prog.nodes[0].val = INFINITY;
+  assert_int_equal(nl_exprset_save(&s, path, &e), -1);
+  assert_non_null(strstr(e.msg, "not finite"));
   assert_true(fabs(nl_eval1(&t.e[2].prog, 2.0) - 2.0) < 1e-12);
   unlink(path);
   nl_exprset_free(&t);
