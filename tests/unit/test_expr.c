@@ -458,6 +458,116 @@ static void test_roundtrip_random(void **state) {
   nl_prog_free(&q);
 }
 
+/* The C and PyTorch spellings mean what the expression means: random
+ * programs are printed as C (compiled with the system compiler) and as
+ * Python over a minimal stand-in for torch (math functions on floats), run,
+ * and compared with the double reference. Skipped when no compiler or
+ * python3 is installed. */
+static int run_and_compare(const char *cmd, nl_prog *progs, int nprog, const double *xs, int nx,
+                           const char *what) {
+  FILE *fp = popen(cmd, "r");
+  if (!fp) return 0;
+  int got = 0;
+  nl_rng nr;
+  nl_rng_seed(&nr, 99);
+  for (int t = 0; t < nprog; t++)
+    for (int k = 0; k < nx; k++) {
+      char buf[128];
+      if (!fgets(buf, sizeof buf, fp)) {
+        pclose(fp);
+        return got;
+      }
+      double v = strtod(buf, NULL);
+      if (strncmp(buf, "nan", 3) == 0 || strncmp(buf, "-nan", 4) == 0) v = NAN;
+      ref_float_overflow = 0;
+      double a = ref(&progs[t], xs[k]);
+      double sp = spread(&progs[t], xs[k], 1e-6, &nr);
+      if (sp < 0 || ref_float_overflow || !isfinite(a)) continue;
+      if (fabs(v - a) > 1e-5 * (1 + fabs(a)) + 8 * sp) {
+        char *s = nl_print(&progs[t], NL_PRINT_EXACT);
+        fail_msg("%s spelling of %s at x=%g: %.9g, reference %.9g", what, s, xs[k], v, a);
+      }
+      got++;
+    }
+  pclose(fp);
+  return got;
+}
+
+static void test_print_c_and_torch_run(void **state) {
+  (void)state;
+  enum { NP = 150 };
+  const double xs[] = {-4.5, -1.25, 0.3, 2.0, 6.5};
+  const int nx = 5;
+  nl_prog progs[NP];
+  nl_rng r;
+  nl_rng_seed(&r, 77);
+  gen_opts o = {0, 0};
+  for (int t = 0; t < NP; t++) {
+    nl_prog_init(&progs[t]);
+    gen(&progs[t], &r, 1 + (int)nl_rng_below(&r, 4), &o);
+  }
+  char dir[] = "/tmp/normlab-print-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128], cmd[512];
+  /* C */
+  snprintf(path, sizeof path, "%s/f.c", dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fprintf(fp, "#include <math.h>\n#include <stdio.h>\n");
+  for (int t = 0; t < NP; t++) {
+    char *s = nl_print(&progs[t], NL_PRINT_C);
+    fprintf(fp, "static float f%d(float x) { (void)x; return %s; }\n", t, s);
+    free(s);
+  }
+  fprintf(fp, "int main(void) {\n  const float xs[] = {-4.5f, -1.25f, 0.3f, 2.0f, 6.5f};\n");
+  for (int t = 0; t < NP; t++)
+    fprintf(fp, "  for (int k = 0; k < 5; k++) printf(\"%%.9g\\n\", (double)f%d(xs[k]));\n", t);
+  fprintf(fp, "  return 0;\n}\n");
+  fclose(fp);
+  snprintf(cmd, sizeof cmd, "cc -std=c11 -O0 -o %s/f %s/f.c -lm 2>/dev/null && %s/f", dir, dir,
+           dir);
+  int n_c = run_and_compare(cmd, progs, NP, xs, nx, "C");
+  /* PyTorch, over a stand-in module */
+  snprintf(path, sizeof path, "%s/f.py", dir);
+  fp = fopen(path, "w");
+  assert_non_null(fp);
+  fprintf(fp,
+          "import math\n"
+          "class torch:\n"
+          "    tanh = staticmethod(math.tanh)\n"
+          "    exp = staticmethod(lambda a: math.exp(a) if a < 709 else math.inf)\n"
+          "    abs = staticmethod(abs)\n"
+          "    sigmoid = staticmethod(lambda a: 1/(1+math.exp(-a)) if a > -709 else 0.0)\n"
+          "    clamp = staticmethod(lambda a, lo, hi: a if a != a else min(max(a, lo), hi))\n"
+          "def div(a, b):\n"
+          "    return a / b\n"
+          "xs = [-4.5, -1.25, 0.3, 2.0, 6.5]\n"
+          "fs = [\n");
+  for (int t = 0; t < NP; t++) {
+    char *s = nl_print(&progs[t], NL_PRINT_TORCH);
+    fprintf(fp, "    lambda x: %s,\n", s);
+    free(s);
+  }
+  fprintf(fp,
+          "]\n"
+          "for f in fs:\n"
+          "    for x in xs:\n"
+          "        try:\n"
+          "            print('%%.17g' %% f(x))\n"
+          "        except (ZeroDivisionError, OverflowError):\n"
+          "            print('nan')\n");
+  fclose(fp);
+  snprintf(cmd, sizeof cmd, "python3 %s/f.py 2>/dev/null", dir);
+  int n_py = run_and_compare(cmd, progs, NP, xs, nx, "PyTorch");
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) print_message("could not remove %s\n", dir);
+  for (int t = 0; t < NP; t++) nl_prog_free(&progs[t]);
+  print_message("compared %d C and %d Python values\n", n_c, n_py);
+  if (n_c == 0 && n_py == 0) skip();
+  assert_true(n_c == 0 || n_c > NP * nx / 2);
+  assert_true(n_py == 0 || n_py > NP * nx / 2);
+}
+
 /* ---- simplification ---- */
 static void check_simplify(const char *in, const char *want) {
   nl_prog p;
@@ -947,6 +1057,7 @@ int main(void) {
       cmocka_unit_test(test_parse_errors),
       cmocka_unit_test(test_print),
       cmocka_unit_test(test_roundtrip_random),
+      cmocka_unit_test(test_print_c_and_torch_run),
       cmocka_unit_test(test_simplify_identities),
       cmocka_unit_test(test_simplify_property),
       cmocka_unit_test(test_eval_approximations),
