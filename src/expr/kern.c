@@ -138,10 +138,10 @@ NL_VKERNEL void nl_kd_clip3(float *restrict d, int j, const float *const *a, con
   if (j == 0) {
     for (int i = 0; i < n; i++) {
       float v = a0[i] < a1[i] ? a1[i] : a0[i];
-      d[i] = (a0[i] >= a1[i] && v <= a2[i]) ? 1.0f : 0.0f;
+      d[i] = (float)((a0[i] >= a1[i]) & (v <= a2[i]));
     }
   } else if (j == 1) {
-    for (int i = 0; i < n; i++) d[i] = (a0[i] < a1[i] && a1[i] <= a2[i]) ? 1.0f : 0.0f;
+    for (int i = 0; i < n; i++) d[i] = (float)((a0[i] < a1[i]) & (a1[i] <= a2[i]));
   } else {
     for (int i = 0; i < n; i++) {
       float v = a0[i] < a1[i] ? a1[i] : a0[i];
