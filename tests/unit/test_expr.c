@@ -952,6 +952,26 @@ static void test_mse_grad_and_jac(void **state) {
   assert_true(fabs(g2[0] - 2.0 * (3 * 1 + 5 * 2 + 7 * 3) / 3.0) < 1e-4);
   assert_true(fabs(g2[1] - 2.0 * (3 + 5 + 7) / 3.0) < 1e-4);
   assert_true(nl_mse_grad(&p, xs, ys, 0, g2, &ws) == 0.0 && g2[0] == 0.0f);
+  /* kinks: clip(x, lo, hi) and abs(x - c), derivatives by hand:
+   * dMSE/dlo = 2 mean(f [x < lo]), dMSE/dhi = 2 mean(f [x > hi]),
+   * dMSE/dc of abs(x - c)^2 = 2 mean(|x - c| * -sign(x - c)) */
+  float gx[9], gy[9], g3[3];
+  for (int i = 0; i < 9; i++) {
+    gx[i] = -2.0f + 0.5f * (float)i; /* -2 .. 2, none at the kinks */
+    gy[i] = 0.0f;
+  }
+  parse_ok("clip(x, -0.75, 1.25)", &p);
+  nl_mse_grad(&p, gx, gy, 9, g3, &ws);
+  double glo = 0, ghi = 0, gc = 0;
+  for (int i = 0; i < 9; i++) {
+    if (gx[i] < -0.75) glo += 2 * -0.75 / 9;
+    if (gx[i] > 1.25) ghi += 2 * 1.25 / 9;
+  }
+  assert_true(fabs(g3[0] - glo) < 1e-6 && fabs(g3[1] - ghi) < 1e-6);
+  parse_ok("abs(x - 0.3)", &p);
+  nl_mse_grad(&p, gx, gy, 9, g3, &ws);
+  for (int i = 0; i < 9; i++) gc += 2 * fabs(gx[i] - 0.3) * (gx[i] > 0.3 ? -1 : 1) / 9;
+  assert_true(fabs(g3[0] - gc) < 1e-5);
   nl_prog_free(&p);
   nl_eval_ws_free(&ws);
   free(x);
