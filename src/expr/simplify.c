@@ -191,7 +191,7 @@ static int combine(nl_prog *q, int *st, int sp, nl_op op, int32_t iv) {
         } else if (k0 && c0 == 0.0f) { /* 0 + a */
           move_span(q, s[0], s1, e);
           done = 1;
-        } else if (k0) { /* c + a -> a + c */
+        } else if (k0 && !k1) { /* c + a -> a + c */
           swap_spans(q, s[0], s1, e);
           s[1] = s[0] + (e - s1);
           continue;

@@ -607,6 +607,9 @@ static void test_simplify_identities(void **state) {
   check_simplify("2 + 3*4", "14");
   check_simplify("tanh(0)", "0");
   check_simplify("exp(100)", "exp(100)"); /* not a float */
+  check_simplify("3e38 + 3e38", "3e+38 + 3e+38"); /* overflows: left alone */
+  check_simplify("-3e38 - 3e38", "-3e+38 + -3e+38");
+  check_simplify("1e30*(1e30*x)", "1e+30*(1e+30*x)");
   check_simplify("2*(3*x)", "6*x");
   check_simplify("2*(3*(4*x))", "24*x");
   check_simplify("x*2", "2*x");
