@@ -9,8 +9,11 @@
 #include "base/threads.h"
 #include "base/timer.h"
 
+extern const nl_bench nl_bench_forward;
+
 /* The bench table: one row per benchmark, defined in bench_<name>.c. */
 static const nl_bench *const benches[] = {
+    &nl_bench_forward,
     NULL,
 };
 
