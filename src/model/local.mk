@@ -4,8 +4,11 @@ libnormlab_a_SOURCES += \
 	src/model/vit.h src/model/vit_load.c src/model/vit_forward.c \
 	src/model/norm_expr.c src/model/norm_expr.h
 
-check_PROGRAMS += tests/unit/test_vit
-NL_UNIT_TESTS += tests/unit/test_vit
+check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit
+NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit
+tests_unit_test_safetensors_SOURCES = tests/unit/test_safetensors.c
+tests_unit_test_safetensors_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_safetensors_LDADD = $(NL_TEST_LDADD)
 tests_unit_test_vit_SOURCES = tests/unit/test_vit.c
 tests_unit_test_vit_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_vit_LDADD = $(NL_TEST_LDADD)
