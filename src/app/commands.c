@@ -7,6 +7,7 @@ extern const nl_cmd nl_cmd_bench;
 extern const nl_cmd nl_cmd_info;
 extern const nl_cmd nl_cmd_eval;
 extern const nl_cmd nl_cmd_forward;
+extern const nl_cmd nl_cmd_cost;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
@@ -14,5 +15,6 @@ const nl_cmd *const nl_commands[] = {
     &nl_cmd_eval,
     &nl_cmd_forward,
     &nl_cmd_bench,
+    &nl_cmd_cost,
     NULL,
 };
