@@ -42,7 +42,7 @@ typedef struct nl_vit_config {
 typedef enum nl_norm_kind { NL_NORM_LAYERNORM = 0, NL_NORM_DYT, NL_NORM_EXPR } nl_norm_kind;
 
 typedef struct nl_norm {
-  char name[32];        /* "blocks.3.norm1", "norm", "fc_norm" */
+  char name[48];        /* "blocks.3.norm1", "norm", "fc_norm" */
   nl_norm_kind kind;
   float *w, *b;         /* affine, views into nl_vit.params */
   float alpha;          /* DyT: tanh(alpha * x) */
