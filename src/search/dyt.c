@@ -182,24 +182,43 @@ double nl_bound_r2(const float *x, const float *y, size_t n, int bins) {
   }
   qsort(p, n, sizeof *p, pair_cmp);
   /* Bin j nominally holds [j n / B, (j + 1) n / B); an edge that would split
-   * equal x values moves up past them, so a bin may end up empty. */
+   * equal x values moves up past them, so a bin may end up empty. In each
+   * bin y is fitted by a straight line in x (2 parameters), or by its mean
+   * when all x in the bin are equal (1 parameter). */
   double ssw = 0.0;
-  size_t used = 0, begin = 0;
+  size_t params = 0, begin = 0;
   for (int j = 1; j <= bins && begin < n; j++) {
     size_t end = (size_t)((double)n * j / bins + 0.5);
     if (j == bins || end > n) end = n;
     while (end < n && end > begin && p[end].x == p[end - 1].x) end++;
     if (end <= begin) continue;
-    double s = 0.0;
-    for (size_t i = begin; i < end; i++) s += p[i].y;
-    double m = s / (double)(end - begin);
-    for (size_t i = begin; i < end; i++) ssw += (p[i].y - m) * (p[i].y - m);
-    used++;
+    double k = (double)(end - begin), mx = 0.0, my = 0.0;
+    for (size_t i = begin; i < end; i++) {
+      mx += p[i].x;
+      my += p[i].y;
+    }
+    mx /= k;
+    my /= k;
+    double sxx = 0.0, sxy = 0.0, syy = 0.0;
+    for (size_t i = begin; i < end; i++) {
+      double dx = p[i].x - mx, dy = p[i].y - my;
+      sxx += dx * dx;
+      sxy += dx * dy;
+      syy += dy * dy;
+    }
+    if (sxx > 0 && end - begin > 2) {
+      double res = syy - sxy * sxy / sxx;
+      ssw += res > 0 ? res : 0.0;
+      params += 2;
+    } else {
+      ssw += syy;
+      params += 1;
+    }
     begin = end;
   }
   free(p);
-  if (n <= used) return NAN;
-  return 1.0 - (ssw / (double)(n - used)) / (sst / (double)(n - 1));
+  if (n <= params) return NAN;
+  return 1.0 - (ssw / (double)(n - params)) / (sst / (double)(n - 1));
 }
 
 typedef struct {
