@@ -3,4 +3,5 @@ libnormlab_a_SOURCES += \
 	src/app/commands.c \
 	src/app/main.h src/app/interactive.c \
 	src/app/cmd_help.c \
-	src/app/bench.h src/app/cmd_bench.c
+	src/app/bench.h src/app/cmd_bench.c \
+	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c

@@ -9,3 +9,16 @@ NL_UNIT_TESTS += tests/unit/test_vit
 tests_unit_test_vit_SOURCES = tests/unit/test_vit.c
 tests_unit_test_vit_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_vit_LDADD = $(NL_TEST_LDADD)
+
+# Mappings files and their extraction from a model's norm taps.
+libnormlab_a_SOURCES += \
+	src/model/maps.c src/model/maps.h \
+	src/model/extract.c src/model/extract.h
+check_PROGRAMS += tests/unit/test_maps tests/unit/test_extract
+NL_UNIT_TESTS += tests/unit/test_maps tests/unit/test_extract
+tests_unit_test_maps_SOURCES = tests/unit/test_maps.c
+tests_unit_test_maps_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_maps_LDADD = $(NL_TEST_LDADD)
+tests_unit_test_extract_SOURCES = tests/unit/test_extract.c
+tests_unit_test_extract_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_extract_LDADD = $(NL_TEST_LDADD)

@@ -7,3 +7,6 @@ NL_UNIT_TESTS += tests/unit/test_dyt
 tests_unit_test_dyt_SOURCES = tests/unit/test_dyt.c
 tests_unit_test_dyt_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_dyt_LDADD = $(NL_TEST_LDADD)
+
+# Commands extract, maps, dyt.
+NL_CLI_TESTS += tests/cli/dyt.sh
