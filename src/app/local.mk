@@ -4,4 +4,5 @@ libnormlab_a_SOURCES += \
 	src/app/main.h src/app/interactive.c \
 	src/app/cmd_help.c \
 	src/app/bench.h src/app/cmd_bench.c \
-	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c
+	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c \
+	src/app/bench_extract.c

@@ -81,6 +81,9 @@ sys.exit(not (l['name']=='l1' and l['points']==4 and l['x_max']==4 and d['metada
     --import "$TMP/other.st" --output "$TMP/x.st"
 fi
 
+expect_status 0 "bench list" "$NORMLAB" bench list
+expect_out '^  extract ' "bench list shows the extraction benchmark"
+expect_status 2 "bench extract without --model exits 2" "$NORMLAB" bench extract
 expect_status 2 "dyt without --maps exits 2" "$NORMLAB" dyt
 expect_status 2 "dyt --bins 0 exits 2" "$NORMLAB" dyt --maps "$TMP/none.st" --bins 0
 
