@@ -17,6 +17,8 @@ extern const nl_bench nl_bench_expr;
 static const nl_bench *const benches[] = {
     &nl_bench_forward,
     &nl_bench_expr,
+extern const nl_bench nl_bench_extract;
+    &nl_bench_extract,
     NULL,
 };
 
