@@ -11,10 +11,14 @@
 
 /* The bench table: one row per benchmark, defined in bench_<name>.c. */
 extern const nl_bench nl_bench_expr;
+extern const nl_bench nl_bench_forward;
+extern const nl_bench nl_bench_extract;
 extern const nl_bench nl_bench_trainblock;
 
 static const nl_bench *const benches[] = {
     &nl_bench_expr,
+    &nl_bench_forward,
+    &nl_bench_extract,
     &nl_bench_trainblock,
     NULL,
 };

@@ -13,8 +13,8 @@
 #include "expr/local.h"
 
 static const nl_opt opts[] = {
-    {"dim", NL_OPT_INT, "D", "768", "token width d (ViT-B: 768)", NULL, 0},
-    {"tokens", NL_OPT_INT, "L", "197", "tokens per image (ViT-B/16 at 224: 197)", NULL, 0},
+    {"dim", NL_OPT_INT, "D", "768", "token width d (768: ViT-B)", NULL, 0},
+    {"tokens", NL_OPT_INT, "L", "197", "tokens per image (197: ViT-B/16 at 224x224)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -165,7 +165,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 const nl_cmd nl_cmd_cost = {
     .name = "cost",
     .args = "FILE.exprs | EXPR...",
-    .summary = "FLOPs and bytes per layer of an expression set, against LayerNorm and DyT",
+    .summary = "FLOPs and bytes per layer of an expression set vs LayerNorm and DyT",
     .help = "Counts, for each layer's expression as written (not simplified), the FLOPs per\n"
             "element (+ - * / 1, tanh 23, sigmoid 22, exp 19, x^n n-1, neg, abs, clip 0),\n"
             "the FLOPs per token (cost*d) and the bytes read per token (4d, one FP32 pass),\n"

@@ -129,7 +129,10 @@ char *nl_print_sub(const nl_prog *p, int root, nl_print_style style);
  * x (up to float rounding of folded constants). In place.
  * Convention for identities that drop a subtree (e*0 -> 0, 0/e -> 0): they
  * apply only when interval analysis over every float x proves the dropped
- * subtree finite in double precision (so exp(x)*0 or (1/x)*0 stay). */
+ * subtree finite in double precision (so exp(x)*0 or (1/x)*0 stay).
+ * The sign of a zero is not preserved (x + 0 -> x turns -0 into -0 where
+ * the original gave +0), so a division by an exact zero may change which
+ * infinity results. */
 void nl_simplify(nl_prog *p);
 
 /* ---- evaluation ---- */
@@ -145,7 +148,9 @@ typedef struct nl_eval_ws {
 void nl_eval_ws_init(nl_eval_ws *ws, int max_len);
 void nl_eval_ws_free(nl_eval_ws *ws);
 
-/* out[i] = f(x[i]) for i < n. */
+/* out[i] = f(x[i]) for i < n (out may be x). Float arithmetic with
+ * vectorised approximations of tanh, sigmoid and exp (relative error about
+ * 2e-7, see expr/vmath.h); NaN propagates through every operator. */
 void nl_eval(const nl_prog *p, const float *x, float *out, size_t n, nl_eval_ws *ws);
 /* Value and derivative with respect to x: out[i] = f(x[i]), dx[i] = f'(x[i]). */
 void nl_eval_dx(const nl_prog *p, const float *x, float *out, float *dx, size_t n,

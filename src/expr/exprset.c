@@ -1,4 +1,5 @@
 /* Expression sets (*.exprs): one "NAME = EXPR  # comment" per line. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,18 @@ int nl_exprset_load(const char *path, nl_exprset *s, nl_error *err) {
 }
 
 int nl_exprset_save(const nl_exprset *s, const char *path, nl_error *err) {
+  for (int i = 0; i < s->n; i++) {
+    const nl_prog *p = &s->e[i].prog;
+    if (p->len < 1) return nl_fail(err, NL_EINPUT, "%s: layer '%s' has no expression", path, s->e[i].name);
+    for (int k = 0; k < p->len; k++)
+      if (p->nodes[k].op == NL_OP_CONST && !isfinite(p->nodes[k].val))
+        return nl_fail(err, NL_EINPUT, "%s: layer '%s' has a constant that is not finite",
+                       path, s->e[i].name);
+    for (const char *c = s->e[i].name; *c; c++)
+      if (!name_char(*c))
+        return nl_fail(err, NL_EINPUT, "%s: layer name '%s' cannot be written", path,
+                       s->e[i].name);
+  }
   nl_atomic_file af;
   if (nl_atomic_open(&af, path, err) != 0) return -1;
   fprintf(af.fp, "# normlab expression set: NAME = EXPR, one per line\n");

@@ -80,7 +80,7 @@ static void children(const nl_prog *p, int i, int *c) {
 
 static int prec_of(const nl_prog *p, int i, nl_print_style st) {
   const nl_node *n = &p->nodes[i];
-  if (n->op == NL_OP_CONST) return (signbit(n->val) && st != NL_PRINT_LATEX) ? 3 : 5;
+  if (n->op == NL_OP_CONST) return signbit(n->val) ? 3 : 5;
   if (n->op == NL_OP_POW && st == NL_PRINT_C) return 5;
   if (n->op == NL_OP_DIV && st == NL_PRINT_LATEX) return 5;
   return nl_ops[n->op].prec;

@@ -8,7 +8,8 @@
  * 0/e -> 0, clip(e) -> e when e stays in [-5, 5], abs(e) -> e when e >= 0)
  * apply only when an interval analysis over x in [-FLT_MAX, FLT_MAX]
  * proves e finite in double precision: exp(x)*0 and (1/x)*0 are left alone
- * because they are NaN at some x. */
+ * because they are NaN at some x. The sign of a zero result is not
+ * preserved (x + 0 -> x, 0 - x -> -x, 0*e -> 0 differ at signed zeros). */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -190,7 +191,7 @@ static int combine(nl_prog *q, int *st, int sp, nl_op op, int32_t iv) {
         } else if (k0 && c0 == 0.0f) { /* 0 + a */
           move_span(q, s[0], s1, e);
           done = 1;
-        } else if (k0) { /* c + a -> a + c */
+        } else if (k0 && !k1) { /* c + a -> a + c */
           swap_spans(q, s[0], s1, e);
           s[1] = s[0] + (e - s1);
           continue;

@@ -79,6 +79,12 @@ expect_err "dup\.exprs:2:1: duplicate layer name 'a' \(first defined on line 1\)
 printf 'a x + 1\n' >"$TMP/noeq.exprs"
 expect_status 2 "line without '=' exits 2" "$NORMLAB" cost "$TMP/noeq.exprs"
 expect_err "noeq\.exprs:1:1: expected 'NAME = EXPR'" "missing '=' explained"
+printf '# only comments\n\n   # and blanks\n' >"$TMP/empty.exprs"
+expect_status 2 "a set without expressions exits 2" "$NORMLAB" cost "$TMP/empty.exprs"
+expect_err 'empty\.exprs: no expressions' "empty set explained"
+printf 'a = tanh(x)  # t\r\n\r\nb = x*x # m\r\n' >"$TMP/crlf.exprs"
+expect_status 0 "Windows line ends are accepted" "$NORMLAB" cost "$TMP/crlf.exprs"
+expect_out '^  b +x\*x +1 ' "second entry read"
 expect_status 2 "missing file exits 2" "$NORMLAB" cost "$TMP/none.exprs"
 expect_status 2 "bad --dim exits 2" "$NORMLAB" cost --dim 0 x
 expect_err -- '--dim must be between' "bad --dim explained"
