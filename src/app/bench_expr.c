@@ -118,7 +118,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                           "batched_node_evals_per_s", per_s(rb), "fused_node_evals_per_s",
                           per_s(rf), "mse_grad_node_evals_per_s", per_s(rg),
                           "scalar_node_evals_per_s", per_s(rs), "fused_vs_batched_max_rel_diff",
-                          maxdiff);
+                          maxdiff, "rounds", rounds);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fprintf(ctx->out, "%s\n", s);
     free(s);
