@@ -82,50 +82,43 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
   }
 
-  /* time each method in rounds over the whole mix, ~40% of the time each
-   * for the batched evaluator and the fused loops, the rest scalar */
-  rate rb = {0, 0}, rf = {0, 0}, rs = {0, 0};
-  double t_end = nl_now() + secs * 0.4;
-  while (nl_now() < t_end) {
+  /* Rounds over the whole mix, the methods interleaved so that they see
+   * the same machine; each figure is the best round (the least disturbed
+   * by other work on the machine). */
+  rate rb = {0, 1e30}, rf = {0, 1e30}, rg = {0, 1e30}, rs = {0, 1e30};
+  float grad[64];
+  volatile double sink = 0;
+  double t_end = nl_now() + secs;
+  int rounds = 0;
+  while (rounds < 3 || nl_now() < t_end) {
     double t0 = nl_now();
     for (int t = 0; t < NTREES; t++) nl_eval(&progs[t], x, y, NPOINTS, &ws);
-    rb.seconds += nl_now() - t0;
-    rb.node_evals += nodes * NPOINTS;
-  }
-  t_end = nl_now() + secs * 0.4;
-  while (nl_now() < t_end) {
-    double t0 = nl_now();
+    double t1 = nl_now();
     for (int t = 0; t < NTREES; t++) fused[t](x, z, NPOINTS);
-    rf.seconds += nl_now() - t0;
-    rf.node_evals += nodes * NPOINTS;
-  }
-  rate rg = {0, 0};
-  float grad[64];
-  t_end = nl_now() + secs * 0.1;
-  while (nl_now() < t_end) {
-    double t0 = nl_now();
+    double t2 = nl_now();
     for (int t = 0; t < NTREES; t++) (void)nl_mse_grad(&progs[t], x, z, NPOINTS, grad, &ws);
-    rg.seconds += nl_now() - t0;
-    rg.node_evals += nodes * NPOINTS;
-  }
-  t_end = nl_now() + secs * 0.05;
-  volatile double sink = 0;
-  while (nl_now() < t_end) {
-    double t0 = nl_now();
-    for (int t = 0; t < NTREES; t++)
-      for (int i = 0; i < NPOINTS; i += 16) sink += nl_eval1(&progs[t], x[i]);
-    rs.seconds += nl_now() - t0;
-    rs.node_evals += nodes * (NPOINTS / 16);
+    double t3 = nl_now();
+    if (rounds % 8 == 0)
+      for (int t = 0; t < NTREES; t++)
+        for (int i = 0; i < NPOINTS; i += 16) sink += nl_eval1(&progs[t], x[i]);
+    double t4 = nl_now();
+    if (t1 - t0 < rb.seconds) rb.seconds = t1 - t0;
+    if (t2 - t1 < rf.seconds) rf.seconds = t2 - t1;
+    if (t3 - t2 < rg.seconds) rg.seconds = t3 - t2;
+    if (rounds % 8 == 0 && t4 - t3 < rs.seconds) rs.seconds = t4 - t3;
+    rounds++;
   }
   (void)sink;
+  rb.node_evals = rf.node_evals = rg.node_evals = nodes * NPOINTS;
+  rs.node_evals = nodes * (NPOINTS / 16);
 
   if (nl_arg_flag(a, "json")) {
-    json_t *o = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f}", "bench", "expr", "trees",
+    json_t *o = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:i}", "bench", "expr", "trees",
                           NTREES, "points", NPOINTS, "nodes_per_tree", nodes / NTREES,
                           "batched_node_evals_per_s", per_s(rb), "fused_node_evals_per_s",
                           per_s(rf), "mse_grad_node_evals_per_s", per_s(rg),
                           "scalar_node_evals_per_s", per_s(rs), "fused_vs_batched_max_rel_diff",
-                          maxdiff);
+                          maxdiff, "rounds", rounds);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     fprintf(ctx->out, "%s\n", s);
     free(s);
@@ -145,7 +138,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             per_s(rg));
     fprintf(ctx->out, "  %-44s %10.3g node-evals/s\n", "scalar per-point interpreter (nl_eval1)",
             per_s(rs));
-    fprintf(ctx->out, "\n  batched vs fused results: max relative difference %.2g\n", maxdiff);
+    fprintf(ctx->out, "\n  best of %d rounds; batched vs fused results: max relative difference %.2g\n",
+            rounds, maxdiff);
   }
   nl_eval_ws_free(&ws);
   for (int t = 0; t < NTREES; t++) nl_prog_free(&progs[t]);

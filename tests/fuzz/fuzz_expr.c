@@ -52,6 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     float *g = malloc(sizeof(float) * (size_t)(nc + 1));
     (void)nl_mse_grad(&p, x, y, 300, g, &ws);
     free(g);
+    if (nc <= 16) {
+      float *jac = malloc(sizeof(float) * (size_t)(nc + 1) * 300);
+      nl_eval_jac(&p, x, y, jac, 300, &ws);
+      free(jac);
+    }
     nl_simplify(&q);
     if (q.len < 1) abort();
     nl_eval(&q, x, y, 300, &ws);
