@@ -28,3 +28,6 @@ tests_unit_test_maps_LDADD = $(NL_TEST_LDADD)
 tests_unit_test_extract_SOURCES = tests/unit/test_extract.c
 tests_unit_test_extract_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_extract_LDADD = $(NL_TEST_LDADD)
+# the bundled default model, installed beside the other data
+nlmodelsdir = $(pkgdatadir)/models
+nlmodels_DATA = samples/models/vit_small_p7_fmnist.safetensors
