@@ -36,54 +36,114 @@ int nl_threads_get(void) {
   return g_threads;
 }
 
+/* A persistent pool: nl_threads_get()-1 workers sleep on a condition
+ * variable; nl_parallel_for publishes a job, the caller works on it too, and
+ * returns when every index is done. Indices are handed out dynamically; a
+ * nested call from inside a job runs serially on the calling thread. */
 typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t wake;     /* a new job (or shutdown) */
+  pthread_cond_t idle;     /* all workers left the current job */
+  pthread_t *th;
+  int nworkers;            /* pool threads, excluding callers */
+  unsigned long generation;/* bumped for every job */
+  int active;              /* workers still inside the current job */
+  /* the current job */
   size_t n;
   atomic_size_t next;
   nl_task_fn fn;
   void *user;
-} job;
+  int job_threads;         /* workers allowed to join this job */
+} pool_t;
+
+static pool_t g_pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                        .wake = PTHREAD_COND_INITIALIZER,
+                        .idle = PTHREAD_COND_INITIALIZER};
+static pthread_mutex_t g_call_mu = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
+static _Thread_local int t_in_job = 0;
 
 typedef struct {
-  job *j;
   int worker;
 } worker_arg;
 
-static void *worker_main(void *p) {
-  worker_arg *wa = p;
-  job *j = wa->j;
+static void run_indices(pool_t *p, int worker) {
+  t_in_job = 1;
   for (;;) {
-    size_t i = atomic_fetch_add(&j->next, 1);
-    if (i >= j->n) break;
-    j->fn(i, wa->worker, j->user);
+    size_t i = atomic_fetch_add(&p->next, 1);
+    if (i >= p->n) break;
+    p->fn(i, worker, p->user);
+  }
+  t_in_job = 0;
+}
+
+static void *worker_main(void *arg) {
+  int worker = ((worker_arg *)arg)->worker;
+  free(arg);
+  pool_t *p = &g_pool;
+  unsigned long seen = 0;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
+    seen = p->generation;
+    if (worker > p->job_threads - 1) continue; /* not needed for this job */
+    pthread_mutex_unlock(&p->mu);
+    run_indices(p, worker);
+    pthread_mutex_lock(&p->mu);
+    if (--p->active == 0) pthread_cond_signal(&p->idle);
   }
   return NULL;
+}
+
+/* Grow the pool to `want` workers (never shrinks; extra workers stay asleep). */
+static void pool_grow(int want) {
+  pool_t *p = &g_pool;
+  if (want <= p->nworkers) return;
+  p->th = nl_xrealloc(p->th, sizeof(pthread_t) * (size_t)want);
+  while (p->nworkers < want) {
+    worker_arg *wa = nl_xmalloc(sizeof *wa);
+    wa->worker = p->nworkers + 1; /* the caller is worker 0 */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&p->th[p->nworkers], &attr, worker_main, wa);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+      free(wa);
+      break;
+    }
+    p->nworkers++;
+  }
 }
 
 void nl_parallel_for(size_t n, nl_task_fn fn, void *user) {
   if (n == 0) return;
   int t = nl_threads_get();
   if ((size_t)t > n) t = (int)n;
-  if (t <= 1) {
+  if (t <= 1 || t_in_job) {
     for (size_t i = 0; i < n; i++) fn(i, 0, user);
     return;
   }
-  job j = {.n = n, .fn = fn, .user = user};
-  atomic_init(&j.next, 0);
+  pthread_mutex_lock(&g_call_mu);
+  pool_t *p = &g_pool;
+  pthread_mutex_lock(&p->mu);
+  pool_grow(t - 1);
+  int helpers = p->nworkers < t - 1 ? p->nworkers : t - 1;
+  p->n = n;
+  atomic_store(&p->next, 0);
+  p->fn = fn;
+  p->user = user;
+  p->job_threads = helpers + 1;
+  p->active = helpers;
+  p->generation++;
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->mu);
+
   nl_blas_set_threads(1);
-  pthread_t *th = nl_xmalloc(sizeof(pthread_t) * (size_t)t);
-  worker_arg *wa = nl_xmalloc(sizeof(worker_arg) * (size_t)t);
-  int started = 0;
-  for (int w = 1; w < t; w++) {
-    wa[w].j = &j;
-    wa[w].worker = w;
-    if (pthread_create(&th[w], NULL, worker_main, &wa[w]) != 0) break;
-    started = w;
-  }
-  wa[0].j = &j;
-  wa[0].worker = 0;
-  worker_main(&wa[0]);
-  for (int w = 1; w <= started; w++) pthread_join(th[w], NULL);
-  free(th);
-  free(wa);
+  run_indices(p, 0);
+
+  pthread_mutex_lock(&p->mu);
+  while (p->active > 0) pthread_cond_wait(&p->idle, &p->mu);
+  pthread_mutex_unlock(&p->mu);
   nl_blas_set_threads(g_threads);
+  pthread_mutex_unlock(&g_call_mu);
 }
