@@ -1,0 +1,355 @@
+#define _POSIX_C_SOURCE 200809L
+#include "repl/repl.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <unistd.h>
+
+#include <readline/history.h>
+#include <readline/readline.h>
+
+#include "base/interrupt.h"
+#include "base/mem.h"
+#include "repl/complete.h"
+#include "repl/split.h"
+
+#include "config.h"
+
+#define NL_HISTORY_MAX 1000
+
+static struct {
+  nl_session sess;
+  nl_ctx *ctx;
+  int quit;
+  int interactive;
+  char *hist_path;
+  char *line;     /* line handed over by the readline callback */
+  int line_ready; /* 1: line ready, 2: end of input */
+} R;
+
+nl_session *nl_repl_session(void) { return &R.sess; }
+void nl_repl_request_quit(void) { R.quit = 1; }
+int nl_repl_is_interactive(void) { return R.interactive; }
+const char *nl_repl_history_path(void) { return R.hist_path; }
+
+const nl_cmd *nl_repl_find(const char *name) {
+  for (int i = 0; nl_repl_commands[i]; i++)
+    if (strcmp(nl_repl_commands[i]->name, name) == 0) return nl_repl_commands[i];
+  return nl_cmd_find(name);
+}
+
+static int is_repl_only(const nl_cmd *c) {
+  for (int i = 0; nl_repl_commands[i]; i++)
+    if (nl_repl_commands[i] == c) return 1;
+  return 0;
+}
+
+void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only) {
+  if (!repl_only) {
+    nl_help_command(out, cmd);
+    return;
+  }
+  /* The shell's usage line says "normlab CMD"; session commands exist
+   * only at the prompt, so their usage omits it. */
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&buf, &len);
+  if (!mem) return;
+  nl_help_command(mem, cmd);
+  fclose(mem);
+  const char *p = buf;
+  if (strncmp(p, "usage: normlab ", 15) == 0) {
+    fputs("usage: ", out);
+    p += 15;
+  }
+  fputs(p, out);
+  free(buf);
+}
+
+int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
+  if (argc < 1) return 0;
+  const nl_cmd *cmd = nl_repl_find(argv[0]);
+  if (!cmd) {
+    fprintf(ctx->err, "normlab: unknown command '%s' (type 'help')\n", argv[0]);
+    return 2;
+  }
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      nl_repl_help_command(ctx->out, cmd, is_repl_only(cmd));
+      return 0;
+    }
+  }
+  nl_error err;
+  nl_error_clear(&err);
+  nl_args a;
+  nl_interrupt_clear();
+  int rc = nl_args_parse(&a, cmd, argc - 1, argv + 1, ctx, &err);
+  if (rc == 0) rc = cmd->run(ctx, &a, &err);
+  free(a.pos);
+  fflush(ctx->out);
+  int interrupted = nl_interrupted();
+  nl_interrupt_clear();
+  if (rc != 0) {
+    if (err.code == NL_OK) err.code = interrupted ? NL_EINTR : NL_EINTERNAL;
+    fprintf(ctx->err, "normlab %s: %s\n", cmd->name, err.msg[0] ? err.msg : "failed");
+    return nl_error_exit_status(&err);
+  }
+  if (interrupted && R.interactive) fprintf(ctx->err, "normlab %s: interrupted\n", cmd->name);
+  return 0;
+}
+
+/* Run one input line (possibly several ';'-separated commands). Returns
+ * the status of the first failing command, 0 when all succeeded. With
+ * keep_going, later commands still run. */
+static int run_line(const char *line, int keep_going, const char *where) {
+  nl_words *cmds;
+  int n;
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_split_line(line, &cmds, &n, &err) != 0) {
+    fprintf(R.ctx->err, "normlab: %s%s%s\n", where ? where : "", where ? ": " : "", err.msg);
+    return 2;
+  }
+  int status = 0;
+  for (int i = 0; i < n && !R.quit; i++) {
+    int rc = nl_repl_exec(R.ctx, cmds[i].argc, cmds[i].argv);
+    if (rc != 0) {
+      if (status == 0) status = rc;
+      if (!keep_going || rc == 130) break;
+    }
+  }
+  nl_words_free(cmds, n);
+  return status;
+}
+
+/* ---- history ---- */
+
+static void history_setup(void) {
+  const char *env = getenv("NORMLAB_HISTORY");
+  using_history();
+  stifle_history(NL_HISTORY_MAX);
+  if (env) {
+    R.hist_path = *env ? nl_xstrdup(env) : NULL;
+  } else {
+    const char *home = getenv("HOME");
+    if (home && *home) {
+      size_t n = strlen(home) + 24;
+      R.hist_path = nl_xmalloc(n);
+      snprintf(R.hist_path, n, "%s/.normlab_history", home);
+    }
+  }
+  if (R.hist_path) read_history(R.hist_path);
+}
+
+static void history_add(const char *line) {
+  const char *p = line;
+  while (*p == ' ' || *p == '\t') p++;
+  if (!*p) return;
+  HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+  if (last && strcmp(last->line, line) == 0) return;
+  add_history(line);
+  if (!R.hist_path) return;
+  /* append at once, so history survives a crash or a kill */
+  if (access(R.hist_path, F_OK) == 0)
+    append_history(1, R.hist_path);
+  else
+    write_history(R.hist_path);
+}
+
+static void history_finish(void) {
+  if (R.hist_path && access(R.hist_path, F_OK) == 0)
+    history_truncate_file(R.hist_path, NL_HISTORY_MAX);
+  free(R.hist_path);
+  R.hist_path = NULL;
+  clear_history();
+}
+
+/* ---- the interactive loop (readline's callback interface, so a SIGINT
+ * at the prompt can be handled outside the signal handler) ---- */
+
+static volatile sig_atomic_t g_winch = 0;
+static void on_winch(int sig) {
+  (void)sig;
+  g_winch = 1;
+}
+
+static void install_winch(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_winch;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGWINCH, &sa, NULL);
+}
+
+static void on_line(char *line) {
+  R.line = line;
+  R.line_ready = line ? 1 : 2;
+  /* Stop reading until the command has run: the terminal goes back to
+   * its normal mode while commands print and Ctrl-C interrupts them. */
+  rl_callback_handler_remove();
+}
+
+static char *make_prompt(void) {
+  char *name = nl_session_name(&R.sess);
+  size_t n = (name ? strlen(name) : 0) + 16;
+  char *p = nl_xmalloc(n);
+  if (name)
+    snprintf(p, n, "normlab:%s> ", name);
+  else
+    snprintf(p, n, "normlab> ");
+  free(name);
+  return p;
+}
+
+/* Wait for a whole line. Returns the line (caller frees) or NULL at end of
+ * input. Ctrl-C discards the line being typed and starts a fresh one. */
+static char *read_line_interactive(void) {
+  char *prompt = make_prompt();
+  R.line = NULL;
+  R.line_ready = 0;
+  rl_callback_handler_install(prompt, on_line);
+  while (!R.line_ready) {
+    fd_set fds;
+    FD_ZERO(&fds);
+    FD_SET(fileno(rl_instream), &fds);
+    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, NULL);
+    if (r < 0) {
+      if (errno != EINTR) {
+        rl_callback_handler_remove();
+        break;
+      }
+      if (g_winch) {
+        g_winch = 0;
+        rl_resize_terminal();
+      }
+      if (nl_interrupted()) {
+        nl_interrupt_clear();
+        rl_free_line_state();
+        rl_cleanup_after_signal();
+        rl_replace_line("", 0);
+        fputs("^C\n", rl_outstream);
+        fflush(rl_outstream);
+        rl_reset_after_signal();
+        rl_on_new_line();
+        rl_redisplay();
+      }
+      continue;
+    }
+    rl_callback_read_char();
+  }
+  free(prompt);
+  return R.line_ready == 1 ? R.line : NULL;
+}
+
+static void rl_setup(void) {
+  rl_readline_name = "normlab";
+  rl_catch_signals = 0;
+  rl_catch_sigwinch = 0;
+  nl_complete_install();
+}
+
+static int run_interactive(void) {
+  rl_setup();
+  install_winch();
+  history_setup();
+  fprintf(R.ctx->err, "normlab %s; type 'help' for commands, Ctrl-D or 'quit' to leave.\n",
+          PACKAGE_VERSION);
+  int last = 0;
+  while (!R.quit) {
+    char *line = read_line_interactive();
+    if (!line) {
+      fputc('\n', R.ctx->err);
+      break;
+    }
+    history_add(line);
+    last = run_line(line, 1, NULL);
+    free(line);
+    install_winch(); /* a full-screen view may have replaced it */
+  }
+  history_finish();
+  nl_complete_cleanup();
+  (void)last;
+  return 0;
+}
+
+static const char *g_prefill;
+
+static int prefill_hook(void) {
+  if (g_prefill) rl_insert_text(g_prefill);
+  g_prefill = NULL;
+  rl_startup_hook = NULL;
+  return 0;
+}
+
+char *nl_repl_read_prefilled(const char *prompt, const char *initial) {
+  g_prefill = initial;
+  rl_startup_hook = prefill_hook;
+  char *line = readline(prompt);
+  rl_startup_hook = NULL;
+  g_prefill = NULL;
+  if (nl_interrupted()) { /* Ctrl-C while editing: cancel */
+    free(line);
+    return NULL;
+  }
+  return line;
+}
+
+/* ---- batch ---- */
+
+static int run_stream(FILE *in, const char *name, int keep_going) {
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  int lineno = 0, status = 0;
+  while (!R.quit && (len = getline(&line, &cap, in)) >= 0) {
+    lineno++;
+    if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
+    if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
+    char where[512];
+    snprintf(where, sizeof where, "%s:%d", name, lineno);
+    int rc = run_line(line, keep_going, where);
+    if (rc != 0) {
+      if (status == 0) status = rc;
+      if (!keep_going || rc == 130) {
+        fprintf(R.ctx->err, "normlab: stopped at %s (exit %d)\n", where, rc);
+        break;
+      }
+    }
+  }
+  free(line);
+  return status;
+}
+
+int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
+  memset(&R, 0, sizeof R);
+  nl_session_init(&R.sess);
+  nl_ctx c = *ctx;
+  c.session = &R.sess;
+  c.context = nl_session_context;
+  R.ctx = &c;
+  int status;
+  if (o->commands) {
+    status = run_line(o->commands, o->keep_going, NULL);
+  } else if (o->file && strcmp(o->file, "-") != 0) {
+    FILE *in = fopen(o->file, "r");
+    if (!in) {
+      fprintf(ctx->err, "normlab: %s: cannot open: %s\n", o->file, strerror(errno));
+      nl_session_free(&R.sess);
+      return 2;
+    }
+    status = run_stream(in, o->file, o->keep_going);
+    fclose(in);
+  } else if (!o->file && isatty(fileno(stdin))) {
+    R.interactive = 1;
+    c.tty = isatty(fileno(ctx->err));
+    status = run_interactive();
+  } else {
+    status = run_stream(stdin, "<stdin>", o->keep_going);
+  }
+  nl_session_free(&R.sess);
+  return status;
+}

@@ -1,0 +1,185 @@
+#include "tui/dashboard.h"
+
+#include <curses.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static nl_dash_info_fn g_info;
+
+void nl_dashboard_set_info(nl_dash_info_fn fn) { g_info = fn; }
+
+typedef struct row {
+  const char *layer;
+  const char *expr; /* NULL: none */
+  nl_dash_info info;
+} row;
+
+static void put_clipped(int y, int x, int width, const char *s) {
+  if (width <= 0) return;
+  mvaddnstr(y, x, s, width);
+}
+
+static void draw_table(const row *rows, int n, int sel, int top, const char *title) {
+  int h, w;
+  getmaxyx(stdscr, h, w);
+  erase();
+  attron(A_REVERSE);
+  mvhline(0, 0, ' ', w);
+  put_clipped(0, 1, w - 2, title);
+  attroff(A_REVERSE);
+  int lw = 22, fw = 10;
+  int ew = w - lw - fw - 4;
+  attron(A_BOLD);
+  mvaddnstr(2, 1, "layer", lw);
+  mvaddnstr(2, lw + 2, "FLOPs/elem", fw);
+  if (ew > 0) mvaddnstr(2, lw + fw + 3, "expression", ew);
+  attroff(A_BOLD);
+  int body = h - 5;
+  for (int i = 0; i < body && top + i < n; i++) {
+    const row *r = &rows[top + i];
+    int y = 3 + i;
+    if (top + i == sel) {
+      attron(A_REVERSE);
+      mvhline(y, 0, ' ', w);
+    }
+    put_clipped(y, 1, lw, r->layer);
+    char f[32];
+    if (r->info.flops >= 0)
+      snprintf(f, sizeof f, "%10d", r->info.flops);
+    else
+      snprintf(f, sizeof f, "%10s", "-");
+    put_clipped(y, lw + 2, fw, f);
+    if (ew > 0) put_clipped(y, lw + fw + 3, ew, r->expr ? r->expr : "(LayerNorm)");
+    if (top + i == sel) attroff(A_REVERSE);
+  }
+  if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
+  attron(A_REVERSE);
+  mvhline(h - 1, 0, ' ', w);
+  put_clipped(h - 1, 1, w - 2, "Up/Down move  Enter detail  q back to the prompt");
+  attroff(A_REVERSE);
+  refresh();
+}
+
+static void draw_detail(const row *r) {
+  int h, w;
+  getmaxyx(stdscr, h, w);
+  erase();
+  attron(A_REVERSE);
+  mvhline(0, 0, ' ', w);
+  put_clipped(0, 1, w - 2, r->layer);
+  attroff(A_REVERSE);
+  int y = 2;
+  mvaddnstr(y++, 1, "expression:", w - 2);
+  const char *e = r->expr ? r->expr : "(LayerNorm: no expression set)";
+  /* wrap the expression */
+  size_t len = strlen(e), per = (size_t)(w > 6 ? w - 4 : 1);
+  for (size_t off = 0; off < len && y < h - 2; off += per) mvaddnstr(y++, 3, e + off, (int)per);
+  y++;
+  if (r->info.flops >= 0 && y < h - 2) {
+    char f[64];
+    snprintf(f, sizeof f, "cost: %d FLOPs per element", r->info.flops);
+    mvaddnstr(y++, 1, f, w - 2);
+  }
+  if (r->info.error && y < h - 2) mvaddnstr(y++, 1, r->info.error, w - 2);
+  if (r->info.tree) {
+    y++;
+    const char *p = r->info.tree;
+    while (*p && y < h - 2) {
+      const char *nl = strchr(p, '\n');
+      int n = nl ? (int)(nl - p) : (int)strlen(p);
+      mvaddnstr(y++, 3, p, n < w - 4 ? n : w - 4);
+      p = nl ? nl + 1 : p + n;
+    }
+  }
+  attron(A_REVERSE);
+  mvhline(h - 1, 0, ' ', w);
+  put_clipped(h - 1, 1, w - 2, "any key: back to the table  q: back to the prompt");
+  attroff(A_REVERSE);
+  refresh();
+}
+
+int nl_dashboard_run(nl_session *s, nl_error *err) {
+  char **names = nl_session_layers(s);
+  int n = 0;
+  while (names[n]) n++;
+  row *rows = calloc((size_t)n + 1, sizeof(row));
+  if (!rows) {
+    nl_session_free_names(names);
+    return nl_fail(err, NL_ENOMEM, "out of memory");
+  }
+  for (int i = 0; i < n; i++) {
+    const nl_sess_entry *e = nl_session_find(s, names[i]);
+    rows[i].layer = names[i];
+    rows[i].expr = e ? e->expr : NULL;
+    rows[i].info.flops = -1;
+    if (e && g_info) g_info(e->expr, &rows[i].info);
+  }
+  char title[512];
+  char *sname = nl_session_name(s);
+  snprintf(title, sizeof title, "normlab dashboard  %s  %d layers, %d expressions",
+           sname ? sname : "(nothing loaded)", n, s->set.n);
+  free(sname);
+
+  setlocale(LC_CTYPE, "");
+  SCREEN *scr = newterm(NULL, stdout, stdin);
+  if (!scr) {
+    for (int i = 0; i < n; i++) {
+      free(rows[i].info.tree);
+      free(rows[i].info.error);
+    }
+    free(rows);
+    nl_session_free_names(names);
+    return nl_fail(err, NL_EINPUT, "cannot start the full-screen view (TERM=%s)",
+                   getenv("TERM") ? getenv("TERM") : "unset");
+  }
+  set_term(scr);
+  cbreak();
+  noecho();
+  keypad(stdscr, TRUE);
+  set_escdelay(25);
+  curs_set(0);
+  int sel = 0, top = 0, detail = 0, done = 0;
+  while (!done) {
+    int h = getmaxy(stdscr), body = h - 5 > 1 ? h - 5 : 1;
+    if (sel < top) top = sel;
+    if (sel >= top + body) top = sel - body + 1;
+    if (detail && n > 0)
+      draw_detail(&rows[sel]);
+    else
+      draw_table(rows, n, sel, top, title);
+    int ch = getch();
+    if (ch == 'q' || ch == 'Q' || ch == 27) {
+      done = 1;
+    } else if (ch == KEY_RESIZE || ch == ERR) {
+      /* redrawn at the new size on the next pass */
+    } else if (detail) {
+      detail = 0;
+    } else if (ch == KEY_UP || ch == 'k') {
+      if (sel > 0) sel--;
+    } else if (ch == KEY_DOWN || ch == 'j') {
+      if (sel + 1 < n) sel++;
+    } else if (ch == KEY_PPAGE) {
+      sel = sel > body ? sel - body : 0;
+    } else if (ch == KEY_NPAGE) {
+      sel = sel + body < n ? sel + body : (n ? n - 1 : 0);
+    } else if (ch == KEY_HOME || ch == 'g') {
+      sel = 0;
+    } else if (ch == KEY_END || ch == 'G') {
+      sel = n ? n - 1 : 0;
+    } else if (ch == '\n' || ch == '\r' || ch == KEY_ENTER) {
+      detail = n > 0;
+    }
+  }
+  curs_set(1);
+  endwin();
+  delscreen(scr);
+  for (int i = 0; i < n; i++) {
+    free(rows[i].info.tree);
+    free(rows[i].info.error);
+  }
+  free(rows);
+  nl_session_free_names(names);
+  return 0;
+}
