@@ -145,19 +145,26 @@ static void history_setup(void) {
   if (R.hist_path) read_history(R.hist_path);
 }
 
-static void history_add(const char *line) {
-  const char *p = line;
+static void history_add(const char *raw) {
+  const char *p = raw;
   while (*p == ' ' || *p == '\t') p++;
   if (!*p) return;
+  /* trailing blanks (left by completion) are not kept */
+  size_t n = strlen(raw);
+  while (n > 0 && (raw[n - 1] == ' ' || raw[n - 1] == '\t')) n--;
+  char *line = nl_xstrndup(raw, n);
   HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
-  if (last && strcmp(last->line, line) == 0) return;
-  add_history(line);
-  if (!R.hist_path) return;
-  /* append at once, so history survives a crash or a kill */
-  if (access(R.hist_path, F_OK) == 0)
-    append_history(1, R.hist_path);
-  else
-    write_history(R.hist_path);
+  if (!last || strcmp(last->line, line) != 0) {
+    add_history(line);
+    /* append at once, so history survives a crash or a kill */
+    if (R.hist_path) {
+      if (access(R.hist_path, F_OK) == 0)
+        append_history(1, R.hist_path);
+      else
+        write_history(R.hist_path);
+    }
+  }
+  free(line);
 }
 
 static void history_finish(void) {
@@ -227,13 +234,15 @@ static char *read_line_interactive(void) {
         rl_resize_terminal();
       }
       if (nl_interrupted()) {
+        /* Ctrl-C at the prompt: show it at the end of the line, drop the
+         * line and its undo state, start a fresh prompt. */
         nl_interrupt_clear();
+        rl_point = rl_end;
+        rl_redisplay();
+        fputs("^C", rl_outstream);
+        rl_crlf();
         rl_free_line_state();
-        rl_cleanup_after_signal();
-        rl_replace_line("", 0);
-        fputs("^C\n", rl_outstream);
-        fflush(rl_outstream);
-        rl_reset_after_signal();
+        rl_replace_line("", 1);
         rl_on_new_line();
         rl_redisplay();
       }

@@ -45,4 +45,8 @@ void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only);
  * Returns NULL on end of input; caller frees. */
 char *nl_repl_read_prefilled(const char *prompt, const char *initial);
 
+/* Details of an expression for 'show' (tree drawing, cost) where the
+ * expression engine is available; prints nothing otherwise. */
+int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
+
 #endif

@@ -298,8 +298,38 @@ static const nl_cmd cmd_layers = {
     .run = run_layers,
 };
 
+/* ---- show ---- */
+
+static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  nl_session *s = ctx->session;
+  const char *layer = a->pos[0];
+  const nl_sess_entry *e = nl_session_find(s, layer);
+  if (!e) {
+    char **names = nl_session_layers(s);
+    int known = 0;
+    for (int i = 0; names[i] && !known; i++) known = strcmp(names[i], layer) == 0;
+    nl_session_free_names(names);
+    if (!known) return nl_fail(err, NL_EINPUT, "no layer '%s' (see 'layers')", layer);
+    fprintf(ctx->out, "%s = (LayerNorm: no expression set)\n", layer);
+    return 0;
+  }
+  fprintf(ctx->out, "%s = %s\n", e->layer, e->expr);
+  if (e->comment) fprintf(ctx->out, "# %s\n", e->comment);
+  return nl_repl_show_details(ctx, e->expr, err);
+}
+
+static const nl_cmd cmd_show = {
+    .name = "show",
+    .args = "LAYER",
+    .summary = "show a layer's expression, its tree and its cost",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_show,
+};
+
 const nl_cmd *const nl_repl_commands[] = {
-    &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers,
+    &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show,
     &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_dashboard,
     &cmd_history, &cmd_quit,    NULL,
 };

@@ -57,7 +57,7 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
   attron(A_REVERSE);
   mvhline(h - 1, 0, ' ', w);
-  put_clipped(h - 1, 1, w - 2, "Up/Down move  Enter detail  q back to the prompt");
+  put_clipped(h - 1, 1, w - 2, "Up/Down move  Enter detail  q (or Esc) back to the prompt");
   attroff(A_REVERSE);
   refresh();
 }
@@ -150,12 +150,14 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     else
       draw_table(rows, n, sel, top, title);
     int ch = getch();
-    if (ch == 'q' || ch == 'Q' || ch == 27) {
-      done = 1;
-    } else if (ch == KEY_RESIZE || ch == ERR) {
+    if (ch == KEY_RESIZE || ch == ERR) {
       /* redrawn at the new size on the next pass */
+    } else if (ch == 'q' || ch == 'Q') {
+      done = 1;
     } else if (detail) {
       detail = 0;
+    } else if (ch == 27) {
+      done = 1;
     } else if (ch == KEY_UP || ch == 'k') {
       if (sel > 0) sel--;
     } else if (ch == KEY_DOWN || ch == 'j') {

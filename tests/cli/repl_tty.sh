@@ -1,0 +1,112 @@
+#!/bin/sh
+# The interactive prompt driven through a pseudo-terminal (tmux): completion,
+# history across runs, Ctrl-C at the prompt, the dashboard.
+. "$NL_SRCDIR/tests/cli/lib.sh"
+
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "ok 1 # SKIP tmux not installed"
+  echo "1..1"
+  exit 0
+fi
+SOCK="normlab-test-$$"
+RUNS=0
+cleanup() {
+  i=0
+  while [ "$i" -le "$RUNS" ]; do
+    tmux -L "$SOCK-$i" kill-server >/dev/null 2>&1
+    i=$((i + 1))
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 1' INT TERM
+export NORMLAB_HISTORY="$TMP/history"
+
+# start: a fresh server with normlab in a 120x40 pane; the pane stays after
+# normlab exits and shows its status.
+start() {
+  tmux -L "$SOCK-$RUNS" kill-server >/dev/null 2>&1
+  RUNS=$((RUNS + 1))
+  tmux -L "$SOCK-$RUNS" -f /dev/null new-session -d -x 120 -y 40 \
+    "cd '$TMP' && TERM=xterm NORMLAB_HISTORY='$NORMLAB_HISTORY' '$NORMLAB'; echo \"[exit \$?]\"; sleep 600"
+}
+keys() { tmux -L "$SOCK-$RUNS" send-keys "$@"; }
+screen() { tmux -L "$SOCK-$RUNS" capture-pane -p; }
+# wait_for ERE [SECONDS]: poll the screen until a line matches
+wait_for() {
+  _t=0
+  _lim=$(( ${2:-10} * 10 ))
+  while [ "$_t" -lt "$_lim" ]; do
+    if screen | grep -Eq -- "$1"; then return 0; fi
+    sleep 0.1
+    _t=$((_t + 1))
+  done
+  echo "# timed out waiting for /$1/; screen:"
+  screen | sed '/^$/d; s/^/#   /'
+  return 1
+}
+
+cat >"$TMP/set.exprs" <<'EOS'
+blocks.0.norm1 = tanh(1.5 * x)
+blocks.0.norm2 = x
+norm = x * 0.5
+EOS
+
+start
+wait_for '^normlab> ?$'; ok $? "the prompt appears"
+
+keys 'sta' Tab
+wait_for '^normlab> status ?$'; ok $? "Tab completes a command"
+keys Enter
+wait_for '^fronts +-'; ok $? "the completed command runs"
+
+keys 'load ex' Tab 'set.e' Tab Enter
+wait_for '^exprs set.exprs: 3 expressions'; ok $? "Tab completes a choice and a file name"
+wait_for '^normlab:set> ?$'; ok $? "the prompt names the session"
+
+keys 'show blocks.0.norm' Tab
+wait_for '^normlab:set> show blocks\.0\.norm$'; ok $? "Tab completes the common prefix of layer names"
+keys '2' Enter
+wait_for '^blocks\.0\.norm2 = x$'; ok $? "a completed layer name is shown"
+
+keys 'history --c' Tab
+wait_for 'history --count ?$'; ok $? "Tab completes an option from the table"
+keys C-u
+
+keys 'frobnicate now'
+wait_for 'frobnicate now$'
+keys C-c
+wait_for 'frobnicate now\^C$'; ok $? "Ctrl-C at the prompt shows ^C"
+keys 'setting x 1; setting x' Enter
+wait_for '^1$'; ok $? "the line after Ctrl-C starts empty"
+if screen | grep -q "unknown command 'frobnicate'"; then ok 1 "the cleared line did not run"; else ok 0 "the cleared line did not run"; fi
+
+keys 'dashboard' Enter
+wait_for 'FLOPs/elem'; ok $? "the dashboard draws the table"
+wait_for 'blocks\.0\.norm1 .*tanh\(1\.5 \* x\)'; ok $? "the table lists layers with expressions"
+keys Down Down Enter
+wait_for '^ expression:'; ok $? "Enter opens the selected layer's detail"
+wait_for 'x \* 0\.5'; ok $? "the detail shows the expression"
+keys Escape
+sleep 0.2
+keys q
+wait_for '^normlab:set> ?$'; ok $? "q returns to the prompt"
+keys 'status' Enter
+wait_for '^exprs +set.exprs +\(3 expressions\)'; ok $? "the prompt works after the dashboard"
+
+keys C-d
+wait_for '^\[exit 0\]'; ok $? "Ctrl-D leaves with status 0"
+grep -q '^history --count' "$NORMLAB_HISTORY" && ok 1 "a cleared line is not in history" || ok 0 "a cleared line is not in history"
+grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
+
+# history across runs
+start
+wait_for '^normlab> ?$'
+keys Up
+wait_for '^normlab> status$'; ok $? "Up recalls the last line of the previous run"
+keys C-u 'history' Enter
+wait_for 'load exprs set\.exprs'; ok $? "history lists the previous run's lines"
+keys 'quit' Enter
+wait_for '^\[exit 0\]'; ok $? "quit leaves with status 0"
+
+done_testing
