@@ -93,6 +93,10 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   fflush(ctx->out);
   int interrupted = nl_interrupted();
   nl_interrupt_clear();
+  if (rc == 0 && interrupted && !R.interactive) {
+    /* a script stops when interrupted, even between a command's steps */
+    rc = nl_fail(&err, NL_EINTR, "interrupted");
+  }
   if (rc != 0) {
     if (err.code == NL_OK) err.code = interrupted ? NL_EINTR : NL_EINTERNAL;
     fprintf(ctx->err, "normlab %s: %s\n", cmd->name, err.msg[0] ? err.msg : "failed");
@@ -328,6 +332,10 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
         break;
       }
     }
+  }
+  if (!R.quit && status == 0 && nl_interrupted()) {
+    fprintf(R.ctx->err, "normlab: interrupted after %s:%d\n", name, lineno);
+    status = 130;
   }
   free(line);
   return status;

@@ -52,6 +52,21 @@ ok "$rc" "quit ends the input with 0"
 expect_status 2 "dashboard needs a terminal" "$NORMLAB" -c dashboard
 expect_err "needs a terminal" "dashboard explains"
 
+# Ctrl-C (SIGINT) stops a script with 130
+mkfifo "$TMP/fifo"
+"$NORMLAB" <"$TMP/fifo" >"$TMP/out" 2>"$TMP/err" &
+pid=$!
+exec 3>"$TMP/fifo"
+echo "setting a 1; setting a" >&3
+t=0
+while [ "$t" -lt 100 ] && ! grep -q '^1$' "$TMP/out"; do sleep 0.1; t=$((t + 1)); done
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+exec 3>&-
+[ "$rc" -eq 130 ]; ok $? "SIGINT stops piped input with 130 (got $rc)"
+expect_err "interrupted after <stdin>:1" "the interruption is reported"
+
 # the shell's commands keep working, and help lists both tables
 expect_status 0 "normlab help still works" "$NORMLAB" help
 expect_status 0 "help at the prompt" "$NORMLAB" -c help
