@@ -180,7 +180,7 @@ static int maps_layers(const char *path, char ***out, int *n, nl_error *err) {
 }
 
 /* Norm layers of a model: 1-D "<...norm...>.weight" tensors with a bias. */
-static int model_layers(const char *path, char ***out, int *n, nl_error *err) {
+static int model_layers(const char *path, char ***out, int *n, int *width, nl_error *err) {
   json_t *h;
   if (st_header(path, &h, err) != 0) return -1;
   const char *key;
@@ -205,6 +205,9 @@ static int model_layers(const char *path, char ***out, int *n, nl_error *err) {
     }
     names = nl_xrealloc(names, sizeof(char *) * (size_t)(k + 1));
     names[k++] = layer;
+    json_t *d0 = json_array_get(shape, 0);
+    if (json_is_integer(d0) && json_integer_value(d0) > 0 && json_integer_value(d0) < (1 << 24))
+      *width = (int)json_integer_value(d0);
   }
   json_decref(h);
   qsort(names, (size_t)k, sizeof(char *), cmp_str);
@@ -363,11 +366,12 @@ static int is_dir(const char *p) {
 int nl_session_load(nl_session *s, const char *what, const char *path, nl_error *err) {
   if (strcmp(what, "model") == 0) {
     char **names = NULL;
-    int n = 0;
-    if (model_layers(path, &names, &n, err) != 0) return -1;
+    int n = 0, width = 0;
+    if (model_layers(path, &names, &n, &width, err) != 0) return -1;
     free_names(s->model_layers, s->nmodel_layers);
     s->model_layers = names;
     s->nmodel_layers = n;
+    s->model_width = width;
     replace_str(&s->model_path, path);
     return 0;
   }
@@ -412,6 +416,7 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
     free_names(s->model_layers, s->nmodel_layers);
     s->model_layers = NULL;
     s->nmodel_layers = 0;
+    s->model_width = 0;
     known = 1;
   }
   if (all || strcmp(what, "maps") == 0) {

@@ -39,6 +39,7 @@ typedef struct nl_session {
   int nundo;
   char **model_layers; /* norm layers of the model (from tensor names) */
   int nmodel_layers;
+  int model_width;     /* embedding width (length of a norm weight), 0: unknown */
   char **maps_layers;  /* layers of the mappings file */
   int nmaps_layers;
   char *tmp_exprs;     /* private file holding a modified set for commands */

@@ -7,3 +7,5 @@ int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
   (void)err;
   return 0;
 }
+
+void nl_repl_expr_init(void) {}

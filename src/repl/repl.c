@@ -344,6 +344,7 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
 int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   memset(&R, 0, sizeof R);
   nl_session_init(&R.sess);
+  nl_repl_expr_init();
   nl_ctx c = *ctx;
   c.session = &R.sess;
   c.context = nl_session_context;

@@ -45,8 +45,10 @@ void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only);
  * Returns NULL on end of input; caller frees. */
 char *nl_repl_read_prefilled(const char *prompt, const char *initial);
 
-/* Details of an expression for 'show' (tree drawing, cost) where the
- * expression engine is available; prints nothing otherwise. */
+/* Details of an expression for 'show': its tree drawn in text and its
+ * cost (per element, and per token when the model's width is known). */
 int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
+/* Hook the expression engine into the full-screen views. */
+void nl_repl_expr_init(void);
 
 #endif

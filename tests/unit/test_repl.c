@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "app/session.h"
 #include "base/fileio.h"
 #include "repl/complete.h"
@@ -273,7 +275,23 @@ static void test_session_loads(void **state) {
   nl_error err;
   assert_int_equal(nl_session_load(&s, "model", model, &err), 0);
   /* ViT-Tiny, depth 12: norm1 and norm2 per block and the final norm */
-  assert_int_equal(s.nmodel_layers, 25);
+  /* against the fixture's reference: timm's LayerNorm modules and width */
+  char ref[4096];
+  snprintf(ref, sizeof ref, "%s/vit_tiny_p4_fmnist.json", fx);
+  json_error_t je;
+  json_t *j = json_load_file(ref, 0, &je);
+  assert_non_null(j);
+  json_t *ln = json_object_get(j, "ln_layers");
+  assert_int_equal(s.nmodel_layers, (int)json_array_size(ln));
+  for (size_t i = 0; i < json_array_size(ln); i++) {
+    int found = 0;
+    for (int k = 0; k < s.nmodel_layers; k++)
+      found |= strcmp(s.model_layers[k], json_string_value(json_array_get(ln, i))) == 0;
+    assert_true(found);
+  }
+  assert_int_equal(s.model_width,
+                   json_integer_value(json_object_get(json_object_get(j, "config"), "embed_dim")));
+  json_decref(j);
   char *name = nl_session_name(&s);
   assert_string_equal(name, "vit_tiny_p4_fmnist");
   free(name);
