@@ -196,7 +196,8 @@ void nl_help_overview(FILE *out) {
           "       normlab --help | --version\n\n"
           "Without a command, normlab starts its interactive prompt (or runs the\n"
           "commands piped to it); -f runs a script, -c the given commands, and -k\n"
-          "keeps going after a failing command.\n\n"
+          "keeps going after a failing command. The prompt adds session commands\n"
+          "(load, save, open, ...): 'normlab -c help' lists them.\n\n"
           "Commands:\n");
   for (int i = 0; nl_commands[i]; i++)
     fprintf(out, "  %-10s %s\n", nl_commands[i]->name, nl_commands[i]->summary);

@@ -70,6 +70,11 @@ void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only) {
 }
 
 int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
+  /* "normlab CMD ARGS" pasted from a shell line works too */
+  if (argc > 1 && strcmp(argv[0], "normlab") == 0) {
+    argc--;
+    argv++;
+  }
   if (argc < 1) return 0;
   const nl_cmd *cmd = nl_repl_find(argv[0]);
   if (!cmd) {

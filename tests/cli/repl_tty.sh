@@ -88,7 +88,15 @@ keys Down Down Enter
 wait_for '^ expression:'; ok $? "Enter opens the selected layer's detail"
 wait_for 'x \* 0\.5'; ok $? "the detail shows the expression"
 keys Escape
-sleep 0.2
+wait_for 'FLOPs/elem'; ok $? "a key in the detail returns to the table"
+tmux -L "$SOCK-$RUNS" resize-window -x 70 -y 16
+wait_for '^ ?Up/Down move'; ok $? "the dashboard redraws after a resize"
+if [ "$(screen | awk 'length > 70' | wc -l)" -eq 0 ] && screen | sed -n 16p | grep -q 'Up/Down'; then
+  ok 0 "the redrawn table fits the new size"
+else
+  ok 1 "the redrawn table fits the new size"; screen | sed 's/^/#   /'
+fi
+tmux -L "$SOCK-$RUNS" resize-window -x 120 -y 40
 keys q
 wait_for '^normlab:set> ?$'; ok $? "q returns to the prompt"
 keys 'status' Enter
