@@ -318,6 +318,56 @@ static void test_session_loads(void **state) {
   free(d);
 }
 
+/* A mappings file as the safetensors format describes it: 8-byte
+ * little-endian header length, JSON header, data. */
+static void write_maps(const char *path, const char *header, size_t data_bytes) {
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  uint64_t n = strlen(header);
+  for (int i = 0; i < 8; i++) fputc((int)((n >> (8 * i)) & 0xff), fp);
+  fputs(header, fp);
+  for (size_t i = 0; i < data_bytes; i++) fputc(0, fp);
+  fclose(fp);
+}
+
+static void test_session_maps(void **state) {
+  (void)state;
+  char *d = tmpdir();
+  char path[4200];
+  snprintf(path, sizeof path, "%s/m.safetensors", d);
+  write_maps(path,
+             "{\"__metadata__\":{\"source\":\"t\"},"
+             "\"blocks.10.norm1.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+             "\"blocks.10.norm1.y\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+             "\"blocks.2.norm1.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},"
+             "\"blocks.2.norm1.y\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[12,16]},"
+             "\"lonely.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[16,20]}}",
+             20);
+  nl_session s;
+  nl_session_init(&s);
+  nl_error err;
+  assert_int_equal(nl_session_load(&s, "maps", path, &err), 0);
+  assert_int_equal(s.nmaps_layers, 2); /* lonely.x has no .y */
+  nl_session_set_expr(&s, "extra", "x", NULL);
+  char **v = nl_session_layers(&s);
+  assert_string_equal(v[0], "blocks.2.norm1");
+  assert_string_equal(v[1], "blocks.10.norm1");
+  assert_string_equal(v[2], "extra");
+  assert_null(v[3]);
+  nl_session_free_names(v);
+  assert_string_equal(nl_session_context(&s, "maps"), path);
+  /* a header length beyond the file */
+  write_maps(path, "{}", 0);
+  FILE *fp = fopen(path, "r+b");
+  fputc(0x7f, fp);
+  fclose(fp);
+  assert_int_equal(nl_session_load(&s, "maps", path, &err), -1);
+  assert_non_null(strstr(err.msg, "bad header length"));
+  nl_session_free(&s);
+  rm_rf(d);
+  free(d);
+}
+
 static void test_session_save_open(void **state) {
   (void)state;
   char *d = tmpdir();
@@ -403,6 +453,7 @@ int main(void) {
       cmocka_unit_test(test_set_parse),
       cmocka_unit_test(test_session_undo_and_context),
       cmocka_unit_test(test_session_loads),
+      cmocka_unit_test(test_session_maps),
       cmocka_unit_test(test_session_save_open),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
