@@ -74,7 +74,7 @@ void nl_session_free(nl_session *s) {
   free_names(s->model_layers, s->nmodel_layers);
   free_names(s->maps_layers, s->nmaps_layers);
   drop_tmp(s);
-  free(s->ctx_buf);
+  nl_sess_fronts_free(s->fronts, s->nfronts);
   memset(s, 0, sizeof *s);
 }
 
@@ -402,6 +402,12 @@ int nl_session_load(nl_session *s, const char *what, const char *path, nl_error 
   }
   if (strcmp(what, "fronts") == 0) {
     if (!is_dir(path)) return nl_fail(err, NL_EINPUT, "%s: not a directory", path);
+    nl_sess_front *f;
+    int n;
+    if (nl_sess_fronts_read(path, &f, &n, err) != 0) return -1;
+    nl_sess_fronts_free(s->fronts, s->nfronts);
+    s->fronts = f;
+    s->nfronts = n;
     replace_str(&s->fronts_dir, path);
     return 0;
   }
@@ -436,6 +442,9 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
   }
   if (all || strcmp(what, "fronts") == 0) {
     replace_str(&s->fronts_dir, NULL);
+    nl_sess_fronts_free(s->fronts, s->nfronts);
+    s->fronts = NULL;
+    s->nfronts = 0;
     known = 1;
   }
   if (!known)

@@ -25,6 +25,14 @@ typedef struct nl_sess_kv {
   char *key, *value;
 } nl_sess_kv;
 
+/* Summary of one layer's Pareto front (the CSV files of the fronts directory). */
+typedef struct nl_sess_front {
+  char *layer;
+  int members;       /* rows for this layer (all seeds) */
+  double best_r2;    /* highest val_r2 (NAN when the column is absent) */
+  char *best_expr;   /* expression of that row, or NULL */
+} nl_sess_front;
+
 typedef struct nl_session {
   char *model_path;  /* NULL: none */
   char *maps_path;
@@ -42,8 +50,9 @@ typedef struct nl_session {
   int model_width;     /* embedding width (length of a norm weight), 0: unknown */
   char **maps_layers;  /* layers of the mappings file */
   int nmaps_layers;
+  nl_sess_front *fronts; /* per layer, from the fronts directory's CSV files */
+  int nfronts;
   char *tmp_exprs;     /* private file holding a modified set for commands */
-  char *ctx_buf;       /* returned by nl_session_context */
 } nl_session;
 
 #define NL_SESSION_UNDO_MAX 100
@@ -74,6 +83,14 @@ const char *nl_session_context(void *session, const char *key);
  * frees with nl_session_free_names. */
 char **nl_session_layers(const nl_session *s);
 void nl_session_free_names(char **names);
+
+/* The front summary of a layer, or NULL. */
+const nl_sess_front *nl_session_front(const nl_session *s, const char *layer);
+/* Read the fronts CSV files of a directory (columns found by name in the
+ * header line: layer, val_r2, expr; RFC 4180 quoting). Errors name the
+ * file and line. For tests and 'load fronts'. */
+int nl_sess_fronts_read(const char *dir, nl_sess_front **out, int *n, nl_error *err);
+void nl_sess_fronts_free(nl_sess_front *f, int n);
 
 /* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);

@@ -1,6 +1,6 @@
 # repl module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += \
-	src/app/session.c src/app/session.h \
+	src/app/session.c src/app/session.h src/app/session_fronts.c \
 	src/repl/split.c src/repl/split.h \
 	src/repl/complete.c src/repl/complete.h \
 	src/repl/repl.c src/repl/repl.h \

@@ -2,6 +2,7 @@
 
 #include <curses.h>
 #include <locale.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ typedef struct row {
   const char *layer;
   const char *expr; /* NULL: none */
   nl_dash_info info;
+  const nl_sess_front *front; /* NULL: no front for this layer */
 } row;
 
 static void put_clipped(int y, int x, int width, const char *s) {
@@ -21,7 +23,8 @@ static void put_clipped(int y, int x, int width, const char *s) {
   mvaddnstr(y, x, s, width);
 }
 
-static void draw_table(const row *rows, int n, int sel, int top, const char *title) {
+static void draw_table(const row *rows, int n, int sel, int top, const char *title,
+                       int with_r2) {
   int h, w;
   getmaxyx(stdscr, h, w);
   erase();
@@ -29,12 +32,14 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   mvhline(0, 0, ' ', w);
   put_clipped(0, 1, w - 2, title);
   attroff(A_REVERSE);
-  int lw = 22, fw = 10;
-  int ew = w - lw - fw - 4;
+  int lw = 22, fw = 10, rw = with_r2 ? 14 : 0;
+  int ex = lw + fw + 3 + rw;
+  int ew = w - ex - 1;
   attron(A_BOLD);
   mvaddnstr(2, 1, "layer", lw);
   mvaddnstr(2, lw + 2, "FLOPs/elem", fw);
-  if (ew > 0) mvaddnstr(2, lw + fw + 3, "expression", ew);
+  if (with_r2) mvaddnstr(2, lw + fw + 4, "front R2 max", rw - 1);
+  if (ew > 0) mvaddnstr(2, ex, "expression", ew);
   attroff(A_BOLD);
   int body = h - 5;
   for (int i = 0; i < body && top + i < n; i++) {
@@ -51,7 +56,14 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
     else
       snprintf(f, sizeof f, "%10s", "-");
     put_clipped(y, lw + 2, fw, f);
-    if (ew > 0) put_clipped(y, lw + fw + 3, ew, r->expr ? r->expr : "(LayerNorm)");
+    if (with_r2) {
+      if (r->front && !isnan(r->front->best_r2))
+        snprintf(f, sizeof f, "%12.4f", r->front->best_r2);
+      else
+        snprintf(f, sizeof f, "%12s", "-");
+      put_clipped(y, lw + fw + 3, rw - 1, f);
+    }
+    if (ew > 0) put_clipped(y, ex, ew, r->expr ? r->expr : "(LayerNorm)");
     if (top + i == sel) attroff(A_REVERSE);
   }
   if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
@@ -83,6 +95,13 @@ static void draw_detail(const row *r) {
     mvaddnstr(y++, 1, f, w - 2);
   }
   if (r->info.error && y < h - 2) mvaddnstr(y++, 1, r->info.error, w - 2);
+  if (r->front && y < h - 2) {
+    char f[96];
+    snprintf(f, sizeof f, "front: %d members, best validation R2 %.4f", r->front->members,
+             r->front->best_r2);
+    mvaddnstr(y++, 1, f, w - 2);
+    if (r->front->best_expr && y < h - 2) mvaddnstr(y++, 3, r->front->best_expr, w - 4);
+  }
   if (r->info.tree) {
     y++;
     const char *p = r->info.tree;
@@ -114,6 +133,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     rows[i].layer = names[i];
     rows[i].expr = e ? e->expr : NULL;
     rows[i].info.flops = -1;
+    rows[i].front = nl_session_front(s, names[i]);
     if (e && g_info) g_info(e->expr, &rows[i].info);
   }
   char title[512];
@@ -148,7 +168,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     if (detail && n > 0)
       draw_detail(&rows[sel]);
     else
-      draw_table(rows, n, sel, top, title);
+      draw_table(rows, n, sel, top, title, s->nfronts > 0);
     int ch = getch();
     if (ch == KEY_RESIZE || ch == ERR) {
       /* redrawn at the new size on the next pass */

@@ -52,6 +52,13 @@ blocks.0.norm2 = x
 norm = x * 0.5
 EOS
 
+mkdir "$TMP/fronts"
+cat >"$TMP/fronts/blocks.0.norm1.csv" <<'EOS'
+layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr
+blocks.0.norm1,1,0,3,2,0.1,0.1,0.2,0.8,tanh(x)
+blocks.0.norm1,2,0,5,3,0.01,0.01,0.02,0.975,"tanh(1.5 * x)"
+EOS
+
 start
 wait_for '^normlab> ?$'; ok $? "the prompt appears"
 
@@ -81,8 +88,9 @@ keys 'setting x 1; setting x' Enter
 wait_for '^1$'; ok $? "the line after Ctrl-C starts empty"
 if screen | grep -q "unknown command 'frobnicate'"; then ok 1 "the cleared line did not run"; else ok 0 "the cleared line did not run"; fi
 
-keys 'dashboard' Enter
+keys 'load fronts fronts; dashboard' Enter
 wait_for 'FLOPs/elem'; ok $? "the dashboard draws the table"
+wait_for 'blocks\.0\.norm1 .* 0\.9750 '; ok $? "the table shows the front's best R2"
 wait_for 'blocks\.0\.norm1 .*tanh\(1\.5 \* x\)'; ok $? "the table lists layers with expressions"
 keys Down Down Enter
 wait_for '^ expression:'; ok $? "Enter opens the selected layer's detail"

@@ -368,6 +368,62 @@ static void test_session_maps(void **state) {
   free(d);
 }
 
+static void test_session_fronts(void **state) {
+  (void)state;
+  char *d = tmpdir();
+  char p[4300];
+  snprintf(p, sizeof p, "%s/a.csv", d);
+  /* the fronts CSV columns of the design notes; expr quoted (RFC 4180) */
+  write_text(p,
+             "layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr\n"
+             "blocks.0.norm1,1,0,3,2,0.1,0.1,0.2,0.80,tanh(x)\n"
+             "blocks.0.norm1,1,0,9,6,0.01,0.02,0.02,0.975,\"clip(x, -2, 2) * \"\"a\"\"\"\n"
+             "\n"
+             "norm,2,0,1,0,0.5,0.5,0.5,0.5,x\n");
+  snprintf(p, sizeof p, "%s/b.csv", d);
+  write_text(p, "expr,val_r2,layer\r\n\"2 * x\",0.9,norm\r\n");
+  snprintf(p, sizeof p, "%s/notes.txt", d);
+  write_text(p, "not a front");
+  nl_sess_front *f;
+  int n;
+  nl_error err;
+  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(f[0].layer, "blocks.0.norm1");
+  assert_int_equal(f[0].members, 2);
+  assert_true(f[0].best_r2 == 0.975);
+  assert_string_equal(f[0].best_expr, "clip(x, -2, 2) * \"a\"");
+  assert_string_equal(f[1].layer, "norm");
+  assert_int_equal(f[1].members, 2);
+  assert_true(f[1].best_r2 == 0.9);
+  assert_string_equal(f[1].best_expr, "2 * x");
+  nl_sess_fronts_free(f, n);
+
+  nl_session s;
+  nl_session_init(&s);
+  assert_int_equal(nl_session_load(&s, "fronts", d, &err), 0);
+  assert_non_null(nl_session_front(&s, "norm"));
+  assert_null(nl_session_front(&s, "blocks.1.norm1"));
+  nl_session_free(&s);
+
+  write_text(p, "layer,val_r2\nnorm,0.5,extra\n");
+  snprintf(p, sizeof p, "%s/c.csv", d);
+  write_text(p, "layer,val_r2\nnorm,0.5,extra\n");
+  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_non_null(strstr(err.msg, "c.csv:2: 3 fields, the header has 2"));
+  write_text(p, "layer,val_r2\nnorm,high\n");
+  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_non_null(strstr(err.msg, "c.csv:2: val_r2 'high' is not a number"));
+  write_text(p, "layer,expr\nnorm,\"tanh(x)\n");
+  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_non_null(strstr(err.msg, "c.csv:2: unterminated quote"));
+  write_text(p, "seed,expr\n1,x\n");
+  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_non_null(strstr(err.msg, "no 'layer' column"));
+  rm_rf(d);
+  free(d);
+}
+
 static void test_session_save_open(void **state) {
   (void)state;
   char *d = tmpdir();
@@ -454,6 +510,7 @@ int main(void) {
       cmocka_unit_test(test_session_undo_and_context),
       cmocka_unit_test(test_session_loads),
       cmocka_unit_test(test_session_maps),
+      cmocka_unit_test(test_session_fronts),
       cmocka_unit_test(test_session_save_open),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
