@@ -1,5 +1,6 @@
 /* Commands that exist only at the prompt: they act on the session. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,7 +103,9 @@ static int run_status(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fprintf(o, "\nexprs    %s", s->exprs_path ? s->exprs_path : (s->set.n ? "(unsaved)" : "-"));
   if (s->set.n || s->exprs_path)
     fprintf(o, "  (%d expressions%s)", s->set.n, s->set_modified ? ", modified" : "");
-  fprintf(o, "\nfronts   %s\n", s->fronts_dir ? s->fronts_dir : "-");
+  fprintf(o, "\nfronts   %s", s->fronts_dir ? s->fronts_dir : "-");
+  if (s->fronts_dir) fprintf(o, "  (%d layers)", s->nfronts);
+  fputc('\n', o);
   for (int i = 0; i < s->nsettings; i++)
     fprintf(o, "setting  %s = %s\n", s->settings[i].key, s->settings[i].value);
   return 0;
@@ -282,7 +285,15 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   char **names = nl_session_layers(s);
   for (int i = 0; names[i]; i++) {
     const nl_sess_entry *e = nl_session_find(s, names[i]);
-    fprintf(ctx->out, "%-24s %s\n", names[i], e ? e->expr : "-");
+    fprintf(ctx->out, "%-24s ", names[i]);
+    if (s->nfronts) {
+      const nl_sess_front *f = nl_session_front(s, names[i]);
+      if (f && !isnan(f->best_r2))
+        fprintf(ctx->out, "R2 %.4f  ", f->best_r2);
+      else
+        fprintf(ctx->out, "%-9s  ", "R2 -");
+    }
+    fprintf(ctx->out, "%s\n", e ? e->expr : "-");
   }
   if (!names[0]) fprintf(ctx->err, "no layers: load a model, mappings or an expression set\n");
   nl_session_free_names(names);
@@ -292,6 +303,7 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 static const nl_cmd cmd_layers = {
     .name = "layers",
     .summary = "list the layers and their current expressions",
+    .help = "With fronts loaded, each layer's best validation R2 in its front is shown.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,
