@@ -112,6 +112,7 @@ wait_for '^exprs +set.exprs +\(3 expressions\)'; ok $? "the prompt works after t
 
 keys C-d
 wait_for '^\[exit 0\]'; ok $? "Ctrl-D leaves with status 0"
+screen | grep -q 'Sanitizer' && ok 1 "no sanitizer report" || ok 0 "no sanitizer report"
 grep -q '^history --count' "$NORMLAB_HISTORY" && ok 1 "a cleared line is not in history" || ok 0 "a cleared line is not in history"
 grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
 
