@@ -135,6 +135,22 @@ static int run_line(const char *line, int keep_going, const char *where) {
   return status;
 }
 
+/* Join a continuation line: after a trailing backslash the two lines are
+ * glued (the backslash dropped); inside quotes the newline is kept. */
+static char *join_continued(char *line, const char *more) {
+  size_t a = strlen(line), b = strlen(more);
+  int backslash = nl_split_incomplete(line) == 2;
+  char *r = nl_xmalloc(a + b + 2);
+  memcpy(r, line, a);
+  if (backslash)
+    a--;
+  else
+    r[a++] = '\n';
+  memcpy(r + a, more, b + 1);
+  free(line);
+  return r;
+}
+
 /* ---- history ---- */
 
 static void history_setup(void) {
@@ -223,8 +239,8 @@ static char *make_prompt(void) {
 
 /* Wait for a whole line. Returns the line (caller frees) or NULL at end of
  * input. Ctrl-C discards the line being typed and starts a fresh one. */
-static char *read_line_interactive(void) {
-  char *prompt = make_prompt();
+static char *read_line_interactive(int more) {
+  char *prompt = more ? nl_xstrdup("   ...> ") : make_prompt();
   R.line = NULL;
   R.line_ready = 0;
   rl_callback_handler_install(prompt, on_line);
@@ -278,10 +294,16 @@ static int run_interactive(void) {
           PACKAGE_VERSION);
   int last = 0;
   while (!R.quit) {
-    char *line = read_line_interactive();
+    char *line = read_line_interactive(0);
     if (!line) {
       fputc('\n', R.ctx->err);
       break;
+    }
+    while (nl_split_incomplete(line)) { /* open quote or trailing backslash */
+      char *more = read_line_interactive(1);
+      if (!more) break;
+      line = join_continued(line, more);
+      free(more);
     }
     history_add(line);
     last = run_line(line, 1, NULL);
@@ -329,7 +351,16 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
     if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
     char where[512];
     snprintf(where, sizeof where, "%s:%d", name, lineno);
-    int rc = run_line(line, keep_going, where);
+    char *whole = nl_xstrdup(line);
+    while (nl_split_incomplete(whole)) {
+      if ((len = getline(&line, &cap, in)) < 0) break;
+      lineno++;
+      if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
+      if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
+      whole = join_continued(whole, line);
+    }
+    int rc = run_line(whole, keep_going, where);
+    free(whole);
     if (rc != 0) {
       if (status == 0) status = rc;
       if (!keep_going || rc == 130) {

@@ -164,3 +164,29 @@ void nl_words_free(nl_words *cmds, int ncmds) {
   for (int i = 0; i < ncmds; i++) nl_words_clear(&cmds[i]);
   free(cmds);
 }
+
+int nl_split_incomplete(const char *line) {
+  int q = 0; /* 0, '\'' or '"' */
+  int in_word = 0;
+  for (const char *p = line; *p; p++) {
+    char c = *p;
+    if (q == '\'') {
+      if (c == '\'') q = 0;
+    } else if (q == '"') {
+      if (c == '\\' && (p[1] == '"' || p[1] == '\\')) p++;
+      else if (c == '"') q = 0;
+    } else if (c == '\\') {
+      if (!p[1]) return 2; /* a trailing backslash continues the line */
+      p++;
+      in_word = 1;
+    } else if (c == '#' && !in_word) {
+      return 0; /* the rest is a comment */
+    } else if (c == '\'' || c == '"') {
+      q = c;
+      in_word = 1;
+    } else {
+      in_word = !(c == ' ' || c == '\t' || c == '\n' || c == ';');
+    }
+  }
+  return q != 0;
+}

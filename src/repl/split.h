@@ -22,6 +22,11 @@ void nl_words_free(nl_words *cmds, int ncmds);
 /* Free the words of one nl_words (not the struct itself). */
 void nl_words_clear(nl_words *w);
 
+/* Whether `line` cannot end here and the next input line continues it:
+ * 1 when it ends inside quotes (the newline belongs to the word), 2 when
+ * it ends with a single trailing backslash (the lines are glued); else 0. */
+int nl_split_incomplete(const char *line);
+
 /* For completion: the words of the last command in `line` (tolerating an
  * open quote). If the line ends inside a word, that unfinished word is the
  * last one and *open_word is 1; if it ends in blanks, *open_word is 0. */

@@ -40,6 +40,15 @@ expect_err "missing.nl: cannot open" "the missing script is named"
 expect_status 2 "-f with a command is refused" "$NORMLAB" -f "$TMP/ok.nl" help
 expect_status 2 "-c needs a value" "$NORMLAB" -c
 
+# a trailing backslash continues a line; an open quote at the end is an error
+printf 'setting b one\\\ntwo\nsetting b\nhelp \\\nload\n' >"$TMP/cont.nl"
+expect_status 0 "continued lines run" "$NORMLAB" -f "$TMP/cont.nl"
+expect_out '^onetwo$' "a trailing backslash glues the lines"
+expect_out '^usage: load ' "a continued command runs"
+printf 'status\nsetting c '"'"'open\n' >"$TMP/open.nl"
+expect_status 2 "a quote left open at the end exits 2" "$NORMLAB" -f "$TMP/open.nl"
+expect_err "open.nl:2: column 11: unterminated single quote" "the open quote is located"
+
 # piped input is batch mode too
 run sh -c "printf 'setting x 1\nsetting x\n' | '$NORMLAB'"
 ok "$rc" "piped commands exit 0"

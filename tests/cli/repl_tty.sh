@@ -35,7 +35,7 @@ screen() { tmux -L "$SOCK-$RUNS" capture-pane -p; }
 # wait_for ERE [SECONDS]: poll the screen until a line matches
 wait_for() {
   _t=0
-  _lim=$(( ${2:-10} * 10 ))
+  _lim=$(( ${2:-5} * 10 ))
   while [ "$_t" -lt "$_lim" ]; do
     if screen | grep -Eq -- "$1"; then return 0; fi
     sleep 0.1
@@ -79,6 +79,11 @@ wait_for '^blocks\.0\.norm2 = x$'; ok $? "a completed layer name is shown"
 keys 'history --c' Tab
 wait_for 'history --count ?$'; ok $? "Tab completes an option from the table"
 keys C-u
+
+keys 'help \' Enter
+wait_for '^   \.\.\.> ?$'; ok $? "a trailing backslash asks for more"
+keys 'quit' Enter
+wait_for '^usage: quit'; ok $? "the continued line runs as one"
 
 keys 'frobnicate now'
 wait_for 'frobnicate now$'

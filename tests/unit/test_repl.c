@@ -89,6 +89,18 @@ static void test_split_errors(void **state) {
   assert_non_null(strstr(err.msg, "double quote"));
 }
 
+static void test_split_incomplete(void **state) {
+  (void)state;
+  assert_int_equal(nl_split_incomplete("status"), 0);
+  assert_int_equal(nl_split_incomplete("set a = 'tanh(x"), 1);
+  assert_int_equal(nl_split_incomplete("set a = \"x \\\" y"), 1); /* escaped quote inside */
+  assert_int_equal(nl_split_incomplete("set a = \"x\" \\"), 2);
+  assert_int_equal(nl_split_incomplete("a \\\\"), 0);            /* an escaped backslash */
+  assert_int_equal(nl_split_incomplete("a # it's a comment"), 0);
+  assert_int_equal(nl_split_incomplete("a b#'c"), 1);              /* '#' inside a word */
+  assert_int_equal(nl_split_incomplete("'a\\'"), 0);               /* no escapes in '...' */
+}
+
 static void test_split_tail(void **state) {
   (void)state;
   nl_words w;
@@ -503,6 +515,7 @@ int main(void) {
       cmocka_unit_test(test_split_quotes),
       cmocka_unit_test(test_split_commands_and_comments),
       cmocka_unit_test(test_split_errors),
+      cmocka_unit_test(test_split_incomplete),
       cmocka_unit_test(test_split_tail),
       cmocka_unit_test(test_complete),
       cmocka_unit_test(test_complete_layers),
