@@ -80,7 +80,7 @@ static void write_num(FILE *fp, float v) {
 /* Run gnuplot with `script` on its standard input (through a pipe), its
  * messages collected in a temporary file for the error report. */
 static int run_gnuplot(const char *prog, const char *script, size_t len, int persist,
-                       nl_error *err) {
+                       char **output, nl_error *err) {
   char errpath[] = "/tmp/normlab-gnuplot-XXXXXX";
   int efd = mkstemp(errpath);
   if (efd < 0) return nl_fail(err, NL_EIO, "cannot create a temporary file: %s", strerror(errno));
@@ -126,12 +126,16 @@ static int run_gnuplot(const char *prog, const char *script, size_t len, int per
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   char *msg = nl_read_file(errpath, NULL, NULL);
+  if (output) {
+    *output = msg;
+    msg = NULL;
+  }
   close(efd);
   unlink(errpath);
   int rc = 0;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || werr) {
     /* keep the last lines of gnuplot's report */
-    const char *m = msg ? msg : "";
+    const char *m = output && *output ? *output : msg ? msg : "";
     size_t ml = strlen(m);
     if (ml > 600) m += ml - 600;
     rc = nl_fail(err, NL_EIO, "gnuplot failed (%s %d): %s",
@@ -142,6 +146,17 @@ static int run_gnuplot(const char *prog, const char *script, size_t len, int per
   }
   free(msg);
   return rc;
+}
+
+/* Whether this gnuplot can open a window (qt, wxt or x11 terminal). */
+static int has_window_terminal(const char *prog) {
+  static const char q[] = "set print '-'\nprint GPVAL_TERMINALS\n";
+  char *out = NULL;
+  nl_error err;
+  int ok = run_gnuplot(prog, q, sizeof q - 1, 0, &out, &err) == 0 && out &&
+           (strstr(out, "qt") || strstr(out, "wxt") || strstr(out, "x11"));
+  free(out);
+  return ok;
 }
 
 static void fresh_png_name(char *out, size_t n) {
@@ -155,10 +170,15 @@ static void fresh_png_name(char *out, size_t n) {
 int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot_result *res,
                  nl_error *err) {
   memset(res, 0, sizeof *res);
+  char *prog = find_gnuplot();
+  if (!prog)
+    return nl_fail(err, NL_EIO,
+                   "gnuplot not found on PATH (install it: apt-get install gnuplot-nox), "
+                   "or set NL_GNUPLOT to the program");
   nl_plot_term term = o->term;
   if (term == NL_PLOT_AUTO) {
     const char *d = getenv("DISPLAY");
-    term = d && *d ? NL_PLOT_WINDOW : NL_PLOT_PNG;
+    term = d && *d && has_window_terminal(prog) ? NL_PLOT_WINDOW : NL_PLOT_PNG;
   }
   res->term = term;
   /* check every name before starting anything */
@@ -167,7 +187,6 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   char *buf = NULL;
   size_t blen = 0;
   FILE *sc = NULL;
-  char *prog = NULL;
   int rc = -1;
   for (int i = 0; i < ns; i++)
     if (!(titles[i] = nl_plot_quote(s[i].title ? s[i].title : "", err))) goto out;
@@ -191,12 +210,6 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
     textpath = nl_xstrdup(tmpl);
     if (!(qout = nl_plot_quote(textpath, err))) goto out;
   }
-  if (!(prog = find_gnuplot())) {
-    nl_fail(err, NL_EIO,
-            "gnuplot not found on PATH (install it: apt-get install gnuplot-nox), "
-            "or set NL_GNUPLOT to the program");
-    goto out;
-  }
   sc = open_memstream(&buf, &blen);
   if (!sc) {
     nl_fail(err, NL_ENOMEM, "out of memory");
@@ -219,7 +232,12 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
     if (!h) h = 24;
     fprintf(sc, "set terminal dumb noenhanced size %d,%d\nset output %s\n", w, h, qout);
   } else {
-    fprintf(sc, "set termoption noenhanced\n");
+    fprintf(sc,
+            "if (strstrt(GPVAL_TERMINALS, 'qt') > 0) {\n  set terminal qt noenhanced\n"
+            "} else { if (strstrt(GPVAL_TERMINALS, 'wxt') > 0) {\n  set terminal wxt noenhanced\n"
+            "} else { if (strstrt(GPVAL_TERMINALS, 'x11') > 0) {\n  set terminal x11 noenhanced\n"
+            "} else {\n  print 'this gnuplot has no window terminal (qt, wxt, x11): "
+            "use --term png or --term dumb'\n  exit status 3\n} } }\n");
   }
   if (qtitle) fprintf(sc, "set title %s noenhanced\n", qtitle);
   if (qx) fprintf(sc, "set xlabel %s noenhanced\n", qx);
@@ -247,7 +265,7 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
     goto out;
   }
   sc = NULL;
-  rc = run_gnuplot(prog, buf, blen, term == NL_PLOT_WINDOW, err);
+  rc = run_gnuplot(prog, buf, blen, term == NL_PLOT_WINDOW, NULL, err);
   if (rc == 0 && term == NL_PLOT_DUMB) {
     char *text = nl_read_file(textpath, NULL, err);
     if (!text) {

@@ -123,6 +123,56 @@ static void test_dumb(void **state) {
   free(text);
 }
 
+/* Terminals of the installed gnuplot, asked directly. */
+static int gnuplot_has_window(void) {
+  FILE *p = popen("gnuplot -e \"set print '-'; print GPVAL_TERMINALS\" 2>/dev/null", "r");
+  char buf[4096] = "";
+  size_t n = fread(buf, 1, sizeof buf - 1, p);
+  buf[n] = '\0';
+  pclose(p);
+  return strstr(buf, "qt") || strstr(buf, "wxt") || strstr(buf, "x11");
+}
+
+static void test_window_fallback(void **state) {
+  (void)state;
+  if (!have_gnuplot() || gnuplot_has_window()) {
+    skip();
+    return;
+  }
+  fill();
+  char dir[] = "/tmp/normlab-test-plot-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[256];
+  snprintf(path, sizeof path, "%s/auto.png", dir);
+  nl_plot_series s = {"f", xs, ys, N, 0};
+  nl_plot_result r;
+  nl_error err;
+  /* a window asked of a gnuplot without one: a clear error */
+  nl_plot_opts o = {.term = NL_PLOT_WINDOW};
+  assert_int_equal(nl_plot_draw(&o, &s, 1, &r, &err), -1);
+  assert_int_equal(err.code, NL_EIO);
+  assert_non_null(strstr(err.msg, "no window terminal"));
+  /* automatic choice with $DISPLAY set falls back to a PNG file */
+  const char *old = getenv("DISPLAY");
+  char *keep = old ? strdup(old) : NULL;
+  setenv("DISPLAY", ":99", 1);
+  o.term = NL_PLOT_AUTO;
+  o.output = path;
+  int rc = nl_plot_draw(&o, &s, 1, &r, &err);
+  if (keep) setenv("DISPLAY", keep, 1); else unsetenv("DISPLAY");
+  free(keep);
+  assert_int_equal(rc, 0);
+  assert_int_equal(r.term, NL_PLOT_PNG);
+  FILE *fp = fopen(path, "rb");
+  assert_non_null(fp);
+  unsigned char h[8];
+  assert_int_equal(fread(h, 1, 8, fp), 8);
+  fclose(fp);
+  assert_memory_equal(h, "\x89PNG\r\n\x1a\n", 8);
+  unlink(path);
+  rmdir(dir);
+}
+
 static void test_errors(void **state) {
   (void)state;
   fill();
@@ -143,7 +193,8 @@ static void test_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_quote), cmocka_unit_test(test_range), cmocka_unit_test(test_png),
-      cmocka_unit_test(test_dumb),  cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_dumb),  cmocka_unit_test(test_window_fallback),
+      cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
