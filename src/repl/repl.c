@@ -12,6 +12,7 @@
 #include <readline/readline.h>
 
 #include "base/interrupt.h"
+#include "base/timer.h"
 #include "base/mem.h"
 #include "repl/complete.h"
 #include "repl/split.h"
@@ -92,10 +93,14 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   nl_error_clear(&err);
   nl_args a;
   nl_interrupt_clear();
+  double t0 = nl_now();
   int rc = nl_args_parse(&a, cmd, argc - 1, argv + 1, ctx, &err);
   if (rc == 0) rc = cmd->run(ctx, &a, &err);
   free(a.pos);
   fflush(ctx->out);
+  const char *timer = nl_session_get_setting(&R.sess, "timer");
+  if (timer && strcmp(timer, "on") == 0)
+    fprintf(ctx->err, "time: %.3f s\n", nl_now() - t0);
   int interrupted = nl_interrupted();
   nl_interrupt_clear();
   if (rc == 0 && interrupted && !R.interactive) {
@@ -339,6 +344,25 @@ char *nl_repl_read_prefilled(const char *prompt, const char *initial) {
 }
 
 /* ---- batch ---- */
+
+static int run_stream(FILE *in, const char *name, int keep_going);
+static int g_source_depth = 0;
+
+int nl_repl_source(const char *path, nl_error *err) {
+  if (g_source_depth >= 16) return nl_fail(err, NL_EINPUT, "%s: scripts nested too deeply", path);
+  FILE *in = fopen(path, "r");
+  if (!in) return nl_fail(err, NL_EINPUT, "%s: cannot open: %s", path, strerror(errno));
+  g_source_depth++;
+  int rc = run_stream(in, path, 0);
+  g_source_depth--;
+  fclose(in);
+  if (rc != 0) {
+    err->code = rc == 130 ? NL_EINTR : rc == 2 ? NL_EINPUT : NL_EIO;
+    snprintf(err->msg, sizeof err->msg, "%s: stopped at the first failing command", path);
+    return -1;
+  }
+  return 0;
+}
 
 static int run_stream(FILE *in, const char *name, int keep_going) {
   char *line = NULL;

@@ -38,6 +38,10 @@ void nl_repl_request_quit(void);
 int nl_repl_is_interactive(void);
 const char *nl_repl_history_path(void);
 
+/* Run the commands of a script file in the current session, stopping at
+ * the first failing command (the 'source' command). */
+int nl_repl_source(const char *path, nl_error *err);
+
 /* Usage of one command in the REPL's words ("usage: CMD [OPTIONS] ARGS"). */
 void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only);
 

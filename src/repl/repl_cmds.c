@@ -212,6 +212,25 @@ static const nl_cmd cmd_setting = {
     .run = run_setting_checked,
 };
 
+/* ---- source ---- */
+
+static int run_source(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)ctx;
+  return nl_repl_source(a->pos[0], err);
+}
+
+static const nl_cmd cmd_source = {
+    .name = "source",
+    .args = "FILE",
+    .summary = "run the commands of a script file in this session",
+    .help = "Stops at the first failing command. 'setting timer on' prints each command's\n"
+            "wall time.",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_source,
+};
+
 /* ---- history / quit ---- */
 
 static int run_history(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -342,6 +361,6 @@ static const nl_cmd cmd_show = {
 
 const nl_cmd *const nl_repl_commands[] = {
     &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show,
-    &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_dashboard,
+    &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_source,  &cmd_dashboard,
     &cmd_history, &cmd_quit,    NULL,
 };

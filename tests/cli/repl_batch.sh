@@ -49,6 +49,16 @@ printf 'status\nsetting c '"'"'open\n' >"$TMP/open.nl"
 expect_status 2 "a quote left open at the end exits 2" "$NORMLAB" -f "$TMP/open.nl"
 expect_err "open.nl:2: column 11: unterminated single quote" "the open quote is located"
 
+# source runs a script in the current session; timer prints wall times
+printf 'setting from_script yes\n' >"$TMP/inner.nl"
+expect_status 0 "source runs a script in the session" "$NORMLAB" -c "source $TMP/inner.nl; setting from_script"
+expect_out '^yes$' "the script's setting is in the session"
+printf 'source %s\n' "$TMP/self.nl" >"$TMP/self.nl"
+expect_status 2 "a script sourcing itself stops" "$NORMLAB" -c "source $TMP/self.nl"
+expect_err "nested too deeply" "deep nesting is reported"
+expect_status 0 "timer setting" "$NORMLAB" -c "setting timer on; status"
+expect_err '^time: [0-9]+\.[0-9]{3} s$' "timer prints each command's time"
+
 # piped input is batch mode too
 run sh -c "printf 'setting x 1\nsetting x\n' | '$NORMLAB'"
 ok "$rc" "piped commands exit 0"
