@@ -212,6 +212,27 @@ static const nl_cmd cmd_setting = {
     .run = run_setting_checked,
 };
 
+/* ---- undo ---- */
+
+static int run_undo(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  nl_session *s = ctx->session;
+  if (nl_session_undo(s) != 0) return nl_fail(err, NL_EINPUT, "nothing to undo");
+  fprintf(ctx->out, "undone: the set has %d expressions\n", s->set.n);
+  return 0;
+}
+
+static const nl_cmd cmd_undo = {
+    .name = "undo",
+    .summary = "undo the last change to the expression set",
+    .help = "Changes are 'set', 'edit', 'simplify', 'load exprs' and 'unload exprs'; the\n"
+            "last 100 are kept.",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_undo,
+};
+
 /* ---- source ---- */
 
 static int run_source(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -360,7 +381,7 @@ static const nl_cmd cmd_show = {
 };
 
 const nl_cmd *const nl_repl_commands[] = {
-    &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show,
+    &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show, &cmd_undo,
     &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_source,  &cmd_dashboard,
     &cmd_history, &cmd_quit,    NULL,
 };

@@ -49,6 +49,15 @@ printf 'status\nsetting c '"'"'open\n' >"$TMP/open.nl"
 expect_status 2 "a quote left open at the end exits 2" "$NORMLAB" -f "$TMP/open.nl"
 expect_err "open.nl:2: column 11: unterminated single quote" "the open quote is located"
 
+# undo goes back through loads of expression sets
+printf 'a = x\n' >"$TMP/one.exprs"
+printf 'a = 2 * x\nb = x\n' >"$TMP/two.exprs"
+expect_status 0 "undo restores the previous set" "$NORMLAB" -c "load exprs $TMP/one.exprs; load exprs $TMP/two.exprs; undo; layers"
+expect_out '^undone: the set has 1 expressions$' "undo reports the set"
+expect_out '^a +x$' "the first set is back"
+expect_status 2 "nothing to undo exits 2" "$NORMLAB" -c "undo"
+expect_err "nothing to undo" "undo explains"
+
 # source runs a script in the current session; timer prints wall times
 printf 'setting from_script yes\n' >"$TMP/inner.nl"
 expect_status 0 "source runs a script in the session" "$NORMLAB" -c "source $TMP/inner.nl; setting from_script"
