@@ -1,5 +1,7 @@
 #include "tui/dashboard.h"
 
+#include "base/interrupt.h"
+
 #include <curses.h>
 #include <locale.h>
 #include <math.h>
@@ -160,6 +162,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
   keypad(stdscr, TRUE);
   set_escdelay(25);
   curs_set(0);
+  timeout(250); /* wake up to notice Ctrl-C */
   int sel = 0, top = 0, detail = 0, done = 0;
   while (!done) {
     int h = getmaxy(stdscr), body = h - 5 > 1 ? h - 5 : 1;
@@ -170,7 +173,10 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     else
       draw_table(rows, n, sel, top, title, s->nfronts > 0);
     int ch = getch();
-    if (ch == KEY_RESIZE || ch == ERR) {
+    if (nl_interrupted()) { /* Ctrl-C leaves the view cleanly */
+      nl_interrupt_clear();
+      done = 1;
+    } else if (ch == KEY_RESIZE || ch == ERR) {
       /* redrawn at the new size on the next pass */
     } else if (ch == 'q' || ch == 'Q') {
       done = 1;

@@ -115,17 +115,25 @@ wait_for '^normlab:set> ?$'; ok $? "q returns to the prompt"
 keys 'status' Enter
 wait_for '^exprs +set.exprs +\(3 expressions\)'; ok $? "the prompt works after the dashboard"
 
+keys 'dashboard' Enter
+wait_for 'FLOPs/elem'
+keys C-c
+wait_for '^normlab:set> ?$'; ok $? "Ctrl-C leaves the dashboard for the prompt"
+keys 'setting y 2; setting y' Enter
+wait_for '^2$'; ok $? "the prompt works after Ctrl-C in the dashboard"
+
 keys C-d
 wait_for '^\[exit 0\]'; ok $? "Ctrl-D leaves with status 0"
 screen | grep -q 'Sanitizer' && ok 1 "no sanitizer report" || ok 0 "no sanitizer report"
 grep -q '^history --count' "$NORMLAB_HISTORY" && ok 1 "a cleared line is not in history" || ok 0 "a cleared line is not in history"
-grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
+grep -qx 'setting y 2; setting y' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
+grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "a completed line is kept without its trailing blank"
 
 # history across runs
 start
 wait_for '^normlab> ?$'
 keys Up
-wait_for '^normlab> status$'; ok $? "Up recalls the last line of the previous run"
+wait_for '^normlab> setting y 2; setting y$'; ok $? "Up recalls the last line of the previous run"
 keys C-u 'history' Enter
 wait_for 'load exprs set\.exprs'; ok $? "history lists the previous run's lines"
 keys 'quit' Enter
