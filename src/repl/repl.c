@@ -288,6 +288,9 @@ static void rl_setup(void) {
   rl_readline_name = "normlab";
   rl_catch_signals = 0;
   rl_catch_sigwinch = 0;
+  /* show the matching '(' while typing expressions; ~/.inputrc may
+   * override it in a "$if normlab" block */
+  rl_variable_bind("blink-matching-paren", "on");
   nl_complete_install();
 }
 
