@@ -31,6 +31,9 @@ static struct {
   int line_ready; /* 1: line ready, 2: end of input */
 } R;
 
+static int g_exec_depth = 0;   /* commands running (source nests them) */
+static int g_source_depth = 0; /* scripts being sourced */
+
 nl_session *nl_repl_session(void) { return &R.sess; }
 void nl_repl_request_quit(void) { R.quit = 1; }
 int nl_repl_is_interactive(void) { return R.interactive; }
@@ -92,18 +95,22 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   nl_error err;
   nl_error_clear(&err);
   nl_args a;
-  nl_interrupt_clear();
+  /* Only the outermost command (not those of a sourced script) clears the
+   * interrupt flag, so a Ctrl-C stops the whole script. */
+  int top = g_exec_depth == 0;
+  g_exec_depth++;
   double t0 = nl_now();
   int rc = nl_args_parse(&a, cmd, argc - 1, argv + 1, ctx, &err);
   if (rc == 0) rc = cmd->run(ctx, &a, &err);
+  g_exec_depth--;
   free(a.pos);
   fflush(ctx->out);
   const char *timer = nl_session_get_setting(&R.sess, "timer");
   if (timer && strcmp(timer, "on") == 0)
     fprintf(ctx->err, "time: %.3f s\n", nl_now() - t0);
   int interrupted = nl_interrupted();
-  nl_interrupt_clear();
-  if (rc == 0 && interrupted && !R.interactive) {
+  if (top) nl_interrupt_clear();
+  if (rc == 0 && interrupted && (!R.interactive || !top)) {
     /* a script stops when interrupted, even between a command's steps */
     rc = nl_fail(&err, NL_EINTR, "interrupted");
   }
@@ -349,7 +356,6 @@ char *nl_repl_read_prefilled(const char *prompt, const char *initial) {
 /* ---- batch ---- */
 
 static int run_stream(FILE *in, const char *name, int keep_going);
-static int g_source_depth = 0;
 
 int nl_repl_source(const char *path, nl_error *err) {
   if (g_source_depth >= 16) return nl_fail(err, NL_EINPUT, "%s: scripts nested too deeply", path);
@@ -361,7 +367,8 @@ int nl_repl_source(const char *path, nl_error *err) {
   fclose(in);
   if (rc != 0) {
     err->code = rc == 130 ? NL_EINTR : rc == 2 ? NL_EINPUT : NL_EIO;
-    snprintf(err->msg, sizeof err->msg, "%s: stopped at the first failing command", path);
+    snprintf(err->msg, sizeof err->msg, "%s: %s", path,
+             rc == 130 ? "interrupted" : "stopped at the first failing command");
     return -1;
   }
   return 0;
@@ -372,7 +379,7 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
   size_t cap = 0;
   ssize_t len;
   int lineno = 0, status = 0;
-  while (!R.quit && (len = getline(&line, &cap, in)) >= 0) {
+  while (!R.quit && !nl_interrupted() && (len = getline(&line, &cap, in)) >= 0) {
     lineno++;
     if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
     if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';

@@ -122,6 +122,23 @@ wait_for '^normlab:set> ?$'; ok $? "Ctrl-C leaves the dashboard for the prompt"
 keys 'setting y 2; setting y' Enter
 wait_for '^2$'; ok $? "the prompt works after Ctrl-C in the dashboard"
 
+# Ctrl-C interrupts a running command: a script read from a pipe that
+# has not ended yet
+mkfifo "$TMP/slow.nl"
+keys "source $TMP/slow.nl" Enter
+exec 3>"$TMP/slow.nl"
+echo "setting z 3; setting z" >&3
+wait_for '^3$'; ok $? "the running script ran its first line"
+keys C-c
+wait_for 'normlab source: .*slow.nl: interrupted'; ok $? "Ctrl-C interrupts the running command"
+(trap "" PIPE; echo "setting z 4; setting z" >&3) 2>/dev/null
+exec 3>&-
+wait_for '^normlab:set> ?$'; ok $? "the prompt is back after the interruption"
+keys 'setting z' Enter
+sleep 0.3
+[ "$(screen | grep -c '^[34]$')" -eq 2 ] && screen | grep -q '^3$' && ! screen | grep -q '^4$'
+ok $? "the results before the interruption are kept, nothing after it ran"
+
 keys C-d
 wait_for '^\[exit 0\]'; ok $? "Ctrl-D leaves with status 0"
 screen | grep -q 'Sanitizer' && ok 1 "no sanitizer report" || ok 0 "no sanitizer report"
@@ -133,7 +150,7 @@ grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "a completed line is kept without it
 start
 wait_for '^normlab> ?$'
 keys Up
-wait_for '^normlab> setting y 2; setting y$'; ok $? "Up recalls the last line of the previous run"
+wait_for '^normlab> setting z$'; ok $? "Up recalls the last line of the previous run"
 keys C-u 'history' Enter
 wait_for 'load exprs set\.exprs'; ok $? "history lists the previous run's lines"
 keys 'quit' Enter
