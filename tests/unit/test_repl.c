@@ -75,6 +75,49 @@ static void test_split_commands_and_comments(void **state) {
   nl_words_free(c, n);
 }
 
+/* Property: words quoted as sh quotes them ('...' with ' written '\'')
+ * split back into the same words, whatever bytes they hold. */
+static void test_split_roundtrip(void **state) {
+  (void)state;
+  static const char alphabet[] = "ab =;#'\"\\\t(x)*-+.";
+  unsigned seed = 12345;
+  for (int iter = 0; iter < 2000; iter++) {
+    char words[4][12];
+    int nw = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 4;
+    char line[400];
+    size_t k = 0;
+    for (int w = 0; w < nw; w++) {
+      int len = (int)((seed = seed * 1103515245u + 12345u) >> 16) % 11;
+      for (int i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        words[w][i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
+      }
+      words[w][len] = '\0';
+      if (w) line[k++] = ' ';
+      line[k++] = '\'';
+      for (int i = 0; i < len; i++) {
+        if (words[w][i] == '\'') {
+          memcpy(line + k, "'\\''", 4);
+          k += 4;
+        } else {
+          line[k++] = words[w][i];
+        }
+      }
+      line[k++] = '\'';
+    }
+    line[k] = '\0';
+    nl_words *c;
+    int n;
+    nl_error err;
+    assert_int_equal(nl_split_line(line, &c, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(c[0].argc, nw);
+    for (int w = 0; w < nw; w++) assert_string_equal(c[0].argv[w], words[w]);
+    assert_int_equal(nl_split_incomplete(line), 0);
+    nl_words_free(c, n);
+  }
+}
+
 static void test_split_errors(void **state) {
   (void)state;
   nl_words *c;
@@ -514,6 +557,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_split_quotes),
       cmocka_unit_test(test_split_commands_and_comments),
+      cmocka_unit_test(test_split_roundtrip),
       cmocka_unit_test(test_split_errors),
       cmocka_unit_test(test_split_incomplete),
       cmocka_unit_test(test_split_tail),
