@@ -27,7 +27,8 @@ static void add(list *l, const char *s, size_t len) {
 }
 
 static void add_commands(list *l) {
-  for (int i = 0; nl_repl_commands[i]; i++) add(l, nl_repl_commands[i]->name, strlen(nl_repl_commands[i]->name));
+  const nl_cmd *c;
+  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++) add(l, c->name, strlen(c->name));
   for (int i = 0; nl_commands[i]; i++) add(l, nl_commands[i]->name, strlen(nl_commands[i]->name));
 }
 

@@ -39,15 +39,26 @@ void nl_repl_request_quit(void) { R.quit = 1; }
 int nl_repl_is_interactive(void) { return R.interactive; }
 const char *nl_repl_history_path(void) { return R.hist_path; }
 
+const nl_cmd *nl_repl_command(int i) {
+  int n = 0;
+  while (nl_repl_commands[n]) n++;
+  if (i < n) return nl_repl_commands[i];
+  for (int k = 0; nl_repl_expr_commands[k]; k++)
+    if (k == i - n) return nl_repl_expr_commands[k];
+  return NULL;
+}
+
 const nl_cmd *nl_repl_find(const char *name) {
-  for (int i = 0; nl_repl_commands[i]; i++)
-    if (strcmp(nl_repl_commands[i]->name, name) == 0) return nl_repl_commands[i];
+  const nl_cmd *c;
+  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
+    if (strcmp(c->name, name) == 0) return c;
   return nl_cmd_find(name);
 }
 
-static int is_repl_only(const nl_cmd *c) {
-  for (int i = 0; nl_repl_commands[i]; i++)
-    if (nl_repl_commands[i] == c) return 1;
+static int is_repl_only(const nl_cmd *cmd) {
+  const nl_cmd *c;
+  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
+    if (c == cmd) return 1;
   return 0;
 }
 

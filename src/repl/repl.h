@@ -21,8 +21,12 @@ typedef struct nl_repl_opts {
 int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o);
 
 /* Commands that exist only in the REPL (load, status, save, ...), in the
- * same table format; NULL-terminated. */
+ * same table format; NULL-terminated. The expression commands (set, edit,
+ * simplify, cost) are a second table, in expr_cmds.c. */
 extern const nl_cmd *const nl_repl_commands[];
+extern const nl_cmd *const nl_repl_expr_commands[];
+/* All session commands in help order: i = 0, 1, ... until NULL. */
+const nl_cmd *nl_repl_command(int i);
 
 /* Find a command: REPL commands first, then the shell's table. */
 const nl_cmd *nl_repl_find(const char *name);

@@ -26,9 +26,9 @@ static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   for (int i = 0; nl_commands[i]; i++)
     fprintf(ctx->out, "  %-10s %s\n", nl_commands[i]->name, nl_commands[i]->summary);
   fprintf(ctx->out, "\nSession commands:\n");
-  for (int i = 0; nl_repl_commands[i]; i++)
-    if (strcmp(nl_repl_commands[i]->name, "help") != 0)
-      fprintf(ctx->out, "  %-10s %s\n", nl_repl_commands[i]->name, nl_repl_commands[i]->summary);
+  const nl_cmd *c;
+  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
+    if (strcmp(c->name, "help") != 0) fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
   fprintf(ctx->out,
           "\n'help CMD' or 'CMD --help' shows a command's options. After 'load model FILE' or\n"
           "'load maps FILE', commands take --model and --maps from the session.\n"
