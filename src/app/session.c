@@ -33,7 +33,7 @@ void nl_sess_set_free(nl_sess_set *set) {
   set->n = 0;
 }
 
-static void set_copy(nl_sess_set *dst, const nl_sess_set *src) {
+void nl_sess_set_copy(nl_sess_set *dst, const nl_sess_set *src) {
   dst->n = src->n;
   dst->e = src->n ? nl_xcalloc((size_t)src->n, sizeof(nl_sess_entry)) : NULL;
   for (int i = 0; i < src->n; i++) {
@@ -333,7 +333,7 @@ static void push_undo(nl_session *s) {
     s->nundo--;
   }
   s->undo = nl_xrealloc(s->undo, sizeof(nl_sess_set) * (size_t)(s->nundo + 1));
-  set_copy(&s->undo[s->nundo++], &s->set);
+  nl_sess_set_copy(&s->undo[s->nundo++], &s->set);
 }
 
 void nl_session_set_expr(nl_session *s, const char *layer, const char *expr,
@@ -343,6 +343,16 @@ void nl_session_set_expr(nl_session *s, const char *layer, const char *expr,
   char *c = comment ? nl_xstrdup(comment)
                     : (old && old->comment ? nl_xstrdup(old->comment) : NULL);
   set_put(&s->set, nl_xstrdup(layer), nl_xstrdup(expr), c);
+  s->set_modified = 1;
+  drop_tmp(s);
+}
+
+void nl_session_replace_set(nl_session *s, nl_sess_set *set) {
+  push_undo(s);
+  nl_sess_set_free(&s->set);
+  s->set = *set;
+  set->e = NULL;
+  set->n = 0;
   s->set_modified = 1;
   drop_tmp(s);
 }

@@ -101,6 +101,10 @@ const nl_sess_entry *nl_session_find(const nl_session *s, const char *layer);
 /* Replace or add an entry; the previous set goes on the undo stack. */
 void nl_session_set_expr(nl_session *s, const char *layer, const char *expr,
                          const char *comment);
+/* Replace the whole set in one step (one undo step); takes ownership of
+ * *set and leaves it empty. */
+void nl_session_replace_set(nl_session *s, nl_sess_set *set);
+void nl_sess_set_copy(nl_sess_set *dst, const nl_sess_set *src);
 /* Restore the previous set; -1 when there is nothing to undo. */
 int nl_session_undo(nl_session *s);
 /* Parse expression-set text (lines "NAME = EXPR  # comment"; '#' lines and

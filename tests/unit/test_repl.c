@@ -295,6 +295,20 @@ static void test_session_undo_and_context(void **state) {
   assert_int_equal(nl_session_undo(&s), 0);
   assert_string_equal(nl_session_find(&s, "a")->expr, "x");
   nl_session_set_expr(&s, "b", "2 * x", "hand-made");
+  /* a whole new set is one undo step */
+  nl_sess_set copy;
+  nl_sess_set_copy(&copy, &s.set);
+  free(copy.e[0].expr);
+  copy.e[0].expr = strdup("y");
+  free(copy.e[1].expr);
+  copy.e[1].expr = strdup("z");
+  nl_session_replace_set(&s, &copy);
+  assert_int_equal(copy.n, 0);
+  assert_string_equal(nl_session_find(&s, "b")->expr, "z");
+  assert_string_equal(nl_session_find(&s, "b")->comment, "hand-made");
+  assert_int_equal(nl_session_undo(&s), 0);
+  assert_string_equal(nl_session_find(&s, "a")->expr, "x");
+  assert_string_equal(nl_session_find(&s, "b")->expr, "2 * x");
 
   /* a modified set reaches commands as a file holding its text */
   const char *p = nl_session_context(&s, "exprs");
