@@ -91,6 +91,11 @@ const nl_sess_front *nl_session_front(const nl_session *s, const char *layer);
  * file and line. For tests and 'load fronts'. */
 int nl_sess_fronts_read(const char *dir, nl_sess_front **out, int *n, nl_error *err);
 void nl_sess_fronts_free(nl_sess_front *f, int n);
+/* The members of one layer's front in the CSV files of `dir`: two numeric
+ * columns named xcol and ycol (for plots). Arrays are malloc'ed; a layer
+ * without rows is an NL_EINPUT error. */
+int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
+                         float **x, float **y, size_t *n, nl_error *err);
 
 /* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);

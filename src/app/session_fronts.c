@@ -198,3 +198,116 @@ int nl_sess_fronts_read(const char *dir, nl_sess_front **out, int *n, nl_error *
   }
   return rc;
 }
+
+/* Visit every record of every CSV file of dir: fn(path, line, header,
+ * nh, fields, nf, user) returns 0 to go on, -1 to stop with its error. */
+typedef int (*row_fn)(const char *path, int line, char **head, int nh, char **f, int nf,
+                      void *user, nl_error *err);
+
+static int each_row(const char *dir, row_fn fn, void *user, nl_error *err) {
+  DIR *d = opendir(dir);
+  if (!d) return nl_fail(err, NL_EINPUT, "%s: cannot read directory", dir);
+  char **names = NULL;
+  int nn = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t len = strlen(de->d_name);
+    if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".csv") != 0) continue;
+    names = nl_xrealloc(names, sizeof(char *) * (size_t)(nn + 1));
+    names[nn++] = nl_xstrdup(de->d_name);
+  }
+  closedir(d);
+  qsort(names, (size_t)nn, sizeof(char *), cmp_name);
+  int rc = 0;
+  for (int i = 0; i < nn && rc == 0; i++) {
+    size_t plen = strlen(dir) + strlen(names[i]) + 2;
+    char *path = nl_xmalloc(plen);
+    snprintf(path, plen, "%s/%s", dir, names[i]);
+    char *text = nl_read_file(path, NULL, err);
+    if (!text) {
+      rc = -1;
+    } else {
+      const char *p = text;
+      int line = 1;
+      char **head;
+      int nh = csv_record(&p, &head, &line);
+      if (nh < 0) {
+        rc = nl_fail(err, NL_EINPUT, "%s:1: unterminated quote in the header", path);
+      } else {
+        while (*p && rc == 0) {
+          line++;
+          int at = line;
+          char **f;
+          int nf = csv_record(&p, &f, &line);
+          if (nf < 0) {
+            rc = nl_fail(err, NL_EINPUT, "%s:%d: unterminated quote", path, at);
+            break;
+          }
+          if (!(nf == 1 && f[0][0] == '\0')) rc = fn(path, at, head, nh, f, nf, user, err);
+          free_fields(f, nf);
+        }
+        free_fields(head, nh);
+      }
+      free(text);
+    }
+    free(path);
+  }
+  for (int i = 0; i < nn; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
+typedef struct points {
+  const char *layer, *xcol, *ycol;
+  float *x, *y;
+  size_t n, cap;
+} points;
+
+static int number(const char *path, int line, const char *col, const char *v, float *out,
+                  nl_error *err) {
+  char *end;
+  double d = strtod(v, &end);
+  if (end == v || *end)
+    return nl_fail(err, NL_EINPUT, "%s:%d: %s '%s' is not a number", path, line, col, v);
+  *out = (float)d;
+  return 0;
+}
+
+static int add_point(const char *path, int line, char **head, int nh, char **f, int nf,
+                     void *user, nl_error *err) {
+  points *pt = user;
+  int cl = col(head, nh, "layer"), cx = col(head, nh, pt->xcol), cy = col(head, nh, pt->ycol);
+  if (cl < 0 || cx < 0 || cy < 0)
+    return nl_fail(err, NL_EINPUT, "%s: the header lacks a '%s' column", path,
+                   cl < 0 ? "layer" : cx < 0 ? pt->xcol : pt->ycol);
+  if (nf != nh)
+    return nl_fail(err, NL_EINPUT, "%s:%d: %d fields, the header has %d", path, line, nf, nh);
+  if (strcmp(f[cl], pt->layer) != 0) return 0;
+  if (pt->n == pt->cap) {
+    pt->cap = pt->cap ? pt->cap * 2 : 64;
+    pt->x = nl_xrealloc(pt->x, sizeof(float) * pt->cap);
+    pt->y = nl_xrealloc(pt->y, sizeof(float) * pt->cap);
+  }
+  if (number(path, line, pt->xcol, f[cx], &pt->x[pt->n], err) != 0 ||
+      number(path, line, pt->ycol, f[cy], &pt->y[pt->n], err) != 0)
+    return -1;
+  pt->n++;
+  return 0;
+}
+
+int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
+                         float **x, float **y, size_t *n, nl_error *err) {
+  points pt = {layer, xcol, ycol, NULL, NULL, 0, 0};
+  int rc = each_row(dir, add_point, &pt, err);
+  if (rc == 0 && pt.n == 0)
+    rc = nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", dir, layer);
+  if (rc != 0) {
+    free(pt.x);
+    free(pt.y);
+    return -1;
+  }
+  *x = pt.x;
+  *y = pt.y;
+  *n = pt.n;
+  return 0;
+}

@@ -242,7 +242,8 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   if (qtitle) fprintf(sc, "set title %s noenhanced\n", qtitle);
   if (qx) fprintf(sc, "set xlabel %s noenhanced\n", qx);
   if (qy) fprintf(sc, "set ylabel %s noenhanced\n", qy);
-  fprintf(sc, "set grid\nset key top left\n");
+  /* a margin inside the axes, so points on the range's edges stay visible */
+  fprintf(sc, "set grid\nset key below\nset offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\n");
   for (int i = 0; i < ns; i++) {
     fprintf(sc, "$d%d << EOD\n", i);
     for (size_t k = 0; k < s[i].n; k++) {
@@ -256,7 +257,10 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   fprintf(sc, "plot ");
   for (int i = 0; i < ns; i++)
     fprintf(sc, "%s$d%d using 1:2 with %s title %s noenhanced", i ? ", \\\n     " : "", i,
-            s[i].points ? "points pt 7 ps 0.3" : "lines lw 2", titles[i]);
+            s[i].points == 2   ? "points pt 7 ps 1.5"
+            : s[i].points == 1 ? "points pt 7 ps 0.3"
+                               : "lines lw 2",
+            titles[i]);
   fprintf(sc, "\n");
   if (term != NL_PLOT_WINDOW) fprintf(sc, "unset output\n");
   if (fclose(sc) != 0) {

@@ -20,7 +20,7 @@ typedef struct nl_plot_series {
   const char *title;  /* legend entry (quoted; control characters rejected) */
   const float *x, *y;
   size_t n;
-  int points;         /* 1: points, 0: lines */
+  int points;         /* 0: lines, 1: small dots (dense data), 2: marks */
 } nl_plot_series;
 
 typedef struct nl_plot_opts {
