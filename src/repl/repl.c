@@ -84,6 +84,39 @@ void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only) {
   free(buf);
 }
 
+/* Edit distance, for suggestions (short strings only). */
+static int distance(const char *a, const char *b) {
+  size_t n = strlen(a), m = strlen(b);
+  if (n > 30 || m > 30) return 99;
+  int d[31][31];
+  for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= n; i++)
+    for (size_t j = 1; j <= m; j++) {
+      int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+      d[i][j] = c;
+    }
+  return d[n][m];
+}
+
+/* The command closest to a mistyped name, or NULL. */
+static const char *suggest(const char *name) {
+  const char *best = NULL;
+  int bd = 3;
+  const nl_cmd *c;
+  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++) {
+    int d = distance(name, c->name);
+    if (d < bd) bd = d, best = c->name;
+  }
+  for (int i = 0; nl_commands[i]; i++) {
+    int d = distance(name, nl_commands[i]->name);
+    if (d < bd) bd = d, best = nl_commands[i]->name;
+  }
+  return bd <= (strlen(name) > 4 ? 2 : 1) ? best : NULL;
+}
+
 int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   /* "normlab CMD ARGS" pasted from a shell line works too */
   if (argc > 1 && strcmp(argv[0], "normlab") == 0) {
@@ -93,7 +126,11 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   if (argc < 1) return 0;
   const nl_cmd *cmd = nl_repl_find(argv[0]);
   if (!cmd) {
-    fprintf(ctx->err, "normlab: unknown command '%s' (type 'help')\n", argv[0]);
+    const char *near = suggest(argv[0]);
+    if (near)
+      fprintf(ctx->err, "normlab: unknown command '%s'; did you mean '%s'?\n", argv[0], near);
+    else
+      fprintf(ctx->err, "normlab: unknown command '%s' (type 'help')\n", argv[0]);
     return 2;
   }
   for (int i = 1; i < argc; i++) {

@@ -71,6 +71,12 @@ static int lex(const char *line, int tolerant, nl_words **cmds, int *ncmds, int 
       p++;
     } else if (c == '#' && !in_word) {
       break;
+    } else if (c == '~' && !in_word && (p[1] == '/' || p[1] == '\0' || p[1] == ' ' || p[1] == ';') &&
+               getenv("HOME") && *getenv("HOME")) {
+      /* ~ at the start of an unquoted word is the home directory, as in sh */
+      in_word = 1;
+      for (const char *h = getenv("HOME"); *h; h++) buf_put(&word, *h);
+      p++;
     } else if (c == '\'') {
       const char *q = strchr(p + 1, '\'');
       in_word = 1;

@@ -1,8 +1,9 @@
 /* Shell-like splitting of command lines: words separated by blanks,
  * 'single quotes' taken literally, "double quotes" with \" and \\ escapes,
  * a backslash outside quotes escaping the next character, an unquoted ';'
- * separating commands and an unquoted '#' at the start of a word starting a
- * comment that runs to the end of the line. */
+ * separating commands, an unquoted '#' at the start of a word starting a
+ * comment that runs to the end of the line, and an unquoted '~' starting a
+ * word ("~" or "~/...") standing for $HOME. */
 #ifndef NL_REPL_SPLIT_H
 #define NL_REPL_SPLIT_H
 

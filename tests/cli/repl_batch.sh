@@ -12,6 +12,8 @@ expect_out '^a; b$' "the quoted ';' reached the command"
 expect_status 2 "-c stops at an unknown command with 2" "$NORMLAB" -c "frobnicate; status"
 expect_err "unknown command 'frobnicate'" "the unknown command is named"
 if grep -q '^session' "$TMP/out"; then ok 1 "-c stopped at the failure"; else ok 0 "-c stopped at the failure"; fi
+expect_status 2 "a mistyped command exits 2" "$NORMLAB" -c "stauts"
+expect_err "unknown command 'stauts'; did you mean 'status'\?" "a near command is suggested"
 expect_status 2 "-k keeps going but reports the failure" "$NORMLAB" -k -c "frobnicate; status"
 expect_out '^session' "-k ran the command after the failure"
 expect_status 2 "an unterminated quote is bad input" "$NORMLAB" -c "setting a 'b"

@@ -69,6 +69,15 @@ static void test_split_commands_and_comments(void **state) {
   assert_int_equal(nl_split_line("", &c, &n, &err), 0);
   assert_int_equal(n, 0);
   nl_words_free(c, n);
+  /* ~ is $HOME at the start of an unquoted word only */
+  setenv("HOME", "/home/someone", 1);
+  assert_int_equal(nl_split_line("load model ~/m.st '~/q' a~/b ~x ~", &c, &n, &err), 0);
+  assert_string_equal(c[0].argv[2], "/home/someone/m.st");
+  assert_string_equal(c[0].argv[3], "~/q");
+  assert_string_equal(c[0].argv[4], "a~/b");
+  assert_string_equal(c[0].argv[5], "~x");
+  assert_string_equal(c[0].argv[6], "/home/someone");
+  nl_words_free(c, n);
   /* '#' inside a word is not a comment */
   assert_int_equal(nl_split_line("a b#c", &c, &n, &err), 0);
   assert_string_equal(c[0].argv[1], "b#c");
