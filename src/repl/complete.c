@@ -137,6 +137,25 @@ static void candidates(list *l, const nl_words *w, const char *text, int *files)
   add_positional(l, cmd->args, npos, files);
 }
 
+/* Natural order (blocks.2 before blocks.10), as the layers are listed. */
+static int natural_cmp(const void *pa, const void *pb) {
+  const char *a = *(char *const *)pa, *b = *(char *const *)pb;
+  while (*a && *b) {
+    if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+      char *ea, *eb;
+      unsigned long x = strtoul(a, &ea, 10), y = strtoul(b, &eb, 10);
+      if (x != y) return x < y ? -1 : 1;
+      a = ea;
+      b = eb;
+      continue;
+    }
+    if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
+    a++;
+    b++;
+  }
+  return (unsigned char)*a - (unsigned char)*b;
+}
+
 /* Words before the one being completed, for the command the cursor is in. */
 static void words_before(const char *line, nl_words *w) {
   int open;
@@ -198,7 +217,13 @@ static char **attempt(const char *text, int start, int end) {
   int files = 0;
   candidates(&g_cands, &w, text, &files);
   nl_words_clear(&w);
-  if (files) return rl_completion_matches(text, rl_filename_completion_function);
+  if (files) {
+    rl_sort_completion_matches = 1;
+    return rl_completion_matches(text, rl_filename_completion_function);
+  }
+  /* shown in natural order (readline would put blocks.10 before blocks.2) */
+  if (g_cands.n > 1) qsort(g_cands.v, (size_t)g_cands.n, sizeof(char *), natural_cmp);
+  rl_sort_completion_matches = 0;
   return rl_completion_matches(text, generator);
 }
 
