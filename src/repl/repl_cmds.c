@@ -309,7 +309,8 @@ static int run_dashboard(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 static const nl_cmd cmd_dashboard = {
     .name = "dashboard",
     .summary = "full-screen table of the layers and their expressions",
-    .help = "Arrow keys (or j/k) move, Enter shows a layer's detail, q returns to the prompt.",
+    .help = "Arrow keys (or j/k) move, Enter shows a layer's detail, s changes the order,\n"
+            "q (or Esc, Ctrl-C) returns to the prompt.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,

@@ -18,7 +18,34 @@ typedef struct row {
   const char *expr; /* NULL: none */
   nl_dash_info info;
   const nl_sess_front *front; /* NULL: no front for this layer */
+  int index;                  /* position in layer order */
 } row;
+
+/* Sort orders of the table, cycled with 's'. */
+enum { SORT_LAYER, SORT_FLOPS, SORT_R2, SORT_COUNT };
+static const char *const sort_names[SORT_COUNT] = {"layer order", "FLOPs/elem, highest first",
+                                                   "front R2, lowest first"};
+
+static int cmp_index(const void *a, const void *b) {
+  return (int)((const row *)a)->index - (int)((const row *)b)->index;
+}
+
+static int cmp_flops(const void *pa, const void *pb) {
+  const row *a = pa, *b = pb;
+  if (a->info.flops != b->info.flops) return b->info.flops - a->info.flops;
+  return a->index - b->index;
+}
+
+static double r2_of(const row *r) {
+  return r->front && !isnan(r->front->best_r2) ? r->front->best_r2 : 2.0; /* none: last */
+}
+
+static int cmp_r2(const void *pa, const void *pb) {
+  const row *a = pa, *b = pb;
+  double x = r2_of(a), y = r2_of(b);
+  if (x != y) return x < y ? -1 : 1;
+  return a->index - b->index;
+}
 
 static void put_clipped(int y, int x, int width, const char *s) {
   if (width <= 0) return;
@@ -26,7 +53,7 @@ static void put_clipped(int y, int x, int width, const char *s) {
 }
 
 static void draw_table(const row *rows, int n, int sel, int top, const char *title,
-                       int with_r2) {
+                       int with_r2, int sort) {
   int h, w;
   getmaxyx(stdscr, h, w);
   erase();
@@ -71,7 +98,10 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
   attron(A_REVERSE);
   mvhline(h - 1, 0, ' ', w);
-  put_clipped(h - 1, 1, w - 2, "Up/Down move  Enter detail  q (or Esc) back to the prompt");
+  char foot[160];
+  snprintf(foot, sizeof foot, "Up/Down move  Enter detail  s sort (%s)  q back to the prompt",
+           sort_names[sort]);
+  put_clipped(h - 1, 1, w - 2, foot);
   attroff(A_REVERSE);
   refresh();
 }
@@ -136,6 +166,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     rows[i].expr = e ? e->expr : NULL;
     rows[i].info.flops = -1;
     rows[i].front = nl_session_front(s, names[i]);
+    rows[i].index = i;
     if (e && g_info) g_info(e->expr, &rows[i].info);
   }
   char title[512];
@@ -163,7 +194,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
   set_escdelay(25);
   curs_set(0);
   timeout(250); /* wake up to notice Ctrl-C */
-  int sel = 0, top = 0, detail = 0, done = 0;
+  int sel = 0, top = 0, detail = 0, done = 0, sort = SORT_LAYER;
   while (!done) {
     int h = getmaxy(stdscr), body = h - 5 > 1 ? h - 5 : 1;
     if (sel < top) top = sel;
@@ -171,7 +202,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     if (detail && n > 0)
       draw_detail(&rows[sel]);
     else
-      draw_table(rows, n, sel, top, title, s->nfronts > 0);
+      draw_table(rows, n, sel, top, title, s->nfronts > 0, sort);
     int ch = getch();
     if (nl_interrupted()) { /* Ctrl-C leaves the view cleanly */
       nl_interrupt_clear();
@@ -196,6 +227,11 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
       sel = 0;
     } else if (ch == KEY_END || ch == 'G') {
       sel = n ? n - 1 : 0;
+    } else if (ch == 's') {
+      sort = (sort + 1) % SORT_COUNT;
+      qsort(rows, (size_t)n, sizeof(row),
+            sort == SORT_FLOPS ? cmp_flops : sort == SORT_R2 ? cmp_r2 : cmp_index);
+      sel = top = 0;
     } else if (ch == '\n' || ch == '\r' || ch == KEY_ENTER) {
       detail = n > 0;
     }

@@ -57,6 +57,7 @@ cat >"$TMP/fronts/blocks.0.norm1.csv" <<'EOS'
 layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr
 blocks.0.norm1,1,0,3,2,0.1,0.1,0.2,0.8,tanh(x)
 blocks.0.norm1,2,0,5,3,0.01,0.01,0.02,0.975,"tanh(1.5 * x)"
+norm,1,0,1,0,0.5,0.5,0.5,0.5,x
 EOS
 
 start
@@ -102,6 +103,10 @@ wait_for '^ expression:'; ok $? "Enter opens the selected layer's detail"
 wait_for 'x \* 0\.5'; ok $? "the detail shows the expression"
 keys Escape
 wait_for 'FLOPs/elem'; ok $? "a key in the detail returns to the table"
+keys s s
+wait_for 'front R2, lowest first'; ok $? "s cycles the sort order"
+screen | sed -n 4p | grep -Eq '^ norm +- +0\.5000 +x \* 0\.5'; ok $? "sorted by R2 the worst fit comes first"
+keys s
 tmux -L "$SOCK-$RUNS" resize-window -x 70 -y 16
 wait_for '^ ?Up/Down move'; ok $? "the dashboard redraws after a resize"
 if [ "$(screen | awk 'length > 70' | wc -l)" -eq 0 ] && screen | sed -n 16p | grep -q 'Up/Down'; then
