@@ -64,6 +64,7 @@ void nl_session_free(nl_session *s) {
   free(s->exprs_path);
   free(s->fronts_dir);
   free(s->dir);
+  for (int i = 0; i < 4; i++) free(s->origin[i]);
   for (int i = 0; i < s->nsettings; i++) {
     free(s->settings[i].key);
     free(s->settings[i].value);
@@ -368,12 +369,37 @@ int nl_session_undo(nl_session *s) {
 
 /* ---- loading ---- */
 
+static const char *const kinds[4] = {"model", "maps", "exprs", "fronts"};
+
+static int kind_index(const char *what) {
+  for (int i = 0; i < 4; i++)
+    if (strcmp(kinds[i], what) == 0) return i;
+  return -1;
+}
+
+static char *abs_path(const char *p);
+
+static void set_origin(nl_session *s, const char *what, const char *path) {
+  int k = kind_index(what);
+  if (k < 0) return;
+  free(s->origin[k]);
+  s->origin[k] = path ? abs_path(path) : NULL;
+}
+
 static int is_dir(const char *p) {
   struct stat st;
   return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+static int load_one(nl_session *s, const char *what, const char *path, nl_error *err);
+
 int nl_session_load(nl_session *s, const char *what, const char *path, nl_error *err) {
+  if (load_one(s, what, path, err) != 0) return -1;
+  set_origin(s, what, path);
+  return 0;
+}
+
+static int load_one(nl_session *s, const char *what, const char *path, nl_error *err) {
   if (strcmp(what, "model") == 0) {
     char **names = NULL;
     int n = 0, width = 0;
@@ -460,6 +486,8 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
   if (!known)
     return nl_fail(err, NL_EINPUT, "cannot unload '%s' (expected model, maps, exprs, fronts or all)",
                    what);
+  for (int i = 0; i < 4; i++)
+    if (all || strcmp(what, kinds[i]) == 0) set_origin(s, kinds[i], NULL);
   return 0;
 }
 
@@ -675,9 +703,7 @@ int nl_session_save(nl_session *s, const char *dir, nl_error *err) {
       free(mdir);
     }
     json_object_set_new(j, "model", json_string(model_name));
-    char *ap = abs_path(s->model_path);
-    json_object_set_new(origin, "model", json_string(ap));
-    free(ap);
+
   }
   if (rc == 0 && s->maps_path) {
     const char *b = base_name(s->maps_path);
@@ -688,9 +714,7 @@ int nl_session_save(nl_session *s, const char *dir, nl_error *err) {
     rc = place_file(s->maps_path, dst, err);
     free(dst);
     json_object_set_new(j, "maps", json_string(maps_name));
-    char *ap = abs_path(s->maps_path);
-    json_object_set_new(origin, "maps", json_string(ap));
-    free(ap);
+
   }
   if (rc == 0 && (s->set.n || s->exprs_path)) {
     char *text = nl_sess_set_format(&s->set);
@@ -699,17 +723,21 @@ int nl_session_save(nl_session *s, const char *dir, nl_error *err) {
     free(dst);
     free(text);
     json_object_set_new(j, "exprs", json_string("set.exprs"));
+
   }
   if (rc == 0 && s->fronts_dir) {
     char *dst = join(dir, "fronts");
     rc = place_dir(s->fronts_dir, dst, err);
     free(dst);
     json_object_set_new(j, "fronts", json_string("fronts"));
+
   }
   json_t *settings = json_object();
   for (int i = 0; i < s->nsettings; i++)
     json_object_set_new(settings, s->settings[i].key, json_string(s->settings[i].value));
   json_object_set_new(j, "settings", settings);
+  for (int i = 0; i < 4; i++)
+    if (s->origin[i]) json_object_set_new(origin, kinds[i], json_string(s->origin[i]));
   json_object_set_new(j, "origin", origin);
   if (rc == 0) {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -804,6 +832,15 @@ int nl_session_open(nl_session *s, const char *dir, nl_error *err) {
   if (rc == 0 && maps) rc = nl_session_load(&ns, "maps", maps, err);
   if (rc == 0 && exprs) rc = nl_session_load(&ns, "exprs", exprs, err);
   if (rc == 0 && fronts) rc = nl_session_load(&ns, "fronts", fronts, err);
+  json_t *org = json_object_get(j, "origin");
+  if (rc == 0 && json_is_object(org))
+    for (int i = 0; i < 4; i++) {
+      const char *v = json_string_value(json_object_get(org, kinds[i]));
+      if (v && ns.origin[i]) {
+        free(ns.origin[i]);
+        ns.origin[i] = nl_xstrdup(v);
+      }
+    }
   json_t *settings = json_object_get(j, "settings");
   if (rc == 0 && settings) {
     if (!json_is_object(settings)) {

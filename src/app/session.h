@@ -39,6 +39,7 @@ typedef struct nl_session {
   char *exprs_path;  /* file the set was loaded from / last saved to */
   char *fronts_dir;
   char *dir;         /* session directory after save/open */
+  char *origin[4];   /* where model, maps, exprs, fronts were first loaded from */
   nl_sess_kv *settings;
   int nsettings;
   nl_sess_set set;   /* current expression set */

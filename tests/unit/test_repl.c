@@ -558,8 +558,18 @@ static void test_session_save_open(void **state) {
     assert_string_equal(name, "vit_tiny_p4_fmnist");
     free(name);
   }
-  /* saving again into the same directory works (artifacts already there) */
+  /* saving again into the same directory works (artifacts already there),
+   * and keeps where the artifacts first came from */
   assert_int_equal(nl_session_save(&t, sdir, &err), 0);
+  snprintf(p, sizeof p, "%s/session.json", sdir);
+  json_error_t je;
+  json_t *sj = json_load_file(p, 0, &je);
+  assert_non_null(sj);
+  char *real = realpath(exprs, NULL);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(sj, "origin"), "exprs")),
+                      real);
+  free(real);
+  json_decref(sj);
 
   /* a broken session.json leaves the session as it was */
   snprintf(p, sizeof p, "%s/session.json", sdir);
