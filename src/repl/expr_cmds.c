@@ -1,4 +1,4 @@
-/* Session commands over expressions (set, edit, simplify, cost) need the
+/* Session commands over expressions (set, edit, simplify) need the
  * expression engine (src/expr); until it is part of the build there are
  * none, and 'show' prints the expression text alone. */
 #include "repl/repl.h"

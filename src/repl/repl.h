@@ -22,7 +22,7 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o);
 
 /* Commands that exist only in the REPL (load, status, save, ...), in the
  * same table format; NULL-terminated. The expression commands (set, edit,
- * simplify, cost) are a second table, in expr_cmds.c. */
+ * simplify) are a second table, in expr_cmds.c. */
 extern const nl_cmd *const nl_repl_commands[];
 extern const nl_cmd *const nl_repl_expr_commands[];
 /* All session commands in help order: i = 0, 1, ... until NULL. */
