@@ -28,7 +28,7 @@ start() {
   tmux -L "$SOCK-$RUNS" kill-server >/dev/null 2>&1
   RUNS=$((RUNS + 1))
   tmux -L "$SOCK-$RUNS" -f /dev/null new-session -d -x 120 -y 40 \
-    "cd '$TMP' && TERM=xterm NORMLAB_HISTORY='$NORMLAB_HISTORY' '$NORMLAB'; echo \"[exit \$?]\"; sleep 600"
+    "cd '$TMP' && HOME='$TMP' TERM=xterm NORMLAB_HISTORY='$NORMLAB_HISTORY' '$NORMLAB'; echo \"[exit \$?]\"; sleep 600"
 }
 keys() { tmux -L "$SOCK-$RUNS" send-keys "$@"; }
 screen() { tmux -L "$SOCK-$RUNS" capture-pane -p; }
@@ -160,5 +160,27 @@ keys C-u 'history' Enter
 wait_for 'load exprs set\.exprs'; ok $? "history lists the previous run's lines"
 keys 'quit' Enter
 wait_for '^\[exit 0\]'; ok $? "quit leaves with status 0"
+
+# history is bounded: the file keeps the last 1000 lines
+NORMLAB_HISTORY="$TMP/long-history"
+i=0
+while [ "$i" -lt 1100 ]; do echo "setting n $i"; i=$((i + 1)); done >"$NORMLAB_HISTORY"
+start
+wait_for '^normlab> ?$'
+keys Up
+wait_for '^normlab> setting n 1099$'; ok $? "a long history file is read"
+keys C-u 'status' Enter C-d
+wait_for '^\[exit 0\]'
+[ "$(wc -l <"$NORMLAB_HISTORY")" -eq 1000 ]; ok $? "the history file is cut to 1000 lines"
+[ "$(tail -n 1 "$NORMLAB_HISTORY")" = "status" ] && [ "$(head -n 1 "$NORMLAB_HISTORY")" = "setting n 101" ]
+ok $? "the newest lines are the ones kept"
+
+# an empty NORMLAB_HISTORY keeps no file
+NORMLAB_HISTORY=""
+start
+wait_for '^normlab> ?$'
+keys 'status' Enter C-d
+wait_for '^\[exit 0\]'; ok $? "runs without a history file"
+[ ! -e "$TMP/.normlab_history" ]; ok $? "no history file is written"
 
 done_testing
