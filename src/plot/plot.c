@@ -242,8 +242,12 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   if (qtitle) fprintf(sc, "set title %s noenhanced\n", qtitle);
   if (qx) fprintf(sc, "set xlabel %s noenhanced\n", qx);
   if (qy) fprintf(sc, "set ylabel %s noenhanced\n", qy);
-  /* a margin inside the axes, so points on the range's edges stay visible */
-  fprintf(sc, "set grid\nset key below\nset offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\n");
+  fprintf(sc, "set grid\nset key below\n");
+  /* with marks, a margin inside the axes keeps points on the edges visible;
+   * curves keep the exact x range */
+  int marks = 0;
+  for (int i = 0; i < ns; i++) marks |= s[i].points != 0;
+  if (marks) fprintf(sc, "set offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\n");
   for (int i = 0; i < ns; i++) {
     fprintf(sc, "$d%d << EOD\n", i);
     for (size_t k = 0; k < s[i].n; k++) {
