@@ -299,10 +299,13 @@ static char *make_prompt(void) {
 
 /* Wait for a whole line. Returns the line (caller frees) or NULL at end of
  * input. Ctrl-C discards the line being typed and starts a fresh one. */
-static char *read_line_interactive(int more) {
-  char *prompt = more ? nl_xstrdup("   ...> ") : make_prompt();
+/* Read one line with the callback interface. cancel: Ctrl-C abandons the
+ * read (returns NULL, *cancelled set); otherwise it discards the line and
+ * starts a fresh prompt. */
+static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
   R.line = NULL;
   R.line_ready = 0;
+  if (cancelled) *cancelled = 0;
   rl_callback_handler_install(prompt, on_line);
   while (!R.line_ready) {
     fd_set fds;
@@ -319,8 +322,8 @@ static char *read_line_interactive(int more) {
         rl_resize_terminal();
       }
       if (nl_interrupted()) {
-        /* Ctrl-C at the prompt: show it at the end of the line, drop the
-         * line and its undo state, start a fresh prompt. */
+        /* Ctrl-C: show it at the end of the line, drop the line and its
+         * undo state; then a fresh prompt, or the end of this read. */
         nl_interrupt_clear();
         rl_point = rl_end;
         rl_redisplay();
@@ -328,6 +331,11 @@ static char *read_line_interactive(int more) {
         rl_crlf();
         rl_free_line_state();
         rl_replace_line("", 1);
+        if (cancel) {
+          rl_callback_handler_remove();
+          if (cancelled) *cancelled = 1;
+          return NULL;
+        }
         rl_on_new_line();
         rl_redisplay();
       }
@@ -335,8 +343,14 @@ static char *read_line_interactive(int more) {
     }
     rl_callback_read_char();
   }
-  free(prompt);
   return R.line_ready == 1 ? R.line : NULL;
+}
+
+static char *read_line_interactive(int more) {
+  char *prompt = more ? nl_xstrdup("   ...> ") : make_prompt();
+  char *line = read_line_cb(prompt, 0, NULL);
+  free(prompt);
+  return line;
 }
 
 static void rl_setup(void) {
@@ -391,13 +405,9 @@ static int prefill_hook(void) {
 char *nl_repl_read_prefilled(const char *prompt, const char *initial) {
   g_prefill = initial;
   rl_startup_hook = prefill_hook;
-  char *line = readline(prompt);
+  char *line = read_line_cb(prompt, 1, NULL);
   rl_startup_hook = NULL;
   g_prefill = NULL;
-  if (nl_interrupted()) { /* Ctrl-C while editing: cancel */
-    free(line);
-    return NULL;
-  }
   return line;
 }
 

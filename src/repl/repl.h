@@ -50,7 +50,7 @@ int nl_repl_source(const char *path, nl_error *err);
 void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only);
 
 /* Read one line with readline, pre-filled with `initial` (edit command).
- * Returns NULL on end of input; caller frees. */
+ * Returns NULL on end of input or Ctrl-C; caller frees. Interactive only. */
 char *nl_repl_read_prefilled(const char *prompt, const char *initial);
 
 /* Details of an expression for 'show': its tree drawn in text and its
