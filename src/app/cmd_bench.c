@@ -10,7 +10,10 @@
 #include "base/timer.h"
 
 /* The bench table: one row per benchmark, defined in bench_<name>.c. */
+extern const nl_bench nl_bench_expr;
+
 static const nl_bench *const benches[] = {
+    &nl_bench_expr,
     NULL,
 };
 
