@@ -97,6 +97,9 @@ if screen | grep -q "unknown command 'frobnicate'"; then ok 1 "the cleared line 
 keys 'load fronts fronts; dashboard' Enter
 wait_for 'FLOPs/elem'; ok $? "the dashboard draws the table"
 wait_for 'blocks\.0\.norm1 .* 0\.9750 '; ok $? "the table shows the front's best R2"
+# cost per element (Appendix F): tanh 23, * 1; x alone costs nothing
+screen | grep -Eq '^ blocks\.0\.norm1 +24 ' && screen | grep -Eq '^ blocks\.0\.norm2 +0 '
+ok $? "the table shows each expression's FLOPs per element"
 wait_for 'blocks\.0\.norm1 .*tanh\(1\.5 \* x\)'; ok $? "the table lists layers with expressions"
 keys Down Down Enter
 wait_for '^ expression:'; ok $? "Enter opens the selected layer's detail"
@@ -105,7 +108,7 @@ keys Escape
 wait_for 'FLOPs/elem'; ok $? "a key in the detail returns to the table"
 keys s s
 wait_for 'front R2, lowest first'; ok $? "s cycles the sort order"
-screen | sed -n 4p | grep -Eq '^ norm +- +0\.5000 +x \* 0\.5'; ok $? "sorted by R2 the worst fit comes first"
+screen | sed -n 4p | grep -Eq '^ norm +1 +0\.5000 +x \* 0\.5'; ok $? "sorted by R2 the worst fit comes first"
 keys s
 tmux -L "$SOCK-$RUNS" resize-window -x 70 -y 16
 wait_for '^ ?Up/Down move'; ok $? "the dashboard redraws after a resize"
@@ -126,6 +129,25 @@ keys C-c
 wait_for '^normlab:set> ?$'; ok $? "Ctrl-C leaves the dashboard for the prompt"
 keys 'setting y 2; setting y' Enter
 wait_for '^2$'; ok $? "the prompt works after Ctrl-C in the dashboard"
+
+# edit: a line pre-filled with the current expression
+keys 'edit blocks.0.norm2' Enter
+wait_for '^blocks\.0\.norm2 = x$'; ok $? "edit pre-fills the current expression"
+keys ' * 2' Enter
+wait_for '^blocks\.0\.norm2 = x \* 2  \(1 FLOPs/elem\)$'; ok $? "the edited expression is set"
+keys 'edit norm' Enter
+wait_for '^norm = x \* 0\.5$'
+keys ' +' Enter
+wait_for 'expected'; ok $? "an invalid edit shows the error"
+wait_for '^norm = x \* 0\.5 \+$'; ok $? "the invalid text stays on the line to fix"
+keys C-c
+wait_for '^norm unchanged$'; ok $? "Ctrl-C leaves the layer unchanged"
+keys 'show norm' Enter
+wait_for '^norm = x \* 0\.5$'; ok $? "the expression is the old one"
+keys 'undo' Enter
+wait_for '^undone'
+keys 'show blocks.0.norm2' Enter
+wait_for '^blocks\.0\.norm2 = x$'; ok $? "undo reverts the edit"
 
 # Ctrl-C interrupts a running command: a script read from a pipe that
 # has not ended yet
