@@ -117,6 +117,14 @@ static void dash_info(const char *expr, nl_dash_info *out) {
 
 void nl_repl_expr_init(void) { nl_dashboard_set_info(dash_info); }
 
+int nl_repl_check_exprs(const char *path, nl_error *err) {
+  nl_exprset set;
+  nl_exprset_init(&set);
+  int rc = nl_exprset_load(path, &set, err);
+  nl_exprset_free(&set);
+  return rc;
+}
+
 /* ---- set / edit ---- */
 
 static int check_layer(nl_session *s, const char *layer, nl_error *err) {

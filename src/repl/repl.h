@@ -56,6 +56,9 @@ char *nl_repl_read_prefilled(const char *prompt, const char *initial);
 /* Details of an expression for 'show': its tree drawn in text and its
  * cost (per element, and per token when the model's width is known). */
 int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
+/* Check every expression of an expression-set file (errors name the
+ * file, line and column). */
+int nl_repl_check_exprs(const char *path, nl_error *err);
 /* Hook the expression engine into the full-screen views. */
 void nl_repl_expr_init(void);
 

@@ -50,6 +50,8 @@ static const nl_cmd cmd_help = {
 
 static int run_load(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
+  /* every expression of a set is checked by the expression engine first */
+  if (strcmp(a->pos[0], "exprs") == 0 && nl_repl_check_exprs(a->pos[1], err) != 0) return -1;
   if (nl_session_load(s, a->pos[0], a->pos[1], err) != 0) return -1;
   if (strcmp(a->pos[0], "model") == 0)
     fprintf(ctx->out, "model %s: %d norm layers\n", s->model_path, s->nmodel_layers);

@@ -47,6 +47,13 @@ expect_err "layer 'b' has no expression" "the layer is named"
 expect_status 2 "edit needs a terminal" "$NORMLAB" -c "set a = x; edit a"
 expect_err "edit needs a terminal" "edit explains"
 
+# a set file is checked when loaded
+printf 'a = x\nb = tanh(2 * x\n' >"$TMP/bad.exprs"
+expect_status 2 "a set with a bad expression is refused" "$NORMLAB" -c "load exprs $TMP/bad.exprs"
+expect_err "bad.exprs:2:" "the file and line are named"
+expect_status 2 "nothing was loaded" "$NORMLAB" -k -c "load exprs $TMP/bad.exprs; status"
+expect_out '^exprs +-$' "the session has no set"
+
 # the set survives save and open
 expect_status 0 "a set made at the prompt is saved" "$NORMLAB" -c "set n1 = x * 0.5; set n2 = sigmoid(x); save $TMP/s1"
 expect_status 0 "and reopened" "$NORMLAB" -c "open $TMP/s1; layers"
