@@ -104,6 +104,8 @@ wait_for 'blocks\.0\.norm1 .*tanh\(1\.5 \* x\)'; ok $? "the table lists layers w
 keys Down Down Enter
 wait_for '^ expression:'; ok $? "Enter opens the selected layer's detail"
 wait_for 'x \* 0\.5'; ok $? "the detail shows the expression"
+wait_for '^ cost: 1 FLOPs per element'; ok $? "the detail shows the cost"
+wait_for '^   `-- 0\.5'; ok $? "the detail draws the tree"
 keys Escape
 wait_for 'FLOPs/elem'; ok $? "a key in the detail returns to the table"
 keys s s
