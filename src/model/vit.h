@@ -1,0 +1,149 @@
+/* Vision Transformer (timm VisionTransformer naming) on the CPU.
+ *
+ * Parameters live in one float buffer (nl_vit.params) with named views
+ * (nl_vit.tensors, in timm names; nl_vit.blocks for per-block pointers), so
+ * optimisers and checkpoints work on the buffer as a whole. A forward pass
+ * writes its activations into an nl_vit_acts whose per-layer buffers stay
+ * addressable after the call (all layers kept, for a backward pass, or one
+ * shared set, for inference).
+ *
+ * Every LayerNorm of timm's model is a norm slot (nl_norm): blocks.N.norm1,
+ * blocks.N.norm2, then norm (class-token pooling) or fc_norm (average
+ * pooling). A slot's kind is LayerNorm, DyT (tanh(alpha x) w + b) or an
+ * expression (f(x) w + b); the affine w, b always stays the slot's own
+ * parameters. */
+#ifndef NL_MODEL_VIT_H
+#define NL_MODEL_VIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+
+struct nl_prog;
+
+typedef struct nl_vit_config {
+  int img_size, in_chans, patch;
+  int dim, depth, heads, mlp_hidden, classes;
+  int class_token;  /* 1: a class token is prepended */
+  int avg_pool;     /* 1: mean over patch tokens + fc_norm; 0: token 0 after norm */
+  int layer_scale;  /* blocks carry ls1.gamma / ls2.gamma */
+  int qkv_bias;
+  float eps;        /* LayerNorm epsilon (1e-6) */
+  int nmean;        /* entries of mean/std (1 or in_chans) */
+  float mean[4], std[4];
+  /* derived */
+  int grid, npatch, tokens; /* tokens = npatch + class_token */
+  char arch[64];            /* architecture name if known, else "" */
+  char source[160];         /* where the config came from */
+  char norm_source[96];     /* where mean/std came from */
+} nl_vit_config;
+
+typedef enum nl_norm_kind { NL_NORM_LAYERNORM = 0, NL_NORM_DYT, NL_NORM_EXPR } nl_norm_kind;
+
+typedef struct nl_norm {
+  char name[32];        /* "blocks.3.norm1", "norm", "fc_norm" */
+  nl_norm_kind kind;
+  float *w, *b;         /* affine, views into nl_vit.params */
+  float alpha;          /* DyT: tanh(alpha * x) */
+  struct nl_prog *prog; /* expression: owned copy, NULL for other kinds */
+} nl_norm;
+
+/* A named view into the parameter buffer. */
+typedef struct nl_param {
+  char name[48];        /* timm tensor name */
+  int ndim;
+  int64_t shape[4];
+  size_t numel, offset; /* offset in floats into nl_vit.params */
+} nl_param;
+
+typedef struct nl_vit_block {
+  float *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
+  float *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+  nl_norm *norm1, *norm2;
+} nl_vit_block;
+
+typedef struct nl_vit {
+  nl_vit_config cfg;
+  float *params;        /* all parameters, one 64-byte aligned buffer */
+  size_t nparams;       /* floats in params */
+  nl_param *tensors;
+  int ntensors;
+  float *cls_token, *pos_embed, *patch_w, *patch_b, *head_w, *head_b;
+  nl_vit_block *blocks; /* depth entries */
+  nl_norm *norms;       /* 2 * depth + 1 slots, in forward order */
+  int nnorms;
+  nl_norm *final_norm;  /* "norm" or "fc_norm" */
+} nl_vit;
+
+typedef struct nl_vit_load_opts {
+  int heads;            /* > 0: override the number of heads */
+} nl_vit_load_opts;
+
+/* Load a model: weights from a safetensors file (F32/F16/BF16, kept as
+ * F32), config from the file's __metadata__ model_args, else a hub-style
+ * config.json beside it, else inferred from the tensor shapes. Unknown and
+ * missing tensors are errors naming them. */
+int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err);
+void nl_vit_free(nl_vit *m);
+/* Write the parameters (timm names) and the config as __metadata__. */
+int nl_vit_save(const nl_vit *m, const char *path, nl_error *err);
+
+/* Parameter count and matrix FLOPs (multiply-add = 2) per image. */
+size_t nl_vit_param_count(const nl_vit *m);
+double nl_vit_flops_per_image(const nl_vit_config *c);
+
+nl_norm *nl_vit_norm_find(nl_vit *m, const char *name);
+/* Switch a slot's kind. The affine is kept. */
+void nl_norm_set_layernorm(nl_norm *n);
+void nl_norm_set_dyt(nl_norm *n, float alpha);
+/* Expression norm f(x) * w + b (copies p). Fails with an error when the
+ * expression engine is not available in this build. */
+int nl_norm_set_expr(nl_norm *n, const struct nl_prog *p, nl_error *err);
+
+/* Activations of one forward pass over a batch of up to `batch` images.
+ * Arrays are row-major: [batch, tokens, dim] unless noted. */
+typedef struct nl_vit_layer_acts {
+  float *res1;          /* block input = norm1 input */
+  float *ln1, *ln1_mean, *ln1_rstd; /* norm1 output, LayerNorm stats [B*T] */
+  float *qkv;           /* [B, T, 3D] */
+  float *att;           /* softmax probabilities [B, H, T, T] */
+  float *atty;          /* attention output before proj [B, T, D] */
+  float *proj;          /* proj output (before layer scale) */
+  float *res2;          /* res1 + ls1 * proj = norm2 input */
+  float *ln2, *ln2_mean, *ln2_rstd;
+  float *fc1;           /* [B, T, mlp_hidden], before GELU */
+  float *gelu;          /* [B, T, mlp_hidden] */
+  float *fc2;           /* fc2 output (before layer scale) */
+} nl_vit_layer_acts;
+
+typedef struct nl_vit_acts {
+  int batch;            /* capacity in images */
+  int keep_all;         /* 1: every layer has its own buffers */
+  float *patches;       /* im2col [B, npatch, C*p*p] */
+  nl_vit_layer_acts *layer; /* depth entries */
+  float *out;           /* last block's output [B, T, D] */
+  float *normed, *norm_mean, *norm_rstd; /* final norm output: [B,T,D] (token) or [B,D] (avg) */
+  float *pooled;        /* [B, D]: mean of patch tokens (avg) or token 0 of normed */
+  float *logits;        /* [B, classes] */
+  float *mem;
+} nl_vit_acts;
+
+int nl_vit_acts_init(nl_vit_acts *a, const nl_vit_config *c, int batch, int keep_all,
+                     nl_error *err);
+void nl_vit_acts_free(nl_vit_acts *a);
+
+/* Norm tap: called once per norm slot and forward pass, in forward order,
+ * with the slot's name, its index in nl_vit.norms, its input x and output y
+ * as [batch, tokens, dim] float arrays (tokens is 1 for fc_norm, which acts
+ * on pooled features). The arrays are valid only during the call. Return 0
+ * to go on, non-zero to stop the forward pass (it then fails with NL_EINTR). */
+typedef int (*nl_norm_tap_fn)(const char *layer, int index, const float *x, const float *y,
+                              int batch, int tokens, int dim, void *user);
+
+/* Forward `n` images (n <= acts->batch), input [n, C, H, W] normalised.
+ * Logits land in acts->logits. tap may be NULL. */
+int nl_vit_forward(const nl_vit *m, nl_vit_acts *acts, const float *images, int n,
+                   nl_norm_tap_fn tap, void *tap_user, nl_error *err);
+
+#endif

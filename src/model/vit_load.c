@@ -1,0 +1,583 @@
+/* Loading a ViT: config resolution, tensor checks, one parameter buffer. */
+#define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "base/mem.h"
+#include "model/safetensors.h"
+#include "model/vit.h"
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *s) {
+  size_t p = (size_t)snprintf(buf, cap, "[");
+  for (int i = 0; i < ndim && p < cap; i++)
+    p += (size_t)snprintf(buf + p, cap - p, "%s%lld", i ? ", " : "", (long long)s[i]);
+  if (p < cap) snprintf(buf + p, cap - p, "]");
+}
+
+/* ---- shapes ---- */
+
+typedef struct inferred {
+  int dim, in_chans, patch, tokens, depth, classes, mlp_hidden;
+  int class_token, fc_norm, layer_scale, qkv_bias;
+} inferred;
+
+static int infer(const nl_st_file *f, inferred *s, nl_error *err) {
+  memset(s, 0, sizeof *s);
+  const nl_st_tensor *pw = nl_st_find(f, "patch_embed.proj.weight");
+  if (!pw || pw->ndim != 4 || pw->shape[2] != pw->shape[3])
+    return nl_fail(err, NL_EINPUT,
+                   "%s: %s: not a timm VisionTransformer (needs a square patch_embed.proj.weight [D, C, p, p])",
+                   f->path, pw ? "tensor 'patch_embed.proj.weight' has the wrong shape" : "tensor 'patch_embed.proj.weight' is missing");
+  s->dim = (int)pw->shape[0];
+  s->in_chans = (int)pw->shape[1];
+  s->patch = (int)pw->shape[2];
+  const nl_st_tensor *pe = nl_st_find(f, "pos_embed");
+  if (!pe || pe->ndim != 3 || pe->shape[0] != 1 || pe->shape[2] != s->dim)
+    return nl_fail(err, NL_EINPUT, "%s: tensor 'pos_embed' %s (want [1, T, %d])", f->path,
+                   pe ? "has the wrong shape" : "is missing", s->dim);
+  s->tokens = (int)pe->shape[1];
+  s->class_token = nl_st_find(f, "cls_token") != NULL;
+  s->fc_norm = nl_st_find(f, "fc_norm.weight") != NULL;
+  int depth = 0;
+  for (int i = 0; i < f->n; i++) {
+    const char *nm = f->t[i].name;
+    if (strncmp(nm, "blocks.", 7) == 0) {
+      char *end;
+      long b = strtol(nm + 7, &end, 10);
+      if (end != nm + 7 && *end == '.' && b >= 0 && b < 10000 && b + 1 > depth) depth = (int)b + 1;
+    }
+  }
+  s->depth = depth;
+  if (depth == 0)
+    return nl_fail(err, NL_EINPUT, "%s: no transformer blocks (tensors blocks.N.*)", f->path);
+  const nl_st_tensor *hw = nl_st_find(f, "head.weight");
+  if (!hw || hw->ndim != 2)
+    return nl_fail(err, NL_EINPUT, "%s: tensor 'head.weight' %s (want [classes, %d])", f->path,
+                   hw ? "has the wrong shape" : "is missing", s->dim);
+  s->classes = (int)hw->shape[0];
+  const nl_st_tensor *f1 = nl_st_find(f, "blocks.0.mlp.fc1.weight");
+  if (!f1 || f1->ndim != 2)
+    return nl_fail(err, NL_EINPUT, "%s: tensor 'blocks.0.mlp.fc1.weight' %s", f->path,
+                   f1 ? "has the wrong shape" : "is missing");
+  s->mlp_hidden = (int)f1->shape[0];
+  s->layer_scale = nl_st_find(f, "blocks.0.ls1.gamma") != NULL;
+  s->qkv_bias = nl_st_find(f, "blocks.0.attn.qkv.bias") != NULL;
+  if (s->dim <= 0 || s->in_chans <= 0 || s->patch <= 0 || s->classes <= 0 || s->mlp_hidden <= 0)
+    return nl_fail(err, NL_EINPUT, "%s: zero-sized dimensions in the model tensors", f->path);
+  return 0;
+}
+
+/* ---- config sources ---- */
+
+static int get_int(json_t *o, const char *k, int *out) {
+  json_t *v = json_object_get(o, k);
+  if (!v || json_is_null(v)) return 0;
+  if (json_is_integer(v)) {
+    *out = (int)json_integer_value(v);
+    return 1;
+  }
+  if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v))) {
+    *out = (int)json_real_value(v);
+    return 1;
+  }
+  if (json_is_array(v) && json_array_size(v) >= 1 && json_is_integer(json_array_get(v, json_array_size(v) - 1))) {
+    *out = (int)json_integer_value(json_array_get(v, json_array_size(v) - 1));
+    return 1;
+  }
+  return -1;
+}
+
+static int check_val(const char *path, const char *src, const char *key, int want, int have,
+                     const char *what, nl_error *err) {
+  if (want != have)
+    return nl_fail(err, NL_EINPUT, "%s: %s says %s = %d but %s gives %d", path, src, key, want,
+                   what, have);
+  return 0;
+}
+
+/* Apply timm model_args (a JSON object) to the config, checking them against
+ * the shapes. */
+static int apply_model_args(const char *path, const char *src, json_t *ma, const inferred *s,
+                            nl_vit_config *c, nl_error *err) {
+  if (!json_is_object(ma))
+    return nl_fail(err, NL_EINPUT, "%s: %s: model_args is not a JSON object", path, src);
+  int v;
+  int r;
+#define CHK(key, have, what)                                                         \
+  if ((r = get_int(ma, key, &v)) < 0)                                                \
+    return nl_fail(err, NL_EINPUT, "%s: %s: '%s' is not an integer", path, src, key); \
+  if (r && check_val(path, src, key, v, have, what, err)) return -1;
+  CHK("in_chans", s->in_chans, "patch_embed.proj.weight");
+  CHK("patch_size", s->patch, "patch_embed.proj.weight");
+  CHK("embed_dim", s->dim, "patch_embed.proj.weight");
+  CHK("depth", s->depth, "the blocks.N tensors");
+  CHK("num_classes", s->classes, "head.weight");
+#undef CHK
+  if ((r = get_int(ma, "img_size", &v)) < 0)
+    return nl_fail(err, NL_EINPUT, "%s: %s: 'img_size' is not an integer", path, src);
+  if (r) c->img_size = v;
+  if ((r = get_int(ma, "num_heads", &v)) < 0 || (r && v <= 0))
+    return nl_fail(err, NL_EINPUT, "%s: %s: 'num_heads' is not a positive integer", path, src);
+  if (r) c->heads = v;
+  json_t *mr = json_object_get(ma, "mlp_ratio");
+  if (mr && json_is_number(mr) &&
+      fabs(json_number_value(mr) * s->dim - s->mlp_hidden) > 0.5)
+    return nl_fail(err, NL_EINPUT, "%s: %s says mlp_ratio = %g but blocks.0.mlp.fc1.weight has %d rows",
+                   path, src, json_number_value(mr), s->mlp_hidden);
+  json_t *ct = json_object_get(ma, "class_token");
+  if (ct && json_is_boolean(ct) && json_is_true(ct) != s->class_token)
+    return nl_fail(err, NL_EINPUT, "%s: %s says class_token = %s but cls_token is %s", path, src,
+                   json_is_true(ct) ? "true" : "false", s->class_token ? "present" : "absent");
+  json_t *gp = json_object_get(ma, "global_pool");
+  if (gp && json_is_string(gp)) {
+    const char *g = json_string_value(gp);
+    if (strcmp(g, "avg") == 0) c->avg_pool = 1;
+    else if (strcmp(g, "token") == 0) c->avg_pool = 0;
+    else if (strcmp(g, "") != 0)
+      return nl_fail(err, NL_EINPUT, "%s: %s: global_pool '%s' is not supported (token or avg)",
+                     path, src, g);
+  }
+  static const char *const unsupported_true[] = {"no_embed_class", "pre_norm", "dynamic_img_size",
+                                                 "qk_norm", "scale_attn_norm", "scale_mlp_norm",
+                                                 NULL};
+  for (int i = 0; unsupported_true[i]; i++) {
+    json_t *x = json_object_get(ma, unsupported_true[i]);
+    if (x && json_is_true(x))
+      return nl_fail(err, NL_EINPUT, "%s: %s: %s = true is not supported", path, src,
+                     unsupported_true[i]);
+  }
+  if ((r = get_int(ma, "reg_tokens", &v)) > 0 && v != 0)
+    return nl_fail(err, NL_EINPUT, "%s: %s: register tokens (reg_tokens = %d) are not supported",
+                   path, src, v);
+  json_t *fn = json_object_get(ma, "final_norm");
+  if (fn && json_is_false(fn))
+    return nl_fail(err, NL_EINPUT, "%s: %s: final_norm = false is not supported", path, src);
+  return 0;
+}
+
+static int parse_float_list(const char *text, float *out, int max) {
+  json_error_t je;
+  json_t *a = json_loads(text, JSON_DECODE_ANY, &je);
+  if (!a) return -1;
+  int n = -1;
+  if (json_is_array(a) && json_array_size(a) >= 1 && json_array_size(a) <= (size_t)max) {
+    n = (int)json_array_size(a);
+    for (int i = 0; i < n; i++) {
+      json_t *e = json_array_get(a, (size_t)i);
+      if (!json_is_number(e)) {
+        n = -1;
+        break;
+      }
+      out[i] = (float)json_number_value(e);
+    }
+  }
+  json_decref(a);
+  return n;
+}
+
+static int json_float_list(json_t *a, float *out, int max) {
+  if (!a || !json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > (size_t)max)
+    return -1;
+  int n = (int)json_array_size(a);
+  for (int i = 0; i < n; i++) {
+    json_t *e = json_array_get(a, (size_t)i);
+    if (!json_is_number(e)) return -1;
+    out[i] = (float)json_number_value(e);
+  }
+  return n;
+}
+
+static char *sibling_path(const char *path, const char *name) {
+  const char *slash = strrchr(path, '/');
+  size_t dl = slash ? (size_t)(slash - path + 1) : 0;
+  char *p = nl_xmalloc(dl + strlen(name) + 1);
+  memcpy(p, path, dl);
+  strcpy(p + dl, name);
+  return p;
+}
+
+static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_load_opts *o,
+                          nl_vit_config *c, nl_error *err) {
+  memset(c, 0, sizeof *c);
+  c->in_chans = s->in_chans;
+  c->patch = s->patch;
+  c->dim = s->dim;
+  c->depth = s->depth;
+  c->classes = s->classes;
+  c->mlp_hidden = s->mlp_hidden;
+  c->class_token = s->class_token;
+  c->avg_pool = s->fc_norm || !s->class_token;
+  c->layer_scale = s->layer_scale;
+  c->qkv_bias = s->qkv_bias;
+  c->eps = 1e-6f;
+  c->nmean = 0;
+  int npatch = s->tokens - s->class_token;
+  int grid = (int)lround(sqrt((double)(npatch > 0 ? npatch : 0)));
+  if (npatch <= 0 || grid * grid != npatch)
+    return nl_fail(err, NL_EINPUT, "%s: tensor 'pos_embed' has %d positions: %d patch positions is not a square grid",
+                   f->path, s->tokens, npatch);
+  int img_inferred = grid * s->patch;
+  c->img_size = 0;
+  const char *ma_text = nl_st_meta_get(f, "model_args");
+  const char *arch = nl_st_meta_get(f, "architecture");
+  if (arch) snprintf(c->arch, sizeof c->arch, "%s", arch);
+  char *cfg_path = sibling_path(f->path, "config.json");
+  if (ma_text) {
+    json_error_t je;
+    json_t *ma = json_loads(ma_text, 0, &je);
+    if (!ma) {
+      free(cfg_path);
+      return nl_fail(err, NL_EINPUT, "%s: __metadata__ model_args is not valid JSON: %s", f->path,
+                     je.text);
+    }
+    int rc = apply_model_args(f->path, "__metadata__ model_args", ma, s, c, err);
+    json_decref(ma);
+    if (rc) {
+      free(cfg_path);
+      return -1;
+    }
+    snprintf(c->source, sizeof c->source, "__metadata__ model_args");
+  } else if (nl_file_exists(cfg_path)) {
+    json_error_t je;
+    json_t *root = json_load_file(cfg_path, 0, &je);
+    if (!root || !json_is_object(root)) {
+      json_decref(root);
+      nl_fail(err, NL_EINPUT, "%s:%d: not a JSON object: %s", cfg_path, je.line, je.text);
+      free(cfg_path);
+      return -1;
+    }
+    int rc = 0, v;
+    json_t *a = json_object_get(root, "architecture");
+    if (a && json_is_string(a)) snprintf(c->arch, sizeof c->arch, "%s", json_string_value(a));
+    if (get_int(root, "num_classes", &v) > 0)
+      rc = check_val(cfg_path, "config.json", "num_classes", v, s->classes, "head.weight", err);
+    json_t *gp = json_object_get(root, "global_pool");
+    if (!rc && gp && json_is_string(gp)) {
+      if (strcmp(json_string_value(gp), "avg") == 0) c->avg_pool = 1;
+      else if (strcmp(json_string_value(gp), "token") == 0) c->avg_pool = 0;
+    }
+    json_t *ma = json_object_get(root, "model_args");
+    if (!rc && ma) rc = apply_model_args(cfg_path, "config.json model_args", ma, s, c, err);
+    json_t *pc = json_object_get(root, "pretrained_cfg");
+    if (!rc && pc && json_is_object(pc)) {
+      json_t *is = json_object_get(pc, "input_size");
+      if (is && json_is_array(is) && json_array_size(is) == 3) {
+        int ch = (int)json_integer_value(json_array_get(is, 0));
+        rc = check_val(cfg_path, "config.json", "input_size[0]", ch, s->in_chans,
+                       "patch_embed.proj.weight", err);
+        if (!rc) c->img_size = (int)json_integer_value(json_array_get(is, 2));
+      }
+      float mean[4], std[4];
+      int nm = json_float_list(json_object_get(pc, "mean"), mean, 4);
+      int ns = json_float_list(json_object_get(pc, "std"), std, 4);
+      if (!rc && nm > 0 && nm == ns) {
+        c->nmean = nm;
+        memcpy(c->mean, mean, sizeof mean);
+        memcpy(c->std, std, sizeof std);
+        snprintf(c->norm_source, sizeof c->norm_source, "config.json pretrained_cfg");
+      }
+    }
+    json_decref(root);
+    if (rc) {
+      free(cfg_path);
+      return -1;
+    }
+    snprintf(c->source, sizeof c->source, "%s", cfg_path);
+  } else {
+    snprintf(c->source, sizeof c->source, "inferred from tensor shapes");
+  }
+  free(cfg_path);
+  if (c->img_size == 0) c->img_size = img_inferred;
+  if (c->img_size != img_inferred)
+    return nl_fail(err, NL_EINPUT,
+                   "%s: config gives img_size %d but pos_embed has %d patch positions (%dx%d grid of %d-pixel patches = %d)",
+                   f->path, c->img_size, npatch, grid, grid, s->patch, img_inferred);
+  if (c->avg_pool && !s->fc_norm)
+    return nl_fail(err, NL_EINPUT, "%s: average pooling needs fc_norm.weight / fc_norm.bias", f->path);
+  if (!c->avg_pool && !s->class_token)
+    return nl_fail(err, NL_EINPUT, "%s: token pooling needs a class token (cls_token)", f->path);
+  if (o && o->heads > 0) c->heads = o->heads;
+  if (c->heads <= 0) c->heads = s->dim / 64 > 0 ? s->dim / 64 : 1;
+  if (s->dim % c->heads)
+    return nl_fail(err, NL_EINPUT, "%s: width %d is not divisible by %d heads", f->path, s->dim,
+                   c->heads);
+  if (c->nmean == 0) {
+    const char *ms = nl_st_meta_get(f, "mean"), *ss = nl_st_meta_get(f, "std");
+    if (ms && ss) {
+      int nm = parse_float_list(ms, c->mean, 4), ns = parse_float_list(ss, c->std, 4);
+      if (nm <= 0 || nm != ns)
+        return nl_fail(err, NL_EINPUT, "%s: __metadata__ mean/std are not matching JSON number lists",
+                       f->path);
+      c->nmean = nm;
+      snprintf(c->norm_source, sizeof c->norm_source, "__metadata__ mean/std");
+    } else {
+      c->nmean = 1;
+      c->mean[0] = 0.2860f;
+      c->std[0] = 0.3530f;
+      snprintf(c->norm_source, sizeof c->norm_source, "default (Fashion-MNIST)");
+    }
+  }
+  if (c->nmean != 1 && c->nmean != c->in_chans)
+    return nl_fail(err, NL_EINPUT, "%s: %d mean/std values for %d input channels", f->path,
+                   c->nmean, c->in_chans);
+  for (int i = 0; i < c->nmean; i++)
+    if (!(c->std[i] > 0))
+      return nl_fail(err, NL_EINPUT, "%s: std[%d] = %g is not positive", f->path, i, c->std[i]);
+  c->grid = grid;
+  c->npatch = npatch;
+  c->tokens = s->tokens;
+  return 0;
+}
+
+/* ---- parameter layout ---- */
+
+typedef struct layout {
+  nl_param *p;
+  int n, cap;
+  size_t total;
+} layout;
+
+static size_t add(layout *l, const char *name, int ndim, int64_t a, int64_t b, int64_t c,
+                  int64_t d) {
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 64;
+    l->p = nl_xrealloc(l->p, sizeof(nl_param) * (size_t)l->cap);
+  }
+  nl_param *p = &l->p[l->n++];
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "%s", name);
+  p->ndim = ndim;
+  int64_t s[4] = {a, b, c, d};
+  p->numel = 1;
+  for (int i = 0; i < ndim; i++) {
+    p->shape[i] = s[i];
+    p->numel *= (size_t)s[i];
+  }
+  p->offset = l->total;
+  l->total += (p->numel + 15) / 16 * 16; /* keep every view 64-byte aligned */
+  return p->offset;
+}
+
+static void build_layout(const nl_vit_config *c, layout *l) {
+  int D = c->dim, H = c->mlp_hidden;
+  char nm[48];
+  if (c->class_token) add(l, "cls_token", 3, 1, 1, D, 0);
+  add(l, "pos_embed", 3, 1, c->tokens, D, 0);
+  add(l, "patch_embed.proj.weight", 4, D, c->in_chans, c->patch, c->patch);
+  add(l, "patch_embed.proj.bias", 1, D, 0, 0, 0);
+#define B(suffix, ...)                                        \
+  snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix); \
+  add(l, nm, __VA_ARGS__)
+  for (int i = 0; i < c->depth; i++) {
+    B("norm1.weight", 1, D, 0, 0, 0);
+    B("norm1.bias", 1, D, 0, 0, 0);
+    B("attn.qkv.weight", 2, 3 * D, D, 0, 0);
+    if (c->qkv_bias) { B("attn.qkv.bias", 1, 3 * D, 0, 0, 0); }
+    B("attn.proj.weight", 2, D, D, 0, 0);
+    B("attn.proj.bias", 1, D, 0, 0, 0);
+    if (c->layer_scale) { B("ls1.gamma", 1, D, 0, 0, 0); }
+    B("norm2.weight", 1, D, 0, 0, 0);
+    B("norm2.bias", 1, D, 0, 0, 0);
+    B("mlp.fc1.weight", 2, H, D, 0, 0);
+    B("mlp.fc1.bias", 1, H, 0, 0, 0);
+    B("mlp.fc2.weight", 2, D, H, 0, 0);
+    B("mlp.fc2.bias", 1, D, 0, 0, 0);
+    if (c->layer_scale) { B("ls2.gamma", 1, D, 0, 0, 0); }
+  }
+#undef B
+  const char *fn = c->avg_pool ? "fc_norm" : "norm";
+  snprintf(nm, sizeof nm, "%s.weight", fn);
+  add(l, nm, 1, D, 0, 0, 0);
+  snprintf(nm, sizeof nm, "%s.bias", fn);
+  add(l, nm, 1, D, 0, 0, 0);
+  add(l, "head.weight", 2, c->classes, D, 0, 0);
+  add(l, "head.bias", 1, c->classes, 0, 0, 0);
+}
+
+static float *view(nl_vit *m, const char *name) {
+  for (int i = 0; i < m->ntensors; i++)
+    if (strcmp(m->tensors[i].name, name) == 0) return m->params + m->tensors[i].offset;
+  return NULL;
+}
+
+static void wire(nl_vit *m) {
+  const nl_vit_config *c = &m->cfg;
+  char nm[48];
+  m->cls_token = view(m, "cls_token");
+  m->pos_embed = view(m, "pos_embed");
+  m->patch_w = view(m, "patch_embed.proj.weight");
+  m->patch_b = view(m, "patch_embed.proj.bias");
+  m->head_w = view(m, "head.weight");
+  m->head_b = view(m, "head.bias");
+  m->blocks = nl_xcalloc((size_t)c->depth, sizeof(nl_vit_block));
+  m->nnorms = 2 * c->depth + 1;
+  m->norms = nl_xcalloc((size_t)m->nnorms, sizeof(nl_norm));
+#define V(suffix) (snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix), view(m, nm))
+  for (int i = 0; i < c->depth; i++) {
+    nl_vit_block *b = &m->blocks[i];
+    b->qkv_w = V("attn.qkv.weight");
+    b->qkv_b = V("attn.qkv.bias");
+    b->proj_w = V("attn.proj.weight");
+    b->proj_b = V("attn.proj.bias");
+    b->ls1 = V("ls1.gamma");
+    b->fc1_w = V("mlp.fc1.weight");
+    b->fc1_b = V("mlp.fc1.bias");
+    b->fc2_w = V("mlp.fc2.weight");
+    b->fc2_b = V("mlp.fc2.bias");
+    b->ls2 = V("ls2.gamma");
+    for (int k = 0; k < 2; k++) {
+      nl_norm *n = &m->norms[2 * i + k];
+      snprintf(n->name, sizeof n->name, "blocks.%d.norm%d", i, k + 1);
+      snprintf(nm, sizeof nm, "%s.weight", n->name);
+      n->w = view(m, nm);
+      snprintf(nm, sizeof nm, "%s.bias", n->name);
+      n->b = view(m, nm);
+      n->kind = NL_NORM_LAYERNORM;
+      n->alpha = 0.5f;
+    }
+    b->norm1 = &m->norms[2 * i];
+    b->norm2 = &m->norms[2 * i + 1];
+  }
+#undef V
+  nl_norm *n = &m->norms[2 * c->depth];
+  snprintf(n->name, sizeof n->name, "%s", c->avg_pool ? "fc_norm" : "norm");
+  snprintf(nm, sizeof nm, "%s.weight", n->name);
+  n->w = view(m, nm);
+  snprintf(nm, sizeof nm, "%s.bias", n->name);
+  n->b = view(m, nm);
+  n->kind = NL_NORM_LAYERNORM;
+  n->alpha = 0.5f;
+  m->final_norm = n;
+}
+
+int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err) {
+  memset(m, 0, sizeof *m);
+  nl_st_file f;
+  if (nl_st_open(&f, path, err)) return -1;
+  inferred s;
+  if (infer(&f, &s, err) || resolve_config(&f, &s, o, &m->cfg, err)) {
+    nl_st_close(&f);
+    return -1;
+  }
+  layout l = {0};
+  build_layout(&m->cfg, &l);
+  /* every expected tensor present with its shape; nothing else in the file */
+  char missing[600] = "", unknown[600] = "";
+  int nmiss = 0, nunk = 0;
+  for (int i = 0; i < l.n; i++) {
+    const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
+    if (!t) {
+      if (nmiss++ < 8) {
+        size_t k = strlen(missing);
+        snprintf(missing + k, sizeof missing - k, "%s%s", k ? ", " : "", l.p[i].name);
+      }
+      continue;
+    }
+    int same = t->ndim == l.p[i].ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == l.p[i].shape[d];
+    if (!same || !(t->dtype == NL_DT_F32 || t->dtype == NL_DT_F16 || t->dtype == NL_DT_BF16)) {
+      char want[96], have[96];
+      shape_str(want, sizeof want, l.p[i].ndim, l.p[i].shape);
+      shape_str(have, sizeof have, t->ndim, t->shape);
+      nl_fail(err, NL_EINPUT, "%s: tensor '%s': %s %s, expected F32/F16/BF16 %s", path, t->name,
+              nl_dtype_name(t->dtype), have, want);
+      free(l.p);
+      nl_st_close(&f);
+      return -1;
+    }
+  }
+  for (int i = 0; i < f.n; i++) {
+    int known = 0;
+    for (int j = 0; j < l.n && !known; j++) known = strcmp(f.t[i].name, l.p[j].name) == 0;
+    if (!known && nunk++ < 8) {
+      size_t k = strlen(unknown);
+      snprintf(unknown + k, sizeof unknown - k, "%s%s", k ? ", " : "", f.t[i].name);
+    }
+  }
+  if (nmiss || nunk) {
+    if (nunk)
+      nl_fail(err, NL_EINPUT, "%s: %d tensor%s not understood by the ViT loader: %s%s", path, nunk,
+              nunk > 1 ? "s" : "", unknown, nunk > 8 ? ", ..." : "");
+    else
+      nl_fail(err, NL_EINPUT, "%s: %d tensor%s missing: %s%s", path, nmiss, nmiss > 1 ? "s" : "",
+              missing, nmiss > 8 ? ", ..." : "");
+    free(l.p);
+    nl_st_close(&f);
+    return -1;
+  }
+  m->tensors = l.p;
+  m->ntensors = l.n;
+  m->nparams = l.total;
+  m->params = nl_aalloc(sizeof(float) * (l.total ? l.total : 1));
+  memset(m->params, 0, sizeof(float) * l.total);
+  for (int i = 0; i < l.n; i++) nl_st_to_f32(nl_st_find(&f, l.p[i].name), m->params + l.p[i].offset);
+  nl_st_close(&f);
+  wire(m);
+  return 0;
+}
+
+void nl_vit_free(nl_vit *m) {
+  if (!m) return;
+  for (int i = 0; i < m->nnorms; i++) nl_norm_set_layernorm(&m->norms[i]);
+  nl_afree(m->params);
+  free(m->tensors);
+  free(m->blocks);
+  free(m->norms);
+  memset(m, 0, sizeof *m);
+}
+
+int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
+  nl_st_writer *w = nl_st_writer_new();
+  for (int i = 0; i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    if (nl_st_writer_add(w, p->name, m->params + p->offset, p->ndim, p->shape, err)) {
+      nl_st_writer_free(w);
+      return -1;
+    }
+  }
+  const nl_vit_config *c = &m->cfg;
+  char buf[512];
+  snprintf(buf, sizeof buf,
+           "{\"img_size\": %d, \"in_chans\": %d, \"num_classes\": %d, \"patch_size\": %d, "
+           "\"embed_dim\": %d, \"depth\": %d, \"num_heads\": %d, \"mlp_ratio\": %.9g, "
+           "\"class_token\": %s, \"global_pool\": \"%s\"}",
+           c->img_size, c->in_chans, c->classes, c->patch, c->dim, c->depth, c->heads,
+           (double)c->mlp_hidden / c->dim, c->class_token ? "true" : "false",
+           c->avg_pool ? "avg" : "token");
+  nl_st_writer_meta(w, "model_args", buf);
+  for (int k = 0; k < 2; k++) {
+    const float *v = k ? c->std : c->mean;
+    size_t p = (size_t)snprintf(buf, sizeof buf, "[");
+    for (int i = 0; i < c->nmean; i++) p += (size_t)snprintf(buf + p, sizeof buf - p, "%s%.9g", i ? ", " : "", v[i]);
+    snprintf(buf + p, sizeof buf - p, "]");
+    nl_st_writer_meta(w, k ? "std" : "mean", buf);
+  }
+  if (c->arch[0]) nl_st_writer_meta(w, "architecture", c->arch);
+  nl_st_writer_meta(w, "format", "pt");
+  int rc = nl_st_writer_save(w, path, err);
+  nl_st_writer_free(w);
+  return rc;
+}
+
+size_t nl_vit_param_count(const nl_vit *m) {
+  size_t n = 0;
+  for (int i = 0; i < m->ntensors; i++) n += m->tensors[i].numel;
+  return n;
+}
+
+double nl_vit_flops_per_image(const nl_vit_config *c) {
+  double T = c->tokens, D = c->dim, Hm = c->mlp_hidden, N = c->npatch;
+  double f = 2.0 * N * D * c->in_chans * c->patch * c->patch;
+  double blk = 2.0 * T * D * 3 * D + 2.0 * 2.0 * T * T * D + 2.0 * T * D * D + 2.0 * 2.0 * T * D * Hm;
+  return f + c->depth * blk + 2.0 * D * c->classes;
+}
+
+nl_norm *nl_vit_norm_find(nl_vit *m, const char *name) {
+  for (int i = 0; i < m->nnorms; i++)
+    if (strcmp(m->norms[i].name, name) == 0) return &m->norms[i];
+  return NULL;
+}
