@@ -71,7 +71,23 @@ if command -v gnuplot >/dev/null 2>&1; then
   expect_status 0 "plot LAYER from the session's set" "$NORMLAB" -c "set blocks.0.norm1 = clip(x); plot blocks.0.norm1 --term dumb"
   expect_out 'blocks\.0\.norm1' "the layer's plot has its name"
   expect_status 2 "plot of an unknown layer" "$NORMLAB" -c "set a = x; plot b --term dumb"
-  expect_err "no expression for layer 'b'" "the layer is named"
+  expect_err "nothing to plot for 'b'" "the layer is named"
+  if have_fixtures; then
+    # the layer's mapping and its DyT fit, against the fixture's DyT table
+    REF="$NL_FIXTURES/vit_tiny_p4_fmnist_ref.safetensors"
+    J="$NL_FIXTURES/vit_tiny_p4_fmnist.json"
+    expect_status 0 "plot a layer's mapping with its DyT fit" "$NORMLAB" -c "set blocks.0.norm1 = tanh(5 * x); plot blocks.0.norm1 --maps $REF --term dumb --samples 200"
+    expect_out 'mapping \([0-9]+ of 50000 points\)' "the mapping's points are drawn, subsampled"
+    got=$(sed -n 's/.*DyT tanh(\([0-9.]*\) x), R2 \([0-9.]*\).*/\1 \2/p' "$TMP/out" | head -1)
+    want=$(tr -d '\n ' <"$J" | sed 's/.*"layer":"blocks.0.norm1","dyt_alpha":\([0-9.]*\),"dyt_mse":[0-9.e-]*,"dyt_r2":\([0-9.]*\).*/\1 \2/')
+    check_num "$(echo "$got $want" | awk '{ printf "%s", ($1 - $3 < 0) ? $3 - $1 : $1 - $3 }') < 0.01 * $(echo "$want" | cut -d' ' -f1)" \
+      "DyT alpha within 1% of timm's fit ($got vs $want)"
+    check_num "$(echo "$got $want" | awk '{ d = $2 - $4; printf "%s", d < 0 ? -d : d }') < 0.002" \
+      "DyT R2 matches the fixture's table"
+    expect_out 'f\(x\) = tanh\(5 ?\* ?x\), R2 0\.[0-9]+' "f(x) is drawn with its R2 on the mapping"
+    expect_status 2 "a layer missing from the mappings" "$NORMLAB" plot nonorm --maps "$REF" --term dumb
+    expect_err "no mapping for layer 'nonorm'" "the layer is named"
+  fi
   expect_status 2 "plot of a bad expression" "$NORMLAB" plot expr 'tanh(' --term dumb
   expect_status 2 "a bad range" "$NORMLAB" plot expr x --range 3:1 --term dumb
   expect_err "A must be below B" "the range is explained"
