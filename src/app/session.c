@@ -157,15 +157,25 @@ static int maps_layers(const char *path, char ***out, int *n, nl_error *err) {
   char **names = NULL;
   int k = 0;
   json_object_foreach(h, key, v) {
-    if (!ends_with(key, ".x")) continue;
-    size_t len = strlen(key) - 2;
-    char *ykey = nl_xstrdup(key);
-    ykey[len + 1] = 'y';
-    int has_y = json_object_get(h, ykey) != NULL;
+    /* "<layer>.x" with "<layer>.y", or "map_x.<layer>" with "map_y.<layer>"
+     * (the reference files' naming) */
+    char *ykey = nl_xstrdup(key), *layer = NULL;
+    size_t len = strlen(key);
+    if (ends_with(key, ".x")) {
+      ykey[len - 1] = 'y';
+      layer = nl_xstrndup(key, len - 2);
+    } else if (strncmp(key, "map_x.", 6) == 0 && len > 6) {
+      ykey[4] = 'y';
+      layer = nl_xstrdup(key + 6);
+    }
+    int ok = layer && json_object_get(h, ykey) != NULL;
     free(ykey);
-    if (!has_y) continue;
+    if (!ok) {
+      free(layer);
+      continue;
+    }
     names = nl_xrealloc(names, sizeof(char *) * (size_t)(k + 1));
-    names[k++] = nl_xstrndup(key, len);
+    names[k++] = layer;
   }
   json_decref(h);
   if (k == 0) {

@@ -85,6 +85,8 @@ if command -v gnuplot >/dev/null 2>&1; then
     check_num "$(echo "$got $want" | awk '{ d = $2 - $4; printf "%s", d < 0 ? -d : d }') < 0.002" \
       "DyT R2 matches the fixture's table"
     expect_out 'f\(x\) = tanh\(5 ?\* ?x\), R2 0\.[0-9]+' "f(x) is drawn with its R2 on the mapping"
+    expect_status 0 "at the prompt the session's mappings are used" "$NORMLAB" -c "load maps $REF; plot blocks.0.norm2 --term dumb"
+    expect_out 'DyT tanh\([0-9.]+ x\), R2 0\.[0-9]+' "the DyT fit of the session's layer is drawn"
     expect_status 2 "a layer missing from the mappings" "$NORMLAB" plot nonorm --maps "$REF" --term dumb
     expect_err "no mapping for layer 'nonorm'" "the layer is named"
   fi

@@ -369,6 +369,13 @@ static void test_session_loads(void **state) {
   }
   assert_int_equal(s.model_width,
                    json_integer_value(json_object_get(json_object_get(j, "config"), "embed_dim")));
+  /* the reference file's mappings (map_x.<layer>, map_y.<layer>) name the
+   * same layers */
+  char refmaps[4096];
+  snprintf(refmaps, sizeof refmaps, "%s/vit_tiny_p4_fmnist_ref.safetensors", fx);
+  assert_int_equal(nl_session_load(&s, "maps", refmaps, &err), 0);
+  assert_int_equal(s.nmaps_layers, (int)json_array_size(ln));
+  for (int k = 0; k < s.nmaps_layers; k++) assert_string_equal(s.maps_layers[k], s.model_layers[k]);
   json_decref(j);
   char *name = nl_session_name(&s);
   assert_string_equal(name, "vit_tiny_p4_fmnist");
