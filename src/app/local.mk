@@ -3,4 +3,7 @@ libnormlab_a_SOURCES += \
 	src/app/commands.c \
 	src/app/main.h src/app/interactive.c \
 	src/app/cmd_help.c \
-	src/app/bench.h src/app/cmd_bench.c
+	src/app/bench.h src/app/cmd_bench.c \
+	src/app/model_path.c src/app/model_path.h \
+	src/app/bench_forward.c \
+	src/app/cmd_info.c src/app/cmd_eval.c src/app/cmd_forward.c

@@ -11,6 +11,7 @@
 
 #include "base/mem.h"
 #include "expr/expr.h"
+#include "expr/kern.h"
 
 #define C NL_EVAL_CHUNK
 
@@ -167,10 +168,10 @@ void nl_eval_dx(const nl_prog *p, const float *x, float *out, float *dx, size_t 
           const float *tch = p->nodes[ch].op == NL_OP_X ? ones : slot(ws, bank + ch);
           nl_ops[nd->op].vdf(tmp, c, args, a->vp[i], m, nd->ival);
           if (first) {
-            for (int k = 0; k < m; k++) t[k] = tmp[k] * tch[k];
+            nl_k_vmul(t, tmp, tch, m);
             first = 0;
           } else {
-            for (int k = 0; k < m; k++) t[k] += tmp[k] * tch[k];
+            nl_k_vmuladd(t, tmp, tch, m);
           }
         }
         ti = t;
@@ -207,7 +208,7 @@ static void reverse_chunk(const nl_prog *p, nl_eval_ws *ws, aux *a, int m, const
       if (p->nodes[ch].op == NL_OP_X) continue;
       nl_ops[nd->op].vdf(tmp, c, args, a->vp[i], m, nd->ival);
       float *ac = slot(ws, bank + ch);
-      for (int k = 0; k < m; k++) ac[k] = ai[k] * tmp[k];
+      nl_k_vmul(ac, ai, tmp, m);
       if (p->nodes[ch].op == NL_OP_CONST) visit(ctx, a->kidx[ch], ac, m);
     }
   }
@@ -219,9 +220,7 @@ typedef struct grad_ctx {
 
 static void grad_visit(void *vctx, int k, const float *adj, int m) {
   grad_ctx *g = vctx;
-  double s = 0;
-  for (int i = 0; i < m; i++) s += adj[i];
-  g->g[k] += s;
+  g->g[k] += nl_k_sum(adj, m);
 }
 
 double nl_mse_grad(const nl_prog *p, const float *x, const float *y, size_t n, float *grad,
@@ -243,13 +242,7 @@ double nl_mse_grad(const nl_prog *p, const float *x, const float *y, size_t n, f
     memcpy(xin, x + off, sizeof(float) * (size_t)m);
     forward_chunk(p, ws, a, xin, m, NULL);
     const float *f = p->nodes[len - 1].op == NL_OP_X ? xin : a->vp[len - 1];
-    double s = 0.0;
-    for (int k = 0; k < m; k++) {
-      float r = f[k] - y[off + k];
-      s += (double)r * r;
-      adj[k] = scale * r;
-    }
-    sse += s;
+    sse += nl_k_sqerr(f, y + off, adj, scale, m);
     if (g) reverse_chunk(p, ws, a, m, adj, grad_visit, &gc);
   }
   if (grad) {

@@ -129,7 +129,10 @@ char *nl_print_sub(const nl_prog *p, int root, nl_print_style style);
  * x (up to float rounding of folded constants). In place.
  * Convention for identities that drop a subtree (e*0 -> 0, 0/e -> 0): they
  * apply only when interval analysis over every float x proves the dropped
- * subtree finite in double precision (so exp(x)*0 or (1/x)*0 stay). */
+ * subtree finite in double precision (so exp(x)*0 or (1/x)*0 stay).
+ * The sign of a zero is not preserved (x + 0 -> x turns -0 into -0 where
+ * the original gave +0), so a division by an exact zero may change which
+ * infinity results. */
 void nl_simplify(nl_prog *p);
 
 /* ---- evaluation ---- */

@@ -149,3 +149,47 @@ NL_VKERNEL void nl_kd_clip3(float *restrict d, int j, const float *const *a, con
     }
   }
 }
+
+/* ---- helpers of the derivative sweeps ---- */
+NL_VKERNEL void nl_k_vmul(float *restrict o, const float *restrict a, const float *restrict b,
+                          int n) {
+  for (int i = 0; i < n; i++) o[i] = a[i] * b[i];
+}
+NL_VKERNEL void nl_k_vmuladd(float *restrict o, const float *restrict a,
+                             const float *restrict b, int n) {
+  for (int i = 0; i < n; i++) o[i] += a[i] * b[i];
+}
+
+/* Sums over a chunk in 16 independent float lanes (so that the loop
+ * vectorises without reassociation), the lanes added in double. */
+NL_VKERNEL double nl_k_sum(const float *restrict v, int n) {
+  float acc[16] = {0};
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; l++) acc[l] += v[i + l];
+  double s = 0;
+  for (; i < n; i++) s += v[i];
+  for (int l = 0; l < 16; l++) s += acc[l];
+  return s;
+}
+
+/* r = f - y; adj = scale*r; returns the sum of r^2. */
+NL_VKERNEL double nl_k_sqerr(const float *restrict f, const float *restrict y,
+                             float *restrict adj, float scale, int n) {
+  float acc[16] = {0};
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; l++) {
+      float r = f[i + l] - y[i + l];
+      adj[i + l] = scale * r;
+      acc[l] += r * r;
+    }
+  double s = 0;
+  for (; i < n; i++) {
+    float r = f[i] - y[i];
+    adj[i] = scale * r;
+    s += (double)r * r;
+  }
+  for (int l = 0; l < 16; l++) s += acc[l];
+  return s;
+}

@@ -15,4 +15,13 @@ NL_KD(nl_kd_add); NL_KD(nl_kd_sub); NL_KD(nl_kd_mul); NL_KD(nl_kd_div); NL_KD(nl
 NL_KD(nl_kd_pow); NL_KD(nl_kd_tanh); NL_KD(nl_kd_sigmoid); NL_KD(nl_kd_exp); NL_KD(nl_kd_abs);
 NL_KD(nl_kd_clip); NL_KD(nl_kd_clip3);
 
+/* o = a*b and o += a*b elementwise (no aliasing between o and a, b). */
+void nl_k_vmul(float *o, const float *a, const float *b, int n);
+void nl_k_vmuladd(float *o, const float *a, const float *b, int n);
+
+/* Sum of v[0..n) (float lanes, added in double). */
+double nl_k_sum(const float *v, int n);
+/* r = f - y, adj = scale*r; returns the sum of r^2. */
+double nl_k_sqerr(const float *f, const float *y, float *adj, float scale, int n);
+
 #endif

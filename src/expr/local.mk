@@ -13,6 +13,6 @@ tests_unit_test_expr_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_expr_LDADD = $(NL_TEST_LDADD)
 
 NL_CLI_TESTS += tests/cli/test_cost.sh tests/cli/test_fuzz_expr.sh
-EXTRA_DIST += tests/cli/fuzz_lib.sh tests/fuzz/fuzz_expr.c tests/fuzz/corpus_expr \
+EXTRA_DIST += tests/cli/fuzz_lib.sh tests/fuzz/fuzz_expr.c tests/fuzz/expr.dict tests/fuzz/corpus_expr \
 	samples/exprs/paper_examples.exprs
 pkgdata_DATA += samples/exprs/paper_examples.exprs

@@ -8,7 +8,8 @@
  * 0/e -> 0, clip(e) -> e when e stays in [-5, 5], abs(e) -> e when e >= 0)
  * apply only when an interval analysis over x in [-FLT_MAX, FLT_MAX]
  * proves e finite in double precision: exp(x)*0 and (1/x)*0 are left alone
- * because they are NaN at some x. */
+ * because they are NaN at some x. The sign of a zero result is not
+ * preserved (x + 0 -> x, 0 - x -> -x, 0*e -> 0 differ at signed zeros). */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>

@@ -1,14 +1,16 @@
 # Helpers for fuzz targets run as command-line tests. Source after lib.sh.
 #
-#   fuzz_target NAME SECONDS SOURCES...
+#   fuzz_target NAME SOURCES...
 #
 # builds tests/fuzz/NAME.c (a libFuzzer entry LLVMFuzzerTestOneInput) with
 # clang -fsanitize=fuzzer,address,undefined together with SOURCES (paths
-# relative to the source tree) into $TMP, runs it for SECONDS seconds over
-# the seed corpus tests/fuzz/corpus_<NAME without fuzz_>/ (copied, so the
-# tree stays clean) and reports one ok / not ok line. Without a clang that
-# can link libFuzzer the check is reported as skipped.
-# NL_TEST_QUICK=1 shortens the run to 5 seconds.
+# relative to the source tree) into $TMP, runs it for $FUZZ_SECONDS seconds
+# (default 15) over the seed corpus tests/fuzz/corpus_<NAME without fuzz_>/
+# (copied, so the tree stays clean), with the dictionary
+# tests/fuzz/<NAME without fuzz_>.dict
+# when there is one, and reports one ok / not ok line (with the crashing
+# input). Without a clang that can link libFuzzer the check is reported as
+# skipped. NL_TEST_QUICK=1 shortens the run to 5 seconds.
 
 fuzz_cc() {
   for cc in clang clang-19 clang-18 clang-17 clang-16 clang-15 clang-14; do
@@ -25,7 +27,8 @@ fuzz_cc() {
 }
 
 fuzz_target() {
-  name=$1; secs=$2; shift 2
+  name=$1; shift
+  secs=${FUZZ_SECONDS:-15}
   [ "${NL_TEST_QUICK:-0}" = 1 ] && [ "$secs" -gt 5 ] && secs=5
   cc=$(fuzz_cc) || { echo "ok $((_n = _n + 1)) - # SKIP $name: no clang with libFuzzer"; return 0; }
   srcs=""
@@ -43,7 +46,10 @@ fuzz_target() {
     sed 's/^/# /' "$TMP/$name.build" | head -20
     return 0
   fi
-  "$TMP/$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+  dict=""
+  [ -f "$NL_SRCDIR/tests/fuzz/$corpus_name.dict" ] && dict="-dict=$NL_SRCDIR/tests/fuzz/$corpus_name.dict"
+  # shellcheck disable=SC2086
+  "$TMP/$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 $dict \
     -artifact_prefix="$TMP/artifacts_$corpus_name/" "$TMP/corpus_$corpus_name" \
     >"$TMP/$name.log" 2>&1
   frc=$?
