@@ -105,6 +105,15 @@ expect_out '^  bench ' "help lists the shell's commands"
 expect_status 0 "CMD --help at the prompt" "$NORMLAB" -c "save --help"
 expect_out '^usage: save \[DIR\]' "session command usage has no 'normlab' prefix"
 
+# after 'load model', commands take --model from the session
+if have_fixtures; then
+  M="$NL_FIXTURES/vit_tiny_p4_fmnist.safetensors"
+  expect_status 0 "info without --model after load model" "$NORMLAB" -c "load model $M; info"
+  expect_out "^model: +$M$" "the session's model was used"
+  expect_status 0 "an explicit option beats the session" "$NORMLAB" -c "load model $M; info --model $NL_FIXTURES/vit_small_p7_fmnist.safetensors"
+  expect_out "^model: +$NL_FIXTURES/vit_small_p7_fmnist.safetensors$" "the given model was used"
+fi
+
 # save -> open round trip, through the commands
 cat >"$TMP/in.exprs" <<'EOS'
 # hand-made
