@@ -19,7 +19,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'cleanup; exit 1' INT TERM
+trap 'cleanup; exit 1' INT TERM HUP PIPE
 export NORMLAB_HISTORY="$TMP/history"
 
 # start: a fresh server with normlab in a 120x40 pane; the pane stays after
