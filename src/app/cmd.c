@@ -192,8 +192,12 @@ int nl_cmd_dispatch(nl_ctx *ctx, int argc, char **argv) {
 void nl_help_overview(FILE *out) {
   fprintf(out,
           "usage: normlab [--threads N] [COMMAND [ARGS...]]\n"
+          "       normlab [--threads N] [-k] [-f FILE | -c \"CMD; CMD\"]\n"
           "       normlab --help | --version\n\n"
-          "Without a command, normlab starts its interactive prompt.\n\n"
+          "Without a command, normlab starts its interactive prompt (or runs the\n"
+          "commands piped to it); -f runs a script, -c the given commands, and -k\n"
+          "keeps going after a failing command. The prompt adds session commands\n"
+          "(load, save, open, ...): 'normlab -c help' lists them.\n\n"
           "Commands:\n");
   for (int i = 0; nl_commands[i]; i++)
     fprintf(out, "  %-10s %s\n", nl_commands[i]->name, nl_commands[i]->summary);

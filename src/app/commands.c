@@ -1,26 +1,29 @@
 /* The one command table. Each command lives in its own cmd_<name>.c file
- * and is listed here once, in the order help shows them. */
+ * and is listed here once, in the order help shows them (the pipeline's
+ * order: model, mappings, search, cost, plots, then tools). */
 #include "app/cmd.h"
 
 extern const nl_cmd nl_cmd_help;
-extern const nl_cmd nl_cmd_bench;
 extern const nl_cmd nl_cmd_info;
 extern const nl_cmd nl_cmd_eval;
 extern const nl_cmd nl_cmd_forward;
-extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_extract;
 extern const nl_cmd nl_cmd_maps;
 extern const nl_cmd nl_cmd_dyt;
+extern const nl_cmd nl_cmd_cost;
+extern const nl_cmd nl_cmd_plot;
+extern const nl_cmd nl_cmd_bench;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
     &nl_cmd_info,
     &nl_cmd_eval,
     &nl_cmd_forward,
-    &nl_cmd_bench,
-    &nl_cmd_cost,
     &nl_cmd_extract,
     &nl_cmd_maps,
     &nl_cmd_dyt,
+    &nl_cmd_cost,
+    &nl_cmd_plot,
+    &nl_cmd_bench,
     NULL,
 };

@@ -1,10 +1,9 @@
-/* Without a command: until the REPL front-end exists, show the overview
- * and exit with status 2 so scripts notice. */
+/* Without a command: the REPL (a terminal), or a script from -f, -c or
+ * piped input. */
 #include "app/main.h"
+#include "repl/repl.h"
 
-int nl_main_interactive(nl_ctx *ctx, int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  nl_help_overview(ctx->err);
-  return 2;
+int nl_main_interactive(nl_ctx *ctx, const nl_main_opts *o) {
+  nl_repl_opts r = {.file = o->file, .commands = o->commands, .keep_going = o->keep_going};
+  return nl_repl_main(ctx, &r);
 }

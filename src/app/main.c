@@ -13,6 +13,7 @@
 int main(int argc, char **argv) {
   int i = 1;
   int threads = 0;
+  nl_main_opts mo = {0};
   while (i < argc && argv[i][0] == '-') {
     if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
       printf("normlab %s\n", PACKAGE_VERSION);
@@ -34,11 +35,43 @@ int main(int argc, char **argv) {
       i++;
       continue;
     }
-    break;
+    if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "-c") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "normlab: %s needs a value (%s)\n", argv[i],
+                argv[i][1] == 'f' ? "FILE" : "\"CMD; CMD\"");
+        return 2;
+      }
+      if (argv[i][1] == 'f')
+        mo.file = argv[i + 1];
+      else
+        mo.commands = argv[i + 1];
+      i += 2;
+      continue;
+    }
+    if (strcmp(argv[i], "-k") == 0) {
+      mo.keep_going = 1;
+      i++;
+      continue;
+    }
+    if (strcmp(argv[i], "--") == 0) {
+      i++;
+      break;
+    }
+    fprintf(stderr, "normlab: unknown option '%s' (try 'normlab --help')\n", argv[i]);
+    return 2;
+  }
+  if (mo.file && mo.commands) {
+    fprintf(stderr, "normlab: -f and -c cannot be combined\n");
+    return 2;
+  }
+  if ((mo.file || mo.commands) && i < argc) {
+    fprintf(stderr, "normlab: %s runs its own commands; unexpected '%s'\n",
+            mo.file ? "-f" : "-c", argv[i]);
+    return 2;
   }
   nl_threads_set(threads);
   nl_interrupt_install();
   nl_ctx ctx = {.out = stdout, .err = stderr, .tty = isatty(fileno(stderr))};
-  if (i >= argc) return nl_main_interactive(&ctx, argc - i, argv + i);
+  if (i >= argc) return nl_main_interactive(&ctx, &mo);
   return nl_cmd_dispatch(&ctx, argc - i, argv + i);
 }

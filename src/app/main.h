@@ -3,7 +3,14 @@
 
 #include "app/cmd.h"
 
-/* Entry point when normlab runs without a command (the REPL). */
-int nl_main_interactive(nl_ctx *ctx, int argc, char **argv);
+/* Global options that select how commands are read. */
+typedef struct nl_main_opts {
+  const char *file;     /* -f FILE */
+  const char *commands; /* -c "CMD; CMD" */
+  int keep_going;       /* -k */
+} nl_main_opts;
+
+/* Entry point when normlab runs without a command (the REPL, a script). */
+int nl_main_interactive(nl_ctx *ctx, const nl_main_opts *o);
 
 #endif

@@ -1,1 +1,19 @@
 # repl module: sources and tests (appended to the variables in Makefile.am)
+libnormlab_a_SOURCES += \
+	src/app/session.c src/app/session.h src/app/session_fronts.c \
+	src/app/cmd_plot.c \
+	src/repl/split.c src/repl/split.h \
+	src/repl/complete.c src/repl/complete.h \
+	src/repl/repl.c src/repl/repl.h \
+	src/repl/repl_cmds.c src/repl/expr_cmds.c
+
+check_PROGRAMS += tests/unit/test_repl
+NL_UNIT_TESTS += tests/unit/test_repl
+tests_unit_test_repl_SOURCES = tests/unit/test_repl.c
+tests_unit_test_repl_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_repl_LDADD = $(NL_TEST_LDADD)
+
+NL_CLI_TESTS += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh
+EXTRA_DIST += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh
+
+dist_man_MANS += man/normlab.1

@@ -1,0 +1,132 @@
+/* Session state of the interactive workbench: what is loaded (model,
+ * mappings, expression set, fronts directory), settings, and the current
+ * expression set with an undo history. A session is saved to a directory
+ * holding session.json and the artifacts, and reopened from it.
+ *
+ * The expression set is kept as text ("NAME = EXPR  # comment" per entry),
+ * exactly as a person edits it; callers that need trees parse it. */
+#ifndef NL_APP_SESSION_H
+#define NL_APP_SESSION_H
+
+#include "base/error.h"
+
+typedef struct nl_sess_entry {
+  char *layer;
+  char *expr;    /* expression text */
+  char *comment; /* without '#', or NULL */
+} nl_sess_entry;
+
+typedef struct nl_sess_set {
+  nl_sess_entry *e;
+  int n;
+} nl_sess_set;
+
+typedef struct nl_sess_kv {
+  char *key, *value;
+} nl_sess_kv;
+
+/* Summary of one layer's Pareto front (the CSV files of the fronts directory). */
+typedef struct nl_sess_front {
+  char *layer;
+  int members;       /* rows for this layer (all seeds) */
+  double best_r2;    /* highest val_r2 (NAN when the column is absent) */
+  char *best_expr;   /* expression of that row, or NULL */
+} nl_sess_front;
+
+typedef struct nl_session {
+  char *model_path;  /* NULL: none */
+  char *maps_path;
+  char *exprs_path;  /* file the set was loaded from / last saved to */
+  char *fronts_dir;
+  char *dir;         /* session directory after save/open */
+  char *origin[4];   /* where model, maps, exprs, fronts were first loaded from */
+  nl_sess_kv *settings;
+  int nsettings;
+  nl_sess_set set;   /* current expression set */
+  int set_modified;  /* changed since loaded or saved */
+  nl_sess_set *undo; /* earlier versions of the set, newest last */
+  int nundo;
+  char **model_layers; /* norm layers of the model (from tensor names) */
+  int nmodel_layers;
+  int model_width;     /* embedding width (length of a norm weight), 0: unknown */
+  char **maps_layers;  /* layers of the mappings file */
+  int nmaps_layers;
+  nl_sess_front *fronts; /* per layer, from the fronts directory's CSV files */
+  int nfronts;
+  char *tmp_exprs;     /* private file holding a modified set for commands */
+} nl_session;
+
+#define NL_SESSION_UNDO_MAX 100
+#define NL_SESSION_FILE "session.json"
+
+void nl_session_init(nl_session *s);
+void nl_session_free(nl_session *s);
+
+/* Load an artifact into the session. `what` is "model", "maps", "exprs" or
+ * "fronts". Models and mappings must be safetensors files (their header is
+ * read to list the layers); exprs is an expression-set text file; fronts a
+ * directory. */
+int nl_session_load(nl_session *s, const char *what, const char *path, nl_error *err);
+/* Forget an artifact ("model", "maps", "exprs", "fronts" or "all"). */
+int nl_session_unload(nl_session *s, const char *what, nl_error *err);
+
+/* Short name for the prompt: the model's file name without extension, else
+ * the mappings', else the set's; NULL when nothing is loaded. Caller frees. */
+char *nl_session_name(const nl_session *s);
+
+/* Values for NL_OPTF_SESSION options (the nl_ctx.context callback): "model",
+ * "maps", "fronts", "exprs" (the current set, written to a private file if
+ * it was modified), else a setting of that name. NULL when unknown. */
+const char *nl_session_context(void *session, const char *key);
+
+/* Layer names: the mappings' layers, else the model's norm layers, then
+ * set entries not among them. Returns a NULL-terminated array the caller
+ * frees with nl_session_free_names. */
+char **nl_session_layers(const nl_session *s);
+void nl_session_free_names(char **names);
+
+/* The front summary of a layer, or NULL. */
+const nl_sess_front *nl_session_front(const nl_session *s, const char *layer);
+/* Read the fronts CSV files of a directory (columns found by name in the
+ * header line: layer, val_r2, expr; RFC 4180 quoting). Errors name the
+ * file and line. For tests and 'load fronts'. */
+int nl_sess_fronts_read(const char *dir, nl_sess_front **out, int *n, nl_error *err);
+void nl_sess_fronts_free(nl_sess_front *f, int n);
+/* The members of one layer's front in the CSV files of `dir`: two numeric
+ * columns named xcol and ycol (for plots). Arrays are malloc'ed; a layer
+ * without rows is an NL_EINPUT error. */
+int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
+                         float **x, float **y, size_t *n, nl_error *err);
+
+/* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
+int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);
+const char *nl_session_get_setting(const nl_session *s, const char *key);
+
+/* The expression set. */
+const nl_sess_entry *nl_session_find(const nl_session *s, const char *layer);
+/* Replace or add an entry; the previous set goes on the undo stack. */
+void nl_session_set_expr(nl_session *s, const char *layer, const char *expr,
+                         const char *comment);
+/* Replace the whole set in one step (one undo step); takes ownership of
+ * *set and leaves it empty. */
+void nl_session_replace_set(nl_session *s, nl_sess_set *set);
+void nl_sess_set_copy(nl_sess_set *dst, const nl_sess_set *src);
+/* Restore the previous set; -1 when there is nothing to undo. */
+int nl_session_undo(nl_session *s);
+/* Parse expression-set text (lines "NAME = EXPR  # comment"; '#' lines and
+ * blank lines ignored). Errors name the file and line. */
+int nl_sess_set_parse(const char *text, const char *filename, nl_sess_set *out,
+                      nl_error *err);
+/* Text of a set (one "NAME = EXPR" line per entry). Caller frees. */
+char *nl_sess_set_format(const nl_sess_set *set);
+void nl_sess_set_free(nl_sess_set *set);
+
+/* Save to directory `dir` (created if needed): artifacts are hard-linked or
+ * copied in atomically, the set is written to set.exprs, and session.json
+ * (written last, atomically) records what is loaded and the settings. */
+int nl_session_save(nl_session *s, const char *dir, nl_error *err);
+/* Replace the session's state by the one saved in `dir`. On error the
+ * session is unchanged. */
+int nl_session_open(nl_session *s, const char *dir, nl_error *err);
+
+#endif

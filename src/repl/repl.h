@@ -1,0 +1,65 @@
+/* The interactive prompt and batch runner: every command of the table
+ * (src/app/commands.c) plus the session commands below, with GNU readline
+ * editing, history and completion when input is a terminal. */
+#ifndef NL_REPL_REPL_H
+#define NL_REPL_REPL_H
+
+#include <stdio.h>
+
+#include "app/cmd.h"
+#include "app/session.h"
+
+typedef struct nl_repl_opts {
+  const char *file;     /* -f FILE: run commands from FILE ("-": stdin) */
+  const char *commands; /* -c "CMD; CMD": run these and exit */
+  int keep_going;       /* -k: do not stop at the first failing command */
+} nl_repl_opts;
+
+/* Run the prompt (stdin a terminal), a script (-f or piped input) or -c
+ * commands. Returns the process exit status: 0, or the status of the
+ * first failing command (2 bad input, 1 other failure, 130 interrupted). */
+int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o);
+
+/* Commands that exist only in the REPL (load, status, save, ...), in the
+ * same table format; NULL-terminated. The expression commands (set, edit,
+ * simplify) are a second table, in expr_cmds.c. */
+extern const nl_cmd *const nl_repl_commands[];
+extern const nl_cmd *const nl_repl_expr_commands[];
+/* All session commands in help order: i = 0, 1, ... until NULL. */
+const nl_cmd *nl_repl_command(int i);
+
+/* Find a command: REPL commands first, then the shell's table. */
+const nl_cmd *nl_repl_find(const char *name);
+
+/* Run one command given as words (argv[0] the command name) in the
+ * session; prints errors as "normlab CMD: message". Returns the exit
+ * status of the command. */
+int nl_repl_exec(nl_ctx *ctx, int argc, char **argv);
+
+/* State shared with the REPL commands. */
+nl_session *nl_repl_session(void);
+void nl_repl_request_quit(void);
+int nl_repl_is_interactive(void);
+const char *nl_repl_history_path(void);
+
+/* Run the commands of a script file in the current session, stopping at
+ * the first failing command (the 'source' command). */
+int nl_repl_source(const char *path, nl_error *err);
+
+/* Usage of one command in the REPL's words ("usage: CMD [OPTIONS] ARGS"). */
+void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only);
+
+/* Read one line with readline, pre-filled with `initial` (edit command).
+ * Returns NULL on end of input or Ctrl-C; caller frees. Interactive only. */
+char *nl_repl_read_prefilled(const char *prompt, const char *initial);
+
+/* Details of an expression for 'show': its tree drawn in text and its
+ * cost (per element, and per token when the model's width is known). */
+int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
+/* Check every expression of an expression-set file (errors name the
+ * file, line and column). */
+int nl_repl_check_exprs(const char *path, nl_error *err);
+/* Hook the expression engine into the full-screen views. */
+void nl_repl_expr_init(void);
+
+#endif

@@ -1,0 +1,390 @@
+/* Commands that exist only at the prompt: they act on the session. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <readline/history.h>
+
+#include "app/session.h"
+#include "repl/repl.h"
+#include "tui/dashboard.h"
+
+static const nl_opt no_opts[] = {{0}};
+
+/* ---- help ---- */
+
+static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  if (a->npos == 1) {
+    const nl_cmd *c = nl_repl_find(a->pos[0]);
+    if (!c) return nl_fail(err, NL_EINPUT, "unknown command '%s'", a->pos[0]);
+    int repl_only = nl_cmd_find(a->pos[0]) == NULL;
+    nl_repl_help_command(ctx->out, c, repl_only);
+    return 0;
+  }
+  fprintf(ctx->out, "Commands (also 'normlab CMD ...' from the shell):\n");
+  for (int i = 0; nl_commands[i]; i++)
+    fprintf(ctx->out, "  %-10s %s\n", nl_commands[i]->name, nl_commands[i]->summary);
+  fprintf(ctx->out, "\nSession commands:\n");
+  const nl_cmd *c;
+  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
+    if (strcmp(c->name, "help") != 0) fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
+  fprintf(ctx->out,
+          "\n'help CMD' or 'CMD --help' shows a command's options. After 'load model FILE' or\n"
+          "'load maps FILE', commands take --model and --maps from the session.\n"
+          "Tab completes commands, options, choices, layer names and file names.\n");
+  return 0;
+}
+
+static const nl_cmd cmd_help = {
+    .name = "help",
+    .args = "[COMMAND]",
+    .summary = "list commands, or show one command's options",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 1,
+    .run = run_help,
+};
+
+/* ---- load / unload ---- */
+
+static int run_load(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  nl_session *s = ctx->session;
+  /* every expression of a set is checked by the expression engine first */
+  if (strcmp(a->pos[0], "exprs") == 0 && nl_repl_check_exprs(a->pos[1], err) != 0) return -1;
+  if (nl_session_load(s, a->pos[0], a->pos[1], err) != 0) return -1;
+  if (strcmp(a->pos[0], "model") == 0)
+    fprintf(ctx->out, "model %s: %d norm layers\n", s->model_path, s->nmodel_layers);
+  else if (strcmp(a->pos[0], "maps") == 0)
+    fprintf(ctx->out, "maps %s: %d layers\n", s->maps_path, s->nmaps_layers);
+  else if (strcmp(a->pos[0], "exprs") == 0)
+    fprintf(ctx->out, "exprs %s: %d expressions\n", s->exprs_path, s->set.n);
+  else
+    fprintf(ctx->out, "fronts %s\n", s->fronts_dir);
+  return 0;
+}
+
+static const nl_cmd cmd_load = {
+    .name = "load",
+    .args = "model|maps|exprs|fronts FILE",
+    .summary = "load a model, mappings, an expression set or a fronts directory",
+    .help = "Loaded paths fill the --model, --maps, --exprs and --fronts options of later\n"
+            "commands, so 'load model M' then 'eval' runs 'eval --model M'.",
+    .opts = no_opts,
+    .min_pos = 2,
+    .max_pos = 2,
+    .run = run_load,
+};
+
+static int run_unload(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  return nl_session_unload(ctx->session, a->npos ? a->pos[0] : "all", err);
+}
+
+static const nl_cmd cmd_unload = {
+    .name = "unload",
+    .args = "[model|maps|exprs|fronts|all]",
+    .summary = "forget a loaded artifact (all of them by default)",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 1,
+    .run = run_unload,
+};
+
+/* ---- status ---- */
+
+static int run_status(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  (void)err;
+  nl_session *s = ctx->session;
+  FILE *o = ctx->out;
+  fprintf(o, "session  %s\n", s->dir ? s->dir : "(not saved)");
+  fprintf(o, "model    %s", s->model_path ? s->model_path : "-");
+  if (s->model_path) fprintf(o, "  (%d norm layers)", s->nmodel_layers);
+  fprintf(o, "\nmaps     %s", s->maps_path ? s->maps_path : "-");
+  if (s->maps_path) fprintf(o, "  (%d layers)", s->nmaps_layers);
+  fprintf(o, "\nexprs    %s", s->exprs_path ? s->exprs_path : (s->set.n ? "(unsaved)" : "-"));
+  if (s->set.n || s->exprs_path)
+    fprintf(o, "  (%d expressions%s)", s->set.n, s->set_modified ? ", modified" : "");
+  fprintf(o, "\nfronts   %s", s->fronts_dir ? s->fronts_dir : "-");
+  if (s->fronts_dir) fprintf(o, "  (%d layers)", s->nfronts);
+  fputc('\n', o);
+  for (int i = 0; i < s->nsettings; i++)
+    fprintf(o, "setting  %s = %s\n", s->settings[i].key, s->settings[i].value);
+  return 0;
+}
+
+static const nl_cmd cmd_status = {
+    .name = "status",
+    .summary = "show what the session holds",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_status,
+};
+
+/* ---- save / open ---- */
+
+static int run_save(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  nl_session *s = ctx->session;
+  const char *dir = a->npos ? a->pos[0] : s->dir;
+  if (!dir) return nl_fail(err, NL_EINPUT, "no session directory yet: 'save DIR'");
+  char *d = strdup(dir);
+  int rc = nl_session_save(s, d, err);
+  if (rc == 0) fprintf(ctx->out, "saved %s/%s\n", d, NL_SESSION_FILE);
+  free(d);
+  return rc;
+}
+
+static const nl_cmd cmd_save = {
+    .name = "save",
+    .args = "[DIR]",
+    .summary = "save the session (session.json and its artifacts) to a directory",
+    .help = "Writes DIR/session.json, the current expression set as DIR/set.exprs, and puts\n"
+            "the model, mappings and fronts beside it (hard links where possible, else\n"
+            "copies). Every file is written atomically; session.json comes last.",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 1,
+    .run = run_save,
+};
+
+static int run_open(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  nl_session *s = ctx->session;
+  if (nl_session_open(s, a->pos[0], err) != 0) return -1;
+  fprintf(ctx->out, "opened %s: ", a->pos[0]);
+  int any = 0;
+  if (s->model_path) fprintf(ctx->out, "%smodel", any++ ? ", " : "");
+  if (s->maps_path) fprintf(ctx->out, "%smaps", any++ ? ", " : "");
+  if (s->set.n) fprintf(ctx->out, "%s%d expressions", any++ ? ", " : "", s->set.n);
+  if (s->fronts_dir) fprintf(ctx->out, "%sfronts", any++ ? ", " : "");
+  fprintf(ctx->out, "%s\n", any ? "" : "empty session");
+  return 0;
+}
+
+static const nl_cmd cmd_open = {
+    .name = "open",
+    .args = "DIR",
+    .summary = "open a session saved with 'save'",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_open,
+};
+
+/* ---- settings ---- */
+
+static int run_setting(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  nl_session *s = ctx->session;
+  if (a->npos == 0) {
+    for (int i = 0; i < s->nsettings; i++)
+      fprintf(ctx->out, "%s = %s\n", s->settings[i].key, s->settings[i].value);
+    return 0;
+  }
+  if (a->npos == 1) {
+    const char *v = nl_session_get_setting(s, a->pos[0]);
+    if (!v) return nl_fail(err, NL_EINPUT, "no setting '%s'", a->pos[0]);
+    fprintf(ctx->out, "%s\n", v);
+    return 0;
+  }
+  return nl_session_setting(s, a->pos[0], nl_arg_flag(a, "unset") ? NULL : a->pos[1], err);
+}
+
+static const nl_opt setting_opts[] = {
+    {"unset", NL_OPT_FLAG, NULL, NULL, "remove the setting", NULL, 0},
+    {0},
+};
+
+static int run_setting_checked(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  if (nl_arg_flag(a, "unset")) {
+    if (a->npos != 1) return nl_fail(err, NL_EINPUT, "--unset takes one NAME");
+    return nl_session_setting(ctx->session, a->pos[0], NULL, err);
+  }
+  return run_setting(ctx, a, err);
+}
+
+static const nl_cmd cmd_setting = {
+    .name = "setting",
+    .args = "[NAME [VALUE]]",
+    .summary = "list, show or change session settings",
+    .help = "A setting NAME fills the option --NAME of later commands where that option\n"
+            "takes its value from the session (for example 'setting seed 7').",
+    .opts = setting_opts,
+    .min_pos = 0,
+    .max_pos = 2,
+    .run = run_setting_checked,
+};
+
+/* ---- undo ---- */
+
+static int run_undo(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  nl_session *s = ctx->session;
+  if (nl_session_undo(s) != 0) return nl_fail(err, NL_EINPUT, "nothing to undo");
+  fprintf(ctx->out, "undone: the set has %d expressions\n", s->set.n);
+  return 0;
+}
+
+static const nl_cmd cmd_undo = {
+    .name = "undo",
+    .summary = "undo the last change to the expression set",
+    .help = "Changes are 'set', 'edit', 'simplify', 'load exprs' and 'unload exprs'; the\n"
+            "last 100 are kept.",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_undo,
+};
+
+/* ---- source ---- */
+
+static int run_source(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)ctx;
+  return nl_repl_source(a->pos[0], err);
+}
+
+static const nl_cmd cmd_source = {
+    .name = "source",
+    .args = "FILE",
+    .summary = "run the commands of a script file in this session",
+    .help = "Stops at the first failing command. 'setting timer on' prints each command's\n"
+            "wall time.",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_source,
+};
+
+/* ---- history / quit ---- */
+
+static int run_history(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  long n;
+  if (nl_arg_int_range(a, "count", 1, 100000, &n, err) != 0) return -1;
+  HIST_ENTRY **list = history_list();
+  if (!list) return 0;
+  int len = history_length;
+  for (int i = len > n ? len - (int)n : 0; i < len; i++)
+    fprintf(ctx->out, "%5d  %s\n", i + history_base, list[i]->line);
+  return 0;
+}
+
+static const nl_opt history_opts[] = {
+    {"count", NL_OPT_INT, "N", "20", "how many recent lines to show", NULL, 0},
+    {0},
+};
+
+static const nl_cmd cmd_history = {
+    .name = "history",
+    .summary = "show recent command lines",
+    .help = "Lines are kept in ~/.normlab_history ($NORMLAB_HISTORY), the last 1000.",
+    .opts = history_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_history,
+};
+
+static int run_quit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)ctx;
+  (void)a;
+  (void)err;
+  nl_repl_request_quit();
+  return 0;
+}
+
+static const nl_cmd cmd_quit = {
+    .name = "quit",
+    .summary = "leave normlab (also Ctrl-D)",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_quit,
+};
+
+/* ---- dashboard ---- */
+
+static int run_dashboard(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  if (!nl_repl_is_interactive())
+    return nl_fail(err, NL_EINPUT, "the dashboard needs a terminal (interactive prompt)");
+  return nl_dashboard_run(ctx->session, err);
+}
+
+static const nl_cmd cmd_dashboard = {
+    .name = "dashboard",
+    .summary = "full-screen table of the layers and their expressions",
+    .help = "Arrow keys (or j/k) move, Enter shows a layer's detail, s changes the order,\n"
+            "q (or Esc, Ctrl-C) returns to the prompt.",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_dashboard,
+};
+
+/* ---- layers ---- */
+
+static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  (void)err;
+  nl_session *s = ctx->session;
+  char **names = nl_session_layers(s);
+  for (int i = 0; names[i]; i++) {
+    const nl_sess_entry *e = nl_session_find(s, names[i]);
+    fprintf(ctx->out, "%-24s ", names[i]);
+    if (s->nfronts) {
+      const nl_sess_front *f = nl_session_front(s, names[i]);
+      if (f && !isnan(f->best_r2))
+        fprintf(ctx->out, "R2 %.4f  ", f->best_r2);
+      else
+        fprintf(ctx->out, "%-9s  ", "R2 -");
+    }
+    fprintf(ctx->out, "%s\n", e ? e->expr : "-");
+  }
+  if (!names[0]) fprintf(ctx->err, "no layers: load a model, mappings or an expression set\n");
+  nl_session_free_names(names);
+  return 0;
+}
+
+static const nl_cmd cmd_layers = {
+    .name = "layers",
+    .summary = "list the layers and their current expressions",
+    .help = "With fronts loaded, each layer's best validation R2 in its front is shown.",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_layers,
+};
+
+/* ---- show ---- */
+
+static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  nl_session *s = ctx->session;
+  const char *layer = a->pos[0];
+  const nl_sess_entry *e = nl_session_find(s, layer);
+  if (!e) {
+    char **names = nl_session_layers(s);
+    int known = 0;
+    for (int i = 0; names[i] && !known; i++) known = strcmp(names[i], layer) == 0;
+    nl_session_free_names(names);
+    if (!known) return nl_fail(err, NL_EINPUT, "no layer '%s' (see 'layers')", layer);
+    fprintf(ctx->out, "%s = (LayerNorm: no expression set)\n", layer);
+    return 0;
+  }
+  fprintf(ctx->out, "%s = %s\n", e->layer, e->expr);
+  if (e->comment) fprintf(ctx->out, "# %s\n", e->comment);
+  return nl_repl_show_details(ctx, e->expr, err);
+}
+
+static const nl_cmd cmd_show = {
+    .name = "show",
+    .args = "LAYER",
+    .summary = "show a layer's expression, its tree and its cost",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_show,
+};
+
+const nl_cmd *const nl_repl_commands[] = {
+    &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show, &cmd_undo,
+    &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_source,  &cmd_dashboard,
+    &cmd_history, &cmd_quit,    NULL,
+};

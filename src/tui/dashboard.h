@@ -1,0 +1,24 @@
+/* Full-screen views (ncursesw). */
+#ifndef NL_TUI_DASHBOARD_H
+#define NL_TUI_DASHBOARD_H
+
+#include "app/session.h"
+#include "base/error.h"
+
+/* The layer table of a session: layer, current expression, cost columns
+ * where known; arrows move, Enter opens a layer's detail, q leaves. The
+ * terminal is restored on return. */
+int nl_dashboard_run(nl_session *s, nl_error *err);
+
+/* Optional details for a layer (the expression engine fills them): cost
+ * per element (-1 unknown) and a text drawing of the tree (may be NULL;
+ * freed by the caller). */
+typedef struct nl_dash_info {
+  int flops;     /* FLOPs per element, -1 unknown */
+  char *tree;    /* multi-line drawing, or NULL */
+  char *error;   /* problem with the expression, or NULL */
+} nl_dash_info;
+typedef void (*nl_dash_info_fn)(const char *expr, nl_dash_info *out);
+void nl_dashboard_set_info(nl_dash_info_fn fn);
+
+#endif

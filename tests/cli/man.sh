@@ -1,0 +1,42 @@
+#!/bin/sh
+# The manual page: mandoc finds nothing to complain about, and every command
+# and option that normlab's help lists is documented in it.
+. "$NL_SRCDIR/tests/cli/lib.sh"
+MAN="$NL_SRCDIR/man/normlab.1"
+
+[ -f "$MAN" ]; ok $? "man/normlab.1 exists"
+if command -v mandoc >/dev/null 2>&1; then
+  # messages about the system's mandoc.db depend on the machine, not the page
+  mandoc -Tlint -Wwarning "$MAN" 2>&1 | grep -v 'mandoc\.db' >"$TMP/lint"
+  if [ -s "$TMP/lint" ]; then ok 1 "mandoc -Tlint is clean"; sed 's/^/# /' "$TMP/lint"; else
+    ok 0 "mandoc -Tlint is clean"; fi
+  mandoc -Tascii "$MAN" 2>/dev/null | sed "s/.\x08//g" >"$TMP/page"
+  grep -q 'EXIT STATUS' "$TMP/page"; ok $? "the page renders"
+else
+  echo "ok 2 # SKIP mandoc not installed"
+  _n=$((_n + 1))
+fi
+
+# command names from the shell's help and from the prompt's help
+"$NORMLAB" help | awk '/^Commands:/ {on=1; next} on && /^  [a-z]/ {print $1}' >"$TMP/shell"
+"$NORMLAB" -c help | awk '/^  [a-z]/ {print $1}' >"$TMP/all"
+[ -s "$TMP/shell" ]; ok $? "normlab help lists commands"
+missing=""
+for c in $(sort -u "$TMP/shell" "$TMP/all"); do
+  grep -Eq "^\.It Cm $c( |$)" "$MAN" || missing="$missing $c"
+  # every option the command declares
+  "$NORMLAB" -c "help $c" | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p' >"$TMP/opts"
+  for o in $(cat "$TMP/opts"); do
+    grep -Eq "Fl -$o( |$)" "$MAN" || missing="$missing $c:--$o"
+  done
+done
+if [ -z "$missing" ]; then ok 0 "every command and option is in the man page"; else
+  ok 1 "every command and option is in the man page"; echo "# missing:$missing"; fi
+# the shell's commands are all reachable at the prompt
+missing=""
+for c in $(cat "$TMP/shell"); do
+  grep -qx "$c" "$TMP/all" || missing="$missing $c"
+done
+[ -z "$missing" ]; ok $? "the prompt's help lists the shell's commands"
+
+done_testing

@@ -1,0 +1,75 @@
+#!/bin/sh
+# plot through gnuplot: PNG files, text plots, names that try to inject
+# gnuplot commands, gnuplot missing.
+. "$NL_SRCDIR/tests/cli/lib.sh"
+
+if ! command -v gnuplot >/dev/null 2>&1; then
+  echo "ok 1 # SKIP gnuplot not installed"
+  echo "1..1"
+  exit 0
+fi
+unset DISPLAY
+F="$TMP/fronts"
+mkdir "$F"
+cat >"$F/a.csv" <<'EOS'
+layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr
+blocks.0.norm1,1,0,1,0,0.30,0.31,0.30,0.70,x
+blocks.0.norm1,1,0,3,2,0.10,0.11,0.10,0.90,tanh(x)
+blocks.0.norm1,1,0,7,5,0.03,0.04,0.03,0.97,"clip(1.5 * x, -2, 2)"
+"it's'; system 'touch PWNED'; '",1,0,2,1,0.2,0.2,0.2,0.8,x
+"two
+lines",1,0,2,1,0.2,0.2,0.2,0.8,x
+EOS
+
+png_ok() {  # png_ok FILE: the 8-byte PNG signature and an IHDR chunk
+  [ "$(od -An -tx1 -N16 "$1" | tr -d ' \n')" = "89504e470d0a1a0a0000000d49484452" ]
+}
+
+expect_status 0 "plot front to a PNG file" "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term png --output "$TMP/front.png"
+expect_out "^wrote $TMP/front.png$" "the file name is printed"
+png_ok "$TMP/front.png"; ok $? "the file has a valid PNG header"
+[ "$(wc -c <"$TMP/front.png")" -gt 2000 ]; ok $? "the PNG has content"
+
+# without DISPLAY and --output: a fresh name in the current directory
+(cd "$TMP" && "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" >"$TMP/out" 2>"$TMP/err"; echo $? >"$TMP/rc")
+[ "$(cat "$TMP/rc")" -eq 0 ]; ok $? "automatic terminal without DISPLAY exits 0"
+expect_out '^wrote normlab-plot-1\.png$' "automatic terminal writes a PNG"
+png_ok "$TMP/normlab-plot-1.png"; ok $? "that PNG is valid"
+(cd "$TMP" && "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term png >"$TMP/out" 2>&1)
+expect_out '^wrote normlab-plot-2\.png$' "an existing plot is not overwritten"
+
+expect_status 0 "plot as text" "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb --y val_mse --x nodes
+expect_out 'Pareto front of blocks\.0\.norm1 \(3 members\)' "the text plot has its title"
+expect_out 'nodes' "the text plot labels its axis"
+[ "$(wc -l <"$TMP/out")" -ge 20 ]; ok $? "the text plot has the terminal's height"
+
+# names are data, never commands
+(cd "$TMP" && "$NORMLAB" plot front "it's'; system 'touch PWNED'; '" --fronts "$F" --term dumb >"$TMP/out" 2>"$TMP/err"; echo $? >"$TMP/rc")
+[ "$(cat "$TMP/rc")" -eq 0 ]; ok $? "a name with quotes plots"
+[ ! -e "$TMP/PWNED" ]; ok $? "a quote in a name does not run gnuplot commands"
+expect_out "it's'; system 'touch PWNED'; '" "the name is shown as it is"
+expect_status 2 "a name with a newline is refused" "$NORMLAB" plot front "two
+lines" --fronts "$F" --term dumb
+expect_err "control character" "the newline is named"
+
+# errors
+expect_status 2 "a layer without front members exits 2" "$NORMLAB" plot front blocks.9.norm2 --fronts "$F" --term dumb
+expect_err "no front members for layer 'blocks.9.norm2'" "the layer is named"
+expect_status 2 "no fronts directory exits 2" "$NORMLAB" plot front blocks.0.norm1 --term dumb
+expect_err "no fronts" "the missing option is explained"
+expect_status 2 "an unknown plot exits 2" "$NORMLAB" plot pie
+expect_status 2 "a bad --term exits 2" "$NORMLAB" plot front x --fronts "$F" --term svg
+expect_err "--term expects one of auto\|window\|png\|dumb" "the choices are listed"
+
+# gnuplot missing: status 1 (not the input's fault) with a clear message
+expect_status 1 "NL_GNUPLOT pointing nowhere exits 1" env NL_GNUPLOT=/nonexistent/gnuplot "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+expect_err "gnuplot not found" "the missing gnuplot is named"
+expect_status 1 "no gnuplot on PATH exits 1" env PATH=/nonexistent "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term png --output "$TMP/x.png"
+expect_err "apt-get install gnuplot" "the message says how to install it"
+[ ! -e "$TMP/x.png" ]; ok $? "nothing is written without gnuplot"
+
+# at the prompt the session supplies --fronts
+expect_status 0 "plot at the prompt with the session's fronts" "$NORMLAB" -c "load fronts $F; plot front blocks.0.norm1 --term dumb"
+expect_out 'Pareto front of blocks\.0\.norm1' "the session's fronts were used"
+
+done_testing
