@@ -9,9 +9,15 @@
 #include "base/threads.h"
 #include "base/timer.h"
 
+extern const nl_bench nl_bench_forward;
+
 /* The bench table: one row per benchmark, defined in bench_<name>.c. */
+extern const nl_bench nl_bench_expr;
 extern const nl_bench nl_bench_extract;
+
 static const nl_bench *const benches[] = {
+    &nl_bench_forward,
+    &nl_bench_expr,
     &nl_bench_extract,
     NULL,
 };

@@ -4,13 +4,21 @@
 
 extern const nl_cmd nl_cmd_help;
 extern const nl_cmd nl_cmd_bench;
+extern const nl_cmd nl_cmd_info;
+extern const nl_cmd nl_cmd_eval;
+extern const nl_cmd nl_cmd_forward;
+extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_extract;
 extern const nl_cmd nl_cmd_maps;
 extern const nl_cmd nl_cmd_dyt;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
+    &nl_cmd_info,
+    &nl_cmd_eval,
+    &nl_cmd_forward,
     &nl_cmd_bench,
+    &nl_cmd_cost,
     &nl_cmd_extract,
     &nl_cmd_maps,
     &nl_cmd_dyt,

@@ -51,13 +51,35 @@ typedef struct nl_prog {
   int cap;
 } nl_prog;
 
-/* One registry row per operator. */
+/* How an operator is written in infix text. */
+typedef enum nl_opform {
+  NL_FORM_LEAF,   /* constant, x */
+  NL_FORM_INFIX,  /* a OP b, left-associative */
+  NL_FORM_PREFIX, /* -a */
+  NL_FORM_POW,    /* a^n */
+  NL_FORM_CALL,   /* name(a, ...) */
+} nl_opform;
+
+/* One registry row per operator: everything the parser, printers, cost
+ * model, scalar and batched evaluators and their derivatives need. */
 typedef struct nl_opinfo {
   const char *name;     /* spelling in text: "+", "tanh", "clip", ... */
   int arity;            /* 0, 1, 2 or 3 */
   int cost;             /* FLOPs per element (Appendix F); clip: see nl_cost_opts */
   const char *c_fmt;    /* C spelling, printf-like with %1..%3 for operands */
   const char *torch_fmt;/* PyTorch spelling, same convention */
+  const char *latex_fmt;/* LaTeX spelling, same convention */
+  nl_opform form;
+  int prec;             /* binding strength of the printed form (higher binds tighter) */
+  /* Scalar value in double precision, a[0..arity-1] the operand values. */
+  double (*f)(const double *a, int32_t ival);
+  /* Partial derivative of the value with respect to operand j, given the
+   * operands and the value f. */
+  double (*df)(const double *a, double f, int32_t ival, int j);
+  /* Batched value over n <= NL_EVAL_CHUNK floats: out[i] = f(a[0][i], ...). */
+  void (*vf)(float *out, const float *const *a, int n, int32_t ival);
+  /* Batched partial with respect to operand j: d[i] = df(a[.][i], f[i]). */
+  void (*vdf)(float *d, int j, const float *const *a, const float *f, int n, int32_t ival);
 } nl_opinfo;
 
 extern const nl_opinfo nl_ops[NL_OP_COUNT];
@@ -79,6 +101,11 @@ void nl_prog_set_consts(nl_prog *p, const float *c);
 int nl_prog_depth(const nl_prog *p);
 
 /* ---- text ---- */
+/* Limits of parsed programs: subtree sizes are 16-bit, and every
+ * recursive walk is bounded by the depth limit. */
+#define NL_EXPR_MAX_NODES 65535
+#define NL_EXPR_MAX_DEPTH 500
+
 /* Parse infix text. On error: NL_EINPUT with "line:col: message" followed
  * by the offending line and a caret under the fault. `line` is the line
  * number to report (1 for a single expression). */
@@ -98,8 +125,14 @@ char *nl_print(const nl_prog *p, nl_print_style style);
 char *nl_print_sub(const nl_prog *p, int root, nl_print_style style);
 
 /* ---- simplification ---- */
-/* Constant folding and identities; never changes the value at any x
- * (up to float rounding of folded constants). In place. */
+/* Constant folding and identities; never changes the value at any finite
+ * x (up to float rounding of folded constants). In place.
+ * Convention for identities that drop a subtree (e*0 -> 0, 0/e -> 0): they
+ * apply only when interval analysis over every float x proves the dropped
+ * subtree finite in double precision (so exp(x)*0 or (1/x)*0 stay).
+ * The sign of a zero is not preserved (x + 0 -> x turns -0 into -0 where
+ * the original gave +0), so a division by an exact zero may change which
+ * infinity results. */
 void nl_simplify(nl_prog *p);
 
 /* ---- evaluation ---- */
@@ -109,7 +142,8 @@ void nl_simplify(nl_prog *p);
 /* Scratch workspace for evaluation: allocate once per thread. */
 typedef struct nl_eval_ws {
   float *buf;   /* (max_len + 4) * NL_EVAL_CHUNK * 2 floats, 64-byte aligned */
-  int max_len;
+  int max_len;  /* grown automatically when a longer program comes */
+  void *aux;    /* per-node bookkeeping (pointers, child indices) */
 } nl_eval_ws;
 void nl_eval_ws_init(nl_eval_ws *ws, int max_len);
 void nl_eval_ws_free(nl_eval_ws *ws);

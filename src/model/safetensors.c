@@ -122,6 +122,7 @@ static int parse_entry(nl_st_tensor *t, const char *name, json_t *v, const char 
 int nl_st_parse(nl_st_file *f, const char *name, const void *buf, size_t size, nl_error *err) {
   const unsigned char *b = buf;
   const char *file = name ? name : "(memory)";
+  memset(f, 0, sizeof *f);
   f->t = NULL;
   f->meta = NULL;
   f->n = f->nmeta = 0;
@@ -166,10 +167,10 @@ int nl_st_parse(nl_st_file *f, const char *name, const void *buf, size_t size, n
       json_t *mv;
       json_object_foreach(val, mk, mv) {
         if (!json_is_string(mv)) {
+          nl_fail(err, NL_EINPUT, "%s: __metadata__ value of '%s' is not a string", file, mk);
           json_decref(root);
           st_free_contents(f);
-          return nl_fail(err, NL_EINPUT, "%s: __metadata__ value of '%s' is not a string", file,
-                         mk);
+          return -1;
         }
         f->meta[f->nmeta].key = nl_xstrdup(mk);
         f->meta[f->nmeta].value = nl_xstrdup(json_string_value(mv));

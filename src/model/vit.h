@@ -42,7 +42,7 @@ typedef struct nl_vit_config {
 typedef enum nl_norm_kind { NL_NORM_LAYERNORM = 0, NL_NORM_DYT, NL_NORM_EXPR } nl_norm_kind;
 
 typedef struct nl_norm {
-  char name[32];        /* "blocks.3.norm1", "norm", "fc_norm" */
+  char name[48];        /* "blocks.3.norm1", "norm", "fc_norm" */
   nl_norm_kind kind;
   float *w, *b;         /* affine, views into nl_vit.params */
   float alpha;          /* DyT: tanh(alpha * x) */
@@ -97,8 +97,8 @@ nl_norm *nl_vit_norm_find(nl_vit *m, const char *name);
 /* Switch a slot's kind. The affine is kept. */
 void nl_norm_set_layernorm(nl_norm *n);
 void nl_norm_set_dyt(nl_norm *n, float alpha);
-/* Expression norm f(x) * w + b (copies p). Fails with an error when the
- * expression engine is not available in this build. */
+/* Expression norm f(x) * w + b, f evaluated with nl_eval (copies p;
+ * NL_EINPUT when p is not a well-formed program). */
 int nl_norm_set_expr(nl_norm *n, const struct nl_prog *p, nl_error *err);
 
 /* Activations of one forward pass over a batch of up to `batch` images.

@@ -406,7 +406,7 @@ static float *view(nl_vit *m, const char *name) {
 
 static void wire(nl_vit *m) {
   const nl_vit_config *c = &m->cfg;
-  char nm[48];
+  char nm[96];
   m->cls_token = view(m, "cls_token");
   m->pos_embed = view(m, "pos_embed");
   m->patch_w = view(m, "patch_embed.proj.weight");
@@ -431,7 +431,7 @@ static void wire(nl_vit *m) {
     b->ls2 = V("ls2.gamma");
     for (int k = 0; k < 2; k++) {
       nl_norm *n = &m->norms[2 * i + k];
-      snprintf(n->name, sizeof n->name, "blocks.%d.norm%d", i, k + 1);
+      snprintf(n->name, sizeof n->name, "blocks.%d.%s", i, k ? "norm2" : "norm1");
       snprintf(nm, sizeof nm, "%s.weight", n->name);
       n->w = view(m, nm);
       snprintf(nm, sizeof nm, "%s.bias", n->name);

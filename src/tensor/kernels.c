@@ -1,15 +1,19 @@
+/* Element-wise kernels are branch-free loops the compiler vectorises (O3;
+ * no-trapping-math lets it if-convert the selects, NaNs still propagate);
+ * an AVX2 clone is chosen at run time where the CPU has it. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3", "no-trapping-math")
+#endif
 #include "tensor/kernels.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-/* Element-wise kernels are written as branch-free loops so the compiler
- * vectorises them; an AVX2 clone is chosen at run time where available. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define NL_VEC_CLONES __attribute__((target_clones("avx2", "default"), optimize("O3")))
+#define NL_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #elif defined(__clang__) && defined(__x86_64__)
-#define NL_VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#define NL_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define NL_VEC_CLONES
 #endif

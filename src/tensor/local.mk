@@ -1,3 +1,8 @@
 # tensor module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += src/tensor/kernels.c src/tensor/kernels.h
 
+check_PROGRAMS += tests/unit/test_kernels
+NL_UNIT_TESTS += tests/unit/test_kernels
+tests_unit_test_kernels_SOURCES = tests/unit/test_kernels.c
+tests_unit_test_kernels_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_kernels_LDADD = $(NL_TEST_LDADD)

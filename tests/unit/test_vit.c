@@ -19,6 +19,7 @@
 #include "data/dataset.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
+#include "expr/expr.h"
 
 static char fx_path[4096];
 
@@ -321,12 +322,52 @@ static void test_inferred_config(void **state) {
   nl_vit_free(&m);
 }
 
+/* Expression norms: f(x) * w + b with f = tanh(0.7 * x) is DyT with alpha 0.7
+ * (checked against the fixture's DyT accuracies above); a LayerNorm slot
+ * keeps its reference output. */
+static void test_expr_norm(void **state) {
+  (void)state;
+  nl_error err;
+  nl_vit m;
+  if (nl_vit_load(&m, fixture("vit_small_p7_fmnist.safetensors"), NULL, &err)) fail_msg("%s", err.msg);
+  nl_st_file r;
+  if (nl_st_open(&r, fixture("vit_small_p7_fmnist_ref.safetensors"), &err)) fail_msg("%s", err.msg);
+  float *in = nl_st_read_f32(&r, "inputs", NULL, &err);
+  nl_vit_acts a;
+  assert_int_equal(nl_vit_acts_init(&a, &m.cfg, 8, 0, &err), 0);
+  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m.norms[i], 0.7f);
+  assert_int_equal(nl_vit_forward(&m, &a, in, 8, NULL, NULL, &err), 0);
+  float dyt[80];
+  memcpy(dyt, a.logits, sizeof dyt);
+  nl_prog p;
+  nl_prog_init(&p);
+  assert_int_equal(nl_parse("tanh(0.7 * x)", 1, &p, &err), 0);
+  for (int i = 0; i < m.nnorms; i++) assert_int_equal(nl_norm_set_expr(&m.norms[i], &p, &err), 0);
+  nl_prog_free(&p);
+  assert_int_equal(m.norms[3].kind, NL_NORM_EXPR);
+  assert_int_equal(nl_vit_forward(&m, &a, in, 8, NULL, NULL, &err), 0);
+  double w = 0;
+  for (int i = 0; i < 80; i++) w = fmax(w, fabs(dyt[i] - a.logits[i]));
+  printf("# expression tanh(0.7*x) vs DyT alpha=0.7: max logit difference %.3g\n", w);
+  assert_true(w < 1e-4);
+  /* back to LayerNorm: the timm logits again */
+  for (int i = 0; i < m.nnorms; i++) nl_norm_set_layernorm(&m.norms[i]);
+  assert_null(m.norms[3].prog);
+  assert_int_equal(nl_vit_forward(&m, &a, in, 8, NULL, NULL, &err), 0);
+  assert_true(maxdiff_ref(&r, "logits", a.logits, 80) <= 1e-4);
+  nl_vit_acts_free(&a);
+  free(in);
+  nl_st_close(&r);
+  nl_vit_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_small_reference),
       cmocka_unit_test(test_tiny_reference),
       cmocka_unit_test(test_loader_errors),
+      cmocka_unit_test(test_expr_norm),
       cmocka_unit_test(test_inferred_config),
       cmocka_unit_test(test_small_test_set),
       cmocka_unit_test(test_tiny_test_set),

@@ -1,0 +1,75 @@
+/* `normlab bench forward`: images/s and achieved GFLOP/s of the batched
+ * forward pass beside the machine's measured sgemm peak. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/bench.h"
+#include "app/model_path.h"
+#include "base/interrupt.h"
+#include "base/mem.h"
+#include "base/rng.h"
+#include "base/threads.h"
+#include "base/timer.h"
+#include "model/vit.h"
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  long batch;
+  if (nl_arg_int_range(a, "batch", 1, 4096, &batch, err)) return -1;
+  double seconds = nl_arg_num(a, "seconds");
+  if (!(seconds > 0 && seconds <= 3600))
+    return nl_fail(err, NL_EINPUT, "--seconds must be in (0, 3600]");
+  const char *path = nl_model_path(ctx, a);
+  nl_vit m;
+  if (nl_vit_load(&m, path, NULL, err)) return -1;
+  const nl_vit_config *c = &m.cfg;
+  nl_vit_acts acts;
+  if (nl_vit_acts_init(&acts, c, (int)batch, 0, err)) {
+    nl_vit_free(&m);
+    return -1;
+  }
+  size_t n = (size_t)batch * c->in_chans * c->img_size * c->img_size;
+  float *x = nl_xmalloc(sizeof(float) * n);
+  nl_rng r;
+  nl_rng_seed(&r, 1);
+  for (size_t i = 0; i < n; i++) x[i] = (float)nl_rng_normal(&r);
+  int rc = nl_vit_forward(&m, &acts, x, (int)batch, NULL, NULL, err); /* warm-up */
+  long reps = 0;
+  double t0 = nl_now(), el = 0;
+  while (!rc && (el = nl_now() - t0) < seconds && !nl_interrupted()) {
+    rc = nl_vit_forward(&m, &acts, x, (int)batch, NULL, NULL, err);
+    reps++;
+  }
+  el = nl_now() - t0;
+  if (!rc && reps > 0) {
+    double ips = reps * batch / el;
+    double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
+    double peak = nl_bench_sgemm_peak();
+    if (nl_arg_flag(a, "json")) {
+      fprintf(ctx->out,
+              "{\"model\": \"%s\", \"batch\": %ld, \"threads\": %d, \"images_per_second\": %.2f, "
+              "\"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, \"fraction_of_peak\": %.4f}\n",
+              path, batch, nl_threads_get(), ips, gf, peak, gf / peak);
+    } else {
+      nl_bench_print_machine(ctx);
+      fprintf(ctx->out, "model: %s (%d x %d, patch %d, width %d, depth %d, %d tokens)\n", path,
+              c->img_size, c->img_size, c->patch, c->dim, c->depth, c->tokens);
+      fprintf(ctx->out, "forward, batch %ld: %.1f images/s, %.2f ms per batch (%ld batches)\n",
+              batch, ips, 1e3 * el / reps, reps);
+      fprintf(ctx->out, "matrix FLOPs: %.1f MFLOP/image, achieved %.1f GFLOP/s\n",
+              nl_vit_flops_per_image(c) * 1e-6, gf);
+      fprintf(ctx->out, "sgemm peak (1024^3, %d threads): %.1f GFLOP/s -> %.1f %% of peak\n",
+              nl_threads_get(), peak, 100 * gf / peak);
+    }
+  }
+  free(x);
+  nl_vit_acts_free(&acts);
+  nl_vit_free(&m);
+  return rc;
+}
+
+const nl_bench nl_bench_forward = {
+    .name = "forward",
+    .summary = "batched ViT forward pass: images/s and GFLOP/s vs sgemm peak",
+    .run = run,
+};
