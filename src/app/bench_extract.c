@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "app/bench.h"
+#include "app/model_path.h"
 #include "base/mem.h"
 #include "base/timer.h"
 #include "data/dataset.h"
@@ -26,8 +27,7 @@ static int fill(int first, int n, float *dst, void *user, nl_error *err) {
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  const char *path = nl_arg_str(a, "model");
-  if (!path) return nl_fail(err, NL_EINPUT, "bench extract needs --model FILE");
+  const char *path = nl_model_path(ctx, a);
   long batch;
   if (nl_arg_int_range(a, "batch", 1, 4096, &batch, err) != 0) return -1;
   double seconds = nl_arg_num(a, "seconds");
@@ -86,6 +86,6 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
 const nl_bench nl_bench_extract = {
     .name = "extract",
-    .summary = "mapping extraction of 64 images vs the bare forward pass (--model)",
+    .summary = "mapping extraction of 64 images vs the bare forward pass",
     .run = run,
 };

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/model_path.h"
 #include "base/timer.h"
 #include "data/dataset.h"
 #include "model/extract.h"
@@ -12,8 +13,8 @@
 #include "model/vit.h"
 
 static const nl_opt opts[] = {
-    {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL,
-     NL_OPTF_REQUIRED | NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
+     "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:test", "images: fmnist:test or fmnist:train", NULL, 0},
     {"offset", NL_OPT_INT, "K", "0", "first image of the split", NULL, 0},
     {"images", NL_OPT_INT, "N", "64", "images to run", NULL, 0},
@@ -46,8 +47,8 @@ static int progress(const nl_progress *p, void *user) {
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  const char *model = nl_arg_need(a, "model", err);
-  const char *out = model ? nl_arg_need(a, "output", err) : NULL;
+  const char *model = nl_model_path(ctx, a);
+  const char *out = nl_arg_need(a, "output", err);
   if (!out) return -1;
   const char *spec = nl_arg_str(a, "data");
   long offset, images, points, seed, batch;
