@@ -20,7 +20,7 @@ static const nl_opt opts[] = {
     {"images", NL_OPT_INT, "N", "64", "images to run", NULL, 0},
     {"points", NL_OPT_INT, "N", "50000", "points sampled per layer (0: every position)", NULL, 0},
     {"seed", NL_OPT_INT, "S", "42", "sampling seed", NULL, 0},
-    {"batch", NL_OPT_INT, "B", "32", "images per forward pass (does not change the result)", NULL,
+    {"batch", NL_OPT_INT, "B", "32", "images per forward pass (does not change the points drawn)", NULL,
      0},
     {"output", NL_OPT_STR, "FILE", NULL, "mappings file to write", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
@@ -117,10 +117,10 @@ const nl_cmd nl_cmd_extract = {
     .help = "Runs --images images (from --offset) through the model and, at every LayerNorm,\n"
             "samples --points positions uniformly over (image, token, channel), recording\n"
             "x (the norm's input) and y = (out - b) / (w + 1e-12) (its output without the\n"
-            "affine). Positions are drawn from --seed alone: the same seed gives the same\n"
-            "file for any --batch and thread count. Writes a mappings file: per layer F32\n"
-            "tensors <layer>.x and <layer>.y, metadata model, data, offset, images, points,\n"
-            "seed.",
+            "affine). Positions are drawn from --seed alone: the same seed picks the same\n"
+            "positions for any --batch and thread count. Writes a mappings file: per layer\n"
+            "F32 tensors <layer>.x and <layer>.y, metadata model, data, offset, images,\n"
+            "points, seed.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,
