@@ -55,6 +55,10 @@ if [ "${NL_TEST_QUICK:-0}" != 1 ]; then
   echo "# small: $(cat "$TMP/out")"
   expect_out '"top1": 0\.874000, "top5": 0\.998200, "images": 10000' "top-1 87.40 %, top-5 99.82 % as timm"
 fi
+expect_status 130 "Ctrl-C stops eval" timeout --preserve-status -s INT 3 "$NORMLAB" eval \
+  --model "$TINY" --data fmnist:train --json
+expect_out '"images": [1-9][0-9]*, "images_per_second": [0-9.]+, "interrupted": true' "an interrupted eval reports the images done"
+expect_err 'interrupted after [0-9]+ of 60000 images' "an interrupted eval says so"
 expect_status 2 "eval of unknown data" "$NORMLAB" eval --model "$SMALL" --data cifar:test
 expect_err "unknown data spec 'cifar:test'" "unknown data spec is named"
 NL_FMNIST_DIR=$TMP/nowhere expect_status 2 "eval without the dataset package" "$NORMLAB" eval --model "$SMALL"
