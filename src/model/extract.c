@@ -34,6 +34,9 @@ typedef struct {
   uint64_t seed;
   int first;           /* first image of the batch in flight */
   layer_state *L;
+  uint64_t *idx;       /* scratch shared by the layers' setups: drawn positions */
+  size_t *fill;        /* and bucket cursors */
+  size_t idx_cap, fill_cap;
   nl_error *err;       /* the tap's own error (the forward pass reports NL_EINTR) */
   int failed;
 } ext;
@@ -64,16 +67,24 @@ static int layer_setup(ext *e, layer_state *s, const char *name, int index, int 
     return nl_fail(e->err, NL_ENOMEM, "layer '%s': out of memory for %zu points", name, s->n);
   if (!e->dense) {
     size_t rows = (size_t)e->images * (size_t)tokens;
-    uint64_t *idx = nl_try_alloc(s->n, sizeof *idx);
-    size_t *fill = nl_try_alloc(rows, sizeof *fill);
+    /* Scratch reused from layer to layer: fresh pages cost a fault each. */
+    if (e->idx_cap < s->n) {
+      free(e->idx);
+      e->idx = nl_try_alloc(s->n, sizeof *e->idx);
+      e->idx_cap = e->idx ? s->n : 0;
+    }
+    if (e->fill_cap < rows) {
+      free(e->fill);
+      e->fill = nl_try_alloc(rows, sizeof *e->fill);
+      e->fill_cap = e->fill ? rows : 0;
+    }
+    uint64_t *idx = e->idx;
+    size_t *fill = e->fill;
     s->order = nl_try_alloc(s->n, sizeof *s->order);
     s->col = nl_try_alloc(s->n, sizeof *s->col);
     s->start = nl_try_alloc(rows + 1, sizeof *s->start);
-    if (!idx || !fill || !s->order || !s->col || !s->start) {
-      free(idx);
-      free(fill);
+    if (!idx || !fill || !s->order || !s->col || !s->start)
       return nl_fail(e->err, NL_ENOMEM, "layer '%s': out of memory for %zu points", name, s->n);
-    }
     nl_extract_sample(e->seed, index, population, (long)s->n, idx);
     memset(s->start, 0, sizeof *s->start * (rows + 1));
     for (size_t k = 0; k < s->n; k++) s->start[idx[k] / (uint64_t)dim + 1]++;
@@ -85,8 +96,6 @@ static int layer_setup(ext *e, layer_state *s, const char *name, int index, int 
       s->order[at] = (uint32_t)k;
       s->col[at] = (uint32_t)(idx[k] - r * (uint64_t)dim);
     }
-    free(fill);
-    free(idx);
   }
   s->ready = 1;
   return 0;
@@ -199,6 +208,8 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
     layer_free(s);
   }
   free(e.L);
+  free(e.idx);
+  free(e.fill);
   free(buf);
   nl_vit_acts_free(&acts);
   if (rc != 0) {
