@@ -16,6 +16,9 @@ tests_unit_test_vit_LDADD = $(NL_TEST_LDADD)
 NL_CLI_TESTS += tests/cli/test_model.sh tests/cli/test_fuzz_safetensors.sh
 EXTRA_DIST += tests/cli/st_tool.py tests/fuzz/fuzz_safetensors.c tests/fuzz/safetensors.dict \
 	tests/fuzz/corpus_safetensors samples/models/vit_small_p7_fmnist.safetensors samples/models/README.md
+# the bundled default model, installed beside the other data
+nlmodelsdir = $(pkgdatadir)/models
+nlmodels_DATA = samples/models/vit_small_p7_fmnist.safetensors
 
 # Mappings files and their extraction from a model's norm taps.
 libnormlab_a_SOURCES += \

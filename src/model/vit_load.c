@@ -137,7 +137,7 @@ static int apply_model_args(const char *path, const char *src, json_t *ma, const
     const char *g = json_string_value(gp);
     if (strcmp(g, "avg") == 0) c->avg_pool = 1;
     else if (strcmp(g, "token") == 0) c->avg_pool = 0;
-    else if (strcmp(g, "") != 0)
+    else
       return nl_fail(err, NL_EINPUT, "%s: %s: global_pool '%s' is not supported (token or avg)",
                      path, src, g);
   }
