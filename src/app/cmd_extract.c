@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/model_path.h"
 #include "base/timer.h"
 #include "data/dataset.h"
 #include "model/extract.h"
@@ -12,15 +13,15 @@
 #include "model/vit.h"
 
 static const nl_opt opts[] = {
-    {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL,
-     NL_OPTF_REQUIRED | NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
+     "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:test", "images: fmnist:test or fmnist:train", NULL, 0},
     {"offset", NL_OPT_INT, "K", "0", "first image of the split", NULL, 0},
     {"images", NL_OPT_INT, "N", "64", "images to run", NULL, 0},
     {"points", NL_OPT_INT, "N", "50000", "points sampled per layer (0: every position)", NULL, 0},
     {"seed", NL_OPT_INT, "S", "42", "sampling seed", NULL, 0},
-    {"batch", NL_OPT_INT, "B", "32", "images per forward pass (does not change the result)", NULL,
-     0},
+    {"batch", NL_OPT_INT, "B", "32", "images per forward pass (does not change the points drawn)",
+     NULL, 0},
     {"output", NL_OPT_STR, "FILE", NULL, "mappings file to write", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
     {0},
@@ -46,8 +47,8 @@ static int progress(const nl_progress *p, void *user) {
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  const char *model = nl_arg_need(a, "model", err);
-  const char *out = model ? nl_arg_need(a, "output", err) : NULL;
+  const char *model = nl_model_path(ctx, a);
+  const char *out = nl_arg_need(a, "output", err);
   if (!out) return -1;
   const char *spec = nl_arg_str(a, "data");
   long offset, images, points, seed, batch;
@@ -116,10 +117,10 @@ const nl_cmd nl_cmd_extract = {
     .help = "Runs --images images (from --offset) through the model and, at every LayerNorm,\n"
             "samples --points positions uniformly over (image, token, channel), recording\n"
             "x (the norm's input) and y = (out - b) / (w + 1e-12) (its output without the\n"
-            "affine). Positions are drawn from --seed alone: the same seed gives the same\n"
-            "file for any --batch and thread count. Writes a mappings file: per layer F32\n"
-            "tensors <layer>.x and <layer>.y, metadata model, data, offset, images, points,\n"
-            "seed.",
+            "affine). Positions are drawn from --seed alone: the same seed picks the same\n"
+            "positions for any --batch and thread count. Writes a mappings file: per layer\n"
+            "F32 tensors <layer>.x and <layer>.y, metadata model, data, offset, images,\n"
+            "points, seed.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

@@ -21,9 +21,9 @@ typedef struct {
   uint64_t per_image;  /* tokens * dim */
   int tokens, dim;
   size_t n;            /* points */
-  uint64_t *idx;       /* sampled flat positions (NULL when dense) */
-  uint32_t *order;     /* point numbers grouped by image */
-  size_t *start;       /* images + 1 offsets into order */
+  uint32_t *order;     /* point numbers grouped by row (image, token); NULL when dense */
+  uint32_t *col;       /* channel of each entry of order */
+  size_t *start;       /* rows + 1 offsets into order */
   float *x, *y;
 } layer_state;
 
@@ -34,20 +34,25 @@ typedef struct {
   uint64_t seed;
   int first;           /* first image of the batch in flight */
   layer_state *L;
+  uint64_t *idx;       /* scratch shared by the layers' setups: drawn positions */
+  size_t *fill;        /* and bucket cursors */
+  size_t idx_cap, fill_cap;
   nl_error *err;       /* the tap's own error (the forward pass reports NL_EINTR) */
   int failed;
 } ext;
 
 static void layer_free(layer_state *s) {
-  free(s->idx);
   free(s->order);
+  free(s->col);
   free(s->start);
   free(s->x);
   free(s->y);
 }
 
 /* Allocate a layer's outputs and, when sampling, draw its positions and
- * bucket them by image (a counting sort: O(points + images)). */
+ * bucket them by row, i.e. (image, token) (a counting sort: O(points +
+ * rows)), so the tap reads each row's few points from one stretch of
+ * memory. */
 static int layer_setup(ext *e, layer_state *s, const char *name, int index, int tokens, int dim) {
   s->tokens = tokens;
   s->dim = dim;
@@ -61,19 +66,36 @@ static int layer_setup(ext *e, layer_state *s, const char *name, int index, int 
   if (!s->x || !s->y)
     return nl_fail(e->err, NL_ENOMEM, "layer '%s': out of memory for %zu points", name, s->n);
   if (!e->dense) {
-    s->idx = nl_try_alloc(s->n, sizeof *s->idx);
+    size_t rows = (size_t)e->images * (size_t)tokens;
+    /* Scratch reused from layer to layer: fresh pages cost a fault each. */
+    if (e->idx_cap < s->n) {
+      free(e->idx);
+      e->idx = nl_try_alloc(s->n, sizeof *e->idx);
+      e->idx_cap = e->idx ? s->n : 0;
+    }
+    if (e->fill_cap < rows) {
+      free(e->fill);
+      e->fill = nl_try_alloc(rows, sizeof *e->fill);
+      e->fill_cap = e->fill ? rows : 0;
+    }
+    uint64_t *idx = e->idx;
+    size_t *fill = e->fill;
     s->order = nl_try_alloc(s->n, sizeof *s->order);
-    s->start = nl_try_alloc((size_t)e->images + 1, sizeof *s->start);
-    if (!s->idx || !s->order || !s->start)
+    s->col = nl_try_alloc(s->n, sizeof *s->col);
+    s->start = nl_try_alloc(rows + 1, sizeof *s->start);
+    if (!idx || !fill || !s->order || !s->col || !s->start)
       return nl_fail(e->err, NL_ENOMEM, "layer '%s': out of memory for %zu points", name, s->n);
-    nl_extract_sample(e->seed, index, population, (long)s->n, s->idx);
-    memset(s->start, 0, sizeof *s->start * ((size_t)e->images + 1));
-    for (size_t k = 0; k < s->n; k++) s->start[s->idx[k] / s->per_image + 1]++;
-    for (int i = 0; i < e->images; i++) s->start[i + 1] += s->start[i];
-    size_t *fill = nl_xmalloc(sizeof *fill * (size_t)e->images);
-    memcpy(fill, s->start, sizeof *fill * (size_t)e->images);
-    for (size_t k = 0; k < s->n; k++) s->order[fill[s->idx[k] / s->per_image]++] = (uint32_t)k;
-    free(fill);
+    nl_extract_sample(e->seed, index, population, (long)s->n, idx);
+    memset(s->start, 0, sizeof *s->start * (rows + 1));
+    for (size_t k = 0; k < s->n; k++) s->start[idx[k] / (uint64_t)dim + 1]++;
+    for (size_t r = 0; r < rows; r++) s->start[r + 1] += s->start[r];
+    memcpy(fill, s->start, sizeof *fill * rows);
+    for (size_t k = 0; k < s->n; k++) {
+      uint64_t r = idx[k] / (uint64_t)dim;
+      size_t at = fill[r]++;
+      s->order[at] = (uint32_t)k;
+      s->col[at] = (uint32_t)(idx[k] - r * (uint64_t)dim);
+    }
   }
   s->ready = 1;
   return 0;
@@ -99,9 +121,8 @@ static int tap(const char *layer, int index, const float *x, const float *y, int
     return 1;
   }
   const float *w = e->m->norms[index].w, *b = e->m->norms[index].b;
-  const uint64_t P = s->per_image;
   if (e->dense) {
-    size_t base = (size_t)e->first * P, total = (size_t)batch * P;
+    size_t base = (size_t)e->first * s->per_image, total = (size_t)batch * s->per_image;
     memcpy(s->x + base, x, total * sizeof(float));
     for (size_t j = 0; j < total; j++) {
       int c = (int)(j % (size_t)dim);
@@ -109,15 +130,13 @@ static int tap(const char *layer, int index, const float *x, const float *y, int
     }
     return 0;
   }
-  for (int i = 0; i < batch; i++) {
-    int img = e->first + i;
-    uint64_t off0 = (uint64_t)img * P, local0 = (uint64_t)i * P;
-    for (size_t k = s->start[img]; k < s->start[img + 1]; k++) {
-      uint32_t pt = s->order[k];
-      uint64_t j = s->idx[pt] - off0;
-      int c = (int)(j % (uint64_t)dim);
-      s->x[pt] = x[local0 + j];
-      s->y[pt] = (y[local0 + j] - b[c]) / (w[c] + 1e-12f);
+  size_t r0 = (size_t)e->first * (size_t)tokens, r1 = r0 + (size_t)batch * (size_t)tokens;
+  for (size_t r = r0; r < r1; r++) {
+    const float *xr = x + (r - r0) * (size_t)dim, *yr = y + (r - r0) * (size_t)dim;
+    for (size_t k = s->start[r]; k < s->start[r + 1]; k++) {
+      uint32_t pt = s->order[k], c = s->col[k];
+      s->x[pt] = xr[c];
+      s->y[pt] = (yr[c] - b[c]) / (w[c] + 1e-12f);
     }
   }
   return 0;
@@ -189,6 +208,8 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
     layer_free(s);
   }
   free(e.L);
+  free(e.idx);
+  free(e.fill);
   free(buf);
   nl_vit_acts_free(&acts);
   if (rc != 0) {

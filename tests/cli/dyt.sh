@@ -83,7 +83,8 @@ fi
 
 expect_status 0 "bench list" "$NORMLAB" bench list
 expect_out '^  extract ' "bench list shows the extraction benchmark"
-expect_status 2 "bench extract without --model exits 2" "$NORMLAB" bench extract
+expect_status 2 "bench extract with a missing model exits 2" "$NORMLAB" bench extract \
+  --model "$TMP/none.safetensors"
 expect_status 2 "dyt without --maps exits 2" "$NORMLAB" dyt
 expect_status 2 "dyt --bins 0 exits 2" "$NORMLAB" dyt --maps "$TMP/none.st" --bins 0
 

@@ -49,7 +49,7 @@ fuzz_target() {
   dict=""
   [ -f "$NL_SRCDIR/tests/fuzz/$corpus_name.dict" ] && dict="-dict=$NL_SRCDIR/tests/fuzz/$corpus_name.dict"
   # shellcheck disable=SC2086
-  "$TMP/$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 $dict \
+  "$TMP/$name" -max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 $dict \
     -artifact_prefix="$TMP/artifacts_$corpus_name/" "$TMP/corpus_$corpus_name" \
     >"$TMP/$name.log" 2>&1
   frc=$?

@@ -28,7 +28,7 @@ else
   done_testing
   exit 1
 fi
-"$TMP/fuzz_safetensors" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+"$TMP/fuzz_safetensors" -max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 \
   -dict="$NL_SRCDIR/tests/fuzz/safetensors.dict" -artifact_prefix="$TMP/artifacts/" \
   "$TMP/corpus" >"$TMP/fuzz.log" 2>&1
 frc=$?

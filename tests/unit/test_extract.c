@@ -262,6 +262,57 @@ static void test_deterministic(void **state) {
   nl_vit_free(&m);
 }
 
+typedef struct {
+  long done[8];
+  int calls, stop_at;
+} progress_log;
+
+static int on_progress(const nl_progress *p, void *user) {
+  progress_log *l = user;
+  assert_string_equal(p->task, "extract");
+  assert_int_equal(p->total, 8);
+  if (l->calls < 8) l->done[l->calls] = p->done;
+  l->calls++;
+  return l->calls == l->stop_at;
+}
+
+/* Progress after every batch; a callback that asks to stop ends the
+ * extraction with NL_EINTR and no layers. */
+static void test_progress_and_stop(void **state) {
+  (void)state;
+  char mpath[512], rpath[512];
+  if (!fixture(mpath, sizeof mpath, models[0], ".safetensors") ||
+      !fixture(rpath, sizeof rpath, models[0], "_ref.safetensors"))
+    skip();
+  nl_error err;
+  nl_vit m;
+  nl_st_file ref;
+  assert_int_equal(nl_vit_load(&m, mpath, NULL, &err), 0);
+  assert_int_equal(nl_st_open(&ref, rpath, &err), 0);
+  size_t ni;
+  float *inputs = nl_st_read_f32(&ref, "inputs", &ni, &err);
+  float_source src = {inputs, ni / 8};
+  progress_log log = {{0}, 0, 0};
+  nl_extract_opts o = {.points = 100, .seed = 1, .batch = 3, .progress = on_progress,
+                       .progress_user = &log};
+  nl_maps out;
+  assert_int_equal(nl_extract(&m, 8, fill_floats, &src, &o, &out, &err), 0);
+  assert_int_equal(log.calls, 3);
+  assert_int_equal(log.done[0], 3);
+  assert_int_equal(log.done[1], 6);
+  assert_int_equal(log.done[2], 8);
+  nl_maps_free(&out);
+  progress_log stop = {{0}, 0, 2};
+  o.progress_user = &stop;
+  assert_int_equal(nl_extract(&m, 8, fill_floats, &src, &o, &out, &err), -1);
+  assert_int_equal(err.code, NL_EINTR);
+  assert_int_equal(out.nlayers, 0);
+  assert_int_equal(stop.calls, 2);
+  free(inputs);
+  nl_st_close(&ref);
+  nl_vit_free(&m);
+}
+
 /* The DyT table of the reference points against the fixture's JSON. */
 static void test_dyt_table_matches_reference(void **state) {
   (void)state;
@@ -318,6 +369,7 @@ int main(void) {
       cmocka_unit_test(test_taps_first_images),
       cmocka_unit_test(test_sample_moments),
       cmocka_unit_test(test_deterministic),
+      cmocka_unit_test(test_progress_and_stop),
       cmocka_unit_test(test_dyt_table_matches_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
