@@ -11,6 +11,7 @@ extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_extract;
 extern const nl_cmd nl_cmd_maps;
 extern const nl_cmd nl_cmd_dyt;
+extern const nl_cmd nl_cmd_evolve;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
@@ -22,5 +23,6 @@ const nl_cmd *const nl_commands[] = {
     &nl_cmd_extract,
     &nl_cmd_maps,
     &nl_cmd_dyt,
+    &nl_cmd_evolve,
     NULL,
 };
