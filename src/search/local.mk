@@ -19,3 +19,6 @@ NL_UNIT_TESTS += tests/unit/test_gp
 tests_unit_test_gp_SOURCES = tests/unit/test_gp.c
 tests_unit_test_gp_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_gp_LDADD = $(NL_TEST_LDADD)
+
+# Command evolve.
+NL_CLI_TESTS += tests/cli/test_evolve.sh
