@@ -475,7 +475,38 @@ static int cmp_order(const void *a, const void *b) {
 
 /* Survival: the best n of v[0..m) by (rank, crowding) moved to the front. */
 static void survive(ind *v, int m, int n) {
-  rank_crowd(v, m);
+  /* Duplicates of an earlier (F, complexity) pair rank after every
+   * distinct individual, so copies of one program cannot fill the
+   * population. */
+  int *uniq = nl_xmalloc(sizeof(int) * (size_t)m), nu = 0;
+  uint8_t *dup = nl_xcalloc((size_t)m, 1);
+  for (int i = 0; i < m; i++) {
+    for (int j = 0; j < nu; j++) {
+      const ind *u = &v[uniq[j]];
+      if (u->cx == v[i].cx && (u->fit == v[i].fit || (isinf(u->fit) && isinf(v[i].fit)))) {
+        dup[i] = 1;
+        break;
+      }
+    }
+    if (!dup[i]) uniq[nu++] = i;
+  }
+  ind *w = nl_xmalloc(sizeof(ind) * (size_t)(nu ? nu : 1));
+  for (int j = 0; j < nu; j++) w[j] = v[uniq[j]];
+  rank_crowd(w, nu);
+  int worst = 0;
+  for (int j = 0; j < nu; j++) {
+    v[uniq[j]].rank = w[j].rank;
+    v[uniq[j]].crowd = w[j].crowd;
+    if (w[j].rank > worst) worst = w[j].rank;
+  }
+  for (int i = 0; i < m; i++)
+    if (dup[i]) {
+      v[i].rank = worst + 1;
+      v[i].crowd = 0;
+    }
+  free(w);
+  free(uniq);
+  free(dup);
   order *o = nl_xmalloc(sizeof(order) * (size_t)m);
   for (int i = 0; i < m; i++) o[i] = (order){v[i].rank, v[i].crowd, i};
   qsort(o, (size_t)m, sizeof(order), cmp_order);
