@@ -11,4 +11,5 @@ libnormlab_a_SOURCES += \
 	src/app/bench_extract.c
 
 # GP search command and benchmark.
-libnormlab_a_SOURCES += src/app/cmd_evolve.c
+libnormlab_a_SOURCES += src/app/cmd_evolve.c src/app/bench_gp.c \
+	src/app/bench_fused.c src/app/bench_fused.h

@@ -65,5 +65,10 @@ sys.exit(not ok)"
   expect_status 0 "--complexity flops --select knee" "$NORMLAB" evolve --maps "$M" --layer $L \
     --pop 40 --gens 3 --complexity flops --select knee --output "$TMP/evf"
   [ -f "$TMP/evf/$L.csv" ]; ok $? "flops run writes its CSV"
+  expect_status 0 "bench gp on the mappings" "$NORMLAB" bench gp --maps "$M" --seconds 0.5 --json
+  expect_out '"gens_per_s"' "bench gp reports generations/s"
+  expect_out '"limit_node_evals_per_s_per_core"' "bench gp reports the engine's limit"
 fi
+expect_status 0 "bench list shows gp" "$NORMLAB" bench list
+expect_out '^  gp ' "gp is listed"
 done_testing
