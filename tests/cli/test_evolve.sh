@@ -65,6 +65,15 @@ sys.exit(not ok)"
   expect_status 0 "--complexity flops --select knee" "$NORMLAB" evolve --maps "$M" --layer $L \
     --pop 40 --gens 3 --complexity flops --select knee --output "$TMP/evf"
   [ -f "$TMP/evf/$L.csv" ]; ok $? "flops run writes its CSV"
+  # Ctrl-C: stops after the current generation, keeps the front as a partial part
+  if command -v timeout >/dev/null; then
+    run timeout --preserve-status -s INT 1 "$NORMLAB" evolve --maps "$M" --layer $L \
+      --pop 40 --gens 1000000 --output "$TMP/evi"
+    [ "$rc" -eq 130 ]; ok $? "SIGINT: exit status 130 (got $rc)"
+    [ -f "$TMP/evi/parts/$L.seed0.partial.csv" ] && [ ! -f "$TMP/evi/parts/$L.seed0.csv" ]
+    ok $? "SIGINT: the front is kept as a partial result, not marked finished"
+    grep -q "partial" "$TMP/evi/chosen.exprs"; ok $? "chosen.exprs marks the layer partial"
+  fi
   expect_status 0 "bench gp on the mappings" "$NORMLAB" bench gp --maps "$M" --seconds 0.5 --json
   expect_out '"gens_per_s"' "bench gp reports generations/s"
   expect_out '"limit_node_evals_per_s_per_core"' "bench gp reports the engine's limit"
