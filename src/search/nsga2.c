@@ -22,8 +22,45 @@ static int dominates(const double *obj, int m, int a, int b) {
   return better;
 }
 
+typedef struct {
+  double a, b;
+  int i;
+} pt2;
+
+static int cmp_pt2(const void *x, const void *y) {
+  const pt2 *p = x, *q = y;
+  if (p->a != q->a) return p->a < q->a ? -1 : 1;
+  if (p->b != q->b) return p->b < q->b ? -1 : 1;
+  return p->i - q->i;
+}
+
+/* Two objectives: sort by (f1, f2); each point joins the first front whose
+ * last member (the one with the least f2 so far) does not dominate it
+ * (efficient non-dominated sort with sequential search). O(n log n + n F). */
+static int rank2(const double *obj, int n, int *rank) {
+  pt2 *p = nl_xmalloc(sizeof(pt2) * (size_t)n);
+  for (int i = 0; i < n; i++) p[i] = (pt2){val(obj, i, 2, 0), val(obj, i, 2, 1), i};
+  qsort(p, (size_t)n, sizeof(pt2), cmp_pt2);
+  int *last = nl_xmalloc(sizeof(int) * (size_t)n), nf = 0;
+  for (int k = 0; k < n; k++) {
+    int f = 0;
+    for (; f < nf; f++) {
+      const pt2 *q = &p[last[f]];
+      int dom = q->b <= p[k].b && (q->a < p[k].a || q->b < p[k].b);
+      if (!dom) break;
+    }
+    if (f == nf) nf++;
+    last[f] = k;
+    rank[p[k].i] = f + 1;
+  }
+  free(p);
+  free(last);
+  return nf;
+}
+
 int nl_nsga2_rank(const double *obj, int n, int m, int *rank) {
   if (n <= 0) return 0;
+  if (m == 2) return rank2(obj, n, rank);
   int *count = nl_xcalloc((size_t)n, sizeof(int));   /* how many dominate i */
   int *nd = nl_xcalloc((size_t)n, sizeof(int));      /* how many i dominates */
   int *list = nl_xmalloc(sizeof(int) * (size_t)n * (size_t)n);

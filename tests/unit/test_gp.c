@@ -52,6 +52,39 @@ static void test_nsga2_toy(void **state) {
   assert_int_equal(rank[1], 1);
 }
 
+/* Ranks of random point sets (with ties and infinities) against the
+ * definition: rank = 1 + the largest rank among the points dominating it. */
+static void test_nsga2_random(void **state) {
+  (void)state;
+  nl_rng r;
+  nl_rng_seed(&r, 3);
+  for (int rep = 0; rep < 200; rep++) {
+    int n = 1 + (int)nl_rng_below(&r, 60), m = rep % 3 == 0 ? 3 : 2;
+    double o[60 * 3];
+    for (int i = 0; i < n * m; i++) {
+      o[i] = (double)nl_rng_below(&r, 8);
+      if (nl_rng_below(&r, 50) == 0) o[i] = INFINITY;
+    }
+    int rank[60], want[60];
+    nl_nsga2_rank(o, n, m, rank);
+    for (int i = 0; i < n; i++) want[i] = 0;
+    for (int pass = 0; pass < n; pass++)
+      for (int i = 0; i < n; i++) {
+        int w = 1;
+        for (int j = 0; j < n; j++) {
+          int le = 1, lt = 0;
+          for (int k = 0; k < m; k++) {
+            if (o[j * m + k] > o[i * m + k]) le = 0;
+            if (o[j * m + k] < o[i * m + k]) lt = 1;
+          }
+          if (le && lt && want[j] + 1 > w) w = want[j] + 1;
+        }
+        want[i] = w;
+      }
+    for (int i = 0; i < n; i++) assert_int_equal(rank[i], want[i]);
+  }
+}
+
 static void parse(const char *s, nl_prog *p) {
   nl_error e;
   nl_prog_init(p);
@@ -398,7 +431,7 @@ static void test_bad_config(void **state) {
 
 int main(void) {
   const struct CMUnitTest t[] = {
-      cmocka_unit_test(test_nsga2_toy),       cmocka_unit_test(test_penalty_formula),
+      cmocka_unit_test(test_nsga2_toy), cmocka_unit_test(test_nsga2_random),       cmocka_unit_test(test_penalty_formula),
       cmocka_unit_test(test_max_nodes_property), cmocka_unit_test(test_select),
       cmocka_unit_test(test_bad_config),      cmocka_unit_test(test_determinism),
       cmocka_unit_test(test_end_to_end),      cmocka_unit_test(test_campaign_resume),
