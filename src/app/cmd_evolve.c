@@ -154,8 +154,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(ctx->out, "mean validation R^2 %.6f over %d layers; %.1f s; results in %s\n", mean,
               nr, s.seconds, outdir);
     }
-    nl_gp_summary_free(&s);
   }
+  nl_gp_summary_free(&s);
   nl_maps_free(&m);
   return rc;
 }

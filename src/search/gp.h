@@ -162,7 +162,8 @@ void nl_gp_summary_free(nl_gp_summary *s);
  * early), then outdir/LAYER.csv (all seeds' fronts) and outdir/chosen.exprs
  * are rebuilt. Returns 0 when all finished; -1 with NL_EINTR when stopped
  * by the callback or an interrupt (what finished is on disk), -1 with
- * another code on errors. */
+ * another code on errors. `out` is filled in every case (what was merged);
+ * release it with nl_gp_summary_free. */
 int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err);
 
 /* The fronts CSV header line (no newline). */
