@@ -9,3 +9,7 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_info.c src/app/cmd_eval.c src/app/cmd_forward.c \
 	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c \
 	src/app/bench_extract.c
+
+# GP search command and benchmark.
+libnormlab_a_SOURCES += src/app/cmd_evolve.c src/app/bench_gp.c \
+	src/app/bench_fused.c src/app/bench_fused.h

@@ -10,3 +10,15 @@ tests_unit_test_dyt_LDADD = $(NL_TEST_LDADD)
 
 # Commands extract, maps, dyt.
 NL_CLI_TESTS += tests/cli/dyt.sh
+
+# The GP search: NSGA-II, variation, constant refinement, campaigns.
+libnormlab_a_SOURCES += src/search/gp.h src/search/gp_local.h src/search/gp.c \
+	src/search/nsga2.c src/search/gp_campaign.c
+check_PROGRAMS += tests/unit/test_gp
+NL_UNIT_TESTS += tests/unit/test_gp
+tests_unit_test_gp_SOURCES = tests/unit/test_gp.c
+tests_unit_test_gp_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_gp_LDADD = $(NL_TEST_LDADD)
+
+# Command evolve.
+NL_CLI_TESTS += tests/cli/test_evolve.sh

@@ -1,0 +1,191 @@
+/* normlab evolve: GP search of a scalar function per norm layer (NSGA-II on
+ * fitness and complexity, Adam on the constants), fronts and the chosen
+ * expressions written to a directory; reruns resume. */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/cmd.h"
+#include "base/threads.h"
+#include "model/maps.h"
+#include "search/gp.h"
+
+static const nl_opt opts[] = {
+    {"maps", NL_OPT_STR, "FILE", NULL, "mappings file", NULL,
+     NL_OPTF_REQUIRED | NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"layer", NL_OPT_STR, "NAME", "all", "layer to search, or all", NULL, NL_OPTF_LAYER},
+    {"output", NL_OPT_STR, "DIR", NULL, "result directory (fronts, chosen.exprs)", NULL,
+     NL_OPTF_REQUIRED | NL_OPTF_PATH},
+    {"seeds", NL_OPT_INT, "N", "1", "independent searches per layer", NULL, 0},
+    {"seed", NL_OPT_INT, "S", "0", "base seed", NULL, 0},
+    {"pop", NL_OPT_INT, "N", "500", "population size", NULL, 0},
+    {"gens", NL_OPT_INT, "N", "50", "generations", NULL, 0},
+    {"max-nodes", NL_OPT_INT, "N", "20", "node limit of every candidate", NULL, 0},
+    {"init-depth", NL_OPT_INT, "D", "4", "initial depth limit (ramped half-and-half)", NULL, 0},
+    {"tournament", NL_OPT_INT, "K", "7", "tournament size", NULL, 0},
+    {"penalty", NL_OPT_NUM, "GAMMA", "0.005", "pull-to-zero weight gamma", NULL, 0},
+    {"const-steps", NL_OPT_INT, "N", "10", "Adam steps on the constants per generation", NULL,
+     0},
+    {"const-top", NL_OPT_INT, "N", "100", "offspring whose constants are refined", NULL, 0},
+    {"const-lr", NL_OPT_NUM, "LR", "0.1", "Adam step size", NULL, 0},
+    {"const-points", NL_OPT_INT, "N", "4096",
+     "training points the Adam steps see (fixed subsample; 0: all)", NULL, 0},
+    {"complexity", NL_OPT_CHOICE, NULL, "nodes", "second objective", "nodes|flops", 0},
+    {"select", NL_OPT_CHOICE, NULL, "minval", "expression chosen from a front", "minval|knee",
+     0},
+    {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL, 0},
+    {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    {0},
+};
+
+typedef struct live {
+  nl_ctx *ctx;
+  int shown;
+} live;
+
+static int progress(const nl_gp_progress *p, void *u) {
+  live *l = u;
+  fprintf(l->ctx->err,
+          "\r[%d/%d] %s seed %d  gen %d/%d  best F %.5g  front %d  %.3g node-evals/s  %.1fs   ",
+          p->task + 1, p->ntasks, p->layer, p->seed, p->gen, p->gens, p->best_fitness,
+          p->front_size, p->node_evals_per_s, p->elapsed);
+  fflush(l->ctx->err);
+  l->shown = 1;
+  return 0;
+}
+
+static int get_int(const nl_args *a, const char *name, long lo, long hi, int *out,
+                   nl_error *err) {
+  long v;
+  if (nl_arg_int_range(a, name, lo, hi, &v, err) != 0) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  const char *maps_path = nl_arg_need(a, "maps", err);
+  if (!maps_path) return -1;
+  const char *outdir = nl_arg_need(a, "output", err);
+  if (!outdir) return -1;
+  nl_gp_config c;
+  nl_gp_config_default(&c);
+  int seeds, seed, threads = 0;
+  if (get_int(a, "seeds", 1, 10000, &seeds, err) || get_int(a, "seed", 0, 2147483647L, &seed, err) ||
+      get_int(a, "pop", 4, 1000000, &c.pop, err) || get_int(a, "gens", 0, 1000000, &c.gens, err) ||
+      get_int(a, "max-nodes", 1, 1000, &c.max_nodes, err) ||
+      get_int(a, "init-depth", 1, 30, &c.init_depth, err) ||
+      get_int(a, "tournament", 1, c.pop, &c.tournament, err) ||
+      get_int(a, "const-steps", 0, 100000, &c.const_steps, err) ||
+      get_int(a, "const-top", 0, 1000000, &c.const_top, err) ||
+      get_int(a, "const-points", 0, 1000000000, &c.const_points, err))
+    return -1;
+  if (nl_arg_given(a, "threads") && get_int(a, "threads", 1, 256, &threads, err)) return -1;
+  c.seed = (uint64_t)seed;
+  c.penalty = nl_arg_num(a, "penalty");
+  c.const_lr = nl_arg_num(a, "const-lr");
+  c.complexity = strcmp(nl_arg_str(a, "complexity"), "flops") == 0 ? NL_GP_FLOPS : NL_GP_NODES;
+  c.select = strcmp(nl_arg_str(a, "select"), "knee") == 0 ? NL_GP_KNEE : NL_GP_MINVAL;
+  if (nl_gp_config_check(&c, err) != 0) return -1;
+  nl_maps m;
+  if (nl_maps_load(&m, maps_path, err) != 0) return -1;
+  const char *layer = nl_arg_str(a, "layer");
+  const char *one[1] = {layer};
+  nl_gp_campaign cam = {&c, &m, NULL, 0, seeds, outdir, NULL, NULL};
+  if (strcmp(layer, "all") != 0) {
+    if (nl_maps_index(&m, layer) < 0) {
+      nl_fail(err, NL_EINPUT, "%s: no layer '%s' (see 'normlab maps --maps %s')", maps_path,
+              layer, maps_path);
+      nl_maps_free(&m);
+      return -1;
+    }
+    cam.layers = one;
+    cam.nlayers = 1;
+  }
+  live lv = {ctx, 0};
+  if (ctx->tty) {
+    cam.progress = progress;
+    cam.user = &lv;
+  }
+  int saved = nl_threads_get();
+  if (threads) nl_threads_set(threads);
+  nl_gp_summary s;
+  int rc = nl_gp_campaign_run(&cam, &s, err);
+  if (threads) nl_threads_set(saved);
+  if (lv.shown) fputc('\n', ctx->err);
+  if (rc == 0) {
+    double sr2 = 0;
+    int nr = 0;
+    for (int i = 0; i < s.nlayers; i++)
+      if (s.layers[i].expr && isfinite(s.layers[i].val_r2)) {
+        sr2 += s.layers[i].val_r2;
+        nr++;
+      }
+    double mean = nr ? sr2 / nr : NAN;
+    if (nl_arg_flag(a, "json")) {
+      json_t *root = json_object(), *ls = json_array();
+      for (int i = 0; i < s.nlayers; i++) {
+        const nl_gp_layer_summary *l = &s.layers[i];
+        json_array_append_new(
+            ls, json_pack("{s:s,s:s,s:f,s:f,s:i,s:i,s:f}", "name", l->name, "expr",
+                          l->expr ? l->expr : "", "val_mse", l->val_mse, "val_r2", l->val_r2,
+                          "flops", l->flops, "nodes", l->nodes, "seconds", l->seconds));
+      }
+      json_object_set_new(root, "layers", ls);
+      json_object_set_new(root, "mean_val_r2", json_real(isfinite(mean) ? mean : 0));
+      json_object_set_new(root, "seconds", json_real(s.seconds));
+      json_dumpf(root, ctx->out, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+      fputc('\n', ctx->out);
+      json_decref(root);
+    } else {
+      int w = 5;
+      for (int i = 0; i < s.nlayers; i++)
+        if ((int)strlen(s.layers[i].name) > w) w = (int)strlen(s.layers[i].name);
+      fprintf(ctx->out, "%-*s %4s %5s %5s %10s %9s %8s  %s\n", w, "layer", "seed", "nodes",
+              "flops", "val MSE", "val R^2", "seconds", "expression");
+      for (int i = 0; i < s.nlayers; i++) {
+        const nl_gp_layer_summary *l = &s.layers[i];
+        char *e = l->expr ? nl_print(&l->prog, NL_PRINT_SHORT) : NULL;
+        fprintf(ctx->out, "%-*s %4d %5d %5d %10.6f %9.6f %8.1f  %s%s\n", w, l->name, l->seed,
+                l->nodes, l->flops, l->val_mse, l->val_r2, l->seconds, e ? e : "-",
+                l->skipped ? "  (resumed)" : "");
+        free(e);
+      }
+      fprintf(ctx->out, "mean validation R^2 %.6f over %d layers; %.1f s; results in %s\n", mean,
+              nr, s.seconds, outdir);
+    }
+  }
+  nl_gp_summary_free(&s);
+  nl_maps_free(&m);
+  return rc;
+}
+
+const nl_cmd nl_cmd_evolve = {
+    .name = "evolve",
+    .args = NULL,
+    .summary = "search a scalar function per norm layer by genetic programming",
+    .help =
+        "For each layer of a mappings file and each seed: NSGA-II over expression trees in x\n"
+        "and constants (+, *, neg, tanh, sigmoid, clip(+-5); weights .28 .26 .08 .20 .10 .08;\n"
+        "ramped half-and-half initialisation; constants from N(0,1)) on two objectives:\n"
+        "  F = MSE(y, f(x)) + gamma/2 (f(-delta)^2 + f(delta)^2), delta = 2 max|x_train|,\n"
+        "  and complexity (node count, or FLOPs with clip charged 1: --complexity flops).\n"
+        "Points are split 90/10 (seeded) into training and validation. Each generation the\n"
+        "constants of the best --const-top offspring take --const-steps Adam steps on F,\n"
+        "computed on a fixed random subsample of --const-points training points; F is then\n"
+        "recomputed on all training points and the constants kept when it is lower.\n"
+        "An archive keeps every non-dominated (F, complexity) pair seen: that is the front.\n"
+        "DIR receives LAYER.csv (the fronts of all seeds: layer,seed,rank,nodes,flops,\n"
+        "train_fitness,val_fitness,val_mse,val_r2,expr) and chosen.exprs (per layer the\n"
+        "selection of the seed with the lowest validation F; --select minval: lowest\n"
+        "validation F on the front, knee: knee of the (flops, val MSE) front). Each\n"
+        "layer-seed is written to DIR/parts/ when done; rerunning the same command skips\n"
+        "finished work. Ctrl-C stops after the current generation and keeps its front\n"
+        "as a partial result. Same seed, same result, for any thread count.\n"
+        "JSON: {\"layers\":[{\"name\",\"expr\",\"val_mse\",\"val_r2\",\"flops\",\"nodes\","
+        "\"seconds\"}],\n\"mean_val_r2\",\"seconds\"}.",
+    .opts = opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run,
+};

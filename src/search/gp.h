@@ -1,0 +1,172 @@
+/* Genetic programming search for a norm layer's scalar function f(x).
+ *
+ * Candidates are expression trees over x and constants (nl_prog, postfix)
+ * with the operators +, *, neg, tanh, sigmoid and clip(+-5). NSGA-II keeps a
+ * population on two objectives, both minimised:
+ *   fitness    F = MSE(y, f(x)) + gamma * 0.5 * (f(-delta)^2 + f(delta)^2),
+ *              delta = 2 * max|x_train| (the pull-to-zero penalty on tails);
+ *   complexity the node count, or the FLOP cost (clip charged 1).
+ * Each generation the constants of the best `const_top` offspring get
+ * `const_steps` Adam steps on F (written back when they lower F). An
+ * archive keeps every non-dominated (F, complexity) pair seen; it is the
+ * result ("front"), each member scored on the 10% validation split.
+ *
+ * Determinism: all random choices of one search come from one stream
+ * (seed, layer name, seed index); the parallel parts (evaluation, constant
+ * refinement) are pure per individual, so results do not depend on the
+ * thread count. */
+#ifndef NL_SEARCH_GP_H
+#define NL_SEARCH_GP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "expr/expr.h"
+
+struct nl_maps;
+
+/* Operators the search draws from, in the order of nl_gp_config.op_weight. */
+#define NL_GP_NOPS 6
+extern const nl_op nl_gp_ops[NL_GP_NOPS]; /* +, *, neg, tanh, sigmoid, clip */
+
+typedef enum { NL_GP_NODES = 0, NL_GP_FLOPS = 1 } nl_gp_complexity;
+typedef enum { NL_GP_MINVAL = 0, NL_GP_KNEE = 1 } nl_gp_selection;
+
+typedef struct nl_gp_config {
+  int pop;              /* population size (500) */
+  int gens;             /* generations (50) */
+  int max_nodes;        /* node limit of every candidate (20) */
+  int init_depth;       /* ramped half-and-half up to this depth (4) */
+  int tournament;       /* tournament size (7) */
+  double penalty;       /* gamma of the pull-to-zero term (0.005) */
+  double delta_scale;   /* delta = delta_scale * max|x_train| (2) */
+  int const_steps;      /* Adam steps per generation (10) */
+  int const_top;        /* offspring refined per generation (100) */
+  double const_lr;      /* Adam step size (0.1) */
+  int const_points;     /* training points the Adam steps see, a fixed random
+                           subsample (4096); 0: all. F is recomputed on all
+                           training points afterwards. */
+  double val_frac;      /* validation share of the points (0.1) */
+  double p_cross;       /* subtree crossover probability (0.9) */
+  double p_mut;         /* mutation probability after crossover (0.3); an
+                           offspring made without crossover is always mutated */
+  double op_weight[NL_GP_NOPS]; /* 0.28, 0.26, 0.08, 0.20, 0.10, 0.08 */
+  double p_leaf_x;      /* a leaf is x with this probability, else N(0,1) (0.5) */
+  nl_gp_complexity complexity; /* NL_GP_NODES */
+  nl_gp_selection select;      /* NL_GP_MINVAL */
+  uint64_t seed;        /* base seed (0) */
+} nl_gp_config;
+
+void nl_gp_config_default(nl_gp_config *c);
+/* NL_EINPUT naming the field when a setting is out of range. */
+int nl_gp_config_check(const nl_gp_config *c, nl_error *err);
+
+/* Live progress of one search, once per generation. */
+typedef struct nl_gp_progress {
+  const char *layer;
+  int seed;             /* seed index */
+  int gen, gens;        /* generations done / planned */
+  double best_fitness;  /* lowest training F in the population */
+  int front_size;       /* archive size */
+  double node_evals_per_s; /* forward node evaluations (points x nodes) per second */
+  double elapsed;       /* seconds since this search started */
+  int task, ntasks;     /* campaign: layer-seed index / count (search alone: 0 / 1) */
+} nl_gp_progress;
+/* Return non-zero to stop after this generation (the front is kept). */
+typedef int (*nl_gp_progress_fn)(const nl_gp_progress *p, void *user);
+
+/* One member of a front. */
+typedef struct nl_gp_member {
+  nl_prog prog;
+  int nodes, flops;     /* flops: reporting cost (clip 0, nl_cost) */
+  int rank;             /* NSGA-II rank (1 = non-dominated) in (val_fitness,
+                           complexity) among the front */
+  double train_fitness, val_fitness, val_mse, val_r2;
+} nl_gp_member;
+
+typedef struct nl_gp_result {
+  nl_gp_member *front;  /* sorted by complexity, then train fitness */
+  int nfront;
+  int chosen;           /* index of the selected member */
+  int gens_done;
+  int finished;         /* 0 when stopped early */
+  double seconds;
+  double node_evals;
+} nl_gp_result;
+void nl_gp_result_free(nl_gp_result *r);
+
+/* The pull-to-zero penalty gamma * 0.5 * (f(-delta)^2 + f(delta)^2), in
+ * float evaluation; and F on n points (+inf when not finite). */
+double nl_gp_penalty(const nl_prog *p, double gamma, double delta, nl_eval_ws *ws);
+double nl_gp_fitness(const nl_prog *p, const float *x, const float *y, size_t n, double gamma,
+                     double delta, nl_eval_ws *ws);
+
+/* Search one layer with seed index `seed_index` on its points (split
+ * train/validation inside). cb may be NULL. Returns 0 (also when stopped
+ * early through cb or nl_interrupted(): then res->finished is 0), -1 on
+ * bad input. */
+int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const float *y, size_t n,
+              int seed_index, nl_gp_progress_fn cb, void *user, nl_gp_result *res,
+              nl_error *err);
+
+/* Index of the selected member: lowest val_fitness (ties: fewer nodes), or
+ * the knee of the (flops, val_mse) non-dominated set: the point farthest
+ * from the line through its two ends, both axes scaled to [0, 1]. */
+int nl_gp_select(const nl_gp_member *m, int n, nl_gp_selection how);
+
+/* ---- NSGA-II ---- */
+/* Fast non-dominated sort of n points with m objectives (obj[i*m + j],
+ * minimised; NaN counts as +inf). rank[i] = 1 for the first front. Returns
+ * the number of fronts. */
+int nl_nsga2_rank(const double *obj, int n, int m, int *rank);
+/* Crowding distance of the k points idx[0..k) (one front): the sum over
+ * objectives of the normalised gap between the neighbours, +inf at the
+ * ends of each objective's order. */
+void nl_nsga2_crowding(const double *obj, int m, const int *idx, int k, double *crowd);
+
+/* ---- campaigns: many layers and seeds, results in a directory ---- */
+typedef struct nl_gp_campaign {
+  const nl_gp_config *cfg;
+  const struct nl_maps *maps;
+  const char *const *layers; /* names to search; NULL: every layer */
+  int nlayers;
+  int seeds;                 /* seed indices 0 .. seeds-1 */
+  const char *outdir;
+  nl_gp_progress_fn progress;
+  void *user;
+} nl_gp_campaign;
+
+/* What a campaign produced for one layer: the chosen expression of the
+ * best seed (lowest validation fitness among the seeds' selections). */
+typedef struct nl_gp_layer_summary {
+  char *name;
+  nl_prog prog;
+  char *expr;            /* round-trip text */
+  int seed, nodes, flops;
+  double val_fitness, val_mse, val_r2;
+  double seconds;        /* search time summed over the seeds */
+  int seeds_done;        /* finished layer-seeds */
+  int skipped;           /* layer-seeds found finished on disk */
+} nl_gp_layer_summary;
+
+typedef struct nl_gp_summary {
+  nl_gp_layer_summary *layers;
+  int nlayers;
+  double seconds;        /* wall time of this call */
+} nl_gp_summary;
+void nl_gp_summary_free(nl_gp_summary *s);
+
+/* Run every (layer, seed) not yet finished in outdir: outdir/parts/ gets
+ * one file per layer-seed (written atomically; "*.partial.csv" when stopped
+ * early), then outdir/LAYER.csv (all seeds' fronts) and outdir/chosen.exprs
+ * are rebuilt. Returns 0 when all finished; -1 with NL_EINTR when stopped
+ * by the callback or an interrupt (what finished is on disk), -1 with
+ * another code on errors. `out` is filled in every case (what was merged);
+ * release it with nl_gp_summary_free. */
+int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err);
+
+/* The fronts CSV header line (no newline). */
+extern const char nl_gp_csv_header[];
+
+#endif

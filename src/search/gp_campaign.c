@@ -1,0 +1,403 @@
+/* Campaigns: searches over layers and seeds with results in a directory.
+ *
+ * DIR/parts/LAYER.seedK.csv        one finished layer-seed (atomic write)
+ * DIR/parts/LAYER.seedK.partial.csv  a layer-seed stopped early
+ * DIR/LAYER.csv                    the fronts of all seeds of the layer
+ * DIR/chosen.exprs                 one selected expression per layer
+ *
+ * A part starts with one comment line "# normlab evolve part: ..." holding
+ * the settings, the search time and whether it finished, then the fronts
+ * CSV. A finished part with the same settings is never searched again. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "base/interrupt.h"
+#include "base/mem.h"
+#include "base/timer.h"
+#include "model/maps.h"
+#include "search/gp.h"
+
+const char nl_gp_csv_header[] =
+    "layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr";
+
+/* Settings that change a search's result. */
+static void signature(const nl_gp_config *c, char *buf, size_t len) {
+  snprintf(buf, len,
+           "pop=%d gens=%d max_nodes=%d init_depth=%d tournament=%d penalty=%.17g "
+           "delta_scale=%.17g const_steps=%d const_top=%d const_lr=%.17g const_points=%d "
+           "val_frac=%.17g p_cross=%.17g p_mut=%.17g w=%.6g,%.6g,%.6g,%.6g,%.6g,%.6g "
+           "leaf_x=%.17g complexity=%s seed=%llu",
+           c->pop, c->gens, c->max_nodes, c->init_depth, c->tournament, c->penalty,
+           c->delta_scale, c->const_steps, c->const_top, c->const_lr, c->const_points,
+           c->val_frac, c->p_cross, c->p_mut, c->op_weight[0], c->op_weight[1], c->op_weight[2],
+           c->op_weight[3], c->op_weight[4], c->op_weight[5], c->p_leaf_x,
+           c->complexity == NL_GP_FLOPS ? "flops" : "nodes", (unsigned long long)c->seed);
+}
+
+static char *safe_name(const char *layer) {
+  char *s = nl_xstrdup(layer);
+  for (char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '.' || *p == '_' || *p == '-'))
+      *p = '_';
+  if (s[0] == '.') s[0] = '_';
+  return s;
+}
+
+static char *path_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#include <stdarg.h>
+static char *path_fmt(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *s = nl_xmalloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static void csv_field(FILE *fp, const char *s) {
+  if (strpbrk(s, ",\"\n\r") == NULL) {
+    fputs(s, fp);
+    return;
+  }
+  fputc('"', fp);
+  for (; *s; s++) {
+    if (*s == '"') fputc('"', fp);
+    fputc(*s, fp);
+  }
+  fputc('"', fp);
+}
+
+/* One row per member: layer, seed, rank, ..., expr. */
+static void write_rows(FILE *fp, const char *layer, int seed, const nl_gp_member *m, int n) {
+  for (int i = 0; i < n; i++) {
+    csv_field(fp, layer);
+    fprintf(fp, ",%d,%d,%d,%d,%.17g,%.17g,%.17g,%.17g,", seed, m[i].rank, m[i].nodes, m[i].flops,
+            m[i].train_fitness, m[i].val_fitness, m[i].val_mse, m[i].val_r2);
+    char *e = nl_print(&m[i].prog, NL_PRINT_EXACT);
+    fputc('"', fp);
+    for (const char *s = e; *s; s++) {
+      if (*s == '"') fputc('"', fp);
+      fputc(*s, fp);
+    }
+    fputs("\"\n", fp);
+    free(e);
+  }
+}
+
+/* Split one CSV line into at most nf fields (in place; quotes removed). */
+static int csv_split(char *line, char **f, int nf) {
+  int k = 0;
+  char *p = line;
+  while (k < nf) {
+    if (*p == '"') {
+      char *w = ++p;
+      f[k++] = w;
+      for (;;) {
+        if (*p == '\0') break;
+        if (*p == '"') {
+          if (p[1] == '"') {
+            *w++ = '"';
+            p += 2;
+            continue;
+          }
+          p++;
+          break;
+        }
+        *w++ = *p++;
+      }
+      *w = '\0';
+      /* w <= p: terminating here does not clobber the separator */
+      if (*p == ',') p++;
+      else if (*p) return -1;
+      else break;
+    } else {
+      f[k++] = p;
+      char *c = strchr(p, ',');
+      if (!c) break;
+      *c = '\0';
+      p = c + 1;
+    }
+  }
+  return k;
+}
+
+typedef struct part {
+  nl_gp_member *m;
+  int n;
+  int finished;
+  double seconds;
+  char *sig;
+} part;
+
+static void part_free(part *p) {
+  for (int i = 0; i < p->n; i++) nl_prog_free(&p->m[i].prog);
+  free(p->m);
+  free(p->sig);
+  memset(p, 0, sizeof *p);
+}
+
+/* Read a part file; -1 with an error naming the file and line. */
+static int part_read(const char *path, part *p, nl_error *err) {
+  memset(p, 0, sizeof *p);
+  char *text = nl_read_file(path, NULL, err);
+  if (!text) return -1;
+  int rc = 0, lineno = 0, cap = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    lineno++;
+    size_t l = strlen(line);
+    if (l && line[l - 1] == '\r') line[l - 1] = '\0';
+    if (lineno == 1) {
+      const char *tag = "# normlab evolve part: ";
+      if (strncmp(line, tag, strlen(tag)) != 0) {
+        rc = nl_fail(err, NL_EINPUT, "%s:1: not a normlab evolve part file", path);
+        break;
+      }
+      char *f = strstr(line, " finished="), *s = strstr(line, " seconds="),
+           *g = strstr(line, " | ");
+      p->finished = f ? atoi(f + 10) : 0;
+      p->seconds = s ? strtod(s + 9, NULL) : 0;
+      p->sig = nl_xstrdup(g ? g + 3 : "");
+      continue;
+    }
+    if (lineno == 2) continue; /* header */
+    char *fl[10];
+    if (csv_split(line, fl, 10) != 10) {
+      rc = nl_fail(err, NL_EINPUT, "%s:%d: expected 10 CSV fields", path, lineno);
+      break;
+    }
+    if (p->n == cap) {
+      cap = cap ? 2 * cap : 16;
+      p->m = nl_xrealloc(p->m, sizeof(nl_gp_member) * (size_t)cap);
+    }
+    nl_gp_member *m = &p->m[p->n];
+    memset(m, 0, sizeof *m);
+    m->rank = atoi(fl[2]);
+    m->nodes = atoi(fl[3]);
+    m->flops = atoi(fl[4]);
+    m->train_fitness = strtod(fl[5], NULL);
+    m->val_fitness = strtod(fl[6], NULL);
+    m->val_mse = strtod(fl[7], NULL);
+    m->val_r2 = strtod(fl[8], NULL);
+    nl_prog_init(&m->prog);
+    if (nl_parse(fl[9], lineno, &m->prog, err) != 0) {
+      nl_prog_free(&m->prog);
+      nl_error_prefix(err, "%s", path);
+      rc = -1;
+      break;
+    }
+    p->n++;
+  }
+  free(text);
+  if (rc != 0) part_free(p);
+  return rc;
+}
+
+static int part_write(const char *path, const char *layer, int seed, const nl_gp_result *r,
+                      const char *sig, nl_error *err) {
+  nl_atomic_file af;
+  if (nl_atomic_open(&af, path, err) != 0) return -1;
+  fprintf(af.fp, "# normlab evolve part: layer=%s seed=%d finished=%d gens=%d seconds=%.6f | %s\n",
+          layer, seed, r->finished, r->gens_done, r->seconds, sig);
+  fprintf(af.fp, "%s\n", nl_gp_csv_header);
+  write_rows(af.fp, layer, seed, r->front, r->nfront);
+  return nl_atomic_commit(&af, err);
+}
+
+void nl_gp_summary_free(nl_gp_summary *s) {
+  for (int i = 0; i < s->nlayers; i++) {
+    free(s->layers[i].name);
+    free(s->layers[i].expr);
+    nl_prog_free(&s->layers[i].prog);
+  }
+  free(s->layers);
+  memset(s, 0, sizeof *s);
+}
+
+/* Merge the parts of one layer into DIR/LAYER.csv and fill its summary. */
+static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *sig,
+                       nl_gp_layer_summary *ls, nl_error *err) {
+  char *sn = safe_name(layer);
+  char *out = path_fmt("%s/%s.csv", c->outdir, sn);
+  nl_atomic_file af;
+  if (nl_atomic_open(&af, out, err) != 0) {
+    free(sn);
+    free(out);
+    return -1;
+  }
+  fprintf(af.fp, "%s\n", nl_gp_csv_header);
+  int rc = 0, have = 0;
+  for (int k = 0; k < c->seeds && rc == 0; k++) {
+    char *pf = path_fmt("%s/parts/%s.seed%d.csv", c->outdir, sn, k);
+    char *pp = path_fmt("%s/parts/%s.seed%d.partial.csv", c->outdir, sn, k);
+    part p;
+    const char *use = NULL;
+    if (nl_file_exists(pf)) use = pf;
+    else if (nl_file_exists(pp)) use = pp;
+    if (use) {
+      if (part_read(use, &p, err) != 0) {
+        rc = -1;
+      } else if (strcmp(p.sig, sig) == 0) {
+        write_rows(af.fp, layer, k, p.m, p.n);
+        ls->seconds += p.seconds;
+        ls->seeds_done += p.finished && use == pf;
+        int ch = nl_gp_select(p.m, p.n, c->cfg->select);
+        if (ch >= 0 && (!have || p.m[ch].val_fitness < ls->val_fitness)) {
+          have = 1;
+          nl_prog_copy(&ls->prog, &p.m[ch].prog);
+          ls->seed = k;
+          ls->nodes = p.m[ch].nodes;
+          ls->flops = p.m[ch].flops;
+          ls->val_fitness = p.m[ch].val_fitness;
+          ls->val_mse = p.m[ch].val_mse;
+          ls->val_r2 = p.m[ch].val_r2;
+        }
+        part_free(&p);
+      } else {
+        part_free(&p);
+      }
+    }
+    free(pf);
+    free(pp);
+  }
+  if (rc == 0 && have) {
+    free(ls->expr);
+    ls->expr = nl_print(&ls->prog, NL_PRINT_EXACT);
+  }
+  if (rc != 0)
+    nl_atomic_abort(&af);
+  else
+    rc = nl_atomic_commit(&af, err);
+  free(sn);
+  free(out);
+  return rc;
+}
+
+static int write_chosen(const nl_gp_campaign *c, const nl_gp_summary *s, nl_error *err) {
+  nl_exprset set;
+  nl_exprset_init(&set);
+  for (int i = 0; i < s->nlayers; i++) {
+    const nl_gp_layer_summary *l = &s->layers[i];
+    if (!l->expr) continue;
+    char com[256];
+    snprintf(com, sizeof com,
+             " seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s", l->seed,
+             l->nodes, l->flops, l->val_mse, l->val_r2, l->val_fitness,
+             l->seeds_done < c->seeds ? " partial" : "");
+    nl_exprset_set(&set, l->name, &l->prog, com);
+  }
+  char *path = path_fmt("%s/chosen.exprs", c->outdir);
+  int rc = nl_exprset_save(&set, path, err);
+  free(path);
+  nl_exprset_free(&set);
+  return rc;
+}
+
+typedef struct wrap {
+  const nl_gp_campaign *c;
+  int task, ntasks;
+  int stopped;
+} wrap;
+
+static int wrap_cb(const nl_gp_progress *p, void *u) {
+  wrap *w = u;
+  nl_gp_progress q = *p;
+  q.task = w->task;
+  q.ntasks = w->ntasks;
+  int r = w->c->progress ? w->c->progress(&q, w->c->user) : 0;
+  if (r) w->stopped = 1;
+  return r;
+}
+
+int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err) {
+  memset(out, 0, sizeof *out);
+  double t0 = nl_now();
+  if (nl_gp_config_check(c->cfg, err) != 0) return -1;
+  if (c->seeds < 1) return nl_fail(err, NL_EINPUT, "seeds must be >= 1, got %d", c->seeds);
+  const nl_maps *m = c->maps;
+  int nl = c->layers ? c->nlayers : m->nlayers;
+  int *li = nl_xmalloc(sizeof(int) * (size_t)(nl ? nl : 1));
+  for (int i = 0; i < nl; i++) {
+    li[i] = c->layers ? nl_maps_index(m, c->layers[i]) : i;
+    if (li[i] < 0) {
+      free(li);
+      return nl_fail(err, NL_EINPUT, "no layer '%s' in the mappings", c->layers[i]);
+    }
+  }
+  char *parts = path_fmt("%s/parts", c->outdir);
+  if (nl_mkdir_p(parts, err) != 0) {
+    free(parts);
+    free(li);
+    return -1;
+  }
+  char sig[1024];
+  signature(c->cfg, sig, sizeof sig);
+  out->layers = nl_xcalloc((size_t)(nl ? nl : 1), sizeof(nl_gp_layer_summary));
+  out->nlayers = nl;
+  for (int i = 0; i < nl; i++) {
+    out->layers[i].name = nl_xstrdup(m->layers[li[i]].name);
+    nl_prog_init(&out->layers[i].prog);
+  }
+  int rc = 0, stopped = 0;
+  wrap w = {c, 0, nl * c->seeds, 0};
+  for (int i = 0; i < nl && rc == 0 && !stopped; i++) {
+    const nl_maps_layer *L = &m->layers[li[i]];
+    char *sn = safe_name(L->name);
+    for (int k = 0; k < c->seeds && rc == 0 && !stopped; k++) {
+      w.task = i * c->seeds + k;
+      char *pf = path_fmt("%s/%s.seed%d.csv", parts, sn, k);
+      char *pp = path_fmt("%s/%s.seed%d.partial.csv", parts, sn, k);
+      int done = 0;
+      if (nl_file_exists(pf)) {
+        part p;
+        nl_error e2;
+        if (part_read(pf, &p, &e2) == 0) {
+          done = p.finished && strcmp(p.sig, sig) == 0;
+          part_free(&p);
+        }
+      }
+      if (done) {
+        out->layers[i].skipped++;
+      } else if (nl_interrupted()) {
+        stopped = 1;
+      } else {
+        nl_gp_result r;
+        if (nl_gp_run(c->cfg, L->name, L->x, L->y, L->n, k, wrap_cb, &w, &r, err) != 0) {
+          nl_error_prefix(err, "layer %s seed %d", L->name, k);
+          rc = -1;
+        } else {
+          if (r.finished) {
+            rc = part_write(pf, L->name, k, &r, sig, err);
+            if (rc == 0) unlink(pp);
+          } else {
+            rc = part_write(pp, L->name, k, &r, sig, err);
+            stopped = 1;
+          }
+          nl_gp_result_free(&r);
+        }
+      }
+      free(pf);
+      free(pp);
+    }
+    free(sn);
+    if (rc == 0) rc = merge_layer(c, L->name, sig, &out->layers[i], err);
+    if (rc == 0) rc = write_chosen(c, out, err);
+  }
+  /* layers not reached this time may still have results on disk */
+  free(parts);
+  free(li);
+  out->seconds = nl_now() - t0;
+  if (rc != 0) return -1;
+  if (stopped) return nl_fail(err, NL_EINTR, "stopped; rerun the same command to resume");
+  return 0;
+}
