@@ -9,45 +9,12 @@
 #include <stdlib.h>
 
 #include "app/bench.h"
+#include "app/bench_fused.h"
 #include "base/mem.h"
 #include "base/timer.h"
 #include "expr/expr.h"
-#include "expr/vmath.h"
 
 #define NPOINTS 45000
-
-static const char *const trees[] = {
-    "0.698*clip(2.31*x) + 0.05*tanh(x)",
-    "2.5*tanh(clip(x)) + 0.135*x",
-    "(x + 0.0719)*(1.3*sigmoid(2.99*x) - 0.4)",
-    "tanh(0.8*x) + sigmoid(x - 0.27)*0.5",
-    "clip(1.7*x - 0.3)*0.6 + clip(x, -1, 2)",
-};
-#define NTREES (int)(sizeof trees / sizeof trees[0])
-
-/* The same trees, fused by hand. */
-NL_VKERNEL static void fused0(const float *restrict x, float *restrict y, int n) {
-  for (int i = 0; i < n; i++)
-    y[i] = 0.698f * nl_vm_clip(2.31f * x[i], -5.0f, 5.0f) + 0.05f * nl_vm_tanh(x[i]);
-}
-NL_VKERNEL static void fused1(const float *restrict x, float *restrict y, int n) {
-  for (int i = 0; i < n; i++)
-    y[i] = 2.5f * nl_vm_tanh(nl_vm_clip(x[i], -5.0f, 5.0f)) + 0.135f * x[i];
-}
-NL_VKERNEL static void fused2(const float *restrict x, float *restrict y, int n) {
-  for (int i = 0; i < n; i++)
-    y[i] = (x[i] + 0.0719f) * (1.3f * nl_vm_sigmoid(2.99f * x[i]) - 0.4f);
-}
-NL_VKERNEL static void fused3(const float *restrict x, float *restrict y, int n) {
-  for (int i = 0; i < n; i++)
-    y[i] = nl_vm_tanh(0.8f * x[i]) + nl_vm_sigmoid(x[i] - 0.27f) * 0.5f;
-}
-NL_VKERNEL static void fused4(const float *restrict x, float *restrict y, int n) {
-  for (int i = 0; i < n; i++)
-    y[i] = nl_vm_clip(1.7f * x[i] - 0.3f, -5.0f, 5.0f) * 0.6f + nl_vm_clip(x[i], -1.0f, 2.0f);
-}
-static void (*const fused[NTREES])(const float *, float *, int) = {fused0, fused1, fused2,
-                                                                    fused3, fused4};
 
 typedef struct rate {
   double node_evals, seconds;
@@ -58,10 +25,10 @@ static double per_s(rate r) { return r.seconds > 0 ? r.node_evals / r.seconds : 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   double secs = nl_arg_num(a, "seconds");
   if (secs <= 0) secs = 3;
-  nl_prog progs[NTREES];
-  for (int t = 0; t < NTREES; t++) {
+  nl_prog progs[NL_BENCH_NTREES];
+  for (int t = 0; t < NL_BENCH_NTREES; t++) {
     nl_prog_init(&progs[t]);
-    if (nl_parse(trees[t], 1, &progs[t], err) != 0) return -1;
+    if (nl_parse(nl_bench_trees[t], 1, &progs[t], err) != 0) return -1;
   }
   float *x = nl_aalloc(sizeof(float) * NPOINTS), *y = nl_aalloc(sizeof(float) * NPOINTS);
   float *z = nl_aalloc(sizeof(float) * NPOINTS);
@@ -69,13 +36,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_eval_ws ws;
   nl_eval_ws_init(&ws, 64);
   double nodes = 0;
-  for (int t = 0; t < NTREES; t++) nodes += progs[t].len;
+  for (int t = 0; t < NL_BENCH_NTREES; t++) nodes += progs[t].len;
 
   /* check the fused loops compute what the evaluator computes */
   double maxdiff = 0;
-  for (int t = 0; t < NTREES; t++) {
+  for (int t = 0; t < NL_BENCH_NTREES; t++) {
     nl_eval(&progs[t], x, y, NPOINTS, &ws);
-    fused[t](x, z, NPOINTS);
+    nl_bench_fused[t](x, z, NPOINTS);
     for (int i = 0; i < NPOINTS; i++) {
       double d = fabsf(y[i] - z[i]) / (1.0 + fabsf(z[i]));
       if (d > maxdiff) maxdiff = d;
@@ -92,14 +59,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   int rounds = 0;
   while (rounds < 3 || nl_now() < t_end) {
     double t0 = nl_now();
-    for (int t = 0; t < NTREES; t++) nl_eval(&progs[t], x, y, NPOINTS, &ws);
+    for (int t = 0; t < NL_BENCH_NTREES; t++) nl_eval(&progs[t], x, y, NPOINTS, &ws);
     double t1 = nl_now();
-    for (int t = 0; t < NTREES; t++) fused[t](x, z, NPOINTS);
+    for (int t = 0; t < NL_BENCH_NTREES; t++) nl_bench_fused[t](x, z, NPOINTS);
     double t2 = nl_now();
-    for (int t = 0; t < NTREES; t++) (void)nl_mse_grad(&progs[t], x, z, NPOINTS, grad, &ws);
+    for (int t = 0; t < NL_BENCH_NTREES; t++) (void)nl_mse_grad(&progs[t], x, z, NPOINTS, grad, &ws);
     double t3 = nl_now();
     if (rounds % 8 == 0)
-      for (int t = 0; t < NTREES; t++)
+      for (int t = 0; t < NL_BENCH_NTREES; t++)
         for (int i = 0; i < NPOINTS; i += 16) sink += nl_eval1(&progs[t], x[i]);
     double t4 = nl_now();
     if (t1 - t0 < rb.seconds) rb.seconds = t1 - t0;
@@ -114,7 +81,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
   if (nl_arg_flag(a, "json")) {
     json_t *o = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:i}", "bench", "expr", "trees",
-                          NTREES, "points", NPOINTS, "nodes_per_tree", nodes / NTREES,
+                          NL_BENCH_NTREES, "points", NPOINTS, "nodes_per_tree", nodes / NL_BENCH_NTREES,
                           "batched_node_evals_per_s", per_s(rb), "fused_node_evals_per_s",
                           per_s(rf), "mse_grad_node_evals_per_s", per_s(rg),
                           "scalar_node_evals_per_s", per_s(rs), "fused_vs_batched_max_rel_diff",
@@ -127,9 +94,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_bench_print_machine(ctx);
     fprintf(ctx->out, "expression evaluation, one core, %d trees of %.1f nodes on average "
                       "(tanh, sigmoid, clip), %d points each:\n\n",
-            NTREES, nodes / NTREES, NPOINTS);
-    for (int t = 0; t < NTREES; t++)
-      fprintf(ctx->out, "  %-44s %2d nodes\n", trees[t], progs[t].len);
+            NL_BENCH_NTREES, nodes / NL_BENCH_NTREES, NPOINTS);
+    for (int t = 0; t < NL_BENCH_NTREES; t++)
+      fprintf(ctx->out, "  %-44s %2d nodes\n", nl_bench_trees[t], progs[t].len);
     fprintf(ctx->out, "\n  %-44s %10.3g node-evals/s  (%.0f%% of the limit)\n",
             "batched evaluator (nl_eval)", per_s(rb), 100.0 * per_s(rb) / per_s(rf));
     fprintf(ctx->out, "  %-44s %10.3g node-evals/s\n", "limit: fused hand-written loops",
@@ -142,7 +109,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             rounds, maxdiff);
   }
   nl_eval_ws_free(&ws);
-  for (int t = 0; t < NTREES; t++) nl_prog_free(&progs[t]);
+  for (int t = 0; t < NL_BENCH_NTREES; t++) nl_prog_free(&progs[t]);
   nl_afree(x);
   nl_afree(y);
   nl_afree(z);
