@@ -14,6 +14,7 @@
 
 #include "base/fileio.h"
 #include "base/mem.h"
+#include "model/maps.h"
 
 void nl_session_init(nl_session *s) { memset(s, 0, sizeof *s); }
 
@@ -131,21 +132,7 @@ static int ends_with(const char *s, const char *suf) {
 
 /* Natural order: runs of digits compare as numbers (blocks.2 < blocks.10). */
 static int cmp_str(const void *pa, const void *pb) {
-  const char *a = *(char *const *)pa, *b = *(char *const *)pb;
-  while (*a && *b) {
-    if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
-      char *ea, *eb;
-      unsigned long x = strtoul(a, &ea, 10), y = strtoul(b, &eb, 10);
-      if (x != y) return x < y ? -1 : 1;
-      a = ea;
-      b = eb;
-      continue;
-    }
-    if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
-    a++;
-    b++;
-  }
-  return (unsigned char)*a - (unsigned char)*b;
+  return nl_natural_cmp(*(char *const *)pa, *(char *const *)pb);
 }
 
 /* Layers of a mappings file: tensors "<layer>.x" with a "<layer>.y". */

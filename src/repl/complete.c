@@ -12,6 +12,7 @@
 #include "base/mem.h"
 #include "repl/repl.h"
 #include "repl/split.h"
+#include "model/maps.h"
 
 typedef struct list {
   char **v;
@@ -139,21 +140,7 @@ static void candidates(list *l, const nl_words *w, const char *text, int *files)
 
 /* Natural order (blocks.2 before blocks.10), as the layers are listed. */
 static int natural_cmp(const void *pa, const void *pb) {
-  const char *a = *(char *const *)pa, *b = *(char *const *)pb;
-  while (*a && *b) {
-    if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
-      char *ea, *eb;
-      unsigned long x = strtoul(a, &ea, 10), y = strtoul(b, &eb, 10);
-      if (x != y) return x < y ? -1 : 1;
-      a = ea;
-      b = eb;
-      continue;
-    }
-    if (*a != *b) return (unsigned char)*a - (unsigned char)*b;
-    a++;
-    b++;
-  }
-  return (unsigned char)*a - (unsigned char)*b;
+  return nl_natural_cmp(*(char *const *)pa, *(char *const *)pb);
 }
 
 /* Words before the one being completed, for the command the cursor is in. */
