@@ -7,8 +7,12 @@
 
 #include "model/vit.h"
 
-/* Free the slot's expression, if any (kind is left to the caller). */
+/* Free the slot's expression and its text, if any (kind is left to the
+ * caller). */
 void nl_norm_expr_release(nl_norm *n);
+/* List (on = 1) or unlist (on = 0) the slot's "<slot>.alpha" view in
+ * m->tensors, right after "<slot>.bias"; no-op when already so. */
+void nl_vit_alpha_view(nl_vit *m, const nl_norm *n, int on);
 /* out = f(x) * w + b over `rows` rows of length d. */
 void nl_norm_expr_rows(const nl_norm *n, float *out, const float *x, size_t rows, int d);
 

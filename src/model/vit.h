@@ -11,7 +11,28 @@
  * blocks.N.norm2, then norm (class-token pooling) or fc_norm (average
  * pooling). A slot's kind is LayerNorm, DyT (tanh(alpha x) w + b) or an
  * expression (f(x) w + b); the affine w, b always stays the slot's own
- * parameters. */
+ * parameters.
+ *
+ * DyT alpha is a learnable parameter and lives in nl_vit.params like every
+ * other: the buffer reserves one float (a 16-float aligned view) per norm
+ * slot for it, and nl_norm.alpha points there for every slot, whatever its
+ * kind. While a slot is DyT, nl_vit.tensors lists that float as the tensor
+ * "<slot>.alpha", shape [1] (the name and shape of the DyT reference
+ * implementation), so optimisers and checkpoints see it; for other kinds it
+ * is not listed (like the alignment padding between views, it belongs to no
+ * tensor). Changing kinds (nl_norm_set_*, nl_vit_replace_*) edits the
+ * nl_vit.tensors list in place (entries after the slot shift by one) but
+ * never moves the buffer: pointers into nl_vit.params stay valid, nl_param
+ * pointers and indices into nl_vit.tensors do not. The gradient of alpha is
+ * at offset (n->alpha - m->params) of a buffer laid out like params.
+ *
+ * Checkpoints (nl_vit_save) record every slot's kind in the safetensors
+ * __metadata__ key "norms", a JSON object
+ *   {"blocks.0.norm1": {"kind": "expr", "expr": "0.7*clip(2.3*x)"},
+ *    "blocks.0.norm2": {"kind": "dyt"}, "norm": {"kind": "layernorm"}, ...}
+ * with DyT alphas as the tensors "<slot>.alpha" (F32 [1]). nl_vit_load
+ * restores the kinds; a file without "norms" gets DyT wherever a
+ * "<slot>.alpha" tensor exists and LayerNorm elsewhere. */
 #ifndef NL_MODEL_VIT_H
 #define NL_MODEL_VIT_H
 
@@ -45,8 +66,11 @@ typedef struct nl_norm {
   char name[48];        /* "blocks.3.norm1", "norm", "fc_norm" */
   nl_norm_kind kind;
   float *w, *b;         /* affine, views into nl_vit.params */
-  float alpha;          /* DyT: tanh(alpha * x) */
+  float *alpha;         /* DyT: tanh(*alpha * x); view into nl_vit.params (see above),
+                           never NULL in a loaded model; *alpha is 0.5 unless set */
   struct nl_prog *prog; /* expression: owned copy, NULL for other kinds */
+  char *expr;           /* expression: its text as saved (round-trip precision,
+                           parses back to prog exactly), owned; NULL for other kinds */
 } nl_norm;
 
 /* A named view into the parameter buffer. */
@@ -67,8 +91,9 @@ typedef struct nl_vit {
   nl_vit_config cfg;
   float *params;        /* all parameters, one 64-byte aligned buffer */
   size_t nparams;       /* floats in params */
-  nl_param *tensors;
+  nl_param *tensors;    /* live tensors, in checkpoint order (see alpha above) */
   int ntensors;
+  int tensors_cap;      /* room in tensors (one more per norm slot) */
   float *cls_token, *pos_embed, *patch_w, *patch_b, *head_w, *head_b;
   nl_vit_block *blocks; /* depth entries */
   nl_norm *norms;       /* 2 * depth + 1 slots, in forward order */
@@ -86,7 +111,9 @@ typedef struct nl_vit_load_opts {
  * missing tensors are errors naming them. */
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err);
 void nl_vit_free(nl_vit *m);
-/* Write the parameters (timm names) and the config as __metadata__. */
+/* Write the parameters (timm names, DyT alphas included), the config and
+ * the norm kinds ("norms") as __metadata__; atomically (temporary file and
+ * rename: an error leaves no file behind). */
 int nl_vit_save(const nl_vit *m, const char *path, nl_error *err);
 
 /* Parameter count and matrix FLOPs (multiply-add = 2) per image. */
@@ -94,12 +121,19 @@ size_t nl_vit_param_count(const nl_vit *m);
 double nl_vit_flops_per_image(const nl_vit_config *c);
 
 nl_norm *nl_vit_norm_find(nl_vit *m, const char *name);
-/* Switch a slot's kind. The affine is kept. */
-void nl_norm_set_layernorm(nl_norm *n);
-void nl_norm_set_dyt(nl_norm *n, float alpha);
-/* Expression norm f(x) * w + b, f evaluated with nl_eval (copies p;
- * NL_EINPUT when p is not a well-formed program). */
-int nl_norm_set_expr(nl_norm *n, const struct nl_prog *p, nl_error *err);
+/* Switch slot n of model m to a kind. The affine is kept; nl_vit.tensors
+ * gains or loses "<slot>.alpha" (see above). */
+void nl_norm_set_layernorm(nl_vit *m, nl_norm *n);
+/* DyT with *n->alpha = alpha. */
+void nl_norm_set_dyt(nl_vit *m, nl_norm *n, float alpha);
+/* Expression norm f(x) * w + b, f evaluated with nl_eval. Keeps the
+ * canonical form of p (printed at round-trip precision and parsed back:
+ * the same function, and exactly what a saved checkpoint reloads).
+ * NL_EINPUT naming the slot when p is not a well-formed program or has a
+ * constant that is not finite. */
+int nl_norm_set_expr(nl_vit *m, nl_norm *n, const struct nl_prog *p, nl_error *err);
+/* "layernorm", "dyt" or "expr". */
+const char *nl_norm_kind_name(nl_norm_kind k);
 
 /* Activations of one forward pass over a batch of up to `batch` images.
  * Arrays are row-major: [batch, tokens, dim] unless noted. */

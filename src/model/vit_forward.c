@@ -12,15 +12,17 @@
 
 /* ---- norm slots ---- */
 
-void nl_norm_set_layernorm(nl_norm *n) {
+void nl_norm_set_layernorm(nl_vit *m, nl_norm *n) {
   nl_norm_expr_release(n);
+  nl_vit_alpha_view(m, n, 0);
   n->kind = NL_NORM_LAYERNORM;
 }
 
-void nl_norm_set_dyt(nl_norm *n, float alpha) {
+void nl_norm_set_dyt(nl_vit *m, nl_norm *n, float alpha) {
   nl_norm_expr_release(n);
+  nl_vit_alpha_view(m, n, 1);
   n->kind = NL_NORM_DYT;
-  n->alpha = alpha;
+  *n->alpha = alpha;
 }
 
 /* Rows per parallel task of the row-wise kernels. */
@@ -46,7 +48,7 @@ static void norm_task(size_t i, int worker, void *user) {
                         j->x + off, j->n->w, j->n->b, r1 - r0, j->d, j->eps);
       break;
     case NL_NORM_DYT:
-      nl_dyt_rows(j->out + off, j->x + off, j->n->alpha, j->n->w, j->n->b, r1 - r0, j->d);
+      nl_dyt_rows(j->out + off, j->x + off, *j->n->alpha, j->n->w, j->n->b, r1 - r0, j->d);
       break;
     case NL_NORM_EXPR:
       nl_norm_expr_rows(j->n, j->out + off, j->x + off, r1 - r0, j->d);

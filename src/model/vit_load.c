@@ -8,6 +8,8 @@
 
 #include "base/fileio.h"
 #include "base/mem.h"
+#include "expr/expr.h"
+#include "model/norm_expr.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -375,6 +377,7 @@ static void build_layout(const nl_vit_config *c, layout *l) {
   for (int i = 0; i < c->depth; i++) {
     B("norm1.weight", 1, D, 0, 0, 0);
     B("norm1.bias", 1, D, 0, 0, 0);
+    B("norm1.alpha", 1, 1, 0, 0, 0);
     B("attn.qkv.weight", 2, 3 * D, D, 0, 0);
     if (c->qkv_bias) { B("attn.qkv.bias", 1, 3 * D, 0, 0, 0); }
     B("attn.proj.weight", 2, D, D, 0, 0);
@@ -382,6 +385,7 @@ static void build_layout(const nl_vit_config *c, layout *l) {
     if (c->layer_scale) { B("ls1.gamma", 1, D, 0, 0, 0); }
     B("norm2.weight", 1, D, 0, 0, 0);
     B("norm2.bias", 1, D, 0, 0, 0);
+    B("norm2.alpha", 1, 1, 0, 0, 0);
     B("mlp.fc1.weight", 2, H, D, 0, 0);
     B("mlp.fc1.bias", 1, H, 0, 0, 0);
     B("mlp.fc2.weight", 2, D, H, 0, 0);
@@ -394,6 +398,8 @@ static void build_layout(const nl_vit_config *c, layout *l) {
   add(l, nm, 1, D, 0, 0, 0);
   snprintf(nm, sizeof nm, "%s.bias", fn);
   add(l, nm, 1, D, 0, 0, 0);
+  snprintf(nm, sizeof nm, "%s.alpha", fn);
+  add(l, nm, 1, 1, 0, 0, 0);
   add(l, "head.weight", 2, c->classes, D, 0, 0);
   add(l, "head.bias", 1, c->classes, 0, 0, 0);
 }
@@ -436,8 +442,9 @@ static void wire(nl_vit *m) {
       n->w = view(m, nm);
       snprintf(nm, sizeof nm, "%s.bias", n->name);
       n->b = view(m, nm);
+      snprintf(nm, sizeof nm, "%s.alpha", n->name);
+      n->alpha = view(m, nm);
       n->kind = NL_NORM_LAYERNORM;
-      n->alpha = 0.5f;
     }
     b->norm1 = &m->norms[2 * i];
     b->norm2 = &m->norms[2 * i + 1];
@@ -449,9 +456,130 @@ static void wire(nl_vit *m) {
   n->w = view(m, nm);
   snprintf(nm, sizeof nm, "%s.bias", n->name);
   n->b = view(m, nm);
+  snprintf(nm, sizeof nm, "%s.alpha", n->name);
+  n->alpha = view(m, nm);
   n->kind = NL_NORM_LAYERNORM;
-  n->alpha = 0.5f;
   m->final_norm = n;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int tensor_index(const nl_vit *m, const char *name) {
+  for (int i = 0; i < m->ntensors; i++)
+    if (strcmp(m->tensors[i].name, name) == 0) return i;
+  return -1;
+}
+
+void nl_vit_alpha_view(nl_vit *m, const nl_norm *n, int on) {
+  if (!m || !m->tensors || !n->alpha) return;
+  char nm[96];
+  snprintf(nm, sizeof nm, "%s.alpha", n->name);
+  int at = tensor_index(m, nm);
+  if (!on && at >= 0) {
+    memmove(&m->tensors[at], &m->tensors[at + 1], sizeof(nl_param) * (size_t)(m->ntensors - at - 1));
+    m->ntensors--;
+  } else if (on && at < 0 && m->ntensors < m->tensors_cap) {
+    snprintf(nm, sizeof nm, "%s.bias", n->name);
+    int b = tensor_index(m, nm);
+    at = b >= 0 ? b + 1 : m->ntensors;
+    memmove(&m->tensors[at + 1], &m->tensors[at], sizeof(nl_param) * (size_t)(m->ntensors - at));
+    m->ntensors++;
+    nl_param *p = &m->tensors[at];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%.41s.alpha", n->name);
+    p->ndim = 1;
+    p->shape[0] = 1;
+    p->numel = 1;
+    p->offset = (size_t)(n->alpha - m->params);
+  }
+}
+
+/* Norm kinds from __metadata__ "norms" (see vit.h), else DyT where an
+ * alpha tensor is in the file. `has_alpha[i]`: the file holds norms[i]'s
+ * alpha. */
+static int restore_norms(nl_vit *m, const nl_st_file *f, const char *path, const int *has_alpha,
+                         nl_error *err) {
+  const char *text = nl_st_meta_get(f, "norms");
+  json_t *root = NULL;
+  if (text) {
+    json_error_t je;
+    root = json_loads(text, 0, &je);
+    if (!root || !json_is_object(root)) {
+      json_decref(root);
+      return nl_fail(err, NL_EINPUT, "%s: __metadata__ norms is not a JSON object%s%s", path,
+                     root ? "" : ": ", root ? "" : je.text);
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+      if (!nl_vit_norm_find(m, key)) {
+        nl_fail(err, NL_EINPUT, "%s: __metadata__ norms: '%s' is not a norm layer of this model",
+                path, key);
+        json_decref(root);
+        return -1;
+      }
+    }
+  }
+  int rc = 0;
+  for (int i = 0; i < m->nnorms && !rc; i++) {
+    nl_norm *n = &m->norms[i];
+    nl_norm_kind kind = has_alpha[i] ? NL_NORM_DYT : NL_NORM_LAYERNORM;
+    const char *expr = NULL;
+    json_t *e = root ? json_object_get(root, n->name) : NULL;
+    if (root) kind = NL_NORM_LAYERNORM;
+    if (e) {
+      json_t *k = json_object_get(e, "kind");
+      const char *ks = json_is_object(e) && json_is_string(k) ? json_string_value(k) : NULL;
+      if (ks && strcmp(ks, "layernorm") == 0) kind = NL_NORM_LAYERNORM;
+      else if (ks && strcmp(ks, "dyt") == 0) kind = NL_NORM_DYT;
+      else if (ks && strcmp(ks, "expr") == 0) kind = NL_NORM_EXPR;
+      else {
+        rc = nl_fail(err, NL_EINPUT,
+                     "%s: __metadata__ norms: layer '%s': want {\"kind\": \"layernorm\"|\"dyt\"|\"expr\", ...}",
+                     path, n->name);
+        break;
+      }
+      if (kind == NL_NORM_EXPR) {
+        json_t *x = json_object_get(e, "expr");
+        if (!json_is_string(x)) {
+          rc = nl_fail(err, NL_EINPUT, "%s: __metadata__ norms: layer '%s': kind expr needs an \"expr\" string",
+                       path, n->name);
+          break;
+        }
+        expr = json_string_value(x);
+      }
+    }
+    if (kind == NL_NORM_DYT && !has_alpha[i]) {
+      rc = nl_fail(err, NL_EINPUT, "%s: layer '%s' is DyT but tensor '%s.alpha' is missing", path,
+                   n->name, n->name);
+    } else if (kind != NL_NORM_DYT && has_alpha[i]) {
+      rc = nl_fail(err, NL_EINPUT, "%s: tensor '%s.alpha' but __metadata__ norms says layer '%s' is %s",
+                   path, n->name, n->name, nl_norm_kind_name(kind));
+    } else if (kind == NL_NORM_DYT) {
+      if (!isfinite(*n->alpha))
+        rc = nl_fail(err, NL_EINPUT, "%s: tensor '%s.alpha' is %g, not a finite number", path,
+                     n->name, (double)*n->alpha);
+      else
+        nl_norm_set_dyt(m, n, *n->alpha);
+    } else if (kind == NL_NORM_EXPR) {
+      nl_prog p;
+      nl_prog_init(&p);
+      nl_error pe;
+      if (nl_parse(expr, 1, &p, &pe) != 0)
+        rc = nl_fail(err, NL_EINPUT, "%s: __metadata__ norms: layer '%s': %s", path, n->name,
+                     pe.msg);
+      else if (nl_norm_set_expr(m, n, &p, &pe) != 0)
+        rc = nl_fail(err, NL_EINPUT, "%s: __metadata__ norms: %s", path, pe.msg);
+      nl_prog_free(&p);
+    } else {
+      nl_norm_set_layernorm(m, n);
+    }
+  }
+  json_decref(root);
+  return rc;
 }
 
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err) {
@@ -470,6 +598,7 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
   int nmiss = 0, nunk = 0;
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
+    if (!t && ends_with(l.p[i].name, ".alpha")) continue; /* DyT slots only */
     if (!t) {
       if (nmiss++ < 8) {
         size_t k = strlen(missing);
@@ -511,18 +640,36 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
   }
   m->tensors = l.p;
   m->ntensors = l.n;
+  m->tensors_cap = l.cap;
   m->nparams = l.total;
   m->params = nl_aalloc(sizeof(float) * (l.total ? l.total : 1));
   memset(m->params, 0, sizeof(float) * l.total);
-  for (int i = 0; i < l.n; i++) nl_st_to_f32(nl_st_find(&f, l.p[i].name), m->params + l.p[i].offset);
-  nl_st_close(&f);
+  for (int i = 0; i < l.n; i++) {
+    const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
+    if (t) nl_st_to_f32(t, m->params + l.p[i].offset);
+    else m->params[l.p[i].offset] = 0.5f; /* an alpha not in the file */
+  }
   wire(m);
+  int *has_alpha = nl_xcalloc((size_t)m->nnorms, sizeof(int));
+  for (int i = 0; i < m->nnorms; i++) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "%s.alpha", m->norms[i].name);
+    has_alpha[i] = nl_st_find(&f, nm) != NULL;
+    nl_vit_alpha_view(m, &m->norms[i], 0); /* listed again for DyT slots below */
+  }
+  int rc = restore_norms(m, &f, path, has_alpha, err);
+  free(has_alpha);
+  nl_st_close(&f);
+  if (rc) {
+    nl_vit_free(m);
+    return -1;
+  }
   return 0;
 }
 
 void nl_vit_free(nl_vit *m) {
   if (!m) return;
-  for (int i = 0; i < m->nnorms; i++) nl_norm_set_layernorm(&m->norms[i]);
+  for (int i = 0; i < m->nnorms; i++) nl_norm_expr_release(&m->norms[i]);
   nl_afree(m->params);
   free(m->tensors);
   free(m->blocks);
@@ -557,6 +704,17 @@ int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
     nl_st_writer_meta(w, k ? "std" : "mean", buf);
   }
   if (c->arch[0]) nl_st_writer_meta(w, "architecture", c->arch);
+  json_t *norms = json_object();
+  for (int i = 0; i < m->nnorms; i++) {
+    const nl_norm *n = &m->norms[i];
+    json_t *e = json_pack("{s:s}", "kind", nl_norm_kind_name(n->kind));
+    if (n->kind == NL_NORM_EXPR) json_object_set_new(e, "expr", json_string(n->expr ? n->expr : ""));
+    json_object_set_new(norms, n->name, e);
+  }
+  char *nt = json_dumps(norms, JSON_PRESERVE_ORDER | JSON_COMPACT);
+  json_decref(norms);
+  nl_st_writer_meta(w, "norms", nt);
+  free(nt);
   nl_st_writer_meta(w, "format", "pt");
   int rc = nl_st_writer_save(w, path, err);
   nl_st_writer_free(w);

@@ -204,7 +204,7 @@ static void sweep_model(const char *model, const char *ref, const char *json, do
   assert_true(fabs((double)s.correct / s.n - top1) <= 3.5e-4);
   if (!with_dyt) goto done;
   /* DyT swaps, no fine-tuning: alpha = 0.5 everywhere, then the fitted alphas */
-  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m.norms[i], 0.5f);
+  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m, &m.norms[i], 0.5f);
   run_sweep(&m, &d, NULL, &s);
   printf("# %s with DyT alpha=0.5: top-1 %.2f %% (reference %.1f %%)\n", model,
          100.0 * s.correct / s.n, 100 * dyt05);
@@ -218,7 +218,7 @@ static void sweep_model(const char *model, const char *ref, const char *json, do
     json_t *e = json_array_get(tab, i);
     nl_norm *n = nl_vit_norm_find(&m, json_string_value(json_object_get(e, "layer")));
     assert_non_null(n);
-    nl_norm_set_dyt(n, (float)json_number_value(json_object_get(e, "dyt_alpha")));
+    nl_norm_set_dyt(&m, n, (float)json_number_value(json_object_get(e, "dyt_alpha")));
   }
   json_decref(j);
   run_sweep(&m, &d, NULL, &s);
@@ -335,14 +335,14 @@ static void test_expr_norm(void **state) {
   float *in = nl_st_read_f32(&r, "inputs", NULL, &err);
   nl_vit_acts a;
   assert_int_equal(nl_vit_acts_init(&a, &m.cfg, 8, 0, &err), 0);
-  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m.norms[i], 0.7f);
+  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m, &m.norms[i], 0.7f);
   assert_int_equal(nl_vit_forward(&m, &a, in, 8, NULL, NULL, &err), 0);
   float dyt[80];
   memcpy(dyt, a.logits, sizeof dyt);
   nl_prog p;
   nl_prog_init(&p);
   assert_int_equal(nl_parse("tanh(0.7 * x)", 1, &p, &err), 0);
-  for (int i = 0; i < m.nnorms; i++) assert_int_equal(nl_norm_set_expr(&m.norms[i], &p, &err), 0);
+  for (int i = 0; i < m.nnorms; i++) assert_int_equal(nl_norm_set_expr(&m, &m.norms[i], &p, &err), 0);
   nl_prog_free(&p);
   assert_int_equal(m.norms[3].kind, NL_NORM_EXPR);
   assert_int_equal(nl_vit_forward(&m, &a, in, 8, NULL, NULL, &err), 0);
@@ -351,7 +351,7 @@ static void test_expr_norm(void **state) {
   printf("# expression tanh(0.7*x) vs DyT alpha=0.7: max logit difference %.3g\n", w);
   assert_true(w < 1e-4);
   /* back to LayerNorm: the timm logits again */
-  for (int i = 0; i < m.nnorms; i++) nl_norm_set_layernorm(&m.norms[i]);
+  for (int i = 0; i < m.nnorms; i++) nl_norm_set_layernorm(&m, &m.norms[i]);
   assert_null(m.norms[3].prog);
   assert_int_equal(nl_vit_forward(&m, &a, in, 8, NULL, NULL, &err), 0);
   assert_true(maxdiff_ref(&r, "logits", a.logits, 80) <= 1e-4);
