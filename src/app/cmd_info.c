@@ -61,6 +61,19 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       if (i) fputs(", ", o);
       json_str(o, m.norms[i].name);
     }
+    fprintf(o, "], \"norms\": [");
+    for (int i = 0; i < m.nnorms; i++) {
+      const nl_norm *n = &m.norms[i];
+      fprintf(o, "%s{\"name\": ", i ? ", " : "");
+      json_str(o, n->name);
+      fprintf(o, ", \"kind\": \"%s\"", nl_norm_kind_name(n->kind));
+      if (n->kind == NL_NORM_DYT) fprintf(o, ", \"alpha\": %.9g", (double)*n->alpha);
+      if (n->kind == NL_NORM_EXPR) {
+        fprintf(o, ", \"expr\": ");
+        json_str(o, n->expr);
+      }
+      fputc('}', o);
+    }
     fprintf(o, "]}\n");
   } else {
     fprintf(o, "model:        %s\n", path);
@@ -81,9 +94,26 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(o, " (%s)\n", c->norm_source);
     fprintf(o, "parameters:   %zu\n", nl_vit_param_count(&m));
     fprintf(o, "FLOPs/image:  %.1f M (matrix products, multiply-add = 2)\n", flops * 1e-6);
-    fprintf(o, "norm layers (%d):", m.nnorms);
-    for (int i = 0; i < m.nnorms; i++) fprintf(o, "%s%s", i % 6 ? " " : "\n  ", m.norms[i].name);
-    fprintf(o, "\n");
+    int count[3] = {0, 0, 0};
+    for (int i = 0; i < m.nnorms; i++) count[m.norms[i].kind]++;
+    if (count[NL_NORM_LAYERNORM] == m.nnorms) {
+      fprintf(o, "norm layers (%d, all LayerNorm):", m.nnorms);
+      for (int i = 0; i < m.nnorms; i++) fprintf(o, "%s%s", i % 6 ? " " : "\n  ", m.norms[i].name);
+      fprintf(o, "\n");
+    } else {
+      fprintf(o, "norm layers (%d: %d LayerNorm, %d DyT, %d expression):\n", m.nnorms,
+              count[NL_NORM_LAYERNORM], count[NL_NORM_DYT], count[NL_NORM_EXPR]);
+      int w = 0;
+      for (int i = 0; i < m.nnorms; i++)
+        if ((int)strlen(m.norms[i].name) > w) w = (int)strlen(m.norms[i].name);
+      for (int i = 0; i < m.nnorms; i++) {
+        const nl_norm *n = &m.norms[i];
+        fprintf(o, "  %-*s  %-9s", w, n->name, nl_norm_kind_name(n->kind));
+        if (n->kind == NL_NORM_DYT) fprintf(o, "  tanh(%.9g*x)*w + b", (double)*n->alpha);
+        if (n->kind == NL_NORM_EXPR) fprintf(o, "  (%s)*w + b", n->expr);
+        fputc('\n', o);
+      }
+    }
   }
   nl_vit_free(&m);
   return 0;
@@ -96,8 +126,9 @@ const nl_cmd nl_cmd_info = {
     .help = "Loads MODEL (a safetensors file with timm tensor names; default: the session's\n"
             "model or the bundled vit_small_p7_fmnist) and prints its config and where it\n"
             "came from (__metadata__ model_args, config.json beside the file, or inferred\n"
-            "from tensor shapes), the parameter count, the norm layer names and the\n"
-            "matrix FLOPs per image.",
+            "from tensor shapes), the parameter count, the norm layers with their kind\n"
+            "(LayerNorm, DyT with its alpha, or the expression of an adapted checkpoint)\n"
+            "and the matrix FLOPs per image.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 1,

@@ -190,6 +190,7 @@ typedef struct nl_exprset_entry {
   char *name;      /* layer name */
   nl_prog prog;
   char *comment;   /* trailing comment without '#', or NULL */
+  int line;        /* line of the text it was parsed from; 0 when set by a call */
 } nl_exprset_entry;
 
 typedef struct nl_exprset {

@@ -39,6 +39,7 @@ void nl_exprset_set(nl_exprset *s, const char *name, const nl_prog *p, const cha
     e = &s->e[s->n++];
     e->name = nl_xstrdup(name);
     e->comment = NULL;
+    e->line = 0;
     nl_prog_init(&e->prog);
   }
   char *c = comment ? nl_xstrdup(comment) : NULL;
@@ -128,6 +129,7 @@ int nl_exprset_parse(const char *text, const char *filename, nl_exprset *s, nl_e
     nl_exprset_set(s, name, &prog, comment);
     first_line = nl_xrealloc(first_line, sizeof(int) * (size_t)s->cap);
     first_line[s->n - 1] = lineno;
+    s->e[s->n - 1].line = lineno;
     free(name);
     free(comment);
     p = next;
