@@ -5,8 +5,11 @@ libnormlab_a_SOURCES += \
 	src/model/norm_expr.c src/model/norm_expr.h \
 	src/model/replace.c src/model/replace.h
 
-check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit
-NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit
+check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
+NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
+tests_unit_test_replace_SOURCES = tests/unit/test_replace.c
+tests_unit_test_replace_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_replace_LDADD = $(NL_TEST_LDADD)
 tests_unit_test_safetensors_SOURCES = tests/unit/test_safetensors.c
 tests_unit_test_safetensors_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_safetensors_LDADD = $(NL_TEST_LDADD)
