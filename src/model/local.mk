@@ -17,7 +17,7 @@ tests_unit_test_vit_SOURCES = tests/unit/test_vit.c
 tests_unit_test_vit_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_vit_LDADD = $(NL_TEST_LDADD)
 
-NL_CLI_TESTS += tests/cli/test_model.sh tests/cli/test_fuzz_safetensors.sh
+NL_CLI_TESTS += tests/cli/test_model.sh tests/cli/test_fuzz_safetensors.sh tests/cli/test_replace.sh
 EXTRA_DIST += tests/cli/st_tool.py tests/fuzz/fuzz_safetensors.c tests/fuzz/safetensors.dict \
 	tests/fuzz/corpus_safetensors samples/models/vit_small_p7_fmnist.safetensors samples/models/README.md
 # Mappings files and their extraction from a model's norm taps.
