@@ -87,7 +87,7 @@ static void print_json(nl_ctx *ctx, const char *model, const char *out, const sp
     if (kept[i]) json_array_append_new(kl, json_string(n->name));
   }
   json_object_set_new(root, "layers", layers);
-  json_object_set_new(root, "kept_layernorm", kl);
+  json_object_set_new(root, "kept", kl);
   json_dumpf(root, ctx->out, JSON_PRESERVE_ORDER);
   fputc('\n', ctx->out);
   json_decref(root);
@@ -96,7 +96,7 @@ static void print_json(nl_ctx *ctx, const char *model, const char *out, const sp
 static void print_table(nl_ctx *ctx, const char *out, const spec *s, const nl_vit *m,
                         const int *kept) {
   FILE *o = ctx->out;
-  int w = 5, nkept = 0, nrep = 0;
+  int w = 5, nkept = 0, nkln = 0, nrep = 0;
   for (int i = 0; i < m->nnorms; i++) {
     int l = (int)strlen(m->norms[i].name);
     if (l > w) w = l;
@@ -107,14 +107,17 @@ static void print_table(nl_ctx *ctx, const char *out, const spec *s, const nl_vi
     fprintf(o, "%-*s  %-9s  ", w, n->name, nl_norm_kind_name(n->kind));
     if (n->kind == NL_NORM_DYT) fprintf(o, "tanh(%.9g*x)", (double)*n->alpha);
     else if (n->kind == NL_NORM_EXPR) fputs(n->expr, o);
-    else fputs(kept[i] ? "LayerNorm (not in the set)" : "LayerNorm", o);
+    else fputs("LayerNorm", o);
+    if (kept[i]) fputs(" (not in the set)", o);
     fputc('\n', o);
     nkept += kept[i];
-    nrep += n->kind != NL_NORM_LAYERNORM;
+    nkln += kept[i] && n->kind == NL_NORM_LAYERNORM;
+    nrep += !kept[i] && n->kind != NL_NORM_LAYERNORM;
   }
   fprintf(o, "%d of %d layers replaced", nrep, m->nnorms);
   if (nkept) {
-    fprintf(o, "; %d kept LayerNorm (not in %s):", nkept, s->r.source ? s->r.source : s->label);
+    fprintf(o, "; %d kept %s (not in %s):", nkept, nkln == nkept ? "LayerNorm" : "as they were",
+            s->r.source ? s->r.source : s->label);
     for (int i = 0; i < m->nnorms; i++)
       if (kept[i]) fprintf(o, " %s", m->norms[i].name);
   }
@@ -164,10 +167,11 @@ const nl_cmd nl_cmd_replace = {
             "adapted checkpoint to --output (atomically; nothing is written on error). The\n"
             "affine w, b of each layer is inherited from its LayerNorm.\n"
             "  --set FILE.exprs   each layer named in the set becomes EXPR*w + b; layers the\n"
-            "                     set does not name stay LayerNorm (listed in the report)\n"
+            "                     set does not name are left as they were (LayerNorm in a\n"
+            "                     timm model) and listed in the report\n"
             "  --set dyt[=ALPHA]  DyT tanh(alpha*x)*w + b everywhere, alpha 0.5 unless given\n"
             "  --set dyt=FILE     per-layer alphas: the JSON of `normlab dyt --json`, or\n"
-            "                     {\"LAYER\": ALPHA, ...}; layers not in it stay LayerNorm\n"
+            "                     {\"LAYER\": ALPHA, ...}; layers not in it are left as they were\n"
             "  --set ln           LayerNorm everywhere (undoes a replacement)\n"
             "The checkpoint records each layer's kind in __metadata__ \"norms\" and DyT\n"
             "alphas as learnable tensors <layer>.alpha; info, eval, forward and extract\n"

@@ -107,8 +107,6 @@ int nl_vit_replace(nl_vit *m, const nl_replace_spec *s, int *kept, nl_error *err
         rc = -1;
       }
     }
-    for (int i = 0; i < m->nnorms; i++)
-      if (k[i]) nl_norm_set_layernorm(m, &m->norms[i]);
   }
   if (kept && !rc) memcpy(kept, k, sizeof(int) * (size_t)m->nnorms);
   free(k);

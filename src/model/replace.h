@@ -30,8 +30,9 @@ typedef struct nl_replace_spec {
 } nl_replace_spec;
 
 /* Apply spec to every norm slot of m. With a set or per-layer alphas, a
- * slot they do not name stays LayerNorm and kept[i] = 1 (kept: nnorms
- * ints, may be NULL; 0 for every slot that was replaced). A name that is
+ * slot they do not name is left as it was (LayerNorm in a model fresh from
+ * timm) and kept[i] = 1 (kept: nnorms ints, may be NULL; 0 for every slot
+ * that was replaced). A name that is
  * not a norm slot of m, a malformed expression or a constant or alpha that
  * is not finite is an NL_EINPUT error naming the layer (and "file:line"
  * for sets parsed from text); m is then unchanged. */

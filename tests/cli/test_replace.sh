@@ -84,8 +84,11 @@ printf '# part of a set\nblocks.0.norm1 = 0.7*clip(2.3*x)\n\nnorm = tanh(x)  # f
 expect_status 0 "replace with a partial set" "$NORMLAB" replace --model "$SMALL" --set "$TMP/part.exprs" --output "$TMP/part.safetensors"
 expect_out '^blocks\.0\.norm2 +layernorm +LayerNorm \(not in the set\)$' "layers not in the set stay LayerNorm"
 expect_out "^2 of 25 layers replaced; 23 kept LayerNorm \(not in $TMP/part.exprs\): blocks\.0\.norm2 blocks\.1\.norm1 .* blocks\.11\.norm2\$" "the kept layers are listed"
+expect_status 0 "a partial set on an adapted checkpoint" "$NORMLAB" replace --model "$TMP/dyt175.safetensors" --set "$TMP/part.exprs" --output "$TMP/part2.safetensors"
+expect_out '^blocks\.0\.norm2 +dyt +tanh\(1\.75\*x\) \(not in the set\)$' "layers not in the set are left as they were"
+expect_out "^2 of 25 layers replaced; 23 kept as they were \(not in $TMP/part.exprs\): blocks\.0\.norm2 " "and listed"
 expect_status 0 "replace --json" "$NORMLAB" replace --model "$SMALL" --set "$TMP/part.exprs" --output "$TMP/part.safetensors" --json
-expect_out '"kept_layernorm": \["blocks\.0\.norm2", ' "--json lists the kept layers"
+expect_out '"kept": \["blocks\.0\.norm2", ' "--json lists the kept layers"
 expect_out '\{"name": "norm", "kind": "expr", "expr": "tanh\(x\)"\}' "--json has each layer"
 
 # bad input: exit 2, a message, no output written, an existing one untouched

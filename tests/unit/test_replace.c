@@ -324,8 +324,10 @@ static void test_bad_sets(void **state) {
   assert_true(*m.norms[24].alpha == 2.0f);
   assert_int_equal(kept[24], 0);
   assert_int_equal(kept[1], 1);
-  assert_int_equal(m.norms[1].kind, NL_NORM_LAYERNORM); /* not in the table */
-  assert_int_equal(m.ntensors, n0 + 1);
+  assert_int_equal(m.norms[1].kind, NL_NORM_DYT); /* not in the table: as it was */
+  assert_true(*m.norms[1].alpha == 0.75f);
+  assert_int_equal(m.norms[2].kind, NL_NORM_LAYERNORM);
+  assert_int_equal(m.ntensors, n0 + 2);
   nl_replace_spec bad = {.mode = NL_REPLACE_DYT, .alpha = INFINITY};
   assert_int_equal(nl_vit_replace(&m, &bad, NULL, &err), -1);
   assert_non_null(strstr(err.msg, "not a finite number"));
