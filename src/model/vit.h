@@ -20,7 +20,8 @@
  * "<slot>.alpha", shape [1] (the name and shape of the DyT reference
  * implementation), so optimisers and checkpoints see it; for other kinds it
  * is not listed (like the alignment padding between views, it belongs to no
- * tensor). Changing kinds (nl_norm_set_*, nl_vit_replace_*) edits the
+ * tensor; nl_vit.nparams counts it). Changing kinds (nl_norm_set_*, or
+ * nl_vit_replace in model/replace.h for a whole model) edits the
  * nl_vit.tensors list in place (entries after the slot shift by one) but
  * never moves the buffer: pointers into nl_vit.params stay valid, nl_param
  * pointers and indices into nl_vit.tensors do not. The gradient of alpha is
