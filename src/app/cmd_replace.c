@@ -16,7 +16,7 @@
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"set", NL_OPT_STR, "SPEC", NULL,
-     "FILE.exprs (NAME = EXPR per line), dyt, dyt=ALPHA, dyt=FILE.json (per-layer alphas) or ln",
+     "FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln (see above)",
      NULL, NL_OPTF_REQUIRED | NL_OPTF_PATH},
     {"output", NL_OPT_STR, "FILE", NULL, "adapted checkpoint to write (safetensors)", NULL, NL_OPTF_PATH | NL_OPTF_REQUIRED},
     {"heads", NL_OPT_INT, "N", NULL, "number of attention heads (overrides the config)", NULL, 0},
