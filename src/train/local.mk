@@ -8,7 +8,8 @@ libnormlab_a_SOURCES += \
 	src/train/augment.c src/train/augment.h \
 	src/train/fastmath.h \
 	src/train/vit_train.c src/train/vit_train.h \
-	src/app/bench_trainblock.c
+	src/app/bench_trainblock.c \
+	src/app/cmd_train.c
 
 check_PROGRAMS += tests/unit/test_train_grad
 NL_UNIT_TESTS += tests/unit/test_train_grad
