@@ -9,7 +9,7 @@ libnormlab_a_SOURCES += \
 	src/train/fastmath.h \
 	src/train/vit_train.c src/train/vit_train.h \
 	src/app/bench_trainblock.c \
-	src/app/cmd_train.c
+	src/app/cmd_train.c src/app/bench_train.c
 
 check_PROGRAMS += tests/unit/test_train_grad
 NL_UNIT_TESTS += tests/unit/test_train_grad

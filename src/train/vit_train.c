@@ -72,6 +72,7 @@ static void carve(nl_vit_trainer *t, carver *c) {
     L->n2_fx = e2 ? take(c, BTD) : NULL;
     L->n2_dfx = e2 ? take(c, BTD) : NULL;
     L->fc1 = take(c, BT * Hm);
+    L->gelu = take(c, BT * Hm);
     L->fc2 = take(c, BTD);
     L->dp1 = take(c, B);
     L->dp2 = take(c, B);
@@ -92,7 +93,6 @@ static void carve(nl_vit_trainer *t, carver *c) {
   t->dqkv = take(c, 3 * BTD);
   t->dh1 = take(c, BT * Hm);
   t->dh2 = take(c, BT * Hm);
-  t->gel = take(c, BT * Hm);
   t->dfin = take(c, B * D);
 }
 
@@ -284,8 +284,8 @@ int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels,
     /* MLP branch */
     norm_fwd(t, bl->norm2, L->n2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, L->res2, BT);
     nl_tr_linear_forward(L->fc1, L->n2, bl->fc1_w, bl->fc1_b, BT, D, Hm);
-    nl_tr_gelu_forward(t->gel, L->fc1, (size_t)BT * Hm);
-    nl_tr_linear_forward(L->fc2, t->gel, bl->fc2_w, bl->fc2_b, BT, Hm, D);
+    nl_tr_gelu_forward(L->gelu, L->fc1, (size_t)BT * Hm);
+    nl_tr_linear_forward(L->fc2, L->gelu, bl->fc2_w, bl->fc2_b, BT, Hm, D);
     br = L->fc2;
     if (bl->ls2) {
       nl_tr_layerscale_forward(t->dt1, L->fc2, bl->ls2, BT, D);
@@ -357,10 +357,9 @@ void nl_vt_backward(nl_vit_trainer *t, int n) {
       nl_tr_layerscale_backward(t->dt2, bb ? GRAD(bl->ls2) : NULL, t->dt1, L->fc2, bl->ls2, BT, D);
       dbr = t->dt2;
     }
-    nl_tr_gelu_forward(t->gel, L->fc1, (size_t)BT * Hm); /* recomputed, not kept */
     memset(t->dh1, 0, (size_t)BT * Hm * sizeof(float));
     nl_tr_linear_backward(t->dh1, bb ? GRAD(bl->fc2_w) : NULL, bb ? GRAD(bl->fc2_b) : NULL, dbr,
-                          t->gel, bl->fc2_w, BT, Hm, D);
+                          L->gelu, bl->fc2_w, BT, Hm, D);
     memset(t->dh2, 0, (size_t)BT * Hm * sizeof(float));
     nl_tr_gelu_backward(t->dh2, t->dh1, L->fc1, (size_t)BT * Hm);
     float *dn = dbr == t->dt1 ? t->dt2 : t->dt1;

@@ -48,6 +48,7 @@ typedef struct nl_vt_layer {
   float *res2;            /* norm2 input */
   float *n2, *n2_mean, *n2_rstd, *n2_fx, *n2_dfx;
   float *fc1;             /* [BT, mlp_hidden], GELU input */
+  float *gelu;            /* [BT, mlp_hidden], GELU output = fc2 input */
   float *fc2;             /* fc2 output, before layer scale */
   float *dp1, *dp2;       /* drop-path scale per image [B] of the two branches */
 } nl_vt_layer;
@@ -68,7 +69,7 @@ typedef struct nl_vit_trainer {
   float *fin, *fin_mean, *fin_rstd, *fin_fx, *fin_dfx; /* final norm output [B, D] */
   float *logits, *dlogits;/* [B, classes] */
   /* backward scratch */
-  float *dres, *dt1, *dt2, *dqkv, *dh1, *dh2, *gel, *dfin;
+  float *dres, *dt1, *dt2, *dqkv, *dh1, *dh2, *dfin;
   nl_vit_acts tacts;      /* teacher activations (inference) */
   nl_eval_ws ws;
   int32_t *labels;        /* [B] copy of the step's labels */

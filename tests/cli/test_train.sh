@@ -104,4 +104,12 @@ sys.exit(not ok)"
   awk -F, 'NR == 2 && $5 < 0.3 { ok = 1 } END { exit !ok }' "$TMP/z/train.csv"
   ok $? "a random init starts near chance"
 fi
+if have_fixtures; then
+  expect_status 0 "bench train" "$NORMLAB" bench train \
+    --model "$NL_FIXTURES/vit_small_p7_fmnist.safetensors" --batch 16 --seconds 0.2 --json
+  expect_out '"images_per_second":[0-9.]+' "bench train reports images/s"
+  expect_out '"fraction_of_peak":[0-9.]+' "bench train reports the fraction of the sgemm peak"
+fi
+expect_status 0 "bench list shows train" "$NORMLAB" bench list
+expect_out '^  train ' "train is listed"
 done_testing
