@@ -14,6 +14,7 @@ extern const nl_bench nl_bench_expr;
 extern const nl_bench nl_bench_forward;
 extern const nl_bench nl_bench_extract;
 extern const nl_bench nl_bench_trainblock;
+extern const nl_bench nl_bench_train;
 extern const nl_bench nl_bench_gp;
 
 static const nl_bench *const benches[] = {
@@ -21,6 +22,7 @@ static const nl_bench *const benches[] = {
     &nl_bench_forward,
     &nl_bench_extract,
     &nl_bench_trainblock,
+    &nl_bench_train,
     &nl_bench_gp,
     NULL,
 };

@@ -12,6 +12,7 @@ extern const nl_cmd nl_cmd_maps;
 extern const nl_cmd nl_cmd_dyt;
 extern const nl_cmd nl_cmd_evolve;
 extern const nl_cmd nl_cmd_replace;
+extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
@@ -26,6 +27,7 @@ const nl_cmd *const nl_commands[] = {
     &nl_cmd_dyt,
     &nl_cmd_evolve,
     &nl_cmd_replace,
+    &nl_cmd_train,
     &nl_cmd_cost,
     &nl_cmd_plot,
     &nl_cmd_bench,

@@ -7,7 +7,9 @@ libnormlab_a_SOURCES += \
 	src/train/optim.c src/train/optim.h \
 	src/train/augment.c src/train/augment.h \
 	src/train/fastmath.h \
-	src/app/bench_trainblock.c
+	src/train/vit_train.c src/train/vit_train.h \
+	src/app/bench_trainblock.c \
+	src/app/cmd_train.c src/app/bench_train.c
 
 check_PROGRAMS += tests/unit/test_train_grad
 NL_UNIT_TESTS += tests/unit/test_train_grad
@@ -15,4 +17,10 @@ tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
 tests_unit_test_train_grad_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_train_grad_LDADD = $(NL_TEST_LDADD)
 
-NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh
+NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh tests/cli/test_train.sh
+
+check_PROGRAMS += tests/unit/test_vit_train
+NL_UNIT_TESTS += tests/unit/test_vit_train
+tests_unit_test_vit_train_SOURCES = tests/unit/test_vit_train.c
+tests_unit_test_vit_train_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_vit_train_LDADD = $(NL_TEST_LDADD)

@@ -1,0 +1,524 @@
+/* `normlab train`: re-align (or train from scratch) a ViT on Fashion-MNIST
+ * with the whole-model trainer (src/train/vit_train.h). Evaluates before
+ * training and after every epoch, writes a checkpoint per epoch, the
+ * optimizer state and a log into --output, resumes with --resume, and
+ * saves and stops on Ctrl-C (exit 130). */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/cmd.h"
+#include "app/model_path.h"
+#include "base/fileio.h"
+#include "base/interrupt.h"
+#include "base/mem.h"
+#include "base/rng.h"
+#include "base/threads.h"
+#include "base/timer.h"
+#include "data/dataset.h"
+#include "model/vit.h"
+#include "train/augment.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include "train/vit_train.h"
+
+static const nl_opt opts[] = {
+    {"model", NL_OPT_STR, "FILE", NULL, "model to train (safetensors, timm names)", NULL,
+     NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:train", "training data", NULL, 0},
+    {"eval", NL_OPT_STR, "SPEC", "fmnist:test", "evaluation data", NULL, 0},
+    {"epochs", NL_OPT_INT, "E", "1", "epochs", NULL, 0},
+    {"lr", NL_OPT_NUM, "X", "0.0005", "base learning rate (backbone group)", NULL, 0},
+    {"lr-affine", NL_OPT_NUM, "X", NULL, "learning rate of the norm affines (default --lr)", NULL,
+     0},
+    {"lr-alpha", NL_OPT_NUM, "X", NULL, "learning rate of DyT alphas (default --lr)", NULL, 0},
+    {"variant", NL_OPT_CHOICE, NULL, "full", "trained parameters: affine (norm w, b, alpha) or full",
+     "affine|full", 0},
+    {"teacher", NL_OPT_STR, "FILE", NULL, "distil from this model's logits", NULL, NL_OPTF_PATH},
+    {"tau", NL_OPT_NUM, "T", "4", "distillation temperature", NULL, 0},
+    {"lambda", NL_OPT_NUM, "L", "0.5", "distillation weight: (1-L) CE + L tau^2 KL", NULL, 0},
+    {"batch", NL_OPT_INT, "B", "256", "images per step", NULL, 0},
+    {"wd", NL_OPT_NUM, "X", "0.05", "decoupled weight decay (not on biases, norms, pos, cls)",
+     NULL, 0},
+    {"warmup", NL_OPT_INT, "N", "0", "linear warm-up steps", NULL, 0},
+    {"schedule", NL_OPT_CHOICE, NULL, "cosine", "learning-rate schedule per step",
+     "cosine|constant", 0},
+    {"drop-path", NL_OPT_NUM, "P", "0.1", "stochastic depth rate of the last block", NULL, 0},
+    {"augment", NL_OPT_FLAG, NULL, NULL, "random crop (2-pixel pad) and flip (the default)", NULL,
+     0},
+    {"no-augment", NL_OPT_FLAG, NULL, NULL, "train on the images as they are", NULL, 0},
+    {"limit", NL_OPT_INT, "N", "0", "use the first N training images (0: all)", NULL, 0},
+    {"eval-limit", NL_OPT_INT, "N", "0", "evaluate on the first N images (0: all)", NULL, 0},
+    {"init", NL_OPT_CHOICE, NULL, "model", "start from the model's weights or timm's random init",
+     "model|random", 0},
+    {"seed", NL_OPT_INT, "S", "0", "seed of shuffling, augmentation, drop path, init", NULL, 0},
+    {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL, 0},
+    {"output", NL_OPT_STR, "DIR", NULL, "run directory (checkpoints, state, log)", NULL,
+     NL_OPTF_REQUIRED | NL_OPTF_PATH},
+    {"resume", NL_OPT_FLAG, NULL, NULL, "continue the run in --output", NULL, 0},
+    {"json", NL_OPT_FLAG, NULL, NULL, "print the log as one JSON object", NULL, 0},
+    {0},
+};
+
+typedef struct {
+  long epochs, batch, warmup, limit, eval_limit, seed, threads;
+  double lr, lr_aff, lr_alpha, tau, lambda, wd, drop;
+  int affine, cosine, augment, random_init, resume, json;
+  const char *model, *teacher, *data, *eval, *out;
+} train_args;
+
+static int num_in(const nl_args *a, const char *name, double lo, double hi, int lo_open,
+                  double *v, nl_error *err) {
+  double x = nl_arg_num(a, name);
+  if (!isfinite(x) || x < lo || x > hi || (lo_open && x == lo))
+    return nl_fail(err, NL_EINPUT, "--%s: expected a number in %c%g, %g], got %g", name,
+                   lo_open ? '(' : '[', lo, hi, x);
+  *v = x;
+  return 0;
+}
+
+static int parse(const nl_args *a, nl_ctx *ctx, train_args *t, nl_error *err) {
+  memset(t, 0, sizeof *t);
+  if (nl_arg_int_range(a, "epochs", 1, 100000, &t->epochs, err) ||
+      nl_arg_int_range(a, "batch", 1, 65536, &t->batch, err) ||
+      nl_arg_int_range(a, "warmup", 0, 1000000000, &t->warmup, err) ||
+      nl_arg_int_range(a, "limit", 0, 1000000000, &t->limit, err) ||
+      nl_arg_int_range(a, "eval-limit", 0, 1000000000, &t->eval_limit, err) ||
+      nl_arg_int_range(a, "seed", 0, 2147483647, &t->seed, err))
+    return -1;
+  if (nl_arg_given(a, "threads") && nl_arg_int_range(a, "threads", 1, 256, &t->threads, err))
+    return -1;
+  if (num_in(a, "lr", 0, 10, 1, &t->lr, err) || num_in(a, "tau", 0, 1000, 1, &t->tau, err) ||
+      num_in(a, "lambda", 0, 1, 0, &t->lambda, err) || num_in(a, "wd", 0, 10, 0, &t->wd, err) ||
+      num_in(a, "drop-path", 0, 0.99, 0, &t->drop, err))
+    return -1;
+  t->lr_aff = t->lr_alpha = t->lr;
+  if (nl_arg_given(a, "lr-affine") && num_in(a, "lr-affine", 0, 10, 1, &t->lr_aff, err))
+    return -1;
+  if (nl_arg_given(a, "lr-alpha") && num_in(a, "lr-alpha", 0, 10, 1, &t->lr_alpha, err))
+    return -1;
+  if (nl_arg_flag(a, "augment") && nl_arg_flag(a, "no-augment"))
+    return nl_fail(err, NL_EINPUT, "--augment and --no-augment contradict each other");
+  t->augment = !nl_arg_flag(a, "no-augment");
+  t->affine = strcmp(nl_arg_str(a, "variant"), "affine") == 0;
+  t->cosine = strcmp(nl_arg_str(a, "schedule"), "cosine") == 0;
+  t->random_init = strcmp(nl_arg_str(a, "init"), "random") == 0;
+  t->resume = nl_arg_flag(a, "resume");
+  t->json = nl_arg_flag(a, "json");
+  t->teacher = nl_arg_str(a, "teacher");
+  if (!t->teacher && (nl_arg_given(a, "tau") || nl_arg_given(a, "lambda")))
+    return nl_fail(err, NL_EINPUT, "--tau and --lambda need --teacher");
+  t->data = nl_arg_str(a, "data");
+  t->eval = nl_arg_str(a, "eval");
+  if (!(t->out = nl_arg_need(a, "output", err))) return -1;
+  t->model = nl_model_path(ctx, a);
+  return 0;
+}
+
+/* ---- evaluation ---- */
+
+static int evaluate(const nl_vit *m, nl_vit_acts *acts, const float *x, const uint8_t *labels,
+                    int n, double *top1, double *top5, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+  long c1 = 0, c5 = 0;
+  int32_t lab[4096];
+  for (int i = 0; i < n; i += acts->batch) {
+    int b = n - i < acts->batch ? n - i : acts->batch;
+    if (nl_vit_forward(m, acts, x + (size_t)i * img, b, NULL, NULL, err)) return -1;
+    for (int k = 0; k < b; k++) lab[k] = labels[i + k];
+    c1 += nl_tr_topk_correct(acts->logits, lab, b, c->classes, 1);
+    c5 += nl_tr_topk_correct(acts->logits, lab, b, c->classes, c->classes < 5 ? c->classes : 5);
+  }
+  *top1 = n ? (double)c1 / n : 0;
+  *top5 = n ? (double)c5 / n : 0;
+  return 0;
+}
+
+/* ---- run directory ---- */
+
+typedef struct {
+  char dir[900];
+  char path[1024];
+} run_dir;
+
+static const char *rd_path(run_dir *r, const char *name) {
+  snprintf(r->path, sizeof r->path, "%s/%s", r->dir, name);
+  return r->path;
+}
+
+/* The log: {"config": {...}, "epochs": [{epoch, steps, lr, loss, top1, top5, seconds,
+ * images_per_second}], "position": {epoch, batch, loss_sum, seconds}}. */
+static int write_log(json_t *log, run_dir *rd, nl_error *err) {
+  char *s = json_dumps(log, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  int rc = nl_write_file_atomic(rd_path(rd, "train.json"), s, strlen(s), err);
+  free(s);
+  if (rc) return -1;
+  /* the same rows as CSV */
+  json_t *rows = json_object_get(log, "epochs");
+  size_t cap = 256 + 160 * json_array_size(rows), len = 0;
+  char *csv = nl_xmalloc(cap);
+  len += (size_t)snprintf(csv, cap, "epoch,steps,lr,loss,top1,top5,seconds,images_per_second\n");
+  size_t i;
+  json_t *r;
+  json_array_foreach(rows, i, r) {
+    json_t *l = json_object_get(r, "loss");
+    char ls[32] = "";
+    if (json_is_number(l)) snprintf(ls, sizeof ls, "%.6f", json_number_value(l));
+    len += (size_t)snprintf(
+        csv + len, cap - len, "%lld,%lld,%.6g,%s,%.6f,%.6f,%.2f,%.1f\n",
+        (long long)json_integer_value(json_object_get(r, "epoch")),
+        (long long)json_integer_value(json_object_get(r, "steps")),
+        json_number_value(json_object_get(r, "lr")), ls,
+        json_number_value(json_object_get(r, "top1")), json_number_value(json_object_get(r, "top5")),
+        json_number_value(json_object_get(r, "seconds")),
+        json_number_value(json_object_get(r, "images_per_second")));
+  }
+  rc = nl_write_file_atomic(rd_path(rd, "train.csv"), csv, len, err);
+  free(csv);
+  return rc;
+}
+
+/* Model and optimizer state at the current position (last.safetensors +
+ * state.safetensors; the log rides in the state's metadata). */
+static int save_position(const nl_vit_trainer *t, json_t *log, run_dir *rd, nl_error *err) {
+  if (nl_vit_save(t->m, rd_path(rd, "last.safetensors"), err)) return -1;
+  char *s = json_dumps(log, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  int rc = nl_vt_save_state(t, rd_path(rd, "state.safetensors"), s, err);
+  free(s);
+  if (rc) return -1;
+  return write_log(log, rd, err);
+}
+
+/* Copy the parameters of a checkpoint into m (same tensor table). */
+static int load_params(nl_vit *m, const char *path, nl_error *err) {
+  nl_vit c;
+  if (nl_vit_load(&c, path, NULL, err)) return -1;
+  int rc = 0;
+  if (c.ntensors != m->ntensors || c.nparams != m->nparams)
+    rc = nl_fail(err, NL_EINPUT, "%s does not hold the parameters of the model being trained",
+                 path);
+  for (int i = 0; i < m->ntensors && !rc; i++) {
+    const nl_param *p = &m->tensors[i];
+    const nl_param *q = NULL;
+    for (int j = 0; j < c.ntensors; j++)
+      if (strcmp(c.tensors[j].name, p->name) == 0) q = &c.tensors[j];
+    if (!q || q->numel != p->numel)
+      rc = nl_fail(err, NL_EINPUT, "%s: tensor %s is missing or has another shape", path, p->name);
+    else
+      memcpy(m->params + p->offset, c.params + q->offset, p->numel * sizeof(float));
+  }
+  nl_vit_free(&c);
+  return rc;
+}
+
+/* ---- the command ---- */
+
+typedef struct {
+  nl_vit m, teacher;
+  int have_m, have_t;
+  nl_dataset tr, ev;
+  int have_tr, have_ev;
+  float *xtr, *xev, *xb, *xa;
+  int32_t *yb;
+  nl_vit_acts eacts;
+  int have_eacts;
+  nl_vit_trainer t;
+  int have_t_;
+  json_t *log;
+} train_state;
+
+static void cleanup(train_state *s) {
+  if (s->have_t_) nl_vt_free(&s->t);
+  if (s->have_eacts) nl_vit_acts_free(&s->eacts);
+  free(s->xtr), free(s->xev), free(s->xb), free(s->xa), free(s->yb);
+  if (s->have_tr) nl_dataset_free(&s->tr);
+  if (s->have_ev) nl_dataset_free(&s->ev);
+  if (s->have_t) nl_vit_free(&s->teacher);
+  if (s->have_m) nl_vit_free(&s->m);
+  if (s->log) json_decref(s->log);
+}
+
+static int load_data(nl_dataset *d, const char *spec, long limit, const nl_vit_config *c,
+                     const char *model, float **x, nl_error *err) {
+  if (nl_dataset_load(d, spec, 0, limit, err)) return -1;
+  if (d->rows != c->img_size || d->cols != c->img_size)
+    return nl_fail(err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", model, c->img_size,
+                   c->img_size, d->name, d->rows, d->cols);
+  if (d->classes > c->classes)
+    return nl_fail(err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", model,
+                   c->classes, d->name, d->classes - 1);
+  size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+  *x = nl_try_alloc((size_t)d->n * img, sizeof(float));
+  if (!*x) return nl_fail(err, NL_ENOMEM, "cannot hold %d normalised images of %s", d->n, spec);
+  nl_dataset_normalize(d, 0, d->n, c->in_chans, c->nmean, c->mean, c->std, *x);
+  return 0;
+}
+
+static json_t *epoch_row(long epoch, long steps, double lr, double loss, double t1, double t5,
+                         double sec, double ips) {
+  /* epoch 0 has no training loss: null */
+  return json_pack("{s:I, s:I, s:f, s:o, s:f, s:f, s:f, s:f}", "epoch", (json_int_t)epoch, "steps",
+                   (json_int_t)steps, "lr", lr, "loss", loss >= 0 ? json_real(loss) : json_null(),
+                   "top1", t1, "top5", t5, "seconds", sec, "images_per_second", ips);
+}
+
+static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error *err) {
+  if (nl_vit_load(&S->m, A->model, NULL, err)) return -1;
+  S->have_m = 1;
+  nl_vit *m = &S->m;
+  const nl_vit_config *c = &m->cfg;
+  if (A->random_init) nl_vt_init_random(m, (uint64_t)A->seed);
+  if (A->teacher) {
+    if (nl_vit_load(&S->teacher, A->teacher, NULL, err)) return nl_error_prefix(err, "--teacher");
+    S->have_t = 1;
+  }
+  S->have_tr = 1;
+  if (load_data(&S->tr, A->data, A->limit, c, A->model, &S->xtr, err)) return -1;
+  S->have_ev = 1;
+  if (load_data(&S->ev, A->eval, A->eval_limit, c, A->model, &S->xev, err)) return -1;
+  const int ntr = S->tr.n, B = (int)(A->batch < ntr ? A->batch : ntr);
+  const long nb = ntr / B; /* full batches per epoch; the rest is dropped, as timm does */
+  const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+  /* run directory */
+  run_dir rd;
+  if (strlen(A->out) >= sizeof rd.dir)
+    return nl_fail(err, NL_EINPUT, "--output: path too long");
+  snprintf(rd.dir, sizeof rd.dir, "%s", A->out);
+  if (nl_mkdir_p(rd.dir, err)) return -1;
+  int have_state = nl_file_exists(rd_path(&rd, "state.safetensors"));
+  if (have_state && !A->resume)
+    return nl_fail(err, NL_EINPUT,
+                   "%s already holds a run: add --resume to continue it, or choose another "
+                   "--output",
+                   rd.dir);
+  /* trainer */
+  nl_vt_opts o;
+  nl_vt_opts_default(&o);
+  o.batch = B;
+  o.train_groups = A->affine ? NL_TR_GROUP_BIT(NL_TR_GROUP_AFFINE) | NL_TR_GROUP_BIT(NL_TR_GROUP_ALPHA)
+                             : NL_TR_GROUPS_ALL;
+  o.lr[NL_TR_GROUP_BACKBONE] = (float)A->lr;
+  o.lr[NL_TR_GROUP_AFFINE] = (float)A->lr_aff;
+  o.lr[NL_TR_GROUP_ALPHA] = (float)A->lr_alpha;
+  o.weight_decay = (float)A->wd;
+  o.drop_path = (float)A->drop;
+  o.tau = (float)A->tau;
+  o.lambda = (float)A->lambda;
+  if (nl_vt_init(&S->t, m, S->have_t ? &S->teacher : NULL, &o, err)) return -1;
+  S->have_t_ = 1;
+  nl_vit_trainer *t = &S->t;
+  int eb = S->ev.n < 256 ? (S->ev.n > 0 ? S->ev.n : 1) : 256;
+  if (nl_vit_acts_init(&S->eacts, c, eb, 0, err)) return -1;
+  S->have_eacts = 1;
+  S->xb = nl_xmalloc((size_t)B * img * sizeof(float));
+  S->xa = nl_xmalloc((size_t)B * img * sizeof(float));
+  S->yb = nl_xmalloc((size_t)B * sizeof(int32_t));
+  nl_tr_sched sch = {A->cosine ? NL_TR_SCHED_WARMUP_COSINE : NL_TR_SCHED_CONSTANT, A->warmup,
+                     A->epochs * nb};
+  if (!A->cosine && A->warmup) sch.kind = NL_TR_SCHED_WARMUP_COSINE, sch.total = 1L << 40;
+  /* position */
+  long epoch0 = 0, batch0 = 0;
+  double loss_sum = 0, sec_sum = 0;
+  if (have_state) {
+    if (load_params(m, rd_path(&rd, "last.safetensors"), err)) return -1;
+    char *meta = NULL;
+    if (nl_vt_load_state(t, rd_path(&rd, "state.safetensors"), &meta, err)) return -1;
+    json_error_t je;
+    S->log = meta ? json_loads(meta, 0, &je) : NULL;
+    free(meta);
+    json_t *pos = S->log ? json_object_get(S->log, "position") : NULL;
+    if (!pos || !json_is_array(json_object_get(S->log, "epochs")))
+      return nl_fail(err, NL_EINPUT, "%s: the state holds no readable position",
+                     rd_path(&rd, "state.safetensors"));
+    epoch0 = (long)json_integer_value(json_object_get(pos, "epoch"));
+    batch0 = (long)json_integer_value(json_object_get(pos, "batch"));
+    loss_sum = json_number_value(json_object_get(pos, "loss_sum"));
+    sec_sum = json_number_value(json_object_get(pos, "seconds"));
+    long bpe = (long)json_integer_value(json_object_get(pos, "batches_per_epoch"));
+    if (bpe != nb)
+      return nl_fail(err, NL_EINPUT,
+                     "%s was run with %ld batches per epoch, this command gives %ld: keep --batch "
+                     "and --limit",
+                     rd.dir, bpe, nb);
+    fprintf(ctx->err, "train: resuming %s at epoch %ld, batch %ld of %ld\n", rd.dir, epoch0 + 1,
+            batch0, nb);
+  } else {
+    if (A->resume) fprintf(ctx->err, "train: nothing to resume in %s, starting\n", rd.dir);
+    S->log = json_object();
+    json_object_set_new(
+        S->log, "config",
+        json_pack("{s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
+                  "s:I, s:s, s:b, s:s, s:I}",
+                  "model", A->model, "data", A->data, "eval", A->eval, "teacher", A->teacher,
+                  "variant", A->affine ? "affine" : "full", "epochs", (json_int_t)A->epochs,
+                  "batch", (json_int_t)B, "train_images", (json_int_t)ntr, "lr", A->lr,
+                  "lr_affine", A->lr_aff, "lr_alpha", A->lr_alpha, "wd", A->wd, "drop_path",
+                  A->drop, "tau", A->tau, "lambda", A->lambda, "warmup", (json_int_t)A->warmup,
+                  "schedule", A->cosine ? "cosine" : "constant", "augment", A->augment, "init",
+                  A->random_init ? "random" : "model", "seed", (json_int_t)A->seed));
+    json_object_set_new(S->log, "epochs", json_array());
+    double t1, t5, e0 = nl_now();
+    if (evaluate(m, &S->eacts, S->xev, S->ev.labels, S->ev.n, &t1, &t5, err)) return -1;
+    json_array_append_new(json_object_get(S->log, "epochs"),
+                          epoch_row(0, 0, 0, -1, t1, t5, nl_now() - e0, 0));
+    fprintf(ctx->err, "train: epoch 0 (before training): top-1 %.2f %%, top-5 %.2f %% on %d images\n",
+            100 * t1, 100 * t5, S->ev.n);
+  }
+  json_t *rows = json_object_get(S->log, "epochs");
+  const float pad = nl_tr_pad_value(c->mean[0], c->std[0]);
+  const uint64_t seed = (uint64_t)A->seed;
+  int *perm = nl_xmalloc((size_t)ntr * sizeof(int));
+  nl_tr_aug *aug = nl_xmalloc((size_t)B * sizeof *aug);
+  int rc = 0, stopped = 0;
+  for (long e = epoch0 + 1; e <= A->epochs && !rc && !stopped; e++) {
+    nl_rng pr;
+    nl_rng_stream(&pr, seed, 0x100000000ull + (uint64_t)e);
+    for (int i = 0; i < ntr; i++) perm[i] = i;
+    for (int i = ntr - 1; i > 0; i--) {
+      int j = (int)nl_rng_below(&pr, (uint64_t)i + 1);
+      int x = perm[i];
+      perm[i] = perm[j], perm[j] = x;
+    }
+    double t0 = nl_now(), last = t0, lr_now = 0;
+    long b = e == epoch0 + 1 ? batch0 : 0;
+    if (b == 0) loss_sum = 0, sec_sum = 0;
+    long b_start = b;
+    for (; b < nb; b++) {
+      if (nl_interrupted()) {
+        stopped = 1;
+        break;
+      }
+      const long step = (e - 1) * nb + b;
+      for (int k = 0; k < B; k++) {
+        int idx = perm[b * B + k];
+        memcpy((A->augment ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
+               img * sizeof(float));
+        S->yb[k] = S->tr.labels[idx];
+      }
+      if (A->augment) {
+        nl_rng ar;
+        nl_rng_stream(&ar, seed, 0x200000000ull + (uint64_t)step);
+        nl_tr_augment_draw(aug, B, 2, 0.5f, &ar);
+        nl_tr_augment_apply(S->xb, S->xa, aug, B, c->in_chans, c->img_size, c->img_size, 2, pad);
+      }
+      nl_rng dr;
+      nl_rng_stream(&dr, seed, 0x300000000ull + (uint64_t)step);
+      float mult = (float)nl_tr_lr_mult(&sch, step);
+      lr_now = A->lr * mult;
+      if (nl_vt_step(t, S->xb, S->yb, B, &dr, mult, err)) {
+        rc = nl_error_prefix(err, "epoch %ld, batch %ld", e, b);
+        break;
+      }
+      loss_sum += t->loss;
+      double now = nl_now();
+      if (ctx->tty ? now - last > 0.5 : now - last > 30 || b + 1 == nb) {
+        last = now;
+        double ips = (double)(b + 1 - b_start) * B / (now - t0);
+        fprintf(ctx->err, "%sepoch %ld/%ld  batch %ld/%ld  loss %.4f (mean %.4f)  lr %.3g  %.1f images/s%s",
+                ctx->tty ? "\r" : "", e, A->epochs, b + 1, nb, t->loss, loss_sum / (b + 1), lr_now,
+                ips, ctx->tty ? "   " : "\n");
+        fflush(ctx->err);
+      }
+    }
+    if (ctx->tty) fputc('\n', ctx->err);
+    sec_sum += nl_now() - t0;
+    if (rc) break;
+    json_t *pos;
+    if (stopped) {
+      pos = json_pack("{s:I, s:I, s:f, s:f, s:I}", "epoch", (json_int_t)(e - 1), "batch",
+                      (json_int_t)b, "loss_sum", loss_sum, "seconds", sec_sum,
+                      "batches_per_epoch", (json_int_t)nb);
+      json_object_set_new(S->log, "position", pos);
+      rc = save_position(t, S->log, &rd, err);
+      break;
+    }
+    double t1, t5;
+    if (evaluate(m, &S->eacts, S->xev, S->ev.labels, S->ev.n, &t1, &t5, err)) {
+      rc = -1;
+      break;
+    }
+    double ips = sec_sum > 0 ? (double)nb * B / sec_sum : 0;
+    json_array_append_new(rows, epoch_row(e, e * nb, lr_now, loss_sum / (nb ? nb : 1), t1, t5,
+                                          sec_sum, ips));
+    fprintf(ctx->err, "train: epoch %ld: loss %.4f, top-1 %.2f %%, top-5 %.2f %%, %.1f s\n", e,
+            loss_sum / (nb ? nb : 1), 100 * t1, 100 * t5, sec_sum);
+    pos = json_pack("{s:I, s:I, s:f, s:f, s:I}", "epoch", (json_int_t)e, "batch", (json_int_t)0,
+                    "loss_sum", 0.0, "seconds", 0.0, "batches_per_epoch", (json_int_t)nb);
+    json_object_set_new(S->log, "position", pos);
+    char name[64];
+    snprintf(name, sizeof name, "epoch-%03ld.safetensors", e);
+    if (nl_vit_save(m, rd_path(&rd, name), err) || save_position(t, S->log, &rd, err)) rc = -1;
+  }
+  free(perm);
+  free(aug);
+  if (rc) return -1;
+  if (!json_object_get(S->log, "position")) {
+    json_object_set_new(S->log, "position",
+                        json_pack("{s:I, s:I, s:f, s:f, s:I}", "epoch", (json_int_t)A->epochs,
+                                  "batch", (json_int_t)0, "loss_sum", 0.0, "seconds", 0.0,
+                                  "batches_per_epoch", (json_int_t)nb));
+    if (save_position(t, S->log, &rd, err)) return -1;
+  }
+  /* final table */
+  if (A->json) {
+    char *s = json_dumps(S->log, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    fprintf(ctx->out, "%s\n", s);
+    free(s);
+  } else {
+    fprintf(ctx->out, "%5s %7s %10s %8s %8s %8s %9s %9s\n", "epoch", "steps", "lr", "loss",
+            "top1", "top5", "seconds", "images/s");
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+      json_t *l = json_object_get(r, "loss");
+      char ls[32] = "-";
+      if (json_is_number(l)) snprintf(ls, sizeof ls, "%.4f", json_number_value(l));
+      fprintf(ctx->out, "%5lld %7lld %10.3g %8s %7.2f%% %7.2f%% %9.1f %9.1f\n",
+              (long long)json_integer_value(json_object_get(r, "epoch")),
+              (long long)json_integer_value(json_object_get(r, "steps")),
+              json_number_value(json_object_get(r, "lr")), ls,
+              100 * json_number_value(json_object_get(r, "top1")),
+              100 * json_number_value(json_object_get(r, "top5")),
+              json_number_value(json_object_get(r, "seconds")),
+              json_number_value(json_object_get(r, "images_per_second")));
+    }
+  }
+  if (stopped)
+    return nl_fail(err, NL_EINTR, "stopped; the run is saved in %s: add --resume to continue",
+                   rd.dir);
+  return 0;
+}
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  train_args A;
+  if (parse(a, ctx, &A, err)) return -1;
+  train_state S;
+  memset(&S, 0, sizeof S);
+  int saved = nl_threads_get();
+  if (A.threads) nl_threads_set((int)A.threads);
+  int rc = train_run(ctx, &A, &S, err);
+  if (A.threads) nl_threads_set(saved);
+  cleanup(&S);
+  return rc;
+}
+
+const nl_cmd nl_cmd_train = {
+    .name = "train",
+    .args = NULL,
+    .summary = "re-align a model after its norms are replaced, or train it from scratch",
+    .help =
+        "Trains --model on --data (Fashion-MNIST) with AdamW: --variant affine trains only the\n"
+        "norm affines w, b and DyT alphas, full trains everything. With --teacher the loss is\n"
+        "(1-lambda) CE + lambda tau^2 KL(teacher || student). Evaluates top-1 / top-5 on --eval\n"
+        "before training (epoch 0) and after every epoch; writes DIR/epoch-NNN.safetensors,\n"
+        "DIR/last.safetensors, the optimizer state DIR/state.safetensors and the log\n"
+        "DIR/train.json and DIR/train.csv. --resume continues where the run stopped; Ctrl-C\n"
+        "saves and stops (exit 130). Same --seed, same run.",
+    .opts = opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run,
+};

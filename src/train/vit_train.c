@@ -1,0 +1,518 @@
+/* Whole-model ViT training built from the per-layer pairs of layers.h. */
+#include "train/vit_train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/mem.h"
+#include "model/safetensors.h"
+#include "train/exprnorm.h"
+#include "train/layers.h"
+#include "train/loss.h"
+
+/* ---- alpha: the one accessor ---- */
+
+float *nl_vt_alpha(nl_norm *n) { return &n->alpha; }
+
+float *nl_vt_alpha_grad(nl_vit_trainer *t, const nl_norm *n) {
+  return &t->dalpha[n - t->m->norms];
+}
+
+void nl_vt_opts_default(nl_vt_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->batch = 256;
+  o->train_groups = NL_TR_GROUPS_ALL;
+  for (int g = 0; g < NL_TR_NGROUPS; g++) o->lr[g] = 1e-3f;
+  o->weight_decay = 0.05f;
+  o->drop_path = 0.1f;
+  o->tau = NL_TR_KD_TAU;
+  o->lambda = NL_TR_KD_LAMBDA;
+}
+
+/* ---- allocation: one aligned block, carved ---- */
+
+typedef struct {
+  float *base;
+  size_t used; /* floats */
+  int dry;
+} carver;
+
+static float *take(carver *c, size_t n) {
+  float *p = c->dry ? NULL : c->base + c->used;
+  c->used += (n + 15) / 16 * 16;
+  return p;
+}
+
+static void carve(nl_vit_trainer *t, carver *c) {
+  const nl_vit_config *cf = &t->m->cfg;
+  const size_t B = (size_t)t->o.batch, T = (size_t)cf->tokens, D = (size_t)cf->dim;
+  const size_t Hm = (size_t)cf->mlp_hidden, BT = B * T, BTD = BT * D;
+  const size_t K = (size_t)cf->in_chans * cf->patch * cf->patch;
+  t->patches = take(c, B * cf->npatch * K);
+  for (int l = 0; l < cf->depth; l++) {
+    nl_vt_layer *L = &t->layer[l];
+    const nl_vit_block *bl = &t->m->blocks[l];
+    L->res1 = take(c, BTD);
+    L->n1 = take(c, BTD);
+    L->n1_mean = take(c, BT);
+    L->n1_rstd = take(c, BT);
+    int e1 = bl->norm1->kind == NL_NORM_EXPR, e2 = bl->norm2->kind == NL_NORM_EXPR;
+    L->n1_fx = e1 ? take(c, BTD) : NULL;
+    L->n1_dfx = e1 ? take(c, BTD) : NULL;
+    L->qkv = take(c, 3 * BTD);
+    L->att = take(c, B * cf->heads * T * T);
+    L->atty = take(c, BTD);
+    L->proj = take(c, BTD);
+    L->res2 = take(c, BTD);
+    L->n2 = take(c, BTD);
+    L->n2_mean = take(c, BT);
+    L->n2_rstd = take(c, BT);
+    L->n2_fx = e2 ? take(c, BTD) : NULL;
+    L->n2_dfx = e2 ? take(c, BTD) : NULL;
+    L->fc1 = take(c, BT * Hm);
+    L->gelu = take(c, BT * Hm);
+    L->fc2 = take(c, BTD);
+    L->dp1 = take(c, B);
+    L->dp2 = take(c, B);
+  }
+  int ef = t->m->final_norm->kind == NL_NORM_EXPR;
+  t->out = take(c, BTD);
+  t->fin_in = take(c, B * D);
+  t->fin = take(c, B * D);
+  t->fin_mean = take(c, B);
+  t->fin_rstd = take(c, B);
+  t->fin_fx = ef ? take(c, B * D) : NULL;
+  t->fin_dfx = ef ? take(c, B * D) : NULL;
+  t->logits = take(c, B * cf->classes);
+  t->dlogits = take(c, B * cf->classes);
+  t->dres = take(c, BTD);
+  t->dt1 = take(c, BTD);
+  t->dt2 = take(c, BTD);
+  t->dqkv = take(c, 3 * BTD);
+  t->dh1 = take(c, BT * Hm);
+  t->dh2 = take(c, BT * Hm);
+  t->dfin = take(c, B * D);
+}
+
+static float *mem_block(const nl_vit_trainer *t) { return t->patches; }
+
+static int is_trained(const nl_vit_trainer *t, nl_tr_group g) {
+  return (t->o.train_groups & NL_TR_GROUP_BIT(g)) != 0;
+}
+
+int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_opts *o,
+               nl_error *err) {
+  memset(t, 0, sizeof *t);
+  const nl_vit_config *c = &m->cfg;
+  if (o->batch < 1 || o->batch > 65536)
+    return nl_fail(err, NL_EINPUT, "batch size %d is outside [1, 65536]", o->batch);
+  if (c->dim % c->heads)
+    return nl_fail(err, NL_EINPUT, "width %d is not a multiple of %d heads", c->dim, c->heads);
+  if (teacher) {
+    const nl_vit_config *tc = &teacher->cfg;
+    if (tc->img_size != c->img_size || tc->in_chans != c->in_chans || tc->classes != c->classes)
+      return nl_fail(err, NL_EINPUT,
+                     "teacher takes %dx%dx%d images into %d classes, the student %dx%dx%d into %d",
+                     tc->in_chans, tc->img_size, tc->img_size, tc->classes, c->in_chans,
+                     c->img_size, c->img_size, c->classes);
+  }
+  for (int i = 0; i < m->nnorms; i++)
+    if (m->norms[i].kind == NL_NORM_EXPR && !m->norms[i].prog)
+      return nl_fail(err, NL_EINTERNAL, "norm slot %s has no expression", m->norms[i].name);
+  t->m = m;
+  t->teacher = teacher;
+  t->o = *o;
+  t->layer = nl_xcalloc((size_t)c->depth, sizeof *t->layer);
+  carver cv = {NULL, 0, 1};
+  carve(t, &cv);
+  float *mem = nl_try_alloc(cv.used + 16, sizeof(float));
+  if (!mem) {
+    free(t->layer);
+    t->layer = NULL;
+    return nl_fail(err, NL_ENOMEM, "cannot allocate %.1f MB of training activations for batch %d",
+                   cv.used * 4.0 / 1e6, o->batch);
+  }
+  memset(mem, 0, (cv.used + 16) * sizeof(float));
+  carver real = {mem, 0, 0};
+  carve(t, &real); /* t->patches == mem */
+  t->nbytes = cv.used * sizeof(float);
+  t->grad = nl_try_alloc(m->nparams ? m->nparams : 1, sizeof(float));
+  if (!t->grad) {
+    nl_vt_free(t);
+    return nl_fail(err, NL_ENOMEM, "cannot allocate gradients for %zu parameters", m->nparams);
+  }
+  memset(t->grad, 0, m->nparams * sizeof(float));
+  t->dalpha = nl_xcalloc((size_t)m->nnorms, sizeof(float));
+  t->alpha_name = nl_xcalloc((size_t)m->nnorms, sizeof *t->alpha_name);
+  t->labels = nl_xcalloc((size_t)o->batch, sizeof(int32_t));
+  if (teacher && nl_vit_acts_init(&t->tacts, &teacher->cfg, o->batch, 0, err)) {
+    nl_vt_free(t);
+    return -1;
+  }
+  int maxlen = 1;
+  for (int i = 0; i < m->nnorms; i++)
+    if (m->norms[i].kind == NL_NORM_EXPR && m->norms[i].prog->len > maxlen)
+      maxlen = m->norms[i].prog->len;
+  nl_eval_ws_init(&t->ws, maxlen);
+  /* optimizer */
+  nl_tr_adamw_init(&t->opt, o->lr[0], o->weight_decay);
+  t->opt.beta1 = 0.9f, t->opt.beta2 = 0.999f, t->opt.eps = 1e-8f;
+  for (int g = 0; g < NL_TR_NGROUPS; g++) t->opt.lr[g] = o->lr[g];
+  t->opt.train_groups = o->train_groups;
+  for (int i = 0; i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    nl_tr_adamw_add(&t->opt, p->name, m->params + p->offset, t->grad + p->offset, p->numel,
+                    nl_tr_default_group(p->name), nl_tr_default_decay(p->name, p->ndim));
+  }
+  for (int i = 0; i < m->nnorms; i++) {
+    nl_norm *n = &m->norms[i];
+    if (n->kind != NL_NORM_DYT) continue;
+    snprintf(t->alpha_name[i], sizeof t->alpha_name[i], "%s.alpha", n->name);
+    nl_tr_adamw_add(&t->opt, t->alpha_name[i], nl_vt_alpha(n), nl_vt_alpha_grad(t, n), 1,
+                    NL_TR_GROUP_ALPHA, 0);
+  }
+  /* moments now, so that no step allocates and a state can be saved at once */
+  size_t mb = (t->opt.total ? t->opt.total : 1) * sizeof(float);
+  t->opt.m = nl_aalloc(mb);
+  t->opt.v = nl_aalloc(mb);
+  memset(t->opt.m, 0, mb);
+  memset(t->opt.v, 0, mb);
+  return 0;
+}
+
+void nl_vt_free(nl_vit_trainer *t) {
+  if (!t) return;
+  if (t->layer) free(mem_block(t));
+  free(t->layer);
+  free(t->grad);
+  free(t->dalpha);
+  free(t->alpha_name);
+  free(t->labels);
+  if (t->teacher) nl_vit_acts_free(&t->tacts);
+  nl_eval_ws_free(&t->ws);
+  nl_tr_adamw_free(&t->opt);
+  memset(t, 0, sizeof *t);
+}
+
+/* ---- norms ---- */
+
+static void norm_fwd(nl_vit_trainer *t, nl_norm *n, float *out, float *mean, float *rstd,
+                     float *fx, float *dfx, const float *x, int N) {
+  const int D = t->m->cfg.dim;
+  switch (n->kind) {
+    case NL_NORM_LAYERNORM:
+      nl_tr_layernorm_forward(out, mean, rstd, x, n->w, n->b, N, D, t->m->cfg.eps);
+      break;
+    case NL_NORM_DYT:
+      nl_tr_dyt_forward(out, x, *nl_vt_alpha(n), n->w, n->b, N, D);
+      break;
+    case NL_NORM_EXPR:
+      nl_tr_exprnorm_forward(out, fx, dfx, x, n->prog, n->w, n->b, N, D, &t->ws);
+      break;
+  }
+}
+
+/* dinp += d norm / d x applied to dout; norm w, b (and alpha) gradients
+ * when the affine (alpha) group is trained. */
+static void norm_bwd(nl_vit_trainer *t, nl_norm *n, float *dinp, const float *dout,
+                     const float *x, const float *mean, const float *rstd, const float *fx,
+                     const float *dfx, int N) {
+  const int D = t->m->cfg.dim;
+  const int aff = is_trained(t, NL_TR_GROUP_AFFINE);
+  float *dw = aff ? t->grad + (n->w - t->m->params) : NULL;
+  float *db = aff ? t->grad + (n->b - t->m->params) : NULL;
+  switch (n->kind) {
+    case NL_NORM_LAYERNORM:
+      nl_tr_layernorm_backward(dinp, dw, db, dout, x, n->w, mean, rstd, N, D);
+      break;
+    case NL_NORM_DYT:
+      nl_tr_dyt_backward(dinp, is_trained(t, NL_TR_GROUP_ALPHA) ? nl_vt_alpha_grad(t, n) : NULL,
+                         dw, db, dout, x, *nl_vt_alpha(n), n->w, N, D);
+      break;
+    case NL_NORM_EXPR:
+      nl_tr_pwnorm_backward(dinp, dw, db, dout, fx, dfx, n->w, N, D);
+      break;
+  }
+}
+
+/* ---- forward ---- */
+
+static int finite_loss(double v) { return isfinite(v); }
+
+int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
+                  nl_rng *dp_rng, nl_error *err) {
+  nl_vit *m = t->m;
+  const nl_vit_config *c = &m->cfg;
+  if (n < 1 || n > t->o.batch)
+    return nl_fail(err, NL_EINTERNAL, "training step of %d images with room for %d", n,
+                   t->o.batch);
+  const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, K = c->classes;
+  const int BT = n * T, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
+  for (int b = 0; b < n; b++) {
+    if (labels[b] < 0 || labels[b] >= K)
+      return nl_fail(err, NL_EINPUT, "label %d of image %d is outside [0, %d)", (int)labels[b], b,
+                     K);
+    t->labels[b] = labels[b];
+  }
+  /* patch embedding: the patch projection lands in dt1 (scratch) */
+  nl_tr_im2col(t->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
+  nl_tr_linear_forward(t->dt1, t->patches, m->patch_w, m->patch_b, n * NP, KP, D);
+  nl_tr_tokens_forward(t->layer[0].res1, t->dt1, c->class_token ? m->cls_token : NULL,
+                       m->pos_embed, n, NP, D);
+  const size_t per = (size_t)T * D;
+  for (int l = 0; l < c->depth; l++) {
+    nl_vt_layer *L = &t->layer[l];
+    const nl_vit_block *bl = &m->blocks[l];
+    float *out = l + 1 < c->depth ? t->layer[l + 1].res1 : t->out;
+    float p = nl_tr_drop_path_rate(t->o.drop_path, l, c->depth);
+    nl_tr_droppath_mask(L->dp1, n, p, dp_rng != NULL, dp_rng);
+    nl_tr_droppath_mask(L->dp2, n, p, dp_rng != NULL, dp_rng);
+    /* attention branch */
+    norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
+    nl_tr_linear_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, 3 * D);
+    nl_tr_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+    nl_tr_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
+    const float *br = L->proj;
+    if (bl->ls1) {
+      nl_tr_layerscale_forward(t->dt1, L->proj, bl->ls1, BT, D);
+      br = t->dt1;
+    }
+    nl_tr_droppath_forward(t->dt2, br, L->dp1, n, per);
+    nl_tr_residual_forward(L->res2, L->res1, t->dt2, (size_t)BT * D);
+    /* MLP branch */
+    norm_fwd(t, bl->norm2, L->n2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, L->res2, BT);
+    nl_tr_linear_forward(L->fc1, L->n2, bl->fc1_w, bl->fc1_b, BT, D, Hm);
+    nl_tr_gelu_forward(L->gelu, L->fc1, (size_t)BT * Hm);
+    nl_tr_linear_forward(L->fc2, L->gelu, bl->fc2_w, bl->fc2_b, BT, Hm, D);
+    br = L->fc2;
+    if (bl->ls2) {
+      nl_tr_layerscale_forward(t->dt1, L->fc2, bl->ls2, BT, D);
+      br = t->dt1;
+    }
+    nl_tr_droppath_forward(t->dt2, br, L->dp2, n, per);
+    nl_tr_residual_forward(out, L->res2, t->dt2, (size_t)BT * D);
+  }
+  /* pooling, final norm, head. The norms are row-wise, so the class-token
+   * model normalises only the rows it keeps. */
+  if (c->avg_pool)
+    nl_tr_pool_forward(t->fin_in, t->out, NL_TR_POOL_AVG, c->class_token, n, T, D);
+  else
+    nl_tr_pool_forward(t->fin_in, t->out, NL_TR_POOL_TOKEN, 0, n, T, D);
+  norm_fwd(t, m->final_norm, t->fin, t->fin_mean, t->fin_rstd, t->fin_fx, t->fin_dfx, t->fin_in,
+           n);
+  nl_tr_linear_forward(t->logits, t->fin, m->head_w, m->head_b, n, D, K);
+  /* loss */
+  memset(t->dlogits, 0, (size_t)n * K * sizeof(float));
+  if (t->teacher) {
+    if (nl_vit_forward(t->teacher, &t->tacts, images, n, NULL, NULL, err))
+      return nl_error_prefix(err, "teacher");
+    t->loss = nl_tr_kd_loss(t->dlogits, t->logits, t->tacts.logits, t->labels, n, K, t->o.tau,
+                            t->o.lambda, &t->ce, &t->kl);
+  } else {
+    t->loss = t->ce = nl_tr_ce_loss(t->dlogits, t->logits, t->labels, n, K);
+    t->kl = 0.0;
+  }
+  if (!finite_loss(t->loss))
+    return nl_fail(err, NL_EINPUT, "the loss is not finite (%g): lower the learning rate", t->loss);
+  return 0;
+}
+
+/* ---- backward ---- */
+
+#define GRAD(ptr) (t->grad + ((ptr) - m->params))
+
+void nl_vt_backward(nl_vit_trainer *t, int n) {
+  nl_vit *m = t->m;
+  const nl_vit_config *c = &m->cfg;
+  const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, K = c->classes;
+  const int BT = n * T, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
+  const size_t BTD = (size_t)BT * D, per = (size_t)T * D;
+  const int bb = is_trained(t, NL_TR_GROUP_BACKBONE);
+  memset(t->grad, 0, m->nparams * sizeof(float));
+  memset(t->dalpha, 0, (size_t)m->nnorms * sizeof(float));
+  /* head */
+  memset(t->dfin, 0, (size_t)n * D * sizeof(float));
+  nl_tr_linear_backward(t->dfin, bb ? GRAD(m->head_w) : NULL, bb ? GRAD(m->head_b) : NULL,
+                        t->dlogits, t->fin, m->head_w, n, D, K);
+  /* final norm into dt1 [n, D], then unpool into dres */
+  memset(t->dt1, 0, (size_t)n * D * sizeof(float));
+  norm_bwd(t, m->final_norm, t->dt1, t->dfin, t->fin_in, t->fin_mean, t->fin_rstd, t->fin_fx,
+           t->fin_dfx, n);
+  memset(t->dres, 0, BTD * sizeof(float));
+  if (c->avg_pool)
+    nl_tr_pool_backward(t->dres, t->dt1, NL_TR_POOL_AVG, c->class_token, n, T, D);
+  else
+    nl_tr_pool_backward(t->dres, t->dt1, NL_TR_POOL_TOKEN, 0, n, T, D);
+  for (int l = c->depth - 1; l >= 0; l--) {
+    nl_vt_layer *L = &t->layer[l];
+    const nl_vit_block *bl = &m->blocks[l];
+    /* MLP branch: out = res2 + dp2 * ls2 * fc2(gelu(fc1(norm2(res2)))) */
+    memset(t->dt1, 0, BTD * sizeof(float));
+    nl_tr_droppath_backward(t->dt1, t->dres, L->dp2, n, per);
+    const float *dbr = t->dt1;
+    if (bl->ls2) {
+      memset(t->dt2, 0, BTD * sizeof(float));
+      nl_tr_layerscale_backward(t->dt2, bb ? GRAD(bl->ls2) : NULL, t->dt1, L->fc2, bl->ls2, BT, D);
+      dbr = t->dt2;
+    }
+    memset(t->dh1, 0, (size_t)BT * Hm * sizeof(float));
+    nl_tr_linear_backward(t->dh1, bb ? GRAD(bl->fc2_w) : NULL, bb ? GRAD(bl->fc2_b) : NULL, dbr,
+                          L->gelu, bl->fc2_w, BT, Hm, D);
+    memset(t->dh2, 0, (size_t)BT * Hm * sizeof(float));
+    nl_tr_gelu_backward(t->dh2, t->dh1, L->fc1, (size_t)BT * Hm);
+    float *dn = dbr == t->dt1 ? t->dt2 : t->dt1;
+    memset(dn, 0, BTD * sizeof(float));
+    nl_tr_linear_backward(dn, bb ? GRAD(bl->fc1_w) : NULL, bb ? GRAD(bl->fc1_b) : NULL, t->dh2,
+                          L->n2, bl->fc1_w, BT, D, Hm);
+    norm_bwd(t, bl->norm2, t->dres, dn, L->res2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, BT);
+    /* attention branch: res2 = res1 + dp1 * ls1 * proj(attn(qkv(norm1(res1)))) */
+    memset(t->dt1, 0, BTD * sizeof(float));
+    nl_tr_droppath_backward(t->dt1, t->dres, L->dp1, n, per);
+    dbr = t->dt1;
+    if (bl->ls1) {
+      memset(t->dt2, 0, BTD * sizeof(float));
+      nl_tr_layerscale_backward(t->dt2, bb ? GRAD(bl->ls1) : NULL, t->dt1, L->proj, bl->ls1, BT,
+                                D);
+      dbr = t->dt2;
+    }
+    float *datty = dbr == t->dt1 ? t->dt2 : t->dt1;
+    memset(datty, 0, BTD * sizeof(float));
+    nl_tr_linear_backward(datty, bb ? GRAD(bl->proj_w) : NULL, bb ? GRAD(bl->proj_b) : NULL, dbr,
+                          L->atty, bl->proj_w, BT, D, D);
+    memset(t->dqkv, 0, 3 * BTD * sizeof(float));
+    nl_tr_attention_backward(t->dqkv, datty, L->qkv, L->att, n, T, D, c->heads);
+    dn = datty == t->dt1 ? t->dt2 : t->dt1;
+    memset(dn, 0, BTD * sizeof(float));
+    nl_tr_linear_backward(dn, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL, t->dqkv,
+                          L->n1, bl->qkv_w, BT, D, 3 * D);
+    norm_bwd(t, bl->norm1, t->dres, dn, L->res1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, BT);
+  }
+  if (!bb) return;
+  /* tokens and patch embedding */
+  memset(t->dt1, 0, (size_t)n * NP * D * sizeof(float));
+  nl_tr_tokens_backward(t->dt1, c->class_token ? GRAD(m->cls_token) : NULL, GRAD(m->pos_embed),
+                        t->dres, c->class_token ? m->cls_token : NULL, n, NP, D);
+  nl_tr_linear_backward(NULL, GRAD(m->patch_w), m->patch_b ? GRAD(m->patch_b) : NULL, t->dt1,
+                        t->patches, m->patch_w, n * NP, KP, D);
+}
+
+int nl_vt_step(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
+               nl_rng *dp_rng, float lr_mult, nl_error *err) {
+  if (nl_vt_forward(t, images, labels, n, dp_rng, err)) return -1;
+  nl_vt_backward(t, n);
+  nl_tr_adamw_step(&t->opt, lr_mult);
+  return 0;
+}
+
+double nl_vt_flops_per_image(const nl_vit_trainer *t) {
+  double f = nl_vit_flops_per_image(&t->m->cfg);
+  return is_trained(t, NL_TR_GROUP_BACKBONE) ? 3.0 * f : 2.0 * f;
+}
+
+/* ---- init ---- */
+
+static float trunc_normal(nl_rng *r, double std) {
+  for (;;) {
+    double z = nl_rng_normal(r);
+    if (z >= -2.0 && z <= 2.0) return (float)(z * std);
+  }
+}
+
+static int ends_with(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+void nl_vt_init_random(nl_vit *m, uint64_t seed) {
+  for (int i = 0; i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    float *w = m->params + p->offset;
+    nl_rng r;
+    nl_rng_stream(&r, seed, (uint64_t)i);
+    nl_tr_group g = nl_tr_default_group(p->name);
+    if (g == NL_TR_GROUP_AFFINE) {
+      float v = ends_with(p->name, ".weight") ? 1.0f : 0.0f;
+      for (size_t k = 0; k < p->numel; k++) w[k] = v;
+    } else if (ends_with(p->name, ".gamma")) {
+      for (size_t k = 0; k < p->numel; k++) w[k] = 1e-5f;
+    } else if (ends_with(p->name, ".bias")) {
+      memset(w, 0, p->numel * sizeof(float));
+    } else {
+      for (size_t k = 0; k < p->numel; k++) w[k] = trunc_normal(&r, 0.02);
+    }
+  }
+}
+
+/* ---- optimizer state ---- */
+
+int nl_vt_save_state(const nl_vit_trainer *t, const char *path, const char *meta_json,
+                     nl_error *err) {
+  const nl_tr_adamw *o = &t->opt;
+  nl_st_writer *w = nl_st_writer_new();
+  int rc = 0;
+  for (int i = 0; i < o->np && !rc; i++) {
+    const nl_tr_param *p = &o->p[i];
+    char name[128];
+    int64_t shape[1] = {(int64_t)p->n};
+    snprintf(name, sizeof name, "m.%s", p->name);
+    rc = nl_st_writer_add(w, name, o->m + p->off, 1, shape, err);
+    if (rc) break;
+    snprintf(name, sizeof name, "v.%s", p->name);
+    rc = nl_st_writer_add(w, name, o->v + p->off, 1, shape, err);
+    if (rc) break;
+    if (p->group == NL_TR_GROUP_ALPHA) {
+      snprintf(name, sizeof name, "value.%s", p->name);
+      rc = nl_st_writer_add(w, name, p->w, 1, shape, err);
+    }
+  }
+  if (!rc) {
+    char steps[32];
+    snprintf(steps, sizeof steps, "%ld", o->t);
+    nl_st_writer_meta(w, "steps", steps);
+    if (meta_json) nl_st_writer_meta(w, "train", meta_json);
+    rc = nl_st_writer_save(w, path, err);
+  }
+  nl_st_writer_free(w);
+  return rc;
+}
+
+int nl_vt_load_state(nl_vit_trainer *t, const char *path, char **meta_json, nl_error *err) {
+  nl_tr_adamw *o = &t->opt;
+  nl_st_file f;
+  if (nl_st_open(&f, path, err)) return -1;
+  int rc = 0;
+  const char *steps = nl_st_meta_get(&f, "steps");
+  char *end = NULL;
+  long st = steps ? strtol(steps, &end, 10) : -1;
+  if (!steps || *end || st < 0) rc = nl_fail(err, NL_EINPUT, "%s: no valid 'steps' metadata", path);
+  for (int i = 0; i < o->np && !rc; i++) {
+    const nl_tr_param *p = &o->p[i];
+    const char *pre[3] = {"m.", "v.", "value."};
+    float *dst[3] = {o->m + p->off, o->v + p->off, p->w};
+    for (int k = 0; k < 3 && !rc; k++) {
+      if (k == 2 && p->group != NL_TR_GROUP_ALPHA) break;
+      char name[128];
+      snprintf(name, sizeof name, "%s%s", pre[k], p->name);
+      const nl_st_tensor *x = nl_st_find(&f, name);
+      if (!x)
+        rc = nl_fail(err, NL_EINPUT, "%s: tensor %s is missing (state of another model?)", path,
+                     name);
+      else if (x->numel != p->n)
+        rc = nl_fail(err, NL_EINPUT, "%s: tensor %s has %zu values, the model's %zu", path, name,
+                     x->numel, p->n);
+      else
+        nl_st_to_f32(x, dst[k]);
+    }
+  }
+  if (!rc) {
+    o->t = st;
+    if (meta_json) {
+      const char *mj = nl_st_meta_get(&f, "train");
+      *meta_json = mj ? nl_xstrdup(mj) : NULL;
+    }
+  }
+  nl_st_close(&f);
+  return rc;
+}
