@@ -14,10 +14,10 @@
 
 /* ---- alpha: the one accessor ---- */
 
-float *nl_vt_alpha(nl_norm *n) { return &n->alpha; }
+float *nl_vt_alpha(nl_norm *n) { return n->alpha; }
 
 float *nl_vt_alpha_grad(nl_vit_trainer *t, const nl_norm *n) {
-  return &t->dalpha[n - t->m->norms];
+  return t->grad + (n->alpha - t->m->params);
 }
 
 void nl_vt_opts_default(nl_vt_opts *o) {
@@ -144,7 +144,6 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
     return nl_fail(err, NL_ENOMEM, "cannot allocate gradients for %zu parameters", m->nparams);
   }
   memset(t->grad, 0, m->nparams * sizeof(float));
-  t->dalpha = nl_xcalloc((size_t)m->nnorms, sizeof(float));
   t->alpha_name = nl_xcalloc((size_t)m->nnorms, sizeof *t->alpha_name);
   t->labels = nl_xcalloc((size_t)o->batch, sizeof(int32_t));
   if (teacher && nl_vit_acts_init(&t->tacts, &teacher->cfg, o->batch, 0, err)) {
@@ -163,6 +162,7 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
   t->opt.train_groups = o->train_groups;
   for (int i = 0; i < m->ntensors; i++) {
     const nl_param *p = &m->tensors[i];
+    if (nl_tr_default_group(p->name) == NL_TR_GROUP_ALPHA) continue; /* DyT alphas: below */
     nl_tr_adamw_add(&t->opt, p->name, m->params + p->offset, t->grad + p->offset, p->numel,
                     nl_tr_default_group(p->name), nl_tr_default_decay(p->name, p->ndim));
   }
@@ -187,7 +187,6 @@ void nl_vt_free(nl_vit_trainer *t) {
   if (t->layer) free(mem_block(t));
   free(t->layer);
   free(t->grad);
-  free(t->dalpha);
   free(t->alpha_name);
   free(t->labels);
   if (t->teacher) nl_vit_acts_free(&t->tacts);
@@ -331,7 +330,6 @@ void nl_vt_backward(nl_vit_trainer *t, int n) {
   const size_t BTD = (size_t)BT * D, per = (size_t)T * D;
   const int bb = is_trained(t, NL_TR_GROUP_BACKBONE);
   memset(t->grad, 0, m->nparams * sizeof(float));
-  memset(t->dalpha, 0, (size_t)m->nnorms * sizeof(float));
   /* head */
   memset(t->dfin, 0, (size_t)n * D * sizeof(float));
   nl_tr_linear_backward(t->dfin, bb ? GRAD(m->head_w) : NULL, bb ? GRAD(m->head_b) : NULL,
@@ -428,6 +426,7 @@ static int ends_with(const char *s, const char *suf) {
 void nl_vt_init_random(nl_vit *m, uint64_t seed) {
   for (int i = 0; i < m->ntensors; i++) {
     const nl_param *p = &m->tensors[i];
+    if (nl_tr_default_group(p->name) == NL_TR_GROUP_ALPHA) continue; /* DyT alpha kept */
     float *w = m->params + p->offset;
     nl_rng r;
     nl_rng_stream(&r, seed, (uint64_t)i);

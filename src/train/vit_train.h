@@ -5,9 +5,9 @@
  * teacher, and AdamW over the trainable groups.
  *
  * Gradients live in one buffer parallel to nl_vit.params (grad[i] is
- * dL/dparams[i]), plus one scalar per norm slot for DyT's alpha (the
- * slot's alpha is reached through nl_vt_alpha only, so moving alpha into
- * the parameter buffer changes that one accessor).
+ * dL/dparams[i]); DyT alphas live in nl_vit.params too (see model/vit.h),
+ * so their gradients are in that buffer at the same offsets (reached
+ * through nl_vt_alpha and nl_vt_alpha_grad).
  *
  * Same inputs, same rng streams, same result for any thread count: every
  * layer splits its work in chunks fixed by the shapes (see layers.h).
@@ -58,7 +58,6 @@ typedef struct nl_vit_trainer {
   const nl_vit *teacher;  /* NULL: cross entropy only */
   nl_vt_opts o;
   float *grad;            /* [m->nparams], parallel to m->params */
-  float *dalpha;          /* [m->nnorms], d loss / d alpha of each DyT slot */
   char (*alpha_name)[64]; /* "<slot>.alpha" per slot, for the optimizer */
   nl_tr_adamw opt;
   /* activations */
@@ -99,8 +98,8 @@ float *nl_vt_alpha_grad(nl_vit_trainer *t, const nl_norm *n);
  * t->logits. */
 int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
                   nl_rng *dp_rng, nl_error *err);
-/* Backward of the last nl_vt_forward: zeroes, then fills t->grad and
- * t->dalpha (only the trained groups' gradients are computed). */
+/* Backward of the last nl_vt_forward: zeroes, then fills t->grad,
+ * DyT alphas included (only the trained groups' gradients are computed). */
 void nl_vt_backward(nl_vit_trainer *t, int n);
 /* forward (training mode) + backward + one AdamW update with the group
  * rates times lr_mult. Returns 0 or -1 (err set, also for a non-finite

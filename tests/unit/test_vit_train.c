@@ -124,10 +124,10 @@ static void set_kinds(nl_vit *m) {
   nl_prog_init(&p);
   nl_error err;
   if (nl_parse(EXPR_F, 1, &p, &err)) fail_msg("%s", err.msg);
-  nl_norm_set_dyt(m->blocks[0].norm2, 0.7f);
-  assert_int_equal(nl_norm_set_expr(m->blocks[1].norm1, &p, &err), 0);
-  nl_norm_set_dyt(m->blocks[1].norm2, 1.3f);
-  assert_int_equal(nl_norm_set_expr(m->final_norm, &p, &err), 0);
+  nl_norm_set_dyt(m, m->blocks[0].norm2, 0.7f);
+  assert_int_equal(nl_norm_set_expr(m, m->blocks[1].norm1, &p, &err), 0);
+  nl_norm_set_dyt(m, m->blocks[1].norm2, 1.3f);
+  assert_int_equal(nl_norm_set_expr(m, m->final_norm, &p, &err), 0);
   nl_prog_free(&p);
 }
 
@@ -325,7 +325,7 @@ static void grad_check_model(const small_cfg *sc, int distill) {
   ref_ctx c = {&m, malloc(m.nparams * sizeof(double)), malloc(m.nnorms * sizeof(double)),
                img, y, B, dp, distill ? t.tacts.logits : NULL, o.tau, o.lambda};
   for (size_t i = 0; i < m.nparams; i++) c.P[i] = m.params[i];
-  for (int i = 0; i < m.nnorms; i++) c.alpha[i] = m.norms[i].alpha;
+  for (int i = 0; i < m.nnorms; i++) c.alpha[i] = *m.norms[i].alpha;
   double L = ref_loss(&c);
   print_message("loss: engine %.9f reference %.9f\n", t.loss, L);
   assert_true(fabs(L - t.loss) <= 1e-5 * fmax(1.0, fabs(L)));
@@ -340,6 +340,8 @@ static void grad_check_model(const small_cfg *sc, int distill) {
     double *base;
     const float *g;
     if (i < m.ntensors) {
+      /* DyT alphas are listed as tensors too; they are checked below */
+      if (nl_tr_default_group(m.tensors[i].name) == NL_TR_GROUP_ALPHA) continue;
       n = m.tensors[i].numel, off = m.tensors[i].offset, base = c.P + off, g = t.grad + off;
     } else {
       nl_norm *nm = &m.norms[i - m.ntensors];
@@ -415,7 +417,7 @@ static void check_adamw(unsigned groups) {
   if (nl_vt_init(&t, &m, NULL, &o, &err)) fail_msg("%s", err.msg);
   float *before = malloc(m.nparams * sizeof(float));
   memcpy(before, m.params, m.nparams * sizeof(float));
-  float a0 = m.blocks[0].norm2->alpha;
+  float a0 = *m.blocks[0].norm2->alpha;
   float img[3 * 64];
   int32_t y[3];
   nl_rng r;
@@ -449,7 +451,7 @@ static void check_adamw(unsigned groups) {
   }
   double ga = *nl_vt_alpha_grad(&t, m.blocks[0].norm2);
   double want = (groups & 4u) ? a0 - 0.05 * mult * ga / (fabs(ga) + 1e-8) : a0;
-  assert_true(fabs(m.blocks[0].norm2->alpha - want) <= 1e-6);
+  assert_true(fabs(*m.blocks[0].norm2->alpha - want) <= 1e-6);
   if (groups & 4u) assert_true(fabs(ga) > 0);
   free(before);
   nl_vt_free(&t);
@@ -487,14 +489,14 @@ static void test_state_roundtrip(void **s) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/nl_vt_state_%d.safetensors", (int)getpid());
   assert_int_equal(nl_vt_save_state(&t, path, "{\"epoch\": 3}", &err), 0);
-  float a = m.blocks[1].norm2->alpha;
-  m.blocks[1].norm2->alpha = 9.0f;
+  float a = *m.blocks[1].norm2->alpha;
+  *m.blocks[1].norm2->alpha = 9.0f;
   assert_int_equal(nl_vt_init(&u, &m, NULL, &o, &err), 0);
   char *meta = NULL;
   if (nl_vt_load_state(&u, path, &meta, &err)) fail_msg("%s", err.msg);
   assert_string_equal(meta, "{\"epoch\": 3}");
   assert_int_equal(u.opt.t, 1);
-  assert_true(m.blocks[1].norm2->alpha == a);
+  assert_true(*m.blocks[1].norm2->alpha == a);
   assert_memory_equal(u.opt.m, t.opt.m, t.opt.total * sizeof(float));
   assert_memory_equal(u.opt.v, t.opt.v, t.opt.total * sizeof(float));
   free(meta);
@@ -524,7 +526,7 @@ static void short_run(unsigned groups, int threads, float *params_out, double *l
   nl_error err;
   if (nl_vit_load(&m, fixture("vit_small_p7_fmnist.safetensors"), NULL, &err))
     fail_msg("%s", err.msg);
-  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m.norms[i], 0.5f);
+  for (int i = 0; i < m.nnorms; i++) nl_norm_set_dyt(&m, &m.norms[i], 0.5f);
   nl_dataset d;
   if (nl_dataset_load(&d, "fmnist:train", 0, 200, &err)) fail_msg("%s", err.msg);
   float *x = malloc(sizeof(float) * 200 * 784), *xa = malloc(sizeof(float) * 50 * 784);
