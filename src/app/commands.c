@@ -14,6 +14,7 @@ extern const nl_cmd nl_cmd_evolve;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
+extern const nl_cmd nl_cmd_lua;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
@@ -27,5 +28,6 @@ const nl_cmd *const nl_commands[] = {
     &nl_cmd_cost,
     &nl_cmd_plot,
     &nl_cmd_bench,
+    &nl_cmd_lua,
     NULL,
 };

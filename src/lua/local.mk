@@ -1,1 +1,13 @@
 # lua module: sources and tests (appended to the variables in Makefile.am)
+libnormlab_a_SOURCES += \
+	src/lua/nlua.h src/lua/local.h \
+	src/lua/lua_state.c src/lua/lua_cmd.c src/lua/lua_expr.c \
+	src/lua/lua_model.c src/lua/lua_maps.c src/lua/cmd_lua.c
+
+# The Lua-side library, found by require() in the source tree and installed.
+nlluadir = $(pkgdatadir)/lua/normlab
+nllua_DATA = lua/normlab/lib.lua
+EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua tests/lua
+
+NL_CLI_TESTS += tests/cli/lua.sh
+dist_man_MANS += man/normlab-lua.3
