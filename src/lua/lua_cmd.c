@@ -228,6 +228,30 @@ static int l_cmd(lua_State *L) {
   return 1;
 }
 
+/* normlab.json_decode(text) -> Lua value; normlab.json_load(path) */
+static int push_decoded(lua_State *L, json_t *j, const json_error_t *je, const char *what) {
+  if (!j) return luaL_error(L, "%s: %s:%d:%d: %s", what, je->source, je->line, je->column, je->text);
+  nl_lua_push_json(L, j);
+  json_decref(j);
+  return 1;
+}
+
+static int l_json_decode(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  json_error_t je;
+  json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
+  if (j && lua_checkstack(L, 8) == 0) json_decref(j), j = NULL;
+  return push_decoded(L, j, &je, "normlab.json_decode");
+}
+
+static int l_json_load(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  json_error_t je;
+  json_t *j = json_load_file(path, JSON_DECODE_ANY, &je);
+  return push_decoded(L, j, &je, "normlab.json_load");
+}
+
 static int l_has_command(lua_State *L) {
   lua_pushboolean(L, nl_cmd_find(luaL_checkstring(L, 1)) != NULL);
   return 1;
@@ -256,6 +280,7 @@ static int l_commands(lua_State *L) {
 
 void nl_lua_open_cmd(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"cmd", l_cmd}, {"has_command", l_has_command}, {"commands", l_commands}, {NULL, NULL}};
+      {"cmd", l_cmd}, {"has_command", l_has_command}, {"commands", l_commands},
+      {"json_decode", l_json_decode}, {"json_load", l_json_load}, {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

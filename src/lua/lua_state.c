@@ -446,7 +446,7 @@ static long block_end(const char *text) {
 
 int nl_lua_block_incomplete(const char *text) { return block_end(text) < 0; }
 
-int nl_lua_block_run(nl_ctx *ctx, const char *text) {
+int nl_lua_block_run(nl_ctx *ctx, const char *text, const char *where) {
   long end = block_end(text);
   if (end < 0) {
     fprintf(ctx->err, "normlab lua: the block has no closing '}'\n");
@@ -463,7 +463,9 @@ int nl_lua_block_run(nl_ctx *ctx, const char *text) {
   nl_error err;
   nl_error_clear(&err);
   nl_lua *s = nl_lua_shared(ctx, &err);
-  int rc = s ? nl_lua_run_string(s, code, "=lua", &err) : -1;
+  char name[600];
+  snprintf(name, sizeof name, "=lua block%s%s", where ? " at " : "", where ? where : "");
+  int rc = s ? nl_lua_run_string(s, code, name, &err) : -1;
   free(code);
   fflush(ctx->out);
   if (rc != 0) {

@@ -39,9 +39,11 @@ int nl_lua_run_string(nl_lua *s, const char *code, const char *chunkname, nl_err
 int nl_lua_block_opens(const char *line);
 /* 1 while `text` (from the "lua {" on) still lacks its closing brace. */
 int nl_lua_block_incomplete(const char *text);
-/* Run a whole block text ("lua { ... }") in the shared state. Returns the
- * exit status; errors are printed to ctx->err as "normlab lua: ...". */
-int nl_lua_block_run(nl_ctx *ctx, const char *text);
+/* Run a whole block text ("lua { ... }") in the shared state; `where`
+ * ("FILE:LINE" of the block's first line, or NULL at the prompt) names
+ * the chunk. Returns the exit status; errors are printed to ctx->err as
+ * "normlab lua: ...". */
+int nl_lua_block_run(nl_ctx *ctx, const char *text, const char *where);
 
 /* The state shared by the prompt's `lua` blocks and `lua FILE` commands:
  * nl_lua_shared_setup names the dispatcher (the REPL's), the state is made
