@@ -69,6 +69,9 @@ typedef struct nl_cmd {
   int min_pos, max_pos; /* max_pos < 0: unlimited */
   /* Return 0 on success; on failure fill err and return -1. */
   int (*run)(nl_ctx *ctx, const nl_args *a, nl_error *err);
+  /* 1: every word after the first positional argument is positional too,
+   * options included (they belong to a script: 'lua FILE --flag'). */
+  int rest_positional;
 } nl_cmd;
 
 /* The table, terminated by NULL. */

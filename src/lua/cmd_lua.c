@@ -38,4 +38,5 @@ const nl_cmd nl_cmd_lua = {
     .min_pos = 0,
     .max_pos = -1,
     .run = run,
+    .rest_positional = 1,
 };

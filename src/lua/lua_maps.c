@@ -305,7 +305,8 @@ static int get_cfg(lua_State *L, int o, nl_gp_config *c, int *seeds, int *thread
 static int push_layer_list(lua_State *L, int o, nl_maps *m) {
   lua_newtable(L);
   int t = lua_gettop(L), n = 0;
-  int ty = lua_isnoneornil(L, o) ? LUA_TNIL : lua_getfield(L, o, "layer");
+  int pushed = !lua_isnoneornil(L, o);
+  int ty = pushed ? lua_getfield(L, o, "layer") : LUA_TNIL;
   if (ty == LUA_TNIL || (ty == LUA_TSTRING && strcmp(lua_tostring(L, -1), "all") == 0)) {
     for (int i = 0; i < m->nlayers; i++) {
       lua_pushstring(L, m->layers[i].name);
@@ -323,7 +324,7 @@ static int push_layer_list(lua_State *L, int o, nl_maps *m) {
   } else {
     luaL_error(L, "normlab.evolve: layer expects a name, \"all\" or a list of names");
   }
-  if (ty != LUA_TNIL) lua_pop(L, 1);
+  if (pushed) lua_pop(L, 1);
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, t, i);
     if (nl_maps_index(m, lua_tostring(L, -1)) < 0)

@@ -136,6 +136,7 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) break;
+    if (cmd->rest_positional && argv[i][0] != '-') break;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       nl_repl_help_command(ctx->out, cmd, is_repl_only(cmd));
       return 0;
