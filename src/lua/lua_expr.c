@@ -259,6 +259,7 @@ void nl_lua_push_exprset_owned(lua_State *L, nl_exprset *src) {
 
 /* normlab.exprset([path | {layer = expr, ...}]) */
 static int l_exprset(lua_State *L) {
+  lua_settop(L, 1);
   lset *s = new_set(L);
   if (lua_type(L, 1) == LUA_TSTRING) {
     nl_error err;
