@@ -55,11 +55,12 @@ int nl_lua_callback(lua_State *L, int fn, int errslot, void (*build)(lua_State *
 
 /* Run a command through the host's dispatcher with argv (argv[0] the
  * command). capture: stdout is returned as a string pushed on the stack
- * (else printed). progress/user: nl_ctx.progress for the command. Returns
- * the exit status; on failure the error text is pushed (instead of the
- * output). */
+ * (else printed). progress/user: nl_ctx.progress for the command; when
+ * *stopped is set afterwards (the callback asked to stop), an exit 130 is
+ * a success. Returns the exit status; on failure the error text is pushed
+ * (instead of the output). */
 int nl_lua_run_cmd(lua_State *L, int argc, char **argv, int capture, nl_progress_fn progress,
-                   void *user);
+                   void *user, const int *stopped);
 
 /* Push a jansson value as Lua (objects: tables, arrays: sequences). */
 struct json_t;

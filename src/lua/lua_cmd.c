@@ -44,7 +44,7 @@ void nl_lua_push_json(lua_State *L, json_t *j) {
 /* A command's output and errors go to memory; what it printed to its error
  * stream is passed on (success) or becomes the error text (failure). */
 int nl_lua_run_cmd(lua_State *L, int argc, char **argv, int capture, nl_progress_fn progress,
-                   void *user) {
+                   void *user, const int *stopped) {
   nl_lua *s = nl_lua_host(L);
   char *obuf = NULL, *ebuf = NULL;
   size_t olen = 0, elen = 0;
@@ -67,6 +67,10 @@ int nl_lua_run_cmd(lua_State *L, int argc, char **argv, int capture, nl_progress
   int rc = s->exec(&c, argc, argv);
   if (o) fclose(o);
   fclose(e);
+  if (rc == 130 && stopped && *stopped) { /* stopped by the callback: not an error */
+    rc = 0;
+    elen = 0;
+  }
   if (rc == 0) {
     if (elen) {
       fwrite(ebuf, 1, elen, s->ctx.err);
@@ -172,7 +176,7 @@ int nl_lua_cmd_argv(lua_State *L, int words, int n, int capture, int progress_fn
     lua_pushnil(L);
     pc.errslot = lua_gettop(L);
   }
-  int rc = nl_lua_run_cmd(L, n, argv, capture, progress_fn ? progress_cb : NULL, &pc);
+  int rc = nl_lua_run_cmd(L, n, argv, capture, progress_fn ? progress_cb : NULL, &pc, &pc.stopped);
   if (pc.failed) {
     lua_pushvalue(L, pc.errslot);
     return lua_error(L);

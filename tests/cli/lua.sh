@@ -47,8 +47,8 @@ expect_err "syn.lua:1:" "the syntax error names file and line"
 expect_status 2 "a missing script exits 2" "$NORMLAB" lua "$TMP/none.lua"
 expect_err "none.lua: cannot open" "the missing script is named"
 expect_status 2 "lua without a file exits 2" "$NORMLAB" lua
-expect_status 0 "lua --code runs a chunk" "$NORMLAB" lua --code 'print(normlab.expr("x+x"):simplify())'
-expect_out "^2\*x$" "the chunk printed its result"
+expect_status 0 "lua --code runs a chunk" "$NORMLAB" lua --code 'print(normlab.expr("x*1 + 0"):simplify())'
+expect_out "^x$" "the chunk printed its result"
 printf 'while true do end\n' >"$TMP/loop.lua"
 expect_status 130 "Ctrl-C stops a running script (exit 130)" timeout --preserve-status -s INT 2 "$NORMLAB" lua "$TMP/loop.lua"
 expect_err "interrupted" "the interruption is reported"

@@ -22,6 +22,18 @@ T.raises("unknown command", "an unknown command raises", nl.cmd, "nope")
 T.raises("expects one command", "';' lists are refused", nl.cmd, "help; help")
 T.ok(nl.json_decode('{"a": [1, 2.5, "x", true]}').a[2] == 2.5, "json_decode")
 T.raises("json_decode", "bad JSON is an error", nl.json_decode, "{")
+-- live progress of a command (eval reports per batch): stop, errors
+local seen = 0
+local j2 = nl.cmd("eval --limit 500 --batch 100 --json", {json = true, on_progress = function(p)
+  seen = seen + 1
+  T.ok(p.task == "eval" and p.total == 500 and p.done == 100 * seen, "on_progress sees the batches: " .. p.done)
+  if seen == 2 then return false end
+end})
+T.ok(seen == 2 and j2.images == 200 and j2.interrupted == true, "on_progress returning false stops the command; its output comes back")
+local okp, errp = pcall(nl.cmd, "eval --limit 300 --batch 100", {on_progress = function() error("progress boom") end})
+T.ok(not okp and tostring(errp):find("progress boom", 1, true) and tostring(errp):find("traceback", 1, true),
+     "an error in on_progress stops the command and propagates with its traceback")
+
 -- the Lua-side library is found with require
 local lib = require "normlab.lib"
 T.ok(type(lib) == "function" and type(nl.format_table) == "function", "require finds lua/normlab/lib.lua")
