@@ -9,5 +9,5 @@ nlluadir = $(pkgdatadir)/lua/normlab
 nllua_DATA = lua/normlab/lib.lua
 EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua tests/lua
 
-NL_CLI_TESTS += tests/cli/lua.sh
+NL_CLI_TESTS += tests/cli/lua.sh tests/cli/lua_tty.sh
 dist_man_MANS += man/normlab-lua.3

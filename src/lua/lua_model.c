@@ -418,6 +418,14 @@ static void push_tmpname(lua_State *L, const char *suffix) {
   lua_pushstring(L, buf);
 }
 
+static void remove_tmps(lua_State *L, int tmps) {
+  for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, tmps); i++) {
+    lua_rawgeti(L, tmps, i);
+    remove(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 /* Run command `name` with --model (this model) and --output (opts.output
  * or a temporary file), the options table's other fields as --key value
  * (underscores become dashes), `fixed` words first. The output checkpoint
@@ -428,6 +436,8 @@ static int bridge_run(lua_State *L, const char *name, int opts, const char *cons
   lmodel *h = check_model(L, 1);
   const nl_cmd *c = nl_cmd_find(name);
   if (!c) return luaL_error(L, "model:%s: %s is not available in this build", name, name);
+  lua_newtable(L);
+  int tmps = lua_gettop(L); /* temporary files to remove afterwards */
   lua_newtable(L);
   int words = lua_gettop(L), n = 0;
   lua_pushstring(L, name);
@@ -467,10 +477,14 @@ static int bridge_run(lua_State *L, const char *name, int opts, const char *cons
           lua_replace(L, -2);
         } else if (luaL_testudata(L, -1, NL_LUA_EXPRSET)) { /* a set: saved to a file */
           push_tmpname(L, ".exprs");
+          lua_pushvalue(L, -1);
+          lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
           nl_error err;
           nl_error_clear(&err);
-          if (nl_exprset_save(nl_lua_check_exprset(L, -2), lua_tostring(L, -1), &err) != 0)
+          if (nl_exprset_save(nl_lua_check_exprset(L, -2), lua_tostring(L, -1), &err) != 0) {
+            remove_tmps(L, tmps);
             nl_lua_fail(L, name, &err);
+          }
           lua_replace(L, -2);
         }
         n = push_opt(L, words, n, c, opt, lua_gettop(L));
@@ -484,6 +498,7 @@ static int bridge_run(lua_State *L, const char *name, int opts, const char *cons
     }
   }
   int rc = nl_lua_cmd_argv(L, words, n, 0, fn);
+  remove_tmps(L, tmps);
   if (rc != 0) {
     if (tmp) remove(lua_tostring(L, outidx));
     return lua_error(L);
