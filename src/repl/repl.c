@@ -177,7 +177,12 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
  * the status of the first failing command, 0 when all succeeded. With
  * keep_going, later commands still run. */
 static int run_line(const char *line, int keep_going, const char *where) {
-  if (nl_lua_block_opens(line)) return nl_lua_block_run(R.ctx, line, where); /* lua { ... } */
+  if (nl_lua_block_opens(line)) { /* lua { ... }: one command, as 'lua FILE' is */
+    g_exec_depth++;
+    int rc = nl_lua_block_run(R.ctx, line, where);
+    if (--g_exec_depth == 0) nl_interrupt_clear();
+    return rc;
+  }
   nl_words *cmds;
   int n;
   nl_error err;

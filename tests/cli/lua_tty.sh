@@ -47,7 +47,7 @@ keys 'lua { while true do end }' Enter
 sleep 1
 keys C-c
 wait_for 'interrupted' ; ok $? "Ctrl-C stops a running block"
-keys 'lua { print("after", x) }' Enter
+keys 'lua { local n = 0; for i = 1, 100000 do n = n + i end; print("after", x, n) }' Enter
 wait_for '^after[[:space:]]+6' ; ok $? "the prompt works after the interruption"
 keys 'quit' Enter
 wait_for '^\[exit 0\]' ; ok $? "quit leaves with status 0"
