@@ -57,6 +57,16 @@ T.ok(true, "bound R^2 is never below DyT's")
 local xs, ys = maps:points("blocks.0.norm1", 10)
 T.ok(#xs == 10 and #ys == 10, "maps:points with a limit")
 T.ok(maps:layers()[1] == "blocks.0.norm1", "maps:layers in natural order")
+local mtmp = os.tmpname()
+maps:save(mtmp)
+local reread = nl.load_maps(mtmp)
+os.remove(mtmp)
+local rx = reread:points("blocks.3.norm2", 100)
+local ox = maps:points("blocks.3.norm2", 100)
+local meq = #reread == #maps and #rx == 100
+for k = 1, 100 do meq = meq and rx[k] == ox[k] end
+T.ok(meq, "maps:save and load_maps keep the points exactly")
+T.ok(reread:meta("imported_from") ~= nil and type(reread:meta()) == "table", "metadata survives the round trip")
 T.raises("no layer 'nope'", "maps:points names a missing layer", maps.points, maps, "nope")
 
 -- extraction into a maps handle
