@@ -306,8 +306,8 @@ static int call_chunk(nl_lua *s, int nargs, nl_error *err) {
   int rc = lua_pcall(L, nargs, 0, base);
   if (rc != LUA_OK) {
     const char *m = lua_tostring(L, -1);
-    int intr = nl_interrupted() || (m && strstr(m, "interrupted") && nl_interrupted());
-    nl_fail(err, intr ? NL_EINTR : NL_EIO, "%s", m ? m : "error");
+    /* a script error exits 1 (as lua.c), an interrupted one 130 */
+    nl_fail(err, nl_interrupted() ? NL_EINTR : NL_EIO, "%s", m ? m : "error");
     size_t n = strlen(err->msg);
     if (m && strlen(m) > n && n > 4) memcpy(err->msg + n - 4, " ...", 4);
   }
