@@ -9,5 +9,11 @@ nlluadir = $(pkgdatadir)/lua/normlab
 nllua_DATA = lua/normlab/lib.lua
 EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua tests/lua
 
+check_PROGRAMS += tests/unit/test_lua
+NL_UNIT_TESTS += tests/unit/test_lua
+tests_unit_test_lua_SOURCES = tests/unit/test_lua.c
+tests_unit_test_lua_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_lua_LDADD = $(NL_TEST_LDADD)
+
 NL_CLI_TESTS += tests/cli/lua.sh tests/cli/lua_tty.sh
 dist_man_MANS += man/normlab-lua.3
