@@ -148,6 +148,12 @@ static void build_progress(lua_State *L, const void *d) {
     lua_pushstring(L, p->detail);
     lua_setfield(L, -2, "detail");
   }
+  if (p->task && strcmp(p->task, "train") == 0) { /* on_epoch's own names */
+    lua_pushinteger(L, p->done);
+    lua_setfield(L, -2, "epoch");
+    lua_pushinteger(L, p->total);
+    lua_setfield(L, -2, "epochs");
+  }
 }
 
 static int progress_cb(const nl_progress *p, void *u) {
