@@ -66,6 +66,7 @@ int nl_args_parse(nl_args *a, const nl_cmd *cmd, int argc, char **argv, nl_ctx *
   int only_pos = 0;
   for (int i = 0; i < argc; i++) {
     char *s = argv[i];
+    if (cmd->rest_positional && a->npos > 0) only_pos = 1;
     if (!only_pos && strcmp(s, "--") == 0) {
       only_pos = 1;
       continue;
@@ -169,6 +170,7 @@ int nl_cmd_dispatch(nl_ctx *ctx, int argc, char **argv) {
   }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) break;
+    if (cmd->rest_positional && argv[i][0] != '-') break;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       nl_help_command(ctx->out, cmd);
       return 0;

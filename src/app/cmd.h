@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "base/error.h"
+#include "base/progress.h"
 
 typedef enum {
   NL_OPT_FLAG,    /* --json */
@@ -52,6 +53,11 @@ typedef struct nl_ctx {
   void *session;      /* front-end state (REPL session), may be NULL */
   /* Session context for NL_OPTF_SESSION options; may be NULL. */
   const char *(*context)(void *session, const char *key);
+  /* Progress of a long command (epochs, batches) for a front-end that
+   * wants it live (Lua callbacks); may be NULL. A non-zero return asks
+   * the command to stop at its next safe point. */
+  nl_progress_fn progress;
+  void *progress_user;
 } nl_ctx;
 
 typedef struct nl_cmd {
@@ -63,6 +69,9 @@ typedef struct nl_cmd {
   int min_pos, max_pos; /* max_pos < 0: unlimited */
   /* Return 0 on success; on failure fill err and return -1. */
   int (*run)(nl_ctx *ctx, const nl_args *a, nl_error *err);
+  /* 1: every word after the first positional argument is positional too,
+   * options included (they belong to a script: 'lua FILE --flag'). */
+  int rest_positional;
 } nl_cmd;
 
 /* The table, terminated by NULL. */

@@ -86,6 +86,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     done += n;
     double now = nl_now();
+    if (ctx->progress) { /* a front-end's live callback may stop the run */
+      nl_progress p = {"eval", d.name, done, d.n, now - t0, NULL};
+      if (ctx->progress(&p, ctx->progress_user)) {
+        interrupted = 1;
+        break;
+      }
+    }
     if (ctx->tty && (now - last > 0.2 || done == d.n)) {
       last = now;
       fprintf(ctx->err, "\reval: %ld/%d images, top-1 %.2f %%, %.0f images/s   ", done, d.n,

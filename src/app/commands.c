@@ -16,6 +16,7 @@ extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
+extern const nl_cmd nl_cmd_lua;
 
 const nl_cmd *const nl_commands[] = {
     &nl_cmd_help,
@@ -31,5 +32,6 @@ const nl_cmd *const nl_commands[] = {
     &nl_cmd_cost,
     &nl_cmd_plot,
     &nl_cmd_bench,
+    &nl_cmd_lua,
     NULL,
 };

@@ -14,6 +14,7 @@
 #include "base/interrupt.h"
 #include "base/timer.h"
 #include "base/mem.h"
+#include "lua/nlua.h"
 #include "repl/complete.h"
 #include "repl/split.h"
 
@@ -135,6 +136,7 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) break;
+    if (cmd->rest_positional && argv[i][0] != '-') break;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       nl_repl_help_command(ctx->out, cmd, is_repl_only(cmd));
       return 0;
@@ -175,6 +177,12 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
  * the status of the first failing command, 0 when all succeeded. With
  * keep_going, later commands still run. */
 static int run_line(const char *line, int keep_going, const char *where) {
+  if (nl_lua_block_opens(line)) { /* lua { ... }: one command, as 'lua FILE' is */
+    g_exec_depth++;
+    int rc = nl_lua_block_run(R.ctx, line, where);
+    if (--g_exec_depth == 0) nl_interrupt_clear();
+    return rc;
+  }
   nl_words *cmds;
   int n;
   nl_error err;
@@ -199,7 +207,7 @@ static int run_line(const char *line, int keep_going, const char *where) {
  * glued (the backslash dropped); inside quotes the newline is kept. */
 static char *join_continued(char *line, const char *more) {
   size_t a = strlen(line), b = strlen(more);
-  int backslash = nl_split_incomplete(line) == 2;
+  int backslash = !nl_lua_block_opens(line) && nl_split_incomplete(line) == 2;
   char *r = nl_xmalloc(a + b + 2);
   memcpy(r, line, a);
   if (backslash)
@@ -209,6 +217,13 @@ static char *join_continued(char *line, const char *more) {
   memcpy(r + a, more, b + 1);
   free(line);
   return r;
+}
+
+/* Whether the next line continues this one: an open quote, a trailing
+ * backslash, or a "lua {" block without its closing brace. */
+static int line_incomplete(const char *line) {
+  if (nl_lua_block_opens(line)) return nl_lua_block_incomplete(line);
+  return nl_split_incomplete(line);
 }
 
 /* ---- history ---- */
@@ -376,7 +391,7 @@ static int run_interactive(void) {
       fputc('\n', R.ctx->err);
       break;
     }
-    while (nl_split_incomplete(line)) { /* open quote or trailing backslash */
+    while (line_incomplete(line)) { /* open quote or trailing backslash */
       char *more = read_line_interactive(1);
       if (!more) break;
       line = join_continued(line, more);
@@ -444,7 +459,7 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
     char where[512];
     snprintf(where, sizeof where, "%s:%d", name, lineno);
     char *whole = nl_xstrdup(line);
-    while (nl_split_incomplete(whole)) {
+    while (line_incomplete(whole)) {
       if ((len = getline(&line, &cap, in)) < 0) break;
       lineno++;
       if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
@@ -477,6 +492,7 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   c.session = &R.sess;
   c.context = nl_session_context;
   R.ctx = &c;
+  nl_lua_shared_setup(nl_repl_exec);
   int status;
   if (o->commands) {
     status = run_line(o->commands, o->keep_going, NULL);
@@ -496,6 +512,7 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   } else {
     status = run_stream(stdin, "<stdin>", o->keep_going);
   }
+  nl_lua_shared_close();
   nl_session_free(&R.sess);
   return status;
 }

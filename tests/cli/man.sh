@@ -12,6 +12,10 @@ if command -v mandoc >/dev/null 2>&1; then
     ok 0 "mandoc -Tlint is clean"; fi
   mandoc -Tascii "$MAN" 2>/dev/null | sed "s/.\x08//g" >"$TMP/page"
   grep -q 'EXIT STATUS' "$TMP/page"; ok $? "the page renders"
+  # the Lua interface's page
+  mandoc -Tlint -Wwarning "$NL_SRCDIR/man/normlab-lua.3" 2>&1 | grep -v 'mandoc\.db' >"$TMP/lint3"
+  if [ -s "$TMP/lint3" ]; then ok 1 "normlab-lua.3: mandoc -Tlint is clean"; sed 's/^/# /' "$TMP/lint3"; else
+    ok 0 "normlab-lua.3: mandoc -Tlint is clean"; fi
 else
   echo "ok 2 # SKIP mandoc not installed"
   _n=$((_n + 1))

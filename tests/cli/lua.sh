@@ -1,0 +1,130 @@
+#!/bin/sh
+# Lua scripting: the Lua test scripts (tests/lua/test_*.lua, TAP) through
+# 'normlab lua', exit statuses, 'lua { }' blocks at the prompt, the
+# samples scaled down, and the manual page normlab-lua(3).
+. "$NL_SRCDIR/tests/cli/lib.sh"
+LT="$NL_SRCDIR/tests/lua"
+
+# lua_tap FILE: run a Lua TAP script and replay its results here
+lua_tap() {
+  f=$1
+  NL_SRCDIR="$NL_SRCDIR" NL_FIXTURES="$NL_FIXTURES" "$NORMLAB" lua "$f" >"$TMP/tap" 2>"$TMP/taperr"
+  st=$?
+  base=$(basename "$f" .lua)
+  nres=0
+  while IFS= read -r line; do
+    case "$line" in
+      "ok "*"# SKIP"*) _n=$((_n + 1)); nres=$((nres + 1)); echo "ok $_n - $base:${line#ok * }" ;;
+      "ok "*) nres=$((nres + 1)); ok 0 "$base: ${line#ok * - }" ;;
+      "not ok "*) nres=$((nres + 1)); ok 1 "$base: ${line#not ok * - }" ;;
+      "#"*) echo "$line" ;;
+    esac
+  done <"$TMP/tap"
+  [ "$st" -eq 0 ] && [ "$nres" -gt 0 ]
+  ok $? "$base ran to its end (exit $st)"
+  [ "$st" -eq 0 ] || sed 's/^/# stderr: /' "$TMP/taperr" | head -20
+}
+
+if have_fixtures; then
+  for t in "$LT"/test_*.lua; do lua_tap "$t"; done
+else
+  echo "ok 1 # SKIP timm fixtures not found in $NL_FIXTURES"
+  _n=$((_n + 1))
+fi
+
+# scripts, arguments, exit statuses
+printf 'print("args", select("#", ...), arg[0] ~= nil, arg[1], arg[2])\n' >"$TMP/args.lua"
+expect_status 0 "normlab lua FILE ARGS runs the script" "$NORMLAB" lua "$TMP/args.lua" one "two words"
+expect_out "^args	2	true	one	two words$" "arguments arrive as ... and in arg"
+printf 'local function f() error("deep failure") end\nf()\n' >"$TMP/err.lua"
+expect_status 1 "a runtime error exits 1" "$NORMLAB" lua "$TMP/err.lua"
+expect_err "err.lua:1: deep failure" "the error names file and line"
+expect_err "stack traceback:" "a traceback follows"
+expect_err "in local 'f'" "the traceback names the function"
+printf 'x = = 1\n' >"$TMP/syn.lua"
+expect_status 2 "a syntax error exits 2" "$NORMLAB" lua "$TMP/syn.lua"
+expect_err "syn.lua:1:" "the syntax error names file and line"
+expect_status 2 "a missing script exits 2" "$NORMLAB" lua "$TMP/none.lua"
+expect_err "none.lua: cannot open" "the missing script is named"
+expect_status 2 "lua without a file exits 2" "$NORMLAB" lua
+expect_status 0 "lua --code runs a chunk" "$NORMLAB" lua --code 'print(normlab.expr("x*1 + 0"):simplify())'
+expect_out "^x$" "the chunk printed its result"
+printf 'while true do end\n' >"$TMP/loop.lua"
+expect_status 130 "Ctrl-C stops a running script (exit 130)" timeout --preserve-status -s INT 2 "$NORMLAB" lua "$TMP/loop.lua"
+expect_err "interrupted" "the interruption is reported"
+expect_status 0 "require finds the installed-or-tree library" "$NORMLAB" lua --code 'assert(require("normlab.lib")); print(normlab.path)'
+expect_out "$NL_SRCDIR/lua/\?\.lua" "package.path holds the source tree's lua/"
+
+# the prompt: blocks over several lines, a shared state, errors that do not end it
+cat >"$TMP/repl.txt" <<'EOS'
+lua {
+  counter = 41 -- a brace in a comment: }
+  local s = "}"
+  print("block", counter + 1, s)
+}
+lua { error("a failing block") }
+lua { print("still here", counter) ; normlab.cmd("load model " .. normlab.default_model()) }
+status
+lua { local t = {1, {2}} print(#t) }
+EOS
+expect_status 1 "a failing block sets the status (1) but -k goes on" "$NORMLAB" -k -f "$TMP/repl.txt"
+expect_out "^block	42	}$" "a block spans lines; braces in strings and comments do not count"
+expect_out "^still here	41$" "later blocks share the state"
+expect_out "^model .*vit_small_p7_fmnist.safetensors  \(25 norm layers\)" "normlab.cmd at the prompt reaches session commands"
+expect_out "^2$" "tables in a block"
+expect_err "a failing block" "the block's error is shown"
+expect_err "lua block at .*repl.txt:6" "the block's error names the script line"
+expect_err "stack traceback" "with a traceback"
+printf 'lua { print(1) }\nlua { error("x") }\nlua { print(2) }\n' >"$TMP/stop.txt"
+expect_status 1 "without -k a script stops at a failing block" "$NORMLAB" -f "$TMP/stop.txt"
+if grep -q '^2$' "$TMP/out"; then ok 1 "nothing after the failing block ran"; else ok 0 "nothing after the failing block ran"; fi
+expect_status 0 "-c runs a block" "$NORMLAB" -c 'lua { print(6 * 7) }'
+expect_out "^42$" "the block's output"
+printf 'x = (x or 0) + 1; print("x", x)\n' >"$TMP/inc.lua"
+expect_status 0 "lua FILE at the prompt shares the state" "$NORMLAB" -c "lua $TMP/inc.lua; lua $TMP/inc.lua"
+expect_out "^x	2$" "the second run sees the first one's globals"
+expect_status 2 "an unclosed block is an error" "$NORMLAB" -c 'lua { print(1)'
+
+# the samples, scaled down
+if have_fixtures && [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${NL_FMNIST_DIR:-}" ]; then
+  expect_status 0 "samples/quickstart.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/quickstart.lua" --quick --output "$TMP/qs"
+  expect_out "mean R\^2" "quickstart prints the R^2 comparison"
+  [ -s "$TMP/qs/blocks.0.norm1.png" ]; ok $? "quickstart writes PNG plots"
+  expect_status 0 "samples/paper.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/paper.lua" --quick --output "$TMP/paper"
+  expect_out "Table 1" "paper.lua prints Table 1"
+  expect_out "Table 2" "paper.lua prints Table 2"
+  expect_out "LayerNorm" "paper.lua prints the cost comparison"
+else
+  echo "ok $((_n + 1)) # SKIP Fashion-MNIST not installed"
+  _n=$((_n + 1))
+fi
+
+# the manual page
+MAN3="$NL_SRCDIR/man/normlab-lua.3"
+if command -v mandoc >/dev/null 2>&1; then
+  mandoc -Tlint -Wwarning "$MAN3" 2>&1 | grep -v 'mandoc\.db' >"$TMP/lint"
+  if [ -s "$TMP/lint" ]; then ok 1 "normlab-lua.3: mandoc -Tlint is clean"; sed 's/^/# /' "$TMP/lint"; else
+    ok 0 "normlab-lua.3: mandoc -Tlint is clean"; fi
+fi
+# every function and method of the module is documented
+"$NORMLAB" lua --code '
+for k, v in pairs(normlab) do if type(v) == "function" then print("normlab." .. k) end end
+local function methods(h, kind)
+  local mt = getmetatable(h)
+  local idx = mt.methods or mt.__index
+  for k in pairs(idx) do print(kind .. ":" .. k) end
+end
+methods(normlab.expr("x"), "expr")
+methods(normlab.exprset(), "exprset")
+methods(normlab.load_model(), "model")
+methods(normlab.import_maps(os.getenv("NL_FIXTURES") .. "/vit_small_p7_fmnist_ref.safetensors", {x_prefix = "map_x.", y_prefix = "map_y."}), "maps")
+' >"$TMP/api" 2>"$TMP/apierr"
+[ -s "$TMP/api" ]; ok $? "the module lists its functions"
+missing=""
+for f in $(sort "$TMP/api"); do
+  grep -q -- "$f" "$MAN3" || missing="$missing $f"
+done
+if [ -z "$missing" ]; then ok 0 "every function and method is in normlab-lua.3"; else
+  ok 1 "every function and method is in normlab-lua.3"; echo "# missing:$missing"; fi
+
+done_testing
