@@ -87,7 +87,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     done += n;
     double now = nl_now();
     if (ctx->progress) { /* a front-end's live callback may stop the run */
-      nl_progress p = {"eval", d.name, done, d.n, now - t0, NULL};
+      nl_progress p = {"eval", d.name, done, d.n, now - t0, NULL, 0, NULL, NULL};
       if (ctx->progress(&p, ctx->progress_user)) {
         interrupted = 1;
         break;

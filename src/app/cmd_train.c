@@ -451,6 +451,12 @@ static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error 
     char name[64];
     snprintf(name, sizeof name, "epoch-%03ld.safetensors", e);
     if (nl_vit_save(m, rd_path(&rd, name), err) || save_position(t, S->log, &rd, err)) rc = -1;
+    if (!rc && ctx->progress) { /* a front-end's per-epoch callback may stop the run */
+      static const char *const keys[] = {"loss", "top1", "top5", "seconds", "lr"};
+      const double vals[] = {loss_sum / (nb ? nb : 1), t1, t5, sec_sum, lr_now};
+      nl_progress p = {"train", NULL, e, A->epochs, sec_sum, NULL, 5, keys, vals};
+      if (ctx->progress(&p, ctx->progress_user) && e < A->epochs) stopped = 1;
+    }
   }
   free(perm);
   free(aug);

@@ -10,6 +10,9 @@ typedef struct nl_progress {
   long done, total;    /* units done / total (total 0: unknown) */
   double elapsed;      /* seconds since the job started */
   const char *detail;  /* free-form figures, may be NULL */
+  int nvals;           /* named figures (e.g. loss, top1 of an epoch): */
+  const char *const *keys; /* nvals names, */
+  const double *vals;      /* nvals values; both NULL when nvals is 0 */
 } nl_progress;
 
 typedef int (*nl_progress_fn)(const nl_progress *p, void *user);

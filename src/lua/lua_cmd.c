@@ -148,6 +148,10 @@ static void build_progress(lua_State *L, const void *d) {
     lua_pushstring(L, p->detail);
     lua_setfield(L, -2, "detail");
   }
+  for (int i = 0; i < p->nvals; i++) {
+    lua_pushnumber(L, p->vals[i]);
+    lua_setfield(L, -2, p->keys[i]);
+  }
   if (p->task && strcmp(p->task, "train") == 0) { /* on_epoch's own names */
     lua_pushinteger(L, p->done);
     lua_setfield(L, -2, "epoch");

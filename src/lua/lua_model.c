@@ -1,11 +1,14 @@
 /* Models as Lua handles: load, info, eval, extract (to a maps handle),
- * in-memory norm changes, and the bridge to the replace and train
- * commands. */
+ * in-memory norm changes, replacement (nl_vit_replace) and training
+ * (the train command). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
+
+#include <jansson.h>
 
 #include "app/model_path.h"
 #include "base/fileio.h"
@@ -17,6 +20,7 @@
 #include "lua/local.h"
 #include "model/extract.h"
 #include "model/maps.h"
+#include "model/replace.h"
 #include "model/vit.h"
 
 typedef struct lmodel {
@@ -160,7 +164,7 @@ static int m_norms(lua_State *L) {
     lua_createtable(L, 0, 3);
     set_str(L, "name", n->name);
     set_str(L, "kind", n->kind == NL_NORM_DYT ? "dyt" : n->kind == NL_NORM_EXPR ? "expr" : "layernorm");
-    if (n->kind == NL_NORM_DYT) set_num(L, "alpha", (double)n->alpha);
+    if (n->kind == NL_NORM_DYT) set_num(L, "alpha", (double)*n->alpha);
     if (n->kind == NL_NORM_EXPR && n->prog) {
       char *e = nl_print(n->prog, NL_PRINT_EXACT);
       set_str(L, "expr", e);
@@ -180,18 +184,18 @@ static nl_norm *find_norm(lua_State *L, lmodel *h, const char *name, const char 
 static void set_one(lua_State *L, lmodel *h, const char *layer, int idx, const char *what) {
   nl_norm *n = find_norm(L, h, layer, what);
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    nl_norm_set_dyt(n, (float)lua_tonumber(L, idx));
+    nl_norm_set_dyt(&h->m, n, (float)lua_tonumber(L, idx));
     return;
   }
   if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "layernorm") == 0) {
-    nl_norm_set_layernorm(n);
+    nl_norm_set_layernorm(&h->m, n);
     return;
   }
   nl_prog p;
   nl_lua_to_prog(L, idx, &p, what);
   nl_error err;
   nl_error_clear(&err);
-  int rc = nl_norm_set_expr(n, &p, &err);
+  int rc = nl_norm_set_expr(&h->m, n, &p, &err);
   nl_prog_free(&p);
   if (rc != 0) nl_lua_fail(L, what, &err);
 }
@@ -215,7 +219,7 @@ static int m_apply(lua_State *L) {
   for (int i = 0; i < s->n; i++) {
     nl_error err;
     nl_error_clear(&err);
-    if (nl_norm_set_expr(nl_vit_norm_find(&h->m, s->e[i].name), &s->e[i].prog, &err) != 0)
+    if (nl_norm_set_expr(&h->m, nl_vit_norm_find(&h->m, s->e[i].name), &s->e[i].prog, &err) != 0)
       return nl_lua_fail(L, "model:apply", &err);
   }
   lua_pushinteger(L, s->n);
@@ -373,10 +377,7 @@ static int m_extract(lua_State *L) {
   return 1;
 }
 
-/* ---- the bridge to commands that this build may not have ----
- * model:replace and model:train go through the command table with an
- * argv built from their options; a direct library call can take the
- * place of bridge_run later without changing the Lua side. */
+/* ---- replace (a library call) and train (the train command) ---- */
 
 int nl_lua_cmd_argv(lua_State *L, int words, int n, int capture, int progress_fn);
 
@@ -386,7 +387,8 @@ static int cmd_has_opt(const nl_cmd *c, const char *name) {
   return 0;
 }
 
-/* Append "--name value" to the words table (n words so far). */
+/* Append "--name value" to the words table (n words so far); a boolean
+ * true is a bare flag, false is left out. */
 static int push_opt(lua_State *L, int words, int n, const nl_cmd *c, const char *name,
                     int validx) {
   if (!cmd_has_opt(c, name))
@@ -407,129 +409,312 @@ static int push_opt(lua_State *L, int words, int n, const nl_cmd *c, const char 
   return n;
 }
 
-/* A fresh temporary file name (the file is created empty). */
-static void push_tmpname(lua_State *L, const char *suffix) {
+static const char *tmp_root(void) {
   const char *dir = getenv("TMPDIR");
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s/normlab-lua-XXXXXX%s", dir && *dir ? dir : "/tmp", suffix);
-  int fd = mkstemps(buf, (int)strlen(suffix));
-  if (fd < 0) luaL_error(L, "cannot create a temporary file in %s", dir && *dir ? dir : "/tmp");
-  close(fd);
-  lua_pushstring(L, buf);
+  return dir && *dir ? dir : "/tmp";
 }
 
+/* Save the handle's model (as it is in memory) to a fresh temporary file
+ * whose name is pushed and appended to the table `tmps`. */
+static void push_saved_copy(lua_State *L, lmodel *h, int tmps, const char *what) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s/normlab-lua-XXXXXX.safetensors", tmp_root());
+  int fd = mkstemps(buf, (int)strlen(".safetensors"));
+  if (fd < 0) luaL_error(L, "%s: cannot create a temporary file in %s", what, tmp_root());
+  close(fd);
+  lua_pushstring(L, buf);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_vit_save(&h->m, buf, &err) != 0) nl_lua_fail(L, what, &err);
+}
+
+/* Remove the files of table `tmps`; entries ending in '/' are run
+ * directories: their files, then the directory. */
 static void remove_tmps(lua_State *L, int tmps) {
   for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, tmps); i++) {
     lua_rawgeti(L, tmps, i);
-    remove(lua_tostring(L, -1));
+    const char *p = lua_tostring(L, -1);
+    size_t len = strlen(p);
+    if (len && p[len - 1] == '/') {
+      DIR *d = opendir(p);
+      struct dirent *de;
+      while (d && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        char f[4096];
+        snprintf(f, sizeof f, "%s%s", p, de->d_name);
+        remove(f);
+      }
+      if (d) closedir(d);
+      rmdir(p);
+    } else {
+      remove(p);
+    }
     lua_pop(L, 1);
   }
 }
 
-/* Run command `name` with --model (this model) and --output (opts.output
- * or a temporary file), the options table's other fields as --key value
- * (underscores become dashes), `fixed` words first. The output checkpoint
- * is loaded as a new model handle. on_progress (a field name or NULL)
- * becomes the command's live progress callback. */
-static int bridge_run(lua_State *L, const char *name, int opts, const char *const *skip,
-                      const char *cbfield) {
-  lmodel *h = check_model(L, 1);
-  const nl_cmd *c = nl_cmd_find(name);
-  if (!c) return luaL_error(L, "model:%s: %s is not available in this build", name, name);
+/* __close of a table of temporary files: removes them, also when an error
+ * (a failing callback, say) unwinds the stack. */
+static int tmps_close(lua_State *L) {
+  remove_tmps(L, 1);
+  return 0;
+}
+
+/* Push an empty table of temporary files, closed (its files removed) when
+ * the calling C function returns or an error unwinds it. */
+static int push_tmps(lua_State *L) {
   lua_newtable(L);
-  int tmps = lua_gettop(L); /* temporary files to remove afterwards */
-  lua_newtable(L);
-  int words = lua_gettop(L), n = 0;
-  lua_pushstring(L, name);
-  lua_rawseti(L, words, ++n);
-  lua_pushstring(L, h->path);
-  n = push_opt(L, words, n, c, "model", lua_gettop(L));
-  lua_pop(L, 1);
-  int tmp = 0;
-  if (opts && (lua_getfield(L, opts, "output"), !lua_isnil(L, -1))) {
-    /* given */
-  } else {
-    if (opts) lua_pop(L, 1);
-    push_tmpname(L, ".safetensors");
-    tmp = 1;
+  if (luaL_newmetatable(L, "normlab.tmpfiles")) {
+    lua_pushcfunction(L, tmps_close);
+    lua_setfield(L, -2, "__close");
   }
-  int outidx = lua_gettop(L);
-  n = push_opt(L, words, n, c, "output", outidx);
-  int fn = 0;
-  if (opts) {
+  lua_setmetatable(L, -2);
+  int idx = lua_gettop(L);
+  lua_toclose(L, idx);
+  return idx;
+}
+
+/* A new handle holding a copy of h's model as it is in memory. */
+static lmodel *push_copy(lua_State *L, lmodel *h, const char *what) {
+  lua_newtable(L);
+  int tmps = lua_gettop(L);
+  push_saved_copy(L, h, tmps, what); /* on an error here the empty file stays */
+  lmodel *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, NL_LUA_MODEL);
+  nl_vit_load_opts lo = {h->m.cfg.heads};
+  nl_error err;
+  nl_error_clear(&err);
+  int rc = nl_vit_load(&c->m, lua_tostring(L, -2), &lo, &err);
+  remove_tmps(L, tmps);
+  if (rc != 0) nl_lua_fail(L, what, &err);
+  c->loaded = 1;
+  c->path = nl_xstrdup(h->path);
+  lua_replace(L, tmps); /* the handle where the table was */
+  lua_pop(L, 1);        /* the file name */
+  return c;
+}
+
+/* model:replace(what [, {output=FILE}]) -> adapted model, kept layers
+ * what: an exprset (each layer it names becomes its expression), a number
+ * (DyT with that alpha everywhere), "dyt" or "dyt=ALPHA", "ln" or
+ * "layernorm", or a table {LAYER = ALPHA, ...} of per-layer DyT alphas.
+ * The model itself is left as it is; layers a set does not name keep
+ * their norm and are returned in the second value. */
+static int m_replace(lua_State *L) {
+  lmodel *h = check_model(L, 1);
+  static const char *const keys[] = {"output", NULL};
+  nl_lua_check_keys(L, 3, "model:replace", keys);
+  nl_replace_spec spec;
+  memset(&spec, 0, sizeof spec);
+  spec.alpha = 0.5f;
+  nl_dyt_alphas al = {0, NULL, NULL};
+  if (luaL_testudata(L, 2, NL_LUA_EXPRSET)) {
+    spec.mode = NL_REPLACE_SET;
+    spec.set = nl_lua_check_exprset(L, 2);
+  } else if (lua_type(L, 2) == LUA_TNUMBER) {
+    spec.mode = NL_REPLACE_DYT;
+    spec.alpha = (float)lua_tonumber(L, 2);
+  } else if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *w = lua_tostring(L, 2);
+    if (strcmp(w, "ln") == 0 || strcmp(w, "layernorm") == 0) {
+      spec.mode = NL_REPLACE_LAYERNORM;
+    } else if (strcmp(w, "dyt") == 0) {
+      spec.mode = NL_REPLACE_DYT;
+    } else if (strncmp(w, "dyt=", 4) == 0) {
+      char *end = NULL;
+      double a = strtod(w + 4, &end);
+      if (end == w + 4 || *end)
+        return luaL_error(L, "model:replace: '%s': expected dyt=ALPHA with a number", w);
+      spec.mode = NL_REPLACE_DYT;
+      spec.alpha = (float)a;
+    } else {
+      return luaL_error(L, "model:replace: '%s': expected an exprset, a number, \"dyt\", "
+                           "\"dyt=ALPHA\", \"ln\" or a table of alphas", w);
+    }
+  } else if (lua_type(L, 2) == LUA_TTABLE) {
+    int n = 0;
     lua_pushnil(L);
-    while (lua_next(L, opts)) {
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-      if (!k) luaL_error(L, "model:%s: option keys must be names", name);
-      int skipped = strcmp(k, "output") == 0;
-      for (int i = 0; skip && skip[i] && !skipped; i++) skipped = strcmp(k, skip[i]) == 0;
-      if (cbfield && strcmp(k, cbfield) == 0) {
-        luaL_checktype(L, -1, LUA_TFUNCTION);
-        skipped = 1;
-      }
-      if (!skipped) {
-        char opt[64];
-        snprintf(opt, sizeof opt, "%s", k);
-        for (char *p = opt; *p; p++)
-          if (*p == '_') *p = '-';
-        if (luaL_testudata(L, -1, NL_LUA_MODEL)) { /* teacher = model handle */
-          lua_pushstring(L, check_model(L, lua_gettop(L))->path);
-          lua_replace(L, -2);
-        } else if (luaL_testudata(L, -1, NL_LUA_EXPRSET)) { /* a set: saved to a file */
-          push_tmpname(L, ".exprs");
-          lua_pushvalue(L, -1);
-          lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
-          nl_error err;
-          nl_error_clear(&err);
-          if (nl_exprset_save(nl_lua_check_exprset(L, -2), lua_tostring(L, -1), &err) != 0) {
-            remove_tmps(L, tmps);
-            nl_lua_fail(L, name, &err);
-          }
-          lua_replace(L, -2);
-        }
-        n = push_opt(L, words, n, c, opt, lua_gettop(L));
-      }
+    while (lua_next(L, 2)) n++, lua_pop(L, 1);
+    al.names = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n ? n : 1), 0);
+    al.alphas = lua_newuserdatauv(L, sizeof(float) * (size_t)(n ? n : 1), 0);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TNUMBER)
+        return luaL_error(L, "model:replace: a table of alphas maps layer names to numbers");
+      al.names[al.n] = (char *)lua_tostring(L, -2); /* kept alive by the table */
+      al.alphas[al.n++] = (float)lua_tonumber(L, -1);
       lua_pop(L, 1);
     }
-    if (cbfield) {
-      lua_getfield(L, opts, cbfield);
-      if (lua_isfunction(L, -1)) fn = lua_gettop(L);
-      else lua_pop(L, 1);
-    }
+    spec.mode = NL_REPLACE_DYT;
+    spec.alphas = &al;
+  } else {
+    return luaL_typeerror(L, 2, "exprset, number, string or table of alphas");
   }
-  int rc = nl_lua_cmd_argv(L, words, n, 0, fn);
-  remove_tmps(L, tmps);
+  const char *out = NULL;
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "output");
+    out = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+  }
+  lmodel *c = push_copy(L, h, "model:replace");
+  int cidx = lua_gettop(L);
+  int *kept = lua_newuserdatauv(L, sizeof(int) * (size_t)c->m.nnorms, 0);
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_vit_replace(&c->m, &spec, kept, &err) != 0) return nl_lua_fail(L, "model:replace", &err);
+  if (out) {
+    if (nl_vit_save(&c->m, out, &err) != 0) return nl_lua_fail(L, "model:replace", &err);
+    free(c->path);
+    c->path = nl_xstrdup(out);
+  }
+  lua_pushvalue(L, cidx);
+  lua_newtable(L);
+  for (int i = 0, k = 0; i < c->m.nnorms; i++)
+    if (kept[i]) {
+      lua_pushstring(L, c->m.norms[i].name);
+      lua_rawseti(L, -2, ++k);
+    }
+  return 2;
+}
+
+/* model:train{variant=A|F|D|affine|full, epochs=, lr=, teacher=, output=DIR,
+ * on_epoch=function(e) ... end, <any other option of the train command>}
+ * -> trained model, log (the run's train.json as a table).
+ * The model is trained as it is in memory; it is left unchanged. D is the
+ * full variant with distillation: it needs a teacher (a model handle or a
+ * file). on_epoch gets {epoch, epochs, loss, top1, top5, seconds, lr};
+ * returning false stops after that epoch. Without output the run
+ * directory is temporary. */
+static int m_train(lua_State *L) {
+  lmodel *h = check_model(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  const nl_cmd *c = nl_cmd_find("train");
+  if (!c) return luaL_error(L, "train is not available in this build");
+  int tmps = push_tmps(L); /* 3: temporary files, removed however this returns */
+  lua_newtable(L);
+  int words = lua_gettop(L), n = 0; /* 4 */
+  lua_pushstring(L, "train");
+  lua_rawseti(L, words, ++n);
+  push_saved_copy(L, h, tmps, "model:train");
+  n = push_opt(L, words, n, c, "model", lua_gettop(L));
+  lua_pop(L, 1);
+  /* variant */
+  lua_getfield(L, 2, "variant");
+  const char *v = lua_isnil(L, -1) ? "full" : luaL_checkstring(L, -1);
+  int distil = 0;
+  if (strcmp(v, "A") == 0 || strcmp(v, "affine") == 0) v = "affine";
+  else if (strcmp(v, "F") == 0 || strcmp(v, "full") == 0) v = "full";
+  else if (strcmp(v, "D") == 0) v = "full", distil = 1;
+  else {
+    remove_tmps(L, tmps);
+    return luaL_error(L, "model:train: variant '%s': expected A, F, D, affine or full", v);
+  }
+  lua_pop(L, 1);
+  lua_pushstring(L, v);
+  n = push_opt(L, words, n, c, "variant", lua_gettop(L));
+  lua_pop(L, 1);
+  /* teacher */
+  lua_getfield(L, 2, "teacher");
+  if (lua_isnil(L, -1) && distil) {
+    remove_tmps(L, tmps);
+    return luaL_error(L, "model:train: variant D (distillation) needs teacher=MODEL");
+  }
+  if (luaL_testudata(L, -1, NL_LUA_MODEL)) {
+    push_saved_copy(L, check_model(L, lua_gettop(L)), tmps, "model:train");
+    n = push_opt(L, words, n, c, "teacher", lua_gettop(L));
+    lua_pop(L, 1);
+  } else if (!lua_isnil(L, -1)) {
+    n = push_opt(L, words, n, c, "teacher", lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  /* run directory */
+  lua_getfield(L, 2, "output");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/normlab-lua-train-XXXXXX", tmp_root());
+    if (!mkdtemp(buf)) {
+      remove_tmps(L, tmps);
+      return luaL_error(L, "model:train: cannot create a directory in %s", tmp_root());
+    }
+    lua_pushfstring(L, "%s/", buf);
+    lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
+    lua_pushstring(L, buf);
+  } else {
+    luaL_checkstring(L, -1);
+  }
+  int dir = lua_gettop(L);
+  n = push_opt(L, words, n, c, "output", dir);
+  /* the other options as they are */
+  int fn = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (!k) {
+      remove_tmps(L, tmps);
+      return luaL_error(L, "model:train: option keys must be names");
+    }
+    if (strcmp(k, "on_epoch") == 0) {
+      luaL_checktype(L, -1, LUA_TFUNCTION);
+    } else if (strcmp(k, "variant") && strcmp(k, "teacher") && strcmp(k, "output") &&
+               strcmp(k, "model")) {
+      char opt[64];
+      snprintf(opt, sizeof opt, "%s", k);
+      for (char *p = opt; *p; p++)
+        if (*p == '_') *p = '-';
+      if (!cmd_has_opt(c, opt)) {
+        remove_tmps(L, tmps);
+        return luaL_error(L, "model:train: the train command has no option --%s", opt);
+      }
+      n = push_opt(L, words, n, c, opt, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, 2, "on_epoch");
+  if (lua_isfunction(L, -1)) fn = lua_gettop(L);
+  else lua_pop(L, 1);
+  int rc = nl_lua_cmd_argv(L, words, n, 1, fn);
   if (rc != 0) {
-    if (tmp) remove(lua_tostring(L, outidx));
+    remove_tmps(L, tmps);
     return lua_error(L);
   }
-  lua_pop(L, 1); /* the command's result */
-  push_model(L, lua_tostring(L, outidx), 0, name);
-  if (tmp) remove(lua_tostring(L, outidx));
-  return 1;
-}
-
-/* model:replace(set [, {output=, ...}]) -> the adapted model */
-static int m_replace(lua_State *L) {
-  check_model(L, 1);
-  nl_lua_check_exprset(L, 2);
-  if (!nl_cmd_find("replace")) return luaL_error(L, "replace is not available in this build");
-  if (lua_isnoneornil(L, 3)) lua_newtable(L);
-  else luaL_checktype(L, 3, LUA_TTABLE);
-  lua_settop(L, 3);
-  /* the set travels as the command's --exprs option */
-  lua_pushvalue(L, 2);
-  lua_setfield(L, 3, "exprs");
-  return bridge_run(L, "replace", 3, NULL, NULL);
-}
-
-/* model:train{variant=, epochs=, lr=, teacher=, output=, on_epoch=, ...} */
-static int m_train(lua_State *L) {
-  check_model(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  if (!nl_cmd_find("train")) return luaL_error(L, "train is not available in this build");
-  lua_settop(L, 2);
-  return bridge_run(L, "train", 2, NULL, "on_epoch");
+  lua_pop(L, 1); /* the command's output */
+  lua_pushfstring(L, "%s/last.safetensors", lua_tostring(L, dir));
+  int rcl = 0;
+  {
+    lmodel *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, NL_LUA_MODEL);
+    nl_vit_load_opts lo = {h->m.cfg.heads};
+    nl_error err;
+    nl_error_clear(&err);
+    rcl = nl_vit_load(&t->m, lua_tostring(L, -2), &lo, &err);
+    if (rcl != 0) {
+      remove_tmps(L, tmps);
+      return nl_lua_fail(L, "model:train", &err);
+    }
+    t->loaded = 1;
+    t->path = nl_xstrdup(lua_tostring(L, -2));
+  }
+  int res = lua_gettop(L);
+  char logp[4096];
+  snprintf(logp, sizeof logp, "%s/train.json", lua_tostring(L, dir));
+  json_error_t je;
+  json_t *log = json_load_file(logp, 0, &je);
+  if (log) {
+    nl_lua_push_json(L, log);
+    json_decref(log);
+  } else {
+    lua_pushnil(L);
+  }
+  remove_tmps(L, tmps);
+  lua_pushvalue(L, res);
+  lua_insert(L, -2);
+  return 2;
 }
 
 void nl_lua_open_model(lua_State *L) {

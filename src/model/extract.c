@@ -187,7 +187,7 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
       break;
     }
     if (o && o->progress) {
-      nl_progress p = {"extract", NULL, first + nb, images, nl_now() - t0, NULL};
+      nl_progress p = {"extract", NULL, first + nb, images, nl_now() - t0, NULL, 0, NULL, NULL};
       if (o->progress(&p, o->progress_user)) {
         rc = nl_fail(err, NL_EINTR, "stopped after %d of %d images", first + nb, images);
         break;

@@ -15,7 +15,7 @@
 static void test_format(void **state) {
   (void)state;
   char buf[512];
-  nl_progress p = {"evolve", "blocks.0.norm1", 25, 100, 10.0, "best 0.012"};
+  nl_progress p = {"evolve", "blocks.0.norm1", 25, 100, 10.0, "best 0.012", 0, NULL, NULL};
   nl_progress_format(&p, 100, buf, sizeof buf);
   /* a quarter done after 10 s: three quarters left take 30 s */
   assert_non_null(strstr(buf, "evolve blocks.0.norm1 ["));
@@ -28,11 +28,11 @@ static void test_format(void **state) {
   assert_int_equal(hashes, 30 / 4);
   assert_true(strlen(buf) <= 99);
 
-  nl_progress q = {"extract", NULL, 7, 0, 125.0, NULL}; /* unknown total */
+  nl_progress q = {"extract", NULL, 7, 0, 125.0, NULL, 0, NULL, NULL}; /* unknown total */
   nl_progress_format(&q, 80, buf, sizeof buf);
   assert_string_equal(buf, "extract  7  2m05s");
 
-  nl_progress r = {"train", "a-very-long-label-that-does-not-fit-anywhere", 1, 3, 4000.0, NULL};
+  nl_progress r = {"train", "a-very-long-label-that-does-not-fit-anywhere", 1, 3, 4000.0, NULL, 0, NULL, NULL};
   nl_progress_format(&r, 40, buf, sizeof buf);
   assert_int_equal(strlen(buf), 39); /* cut to the terminal */
   assert_null(strchr(buf, '['));     /* no room for a bar */
@@ -45,7 +45,7 @@ static void test_line(void **state) {
   FILE *mem = open_memstream(&text, &len);
   nl_progress_line pl;
   nl_progress_line_init(&pl, mem, 1, 80);
-  nl_progress p = {"eval", NULL, 1, 10, 0.5, NULL};
+  nl_progress p = {"eval", NULL, 1, 10, 0.5, NULL, 0, NULL, NULL};
   nl_interrupt_clear();
   assert_int_equal(nl_progress_line_cb(&p, &pl), 0);
   p.done = 2; /* within 0.1 s of the last redraw: skipped */
