@@ -411,6 +411,15 @@ double nl_vt_flops_per_image(const nl_vit_trainer *t) {
   return is_trained(t, NL_TR_GROUP_BACKBONE) ? 3.0 * f : 2.0 * f;
 }
 
+/* ---- schedule ---- */
+
+nl_tr_sched nl_vt_schedule(int cosine, long warmup, long total) {
+  nl_tr_sched s = {cosine ? NL_TR_SCHED_WARMUP_COSINE : NL_TR_SCHED_CONSTANT, warmup, total};
+  /* constant after a warm-up: a cosine so long that it stays at 1 in float */
+  if (!cosine && warmup > 0) s.kind = NL_TR_SCHED_WARMUP_COSINE, s.total = 1L << 52;
+  return s;
+}
+
 /* ---- init ---- */
 
 static float trunc_normal(nl_rng *r, double std) {

@@ -113,6 +113,10 @@ int nl_vt_step(nl_vit_trainer *t, const float *images, const int32_t *labels, in
  * affine-only training (forward, dX). */
 double nl_vt_flops_per_image(const nl_vit_trainer *t);
 
+/* The per-step schedule of a run of `total` steps: cosine (linear warm-up,
+ * then cosine to 0 at total) or constant (linear warm-up, then 1). */
+nl_tr_sched nl_vt_schedule(int cosine, long warmup, long total);
+
 /* timm's from-scratch init: trunc_normal(std .02, cut at +-2 std) for
  * linear and patch weights, pos_embed and cls_token; zero biases; norm
  * weight 1, bias 0; layer scale gamma 1e-5; DyT alpha kept. Seeded. */

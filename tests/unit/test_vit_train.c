@@ -465,6 +465,29 @@ static void test_adamw_affine(void **s) {
   check_adamw(NL_TR_GROUP_BIT(NL_TR_GROUP_AFFINE) | NL_TR_GROUP_BIT(NL_TR_GROUP_ALPHA));
 }
 
+/* ---------------- schedules of a run against the formula ---------------- */
+
+static void test_schedule_points(void **s) {
+  (void)s;
+  const double pi = 3.14159265358979323846;
+  nl_tr_sched c = nl_vt_schedule(1, 10, 110);
+  /* warm-up: (step + 1) / warmup */
+  assert_true(fabs(nl_tr_lr_mult(&c, 0) - 0.1) < 1e-12);
+  assert_true(fabs(nl_tr_lr_mult(&c, 4) - 0.5) < 1e-12);
+  assert_true(fabs(nl_tr_lr_mult(&c, 9) - 1.0) < 1e-12);
+  /* cosine: 0.5 (1 + cos(pi (step - warmup) / (total - warmup))) */
+  assert_true(fabs(nl_tr_lr_mult(&c, 10) - 1.0) < 1e-12);
+  assert_true(fabs(nl_tr_lr_mult(&c, 35) - 0.5 * (1 + cos(pi * 25 / 100))) < 1e-12);
+  assert_true(fabs(nl_tr_lr_mult(&c, 60) - 0.5) < 1e-12);
+  assert_true(fabs(nl_tr_lr_mult(&c, 109) - 0.5 * (1 + cos(pi * 99 / 100))) < 1e-12);
+  assert_true(nl_tr_lr_mult(&c, 110) == 0.0);
+  nl_tr_sched k = nl_vt_schedule(0, 0, 100);
+  assert_true(nl_tr_lr_mult(&k, 0) == 1.0 && nl_tr_lr_mult(&k, 99) == 1.0);
+  nl_tr_sched kw = nl_vt_schedule(0, 4, 100);
+  assert_true(fabs(nl_tr_lr_mult(&kw, 1) - 0.5) < 1e-12);
+  assert_true((float)nl_tr_lr_mult(&kw, 4) == 1.0f && (float)nl_tr_lr_mult(&kw, 99999) == 1.0f);
+}
+
 /* ---------------- optimizer state round trip ---------------- */
 
 static void test_state_roundtrip(void **s) {
@@ -609,6 +632,7 @@ int main(void) {
       cmocka_unit_test(test_grad_ce),      cmocka_unit_test(test_grad_kd),
       cmocka_unit_test(test_grad_avgpool), cmocka_unit_test(test_adamw_full),
       cmocka_unit_test(test_adamw_affine), cmocka_unit_test(test_state_roundtrip),
+      cmocka_unit_test(test_schedule_points),
       cmocka_unit_test(test_short_run),    cmocka_unit_test(test_determinism),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
