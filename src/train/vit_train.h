@@ -70,7 +70,9 @@ typedef struct nl_vit_trainer {
   float *logits, *dlogits;/* [B, classes] */
   /* backward scratch */
   float *dres, *dt1, *dt2, *dqkv, *dh1, *dh2, *dfin;
-  nl_vit_acts tacts;      /* teacher activations (inference) */
+  struct nl_vit_trainer *tt; /* the teacher's forward (eval mode, never stepped): the same
+                          * fixed-block kernels, so its logits do not depend on the
+                          * thread count either; logits in tt->logits */
   nl_eval_ws ws;
   int32_t *labels;        /* [B] copy of the step's labels */
   size_t nbytes;          /* bytes of activations and scratch */
