@@ -316,9 +316,7 @@ static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error 
   S->xb = nl_xmalloc((size_t)B * img * sizeof(float));
   S->xa = nl_xmalloc((size_t)B * img * sizeof(float));
   S->yb = nl_xmalloc((size_t)B * sizeof(int32_t));
-  nl_tr_sched sch = {A->cosine ? NL_TR_SCHED_WARMUP_COSINE : NL_TR_SCHED_CONSTANT, A->warmup,
-                     A->epochs * nb};
-  if (!A->cosine && A->warmup) sch.kind = NL_TR_SCHED_WARMUP_COSINE, sch.total = 1L << 40;
+  const nl_tr_sched sch = nl_vt_schedule(A->cosine, A->warmup, A->epochs * nb);
   /* position */
   long epoch0 = 0, batch0 = 0;
   double loss_sum = 0, sec_sum = 0;

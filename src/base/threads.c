@@ -120,10 +120,18 @@ void nl_parallel_for(size_t n, nl_task_fn fn, void *user) {
   int t = nl_threads_get();
   if ((size_t)t > n) t = (int)n;
   if (t <= 1 || t_in_job) {
+    /* as promised in threads.h, BLAS is single-threaded inside, also when
+     * a single task runs on the caller outside any job */
+    int blas_one = !t_in_job && g_threads > 1;
+    if (blas_one) nl_blas_set_threads(1);
     for (size_t i = 0; i < n; i++) fn(i, 0, user);
+    if (blas_one) nl_blas_set_threads(g_threads);
     return;
   }
   pthread_mutex_lock(&g_call_mu);
+  /* BLAS goes single-threaded before any helper can start a task: a helper's
+   * sgemm must never run multi-threaded beside the caller's */
+  nl_blas_set_threads(1);
   pool_t *p = &g_pool;
   pthread_mutex_lock(&p->mu);
   pool_grow(t - 1);
@@ -138,7 +146,6 @@ void nl_parallel_for(size_t n, nl_task_fn fn, void *user) {
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->mu);
 
-  nl_blas_set_threads(1);
   run_indices(p, 0);
 
   pthread_mutex_lock(&p->mu);

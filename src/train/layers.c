@@ -91,23 +91,74 @@ static void colsum_kern(void *p, size_t r0, size_t r1, float *acc) {
   }
 }
 
+/* The three products of a linear layer run as single-threaded sgemm calls
+ * on fixed blocks, handed out over nl_parallel_for: rows of out / dinp in
+ * blocks of GEMM_ROWS, rows of dw (output channels) in blocks of GEMM_OC,
+ * each dw entry summing over all N rows in one call. The blocks depend on
+ * the shapes only, so every output element is computed by the same
+ * single-threaded call whatever the thread count: bitwise the same result
+ * (OpenBLAS's own threading may split a product differently). Small
+ * products run as one block. */
+#define GEMM_ROWS 256
+#define GEMM_OC 64
+#define GEMM_PAR_MIN (1 << 18) /* multiply-adds below which one call is made */
+
+typedef struct {
+  int which; /* 0 forward, 1 dinp, 2 dw */
+  int blk;   /* rows (0, 1) or output channels (2) per block */
+  float *out;
+  const float *a, *w, *b;
+  int N, IC, OC;
+} gemm_job;
+
+static void gemm_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const gemm_job *j = user;
+  const int lim = j->which == 2 ? j->OC : j->N;
+  const int r0 = (int)i * j->blk, r1 = r0 + j->blk < lim ? r0 + j->blk : lim;
+  if (j->which == 0) { /* out[r0:r1] = inp[r0:r1] w^T (+ b) */
+    if (j->b)
+      for (int r = r0; r < r1; r++)
+        memcpy(j->out + (size_t)r * j->OC, j->b, (size_t)j->OC * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, j->OC, j->IC, 1.0f,
+                j->a + (size_t)r0 * j->IC, j->IC, j->w, j->IC, j->b ? 1.0f : 0.0f,
+                j->out + (size_t)r0 * j->OC, j->OC);
+  } else if (j->which == 1) { /* dinp[r0:r1] += dout[r0:r1] w */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, j->IC, j->OC, 1.0f,
+                j->a + (size_t)r0 * j->OC, j->OC, j->w, j->IC, 1.0f,
+                j->out + (size_t)r0 * j->IC, j->IC);
+  } else { /* dw[r0:r1] += dout[:, r0:r1]^T inp */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, j->IC, j->N, 1.0f, j->a + r0,
+                j->OC, j->w, j->IC, 1.0f, j->out + (size_t)r0 * j->IC, j->IC);
+  }
+}
+
+/* Always inside nl_parallel_for, so BLAS is single-threaded in every call;
+ * a small product is one block. */
+static void gemm_run(gemm_job *j) {
+  const int lim = j->which == 2 ? j->OC : j->N;
+  const double madds = (double)j->N * j->IC * j->OC;
+  j->blk = madds < GEMM_PAR_MIN ? lim : j->which == 2 ? GEMM_OC : GEMM_ROWS;
+  if (j->blk < 1) j->blk = 1;
+  nl_parallel_for((size_t)(lim + j->blk - 1) / (size_t)j->blk, gemm_task, j);
+}
+
 void nl_tr_linear_forward(float *out, const float *inp, const float *w, const float *b,
                           int N, int IC, int OC) {
-  if (b) {
-    for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, b, (size_t)OC * sizeof(float));
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w, IC,
-              b ? 1.0f : 0.0f, out, OC);
+  gemm_job j = {0, 0, out, inp, w, b, N, IC, OC};
+  gemm_run(&j);
 }
 
 void nl_tr_linear_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, int N, int IC, int OC) {
-  if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, w, IC,
-                1.0f, dinp, IC);
-  if (dw)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC,
-                1.0f, dw, IC);
+  if (dinp) {
+    gemm_job j = {1, 0, dinp, dout, w, NULL, N, IC, OC};
+    gemm_run(&j);
+  }
+  if (dw) {
+    gemm_job j = {2, 0, dw, dout, inp, NULL, N, IC, OC};
+    gemm_run(&j);
+  }
   if (db) {
     float *acc = nl_xcalloc((size_t)OC, sizeof(float));
     lay_ctx c = {.dout = dout, .C = OC};

@@ -11,7 +11,9 @@
  *    gradient pointer documented as "may be NULL" is then skipped.
  *  - "saves" lists what the forward writes for its backward; the backward
  *    also needs the forward's input where it says `inp`.
- *  - Matrix products are cblas_sgemm calls; element-wise loops are plain and
+ *  - Matrix products are cblas_sgemm calls, single-threaded on fixed blocks
+ *    handed out over nl_parallel_for (linear: 256 rows of out / dinp, 64
+ *    output channels of dw); element-wise loops are plain and
  *    vectorisable. Large element-wise layers (>= 64K elements) and attention
  *    are split over nl_parallel_for in fixed chunks (chunk size depends on
  *    the shape only; column reductions such as dw, db are summed per

@@ -146,9 +146,18 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
   memset(t->grad, 0, m->nparams * sizeof(float));
   t->alpha_name = nl_xcalloc((size_t)m->nnorms, sizeof *t->alpha_name);
   t->labels = nl_xcalloc((size_t)o->batch, sizeof(int32_t));
-  if (teacher && nl_vit_acts_init(&t->tacts, &teacher->cfg, o->batch, 0, err)) {
-    nl_vt_free(t);
-    return -1;
+  if (teacher) {
+    nl_vt_opts to = *o;
+    to.train_groups = 0; /* forward only: no gradient is ever computed or applied */
+    to.drop_path = 0.0f;
+    t->tt = nl_xcalloc(1, sizeof *t->tt);
+    /* the teacher is only read: its trainer never steps */
+    if (nl_vt_init(t->tt, (nl_vit *)teacher, NULL, &to, err)) {
+      free(t->tt);
+      t->tt = NULL;
+      nl_vt_free(t);
+      return nl_error_prefix(err, "teacher");
+    }
   }
   int maxlen = 1;
   for (int i = 0; i < m->nnorms; i++)
@@ -189,7 +198,10 @@ void nl_vt_free(nl_vit_trainer *t) {
   free(t->grad);
   free(t->alpha_name);
   free(t->labels);
-  if (t->teacher) nl_vit_acts_free(&t->tacts);
+  if (t->tt) {
+    nl_vt_free(t->tt);
+    free(t->tt);
+  }
   nl_eval_ws_free(&t->ws);
   nl_tr_adamw_free(&t->opt);
   memset(t, 0, sizeof *t);
@@ -305,9 +317,9 @@ int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels,
   /* loss */
   memset(t->dlogits, 0, (size_t)n * K * sizeof(float));
   if (t->teacher) {
-    if (nl_vit_forward(t->teacher, &t->tacts, images, n, NULL, NULL, err))
+    if (nl_vt_forward(t->tt, images, labels, n, NULL, err))
       return nl_error_prefix(err, "teacher");
-    t->loss = nl_tr_kd_loss(t->dlogits, t->logits, t->tacts.logits, t->labels, n, K, t->o.tau,
+    t->loss = nl_tr_kd_loss(t->dlogits, t->logits, t->tt->logits, t->labels, n, K, t->o.tau,
                             t->o.lambda, &t->ce, &t->kl);
   } else {
     t->loss = t->ce = nl_tr_ce_loss(t->dlogits, t->logits, t->labels, n, K);
@@ -407,6 +419,15 @@ int nl_vt_step(nl_vit_trainer *t, const float *images, const int32_t *labels, in
 double nl_vt_flops_per_image(const nl_vit_trainer *t) {
   double f = nl_vit_flops_per_image(&t->m->cfg);
   return is_trained(t, NL_TR_GROUP_BACKBONE) ? 3.0 * f : 2.0 * f;
+}
+
+/* ---- schedule ---- */
+
+nl_tr_sched nl_vt_schedule(int cosine, long warmup, long total) {
+  nl_tr_sched s = {cosine ? NL_TR_SCHED_WARMUP_COSINE : NL_TR_SCHED_CONSTANT, warmup, total};
+  /* constant after a warm-up: a cosine so long that it stays at 1 in float */
+  if (!cosine && warmup > 0) s.kind = NL_TR_SCHED_WARMUP_COSINE, s.total = 1L << 52;
+  return s;
 }
 
 /* ---- init ---- */

@@ -69,7 +69,9 @@ typedef struct nl_vit_trainer {
   float *logits, *dlogits;/* [B, classes] */
   /* backward scratch */
   float *dres, *dt1, *dt2, *dqkv, *dh1, *dh2, *dfin;
-  nl_vit_acts tacts;      /* teacher activations (inference) */
+  struct nl_vit_trainer *tt; /* the teacher's forward (eval mode, never stepped): the same
+                          * fixed-block kernels, so its logits do not depend on the
+                          * thread count either; logits in tt->logits */
   nl_eval_ws ws;
   int32_t *labels;        /* [B] copy of the step's labels */
   size_t nbytes;          /* bytes of activations and scratch */
@@ -111,6 +113,10 @@ int nl_vt_step(nl_vit_trainer *t, const float *images, const int32_t *labels, in
  * backbone training (forward, dX, dW), 2x plus the dW of nothing for
  * affine-only training (forward, dX). */
 double nl_vt_flops_per_image(const nl_vit_trainer *t);
+
+/* The per-step schedule of a run of `total` steps: cosine (linear warm-up,
+ * then cosine to 0 at total) or constant (linear warm-up, then 1). */
+nl_tr_sched nl_vt_schedule(int cosine, long warmup, long total);
 
 /* timm's from-scratch init: trunc_normal(std .02, cut at +-2 std) for
  * linear and patch weights, pos_embed and cls_token; zero biases; norm

@@ -99,6 +99,11 @@ ok = c['variant'] == 'affine' and c['teacher'] == '$M' and c['tau'] == 4 and c['
 sys.exit(not ok)"
     ok "$rc" "train.json: config with teacher, tau 4, lambda 0.5, epochs 0 and 1"
   fi
+  expect_status 0 "the same distillation with one thread" "$NORMLAB" --threads 1 train \
+    --model "$M" --teacher "$M" --variant affine --limit 256 --eval-limit 100 --batch 128 \
+    --epochs 1 --output "$TMP/d1"
+  cmp -s "$TMP/d/last.safetensors" "$TMP/d1/last.safetensors"
+  ok $? "one thread gives the two-thread weights, byte for byte"
   expect_status 0 "--init random" "$NORMLAB" train --model "$M" --init random --limit 128 \
     --eval-limit 200 --batch 128 --epochs 1 --output "$TMP/z"
   awk -F, 'NR == 2 && $5 < 0.3 { ok = 1 } END { exit !ok }' "$TMP/z/train.csv"
