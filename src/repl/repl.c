@@ -43,8 +43,12 @@ const nl_cmd *nl_repl_command(int i) {
   int n = 0;
   while (nl_repl_commands[n]) n++;
   if (i < n) return nl_repl_commands[i];
-  for (int k = 0; nl_repl_expr_commands[k]; k++)
+  int k;
+  for (k = 0; nl_repl_expr_commands[k]; k++)
     if (k == i - n) return nl_repl_expr_commands[k];
+  n += k;
+  for (k = 0; nl_repl_fit_commands[k]; k++)
+    if (k == i - n) return nl_repl_fit_commands[k];
   return NULL;
 }
 
@@ -496,6 +500,7 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   } else {
     status = run_stream(stdin, "<stdin>", o->keep_going);
   }
+  nl_repl_fit_cleanup();
   nl_session_free(&R.sess);
   return status;
 }

@@ -25,6 +25,16 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o);
  * simplify) are a second table, in expr_cmds.c. */
 extern const nl_cmd *const nl_repl_commands[];
 extern const nl_cmd *const nl_repl_expr_commands[];
+/* Commands fitting expressions to the mappings and reading fronts (score,
+ * refit, fold, impact, front, pick), in fit_cmds.c. */
+extern const nl_cmd *const nl_repl_fit_commands[];
+/* Release the mappings those commands keep loaded. */
+void nl_repl_fit_cleanup(void);
+/* A layer's validation R^2 of its current expression, DyT R^2 and bound
+ * R^2 on the session's mappings (NAN where unknown); -1 without mappings
+ * or when the layer has none. */
+int nl_repl_layer_scores(nl_session *s, const char *layer, double *val_r2, double *dyt_r2,
+                         double *bound_r2);
 /* All session commands in help order: i = 0, 1, ... until NULL. */
 const nl_cmd *nl_repl_command(int i);
 
@@ -59,6 +69,8 @@ int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
 /* Check every expression of an expression-set file (errors name the
  * file, line and column). */
 int nl_repl_check_exprs(const char *path, nl_error *err);
+/* FLOPs per element of an expression, -1 when it does not parse. */
+int nl_repl_expr_cost(const char *expr);
 /* Hook the expression engine into the full-screen views. */
 void nl_repl_expr_init(void);
 
