@@ -49,6 +49,9 @@ const nl_cmd *nl_repl_command(int i) {
   n += k;
   for (k = 0; nl_repl_fit_commands[k]; k++)
     if (k == i - n) return nl_repl_fit_commands[k];
+  n += k;
+  for (k = 0; nl_repl_pipeline_commands[k]; k++)
+    if (k == i - n) return nl_repl_pipeline_commands[k];
   return NULL;
 }
 
@@ -153,7 +156,10 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   g_exec_depth++;
   double t0 = nl_now();
   int rc = nl_args_parse(&a, cmd, argc - 1, argv + 1, ctx, &err);
-  if (rc == 0) rc = cmd->run(ctx, &a, &err);
+  if (rc == 0) {
+    rc = cmd->run(ctx, &a, &err);
+    nl_repl_after_command(ctx, cmd, &a, rc, &err);
+  }
   g_exec_depth--;
   free(a.pos);
   fflush(ctx->out);

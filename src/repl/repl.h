@@ -28,6 +28,14 @@ extern const nl_cmd *const nl_repl_expr_commands[];
 /* Commands fitting expressions to the mappings and reading fronts (score,
  * refit, fold, impact, front, pick), in fit_cmds.c. */
 extern const nl_cmd *const nl_repl_fit_commands[];
+/* Shell commands taking the session's state ('cost' of the current set),
+ * in pipeline.c; they shadow the shell's command of the same name. */
+extern const nl_cmd *const nl_repl_pipeline_commands[];
+/* Run after every command at the prompt: after 'evolve' (finished or
+ * interrupted) its fronts are loaded and the session is autosaved when it
+ * has a directory. */
+void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
+                           const nl_error *cmd_err);
 /* Release the mappings those commands keep loaded. */
 void nl_repl_fit_cleanup(void);
 /* A layer's validation R^2 of its current expression, DyT R^2 and bound

@@ -28,7 +28,8 @@ static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fprintf(ctx->out, "\nSession commands:\n");
   const nl_cmd *c;
   for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
-    if (strcmp(c->name, "help") != 0) fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
+    if (strcmp(c->name, "help") != 0 && !nl_cmd_find(c->name)) /* not the shell's again */
+      fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
   fprintf(ctx->out,
           "\n'help CMD' or 'CMD --help' shows a command's options. After 'load model FILE' or\n"
           "'load maps FILE', commands take --model and --maps from the session.\n"
@@ -227,8 +228,8 @@ static int run_undo(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 static const nl_cmd cmd_undo = {
     .name = "undo",
     .summary = "undo the last change to the expression set",
-    .help = "Changes are 'set', 'edit', 'simplify', 'load exprs' and 'unload exprs'; the\n"
-            "last 100 are kept.",
+    .help = "Changes are 'set', 'edit', 'simplify', 'refit', 'fold', 'pick', 'load exprs' and\n"
+            "'unload exprs'; the last 100 are kept.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,
