@@ -18,3 +18,9 @@ NL_CLI_TESTS += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh t
 EXTRA_DIST += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh
 
 dist_man_MANS += man/normlab.1
+
+check_PROGRAMS += tests/unit/test_workbench
+NL_UNIT_TESTS += tests/unit/test_workbench
+tests_unit_test_workbench_SOURCES = tests/unit/test_workbench.c
+tests_unit_test_workbench_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_workbench_LDADD = $(NL_TEST_LDADD)
