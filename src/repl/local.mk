@@ -6,7 +6,7 @@ libnormlab_a_SOURCES += \
 	src/repl/complete.c src/repl/complete.h \
 	src/repl/repl.c src/repl/repl.h \
 	src/repl/repl_cmds.c src/repl/expr_cmds.c \
-	src/repl/fit.c src/repl/fit.h src/repl/fit_cmds.c src/repl/pipeline.c
+	src/repl/fit.c src/repl/fit.h src/repl/fit_cmds.c src/repl/pipeline.c src/repl/jobs.c
 
 check_PROGRAMS += tests/unit/test_repl
 NL_UNIT_TESTS += tests/unit/test_repl

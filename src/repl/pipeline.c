@@ -83,19 +83,13 @@ static int has_csv(const char *dir) {
   return found;
 }
 
-void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
-                           const nl_error *cmd_err) {
+void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir) {
   nl_session *s = ctx->session;
-  if (!s || strcmp(cmd->name, "evolve") != 0) return;
-  /* a finished or interrupted search: its fronts (partial ones included)
-   * become the session's */
-  if (rc != 0 && cmd_err->code != NL_EINTR) return;
-  const char *out = nl_arg_str(a, "output");
-  if (!out || !has_csv(out)) return;
+  if (!s || !outdir || !has_csv(outdir)) return;
   fflush(ctx->out); /* the search's table first */
   nl_error err;
   nl_error_clear(&err);
-  char *dir = nl_xstrdup(out);
+  char *dir = nl_xstrdup(outdir);
   if (nl_session_load(s, "fronts", dir, &err) != 0) {
     fprintf(ctx->err, "normlab evolve: fronts not loaded: %s\n", err.msg);
     free(dir);
@@ -112,4 +106,13 @@ void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int
       fprintf(ctx->err, "autosaved %s/%s\n", sd, NL_SESSION_FILE);
     free(sd);
   }
+}
+
+void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
+                           const nl_error *cmd_err) {
+  if (!ctx->session || strcmp(cmd->name, "evolve") != 0) return;
+  /* a finished or interrupted search: its fronts (partial ones included)
+   * become the session's */
+  if (rc != 0 && cmd_err->code != NL_EINTR) return;
+  nl_repl_fronts_arrived(ctx, nl_arg_str(a, "output"));
 }

@@ -52,6 +52,9 @@ const nl_cmd *nl_repl_command(int i) {
   n += k;
   for (k = 0; nl_repl_pipeline_commands[k]; k++)
     if (k == i - n) return nl_repl_pipeline_commands[k];
+  n += k;
+  for (k = 0; nl_repl_job_commands[k]; k++)
+    if (k == i - n) return nl_repl_job_commands[k];
   return NULL;
 }
 
@@ -131,6 +134,20 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
     argv++;
   }
   if (argc < 1) return 0;
+  nl_repl_job_poll(ctx);
+  if (argc > 1 && strcmp(argv[argc - 1], "&") == 0) { /* a background job */
+    nl_error err;
+    nl_error_clear(&err);
+    if (nl_repl_job_start(ctx, argc - 1, argv, &err) != 0) {
+      fprintf(ctx->err, "normlab %s: %s\n", argv[0], err.msg);
+      return nl_error_exit_status(&err);
+    }
+    return 0;
+  }
+  if (strcmp(argv[0], "evolve") == 0 && nl_repl_job_running()) {
+    fprintf(ctx->err, "normlab evolve: a background evolve is running ('jobs', 'stop')\n");
+    return 2;
+  }
   const nl_cmd *cmd = nl_repl_find(argv[0]);
   if (!cmd) {
     const char *near = suggest(argv[0]);
@@ -321,7 +338,18 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
     fd_set fds;
     FD_ZERO(&fds);
     FD_SET(fileno(rl_instream), &fds);
-    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, NULL);
+    struct timeval tv = {0, 500000};
+    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, nl_repl_job_running() ? &tv : NULL);
+    if (r == 0) { /* the background search ended: say so above the prompt */
+      if (nl_repl_job_running() && nl_repl_job_ended()) {
+        rl_clear_visible_line();
+        nl_repl_job_poll(R.ctx);
+        fflush(R.ctx->out);
+        rl_on_new_line();
+        rl_redisplay();
+      }
+      continue;
+    }
     if (r < 0) {
       if (errno != EINTR) {
         rl_callback_handler_remove();
@@ -505,6 +533,11 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
     status = run_interactive();
   } else {
     status = run_stream(stdin, "<stdin>", o->keep_going);
+  }
+  /* a script waits for its background search; the prompt stops it */
+  if (nl_repl_job_running()) {
+    if (R.interactive) fprintf(ctx->err, "[evolve] stopping the background search\n");
+    nl_repl_job_end(&c, R.interactive);
   }
   nl_repl_fit_cleanup();
   nl_session_free(&R.sess);

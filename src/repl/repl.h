@@ -36,6 +36,20 @@ extern const nl_cmd *const nl_repl_pipeline_commands[];
  * has a directory. */
 void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
                            const nl_error *cmd_err);
+/* Load the fronts a search wrote to outdir into the session and autosave
+ * it when it has a directory (after every finished or stopped search). */
+void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir);
+/* The background search (jobs.c): 'evolve ... &', 'jobs', 'stop'. */
+extern const nl_cmd *const nl_repl_job_commands[];
+int nl_repl_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err);
+int nl_repl_job_running(void);
+int nl_repl_job_ended(void); /* running, and its thread has finished */
+/* One line describing the job into buf; 0 when there is none. */
+int nl_repl_job_line(char *buf, size_t n);
+/* Join the job if it has ended (report, load fronts, autosave); 1 if so. */
+int nl_repl_job_poll(nl_ctx *ctx);
+/* Wait for the job to end (stop: ask it to stop first). */
+void nl_repl_job_end(nl_ctx *ctx, int stop);
 /* Release the mappings those commands keep loaded. */
 void nl_repl_fit_cleanup(void);
 /* A layer's validation R^2 of its current expression, DyT R^2 and bound

@@ -111,6 +111,8 @@ static int run_status(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fputc('\n', o);
   for (int i = 0; i < s->nsettings; i++)
     fprintf(o, "setting  %s = %s\n", s->settings[i].key, s->settings[i].value);
+  char job[600];
+  if (nl_repl_job_line(job, sizeof job)) fprintf(o, "job      %s\n", job);
   return 0;
 }
 
