@@ -133,7 +133,11 @@ int nl_repl_expr_cost(const char *expr) {
   return c;
 }
 
-void nl_repl_expr_init(void) { nl_dashboard_set_info(dash_info); }
+void nl_repl_expr_init(void) {
+  nl_dashboard_set_info(dash_info);
+  nl_dashboard_set_status(nl_repl_job_line);
+  nl_dashboard_set_front(nl_repl_front_plot);
+}
 
 int nl_repl_check_exprs(const char *path, nl_error *err) {
   nl_exprset set;

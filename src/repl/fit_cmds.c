@@ -556,6 +556,67 @@ static const nl_cmd cmd_pick = {
     .run = run_pick,
 };
 
+/* ---- the front as a text plot (the dashboard's detail view) ---- */
+
+char *nl_repl_front_plot(const char *layer, int width, int height) {
+  nl_session *s = nl_repl_session();
+  nl_sess_member *m;
+  size_t n;
+  int knee, minval;
+  nl_error err;
+  nl_error_clear(&err);
+  if (!s || !s->fronts_dir || width < 24 || height < 6) return NULL;
+  if (members_of(s, layer, &m, &n, &knee, &minval, &err) != 0) return NULL;
+  double f0 = INFINITY, f1 = -INFINITY, e0 = INFINITY, e1 = -INFINITY;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(m[i].val_mse) || m[i].flops < 0) continue;
+    if (m[i].flops < f0) f0 = m[i].flops;
+    if (m[i].flops > f1) f1 = m[i].flops;
+    if (m[i].val_mse < e0) e0 = m[i].val_mse;
+    if (m[i].val_mse > e1) e1 = m[i].val_mse;
+  }
+  if (!(f0 <= f1)) {
+    nl_sess_members_free(m, n);
+    return NULL;
+  }
+  int gw = width - 10, gh = height - 3;
+  char *grid = nl_xmalloc((size_t)gw * (size_t)gh);
+  memset(grid, ' ', (size_t)gw * (size_t)gh);
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(m[i].val_mse) || m[i].flops < 0) continue;
+    int c = f1 > f0 ? (int)lround((m[i].flops - f0) / (f1 - f0) * (gw - 1)) : 0;
+    int r = e1 > e0 ? (int)lround((1 - (m[i].val_mse - e0) / (e1 - e0)) * (gh - 1)) : gh - 1;
+    char *cell = &grid[(size_t)r * (size_t)gw + (size_t)c];
+    char mark = (int)i == knee ? 'K' : (int)i == minval ? 'M' : '*';
+    if (*cell == ' ' || *cell == '*') *cell = mark;
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *o = open_memstream(&buf, &len);
+  if (!o) {
+    free(grid);
+    nl_sess_members_free(m, n);
+    return NULL;
+  }
+  fprintf(o, "front: val MSE against FLOPs/elem (K knee, M minval, %zu members)\n", n);
+  for (int r = 0; r < gh; r++) {
+    if (r == 0)
+      fprintf(o, "%8.3g |", e1);
+    else if (r == gh - 1)
+      fprintf(o, "%8.3g |", e0);
+    else
+      fprintf(o, "%8s |", "");
+    fprintf(o, "%.*s\n", gw, grid + (size_t)r * (size_t)gw);
+  }
+  fprintf(o, "%8s +", "");
+  for (int c = 0; c < gw; c++) fputc('-', o);
+  fprintf(o, "\n%9s %-*.0f%*.0f\n", "", gw / 2, f0, gw - gw / 2, f1);
+  fclose(o);
+  free(grid);
+  nl_sess_members_free(m, n);
+  return buf;
+}
+
 const nl_cmd *const nl_repl_fit_commands[] = {
     &cmd_score, &cmd_refit, &cmd_fold, &cmd_impact, &cmd_front, &cmd_pick, NULL,
 };

@@ -342,9 +342,12 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
     int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, nl_repl_job_running() ? &tv : NULL);
     if (r == 0) { /* the background search ended: say so above the prompt */
       if (nl_repl_job_running() && nl_repl_job_ended()) {
-        rl_clear_visible_line();
+        /* erase the prompt line, print, then draw it again as it was */
+        fputs("\r\033[K", rl_outstream);
+        fflush(rl_outstream);
         nl_repl_job_poll(R.ctx);
         fflush(R.ctx->out);
+        fflush(R.ctx->err);
         rl_on_new_line();
         rl_redisplay();
       }

@@ -50,6 +50,9 @@ int nl_repl_job_line(char *buf, size_t n);
 int nl_repl_job_poll(nl_ctx *ctx);
 /* Wait for the job to end (stop: ask it to stop first). */
 void nl_repl_job_end(nl_ctx *ctx, int stop);
+/* A layer's front as a small text plot (val MSE against FLOPs/elem) for
+ * the dashboard; NULL without fronts. Caller frees. */
+char *nl_repl_front_plot(const char *layer, int width, int height);
 /* Release the mappings those commands keep loaded. */
 void nl_repl_fit_cleanup(void);
 /* A layer's validation R^2 of its current expression, DyT R^2 and bound

@@ -11,7 +11,23 @@
 
 static nl_dash_info_fn g_info;
 
+static void put_clipped(int y, int x, int width, const char *s);
+static nl_dash_status_fn g_status;
+static nl_dash_front_fn g_front;
+
 void nl_dashboard_set_info(nl_dash_info_fn fn) { g_info = fn; }
+void nl_dashboard_set_status(nl_dash_status_fn fn) { g_status = fn; }
+void nl_dashboard_set_front(nl_dash_front_fn fn) { g_front = fn; }
+
+/* The status line above the footer (a running search). */
+static void draw_status(int h, int w) {
+  char line[600];
+  if (!g_status || h < 4 || !g_status(line, sizeof line)) return;
+  attron(A_BOLD);
+  mvhline(h - 2, 0, ' ', w);
+  put_clipped(h - 2, 1, w - 2, line);
+  attroff(A_BOLD);
+}
 
 typedef struct row {
   const char *layer;
@@ -48,6 +64,7 @@ static int cmp_r2(const void *pa, const void *pb) {
 }
 
 static void put_clipped(int y, int x, int width, const char *s) {
+  if (y < 0 || x < 0) return;
   if (width <= 0) return;
   mvaddnstr(y, x, s, width);
 }
@@ -96,6 +113,7 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
     if (top + i == sel) attroff(A_REVERSE);
   }
   if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
+  draw_status(h, w);
   attron(A_REVERSE);
   mvhline(h - 1, 0, ' ', w);
   char foot[160];
@@ -133,6 +151,19 @@ static void draw_detail(const row *r) {
              r->front->best_r2);
     mvaddnstr(y++, 1, f, w - 2);
     if (r->front->best_expr && y < h - 2) mvaddnstr(y++, 3, r->front->best_expr, w - 4);
+    char *plot = g_front && h - 3 - y >= 6 ? g_front(r->layer, w - 4, h - 3 - y < 12 ? h - 3 - y : 12)
+                                            : NULL;
+    if (plot) {
+      y++;
+      const char *p = plot;
+      while (*p && y < h - 2) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        mvaddnstr(y++, 3, p, n < w - 4 ? n : w - 4);
+        p = nl ? nl + 1 : p + n;
+      }
+      free(plot);
+    }
   }
   if (r->info.tree) {
     y++;
@@ -148,6 +179,7 @@ static void draw_detail(const row *r) {
   mvhline(h - 1, 0, ' ', w);
   put_clipped(h - 1, 1, w - 2, "any key: back to the table  q: back to the prompt");
   attroff(A_REVERSE);
+  draw_status(h, w);
   refresh();
 }
 
