@@ -373,9 +373,9 @@ static int run_fold(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
 static const nl_cmd cmd_fold = {
     .name = "fold",
-    .args = "LAYER PATH",
+    .args = "LAYER NODE",
     .summary = "replace a subtree by its best constant",
-    .help = "PATH names a node as 'show' prints the tree: 0 is the root, 0.1 its second\n"
+    .help = "NODE is a node's path as 'show' prints it: 0 is the root, 0.1 its second\n"
             "operand, 0.1.0 that node's first operand. The constant starts at the\n"
             "subtree's mean value on the training points and is fitted by least squares\n"
             "(the other constants stay). 'impact' shows what each fold would cost.",

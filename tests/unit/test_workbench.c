@@ -20,6 +20,7 @@
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/maps.h"
+#include "repl/complete.h"
 #include "repl/fit.h"
 #include "repl/repl.h"
 #include "search/dyt.h"
@@ -377,6 +378,37 @@ static void test_cost_of_session(void **state) {
   free(out);
 }
 
+static int has(char **v, const char *s) {
+  for (int i = 0; v[i]; i++)
+    if (strcmp(v[i], s) == 0) return 1;
+  return 0;
+}
+
+static void test_complete_new_commands(void **state) {
+  (void)state;
+  nl_session *s = nl_repl_session();
+  nl_session_init(s);
+  nl_session_set_expr(s, "blocks.0.norm1", "tanh(1.5 * x) + 2", NULL);
+  int files, n;
+  /* fold's NODE: the node paths of the layer's expression, not file names */
+  char **v = nl_complete_candidates("fold blocks.0.norm1 0.0", &files);
+  assert_int_equal(files, 0);
+  for (n = 0; v[n]; n++) {}
+  assert_int_equal(n, 4); /* 0.0 0.0.0 0.0.0.0 0.0.0.1 */
+  assert_true(has(v, "0.0") && has(v, "0.0.0.1"));
+  nl_session_free_names(v);
+  v = nl_complete_candidates("pick blocks.0.norm1 k", &files);
+  assert_true(has(v, "knee"));
+  nl_session_free_names(v);
+  v = nl_complete_candidates("score a", &files);
+  assert_true(has(v, "all"));
+  nl_session_free_names(v);
+  v = nl_complete_candidates("imp", &files);
+  assert_true(has(v, "impact"));
+  nl_session_free_names(v);
+  nl_session_free(s);
+}
+
 static int setup(void **state) {
   (void)state;
   const char *t = getenv("TMPDIR");
@@ -402,6 +434,7 @@ int main(void) {
       cmocka_unit_test(test_score_matches_dyt),
       cmocka_unit_test(test_front_pick),
       cmocka_unit_test(test_cost_of_session),
+      cmocka_unit_test(test_complete_new_commands),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
