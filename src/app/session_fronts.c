@@ -338,7 +338,7 @@ static int add_member(const char *path, int line, char **head, int nh, char **f,
   members *ms = user;
   int cl = col(head, nh, "layer"), ce = col(head, nh, "expr");
   if (cl < 0 || ce < 0)
-    return nl_fail(err, NL_EINPUT, "%s: the header lacks a '%s' column", path,
+    return nl_fail(err, NL_EINPUT, "%s: the header has no '%s' column", path,
                    cl < 0 ? "layer" : "expr");
   if (nf != nh)
     return nl_fail(err, NL_EINPUT, "%s:%d: %d fields, the header has %d", path, line, nf, nh);
