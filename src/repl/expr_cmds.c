@@ -137,6 +137,7 @@ void nl_repl_expr_init(void) {
   nl_dashboard_set_info(dash_info);
   nl_dashboard_set_status(nl_repl_job_line);
   nl_dashboard_set_front(nl_repl_front_plot);
+  nl_dashboard_set_scores(nl_repl_layer_scores);
 }
 
 int nl_repl_check_exprs(const char *path, nl_error *err) {

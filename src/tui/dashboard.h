@@ -23,6 +23,12 @@ typedef struct nl_dash_info {
 typedef void (*nl_dash_info_fn)(const char *expr, nl_dash_info *out);
 void nl_dashboard_set_info(nl_dash_info_fn fn);
 
+/* Optional fit figures of a layer (validation R2 of its expression, DyT
+ * R2, bound R2; NAN where unknown); returns -1 when there are none (no
+ * mappings). */
+typedef int (*nl_dash_scores_fn)(nl_session *s, const char *layer, double *val_r2,
+                                 double *dyt_r2, double *bound_r2);
+void nl_dashboard_set_scores(nl_dash_scores_fn fn);
 /* Optional one-line status, e.g. a background search's progress (layer,
  * generation, best fitness, node-evals/s); the view redraws it four times a
  * second. Returns 0 when there is nothing to show. */

@@ -91,6 +91,8 @@ wait_for '^job +evolve running'; ok $? "status shows the job"
 keys "dashboard" Enter
 wait_for 'FLOPs/elem'; ok $? "the dashboard opens during the search"
 wait_for '^ evolve running: .*gen [0-9]+/100000 .*node-evals/s'; ok $? "the dashboard shows the search's progress"
+wait_for 'val R2 +DyT R2 +bound R2'; ok $? "the dashboard has the fit columns with mappings loaded"
+wait_for '^ L +[0-9]+ +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} '; ok $? "the layer's row shows val, DyT and bound R2"
 keys q
 wait_for '^normlab:m> ?$'; ok $? "q returns to the prompt"
 clear_screen
