@@ -402,13 +402,18 @@ static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   fprintf(ctx->out, "%s = %s\n", e->layer, e->expr);
   if (e->comment) fprintf(ctx->out, "# %s\n", e->comment);
-  return nl_repl_show_details(ctx, e->expr, err);
+  if (nl_repl_show_details(ctx, e->expr, err) != 0) return -1;
+  double v, d, b;
+  if (s->maps_path && nl_repl_layer_scores(s, layer, &v, &d, &b) == 0)
+    fprintf(ctx->out, "fit: val R2 %.5f, DyT R2 %.5f, bound R2 %.5f (see 'score %s')\n", v, d, b,
+            layer);
+  return 0;
 }
 
 static const nl_cmd cmd_show = {
     .name = "show",
     .args = "LAYER",
-    .summary = "show a layer's expression, its tree and its cost",
+    .summary = "show a layer's expression, its tree, its cost and its fit",
     .opts = no_opts,
     .min_pos = 1,
     .max_pos = 1,

@@ -307,6 +307,17 @@ static void test_score_matches_dyt(void **state) {
   assert_true(fabs(al - alpha) < 1e-3);
   assert_true(bound >= r2 - 1e-3);
   free(out);
+  /* show gives the same fit figures */
+  out = runf(&st, "load maps %s; set blocks.0.norm1 = tanh(%.9g * x); show blocks.0.norm1", m,
+             alpha);
+  assert_int_equal(st, 0);
+  l = line_of(out, "fit: ");
+  assert_non_null(l);
+  double sv, sd;
+  assert_int_equal(sscanf(l, "fit: val R2 %lf, DyT R2 %lf", &sv, &sd), 2);
+  assert_true(fabs(sv - vr2) < 1e-5);
+  assert_true(fabs(sd - r2) < 2e-5);
+  free(out);
   /* a layer the mappings lack */
   out = runf(&st, "load maps %s; score blocks.9.norm1", m);
   assert_int_equal(st, 2);
