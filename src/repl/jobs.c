@@ -45,6 +45,7 @@ static struct {
   nl_error err;
   int rc;
   double t0;
+  int saved_task; /* last layer-seed index a checkpoint saw */
 } J = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 int nl_repl_job_running(void) { return J.active; }
@@ -141,6 +142,7 @@ int nl_repl_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err) {
   atomic_store(&J.done, 0);
   atomic_store(&J.stop, 0);
   J.have_prog = 0;
+  J.saved_task = 0;
   J.t0 = nl_now();
   memset(&J.sum, 0, sizeof J.sum);
   if (pthread_create(&J.th, NULL, job_main, NULL) != 0) {
@@ -205,8 +207,31 @@ static void finish(nl_ctx *ctx) {
   J.outdir = J.one_layer = NULL;
 }
 
+/* While the job runs: when it has moved on to another layer-seed (one
+ * search finished), load what is on disk and save the session quietly,
+ * so a crash loses no finished search. */
+static void checkpoint(nl_ctx *ctx) {
+  nl_session *s = ctx->session;
+  pthread_mutex_lock(&J.mu);
+  int task = J.have_prog ? J.prog.task : 0;
+  pthread_mutex_unlock(&J.mu);
+  if (task <= J.saved_task || !s || !s->dir) return;
+  J.saved_task = task;
+  nl_error err;
+  nl_error_clear(&err);
+  char *dir = nl_xstrdup(J.outdir), *sd = nl_xstrdup(s->dir);
+  if (nl_session_load(s, "fronts", dir, &err) == 0 && s->nfronts > 0)
+    nl_session_save(s, sd, &err); /* quietly: the end of the job reports */
+  free(dir);
+  free(sd);
+}
+
 int nl_repl_job_poll(nl_ctx *ctx) {
-  if (!J.active || !atomic_load(&J.done)) return 0;
+  if (!J.active) return 0;
+  if (!atomic_load(&J.done)) {
+    checkpoint(ctx);
+    return 0;
+  }
   finish(ctx);
   return 1;
 }

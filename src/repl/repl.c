@@ -144,9 +144,19 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
     }
     return 0;
   }
-  if (strcmp(argv[0], "evolve") == 0 && nl_repl_job_running()) {
-    fprintf(ctx->err, "normlab evolve: a background evolve is running ('jobs', 'stop')\n");
-    return 2;
+  if (nl_repl_job_running()) {
+    /* commands that set the thread count or run BLAS on every core would
+     * race the search's thread pool: they wait for it */
+    static const char *const heavy[] = {"evolve", "eval", "forward", "extract", "bench", "train",
+                                        NULL};
+    for (int i = 0; heavy[i]; i++)
+      if (strcmp(argv[0], heavy[i]) == 0) {
+        fprintf(ctx->err,
+                "normlab %s: a background evolve is running; wait for it or 'stop' it first "
+                "('jobs' shows it)\n",
+                argv[0]);
+        return 2;
+      }
   }
   const nl_cmd *cmd = nl_repl_find(argv[0]);
   if (!cmd) {
@@ -350,6 +360,8 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
         fflush(R.ctx->err);
         rl_on_new_line();
         rl_redisplay();
+      } else {
+        nl_repl_job_poll(R.ctx); /* a quiet checkpoint of finished searches */
       }
       continue;
     }
@@ -379,6 +391,8 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
         }
         rl_on_new_line();
         rl_redisplay();
+      } else {
+        nl_repl_job_poll(R.ctx); /* a quiet checkpoint of finished searches */
       }
       continue;
     }

@@ -88,6 +88,9 @@ keys "jobs" Enter
 wait_for '^evolve running: \[1/1\] L seed 0  gen [0-9]+/100000'; ok $? "jobs shows the running search (Ctrl-C did not stop it)"
 keys "status" Enter
 wait_for '^job +evolve running'; ok $? "status shows the job"
+keys "evolve --layer L --output other" Enter
+wait_for '^normlab evolve: a background evolve is running; wait for it or .stop. it first'
+ok $? "a second search waits for the first"
 keys "dashboard" Enter
 wait_for 'FLOPs/elem'; ok $? "the dashboard opens during the search"
 wait_for '^ evolve running: .*gen [0-9]+/100000 .*node-evals/s'; ok $? "the dashboard shows the search's progress"
