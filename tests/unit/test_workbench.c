@@ -389,6 +389,39 @@ static void test_cost_of_session(void **state) {
   free(out);
 }
 
+/* score uses the search's own validation split: a picked member scores
+ * the val MSE its front recorded. */
+static void test_score_uses_search_split(void **state) {
+  (void)state;
+  const char *m = write_maps("e.maps", "L", f_wiggle, 3000);
+  int st;
+  char *out = runf(&st,
+                   "load maps %s; evolve --layer L --gens 3 --pop 30 --output %s/ev; front L; "
+                   "pick L minval; score L",
+                   m, g_dir);
+  assert_int_equal(st, 0);
+  /* the minval row of 'front': "   N seed rank nodes flops valF valMSE valR2  minval  expr" */
+  const char *p = strstr(out, "minval  ");
+  assert_non_null(p);
+  while (p > out && p[-1] != '\n') p--;
+  int num, seed, rank, nodes, flops;
+  double vf, vmse, vr2;
+  assert_int_equal(sscanf(p, "%d %d %d %d %d %lf %lf %lf", &num, &seed, &rank, &nodes, &flops,
+                          &vf, &vmse, &vr2),
+                   8);
+  const char *l = strstr(out, "val pts"); /* score's table, after evolve's */
+  assert_non_null(l);
+  l = line_of(l, "L  ");
+  assert_non_null(l);
+  size_t pts;
+  double smse, sr2;
+  assert_int_equal(sscanf(l, "L %zu %lf %lf", &pts, &smse, &sr2), 3);
+  assert_int_equal(pts, 300);
+  assert_true(fabs(smse - vmse) <= 1e-5 * vmse + 1e-9);
+  assert_true(fabs(sr2 - vr2) < 1e-4);
+  free(out);
+}
+
 static int has(char **v, const char *s) {
   for (int i = 0; v[i]; i++)
     if (strcmp(v[i], s) == 0) return 1;
@@ -446,6 +479,7 @@ int main(void) {
       cmocka_unit_test(test_front_pick),
       cmocka_unit_test(test_cost_of_session),
       cmocka_unit_test(test_complete_new_commands),
+      cmocka_unit_test(test_score_uses_search_split),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
