@@ -579,13 +579,17 @@ char *nl_repl_front_plot(const char *layer, int width, int height) {
     nl_sess_members_free(m, n);
     return NULL;
   }
+  /* MSEs spanning more than a decade are drawn on a log scale */
+  int logy = e0 > 0 && e1 / e0 > 10;
+  double l0 = logy ? log10(e0) : e0, l1 = logy ? log10(e1) : e1;
   int gw = width - 10, gh = height - 3;
   char *grid = nl_xmalloc((size_t)gw * (size_t)gh);
   memset(grid, ' ', (size_t)gw * (size_t)gh);
   for (size_t i = 0; i < n; i++) {
     if (!isfinite(m[i].val_mse) || m[i].flops < 0) continue;
     int c = f1 > f0 ? (int)lround((m[i].flops - f0) / (f1 - f0) * (gw - 1)) : 0;
-    int r = e1 > e0 ? (int)lround((1 - (m[i].val_mse - e0) / (e1 - e0)) * (gh - 1)) : gh - 1;
+    double yv = logy ? log10(m[i].val_mse) : m[i].val_mse;
+    int r = l1 > l0 ? (int)lround((1 - (yv - l0) / (l1 - l0)) * (gh - 1)) : gh - 1;
     char *cell = &grid[(size_t)r * (size_t)gw + (size_t)c];
     char mark = (int)i == knee ? 'K' : (int)i == minval ? 'M' : '*';
     if (*cell == ' ' || *cell == '*') *cell = mark;
@@ -598,7 +602,8 @@ char *nl_repl_front_plot(const char *layer, int width, int height) {
     nl_sess_members_free(m, n);
     return NULL;
   }
-  fprintf(o, "front: val MSE against FLOPs/elem (K knee, M minval, %zu members)\n", n);
+  fprintf(o, "front: val MSE%s against FLOPs/elem (K knee, M minval, %zu members)\n",
+          logy ? " (log scale)" : "", n);
   for (int r = 0; r < gh; r++) {
     if (r == 0)
       fprintf(o, "%8.3g |", e1);
