@@ -106,7 +106,7 @@ wait_for "fronts bg loaded \(1 layers\)"; ok $? "its partial front is loaded"
 keys "dashboard" Enter
 wait_for 'FLOPs/elem'
 keys Enter
-wait_for '^   front: val MSE against FLOPs/elem'; ok $? "the detail view plots the layer's front"
+wait_for '^   front: val MSE( \(log scale\))? against FLOPs/elem'; ok $? "the detail view plots the layer's front"
 keys q
 wait_for '^normlab:m> ?$'
 
