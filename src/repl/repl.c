@@ -551,10 +551,12 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   } else {
     status = run_stream(stdin, "<stdin>", o->keep_going);
   }
-  /* a script waits for its background search; the prompt stops it */
+  /* a script that ran to its end waits for its background search; the
+   * prompt, and a script stopped by an error, stop it */
   if (nl_repl_job_running()) {
-    if (R.interactive) fprintf(ctx->err, "[evolve] stopping the background search\n");
-    nl_repl_job_end(&c, R.interactive);
+    int stop = R.interactive || status != 0;
+    if (stop) fprintf(ctx->err, "[evolve] stopping the background search\n");
+    nl_repl_job_end(&c, stop);
   }
   nl_repl_fit_cleanup();
   nl_session_free(&R.sess);

@@ -422,6 +422,31 @@ static void test_score_uses_search_split(void **state) {
   free(out);
 }
 
+/* A script stopped by an error stops its background search (keeping its
+ * front) instead of waiting for it; one that runs to its end waits. */
+static void test_background_in_scripts(void **state) {
+  (void)state;
+  const char *m = write_maps("f.maps", "L", f_wiggle, 2000);
+  int st;
+  char *out = runf(&st,
+                   "load maps %s; evolve --layer L --pop 20 --gens 1000000 --output %s/bg &; frob",
+                   m, g_dir);
+  assert_int_equal(st, 2);
+  free(out);
+  char path[600];
+  snprintf(path, sizeof path, "%s/bg/L.csv", g_dir);
+  assert_int_equal(access(path, R_OK), 0); /* the partial front is kept */
+  out = runf(&st, "load maps %s; evolve --layer L --pop 20 --gens 2 --output %s/bg2 &; jobs", m,
+             g_dir);
+  assert_int_equal(st, 0);
+  free(out);
+  snprintf(path, sizeof path, "%s/bg2/chosen.exprs", g_dir);
+  assert_int_equal(access(path, R_OK), 0); /* it ran to its end */
+  out = runf(&st, "load maps %s; stop", m);
+  assert_int_equal(st, 2); /* nothing to stop */
+  free(out);
+}
+
 static int has(char **v, const char *s) {
   for (int i = 0; v[i]; i++)
     if (strcmp(v[i], s) == 0) return 1;
@@ -480,6 +505,7 @@ int main(void) {
       cmocka_unit_test(test_cost_of_session),
       cmocka_unit_test(test_complete_new_commands),
       cmocka_unit_test(test_score_uses_search_split),
+      cmocka_unit_test(test_background_in_scripts),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
