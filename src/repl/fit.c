@@ -72,7 +72,8 @@ double nl_fit_consts(nl_prog *p, const nl_fit_pts *d, const unsigned char *mask,
     return fcur;
   }
   size_t n = d->n, rows = n + (d->gamma != 0 ? 2 : 0);
-  float *cst = nl_xmalloc(sizeof(float) * (size_t)nc), *trial = nl_xmalloc(sizeof(float) * (size_t)nc);
+  float *cst = nl_xmalloc(sizeof(float) * (size_t)nc);
+  float *trial = nl_xmalloc(sizeof(float) * (size_t)nc);
   float *fv = nl_xmalloc(sizeof(float) * rows);
   float *jac = nl_xmalloc(sizeof(float) * (size_t)nc * n);
   float jpen[2 * 64], *jp = nc <= 64 ? jpen : nl_xmalloc(sizeof(float) * 2 * (size_t)nc);

@@ -442,7 +442,8 @@ static const nl_cmd cmd_impact = {
 static int cmp_member(const void *pa, const void *pb) {
   const nl_sess_member *a = pa, *b = pb;
   if (a->flops != b->flops) return a->flops < b->flops ? -1 : 1;
-  double x = isnan(a->val_mse) ? INFINITY : a->val_mse, y = isnan(b->val_mse) ? INFINITY : b->val_mse;
+  double x = isnan(a->val_mse) ? INFINITY : a->val_mse;
+  double y = isnan(b->val_mse) ? INFINITY : b->val_mse;
   if (x != y) return x < y ? -1 : 1;
   if (a->seed != b->seed) return a->seed < b->seed ? -1 : 1;
   return strcmp(a->expr, b->expr);

@@ -91,7 +91,8 @@ static int config_of(const nl_args *a, nl_gp_config *c, int *seeds, nl_error *er
   nl_gp_config_default(c);
   int seed;
   if (get_int(a, "seeds", 1, 10000, seeds, err) || get_int(a, "seed", 0, 2147483647L, &seed, err) ||
-      get_int(a, "pop", 4, 1000000, &c->pop, err) || get_int(a, "gens", 0, 1000000, &c->gens, err) ||
+      get_int(a, "pop", 4, 1000000, &c->pop, err) ||
+      get_int(a, "gens", 0, 1000000, &c->gens, err) ||
       get_int(a, "max-nodes", 1, 1000, &c->max_nodes, err) ||
       get_int(a, "init-depth", 1, 30, &c->init_depth, err) ||
       get_int(a, "tournament", 1, c->pop, &c->tournament, err) ||
@@ -118,7 +119,8 @@ int nl_repl_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err) {
     return -1;
   }
   int rc = -1;
-  const char *maps = nl_arg_need(&a, "maps", err), *out = maps ? nl_arg_need(&a, "output", err) : NULL;
+  const char *maps = nl_arg_need(&a, "maps", err);
+  const char *out = maps ? nl_arg_need(&a, "output", err) : NULL;
   if (!out) goto done;
   if (nl_arg_given(&a, "threads")) {
     nl_fail(err, NL_EINPUT, "--threads is not for a background evolve (it shares the session's)");
@@ -154,7 +156,8 @@ int nl_repl_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err) {
     goto done;
   }
   J.active = 1;
-  fprintf(ctx->out, "[evolve] started in the background: %s, %d seed%s, results in %s ('jobs', 'stop')\n",
+  fprintf(ctx->out,
+          "[evolve] started in the background: %s, %d seed%s, results in %s ('jobs', 'stop')\n",
           J.nlayers ? layer : "all layers", J.seeds, J.seeds == 1 ? "" : "s", J.outdir);
   rc = 0;
 done:

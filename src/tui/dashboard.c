@@ -171,8 +171,8 @@ static void draw_detail(const row *r) {
              r->front->best_r2);
     mvaddnstr(y++, 1, f, w - 2);
     if (r->front->best_expr && y < h - 2) mvaddnstr(y++, 3, r->front->best_expr, w - 4);
-    char *plot = g_front && h - 3 - y >= 6 ? g_front(r->layer, w - 4, h - 3 - y < 12 ? h - 3 - y : 12)
-                                            : NULL;
+    int room = h - 3 - y < 12 ? h - 3 - y : 12;
+    char *plot = g_front && room >= 6 ? g_front(r->layer, w - 4, room) : NULL;
     if (plot) {
       y++;
       const char *p = plot;
@@ -220,8 +220,9 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     rows[i].front = nl_session_front(s, names[i]);
     rows[i].index = i;
     if (e && g_info) g_info(e->expr, &rows[i].info);
-    rows[i].scored = g_scores && s->maps_path &&
-                     g_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;
+    rows[i].scored =
+        g_scores && s->maps_path &&
+        g_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;
   }
   int with_scores = 0;
   for (int i = 0; i < n; i++) with_scores |= rows[i].scored;

@@ -233,8 +233,8 @@ static void test_fold_command(void **state) {
   /* clip(x + 10) is exactly 5 on x in [-3, 3] (clip clamps to [-5, 5]) */
   const char *m = write_maps("b.maps", "L", f_tanh5, 2000);
   int st;
-  char *out = runf(&st, "load maps %s; set L = tanh(x) + clip(x + 10); fold L 0.1; undo; fold L 0.9",
-                   m);
+  char *out = runf(&st,
+                   "load maps %s; set L = tanh(x) + clip(x + 10); fold L 0.1; undo; fold L 0.9", m);
   assert_int_equal(st, 2); /* the last fold has a bad path */
   const char *l = line_of(out, "folded 0.1 ");
   assert_non_null(l);
