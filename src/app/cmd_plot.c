@@ -20,8 +20,8 @@ static const nl_opt opts[] = {
     {"fronts", NL_OPT_STR, "DIR", NULL, "directory of fronts CSV files", NULL,
      NL_OPTF_PATH | NL_OPTF_SESSION},
     {"x", NL_OPT_CHOICE, NULL, "flops", "front: horizontal axis", "flops|nodes", 0},
-    {"y", NL_OPT_CHOICE, NULL, "val_r2", "front: vertical axis",
-     "val_r2|val_mse|val_fitness|train_fitness", 0},
+    {"y", NL_OPT_CHOICE, NULL, "val_mse", "front: vertical axis",
+     "val_mse|val_r2|val_fitness|train_fitness", 0},
     {"term", NL_OPT_CHOICE, NULL, "auto",
      "where to draw: a window ($DISPLAY), a PNG file, or text", "auto|window|png|dumb", 0},
     {"output", NL_OPT_STR, "FILE", NULL, "PNG file (default: a fresh normlab-plot-N.png)", NULL,
@@ -32,6 +32,8 @@ static const nl_opt opts[] = {
      NL_OPTF_PATH | NL_OPTF_SESSION},
     {"maps", NL_OPT_STR, "FILE", NULL, "mappings: LAYER's points and its DyT fit", NULL,
      NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"dim", NL_OPT_INT, "D", "768", "cost: token width d (LayerNorm's (5d+2)/d FLOPs/elem)", NULL,
+     0},
     {0},
 };
 
@@ -274,17 +276,81 @@ out:
   return rc;
 }
 
+/* Per-layer FLOPs per element of a set beside LayerNorm and DyT, as bars. */
+static int plot_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  if (a->npos != 1) return nl_fail(err, NL_EINPUT, "expects 'plot cost' (with --exprs FILE)");
+  long d;
+  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
+  const char *path = nl_arg_str(a, "exprs");
+  if (!path)
+    return nl_fail(err, NL_EINPUT,
+                   "no expression set: give --exprs FILE (or 'load exprs FILE' / 'set' first)");
+  nl_exprset set;
+  nl_exprset_init(&set);
+  if (nl_exprset_load(path, &set, err) != 0) {
+    nl_exprset_free(&set);
+    return -1;
+  }
+  if (set.n == 0) {
+    nl_exprset_free(&set);
+    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set", path);
+  }
+  size_t n = (size_t)set.n;
+  float *v = nl_xmalloc(sizeof(float) * 6 * n);
+  float *xs = v, *ys = v + n, *xl = v + 2 * n, *yl = v + 3 * n, *xd = v + 4 * n, *yd = v + 5 * n;
+  const char **names = nl_xmalloc(sizeof(char *) * n);
+  nl_cost_opts co = {.clip_cost = 0};
+  for (size_t i = 0; i < n; i++) {
+    names[i] = set.e[i].name;
+    xs[i] = (float)i - 0.27f;
+    ys[i] = (float)nl_cost(&set.e[i].prog, &co);
+    xl[i] = (float)i;
+    yl[i] = (float)(nl_cost_layernorm_token((int)d).flops / (double)d);
+    xd[i] = (float)i + 0.27f;
+    yd[i] = (float)(nl_cost_dyt_token((int)d).flops / (double)d);
+  }
+  char title[160];
+  snprintf(title, sizeof title, "FLOPs per element, %zu layer%s (d = %ld)", n, n == 1 ? "" : "s",
+           d);
+  nl_plot_series s[3] = {
+      {.title = "this set", .x = xs, .y = ys, .n = n, .points = 3},
+      {.title = "LayerNorm", .x = xl, .y = yl, .n = n, .points = 3},
+      {.title = "DyT", .x = xd, .y = yd, .n = n, .points = 3},
+  };
+  nl_plot_opts po = {
+      .term = term_of(nl_arg_str(a, "term")),
+      .output = nl_arg_str(a, "output"),
+      .title = title,
+      .xlabel = "layer",
+      .ylabel = "FLOPs per element",
+      .text_out = ctx->out,
+      .xtics = names,
+      .nxtics = n,
+  };
+  nl_plot_result res;
+  int rc = nl_plot_draw(&po, s, 3, &res, err);
+  if (rc == 0 && res.term == NL_PLOT_PNG) fprintf(ctx->out, "wrote %s\n", res.path);
+  free(names);
+  free(v);
+  nl_exprset_free(&set);
+  return rc;
+}
+
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (strcmp(a->pos[0], "front") == 0) return plot_front(ctx, a, err);
+  if (strcmp(a->pos[0], "cost") == 0) return plot_cost(ctx, a, err);
   return plot_fx(ctx, a, err);
 }
 
 const nl_cmd nl_cmd_plot = {
     .name = "plot",
-    .args = "expr|front|LAYER [EXPR|LAYER]",
-    .summary = "plot f(x) of an expression or a layer, or a layer's Pareto front (gnuplot)",
+    .args = "expr|front|cost|LAYER [EXPR|LAYER]",
+    .summary = "plot f(x) of an expression or a layer, a layer's Pareto front, or costs (gnuplot)",
     .help = "'plot expr EXPR' draws f(x) = EXPR; 'plot LAYER' the layer's expression from\n"
-            "the expression set; 'plot front LAYER' the layer's Pareto front. A window opens when $DISPLAY is set and gnuplot has a window terminal,\n"
+            "the expression set; 'plot front LAYER' the layer's Pareto front; 'plot cost'\n"
+            "the FLOPs per element of each layer of the set (--exprs, at the prompt the\n"
+            "session's) as bars beside LayerNorm ((5d+2)/d) and DyT (24).\n"
+            "A window opens when $DISPLAY is set and gnuplot has a window terminal,\n"
             "otherwise a PNG file is written and its name printed; --term dumb draws\n"
             "text in the terminal. Fails with status 1 when gnuplot is missing.\n"
             "Example: plot front blocks.0.norm1 --fronts runs/fronts --term dumb",

@@ -98,6 +98,20 @@ void nl_sess_fronts_free(nl_sess_front *f, int n);
 int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
                          float **x, float **y, size_t *n, nl_error *err);
 
+/* Every member of one layer's front (all seeds) from the CSV files of
+ * `dir`, in file order. Columns are found by name; expr is required, the
+ * numeric ones (seed, rank, nodes, flops, train_fitness, val_fitness,
+ * val_mse, val_r2) read as NAN / -1 when absent. A layer without rows is
+ * an NL_EINPUT error naming the directory. */
+typedef struct nl_sess_member {
+  int seed, rank, nodes, flops;
+  double train_fitness, val_fitness, val_mse, val_r2;
+  char *expr;
+} nl_sess_member;
+int nl_sess_front_members(const char *dir, const char *layer, nl_sess_member **out, size_t *n,
+                          nl_error *err);
+void nl_sess_members_free(nl_sess_member *m, size_t n);
+
 /* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);
 const char *nl_session_get_setting(const nl_session *s, const char *key);

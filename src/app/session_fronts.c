@@ -311,3 +311,78 @@ int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, c
   *n = pt.n;
   return 0;
 }
+
+/* ---- whole members ---- */
+
+typedef struct members {
+  const char *layer;
+  nl_sess_member *m;
+  size_t n, cap;
+} members;
+
+static int num_col(const char *path, int line, char **head, int nh, char **f, const char *name,
+                   double *out, nl_error *err) {
+  int c = col(head, nh, name);
+  *out = NAN;
+  if (c < 0) return 0;
+  char *end;
+  double d = strtod(f[c], &end);
+  if (end == f[c] || *end)
+    return nl_fail(err, NL_EINPUT, "%s:%d: %s '%s' is not a number", path, line, name, f[c]);
+  *out = d;
+  return 0;
+}
+
+static int add_member(const char *path, int line, char **head, int nh, char **f, int nf,
+                      void *user, nl_error *err) {
+  members *ms = user;
+  int cl = col(head, nh, "layer"), ce = col(head, nh, "expr");
+  if (cl < 0 || ce < 0)
+    return nl_fail(err, NL_EINPUT, "%s: the header has no '%s' column", path,
+                   cl < 0 ? "layer" : "expr");
+  if (nf != nh)
+    return nl_fail(err, NL_EINPUT, "%s:%d: %d fields, the header has %d", path, line, nf, nh);
+  if (strcmp(f[cl], ms->layer) != 0) return 0;
+  nl_sess_member m;
+  double seed, rank, nodes, flops;
+  if (num_col(path, line, head, nh, f, "seed", &seed, err) ||
+      num_col(path, line, head, nh, f, "rank", &rank, err) ||
+      num_col(path, line, head, nh, f, "nodes", &nodes, err) ||
+      num_col(path, line, head, nh, f, "flops", &flops, err) ||
+      num_col(path, line, head, nh, f, "train_fitness", &m.train_fitness, err) ||
+      num_col(path, line, head, nh, f, "val_fitness", &m.val_fitness, err) ||
+      num_col(path, line, head, nh, f, "val_mse", &m.val_mse, err) ||
+      num_col(path, line, head, nh, f, "val_r2", &m.val_r2, err))
+    return -1;
+  m.seed = isfinite(seed) ? (int)seed : -1;
+  m.rank = isfinite(rank) ? (int)rank : -1;
+  m.nodes = isfinite(nodes) ? (int)nodes : -1;
+  m.flops = isfinite(flops) ? (int)flops : -1;
+  if (ms->n == ms->cap) {
+    ms->cap = ms->cap ? ms->cap * 2 : 32;
+    ms->m = nl_xrealloc(ms->m, sizeof(nl_sess_member) * ms->cap);
+  }
+  m.expr = nl_xstrdup(f[ce]);
+  ms->m[ms->n++] = m;
+  return 0;
+}
+
+void nl_sess_members_free(nl_sess_member *m, size_t n) {
+  for (size_t i = 0; i < n; i++) free(m[i].expr);
+  free(m);
+}
+
+int nl_sess_front_members(const char *dir, const char *layer, nl_sess_member **out, size_t *n,
+                          nl_error *err) {
+  members ms = {layer, NULL, 0, 0};
+  int rc = each_row(dir, add_member, &ms, err);
+  if (rc == 0 && ms.n == 0)
+    rc = nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", dir, layer);
+  if (rc != 0) {
+    nl_sess_members_free(ms.m, ms.n);
+    return -1;
+  }
+  *out = ms.m;
+  *n = ms.n;
+  return 0;
+}

@@ -22,6 +22,9 @@ void nl_interrupt_install(void) {
   g_installed = 1;
 }
 
-int nl_interrupted(void) { return g_flag != 0; }
+static _Thread_local int t_ignore = 0;
+
+void nl_interrupt_ignore_thread(void) { t_ignore = 1; }
+int nl_interrupted(void) { return !t_ignore && g_flag != 0; }
 void nl_interrupt_clear(void) { g_flag = 0; }
 void nl_interrupt_raise(void) { g_flag = 1; }

@@ -8,6 +8,10 @@
 void nl_interrupt_install(void);
 int nl_interrupted(void);
 void nl_interrupt_clear(void);
+/* From now on nl_interrupted() is 0 in the calling thread: for background
+ * jobs that are stopped by other means, so a Ctrl-C meant for the
+ * foreground does not end them. */
+void nl_interrupt_ignore_thread(void);
 /* Raise the flag by hand (tests, Lua callbacks). */
 void nl_interrupt_raise(void);
 

@@ -243,10 +243,23 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   if (qx) fprintf(sc, "set xlabel %s noenhanced\n", qx);
   if (qy) fprintf(sc, "set ylabel %s noenhanced\n", qy);
   fprintf(sc, "set grid\nset key below\n");
+  int bars = 0;
+  for (int i = 0; i < ns; i++) bars |= s[i].points == 3;
+  if (bars) fprintf(sc, "set boxwidth 0.25\nset style fill solid 0.6 border -1\nset yrange [0:*]\n");
+  if (o->xtics && o->nxtics) {
+    fprintf(sc, "set xtics rotate by -45 (");
+    for (size_t k = 0; k < o->nxtics; k++) {
+      char *q = nl_plot_quote(o->xtics[k] ? o->xtics[k] : "", err);
+      if (!q) goto out;
+      fprintf(sc, "%s%s %zu", k ? ", " : "", q, k);
+      free(q);
+    }
+    fprintf(sc, ")\nset xrange [-0.6:%zu.6]\n", o->nxtics - 1);
+  }
   /* with marks, a margin inside the axes keeps points on the edges visible;
    * curves keep the exact x range */
   int marks = 0;
-  for (int i = 0; i < ns; i++) marks |= s[i].points != 0;
+  for (int i = 0; i < ns; i++) marks |= s[i].points == 1 || s[i].points == 2;
   if (marks) fprintf(sc, "set offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\n");
   for (int i = 0; i < ns; i++) {
     fprintf(sc, "$d%d << EOD\n", i);
@@ -261,7 +274,8 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   fprintf(sc, "plot ");
   for (int i = 0; i < ns; i++)
     fprintf(sc, "%s$d%d using 1:2 with %s title %s noenhanced", i ? ", \\\n     " : "", i,
-            s[i].points == 2   ? "points pt 7 ps 1.5"
+            s[i].points == 3   ? "boxes"
+            : s[i].points == 2 ? "points pt 7 ps 1.5"
             : s[i].points == 1 ? "points pt 7 ps 0.3"
                                : "lines lw 2",
             titles[i]);

@@ -20,7 +20,8 @@ typedef struct nl_plot_series {
   const char *title;  /* legend entry (quoted; control characters rejected) */
   const float *x, *y;
   size_t n;
-  int points;         /* 0: lines, 1: small dots (dense data), 2: marks */
+  int points;         /* 0: lines, 1: small dots (dense data), 2: marks,
+                         3: bars (boxes of width 0.25 centred on x) */
 } nl_plot_series;
 
 typedef struct nl_plot_opts {
@@ -30,6 +31,8 @@ typedef struct nl_plot_opts {
   const char *xlabel, *ylabel;
   int width, height;    /* pixels (PNG) or characters (dumb); 0: defaults */
   FILE *text_out;       /* where the dumb terminal's text goes */
+  const char *const *xtics; /* labels at x = 0, 1, ... (quoted like titles); NULL: none */
+  size_t nxtics;
 } nl_plot_opts;
 
 typedef struct nl_plot_result {

@@ -1,6 +1,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "repl/complete.h"
 
+#include "app/session.h"
+#include "expr/expr.h"
+#include "repl/fit.h"
+#include "repl/repl.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +64,25 @@ static int is_metavar(const char *s, size_t len) {
 /* Candidates for the positional argument `index` from the synopsis: a word
  * "a|b|LAYER" offers the literals a and b and the layer names; FILE, DIR
  * and PATH ask for file names; COMMAND offers command names. */
-static void add_positional(list *l, const char *synopsis, int index, int *files) {
+/* The node paths of a layer's current expression (fold's NODE). */
+static void add_node_paths(list *l, const char *layer) {
+  const nl_sess_entry *e = layer ? nl_session_find(nl_repl_session(), layer) : NULL;
+  if (!e) return;
+  nl_prog p;
+  nl_prog_init(&p);
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_parse(e->expr, 1, &p, &err) == 0)
+    for (int i = p.len - 1; i >= 0; i--) {
+      char *path = nl_fit_node_path(&p, i);
+      add(l, path, strlen(path));
+      free(path);
+    }
+  nl_prog_free(&p);
+}
+
+static void add_positional(list *l, const char *synopsis, int index, int *files,
+                           const char *first) {
   if (!synopsis) return;
   char *syn = nl_xstrdup(synopsis);
   int k = 0;
@@ -78,6 +101,7 @@ static void add_positional(list *l, const char *synopsis, int index, int *files)
         if (is_metavar(p, len)) {
           if (len == 5 && strncmp(p, "LAYER", 5) == 0) add_layers(l);
           else if (len == 7 && strncmp(p, "COMMAND", 7) == 0) add_commands(l);
+          else if (len == 4 && strncmp(p, "NODE", 4) == 0) add_node_paths(l, first);
           else if ((len == 4 && (strncmp(p, "FILE", 4) == 0 || strncmp(p, "PATH", 4) == 0)) ||
                    (len == 3 && strncmp(p, "DIR", 3) == 0))
             *files = 1;
@@ -126,6 +150,7 @@ static void candidates(list *l, const nl_words *w, const char *text, int *files)
   }
   /* count positionals so far */
   int npos = 0;
+  const char *first = NULL;
   for (int i = 1; i < w->argc; i++) {
     const nl_opt *o = find_opt(cmd, w->argv[i]);
     if (o) {
@@ -133,9 +158,10 @@ static void candidates(list *l, const nl_words *w, const char *text, int *files)
       continue;
     }
     if (strncmp(w->argv[i], "--", 2) == 0) continue;
+    if (npos == 0) first = w->argv[i];
     npos++;
   }
-  add_positional(l, cmd->args, npos, files);
+  add_positional(l, cmd->args, npos, files, first);
 }
 
 /* Natural order (blocks.2 before blocks.10), as the layers are listed. */

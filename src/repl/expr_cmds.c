@@ -44,21 +44,29 @@ static int children(const nl_prog *p, int i, int *ch) {
   return k;
 }
 
+/* One node per line under its parent, each with its path ("[0.1.0]", as
+ * fold and impact address nodes). */
 static void draw(FILE *out, const nl_prog *p, int i, char *prefix, size_t plen, int last,
-                 int root) {
+                 int root, char *path, size_t pathlen) {
   char label[64];
   node_label(p, i, label, sizeof label);
   if (root)
-    fprintf(out, "%s\n", label);
+    fprintf(out, "%s  [%s]\n", label, path);
   else
-    fprintf(out, "%s%s%s\n", prefix, last ? "`-- " : "|-- ", label);
+    fprintf(out, "%s%s%s  [%s]\n", prefix, last ? "`-- " : "|-- ", label, path);
   int ch[3];
   int k = children(p, i, ch);
   size_t add = root ? 0 : 4;
-  if (plen + add + 1 > 256) return; /* deeper than any sensible drawing */
+  if (plen + add + 1 > 256 || pathlen + 3 > 256) return; /* deeper than any sensible drawing */
   if (!root) memcpy(prefix + plen, last ? "    " : "|   ", 4);
   prefix[plen + add] = '\0';
-  for (int c = 0; c < k; c++) draw(out, p, ch[c], prefix, plen + add, c == k - 1, 0);
+  for (int c = 0; c < k; c++) {
+    path[pathlen] = '.';
+    path[pathlen + 1] = (char)('0' + c);
+    path[pathlen + 2] = '\0';
+    draw(out, p, ch[c], prefix, plen + add, c == k - 1, 0, path, pathlen + 2);
+  }
+  path[pathlen] = '\0';
   prefix[plen] = '\0';
 }
 
@@ -67,8 +75,8 @@ static char *tree_text(const nl_prog *p) {
   size_t len = 0;
   FILE *mem = open_memstream(&buf, &len);
   if (!mem) return NULL;
-  char prefix[300] = "";
-  if (p->len > 0) draw(mem, p, p->len - 1, prefix, 0, 1, 1);
+  char prefix[300] = "", path[300] = "0";
+  if (p->len > 0) draw(mem, p, p->len - 1, prefix, 0, 1, 1, path, 1);
   fclose(mem);
   return buf;
 }
@@ -115,7 +123,22 @@ static void dash_info(const char *expr, nl_dash_info *out) {
   nl_prog_free(&p);
 }
 
-void nl_repl_expr_init(void) { nl_dashboard_set_info(dash_info); }
+int nl_repl_expr_cost(const char *expr) {
+  nl_prog p;
+  nl_prog_init(&p);
+  nl_error err;
+  nl_error_clear(&err);
+  int c = nl_parse(expr, 1, &p, &err) == 0 ? cost_of(&p) : -1;
+  nl_prog_free(&p);
+  return c;
+}
+
+void nl_repl_expr_init(void) {
+  nl_dashboard_set_info(dash_info);
+  nl_dashboard_set_status(nl_repl_job_line);
+  nl_dashboard_set_front(nl_repl_front_plot);
+  nl_dashboard_set_scores(nl_repl_layer_scores);
+}
 
 int nl_repl_check_exprs(const char *path, nl_error *err) {
   nl_exprset set;

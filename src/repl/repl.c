@@ -44,8 +44,18 @@ const nl_cmd *nl_repl_command(int i) {
   int n = 0;
   while (nl_repl_commands[n]) n++;
   if (i < n) return nl_repl_commands[i];
-  for (int k = 0; nl_repl_expr_commands[k]; k++)
+  int k;
+  for (k = 0; nl_repl_expr_commands[k]; k++)
     if (k == i - n) return nl_repl_expr_commands[k];
+  n += k;
+  for (k = 0; nl_repl_fit_commands[k]; k++)
+    if (k == i - n) return nl_repl_fit_commands[k];
+  n += k;
+  for (k = 0; nl_repl_pipeline_commands[k]; k++)
+    if (k == i - n) return nl_repl_pipeline_commands[k];
+  n += k;
+  for (k = 0; nl_repl_job_commands[k]; k++)
+    if (k == i - n) return nl_repl_job_commands[k];
   return NULL;
 }
 
@@ -125,6 +135,30 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
     argv++;
   }
   if (argc < 1) return 0;
+  nl_repl_job_poll(ctx);
+  if (argc > 1 && strcmp(argv[argc - 1], "&") == 0) { /* a background job */
+    nl_error err;
+    nl_error_clear(&err);
+    if (nl_repl_job_start(ctx, argc - 1, argv, &err) != 0) {
+      fprintf(ctx->err, "normlab %s: %s\n", argv[0], err.msg);
+      return nl_error_exit_status(&err);
+    }
+    return 0;
+  }
+  if (nl_repl_job_running()) {
+    /* commands that set the thread count or run BLAS on every core would
+     * race the search's thread pool: they wait for it */
+    static const char *const heavy[] = {"evolve", "eval", "forward", "extract", "bench", "train",
+                                        NULL};
+    for (int i = 0; heavy[i]; i++)
+      if (strcmp(argv[0], heavy[i]) == 0) {
+        fprintf(ctx->err,
+                "normlab %s: a background evolve is running; wait for it or 'stop' it first "
+                "('jobs' shows it)\n",
+                argv[0]);
+        return 2;
+      }
+  }
   const nl_cmd *cmd = nl_repl_find(argv[0]);
   if (!cmd) {
     const char *near = suggest(argv[0]);
@@ -151,7 +185,10 @@ int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
   g_exec_depth++;
   double t0 = nl_now();
   int rc = nl_args_parse(&a, cmd, argc - 1, argv + 1, ctx, &err);
-  if (rc == 0) rc = cmd->run(ctx, &a, &err);
+  if (rc == 0) {
+    rc = cmd->run(ctx, &a, &err);
+    nl_repl_after_command(ctx, cmd, &a, rc, &err);
+  }
   g_exec_depth--;
   free(a.pos);
   fflush(ctx->out);
@@ -326,7 +363,23 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
     fd_set fds;
     FD_ZERO(&fds);
     FD_SET(fileno(rl_instream), &fds);
-    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, NULL);
+    struct timeval tv = {0, 500000};
+    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, nl_repl_job_running() ? &tv : NULL);
+    if (r == 0) { /* the background search ended: say so above the prompt */
+      if (nl_repl_job_running() && nl_repl_job_ended()) {
+        /* erase the prompt line, print, then draw it again as it was */
+        fputs("\r\033[K", rl_outstream);
+        fflush(rl_outstream);
+        nl_repl_job_poll(R.ctx);
+        fflush(R.ctx->out);
+        fflush(R.ctx->err);
+        rl_on_new_line();
+        rl_redisplay();
+      } else {
+        nl_repl_job_poll(R.ctx); /* a quiet checkpoint of finished searches */
+      }
+      continue;
+    }
     if (r < 0) {
       if (errno != EINTR) {
         rl_callback_handler_remove();
@@ -353,6 +406,8 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
         }
         rl_on_new_line();
         rl_redisplay();
+      } else {
+        nl_repl_job_poll(R.ctx); /* a quiet checkpoint of finished searches */
       }
       continue;
     }
@@ -512,6 +567,14 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   } else {
     status = run_stream(stdin, "<stdin>", o->keep_going);
   }
+  /* a script that ran to its end waits for its background search; the
+   * prompt, and a script stopped by an error, stop it */
+  if (nl_repl_job_running()) {
+    int stop = R.interactive || status != 0;
+    if (stop) fprintf(ctx->err, "[evolve] stopping the background search\n");
+    nl_repl_job_end(&c, stop);
+  }
+  nl_repl_fit_cleanup();
   nl_lua_shared_close();
   nl_session_free(&R.sess);
   return status;

@@ -25,6 +25,41 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o);
  * simplify) are a second table, in expr_cmds.c. */
 extern const nl_cmd *const nl_repl_commands[];
 extern const nl_cmd *const nl_repl_expr_commands[];
+/* Commands fitting expressions to the mappings and reading fronts (score,
+ * refit, fold, impact, front, pick), in fit_cmds.c. */
+extern const nl_cmd *const nl_repl_fit_commands[];
+/* Shell commands taking the session's state ('cost' of the current set),
+ * in pipeline.c; they shadow the shell's command of the same name. */
+extern const nl_cmd *const nl_repl_pipeline_commands[];
+/* Run after every command at the prompt: after 'evolve' (finished or
+ * interrupted) its fronts are loaded and the session is autosaved when it
+ * has a directory. */
+void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
+                           const nl_error *cmd_err);
+/* Load the fronts a search wrote to outdir into the session and autosave
+ * it when it has a directory (after every finished or stopped search). */
+void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir);
+/* The background search (jobs.c): 'evolve ... &', 'jobs', 'stop'. */
+extern const nl_cmd *const nl_repl_job_commands[];
+int nl_repl_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err);
+int nl_repl_job_running(void);
+int nl_repl_job_ended(void); /* running, and its thread has finished */
+/* One line describing the job into buf; 0 when there is none. */
+int nl_repl_job_line(char *buf, size_t n);
+/* Join the job if it has ended (report, load fronts, autosave); 1 if so. */
+int nl_repl_job_poll(nl_ctx *ctx);
+/* Wait for the job to end (stop: ask it to stop first). */
+void nl_repl_job_end(nl_ctx *ctx, int stop);
+/* A layer's front as a small text plot (val MSE against FLOPs/elem) for
+ * the dashboard; NULL without fronts. Caller frees. */
+char *nl_repl_front_plot(const char *layer, int width, int height);
+/* Release the mappings those commands keep loaded. */
+void nl_repl_fit_cleanup(void);
+/* A layer's validation R^2 of its current expression, DyT R^2 and bound
+ * R^2 on the session's mappings (NAN where unknown); -1 without mappings
+ * or when the layer has none. */
+int nl_repl_layer_scores(nl_session *s, const char *layer, double *val_r2, double *dyt_r2,
+                         double *bound_r2);
 /* All session commands in help order: i = 0, 1, ... until NULL. */
 const nl_cmd *nl_repl_command(int i);
 
@@ -59,6 +94,8 @@ int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
 /* Check every expression of an expression-set file (errors name the
  * file, line and column). */
 int nl_repl_check_exprs(const char *path, nl_error *err);
+/* FLOPs per element of an expression, -1 when it does not parse. */
+int nl_repl_expr_cost(const char *expr);
 /* Hook the expression engine into the full-screen views. */
 void nl_repl_expr_init(void);
 

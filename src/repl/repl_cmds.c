@@ -28,7 +28,8 @@ static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fprintf(ctx->out, "\nSession commands:\n");
   const nl_cmd *c;
   for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
-    if (strcmp(c->name, "help") != 0) fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
+    if (strcmp(c->name, "help") != 0 && !nl_cmd_find(c->name)) /* not the shell's again */
+      fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
   fprintf(ctx->out,
           "\n'help CMD' or 'CMD --help' shows a command's options. After 'load model FILE' or\n"
           "'load maps FILE', commands take --model and --maps from the session.\n"
@@ -110,6 +111,8 @@ static int run_status(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fputc('\n', o);
   for (int i = 0; i < s->nsettings; i++)
     fprintf(o, "setting  %s = %s\n", s->settings[i].key, s->settings[i].value);
+  char job[600];
+  if (nl_repl_job_line(job, sizeof job)) fprintf(o, "job      %s\n", job);
   return 0;
 }
 
@@ -227,8 +230,8 @@ static int run_undo(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 static const nl_cmd cmd_undo = {
     .name = "undo",
     .summary = "undo the last change to the expression set",
-    .help = "Changes are 'set', 'edit', 'simplify', 'load exprs' and 'unload exprs'; the\n"
-            "last 100 are kept.",
+    .help = "Changes are 'set', 'edit', 'simplify', 'refit', 'fold', 'pick', 'load exprs' and\n"
+            "'unload exprs'; the last 100 are kept.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,
@@ -326,17 +329,43 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   (void)err;
   nl_session *s = ctx->session;
   char **names = nl_session_layers(s);
+  int w = 5, maps = s->maps_path != NULL;
+  for (int i = 0; names[i]; i++)
+    if ((int)strlen(names[i]) > w) w = (int)strlen(names[i]);
+  if (names[0]) {
+    fprintf(ctx->out, "%-*s ", w, "layer");
+    if (maps) fprintf(ctx->out, "%8s %8s %8s ", "val R2", "DyT R2", "bound R2");
+    if (s->nfronts) fprintf(ctx->out, "%8s ", "front R2");
+    fprintf(ctx->out, "%5s  %s\n", "FLOPs", "expression");
+  }
   for (int i = 0; names[i]; i++) {
     const nl_sess_entry *e = nl_session_find(s, names[i]);
-    fprintf(ctx->out, "%-24s ", names[i]);
+    fprintf(ctx->out, "%-*s ", w, names[i]);
+    if (maps) {
+      double v, d, b;
+      if (nl_repl_layer_scores(s, names[i], &v, &d, &b) == 0) {
+        if (isnan(v))
+          fprintf(ctx->out, "%8s ", "-");
+        else
+          fprintf(ctx->out, "%8.5f ", v);
+        fprintf(ctx->out, "%8.5f %8.5f ", d, b);
+      } else {
+        fprintf(ctx->out, "%8s %8s %8s ", "-", "-", "-");
+      }
+    }
     if (s->nfronts) {
       const nl_sess_front *f = nl_session_front(s, names[i]);
       if (f && !isnan(f->best_r2))
-        fprintf(ctx->out, "R2 %.4f  ", f->best_r2);
+        fprintf(ctx->out, "%8.5f ", f->best_r2);
       else
-        fprintf(ctx->out, "%-9s  ", "R2 -");
+        fprintf(ctx->out, "%8s ", "-");
     }
-    fprintf(ctx->out, "%s\n", e ? e->expr : "-");
+    int c = e ? nl_repl_expr_cost(e->expr) : -1;
+    if (c >= 0)
+      fprintf(ctx->out, "%5d  ", c);
+    else
+      fprintf(ctx->out, "%5s  ", "-");
+    fprintf(ctx->out, "%s\n", e ? e->expr : "(LayerNorm)");
   }
   if (!names[0]) fprintf(ctx->err, "no layers: load a model, mappings or an expression set\n");
   nl_session_free_names(names);
@@ -345,8 +374,11 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
 static const nl_cmd cmd_layers = {
     .name = "layers",
-    .summary = "list the layers and their current expressions",
-    .help = "With fronts loaded, each layer's best validation R2 in its front is shown.",
+    .summary = "table of the layers: current expression, fit figures, FLOPs/elem",
+    .help = "With mappings loaded: the current expression's validation R2 (as 'score'),\n"
+            "the DyT baseline's R2 and the bound R2 of the layer. With fronts loaded, the\n"
+            "best validation R2 in the layer's front. FLOPs/elem of the expression as\n"
+            "written; '(LayerNorm)' where no expression is set.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,
@@ -370,13 +402,18 @@ static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   fprintf(ctx->out, "%s = %s\n", e->layer, e->expr);
   if (e->comment) fprintf(ctx->out, "# %s\n", e->comment);
-  return nl_repl_show_details(ctx, e->expr, err);
+  if (nl_repl_show_details(ctx, e->expr, err) != 0) return -1;
+  double v, d, b;
+  if (s->maps_path && nl_repl_layer_scores(s, layer, &v, &d, &b) == 0)
+    fprintf(ctx->out, "fit: val R2 %.5f, DyT R2 %.5f, bound R2 %.5f (see 'score %s')\n", v, d, b,
+            layer);
+  return 0;
 }
 
 static const nl_cmd cmd_show = {
     .name = "show",
     .args = "LAYER",
-    .summary = "show a layer's expression, its tree and its cost",
+    .summary = "show a layer's expression, its tree, its cost and its fit",
     .opts = no_opts,
     .min_pos = 1,
     .max_pos = 1,

@@ -110,6 +110,12 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
               int seed_index, nl_gp_progress_fn cb, void *user, nl_gp_result *res,
               nl_error *err);
 
+/* The seeded train/validation split of a layer's n points (the one every
+ * search of the layer uses): perm[0..*ntrain) are training indices, the
+ * rest validation. Depends on c->seed, c->val_frac and the layer name. */
+void nl_gp_split(const nl_gp_config *c, const char *layer, size_t n, size_t *perm,
+                 size_t *ntrain);
+
 /* Index of the selected member: lowest val_fitness (ties: fewer nodes), or
  * the knee of the (flops, val_mse) non-dominated set: the point farthest
  * from the line through its two ends, both axes scaled to [0, 1]. */

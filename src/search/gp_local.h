@@ -7,11 +7,6 @@
 #include "base/rng.h"
 #include "search/gp.h"
 
-/* The seeded train/validation split of a layer's n points: perm[0..ntrain)
- * are training indices, the rest validation (same for every seed index). */
-void nl_gp_split(const nl_gp_config *c, const char *layer, size_t n, size_t *perm,
-                 size_t *ntrain);
-
 /* F and its gradient with respect to the constants (g: nconst floats),
  * the pull-to-zero term's gradient included. */
 double nl_gp_fitness_grad(const nl_prog *p, const float *x, const float *y, size_t n,

@@ -11,13 +11,33 @@
 
 static nl_dash_info_fn g_info;
 
+static void put_clipped(int y, int x, int width, const char *s);
+static nl_dash_status_fn g_status;
+static nl_dash_front_fn g_front;
+static nl_dash_scores_fn g_scores;
+void nl_dashboard_set_scores(nl_dash_scores_fn fn) { g_scores = fn; }
+
 void nl_dashboard_set_info(nl_dash_info_fn fn) { g_info = fn; }
+void nl_dashboard_set_status(nl_dash_status_fn fn) { g_status = fn; }
+void nl_dashboard_set_front(nl_dash_front_fn fn) { g_front = fn; }
+
+/* The status line above the footer (a running search). */
+static void draw_status(int h, int w) {
+  char line[600];
+  if (!g_status || h < 4 || !g_status(line, sizeof line)) return;
+  attron(A_BOLD);
+  mvhline(h - 2, 0, ' ', w);
+  put_clipped(h - 2, 1, w - 2, line);
+  attroff(A_BOLD);
+}
 
 typedef struct row {
   const char *layer;
   const char *expr; /* NULL: none */
   nl_dash_info info;
   const nl_sess_front *front; /* NULL: no front for this layer */
+  int scored;                 /* fit figures known */
+  double val_r2, dyt_r2, bound_r2;
   int index;                  /* position in layer order */
 } row;
 
@@ -48,12 +68,20 @@ static int cmp_r2(const void *pa, const void *pb) {
 }
 
 static void put_clipped(int y, int x, int width, const char *s) {
+  if (y < 0 || x < 0) return;
   if (width <= 0) return;
   mvaddnstr(y, x, s, width);
 }
 
+static void fig(char *f, size_t n, double v) {
+  if (isnan(v))
+    snprintf(f, n, "%8s", "-");
+  else
+    snprintf(f, n, "%8.4f", v);
+}
+
 static void draw_table(const row *rows, int n, int sel, int top, const char *title,
-                       int with_r2, int sort) {
+                       int with_r2, int with_scores, int sort) {
   int h, w;
   getmaxyx(stdscr, h, w);
   erase();
@@ -61,13 +89,14 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   mvhline(0, 0, ' ', w);
   put_clipped(0, 1, w - 2, title);
   attroff(A_REVERSE);
-  int lw = 22, fw = 10, rw = with_r2 ? 14 : 0;
-  int ex = lw + fw + 3 + rw;
+  int lw = 22, fw = 10, rw = with_r2 ? 14 : 0, sw = with_scores ? 27 : 0;
+  int ex = lw + fw + 3 + rw + sw;
   int ew = w - ex - 1;
   attron(A_BOLD);
   mvaddnstr(2, 1, "layer", lw);
   mvaddnstr(2, lw + 2, "FLOPs/elem", fw);
   if (with_r2) mvaddnstr(2, lw + fw + 4, "front R2 max", rw - 1);
+  if (with_scores) mvaddnstr(2, lw + fw + 3 + rw, "  val R2   DyT R2 bound R2", sw - 1);
   if (ew > 0) mvaddnstr(2, ex, "expression", ew);
   attroff(A_BOLD);
   int body = h - 5;
@@ -92,10 +121,19 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
         snprintf(f, sizeof f, "%12s", "-");
       put_clipped(y, lw + fw + 3, rw - 1, f);
     }
+    if (with_scores && r->scored) {
+      char a[16], b[16], c[16], all[64];
+      fig(a, sizeof a, r->val_r2);
+      fig(b, sizeof b, r->dyt_r2);
+      fig(c, sizeof c, r->bound_r2);
+      snprintf(all, sizeof all, "%s %s %s", a, b, c);
+      put_clipped(y, lw + fw + 3 + rw, sw - 1, all);
+    }
     if (ew > 0) put_clipped(y, ex, ew, r->expr ? r->expr : "(LayerNorm)");
     if (top + i == sel) attroff(A_REVERSE);
   }
   if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
+  draw_status(h, w);
   attron(A_REVERSE);
   mvhline(h - 1, 0, ' ', w);
   char foot[160];
@@ -133,6 +171,19 @@ static void draw_detail(const row *r) {
              r->front->best_r2);
     mvaddnstr(y++, 1, f, w - 2);
     if (r->front->best_expr && y < h - 2) mvaddnstr(y++, 3, r->front->best_expr, w - 4);
+    int room = h - 3 - y < 12 ? h - 3 - y : 12;
+    char *plot = g_front && room >= 6 ? g_front(r->layer, w - 4, room) : NULL;
+    if (plot) {
+      y++;
+      const char *p = plot;
+      while (*p && y < h - 2) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        mvaddnstr(y++, 3, p, n < w - 4 ? n : w - 4);
+        p = nl ? nl + 1 : p + n;
+      }
+      free(plot);
+    }
   }
   if (r->info.tree) {
     y++;
@@ -148,6 +199,7 @@ static void draw_detail(const row *r) {
   mvhline(h - 1, 0, ' ', w);
   put_clipped(h - 1, 1, w - 2, "any key: back to the table  q: back to the prompt");
   attroff(A_REVERSE);
+  draw_status(h, w);
   refresh();
 }
 
@@ -168,7 +220,12 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     rows[i].front = nl_session_front(s, names[i]);
     rows[i].index = i;
     if (e && g_info) g_info(e->expr, &rows[i].info);
+    rows[i].scored =
+        g_scores && s->maps_path &&
+        g_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;
   }
+  int with_scores = 0;
+  for (int i = 0; i < n; i++) with_scores |= rows[i].scored;
   char title[512];
   char *sname = nl_session_name(s);
   snprintf(title, sizeof title, "normlab dashboard  %s  %d layers, %d expressions",
@@ -202,7 +259,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     if (detail && n > 0)
       draw_detail(&rows[sel]);
     else
-      draw_table(rows, n, sel, top, title, s->nfronts > 0, sort);
+      draw_table(rows, n, sel, top, title, s->nfronts > 0, with_scores, sort);
     int ch = getch();
     if (nl_interrupted()) { /* Ctrl-C leaves the view cleanly */
       nl_interrupt_clear();
