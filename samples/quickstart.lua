@@ -10,12 +10,13 @@
 local nl = require "normlab"
 
 local opt = {output = "out/quickstart", model = nl.default_model(), pop = 200, gens = 20,
-             images = 64, points = 50000, limit = 0, epochs = 1}
+             images = 64, points = 50000, limit = 0, epochs = 1, train_images = 20000}
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--quick" then
     opt.quick, opt.pop, opt.gens, opt.images, opt.points, opt.limit = true, 20, 2, 8, 4000, 500
+    opt.train_images = 256
   elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3)] ~= nil then
     local k = a:sub(3)
     opt[k] = type(opt[k]) == "number" and assert(tonumber(arg[i + 1]), a .. " expects a number") or arg[i + 1]
@@ -92,13 +93,19 @@ adapted:apply(res.set)
 local raw = adapted:eval{limit = opt.limit}
 print(string.format("top-1 %s (LayerNorm %s)", pct(raw.top1), pct(base.top1)))
 
-step("replacement and a short re-alignment (affine only)")
-if nl.has_command("replace") and nl.has_command("train") then
+step(string.format("replacement and a short re-alignment: %d epoch(s) on %d training images, " ..
+                   "distilling from the LayerNorm model (variant D)", opt.epochs, opt.train_images))
+if nl.has_command("train") then
   local replaced = model:replace(res.set, {output = opt.output .. "/replaced.safetensors"})
-  local tuned = replaced:train{variant = "A", epochs = opt.epochs, output = opt.output .. "/realigned.safetensors"}
+  local tuned, log = replaced:train{variant = "D", teacher = model, epochs = opt.epochs, lr = 1e-4,
+                                    limit = opt.train_images, batch = 128, warmup = 20,
+                                    eval_limit = opt.limit, output = opt.output .. "/realign"}
+  local rows = {}
+  for _, e in ipairs(log.epochs) do rows[#rows + 1] = {epoch = e.epoch, top1 = 100 * e.top1, top5 = 100 * e.top5} end
+  nl.print_table(rows, {{"epoch", "epoch"}, {"top1", "top-1 %", "%.2f"}, {"top5", "top-5 %", "%.2f"}})
   local after = tuned:eval{limit = opt.limit}
-  print(string.format("top-1 before %s, after re-alignment %s", pct(raw.top1), pct(after.top1)))
+  print(string.format("top-1: LayerNorm %s, replaced %s, re-aligned %s (checkpoint %s/realign/last.safetensors)",
+                      pct(base.top1), pct(raw.top1), pct(after.top1), opt.output))
 else
-  print("note: this build has no " .. (nl.has_command("replace") and "train" or "replace") ..
-        " command; the replacement and re-alignment steps are skipped")
+  print("note: this build has no train command; the re-alignment step is skipped")
 end

@@ -90,6 +90,9 @@ if have_fixtures && [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyt
   expect_status 0 "samples/quickstart.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/quickstart.lua" --quick --output "$TMP/qs"
   expect_out "mean R\^2" "quickstart prints the R^2 comparison"
   [ -s "$TMP/qs/blocks.0.norm1.png" ]; ok $? "quickstart writes PNG plots"
+  expect_out "^top-1: LayerNorm .*, replaced .*, re-aligned " "quickstart re-aligns the replaced model and reports top-1"
+  [ -s "$TMP/qs/realign/last.safetensors" ] && [ -s "$TMP/qs/replaced.safetensors" ]
+  ok $? "quickstart writes the replaced and the re-aligned checkpoints"
   expect_status 0 "samples/paper.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/paper.lua" --quick --output "$TMP/paper"
   expect_out "Table 1" "paper.lua prints Table 1"
   expect_out "Table 2" "paper.lua prints Table 2"
