@@ -10,25 +10,31 @@
 --
 --   normlab lua samples/paper.lua [--model FILE] [--seeds N] [--pop N]
 --       [--gens N] [--images N] [--points N] [--limit N] [--epochs N]
---       [--budget FLOPS] [--output DIR] [--quick]
+--       [--budget FLOPS] [--train-images N] [--lr X] [--output DIR] [--quick]
 --
 -- --seeds: independent searches per layer (the paper: 5); --budget: the
 -- most FLOPs per element a chosen function may cost (default 24, DyT's
 -- cost: never more expensive than DyT); --limit: test images for the
--- accuracies (0: all 10,000); --quick scales everything down (tests).
+-- accuracies (0: all 10,000); --train-images: training images per
+-- re-alignment epoch (0: all 60,000); --lr: learning rate of the full
+-- re-alignments (the affine ones use 10x); --quick scales everything down
+-- (tests). Table 2 has top-1 / top-5 at epoch 0 (right after the
+-- replacement) and after every epoch, for the LayerNorm fine-tune
+-- baseline, DyT-A (alpha 0.5), GP-A, GP-F and GP-D.
 -- OUTPUT gets maps.safetensors, chosen.exprs (the budgeted choice) and
 -- best.exprs (the lowest validation fitness per layer, any cost).
 local nl = require "normlab"
 
 local opt = {model = nl.default_model(), seeds = 5, pop = 500, gens = 50, images = 64, points = 50000,
-             limit = 0, epochs = 5, budget = 24, output = "out/paper"}
+             limit = 0, epochs = 3, budget = 24, output = "out/paper", train_images = 0, lr = 1e-4}
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--quick" then
     opt.seeds, opt.pop, opt.gens, opt.images, opt.points, opt.limit, opt.epochs = 2, 16, 2, 8, 3000, 300, 1
-  elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3)] ~= nil then
-    local k = a:sub(3)
+    opt.train_images = 256
+  elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3):gsub("-", "_")] ~= nil then
+    local k = a:sub(3):gsub("-", "_")
     opt[k] = type(opt[k]) == "number" and assert(tonumber(arg[i + 1]), a .. " expects a number") or arg[i + 1]
     i = i + 1
   else
@@ -89,21 +95,27 @@ acc[#acc + 1] = {method = "GP functions, no re-alignment", top1 = gp:eval{limit 
 gp = nil
 
 step("replace and re-align")
-local notes = {}
-if nl.has_command("replace") then
-  local replaced = model:replace(chosen, {output = opt.output .. "/replaced.safetensors"})
-  if nl.has_command("train") then
-    for _, v in ipairs{{"A", "affine only"}, {"F", "full"}, {"D", "full, distilled from the original"}} do
-      local t = {variant = v[1], epochs = opt.epochs, output = opt.output .. "/realigned_" .. v[1] .. ".safetensors"}
-      if v[1] == "D" then t.teacher = model end
-      local tuned = replaced:train(t)
-      acc[#acc + 1] = {method = "GP + re-alignment " .. v[1] .. " (" .. v[2] .. ")", top1 = tuned:eval{limit = opt.limit}.top1}
-    end
-  else
-    notes[#notes + 1] = "this build has no train command: re-alignment A/F/D skipped"
+local notes, table2 = {}, {}
+local function realign(name, start, variant, lr, extra)
+  step("re-align: " .. name)
+  local t = {variant = variant, epochs = opt.epochs, lr = lr, limit = opt.train_images, eval_limit = opt.limit,
+             batch = 128, warmup = 10, output = opt.output .. "/realign_" .. name:gsub("[^%w]", "_")}
+  for k, v in pairs(extra or {}) do t[k] = v end
+  local _, log = start:train(t)
+  for _, e in ipairs(log.epochs) do
+    table2[#table2 + 1] = {method = name, epoch = e.epoch, top1 = e.top1, top5 = e.top5,
+                           loss = e.loss}
   end
+end
+if nl.has_command("train") then
+  local replaced = model:replace(chosen, {output = opt.output .. "/replaced.safetensors"})
+  realign("LN fine-tune", model, "F", opt.lr)
+  realign("DyT-A", model:replace(0.5), "A", 10 * opt.lr, {lr_alpha = 100 * opt.lr})
+  realign("GP-A", replaced, "A", 10 * opt.lr)
+  realign("GP-F", replaced, "F", opt.lr)
+  realign("GP-D", replaced, "D", opt.lr, {teacher = model})
 else
-  notes[#notes + 1] = "this build has no replace command: replacement and re-alignment A/F/D skipped"
+  notes[#notes + 1] = "this build has no train command: re-alignment A/F/D skipped"
 end
 
 print(string.format("\n%s: width %d, %d norm layers; %d images x %d points; GP: %d seeds, population %d, %d generations\n",
@@ -115,6 +127,12 @@ print(string.format("mean: DyT %.4f, GP best %.4f, GP chosen %.4f, bound %.4f\n"
   nl.mean(table1, "gp") or 0, nl.mean(table1, "chosen") or 0, dyt.mean_bound_r2))
 print(string.format("Table 2: top-1 accuracy (%%) on %s Fashion-MNIST test images", opt.limit > 0 and tostring(opt.limit) or "all 10,000"))
 nl.print_table(acc, {{"method"}, {"top1", "top-1", pct}})
+if #table2 > 0 then
+  print(string.format("\nRe-alignment: top-1 / top-5 (%%) after each epoch (epoch 0: right after the replacement; " ..
+                      "%s training images per epoch)", opt.train_images > 0 and tostring(opt.train_images) or "all 60,000"))
+  nl.print_table(table2, {{"method"}, {"epoch", "epoch"}, {"loss", "train loss", "%.4f"}, {"top1", "top-1", pct},
+                          {"top5", "top-5", pct}})
+end
 for _, n in ipairs(notes) do print("note: " .. n) end
 local b = nl.budget(chosen, d, tokens)
 local kept = #maps - #chosen
