@@ -93,6 +93,10 @@ if have_fixtures && [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyt
   expect_out "^top-1: LayerNorm .*, replaced .*, re-aligned " "quickstart re-aligns the replaced model and reports top-1"
   [ -s "$TMP/qs/realign/last.safetensors" ] && [ -s "$TMP/qs/replaced.safetensors" ]
   ok $? "quickstart writes the replaced and the re-aligned checkpoints"
+  expect_status 0 "samples/sequential.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/sequential.lua" --quick --output "$TMP/seq"
+  expect_out "^layers fitted in order \(sequential\) " "sequential.lua compares both ways of fitting"
+  "$NORMLAB" info --model "$TMP/seq/sequential.safetensors" >"$TMP/seqinfo" 2>&1
+  grep -q "0 LayerNorm, 0 DyT, 25 expression" "$TMP/seqinfo"; ok $? "sequential.lua writes the model with every norm replaced"
   expect_status 0 "samples/paper.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/paper.lua" --quick --output "$TMP/paper"
   expect_out "Table 1" "paper.lua prints Table 1"
   expect_out "Table 2" "paper.lua prints Table 2"
