@@ -377,6 +377,24 @@ int nl_lua_block_opens(const char *line) {
   return *p == '{';
 }
 
+/* p points at '['. For a long bracket ([[ or [=*[) the last character of
+ * its closing bracket (]] or ]=*]), NULL when it is not closed; p itself
+ * when p opens no long bracket. */
+static const char *long_bracket(const char *p) {
+  const char *q = p + 1;
+  int eq = 0;
+  while (*q == '=') q++, eq++;
+  if (*q != '[') return p;
+  for (q++; *q; q++) {
+    if (*q != ']') continue;
+    const char *r = q + 1;
+    int k = 0;
+    while (*r == '=') r++, k++;
+    if (k == eq && *r == ']') return r;
+  }
+  return NULL;
+}
+
 /* Where the block's closing brace is (index into text), or -1. Braces
  * are counted outside strings ('', "", [[ ]], [=[ ]=]) and comments. */
 static long block_end(const char *text) {
@@ -387,24 +405,11 @@ static long block_end(const char *text) {
     char c = *p;
     if (c == '-' && p[1] == '-') {
       p += 2;
-      if (*p == '[') {
-        const char *q = p + 1;
-        int eq = 0;
-        while (*q == '=') q++, eq++;
-        if (*q == '[') { /* long comment */
-          p = q + 1;
-          for (; *p; p++) {
-            if (*p == ']') {
-              const char *r = p + 1;
-              int k = 0;
-              while (*r == '=') r++, k++;
-              if (k == eq && *r == ']') {
-                p = r;
-                break;
-              }
-            }
-          }
-          if (!*p) return -1;
+      if (*p == '[') { /* a long comment? */
+        const char *e = long_bracket(p);
+        if (!e) return -1;
+        if (e != p) {
+          p = e;
           continue;
         }
       }
@@ -418,25 +423,11 @@ static long block_end(const char *text) {
       if (!*p) return -1;
       continue;
     }
-    if (c == '[' && (p[1] == '[' || p[1] == '=')) {
-      const char *q = p + 1;
-      int eq = 0;
-      while (*q == '=') q++, eq++;
-      if (*q == '[') {
-        for (p = q + 1; *p; p++) {
-          if (*p == ']') {
-            const char *r = p + 1;
-            int k = 0;
-            while (*r == '=') r++, k++;
-            if (k == eq && *r == ']') {
-              p = r;
-              break;
-            }
-          }
-        }
-        if (!*p) return -1;
-        continue;
-      }
+    if (c == '[') { /* a long string? */
+      const char *e = long_bracket(p);
+      if (!e) return -1;
+      p = e;
+      continue;
     }
     if (c == '{') depth++;
     if (c == '}' && --depth == 0) return (long)(p - text);
