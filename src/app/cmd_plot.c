@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/safetensors.h"

@@ -1,9 +1,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "repl/complete.h"
 
-#include "app/session.h"
+#include "session/session.h"
 #include "expr/expr.h"
-#include "repl/fit.h"
+#include "search/fit.h"
 #include "repl/repl.h"
 
 #include <ctype.h>
@@ -13,10 +13,10 @@
 
 #include <readline/readline.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "repl/repl.h"
-#include "repl/split.h"
+#include "app/split.h"
 #include "model/maps.h"
 
 typedef struct list {

@@ -16,7 +16,7 @@
 #include "base/mem.h"
 #include "lua/nlua.h"
 #include "repl/complete.h"
-#include "repl/split.h"
+#include "app/split.h"
 
 #include "config.h"
 

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 #include "app/cmd.h"
-#include "app/session.h"
+#include "session/session.h"
 
 typedef struct nl_repl_opts {
   const char *file;     /* -f FILE: run commands from FILE ("-": stdin) */

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/error.h"
 
 /* The layer table of a session: layer, current expression, cost columns

@@ -14,11 +14,11 @@
 
 #include <jansson.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/fileio.h"
 #include "repl/complete.h"
 #include "repl/repl.h"
-#include "repl/split.h"
+#include "app/split.h"
 
 static void test_split_quotes(void **state) {
   (void)state;

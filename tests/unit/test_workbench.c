@@ -21,7 +21,7 @@
 #include "expr/expr.h"
 #include "model/maps.h"
 #include "repl/complete.h"
-#include "repl/fit.h"
+#include "search/fit.h"
 #include "repl/repl.h"
 #include "search/dyt.h"
 

@@ -1,5 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
-#include "app/session.h"
+#include "session/session.h"
 
 #include <ctype.h>
 #include <dirent.h>

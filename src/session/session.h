@@ -5,8 +5,8 @@
  *
  * The expression set is kept as text ("NAME = EXPR  # comment" per entry),
  * exactly as a person edits it; callers that need trees parse it. */
-#ifndef NL_APP_SESSION_H
-#define NL_APP_SESSION_H
+#ifndef NL_SESSION_SESSION_H
+#define NL_SESSION_SESSION_H
 
 #include "base/error.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "repl/repl.h"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "repl/repl.h"
 

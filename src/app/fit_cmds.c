@@ -12,11 +12,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/maps.h"
-#include "repl/fit.h"
+#include "search/fit.h"
 #include "repl/repl.h"
 #include "search/dyt.h"
 #include "search/gp.h"

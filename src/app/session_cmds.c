@@ -6,7 +6,7 @@
 
 #include <readline/history.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "repl/repl.h"
 #include "tui/dashboard.h"
 

@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "app/cmd.h"
-#include "app/main.h"
+#include "cli/main.h"
 #include "base/interrupt.h"
 #include "base/threads.h"
 

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/interrupt.h"
 #include "base/mem.h"
 #include "base/timer.h"

@@ -1,5 +1,5 @@
-#ifndef NL_APP_MAIN_H
-#define NL_APP_MAIN_H
+#ifndef NL_CLI_MAIN_H
+#define NL_CLI_MAIN_H
 
 #include "app/cmd.h"
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/fileio.h"
 #include "base/mem.h"
 

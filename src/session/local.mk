@@ -1,0 +1,2 @@
+# session module: the workbench state as a library (appended to the variables in Makefile.am)
+libnormlab_a_SOURCES += src/session/session.c src/session/session.h
