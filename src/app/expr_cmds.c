@@ -8,8 +8,7 @@
 #include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
-#include "repl/repl.h"
-#include "tui/dashboard.h"
+#include "app/wb_local.h"
 
 static const nl_opt no_opts[] = {{0}};
 
@@ -81,7 +80,7 @@ static char *tree_text(const nl_prog *p) {
   return buf;
 }
 
-int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
+int nl_wb_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
   nl_prog p;
   nl_prog_init(&p);
   if (nl_parse(expr, 1, &p, err) != 0) {
@@ -109,21 +108,15 @@ int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
   return 0;
 }
 
-static void dash_info(const char *expr, nl_dash_info *out) {
+char *nl_wb_expr_tree(const char *expr, nl_error *err) {
   nl_prog p;
   nl_prog_init(&p);
-  nl_error err;
-  nl_error_clear(&err);
-  if (nl_parse(expr, 1, &p, &err) != 0) {
-    out->error = nl_xstrdup(err.msg);
-  } else {
-    out->flops = cost_of(&p);
-    out->tree = tree_text(&p);
-  }
+  char *t = nl_parse(expr, 1, &p, err) == 0 ? tree_text(&p) : NULL;
   nl_prog_free(&p);
+  return t;
 }
 
-int nl_repl_expr_cost(const char *expr) {
+int nl_wb_expr_cost(const char *expr) {
   nl_prog p;
   nl_prog_init(&p);
   nl_error err;
@@ -133,14 +126,7 @@ int nl_repl_expr_cost(const char *expr) {
   return c;
 }
 
-void nl_repl_expr_init(void) {
-  nl_dashboard_set_info(dash_info);
-  nl_dashboard_set_status(nl_repl_job_line);
-  nl_dashboard_set_front(nl_repl_front_plot);
-  nl_dashboard_set_scores(nl_repl_layer_scores);
-}
-
-int nl_repl_check_exprs(const char *path, nl_error *err) {
+int nl_wb_check_exprs(const char *path, nl_error *err) {
   nl_exprset set;
   nl_exprset_init(&set);
   int rc = nl_exprset_load(path, &set, err);
@@ -223,7 +209,7 @@ static const nl_cmd cmd_set = {
 static int run_edit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *layer = a->pos[0];
-  if (!nl_repl_is_interactive())
+  if (!nl_wb_interactive() || !nl_wb_fe()->read_prefilled)
     return nl_fail(err, NL_EINPUT, "edit needs a terminal; use 'set %s = EXPR'", layer);
   if (check_layer(s, layer, err) != 0) return -1;
   const nl_sess_entry *e = nl_session_find(s, layer);
@@ -233,7 +219,7 @@ static int run_edit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   snprintf(prompt, n, "%s = ", layer);
   int rc = 0;
   for (;;) {
-    char *line = nl_repl_read_prefilled(prompt, text);
+    char *line = nl_wb_fe()->read_prefilled(prompt, text);
     if (!line) {
       fprintf(ctx->out, "%s unchanged\n", layer);
       break;
@@ -336,6 +322,6 @@ static const nl_cmd cmd_simplify = {
     .run = run_simplify,
 };
 
-const nl_cmd *const nl_repl_expr_commands[] = {
+const nl_cmd *const nl_wb_expr_commands[] = {
     &cmd_set, &cmd_edit, &cmd_simplify, NULL,
 };

@@ -17,7 +17,7 @@
 #include "expr/expr.h"
 #include "model/maps.h"
 #include "search/fit.h"
-#include "repl/repl.h"
+#include "app/wb_local.h"
 #include "search/dyt.h"
 #include "search/gp.h"
 
@@ -41,7 +41,7 @@ static struct {
   lpts *l;
 } C;
 
-void nl_repl_fit_cleanup(void) {
+void nl_wb_fit_cleanup(void) {
   if (C.l)
     for (int i = 0; i < C.m.nlayers; i++) {
       free(C.l[i].xt);
@@ -72,7 +72,7 @@ static const nl_maps *maps_of(nl_session *s, nl_error *err) {
   if (C.path && strcmp(C.path, s->maps_path) == 0 && C.st.st_mtime == st.st_mtime &&
       C.st.st_size == st.st_size && C.st.st_ino == st.st_ino && C.seed == seed)
     return &C.m;
-  nl_repl_fit_cleanup();
+  nl_wb_fit_cleanup();
   nl_maps m;
   if (nl_maps_load(&m, s->maps_path, err) != 0) return NULL;
   C.m = m;
@@ -168,7 +168,7 @@ static void clip_text(char *t, size_t max) {
 }
 
 /* Fit figures of one layer, for 'layers' and 'score'. */
-int nl_repl_layer_scores(nl_session *s, const char *layer, double *val_r2, double *dyt_r2,
+int nl_wb_layer_scores(nl_session *s, const char *layer, double *val_r2, double *dyt_r2,
                          double *bound_r2) {
   nl_error err;
   nl_error_clear(&err);
@@ -559,8 +559,7 @@ static const nl_cmd cmd_pick = {
 
 /* ---- the front as a text plot (the dashboard's detail view) ---- */
 
-char *nl_repl_front_plot(const char *layer, int width, int height) {
-  nl_session *s = nl_repl_session();
+char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height) {
   nl_sess_member *m;
   size_t n;
   int knee, minval;
@@ -623,6 +622,6 @@ char *nl_repl_front_plot(const char *layer, int width, int height) {
   return buf;
 }
 
-const nl_cmd *const nl_repl_fit_commands[] = {
+const nl_cmd *const nl_wb_fit_commands[] = {
     &cmd_score, &cmd_refit, &cmd_fold, &cmd_impact, &cmd_front, &cmd_pick, NULL,
 };

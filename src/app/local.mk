@@ -1,5 +1,6 @@
 libnormlab_a_SOURCES += \
 	src/app/cmd.c src/app/cmd.h \
+	src/app/workbench.c src/app/workbench.h src/app/wb_local.h \
 	src/app/commands.c \
 	src/app/cmd_help.c \
 	src/app/bench.h src/app/cmd_bench.c \

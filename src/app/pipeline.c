@@ -9,7 +9,7 @@
 
 #include "session/session.h"
 #include "base/mem.h"
-#include "repl/repl.h"
+#include "app/wb_local.h"
 
 extern const nl_cmd nl_cmd_cost;
 
@@ -66,7 +66,7 @@ static const nl_cmd cmd_cost = {
     .run = run_cost,
 };
 
-const nl_cmd *const nl_repl_pipeline_commands[] = {&cmd_cost, NULL};
+const nl_cmd *const nl_wb_pipeline_commands[] = {&cmd_cost, NULL};
 
 /* ---- after evolve ---- */
 
@@ -83,7 +83,7 @@ static int has_csv(const char *dir) {
   return found;
 }
 
-void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir) {
+void nl_wb_fronts_arrived(nl_ctx *ctx, const char *outdir) {
   nl_session *s = ctx->session;
   if (!s || !outdir || !has_csv(outdir)) return;
   fflush(ctx->out); /* the search's table first */
@@ -108,11 +108,11 @@ void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir) {
   }
 }
 
-void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
+void nl_wb_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
                            const nl_error *cmd_err) {
   if (!ctx->session || strcmp(cmd->name, "evolve") != 0) return;
   /* a finished or interrupted search: its fronts (partial ones included)
    * become the session's */
   if (rc != 0 && cmd_err->code != NL_EINTR) return;
-  nl_repl_fronts_arrived(ctx, nl_arg_str(a, "output"));
+  nl_wb_fronts_arrived(ctx, nl_arg_str(a, "output"));
 }

@@ -1,11 +1,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "repl/complete.h"
 
-#include "session/session.h"
-#include "expr/expr.h"
-#include "search/fit.h"
-#include "repl/repl.h"
-
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +8,14 @@
 
 #include <readline/readline.h>
 
-#include "session/session.h"
-#include "base/mem.h"
-#include "repl/repl.h"
 #include "app/split.h"
+#include "app/workbench.h"
+#include "base/mem.h"
+#include "expr/expr.h"
 #include "model/maps.h"
+#include "repl/repl.h"
+#include "search/fit.h"
+#include "session/session.h"
 
 typedef struct list {
   char **v;
@@ -34,7 +32,7 @@ static void add(list *l, const char *s, size_t len) {
 
 static void add_commands(list *l) {
   const nl_cmd *c;
-  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++) add(l, c->name, strlen(c->name));
+  for (int i = 0; (c = nl_wb_command(i)) != NULL; i++) add(l, c->name, strlen(c->name));
   for (int i = 0; nl_commands[i]; i++) add(l, nl_commands[i]->name, strlen(nl_commands[i]->name));
 }
 
@@ -130,7 +128,7 @@ static void candidates(list *l, const nl_words *w, const char *text, int *files)
     add_commands(l);
     return;
   }
-  const nl_cmd *cmd = nl_repl_find(w->argv[0]);
+  const nl_cmd *cmd = nl_wb_find(w->argv[0]);
   if (!cmd) return;
   const nl_opt *prev = w->argc >= 2 ? find_opt(cmd, w->argv[w->argc - 1]) : NULL;
   if (prev && prev->type != NL_OPT_FLAG) {

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "cli/main.h"
 #include "session/session.h"
 #include "base/fileio.h"
 #include "repl/complete.h"
@@ -594,6 +595,7 @@ static void test_session_save_open(void **state) {
 }
 
 int main(void) {
+  nl_cli_setup(); /* the front-ends wired as the program wires them */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_split_quotes),
       cmocka_unit_test(test_split_commands_and_comments),

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/main.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/maps.h"
@@ -493,6 +494,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
+  nl_cli_setup(); /* the front-ends wired as the program wires them */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_paths),
       cmocka_unit_test(test_refit_recovers_constants),
