@@ -17,6 +17,7 @@
 #include "expr/expr.h"
 #include "model/maps.h"
 #include "search/fit.h"
+#include "search/fronts.h"
 #include "app/wb_local.h"
 #include "search/dyt.h"
 #include "search/gp.h"
@@ -440,7 +441,7 @@ static const nl_cmd cmd_impact = {
 /* ---- front / pick ---- */
 
 static int cmp_member(const void *pa, const void *pb) {
-  const nl_sess_member *a = pa, *b = pb;
+  const nl_front_member *a = pa, *b = pb;
   if (a->flops != b->flops) return a->flops < b->flops ? -1 : 1;
   double x = isnan(a->val_mse) ? INFINITY : a->val_mse;
   double y = isnan(b->val_mse) ? INFINITY : b->val_mse;
@@ -451,35 +452,46 @@ static int cmp_member(const void *pa, const void *pb) {
 
 /* The layer's members in listing order, with the knee and minval picks
  * (indices, 0-based). */
-static int members_of(nl_session *s, const char *layer, nl_sess_member **m, size_t *n,
-                      int *knee, int *minval, nl_error *err) {
+static int members_of(nl_session *s, const char *layer, nl_fronts *fr, int *knee, int *minval,
+                      nl_error *err) {
   if (!s->fronts_dir) return nl_fail(err, NL_EINPUT, "no fronts: 'load fronts DIR' first");
-  if (nl_sess_front_members(s->fronts_dir, layer, m, n, err) != 0) return -1;
-  qsort(*m, *n, sizeof **m, cmp_member);
-  nl_gp_member *g = nl_xcalloc(*n, sizeof *g);
-  for (size_t i = 0; i < *n; i++) {
-    const nl_sess_member *x = &(*m)[i];
+  if (nl_fronts_read(s->fronts_dir, layer, fr, err) != 0) return -1;
+  if (fr->n && !(fr->has & nl_front_col("expr"))) {
+    nl_fronts_free(fr);
+    return nl_fail(err, NL_EINPUT, "%s: the header has no 'expr' column", s->fronts_dir);
+  }
+  if (fr->n == 0) {
+    nl_fronts_free(fr);
+    return nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", s->fronts_dir, layer);
+  }
+  nl_front_member *m = fr->m;
+  size_t n = fr->n;
+  qsort(m, n, sizeof *m, cmp_member);
+  nl_gp_member *g = nl_xcalloc(n, sizeof *g);
+  for (size_t i = 0; i < n; i++) {
+    const nl_front_member *x = &m[i];
     g[i].nodes = x->nodes;
     g[i].flops = x->flops;
     g[i].val_fitness = isnan(x->val_fitness) ? x->val_mse : x->val_fitness;
     if (isnan(g[i].val_fitness)) g[i].val_fitness = INFINITY;
     g[i].val_mse = isnan(x->val_mse) ? INFINITY : x->val_mse;
   }
-  *minval = nl_gp_select(g, (int)*n, NL_GP_MINVAL);
-  *knee = nl_gp_select(g, (int)*n, NL_GP_KNEE);
+  *minval = nl_gp_select(g, (int)n, NL_GP_MINVAL);
+  *knee = nl_gp_select(g, (int)n, NL_GP_KNEE);
   free(g);
   return 0;
 }
 
 static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  nl_sess_member *m;
-  size_t n;
+  nl_fronts fr;
   int knee, minval;
-  if (members_of(ctx->session, a->pos[0], &m, &n, &knee, &minval, err) != 0) return -1;
+  if (members_of(ctx->session, a->pos[0], &fr, &knee, &minval, err) != 0) return -1;
+  nl_front_member *m = fr.m;
+  size_t n = fr.n;
   fprintf(ctx->out, "%4s %4s %4s %5s %5s %11s %11s %8s  %-6s  %s\n", "#", "seed", "rank",
           "nodes", "flops", "val F", "val MSE", "val R2", "pick", "expression");
   for (size_t i = 0; i < n; i++) {
-    const nl_sess_member *x = &m[i];
+    const nl_front_member *x = &m[i];
     const char *mark = (int)i == knee && (int)i == minval ? "both" : (int)i == knee ? "knee"
                        : (int)i == minval                   ? "minval"
                                                             : "";
@@ -488,7 +500,7 @@ static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   fprintf(ctx->out, "%zu members; 'pick %s N|knee|minval' sets the layer's expression\n", n,
           a->pos[0]);
-  nl_sess_members_free(m, n);
+  nl_fronts_free(&fr);
   return 0;
 }
 
@@ -509,10 +521,11 @@ static const nl_cmd cmd_front = {
 static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *layer = a->pos[0], *which = a->pos[1];
-  nl_sess_member *m;
-  size_t n;
+  nl_fronts fr;
   int knee, minval;
-  if (members_of(s, layer, &m, &n, &knee, &minval, err) != 0) return -1;
+  if (members_of(s, layer, &fr, &knee, &minval, err) != 0) return -1;
+  nl_front_member *m = fr.m;
+  size_t n = fr.n;
   long idx = -1;
   if (strcmp(which, "knee") == 0) {
     idx = knee;
@@ -522,7 +535,7 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     char *end;
     long v = strtol(which, &end, 10);
     if (end == which || *end || v < 1 || (size_t)v > n) {
-      nl_sess_members_free(m, n);
+      nl_fronts_free(&fr);
       return nl_fail(err, NL_EINPUT, "pick: '%s' is not knee, minval or a member number 1..%zu",
                      which, n);
     }
@@ -531,7 +544,7 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_prog p;
   if (parse_expr(layer, m[idx].expr, &p, err) != 0) {
     nl_error_prefix(err, "%s: front member %ld", s->fronts_dir, idx + 1);
-    nl_sess_members_free(m, n);
+    nl_fronts_free(&fr);
     return -1;
   }
   char comment[96];
@@ -541,7 +554,7 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fprintf(ctx->out, "%s = %s  (#%ld, %d FLOPs/elem, val R2 %.5f)\n", layer, m[idx].expr, idx + 1,
           cost_of(&p), m[idx].val_r2);
   nl_prog_free(&p);
-  nl_sess_members_free(m, n);
+  nl_fronts_free(&fr);
   return 0;
 }
 
@@ -560,13 +573,14 @@ static const nl_cmd cmd_pick = {
 /* ---- the front as a text plot (the dashboard's detail view) ---- */
 
 char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height) {
-  nl_sess_member *m;
-  size_t n;
+  nl_fronts fr;
   int knee, minval;
   nl_error err;
   nl_error_clear(&err);
   if (!s || !s->fronts_dir || width < 24 || height < 6) return NULL;
-  if (members_of(s, layer, &m, &n, &knee, &minval, &err) != 0) return NULL;
+  if (members_of(s, layer, &fr, &knee, &minval, &err) != 0) return NULL;
+  nl_front_member *m = fr.m;
+  size_t n = fr.n;
   double f0 = INFINITY, f1 = -INFINITY, e0 = INFINITY, e1 = -INFINITY;
   for (size_t i = 0; i < n; i++) {
     if (!isfinite(m[i].val_mse) || m[i].flops < 0) continue;
@@ -576,7 +590,7 @@ char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height) 
     if (m[i].val_mse > e1) e1 = m[i].val_mse;
   }
   if (!(f0 <= f1)) {
-    nl_sess_members_free(m, n);
+    nl_fronts_free(&fr);
     return NULL;
   }
   /* MSEs spanning more than a decade are drawn on a log scale */
@@ -599,7 +613,7 @@ char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height) 
   FILE *o = open_memstream(&buf, &len);
   if (!o) {
     free(grid);
-    nl_sess_members_free(m, n);
+    nl_fronts_free(&fr);
     return NULL;
   }
   fprintf(o, "front: val MSE%s against FLOPs/elem (K knee, M minval, %zu members)\n",
@@ -618,7 +632,7 @@ char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height) 
   fprintf(o, "\n%9s %-*.0f%*.0f\n", "", gw / 2, f0, gw - gw / 2, f1);
   fclose(o);
   free(grid);
-  nl_sess_members_free(m, n);
+  nl_fronts_free(&fr);
   return buf;
 }
 

@@ -330,7 +330,7 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       }
     }
     if (s->nfronts) {
-      const nl_sess_front *f = nl_session_front(s, names[i]);
+      const nl_front_summary *f = nl_session_front(s, names[i]);
       if (f && !isnan(f->best_r2))
         fprintf(ctx->out, "%8.5f ", f->best_r2);
       else

@@ -76,7 +76,7 @@ void nl_session_free(nl_session *s) {
   free_names(s->model_layers, s->nmodel_layers);
   free_names(s->maps_layers, s->nmaps_layers);
   drop_tmp(s);
-  nl_sess_fronts_free(s->fronts, s->nfronts);
+  nl_front_summaries_free(s->fronts, s->nfronts);
   memset(s, 0, sizeof *s);
 }
 
@@ -435,16 +435,21 @@ static int load_one(nl_session *s, const char *what, const char *path, nl_error 
   }
   if (strcmp(what, "fronts") == 0) {
     if (!is_dir(path)) return nl_fail(err, NL_EINPUT, "%s: not a directory", path);
-    nl_sess_front *f;
-    int n;
-    if (nl_sess_fronts_read(path, &f, &n, err) != 0) return -1;
-    nl_sess_fronts_free(s->fronts, s->nfronts);
-    s->fronts = f;
-    s->nfronts = n;
+    nl_fronts rows;
+    if (nl_fronts_read(path, NULL, &rows, err) != 0) return -1;
+    nl_front_summaries_free(s->fronts, s->nfronts);
+    nl_fronts_summarize(&rows, &s->fronts, &s->nfronts);
+    nl_fronts_free(&rows);
     replace_str(&s->fronts_dir, path);
     return 0;
   }
   return nl_fail(err, NL_EINPUT, "cannot load '%s' (expected model, maps, exprs or fronts)", what);
+}
+
+const nl_front_summary *nl_session_front(const nl_session *s, const char *layer) {
+  for (int i = 0; i < s->nfronts; i++)
+    if (strcmp(s->fronts[i].layer, layer) == 0) return &s->fronts[i];
+  return NULL;
 }
 
 int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
@@ -475,7 +480,7 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
   }
   if (all || strcmp(what, "fronts") == 0) {
     replace_str(&s->fronts_dir, NULL);
-    nl_sess_fronts_free(s->fronts, s->nfronts);
+    nl_front_summaries_free(s->fronts, s->nfronts);
     s->fronts = NULL;
     s->nfronts = 0;
     known = 1;

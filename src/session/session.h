@@ -9,6 +9,7 @@
 #define NL_SESSION_SESSION_H
 
 #include "base/error.h"
+#include "search/fronts.h"
 
 typedef struct nl_sess_entry {
   char *layer;
@@ -24,14 +25,6 @@ typedef struct nl_sess_set {
 typedef struct nl_sess_kv {
   char *key, *value;
 } nl_sess_kv;
-
-/* Summary of one layer's Pareto front (the CSV files of the fronts directory). */
-typedef struct nl_sess_front {
-  char *layer;
-  int members;       /* rows for this layer (all seeds) */
-  double best_r2;    /* highest val_r2 (NAN when the column is absent) */
-  char *best_expr;   /* expression of that row, or NULL */
-} nl_sess_front;
 
 typedef struct nl_session {
   char *model_path;  /* NULL: none */
@@ -51,7 +44,7 @@ typedef struct nl_session {
   int model_width;     /* embedding width (length of a norm weight), 0: unknown */
   char **maps_layers;  /* layers of the mappings file */
   int nmaps_layers;
-  nl_sess_front *fronts; /* per layer, from the fronts directory's CSV files */
+  nl_front_summary *fronts; /* per layer, from the fronts directory's CSV files */
   int nfronts;
   char *tmp_exprs;     /* private file holding a modified set for commands */
 } nl_session;
@@ -86,31 +79,7 @@ char **nl_session_layers(const nl_session *s);
 void nl_session_free_names(char **names);
 
 /* The front summary of a layer, or NULL. */
-const nl_sess_front *nl_session_front(const nl_session *s, const char *layer);
-/* Read the fronts CSV files of a directory (columns found by name in the
- * header line: layer, val_r2, expr; RFC 4180 quoting). Errors name the
- * file and line. For tests and 'load fronts'. */
-int nl_sess_fronts_read(const char *dir, nl_sess_front **out, int *n, nl_error *err);
-void nl_sess_fronts_free(nl_sess_front *f, int n);
-/* The members of one layer's front in the CSV files of `dir`: two numeric
- * columns named xcol and ycol (for plots). Arrays are malloc'ed; a layer
- * without rows is an NL_EINPUT error. */
-int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
-                         float **x, float **y, size_t *n, nl_error *err);
-
-/* Every member of one layer's front (all seeds) from the CSV files of
- * `dir`, in file order. Columns are found by name; expr is required, the
- * numeric ones (seed, rank, nodes, flops, train_fitness, val_fitness,
- * val_mse, val_r2) read as NAN / -1 when absent. A layer without rows is
- * an NL_EINPUT error naming the directory. */
-typedef struct nl_sess_member {
-  int seed, rank, nodes, flops;
-  double train_fitness, val_fitness, val_mse, val_r2;
-  char *expr;
-} nl_sess_member;
-int nl_sess_front_members(const char *dir, const char *layer, nl_sess_member **out, size_t *n,
-                          nl_error *err);
-void nl_sess_members_free(nl_sess_member *m, size_t n);
+const nl_front_summary *nl_session_front(const nl_session *s, const char *layer);
 
 /* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);

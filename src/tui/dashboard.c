@@ -47,7 +47,7 @@ typedef struct row {
   const char *layer;
   const char *expr; /* NULL: none */
   dash_info info;
-  const nl_sess_front *front; /* NULL: no front for this layer */
+  const nl_front_summary *front; /* NULL: no front for this layer */
   int scored;                 /* fit figures known */
   double val_r2, dyt_r2, bound_r2;
   int index;                  /* position in layer order */

@@ -18,6 +18,7 @@
 #include "session/session.h"
 #include "base/fileio.h"
 #include "repl/complete.h"
+#include "search/fronts.h"
 #include "repl/repl.h"
 #include "app/split.h"
 
@@ -454,6 +455,15 @@ static void test_session_maps(void **state) {
   free(d);
 }
 
+/* The fronts of a directory, summarized per layer (as 'load fronts'). */
+static int read_summary(const char *dir, nl_front_summary **f, int *n, nl_error *err) {
+  nl_fronts rows;
+  if (nl_fronts_read(dir, NULL, &rows, err) != 0) return -1;
+  nl_fronts_summarize(&rows, f, n);
+  nl_fronts_free(&rows);
+  return 0;
+}
+
 static void test_session_fronts(void **state) {
   (void)state;
   char *d = tmpdir();
@@ -470,10 +480,10 @@ static void test_session_fronts(void **state) {
   write_text(p, "expr,val_r2,layer\r\n\"2 * x\",0.9,norm\r\n");
   snprintf(p, sizeof p, "%s/notes.txt", d);
   write_text(p, "not a front");
-  nl_sess_front *f;
+  nl_front_summary *f;
   int n;
   nl_error err;
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), 0);
+  assert_int_equal(read_summary(d, &f, &n, &err), 0);
   assert_int_equal(n, 2);
   assert_string_equal(f[0].layer, "blocks.0.norm1");
   assert_int_equal(f[0].members, 2);
@@ -483,7 +493,7 @@ static void test_session_fronts(void **state) {
   assert_int_equal(f[1].members, 2);
   assert_true(f[1].best_r2 == 0.9);
   assert_string_equal(f[1].best_expr, "2 * x");
-  nl_sess_fronts_free(f, n);
+  nl_front_summaries_free(f, n);
 
   nl_session s;
   nl_session_init(&s);
@@ -495,16 +505,16 @@ static void test_session_fronts(void **state) {
   write_text(p, "layer,val_r2\nnorm,0.5,extra\n");
   snprintf(p, sizeof p, "%s/c.csv", d);
   write_text(p, "layer,val_r2\nnorm,0.5,extra\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "c.csv:2: 3 fields, the header has 2"));
   write_text(p, "layer,val_r2\nnorm,high\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "c.csv:2: val_r2 'high' is not a number"));
   write_text(p, "layer,expr\nnorm,\"tanh(x)\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "c.csv:2: unterminated quote"));
   write_text(p, "seed,expr\n1,x\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "no 'layer' column"));
   rm_rf(d);
   free(d);
