@@ -261,7 +261,7 @@ static void rl_setup(void) {
   /* show the matching '(' while typing expressions; ~/.inputrc may
    * override it in a "$if normlab" block */
   rl_variable_bind("blink-matching-paren", "on");
-  nl_complete_install();
+  nl_complete_install(&g_repl.sess);
 }
 
 static int run_interactive(void) {

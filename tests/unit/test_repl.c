@@ -190,40 +190,40 @@ static int count(char **v) {
 static void test_complete(void **state) {
   (void)state;
   int files;
-  char **v = nl_complete_candidates("lo", &files);
+  char **v = nl_complete_candidates(nl_repl_session(), "lo", &files);
   assert_int_equal(count(v), 1);
   assert_string_equal(v[0], "load");
   assert_int_equal(files, 0);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("", &files); /* every command of both tables */
+  v = nl_complete_candidates(nl_repl_session(), "", &files); /* every command of both tables */
   assert_true(has(v, "help") && has(v, "bench") && has(v, "status") && has(v, "quit"));
   for (int i = 0; nl_commands[i]; i++) assert_true(has(v, nl_commands[i]->name));
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("load ", &files); /* literal choices of the synopsis */
+  v = nl_complete_candidates(nl_repl_session(), "load ", &files); /* literal choices of the synopsis */
   assert_true(has(v, "model") && has(v, "maps") && has(v, "exprs") && has(v, "fronts"));
   assert_int_equal(count(v), 4);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("load maps ", &files); /* FILE */
+  v = nl_complete_candidates(nl_repl_session(), "load maps ", &files); /* FILE */
   assert_int_equal(files, 1);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("bench --", &files); /* options from the table */
+  v = nl_complete_candidates(nl_repl_session(), "bench --", &files); /* options from the table */
   assert_true(has(v, "--model") && has(v, "--batch") && has(v, "--json") && has(v, "--help"));
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("bench --model ", &files); /* NL_OPTF_PATH */
+  v = nl_complete_candidates(nl_repl_session(), "bench --model ", &files); /* NL_OPTF_PATH */
   assert_int_equal(files, 1);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("help sa", &files); /* COMMAND */
+  v = nl_complete_candidates(nl_repl_session(), "help sa", &files); /* COMMAND */
   assert_int_equal(count(v), 1);
   assert_string_equal(v[0], "save");
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("frobnicate ", &files);
+  v = nl_complete_candidates(nl_repl_session(), "frobnicate ", &files);
   assert_int_equal(count(v), 0);
   nl_session_free_names(v);
 }
@@ -236,7 +236,7 @@ static void test_complete_layers(void **state) {
   nl_session_set_expr(s, "blocks.1.norm1", "x", NULL);
   nl_session_set_expr(s, "norm", "x", NULL);
   int files;
-  char **v = nl_complete_candidates("layers; show blocks.", &files);
+  char **v = nl_complete_candidates(nl_repl_session(), "layers; show blocks.", &files);
   assert_int_equal(files, 0);
   assert_int_equal(count(v), 2); /* the LAYER positional of show */
   assert_true(has(v, "blocks.0.norm1") && has(v, "blocks.1.norm1"));

@@ -461,19 +461,19 @@ static void test_complete_new_commands(void **state) {
   nl_session_set_expr(s, "blocks.0.norm1", "tanh(1.5 * x) + 2", NULL);
   int files, n;
   /* fold's NODE: the node paths of the layer's expression, not file names */
-  char **v = nl_complete_candidates("fold blocks.0.norm1 0.0", &files);
+  char **v = nl_complete_candidates(nl_repl_session(), "fold blocks.0.norm1 0.0", &files);
   assert_int_equal(files, 0);
   for (n = 0; v[n]; n++) {}
   assert_int_equal(n, 4); /* 0.0 0.0.0 0.0.0.0 0.0.0.1 */
   assert_true(has(v, "0.0") && has(v, "0.0.0.1"));
   nl_session_free_names(v);
-  v = nl_complete_candidates("pick blocks.0.norm1 k", &files);
+  v = nl_complete_candidates(nl_repl_session(), "pick blocks.0.norm1 k", &files);
   assert_true(has(v, "knee"));
   nl_session_free_names(v);
-  v = nl_complete_candidates("score a", &files);
+  v = nl_complete_candidates(nl_repl_session(), "score a", &files);
   assert_true(has(v, "all"));
   nl_session_free_names(v);
-  v = nl_complete_candidates("imp", &files);
+  v = nl_complete_candidates(nl_repl_session(), "imp", &files);
   assert_true(has(v, "impact"));
   nl_session_free_names(v);
   nl_session_free(s);
