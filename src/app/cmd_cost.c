@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "app/cmd.h"
+#include "app/wb_local.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "expr/local.h"
@@ -64,20 +65,8 @@ static json_t *ref_json(nl_token_cost t, double layers, double tokens) {
                    (json_int_t)(t.read_bytes * layers * tokens));
 }
 
-static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  long d, L;
-  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
-  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
-  nl_exprset set;
-  nl_exprset_init(&set);
-  if (load(a, &set, err) != 0) {
-    nl_exprset_free(&set);
-    return -1;
-  }
-  if (set.n == 0) {
-    nl_exprset_free(&set);
-    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set", a->pos[0]);
-  }
+int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_json) {
+  const nl_exprset set = *setp;
   nl_cost_opts co = {.clip_cost = 0};
   int n = set.n;
   double tot_flops = 0, tot_bytes = 0;
@@ -91,7 +80,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_token_cost ln = nl_cost_layernorm_token((int)d), dyt = nl_cost_dyt_token((int)d);
   double layers = n, tokens = (double)L;
 
-  if (nl_arg_flag(a, "json")) {
+  if (as_json) {
     json_t *root = json_object();
     json_object_set_new(root, "dim", json_integer(d));
     json_object_set_new(root, "tokens", json_integer(L));
@@ -158,8 +147,26 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             tot_bytes / (dyt.read_bytes * layers * tokens));
   }
   free(cost);
-  nl_exprset_free(&set);
   return 0;
+}
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  long d, L;
+  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
+  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
+  nl_exprset set;
+  nl_exprset_init(&set);
+  if (load(a, &set, err) != 0) {
+    nl_exprset_free(&set);
+    return -1;
+  }
+  if (set.n == 0) {
+    nl_exprset_free(&set);
+    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set", a->pos[0]);
+  }
+  int rc = nl_cost_report(ctx, &set, d, L, nl_arg_flag(a, "json"));
+  nl_exprset_free(&set);
+  return rc;
 }
 
 const nl_cmd nl_cmd_cost = {

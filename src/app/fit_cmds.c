@@ -139,23 +139,20 @@ static lpts *points_of(nl_session *s, const char *layer, nl_error *err) {
   return p;
 }
 
-static int parse_expr(const char *layer, const char *text, nl_prog *p, nl_error *err) {
+/* A copy of an entry's tree (the caller frees it). */
+static void entry_prog(const nl_exprset_entry *e, nl_prog *p) {
   nl_prog_init(p);
-  if (nl_parse(text, 1, p, err) != 0) {
-    nl_prog_free(p);
-    nl_error_prefix(err, "%s", layer);
-    return -1;
-  }
-  return 0;
+  nl_prog_copy(p, &e->prog);
 }
 
-/* The layer's current expression, parsed. */
+/* The layer's current expression (a copy). */
 static int current(nl_session *s, const char *layer, nl_prog *p, nl_error *err) {
-  const nl_sess_entry *e = nl_session_find(s, layer);
+  const nl_exprset_entry *e = nl_session_find(s, layer);
   if (!e)
     return nl_fail(err, NL_EINPUT, "layer '%s' has no expression ('set %s = EXPR' or 'pick')",
                    layer, layer);
-  return parse_expr(layer, e->expr, p, err);
+  entry_prog(e, p);
+  return 0;
 }
 
 static int cost_of(const nl_prog *p) {
@@ -179,12 +176,8 @@ int nl_wb_layer_scores(nl_session *s, const char *layer, double *val_r2, double 
   if (!p) return -1;
   *dyt_r2 = p->dyt_r2;
   *bound_r2 = p->bound_r2;
-  const nl_sess_entry *e = nl_session_find(s, layer);
-  nl_prog pr;
-  if (e && parse_expr(layer, e->expr, &pr, &err) == 0) {
-    *val_r2 = nl_fit_r2(&pr, p->xv, p->yv, p->nv);
-    nl_prog_free(&pr);
-  }
+  const nl_exprset_entry *e = nl_session_find(s, layer);
+  if (e) *val_r2 = nl_fit_r2(&e->prog, p->xv, p->yv, p->nv);
   return 0;
 }
 
@@ -247,15 +240,8 @@ static int run_score(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (!all && strcmp(name, a->pos[0]) != 0) continue;
     lpts *p = points_of(s, name, err);
     if (!p) return -1;
-    const nl_sess_entry *e = nl_session_find(s, name);
-    nl_prog pr;
-    int have = 0;
-    if (e) {
-      if (parse_expr(name, e->expr, &pr, err) != 0) return -1;
-      have = 1;
-    }
-    score_row(ctx, w, name, p, have ? &pr : NULL, &sv, &sd, &cnt);
-    if (have) nl_prog_free(&pr);
+    const nl_exprset_entry *e = nl_session_find(s, name);
+    score_row(ctx, w, name, p, e ? &e->prog : NULL, &sv, &sd, &cnt);
   }
   if (all)
     fprintf(ctx->out, "mean over %d layers with an expression: val R2 %.5f, DyT R2 %.5f\n", cnt,
@@ -290,11 +276,12 @@ static const nl_opt refit_opts[] = {
     {0},
 };
 
-static void set_result(nl_ctx *ctx, const char *layer, const nl_prog *p) {
+static int set_result(nl_ctx *ctx, const char *layer, const nl_prog *p, nl_error *err) {
   char *t = nl_print(p, NL_PRINT_EXACT);
-  nl_session_set_expr(ctx->session, layer, t, NULL);
-  fprintf(ctx->out, "%s = %s  (%d FLOPs/elem)\n", layer, t, cost_of(p));
+  int rc = nl_session_set_expr(ctx->session, layer, t, NULL, err);
+  if (rc == 0) fprintf(ctx->out, "%s = %s  (%d FLOPs/elem)\n", layer, t, cost_of(p));
   free(t);
+  return rc;
 }
 
 static int run_refit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -320,8 +307,10 @@ static int run_refit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!(f1 < f0)) {
     fprintf(ctx->out, "%s: the constants are already at their best (train %s %.6g)\n", layer,
             gamma > 0 ? "F" : "MSE", f0);
+  } else if (set_result(ctx, layer, &p, err) != 0) {
+    nl_prog_free(&p);
+    return -1;
   } else {
-    set_result(ctx, layer, &p);
     fprintf(ctx->out, "train %s %.6g -> %.6g; val R2 %.5f -> %.5f\n", gamma > 0 ? "F" : "MSE",
             f0, f1, r2_before, r2_after);
   }
@@ -365,11 +354,12 @@ static int run_fold(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   char *sub = nl_print_sub(&p, node, NL_PRINT_SHORT);
   fprintf(ctx->out, "folded %s (%s) to %.9g\n", a->pos[1], sub, (double)v);
   free(sub);
-  set_result(ctx, layer, &q);
-  fprintf(ctx->out, "val R2 %.5f -> %.5f\n", r2_before, nl_fit_r2(&q, pt->xv, pt->yv, pt->nv));
+  int rc = set_result(ctx, layer, &q, err);
+  if (rc == 0)
+    fprintf(ctx->out, "val R2 %.5f -> %.5f\n", r2_before, nl_fit_r2(&q, pt->xv, pt->yv, pt->nv));
   nl_prog_free(&q);
   nl_prog_free(&p);
-  return 0;
+  return rc;
 }
 
 static const nl_cmd cmd_fold = {
@@ -541,19 +531,16 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     idx = v - 1;
   }
-  nl_prog p;
-  if (parse_expr(layer, m[idx].expr, &p, err) != 0) {
-    nl_error_prefix(err, "%s: front member %ld", s->fronts_dir, idx + 1);
-    nl_fronts_free(&fr);
-    return -1;
-  }
   char comment[96];
   snprintf(comment, sizeof comment, " front #%ld%s%s, val R2 %.5f", idx + 1,
            idx == knee ? " knee" : "", idx == minval ? " minval" : "", m[idx].val_r2);
-  nl_session_set_expr(s, layer, m[idx].expr, comment);
+  if (nl_session_set_expr(s, layer, m[idx].expr, comment, err) != 0) {
+    nl_error_prefix(err, "%s: front member %ld: %s", s->fronts_dir, idx + 1, layer);
+    nl_fronts_free(&fr);
+    return -1;
+  }
   fprintf(ctx->out, "%s = %s  (#%ld, %d FLOPs/elem, val R2 %.5f)\n", layer, m[idx].expr, idx + 1,
-          cost_of(&p), m[idx].val_r2);
-  nl_prog_free(&p);
+          cost_of(&nl_session_find(s, layer)->prog), m[idx].val_r2);
   nl_fronts_free(&fr);
   return 0;
 }

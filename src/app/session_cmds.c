@@ -49,8 +49,6 @@ static const nl_cmd cmd_help = {
 
 static int run_load(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
-  /* every expression of a set is checked by the expression engine first */
-  if (strcmp(a->pos[0], "exprs") == 0 && nl_wb_check_exprs(a->pos[1], err) != 0) return -1;
   if (nl_session_load(s, a->pos[0], a->pos[1], err) != 0) return -1;
   if (strcmp(a->pos[0], "model") == 0)
     fprintf(ctx->out, "model %s: %d norm layers\n", s->model_path, s->nmodel_layers);
@@ -315,7 +313,7 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(ctx->out, "%5s  %s\n", "FLOPs", "expression");
   }
   for (int i = 0; names[i]; i++) {
-    const nl_sess_entry *e = nl_session_find(s, names[i]);
+    const nl_exprset_entry *e = nl_session_find(s, names[i]);
     fprintf(ctx->out, "%-*s ", w, names[i]);
     if (maps) {
       double v, d, b;
@@ -336,12 +334,12 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       else
         fprintf(ctx->out, "%8s ", "-");
     }
-    int c = e ? nl_wb_expr_cost(e->expr) : -1;
+    int c = e ? nl_wb_expr_cost(&e->prog) : -1;
     if (c >= 0)
       fprintf(ctx->out, "%5d  ", c);
     else
       fprintf(ctx->out, "%5s  ", "-");
-    fprintf(ctx->out, "%s\n", e ? e->expr : "(LayerNorm)");
+    fprintf(ctx->out, "%s\n", e ? e->text : "(LayerNorm)");
   }
   if (!names[0]) fprintf(ctx->err, "no layers: load a model, mappings or an expression set\n");
   nl_session_free_names(names);
@@ -366,7 +364,7 @@ static const nl_cmd cmd_layers = {
 static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *layer = a->pos[0];
-  const nl_sess_entry *e = nl_session_find(s, layer);
+  const nl_exprset_entry *e = nl_session_find(s, layer);
   if (!e) {
     char **names = nl_session_layers(s);
     int known = 0;
@@ -376,9 +374,9 @@ static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(ctx->out, "%s = (LayerNorm: no expression set)\n", layer);
     return 0;
   }
-  fprintf(ctx->out, "%s = %s\n", e->layer, e->expr);
+  fprintf(ctx->out, "%s = %s\n", e->name, e->text);
   if (e->comment) fprintf(ctx->out, "# %s\n", e->comment);
-  if (nl_wb_show_details(ctx, e->expr, err) != 0) return -1;
+  nl_wb_show_details(ctx, &e->prog);
   double v, d, b;
   if (s->maps_path && nl_wb_layer_scores(s, layer, &v, &d, &b) == 0)
     fprintf(ctx->out, "fit: val R2 %.5f, DyT R2 %.5f, bound R2 %.5f (see 'score %s')\n", v, d, b,

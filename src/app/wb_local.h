@@ -4,6 +4,7 @@
 #define NL_APP_WB_LOCAL_H
 
 #include "app/workbench.h"
+#include "expr/expr.h"
 
 /* The tables, NULL-terminated: load, status, save, ... (session_cmds.c);
  * set, edit, simplify (expr_cmds.c); score, refit, fold, impact, front,
@@ -35,8 +36,11 @@ void nl_wb_job_end(nl_ctx *ctx, int stop);
 /* Release the mappings the fit commands keep loaded (fit_cmds.c). */
 void nl_wb_fit_cleanup(void);
 /* Details of an expression for 'show': its tree and cost (expr_cmds.c). */
-int nl_wb_show_details(nl_ctx *ctx, const char *expr, nl_error *err);
-/* Check every expression of an expression-set file. */
-int nl_wb_check_exprs(const char *path, nl_error *err);
+void nl_wb_show_details(nl_ctx *ctx, const nl_prog *p);
+
+/* The table of 'cost' for a set: FLOPs and bytes per layer at width d
+ * for L tokens, beside LayerNorm and DyT, as text or one JSON object
+ * (cmd_cost.c). */
+int nl_cost_report(nl_ctx *ctx, const nl_exprset *set, long d, long L, int as_json);
 
 #endif

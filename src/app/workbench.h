@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "app/cmd.h"
+#include "expr/expr.h"
 #include "session/session.h"
 
 /* ---- the front-end running the session ---- */
@@ -91,11 +92,10 @@ int nl_wb_layer_scores(nl_session *s, const char *layer, double *val_r2, double 
 /* A layer's front as a small text plot (val MSE against FLOPs/elem), at
  * most width x height characters; NULL without fronts. Caller frees. */
 char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height);
-/* FLOPs per element of an expression, -1 when it does not parse. */
-int nl_wb_expr_cost(const char *expr);
+/* FLOPs per element of an expression (clip counted as 0). */
+int nl_wb_expr_cost(const nl_prog *p);
 /* The tree of an expression drawn in text, one node a line with its path
- * ("[0.1]", as fold and impact address nodes); NULL with err when it does
- * not parse. Caller frees. */
-char *nl_wb_expr_tree(const char *expr, nl_error *err);
+ * ("[0.1]", as fold and impact address nodes). Caller frees. */
+char *nl_wb_expr_tree(const nl_prog *p);
 
 #endif

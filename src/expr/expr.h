@@ -191,6 +191,8 @@ typedef struct nl_exprset_entry {
   nl_prog prog;
   char *comment;   /* trailing comment without '#', or NULL */
   int line;        /* line of the text it was parsed from; 0 when set by a call */
+  char *text;      /* the expression as written (a file, the prompt), else as
+                    * printed (NL_PRINT_EXACT); what save writes */
 } nl_exprset_entry;
 
 typedef struct nl_exprset {
@@ -206,8 +208,16 @@ int nl_exprset_parse(const char *text, const char *filename, nl_exprset *s, nl_e
 int nl_exprset_load(const char *path, nl_exprset *s, nl_error *err);
 /* Atomic write, round-trip precision. */
 int nl_exprset_save(const nl_exprset *s, const char *path, nl_error *err);
-/* Add or replace an entry (copies name, prog, comment). */
+/* Add or replace an entry (copies name, prog, comment; its text is the
+ * printed prog). */
 void nl_exprset_set(nl_exprset *s, const char *name, const nl_prog *p, const char *comment);
+/* Add or replace an entry from an expression as written: parsed (errors
+ * name `origin`, when not NULL, and the column, with a caret), kept as
+ * written. The set is unchanged on error. */
+int nl_exprset_set_text(nl_exprset *s, const char *name, const char *text, const char *comment,
+                        const char *origin, nl_error *err);
+/* A deep copy (dst is overwritten, not freed). */
+void nl_exprset_copy(nl_exprset *dst, const nl_exprset *src);
 const nl_exprset_entry *nl_exprset_find(const nl_exprset *s, const char *name);
 
 #endif

@@ -63,19 +63,13 @@ static int is_metavar(const char *s, size_t len) {
  * and PATH ask for file names; COMMAND offers command names. */
 /* The node paths of a layer's current expression (fold's NODE). */
 static void add_node_paths(list *l, const nl_session *s, const char *layer) {
-  const nl_sess_entry *e = layer ? nl_session_find(s, layer) : NULL;
+  const nl_exprset_entry *e = layer ? nl_session_find(s, layer) : NULL;
   if (!e) return;
-  nl_prog p;
-  nl_prog_init(&p);
-  nl_error err;
-  nl_error_clear(&err);
-  if (nl_parse(e->expr, 1, &p, &err) == 0)
-    for (int i = p.len - 1; i >= 0; i--) {
-      char *path = nl_fit_node_path(&p, i);
-      add(l, path, strlen(path));
-      free(path);
-    }
-  nl_prog_free(&p);
+  for (int i = e->prog.len - 1; i >= 0; i--) {
+    char *path = nl_fit_node_path(&e->prog, i);
+    add(l, path, strlen(path));
+    free(path);
+  }
 }
 
 static void add_positional(list *l, const nl_session *s, const char *synopsis, int index,

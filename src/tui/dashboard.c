@@ -23,14 +23,9 @@ typedef struct dash_info {
   char *error;
 } dash_info;
 
-static void info_of(const char *expr, dash_info *out) {
-  nl_error err;
-  nl_error_clear(&err);
-  out->tree = nl_wb_expr_tree(expr, &err);
-  if (!out->tree)
-    out->error = nl_xstrdup(err.msg);
-  else
-    out->flops = nl_wb_expr_cost(expr);
+static void info_of(const nl_prog *p, dash_info *out) {
+  out->tree = nl_wb_expr_tree(p);
+  out->flops = nl_wb_expr_cost(p);
 }
 
 /* The status line above the footer (a running search). */
@@ -225,13 +220,13 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     return nl_fail(err, NL_ENOMEM, "out of memory");
   }
   for (int i = 0; i < n; i++) {
-    const nl_sess_entry *e = nl_session_find(s, names[i]);
+    const nl_exprset_entry *e = nl_session_find(s, names[i]);
     rows[i].layer = names[i];
-    rows[i].expr = e ? e->expr : NULL;
+    rows[i].expr = e ? e->text : NULL;
     rows[i].info.flops = -1;
     rows[i].front = nl_session_front(s, names[i]);
     rows[i].index = i;
-    if (e) info_of(e->expr, &rows[i].info);
+    if (e) info_of(&e->prog, &rows[i].info);
     rows[i].scored =
         s->maps_path &&
         nl_wb_layer_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;

@@ -54,6 +54,20 @@ expect_err "bad.exprs:2:" "the file and line are named"
 expect_status 2 "nothing was loaded" "$NORMLAB" -k -c "load exprs $TMP/bad.exprs; status"
 expect_out '^exprs +-$' "the session has no set"
 
+# 'cost' at the prompt counts the session's set itself: no file is written
+# to be read back (a modified set used to go through a private file)
+mkdir -p "$TMP/tmpd"
+cat >"$TMP/cost.nl" <<'EOS'
+set a = tanh(x) * 2
+set b = x
+cost --dim 4 --tokens 1
+lua { for f in io.popen("ls -A " .. os.getenv("TMPDIR")):lines() do print("left: " .. f) end }
+EOS
+expect_status 0 "cost of the session's set" env TMPDIR="$TMP/tmpd" "$NORMLAB" -f "$TMP/cost.nl"
+expect_out '^  a +tanh\(x\)\*2 +24 +96 +16$' "a: 24 FLOPs/elem (tanh 23, * 1), 96 FLOPs and 16 bytes per token at d=4"
+expect_out '^  b +x +0 +0 +16$' "b: 0 FLOPs/elem, 16 bytes per token"
+if grep -q '^left: ' "$TMP/out"; then ok 1 "no temporary file while cost runs at the prompt"; sed 's/^/# /' "$TMP/out" | grep left; else ok 0 "no temporary file while cost runs at the prompt"; fi
+
 # the set survives save and open
 expect_status 0 "a set made at the prompt is saved" "$NORMLAB" -c "set n1 = x * 0.5; set n2 = sigmoid(x); save $TMP/s1"
 expect_status 0 "and reopened" "$NORMLAB" -c "open $TMP/s1; layers"

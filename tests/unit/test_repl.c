@@ -232,9 +232,9 @@ static void test_complete_layers(void **state) {
   (void)state;
   nl_session *s = nl_repl_session();
   nl_session_init(s);
-  nl_session_set_expr(s, "blocks.0.norm1", "tanh(x)", NULL);
-  nl_session_set_expr(s, "blocks.1.norm1", "x", NULL);
-  nl_session_set_expr(s, "norm", "x", NULL);
+  nl_session_set_expr(s, "blocks.0.norm1", "tanh(x)", NULL, NULL);
+  nl_session_set_expr(s, "blocks.1.norm1", "x", NULL, NULL);
+  nl_session_set_expr(s, "norm", "x", NULL, NULL);
   int files;
   char **v = nl_complete_candidates(nl_repl_session(), "layers; show blocks.", &files);
   assert_int_equal(files, 0);
@@ -266,71 +266,102 @@ static void rm_rf(const char *dir) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* The session's set is read by the one .exprs grammar (expr/exprset.c):
+ * each entry keeps its text as written and its comment; errors give the
+ * file, line and column. */
 static void test_set_parse(void **state) {
   (void)state;
-  nl_sess_set set;
+  nl_exprset set;
+  nl_exprset_init(&set);
   nl_error err;
   const char *text = "# header\n\nblocks.0.norm1 = tanh(1.5 * x)  # from seed 3\nnorm=x\n";
-  assert_int_equal(nl_sess_set_parse(text, "a.exprs", &set, &err), 0);
+  assert_int_equal(nl_exprset_parse(text, "a.exprs", &set, &err), 0);
   assert_int_equal(set.n, 2);
-  assert_string_equal(set.e[0].layer, "blocks.0.norm1");
-  assert_string_equal(set.e[0].expr, "tanh(1.5 * x)");
+  assert_string_equal(set.e[0].name, "blocks.0.norm1");
+  assert_string_equal(set.e[0].text, "tanh(1.5 * x)");
+  assert_int_equal(set.e[0].prog.len, 4); /* tanh(* 1.5 x) */
   assert_string_equal(set.e[0].comment, "from seed 3");
-  assert_string_equal(set.e[1].expr, "x");
+  assert_int_equal(set.e[0].line, 3);
+  assert_string_equal(set.e[1].text, "x");
   assert_null(set.e[1].comment);
-  char *out = nl_sess_set_format(&set);
-  assert_string_equal(out, "blocks.0.norm1 = tanh(1.5 * x)  # from seed 3\nnorm = x\n");
+  char *d = tmpdir();
+  char p[4200];
+  snprintf(p, sizeof p, "%s/out.exprs", d);
+  assert_int_equal(nl_exprset_save(&set, p, &err), 0);
+  char *out = nl_read_file(p, NULL, NULL);
+  assert_string_equal(out, "# normlab expression set: NAME = EXPR, one per line\n"
+                           "blocks.0.norm1 = tanh(1.5 * x)  # from seed 3\nnorm = x\n");
   free(out);
-  nl_sess_set_free(&set);
+  rm_rf(d);
+  free(d);
+  /* a set made by calls is written as printed, and a copy is deep */
+  nl_exprset copy;
+  nl_exprset_copy(&copy, &set);
+  nl_exprset_free(&set);
+  assert_string_equal(copy.e[0].text, "tanh(1.5 * x)");
+  assert_int_equal(nl_exprset_set_text(&copy, "norm", "2 *x", "hand", NULL, &err), 0);
+  assert_string_equal(nl_exprset_find(&copy, "norm")->text, "2 *x");
+  assert_int_equal(nl_exprset_set_text(&copy, "norm", "2 * (x", NULL, "typed", &err), -1);
+  assert_non_null(strstr(err.msg, "typed:1:7:"));
+  assert_string_equal(nl_exprset_find(&copy, "norm")->text, "2 *x"); /* unchanged */
+  nl_exprset_free(&copy);
 
-  assert_int_equal(nl_sess_set_parse("a = x\n\nb x\n", "f.exprs", &set, &err), -1);
-  assert_string_equal(err.msg, "f.exprs:3: expected 'LAYER = EXPR'");
-  assert_int_equal(nl_sess_set_parse("a = x\na = 2\n", "f.exprs", &set, &err), -1);
-  assert_non_null(strstr(err.msg, "f.exprs:2: layer 'a' appears twice"));
-  assert_int_equal(nl_sess_set_parse("a =   # nothing\n", "f.exprs", &set, &err), -1);
-  assert_non_null(strstr(err.msg, "f.exprs:1: missing expression"));
+  assert_int_equal(nl_exprset_parse("a = x\n\nb x\n", "f.exprs", &set, &err), -1);
+  assert_non_null(strstr(err.msg, "f.exprs:3:1: expected 'NAME = EXPR'"));
+  nl_exprset_free(&set);
+  assert_int_equal(nl_exprset_parse("a = x\na = 2\n", "f.exprs", &set, &err), -1);
+  assert_non_null(strstr(err.msg, "f.exprs:2:1: duplicate layer name 'a' (first defined on line 1)"));
+  nl_exprset_free(&set);
+  assert_int_equal(nl_exprset_parse("a =   # nothing\n", "f.exprs", &set, &err), -1);
+  assert_non_null(strstr(err.msg, "f.exprs:1:"));
+  nl_exprset_free(&set);
 }
 
 static void test_session_undo_and_context(void **state) {
   (void)state;
   nl_session s;
   nl_session_init(&s);
+  nl_error err;
   assert_null(nl_session_name(&s));
   assert_int_equal(nl_session_undo(&s), -1);
-  nl_session_set_expr(&s, "a", "x", NULL);
-  nl_session_set_expr(&s, "a", "tanh(x)", NULL);
-  nl_session_set_expr(&s, "b", "2 * x", "hand-made");
-  assert_string_equal(nl_session_find(&s, "a")->expr, "tanh(x)");
+  assert_int_equal(nl_session_set_expr(&s, "a", "x", NULL, &err), 0);
+  assert_int_equal(nl_session_set_expr(&s, "a", "tanh(x)", NULL, &err), 0);
+  assert_int_equal(nl_session_set_expr(&s, "b", "2 * x", "hand-made", &err), 0);
+  assert_string_equal(nl_session_find(&s, "a")->text, "tanh(x)");
+  assert_int_equal(nl_session_find(&s, "a")->prog.len, 2); /* parsed once, kept */
+  /* a bad expression changes nothing and is no undo step */
+  assert_int_equal(nl_session_set_expr(&s, "a", "tanh(", NULL, &err), -1);
+  assert_string_equal(nl_session_find(&s, "a")->text, "tanh(x)");
   assert_int_equal(nl_session_undo(&s), 0);
   assert_null(nl_session_find(&s, "b"));
   assert_int_equal(nl_session_undo(&s), 0);
-  assert_string_equal(nl_session_find(&s, "a")->expr, "x");
-  nl_session_set_expr(&s, "b", "2 * x", "hand-made");
+  assert_string_equal(nl_session_find(&s, "a")->text, "x");
+  assert_int_equal(nl_session_set_expr(&s, "b", "2 * x", "hand-made", &err), 0);
   /* a whole new set is one undo step */
-  nl_sess_set copy;
-  nl_sess_set_copy(&copy, &s.set);
-  free(copy.e[0].expr);
-  copy.e[0].expr = strdup("y");
-  free(copy.e[1].expr);
-  copy.e[1].expr = strdup("z");
+  nl_exprset copy;
+  nl_exprset_copy(&copy, &s.set);
+  assert_int_equal(nl_exprset_set_text(&copy, "a", "y", NULL, NULL, &err), -1); /* no y */
+  assert_int_equal(nl_exprset_set_text(&copy, "a", "x + 1", NULL, NULL, &err), 0);
+  assert_int_equal(nl_exprset_set_text(&copy, "b", "abs(x)", "hand-made", NULL, &err), 0);
   nl_session_replace_set(&s, &copy);
   assert_int_equal(copy.n, 0);
-  assert_string_equal(nl_session_find(&s, "b")->expr, "z");
+  assert_string_equal(nl_session_find(&s, "b")->text, "abs(x)");
   assert_string_equal(nl_session_find(&s, "b")->comment, "hand-made");
   assert_int_equal(nl_session_undo(&s), 0);
-  assert_string_equal(nl_session_find(&s, "a")->expr, "x");
-  assert_string_equal(nl_session_find(&s, "b")->expr, "2 * x");
+  assert_string_equal(nl_session_find(&s, "a")->text, "x");
+  assert_string_equal(nl_session_find(&s, "b")->text, "2 * x");
 
-  /* a modified set reaches commands as a file holding its text */
+  /* a modified set reaches the shell's commands as a file written by the
+   * one writer */
   const char *p = nl_session_context(&s, "exprs");
   assert_non_null(p);
   char *text = nl_read_file(p, NULL, NULL);
-  assert_string_equal(text, "a = x\nb = 2 * x  # hand-made\n");
+  assert_string_equal(text, "# normlab expression set: NAME = EXPR, one per line\n"
+                            "a = x\nb = 2 * x  # hand-made\n");
   free(text);
   char *keep = strdup(p);
   assert_null(nl_session_context(&s, "model"));
 
-  nl_error err;
   assert_int_equal(nl_session_setting(&s, "seed", "7", &err), 0);
   assert_string_equal(nl_session_context(&s, "seed"), "7");
   assert_int_equal(nl_session_setting(&s, "bad key", "1", &err), -1);
@@ -435,7 +466,7 @@ static void test_session_maps(void **state) {
   nl_error err;
   assert_int_equal(nl_session_load(&s, "maps", path, &err), 0);
   assert_int_equal(s.nmaps_layers, 2); /* lonely.x has no .y */
-  nl_session_set_expr(&s, "extra", "x", NULL);
+  nl_session_set_expr(&s, "extra", "x", NULL, &err);
   char **v = nl_session_layers(&s);
   assert_string_equal(v[0], "blocks.2.norm1");
   assert_string_equal(v[1], "blocks.10.norm1");
@@ -537,7 +568,7 @@ static void test_session_save_open(void **state) {
   nl_error err;
   assert_int_equal(nl_session_load(&s, "exprs", exprs, &err), 0);
   assert_int_equal(nl_session_load(&s, "fronts", fronts, &err), 0);
-  nl_session_set_expr(&s, "blocks.1.norm2", "clip(x)", NULL);
+  nl_session_set_expr(&s, "blocks.1.norm2", "clip(x)", NULL, &err);
   assert_int_equal(nl_session_setting(&s, "seed", "11", &err), 0);
   assert_int_equal(nl_session_setting(&s, "term", "dumb", &err), 0);
   const char *fx = getenv("NL_FIXTURES");
@@ -554,7 +585,8 @@ static void test_session_save_open(void **state) {
   assert_true(nl_file_exists(p));
   snprintf(p, sizeof p, "%s/set.exprs", sdir);
   char *text = nl_read_file(p, NULL, NULL);
-  assert_string_equal(text, "blocks.0.norm1 = tanh(x)\nnorm = x * 0.5  # half\nblocks.1.norm2 = clip(x)\n");
+  assert_string_equal(text, "# normlab expression set: NAME = EXPR, one per line\n"
+                           "blocks.0.norm1 = tanh(x)\nnorm = x * 0.5  # half\nblocks.1.norm2 = clip(x)\n");
   free(text);
 
   nl_session t;
@@ -562,8 +594,8 @@ static void test_session_save_open(void **state) {
   assert_int_equal(nl_session_open(&t, sdir, &err), 0);
   assert_int_equal(t.set.n, 3);
   for (int i = 0; i < 3; i++) {
-    assert_string_equal(t.set.e[i].layer, s.set.e[i].layer);
-    assert_string_equal(t.set.e[i].expr, s.set.e[i].expr);
+    assert_string_equal(t.set.e[i].name, s.set.e[i].name);
+    assert_string_equal(t.set.e[i].text, s.set.e[i].text);
   }
   assert_string_equal(t.set.e[1].comment, "half");
   assert_string_equal(nl_session_get_setting(&t, "seed"), "11");

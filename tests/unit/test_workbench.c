@@ -458,7 +458,7 @@ static void test_complete_new_commands(void **state) {
   (void)state;
   nl_session *s = nl_repl_session();
   nl_session_init(s);
-  nl_session_set_expr(s, "blocks.0.norm1", "tanh(1.5 * x) + 2", NULL);
+  nl_session_set_expr(s, "blocks.0.norm1", "tanh(1.5 * x) + 2", NULL, NULL);
   int files, n;
   /* fold's NODE: the node paths of the layer's expression, not file names */
   char **v = nl_complete_candidates(nl_repl_session(), "fold blocks.0.norm1 0.0", &files);
