@@ -218,6 +218,8 @@ int nl_exprset_set_text(nl_exprset *s, const char *name, const char *text, const
                         const char *origin, nl_error *err);
 /* A deep copy (dst is overwritten, not freed). */
 void nl_exprset_copy(nl_exprset *dst, const nl_exprset *src);
+/* Remove an entry (the others keep their order); no-op when absent. */
+void nl_exprset_remove(nl_exprset *s, const char *name);
 const nl_exprset_entry *nl_exprset_find(const nl_exprset *s, const char *name);
 
 #endif

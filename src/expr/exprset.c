@@ -82,6 +82,19 @@ int nl_exprset_set_text(nl_exprset *s, const char *name, const char *text, const
   return 0;
 }
 
+void nl_exprset_remove(nl_exprset *s, const char *name) {
+  for (int i = 0; i < s->n; i++)
+    if (strcmp(s->e[i].name, name) == 0) {
+      free(s->e[i].name);
+      free(s->e[i].comment);
+      free(s->e[i].text);
+      nl_prog_free(&s->e[i].prog);
+      memmove(&s->e[i], &s->e[i + 1], sizeof(*s->e) * (size_t)(s->n - i - 1));
+      s->n--;
+      return;
+    }
+}
+
 void nl_exprset_copy(nl_exprset *dst, const nl_exprset *src) {
   nl_exprset_init(dst);
   for (int i = 0; i < src->n; i++) {
