@@ -198,7 +198,13 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       goto out;
     }
     const char *epath = nl_arg_str(a, "exprs"), *mpath = nl_arg_str(a, "maps");
-    if (epath) {
+    if (ctx->session && !nl_arg_given(a, "exprs")) { /* the prompt's own set, as it is */
+      const nl_exprset_entry *e = nl_session_find(ctx->session, layer);
+      if (e) {
+        nl_prog_copy(&p, &e->prog);
+        have_prog = 1;
+      }
+    } else if (epath) {
       nl_exprset set;
       nl_exprset_init(&set);
       if (nl_exprset_load(epath, &set, err) != 0) goto out;
