@@ -8,6 +8,8 @@ libnormlab_a_SOURCES += \
 	src/train/augment.c src/train/augment.h \
 	src/train/fastmath.h \
 	src/train/vit_train.c src/train/vit_train.h \
+	src/train/evaluate.c src/train/evaluate.h \
+	src/train/train_opts.c src/train/train_opts.h \
 	src/app/bench_trainblock.c \
 	src/app/cmd_train.c src/app/bench_train.c
 
