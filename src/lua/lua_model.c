@@ -2,6 +2,7 @@
  * in-memory norm changes, replacement (nl_vit_replace) and training
  * (the train command). */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +13,7 @@
 
 #include "app/model_path.h"
 #include "base/fileio.h"
-#include "base/interrupt.h"
 #include "base/mem.h"
-#include "base/timer.h"
 #include "data/dataset.h"
 #include "expr/expr.h"
 #include "lua/local.h"
@@ -22,6 +21,8 @@
 #include "model/maps.h"
 #include "model/replace.h"
 #include "model/vit.h"
+#include "train/evaluate.h"
+#include "train/train_opts.h"
 
 typedef struct lmodel {
   nl_vit m;
@@ -152,6 +153,19 @@ static int m_info(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "norm_layers");
+  lua_newtable(L);
+  for (int i = 0, k = 0; i < h->m.ntensors; i++) {
+    size_t nn, ni;
+    if (!nl_vit_tensor_nonfinite(&h->m, i, &nn, &ni)) continue;
+    lua_createtable(L, 0, 5);
+    set_str(L, "name", h->m.tensors[i].name);
+    set_int(L, "count", (lua_Integer)(nn + ni));
+    set_int(L, "nan", (lua_Integer)nn);
+    set_int(L, "inf", (lua_Integer)ni);
+    set_int(L, "numel", (lua_Integer)h->m.tensors[i].numel);
+    lua_rawseti(L, -2, ++k);
+  }
+  lua_setfield(L, -2, "non_finite");
   return 1;
 }
 
@@ -184,7 +198,11 @@ static nl_norm *find_norm(lua_State *L, lmodel *h, const char *name, const char 
 static void set_one(lua_State *L, lmodel *h, const char *layer, int idx, const char *what) {
   nl_norm *n = find_norm(L, h, layer, what);
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    nl_norm_set_dyt(&h->m, n, (float)lua_tonumber(L, idx));
+    lua_Number a = lua_tonumber(L, idx);
+    if (!isfinite((float)a)) /* NaN, an infinity, or beyond float */
+      luaL_error(L, "%s: layer '%s': DyT alpha %s is not a finite number", what, layer,
+                 lua_tostring(L, idx));
+    nl_norm_set_dyt(&h->m, n, (float)a);
     return;
   }
   if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "layernorm") == 0) {
@@ -242,13 +260,6 @@ static int m_path(lua_State *L) {
 
 /* ---- eval ---- */
 
-static int rank_of(const float *l, int classes, int label) {
-  int r = 0;
-  for (int k = 0; k < classes; k++)
-    if (l[k] > l[label] || (l[k] == l[label] && k < label)) r++;
-  return r;
-}
-
 /* model:eval{data=, offset=, limit=, batch=} -> {top1, top5, images, images_per_second} */
 static int m_eval(lua_State *L) {
   lmodel *h = check_model(L, 1);
@@ -259,54 +270,27 @@ static int m_eval(lua_State *L) {
   long offset = (long)nl_lua_opt_int(L, 2, "offset", 0, 0, 1000000000, W);
   long limit = (long)nl_lua_opt_int(L, 2, "limit", 0, 0, 1000000000, W);
   int batch = (int)nl_lua_opt_int(L, 2, "batch", 100, 1, 4096, W);
-  const nl_vit_config *c = &h->m.cfg;
   nl_error err;
   nl_error_clear(&err);
   nl_dataset d;
   if (nl_dataset_load(&d, spec, offset, limit, &err) != 0) return nl_lua_fail(L, W, &err);
-  int rc = 0;
-  if (d.rows != c->img_size || d.cols != c->img_size)
-    rc = nl_fail(&err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", h->path, c->img_size,
-                 c->img_size, d.name, d.rows, d.cols);
-  else if (d.classes > c->classes)
-    rc = nl_fail(&err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", h->path,
-                 c->classes, d.name, d.classes - 1);
-  nl_vit_acts acts;
-  if (!rc) rc = nl_vit_acts_init(&acts, c, batch, 0, &err);
-  if (rc) {
-    nl_dataset_free(&d);
-    return nl_lua_fail(L, W, &err);
-  }
-  float *x = nl_xmalloc(sizeof(float) * (size_t)batch * c->in_chans * d.rows * d.cols);
-  long top1 = 0, top5 = 0, done = 0;
-  int k5 = c->classes < 5 ? c->classes : 5;
-  double t0 = nl_now();
-  for (int i = 0; i < d.n && !rc; i += batch) {
-    if (nl_interrupted()) {
-      rc = nl_fail(&err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
-      break;
-    }
-    int n = d.n - i < batch ? d.n - i : batch;
-    nl_dataset_normalize(&d, i, n, c->in_chans, c->nmean, c->mean, c->std, x);
-    rc = nl_vit_forward(&h->m, &acts, x, n, NULL, NULL, &err);
-    if (rc) break;
-    for (int b = 0; b < n; b++) {
-      int r = rank_of(acts.logits + (size_t)b * c->classes, c->classes, d.labels[i + b]);
-      top1 += r == 0;
-      top5 += r < k5;
-    }
-    done += n;
-  }
-  double el = nl_now() - t0;
-  free(x);
-  nl_vit_acts_free(&acts);
+  nl_eval_opts o;
+  nl_eval_opts_default(&o);
+  o.batch = batch;
+  o.interruptible = 1;
+  o.model_name = h->path;
+  nl_eval_result r;
+  int rc = nl_vit_evaluate(&h->m, &d, &o, &r, &err);
+  if (!rc && r.stopped)
+    rc = nl_fail(&err, NL_EINTR, "interrupted after %ld of %d images", r.images, d.n);
   nl_dataset_free(&d);
   if (rc) return nl_lua_fail(L, W, &err);
+  long done = r.images;
   lua_createtable(L, 0, 4);
-  set_num(L, "top1", done ? (double)top1 / done : 0);
-  set_num(L, "top5", done ? (double)top5 / done : 0);
+  set_num(L, "top1", done ? (double)r.top1 / done : 0);
+  set_num(L, "top5", done ? (double)r.top5 / done : 0);
   set_int(L, "images", done);
-  set_num(L, "images_per_second", el > 0 ? done / el : 0);
+  set_num(L, "images_per_second", r.seconds > 0 ? done / r.seconds : 0);
   return 1;
 }
 
