@@ -365,34 +365,6 @@ static int m_extract(lua_State *L) {
 
 int nl_lua_cmd_argv(lua_State *L, int words, int n, int capture, int progress_fn);
 
-static int cmd_has_opt(const nl_cmd *c, const char *name) {
-  for (int k = 0; c->opts && c->opts[k].name; k++)
-    if (strcmp(c->opts[k].name, name) == 0) return 1;
-  return 0;
-}
-
-/* Append "--name value" to the words table (n words so far); a boolean
- * true is a bare flag, false is left out. */
-static int push_opt(lua_State *L, int words, int n, const nl_cmd *c, const char *name,
-                    int validx) {
-  if (!cmd_has_opt(c, name))
-    luaL_error(L, "model:%s: the %s command has no option --%s", c->name, c->name, name);
-  if (lua_isboolean(L, validx)) {
-    if (!lua_toboolean(L, validx)) return n;
-    lua_pushfstring(L, "--%s", name);
-    lua_rawseti(L, words, ++n);
-    return n;
-  }
-  if (!lua_isstring(L, validx))
-    luaL_error(L, "model:%s: option %s expects a string or a number", c->name, name);
-  lua_pushfstring(L, "--%s", name);
-  lua_rawseti(L, words, ++n);
-  lua_pushvalue(L, validx);
-  lua_tostring(L, -1);
-  lua_rawseti(L, words, ++n);
-  return n;
-}
-
 static const char *tmp_root(void) {
   const char *dir = getenv("TMPDIR");
   return dir && *dir ? dir : "/tmp";
@@ -564,6 +536,46 @@ static int m_replace(lua_State *L) {
   return 2;
 }
 
+static int opts_gc(lua_State *L) {
+  nl_train_opts *o = luaL_checkudata(L, 1, "normlab.train_opts");
+  nl_train_opts_free(o);
+  return 0;
+}
+
+/* Training settings on the stack, freed with the userdata. */
+static nl_train_opts *push_train_opts(lua_State *L) {
+  nl_train_opts *o = lua_newuserdatauv(L, sizeof *o, 0);
+  memset(o, 0, sizeof *o);
+  if (luaL_newmetatable(L, "normlab.train_opts")) {
+    lua_pushcfunction(L, opts_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  nl_train_opts_init(o);
+  return o;
+}
+
+/* One option through the library's parser (the command line's), and its
+ * words "--name [value]" appended to the table `words` (n so far). value:
+ * the text, or NULL for a flag that is set. */
+static int add_opt(lua_State *L, nl_train_opts *o, int words, int n, const char *key,
+                   const char *value) {
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_train_opts_set(o, key, value, &err) != 0) nl_lua_fail(L, "model:train", &err);
+  char name[64];
+  snprintf(name, sizeof name, "--%s", key);
+  for (char *p = name; *p; p++)
+    if (*p == '_') *p = '-';
+  lua_pushstring(L, name);
+  lua_rawseti(L, words, ++n);
+  if (value) {
+    lua_pushstring(L, value);
+    lua_rawseti(L, words, ++n);
+  }
+  return n;
+}
+
 /* model:train{variant=A|F|D|affine|full, epochs=, lr=, teacher=, output=DIR,
  * on_epoch=function(e) ... end, <any other option of the train command>}
  * -> trained model, log (the run's train.json as a table).
@@ -571,7 +583,9 @@ static int m_replace(lua_State *L) {
  * full variant with distillation: it needs a teacher (a model handle or a
  * file). on_epoch gets {epoch, epochs, loss, top1, top5, seconds, lr};
  * returning false stops after that epoch. Without output the run
- * directory is temporary. */
+ * directory is temporary. The options go through the parser of the
+ * command line (nl_train_opts_set: the same checks and messages), then
+ * to the train command. */
 static int m_train(lua_State *L) {
   lmodel *h = check_model(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -579,85 +593,56 @@ static int m_train(lua_State *L) {
   const nl_cmd *c = nl_cmd_find("train");
   if (!c) return luaL_error(L, "train is not available in this build");
   int tmps = push_tmps(L); /* 3: temporary files, removed however this returns */
+  nl_train_opts *o = push_train_opts(L); /* 4 */
   lua_newtable(L);
-  int words = lua_gettop(L), n = 0; /* 4 */
+  int words = lua_gettop(L), n = 0; /* 5 */
   lua_pushstring(L, "train");
   lua_rawseti(L, words, ++n);
-  push_saved_copy(L, h, tmps, "model:train");
-  n = push_opt(L, words, n, c, "model", lua_gettop(L));
-  lua_pop(L, 1);
-  /* variant */
-  lua_getfield(L, 2, "variant");
-  const char *v = lua_isnil(L, -1) ? "full" : luaL_checkstring(L, -1);
-  int distil = 0;
-  if (strcmp(v, "A") == 0 || strcmp(v, "affine") == 0) v = "affine";
-  else if (strcmp(v, "F") == 0 || strcmp(v, "full") == 0) v = "full";
-  else if (strcmp(v, "D") == 0) v = "full", distil = 1;
-  else {
-    remove_tmps(L, tmps);
-    return luaL_error(L, "model:train: variant '%s': expected A, F, D, affine or full", v);
-  }
-  lua_pop(L, 1);
-  lua_pushstring(L, v);
-  n = push_opt(L, words, n, c, "variant", lua_gettop(L));
-  lua_pop(L, 1);
-  /* teacher */
-  lua_getfield(L, 2, "teacher");
-  if (lua_isnil(L, -1) && distil) {
-    remove_tmps(L, tmps);
-    return luaL_error(L, "model:train: variant D (distillation) needs teacher=MODEL");
-  }
-  if (luaL_testudata(L, -1, NL_LUA_MODEL)) {
-    push_saved_copy(L, check_model(L, lua_gettop(L)), tmps, "model:train");
-    n = push_opt(L, words, n, c, "teacher", lua_gettop(L));
-    lua_pop(L, 1);
-  } else if (!lua_isnil(L, -1)) {
-    n = push_opt(L, words, n, c, "teacher", lua_gettop(L));
-  }
-  lua_pop(L, 1);
-  /* run directory */
-  lua_getfield(L, 2, "output");
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s/normlab-lua-train-XXXXXX", tmp_root());
-    if (!mkdtemp(buf)) {
-      remove_tmps(L, tmps);
-      return luaL_error(L, "model:train: cannot create a directory in %s", tmp_root());
-    }
-    lua_pushfstring(L, "%s/", buf);
-    lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
-    lua_pushstring(L, buf);
-  } else {
-    luaL_checkstring(L, -1);
-  }
-  int dir = lua_gettop(L);
-  n = push_opt(L, words, n, c, "output", dir);
-  /* the other options as they are */
-  int fn = 0;
+  /* the options of the table, as the command line gives them */
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    if (!k) {
-      remove_tmps(L, tmps);
-      return luaL_error(L, "model:train: option keys must be names");
-    }
+    if (!k) return luaL_error(L, "model:train: option keys must be names");
     if (strcmp(k, "on_epoch") == 0) {
       luaL_checktype(L, -1, LUA_TFUNCTION);
-    } else if (strcmp(k, "variant") && strcmp(k, "teacher") && strcmp(k, "output") &&
-               strcmp(k, "model")) {
-      char opt[64];
-      snprintf(opt, sizeof opt, "%s", k);
-      for (char *p = opt; *p; p++)
-        if (*p == '_') *p = '-';
-      if (!cmd_has_opt(c, opt)) {
-        remove_tmps(L, tmps);
-        return luaL_error(L, "model:train: the train command has no option --%s", opt);
-      }
-      n = push_opt(L, words, n, c, opt, lua_gettop(L));
+    } else if (strcmp(k, "model") == 0) {
+      return luaL_error(L, "model:train: the model is the handle itself; model= is not an option");
+    } else if (strcmp(k, "teacher") == 0 && luaL_testudata(L, -1, NL_LUA_MODEL)) {
+      push_saved_copy(L, check_model(L, lua_gettop(L)), tmps, "model:train");
+      n = add_opt(L, o, words, n, k, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else if (lua_isboolean(L, -1)) {
+      if (lua_toboolean(L, -1)) n = add_opt(L, o, words, n, k, NULL);
+      else if (!nl_train_opts_known(k))
+        return luaL_error(L, "model:train: train has no option --%s", k);
+    } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+      lua_pushvalue(L, -1);
+      n = add_opt(L, o, words, n, k, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else {
+      return luaL_error(L, "model:train: option %s expects a string, a number or a boolean", k);
     }
     lua_pop(L, 1);
   }
+  /* run directory */
+  if (!o->output) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/normlab-lua-train-XXXXXX", tmp_root());
+    if (!mkdtemp(buf)) return luaL_error(L, "model:train: cannot create a directory in %s", tmp_root());
+    lua_pushfstring(L, "%s/", buf);
+    lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
+    n = add_opt(L, o, words, n, "output", buf);
+  }
+  lua_pushstring(L, o->output);
+  int dir = lua_gettop(L);
+  /* the model: this handle, as it is in memory */
+  push_saved_copy(L, h, tmps, "model:train");
+  n = add_opt(L, o, words, n, "model", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_train_opts_finish(o, &err) != 0) return nl_lua_fail(L, "model:train", &err);
+  int fn = 0;
   lua_getfield(L, 2, "on_epoch");
   if (lua_isfunction(L, -1)) fn = lua_gettop(L);
   else lua_pop(L, 1);
@@ -674,8 +659,6 @@ static int m_train(lua_State *L) {
     memset(t, 0, sizeof *t);
     luaL_setmetatable(L, NL_LUA_MODEL);
     nl_vit_load_opts lo = {h->m.cfg.heads};
-    nl_error err;
-    nl_error_clear(&err);
     rcl = nl_vit_load(&t->m, lua_tostring(L, -2), &lo, &err);
     if (rcl != 0) {
       remove_tmps(L, tmps);

@@ -87,12 +87,17 @@ if nl.has_command("train") then
        "the affine variant trains DyT alpha; the model itself is unchanged")
   local ok, err = pcall(dy.train, dy, opts{variant = "A", epochs = 2, on_epoch = function() error("epoch boom") end})
   T.ok(not ok and tostring(err):find("epoch boom", 1, true), "model:train: an error in on_epoch propagates")
-  T.raises("needs teacher", "variant D without a teacher is an error", dy.train, dy, opts{variant = "D"})
+  T.raises("variant D (distillation) needs --teacher", "variant D without a teacher is an error", dy.train, dy, opts{variant = "D"})
+  T.raises("--lr: expected a number in (0, 10], got -1", "a bad value is refused with the command line's message",
+           dy.train, dy, opts{lr = -1})
+  T.raises("--seed expects an integer, got '1.5'", "a non-integer is refused with the command line's message",
+           dy.train, dy, opts{seed = 1.5})
+  T.raises("model= is not an option", "model= is refused (the handle is the model)", dy.train, dy, opts{model = "x"})
   T.raises("no option --nope", "an unknown option is an error naming it", dy.train, dy, opts{nope = 1})
   local td = dy:train(opts{variant = "D", teacher = m, epochs = 1, lr = 1e-3})
   T.ok(getmetatable(td) ~= nil, "variant D distils from a teacher handle")
 else
   T.raises("train is not available in this build", "model:train says it is not available", m.train, m, {epochs = 1})
-  for i = 1, 7 do T.skip("model:train " .. i, "train is not in the command table") end
+  for i = 1, 10 do T.skip("model:train " .. i, "train is not in the command table") end
 end
 T.done()
