@@ -453,10 +453,32 @@ static lmodel *push_copy(lua_State *L, lmodel *h, const char *what) {
   return c;
 }
 
+static int parsed_gc(lua_State *L) {
+  nl_replace_parsed *p = luaL_checkudata(L, 1, "normlab.replace_spec");
+  nl_replace_parsed_free(p);
+  memset(p, 0, sizeof *p);
+  return 0;
+}
+
+/* A parsed replacement spec on the stack, freed with the userdata (also
+ * when an error unwinds the call). */
+static nl_replace_parsed *push_parsed(lua_State *L) {
+  nl_replace_parsed *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  if (luaL_newmetatable(L, "normlab.replace_spec")) {
+    lua_pushcfunction(L, parsed_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return p;
+}
+
 /* model:replace(what [, {output=FILE}]) -> adapted model, kept layers
  * what: an exprset (each layer it names becomes its expression), a number
- * (DyT with that alpha everywhere), "dyt" or "dyt=ALPHA", "ln" or
- * "layernorm", or a table {LAYER = ALPHA, ...} of per-layer DyT alphas.
+ * (DyT with that alpha everywhere), a string in the grammar of `normlab
+ * replace --set` (nl_replace_parse: "ln", "dyt", "dyt=ALPHA",
+ * "dyt=FILE.json", "FILE.exprs"), or a table {LAYER = ALPHA, ...} of
+ * per-layer DyT alphas.
  * The model itself is left as it is; layers a set does not name keep
  * their norm and are returned in the second value. */
 static int m_replace(lua_State *L) {
@@ -474,22 +496,12 @@ static int m_replace(lua_State *L) {
     spec.mode = NL_REPLACE_DYT;
     spec.alpha = (float)lua_tonumber(L, 2);
   } else if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *w = lua_tostring(L, 2);
-    if (strcmp(w, "ln") == 0 || strcmp(w, "layernorm") == 0) {
-      spec.mode = NL_REPLACE_LAYERNORM;
-    } else if (strcmp(w, "dyt") == 0) {
-      spec.mode = NL_REPLACE_DYT;
-    } else if (strncmp(w, "dyt=", 4) == 0) {
-      char *end = NULL;
-      double a = strtod(w + 4, &end);
-      if (end == w + 4 || *end)
-        return luaL_error(L, "model:replace: '%s': expected dyt=ALPHA with a number", w);
-      spec.mode = NL_REPLACE_DYT;
-      spec.alpha = (float)a;
-    } else {
-      return luaL_error(L, "model:replace: '%s': expected an exprset, a number, \"dyt\", "
-                           "\"dyt=ALPHA\", \"ln\" or a table of alphas", w);
-    }
+    /* the grammar of `normlab replace --set`, parsed by the library */
+    nl_replace_parsed *p = push_parsed(L);
+    nl_error err;
+    nl_error_clear(&err);
+    if (nl_replace_parse(p, lua_tostring(L, 2), &err) != 0) return nl_lua_fail(L, "model:replace", &err);
+    spec = p->spec;
   } else if (lua_type(L, 2) == LUA_TTABLE) {
     int n = 0;
     lua_pushnil(L);

@@ -68,7 +68,32 @@ T.ok(pl:norms()[25].kind == "dyt" and pl:norms()[25].alpha == 1.5 and pl:norms()
 T.ok(m:replace("ln"):eval{limit = 200}.top1 == m:eval{limit = 200}.top1, "model:replace('ln') keeps LayerNorm")
 T.raises("blocks.99.norm1", "a set naming an unknown layer is an error naming it", m.replace, m,
          nl.exprset{["blocks.99.norm1"] = "x"})
-T.raises("expected an exprset", "a bad replacement is an error", m.replace, m, "nope")
+T.raises("'nope': no such file; a replacement is FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln",
+         "a bad replacement is an error listing the forms", m.replace, m, "nope")
+-- the string is the grammar of 'normlab replace --set': dyt=FILE and FILE.exprs too
+local af = dir .. "/alphas.json"
+local fh = assert(io.open(af, "w"))
+fh:write('{"blocks.0.norm1": 0.75, "norm": 1.25}')
+fh:close()
+local fa, fkept = m:replace("dyt=" .. af)
+T.ok(fa:norms()[1].kind == "dyt" and fa:norms()[1].alpha == 0.75 and fa:norms()[25].alpha == 1.25 and
+     fa:norms()[2].kind == "layernorm" and #fkept == 23,
+     "model:replace('dyt=FILE'): the file's alphas, the other layers kept")
+local sf = dir .. "/one.exprs"
+fh = assert(io.open(sf, "w"))
+fh:write("blocks.0.norm1 = tanh(4*x)\n")
+fh:close()
+T.ok(m:replace(sf):norms()[1].expr == rm:norms()[1].expr, "model:replace('FILE.exprs') reads the set")
+T.raises("dyt=nan: alpha is not a finite number", "model:replace('dyt=nan') is refused as on the command line",
+         m.replace, m, "dyt=nan")
+T.raises("alphas.json: 'blocks.0.norm1': alpha is not a number", "a bad alphas file is named with its entry",
+         m.replace, m, "dyt=" .. (function()
+           local bf = dir .. "/alphas.json"
+           local f = assert(io.open(bf, "w"))
+           f:write('{"blocks.0.norm1": "big"}')
+           f:close()
+           return bf
+         end)())
 os.execute("rm -rf '" .. dir .. "'")
 if nl.has_command("train") then
   local epochs, seen = 0, nil
