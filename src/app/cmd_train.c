@@ -194,8 +194,8 @@ static int evaluate(const train_state *S, const nl_train_opts *A, double *t1, do
 static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *rd, json_t *config,
                   long nb, long *epoch0, long *batch0, double *loss_sum, double *sec_sum,
                   nl_error *err) {
-  char *meta = NULL;
-  const char *sp = rd_path(rd, "state.safetensors");
+  char *meta = NULL, sp[sizeof rd->path];
+  snprintf(sp, sizeof sp, "%s", rd_path(rd, "state.safetensors"));
   if (nl_vt_load_state(&S->t, sp, &meta, err)) return -1;
   json_error_t je;
   S->log = meta ? json_loads(meta, 0, &je) : NULL;
