@@ -93,8 +93,11 @@ int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
   free(t);
   nl_session *s = ctx->session;
   int c = cost_of(&p);
-  fprintf(ctx->out, "cost: %d FLOPs per element, %d nodes, depth %d", c, p.len,
-          nl_prog_depth(&p));
+  nl_cost_opts co = {.clip_cost = 0};
+  int w = nl_cost_written(&p, &co);
+  fprintf(ctx->out, "cost: %d FLOPs per element", c);
+  if (w != c) fprintf(ctx->out, " (simplified; %d as written)", w);
+  fprintf(ctx->out, ", %d nodes, depth %d", p.len, nl_prog_depth(&p));
   if (s && s->model_width > 0) {
     int d = s->model_width;
     nl_token_cost e = nl_cost_expr_token(c, d), ln = nl_cost_layernorm_token(d),
@@ -279,7 +282,8 @@ static char *simplify_text(nl_ctx *ctx, const char *layer, const char *expr, nl_
     nl_error_prefix(err, "%s", layer);
     return NULL;
   }
-  int before = cost_of(&p);
+  nl_cost_opts co = {.clip_cost = 0};
+  int before = nl_cost_written(&p, &co);
   nl_simplify(&p);
   int after = cost_of(&p);
   char *text = nl_print(&p, NL_PRINT_EXACT);

@@ -347,10 +347,13 @@ typedef struct search {
   double *node_evals; /* per worker */
 } search;
 
+/* The complexity objective counts the program as written: cheap, and it
+ * keeps penalising dead code that simplification would remove. The front
+ * is simplified before it is reported (see nl_gp_run). */
 static int complexity(const nl_gp_config *c, const nl_prog *p) {
   if (c->complexity == NL_GP_FLOPS) {
     nl_cost_opts o = {1};
-    return nl_cost(p, &o);
+    return nl_cost_written(p, &o);
   }
   return p->len;
 }
