@@ -77,13 +77,20 @@ static void csv_field(FILE *fp, const char *s) {
   fputc('"', fp);
 }
 
-/* One row per member: layer, seed, rank, ..., expr. */
+/* One row per member: layer, seed, rank, ..., expr. The expression is
+ * written simplified, with its nodes and flops (fronts from nl_gp_run are
+ * simplified already; parts written by older versions may not be). */
 static void write_rows(FILE *fp, const char *layer, int seed, const nl_gp_member *m, int n) {
+  nl_prog sp;
+  nl_prog_init(&sp);
+  nl_cost_opts rep = {0};
   for (int i = 0; i < n; i++) {
+    nl_prog_copy(&sp, &m[i].prog);
+    nl_simplify(&sp);
     csv_field(fp, layer);
-    fprintf(fp, ",%d,%d,%d,%d,%.17g,%.17g,%.17g,%.17g,", seed, m[i].rank, m[i].nodes, m[i].flops,
-            m[i].train_fitness, m[i].val_fitness, m[i].val_mse, m[i].val_r2);
-    char *e = nl_print(&m[i].prog, NL_PRINT_EXACT);
+    fprintf(fp, ",%d,%d,%d,%d,%.17g,%.17g,%.17g,%.17g,", seed, m[i].rank, sp.len,
+            nl_cost(&sp, &rep), m[i].train_fitness, m[i].val_fitness, m[i].val_mse, m[i].val_r2);
+    char *e = nl_print(&sp, NL_PRINT_EXACT);
     fputc('"', fp);
     for (const char *s = e; *s; s++) {
       if (*s == '"') fputc('"', fp);
@@ -92,6 +99,7 @@ static void write_rows(FILE *fp, const char *layer, int seed, const nl_gp_member
     fputs("\"\n", fp);
     free(e);
   }
+  nl_prog_free(&sp);
 }
 
 /* Split one CSV line into at most nf fields (in place; quotes removed). */
@@ -271,6 +279,10 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
     free(pp);
   }
   if (rc == 0 && have) {
+    nl_cost_opts rep = {0};
+    nl_simplify(&ls->prog); /* what chosen.exprs gets, and its figures */
+    ls->nodes = ls->prog.len;
+    ls->flops = nl_cost(&ls->prog, &rep);
     free(ls->expr);
     ls->expr = nl_print(&ls->prog, NL_PRINT_EXACT);
   }
