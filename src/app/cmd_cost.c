@@ -71,8 +71,12 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
   int n = set.n;
   double tot_flops = 0, tot_bytes = 0;
   int *cost = nl_xmalloc(sizeof(int) * (size_t)n);
+  /* counted (and shown) as simplified: folded constants, no cancellations */
+  nl_prog *simple = nl_xcalloc((size_t)n, sizeof(nl_prog));
   for (int i = 0; i < n; i++) {
-    cost[i] = nl_cost(&set.e[i].prog, &co);
+    nl_prog_copy(&simple[i], &set.e[i].prog);
+    nl_simplify(&simple[i]);
+    cost[i] = nl_cost(&simple[i], &co);
     nl_token_cost t = nl_cost_expr_token(cost[i], (int)d);
     tot_flops += t.flops * (double)L;
     tot_bytes += t.read_bytes * (double)L;
@@ -87,12 +91,14 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
       char *e = nl_print(&set.e[i].prog, NL_PRINT_EXACT);
+      char *se = nl_print(&simple[i], NL_PRINT_EXACT);
       nl_token_cost t = nl_cost_expr_token(cost[i], (int)d);
-      json_array_append_new(arr, json_pack("{s:s,s:s,s:i,s:I,s:I}", "name", set.e[i].name,
-                                           "expr", e, "flops_per_element", cost[i],
-                                           "flops_per_token", (json_int_t)t.flops,
+      json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:i,s:I,s:I}", "name", set.e[i].name,
+                                           "expr", e, "simplified", se, "flops_per_element",
+                                           cost[i], "flops_per_token", (json_int_t)t.flops,
                                            "read_bytes_per_token", (json_int_t)t.read_bytes));
       free(e);
+      free(se);
     }
     json_object_set_new(root, "layers", arr);
     json_object_set_new(root, "total",
@@ -109,14 +115,16 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
     char **ex = nl_xmalloc(sizeof(char *) * (size_t)n);
     int wn = 5, we = 10;
     for (int i = 0; i < n; i++) {
-      ex[i] = nl_print(&set.e[i].prog, NL_PRINT_SHORT);
+      ex[i] = nl_print(&simple[i], NL_PRINT_SHORT);
       if (strlen(ex[i]) > 60) strcpy(ex[i] + 56, " ...");
       int l = (int)strlen(set.e[i].name);
       if (l > wn) wn = l;
       l = (int)strlen(ex[i]);
       if (l > we) we = l;
     }
-    fprintf(ctx->out, "cost per layer (d = %ld, FP32; clip counted as 0 FLOPs):\n\n", d);
+    fprintf(ctx->out,
+            "cost per layer (d = %ld, FP32; clip counted as 0 FLOPs; expressions simplified):\n\n",
+            d);
     fprintf(ctx->out, "  %-*s  %-*s  %10s  %12s  %12s\n", wn, "layer", we, "expression",
             "FLOPs/elem", "FLOPs/token", "bytes/token");
     for (int i = 0; i < n; i++) {
@@ -147,6 +155,8 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
             tot_bytes / (dyt.read_bytes * layers * tokens));
   }
   free(cost);
+  for (int i = 0; i < n; i++) nl_prog_free(&simple[i]);
+  free(simple);
   return 0;
 }
 
@@ -173,7 +183,9 @@ const nl_cmd nl_cmd_cost = {
     .name = "cost",
     .args = "FILE.exprs | EXPR...",
     .summary = "FLOPs and bytes per layer of an expression set vs LayerNorm and DyT",
-    .help = "Counts, for each layer's expression as written (not simplified), the FLOPs per\n"
+    .help = "Counts, for each layer's expression once simplified (constant subtrees folded,\n"
+            "cancellations such as x - x removed, like terms collected; the table shows the\n"
+            "simplified form, the JSON both), the FLOPs per\n"
             "element (+ - * / 1, tanh 23, sigmoid 22, exp 19, x^n n-1, neg, abs, clip 0),\n"
             "the FLOPs per token (cost*d) and the bytes read per token (4d, one FP32 pass),\n"
             "then totals over all layers for L tokens beside LayerNorm (5d+2 FLOPs, 8d bytes\n"

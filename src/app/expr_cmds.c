@@ -86,8 +86,11 @@ void nl_wb_show_details(nl_ctx *ctx, const nl_prog *p) {
   free(t);
   nl_session *s = ctx->session;
   int c = cost_of(p);
-  fprintf(ctx->out, "cost: %d FLOPs per element, %d nodes, depth %d", c, p->len,
-          nl_prog_depth(p));
+  nl_cost_opts co = {.clip_cost = 0};
+  int w = nl_cost_written(p, &co);
+  fprintf(ctx->out, "cost: %d FLOPs per element", c);
+  if (w != c) fprintf(ctx->out, " (simplified; %d as written)", w);
+  fprintf(ctx->out, ", %d nodes, depth %d", p->len, nl_prog_depth(p));
   if (s && s->model_width > 0) {
     int d = s->model_width;
     nl_token_cost e = nl_cost_expr_token(c, d), ln = nl_cost_layernorm_token(d),
@@ -224,7 +227,8 @@ static void simplify_entry(nl_ctx *ctx, nl_exprset *set, int i) {
   nl_prog p;
   nl_prog_init(&p);
   nl_prog_copy(&p, &e->prog);
-  int before = cost_of(&p);
+  nl_cost_opts co = {.clip_cost = 0};
+  int before = nl_cost_written(&p, &co);
   nl_simplify(&p);
   int after = cost_of(&p);
   char *text = nl_print(&p, NL_PRINT_EXACT);

@@ -83,11 +83,19 @@ void nl_csv_field(FILE *fp, const char *s) {
 /* ---- writing ---- */
 
 void nl_fronts_write_rows(FILE *fp, const char *layer, int seed, const nl_gp_member *m, int n) {
+  /* Each expression is written simplified, with the nodes and FLOPs of
+   * that form (fronts from nl_gp_run are simplified already; parts written
+   * by older versions may not be). */
+  nl_prog sp;
+  nl_prog_init(&sp);
+  nl_cost_opts rep = {0};
   for (int i = 0; i < n; i++) {
+    nl_prog_copy(&sp, &m[i].prog);
+    nl_simplify(&sp);
     nl_csv_field(fp, layer);
-    fprintf(fp, ",%d,%d,%d,%d,%.17g,%.17g,%.17g,%.17g,", seed, m[i].rank, m[i].nodes, m[i].flops,
-            m[i].train_fitness, m[i].val_fitness, m[i].val_mse, m[i].val_r2);
-    char *e = nl_print(&m[i].prog, NL_PRINT_EXACT);
+    fprintf(fp, ",%d,%d,%d,%d,%.17g,%.17g,%.17g,%.17g,", seed, m[i].rank, sp.len,
+            nl_cost(&sp, &rep), m[i].train_fitness, m[i].val_fitness, m[i].val_mse, m[i].val_r2);
+    char *e = nl_print(&sp, NL_PRINT_EXACT);
     fputc('"', fp);
     for (const char *s = e; *s; s++) {
       if (*s == '"') fputc('"', fp);
@@ -96,6 +104,7 @@ void nl_fronts_write_rows(FILE *fp, const char *layer, int seed, const nl_gp_mem
     fputs("\"\n", fp);
     free(e);
   }
+  nl_prog_free(&sp);
 }
 
 /* ---- reading ---- */

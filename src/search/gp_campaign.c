@@ -222,6 +222,10 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
     free(pp);
   }
   if (rc == 0 && have) {
+    nl_cost_opts rep = {0};
+    nl_simplify(&ls->prog); /* what chosen.exprs gets, and its figures */
+    ls->nodes = ls->prog.len;
+    ls->flops = nl_cost(&ls->prog, &rep);
     free(ls->expr);
     ls->expr = nl_print(&ls->prog, NL_PRINT_EXACT);
   }
