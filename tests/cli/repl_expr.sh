@@ -66,7 +66,7 @@ cost --dim 4 --tokens 1
 lua { for f in io.popen("ls -A " .. os.getenv("TMPDIR")):lines() do print("left: " .. f) end }
 EOS
 expect_status 0 "cost of the session's set" env TMPDIR="$TMP/tmpd" "$NORMLAB" -f "$TMP/cost.nl"
-expect_out '^  a +tanh\(x\)\*2 +24 +96 +16$' "a: 24 FLOPs/elem (tanh 23, * 1), 96 FLOPs and 16 bytes per token at d=4"
+expect_out '^  a +2\*tanh\(x\) +24 +96 +16$' "a: 24 FLOPs/elem (tanh 23, * 1), 96 FLOPs and 16 bytes per token at d=4"
 expect_out '^  b +x +0 +0 +16$' "b: 0 FLOPs/elem, 16 bytes per token"
 if grep -q '^left: ' "$TMP/out"; then ok 1 "no temporary file while cost runs at the prompt"; sed 's/^/# /' "$TMP/out" | grep left; else ok 0 "no temporary file while cost runs at the prompt"; fi
 
