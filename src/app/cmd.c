@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/workbench.h"
+#include "base/text.h"
+
 const nl_cmd *nl_cmd_find(const char *name) {
   for (int i = 0; nl_commands[i]; i++)
     if (strcmp(nl_commands[i]->name, name) == 0) return nl_commands[i];
@@ -23,6 +26,23 @@ void nl_cmd_register(const nl_cmd *cmd) {
   nl_commands[i] = cmd;
   nl_commands[i + 1] = NULL;
 }
+
+const char *nl_cmd_suggest(const char *name, int session) {
+  const char *cands[2 * NL_MAX_CMDS + 2];
+  size_t n = 0;
+  for (int i = 0; nl_commands[i]; i++) cands[n++] = nl_commands[i]->name;
+  const nl_cmd *c;
+  for (int i = 0; session && (c = nl_wb_command(i)) != NULL && n < sizeof cands / sizeof *cands;
+       i++)
+    cands[n++] = c->name;
+  return nl_closest(name, cands, n);
+}
+
+int nl_cmd_session_only(const char *name) {
+  return !nl_cmd_find(name) && nl_wb_find(name) != NULL;
+}
+
+const char *nl_cmd_prefix(const nl_ctx *ctx) { return ctx && ctx->session ? "" : "normlab "; }
 
 static int opt_index(const nl_cmd *cmd, const char *name, size_t len) {
   for (int i = 0; cmd->opts && cmd->opts[i].name; i++)
@@ -69,6 +89,52 @@ static int check_value(const nl_cmd *cmd, const nl_opt *o, const char *v, nl_err
   return 0;
 }
 
+static const nl_opt_alias *alias_of(const nl_cmd *cmd, const char *name, size_t len) {
+  for (int i = 0; cmd->aliases && cmd->aliases[i].old; i++)
+    if (strlen(cmd->aliases[i].old) == len && strncmp(cmd->aliases[i].old, name, len) == 0)
+      return &cmd->aliases[i];
+  return NULL;
+}
+
+/* "unknown option '--x'" with the closest option, or where to look. */
+static int unknown_option(const nl_cmd *cmd, const char *name, size_t len, const nl_ctx *ctx,
+                          nl_error *err) {
+  char word[64];
+  snprintf(word, sizeof word, "%.*s", (int)(len < 63 ? len : 63), name);
+  const char *cands[NL_MAX_OPTS + 1];
+  size_t n = 0;
+  for (int i = 0; cmd->opts && cmd->opts[i].name && n < NL_MAX_OPTS; i++)
+    cands[n++] = cmd->opts[i].name;
+  cands[n++] = "help";
+  const char *near = nl_closest(word, cands, n);
+  if (!near) { /* an old name's neighbour: suggest what it is called now */
+    for (int i = 0; cmd->aliases && cmd->aliases[i].old && !near; i++)
+      if (cmd->aliases[i].name && nl_closest(word, &cmd->aliases[i].old, 1))
+        near = cmd->aliases[i].name;
+  }
+  if (near)
+    return nl_fail(err, NL_EINPUT, "unknown option '--%.*s'; did you mean '--%s'?", (int)len, name,
+                   near);
+  return nl_fail(err, NL_EINPUT, "unknown option '--%.*s' (see '%shelp %s')", (int)len, name,
+                 nl_cmd_prefix(ctx), cmd->name);
+}
+
+/* The one-line note on an old option name. */
+static void note_alias(const nl_cmd *cmd, const nl_opt_alias *al, const nl_ctx *ctx) {
+  FILE *e = ctx && ctx->err ? ctx->err : stderr;
+  if (al->name) {
+    fprintf(e, "normlab %s: --%s is deprecated; use --%s\n", cmd->name, al->old, al->name);
+    return;
+  }
+  char args[64] = "";
+  size_t k = 0;
+  for (const char *p = cmd->args ? cmd->args : ""; *p && k + 1 < sizeof args; p++)
+    if (*p != '[' && *p != ']') args[k++] = *p;
+  args[k] = '\0';
+  fprintf(e, "normlab %s: --%s is deprecated; use '%s %s'\n", cmd->name, al->old, cmd->name,
+          args);
+}
+
 int nl_args_parse(nl_args *a, const nl_cmd *cmd, int argc, char **argv, nl_ctx *ctx,
                   nl_error *err) {
   memset(a, 0, sizeof *a);
@@ -88,9 +154,23 @@ int nl_args_parse(nl_args *a, const nl_cmd *cmd, int argc, char **argv, nl_ctx *
       const char *eq = strchr(name, '=');
       size_t len = eq ? (size_t)(eq - name) : strlen(name);
       int k = opt_index(cmd, name, len);
-      if (k < 0)
-        return nl_fail(err, NL_EINPUT, "unknown option '--%.*s' (see 'normlab help %s')", (int)len,
-                       name, cmd->name);
+      if (k < 0) {
+        const nl_opt_alias *al = alias_of(cmd, name, len);
+        if (!al) return unknown_option(cmd, name, len, ctx, err);
+        note_alias(cmd, al, ctx);
+        if (!al->name) { /* the old option's value is the positional argument now */
+          if (!eq && i + 1 >= argc)
+            return nl_fail(err, NL_EINPUT, "option --%s needs a value", al->old);
+          a->pos[a->npos++] = eq ? (char *)eq + 1 : argv[++i];
+          continue;
+        }
+        k = opt_index(cmd, al->name, strlen(al->name));
+        if (k < 0) {
+          fprintf(stderr, "normlab: internal error: alias --%s of a missing option --%s\n",
+                  al->old, al->name);
+          abort();
+        }
+      }
       const nl_opt *o = &cmd->opts[k];
       const char *v;
       if (o->type == NL_OPT_FLAG) {
@@ -122,8 +202,8 @@ int nl_args_parse(nl_args *a, const nl_cmd *cmd, int argc, char **argv, nl_ctx *
                      o->metavar ? o->metavar : "");
   }
   if (a->npos < cmd->min_pos)
-    return nl_fail(err, NL_EINPUT, "expects %s%s (see 'normlab help %s')",
-                   cmd->args ? cmd->args : "arguments", "", cmd->name);
+    return nl_fail(err, NL_EINPUT, "expects %s (see '%shelp %s')",
+                   cmd->args ? cmd->args : "arguments", nl_cmd_prefix(ctx), cmd->name);
   if (cmd->max_pos >= 0 && a->npos > cmd->max_pos)
     return nl_fail(err, NL_EINPUT, "unexpected argument '%s'", a->pos[cmd->max_pos]);
   return 0;
@@ -177,7 +257,21 @@ int nl_cmd_dispatch(nl_ctx *ctx, int argc, char **argv) {
   if (argc < 1) return 0;
   const nl_cmd *cmd = nl_cmd_find(argv[0]);
   if (!cmd) {
-    fprintf(ctx->err, "normlab: unknown command '%s' (try 'normlab help')\n", argv[0]);
+    const char *near = nl_cmd_suggest(argv[0], 1);
+    if (nl_cmd_session_only(argv[0]))
+      fprintf(ctx->err,
+              "normlab: '%s' is a command of the prompt (it works on a session): run it there, "
+              "or as normlab -c '%s ...' (see 'normlab help %s')\n",
+              argv[0], argv[0], argv[0]);
+    else if (near && nl_cmd_session_only(near))
+      fprintf(ctx->err,
+              "normlab: unknown command '%s'; did you mean '%s'? (a command of the prompt: "
+              "normlab -c '%s ...')\n",
+              argv[0], near, near);
+    else if (near)
+      fprintf(ctx->err, "normlab: unknown command '%s'; did you mean '%s'?\n", argv[0], near);
+    else
+      fprintf(ctx->err, "normlab: unknown command '%s' (try 'normlab help')\n", argv[0]);
     return 2;
   }
   for (int i = 1; i < argc; i++) {

@@ -37,6 +37,17 @@ typedef struct nl_opt {
 
 #define NL_MAX_OPTS 40
 
+/* An older spelling of an option, still accepted so scripts keep working:
+ * using it prints a one-line note on the error stream ("--limit is
+ * deprecated; use --images"). Aliases are not shown in help or offered by
+ * completion; normlab(1) lists them. `name` is the option it stands for,
+ * or NULL when the old option's value is now the positional argument
+ * ('history --count N' is 'history N'). */
+typedef struct nl_opt_alias {
+  const char *old;
+  const char *name;
+} nl_opt_alias;
+
 typedef struct nl_args {
   const struct nl_cmd *cmd;
   const char *val[NL_MAX_OPTS]; /* value per option (NULL: unset); flags "1" */
@@ -72,6 +83,8 @@ typedef struct nl_cmd {
   /* 1: every word after the first positional argument is positional too,
    * options included (they belong to a script: 'lua FILE --flag'). */
   int rest_positional;
+  /* Deprecated option names, terminated by {NULL}; may be NULL. */
+  const nl_opt_alias *aliases;
 } nl_cmd;
 
 /* The table, terminated by NULL: the commands of src/app (commands.c),
@@ -81,6 +94,16 @@ typedef struct nl_cmd {
 extern const nl_cmd *nl_commands[NL_MAX_CMDS + 1];
 
 const nl_cmd *nl_cmd_find(const char *name);
+/* The command name closest to a mistyped one ("did you mean"), from the
+ * shell's table and, with `session`, the prompt's commands too; NULL when
+ * none is close. */
+const char *nl_cmd_suggest(const char *name, int session);
+/* How a command line is written where ctx runs: "" at the prompt (a
+ * session), "normlab " on the shell line; for hints such as "see
+ * '%shelp eval'". */
+const char *nl_cmd_prefix(const nl_ctx *ctx);
+/* 1 if `name` is a command of the prompt only (load, save, set, ...). */
+int nl_cmd_session_only(const char *name);
 /* Add a command to the table (after those there); registering one twice
  * is a no-op. Aborts when the table is full (a build-time limit). */
 void nl_cmd_register(const nl_cmd *cmd);

@@ -103,39 +103,6 @@ void nl_wb_help_command(FILE *out, const nl_cmd *cmd, int session_only) {
   free(buf);
 }
 
-/* Edit distance, for suggestions (short strings only). */
-static int distance(const char *a, const char *b) {
-  size_t n = strlen(a), m = strlen(b);
-  if (n > 30 || m > 30) return 99;
-  int d[31][31];
-  for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
-  for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
-  for (size_t i = 1; i <= n; i++)
-    for (size_t j = 1; j <= m; j++) {
-      int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-      if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-      if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-      d[i][j] = c;
-    }
-  return d[n][m];
-}
-
-/* The command closest to a mistyped name, or NULL. */
-static const char *suggest(const char *name) {
-  const char *best = NULL;
-  int bd = 3;
-  const nl_cmd *c;
-  for (int i = 0; (c = nl_wb_command(i)) != NULL; i++) {
-    int d = distance(name, c->name);
-    if (d < bd) bd = d, best = c->name;
-  }
-  for (int i = 0; nl_commands[i]; i++) {
-    int d = distance(name, nl_commands[i]->name);
-    if (d < bd) bd = d, best = nl_commands[i]->name;
-  }
-  return bd <= (strlen(name) > 4 ? 2 : 1) ? best : NULL;
-}
-
 /* ---- the dispatcher ---- */
 
 int nl_wb_exec(nl_ctx *ctx, int argc, char **argv) {
@@ -171,7 +138,7 @@ int nl_wb_exec(nl_ctx *ctx, int argc, char **argv) {
   }
   const nl_cmd *cmd = nl_wb_find(argv[0]);
   if (!cmd) {
-    const char *near = suggest(argv[0]);
+    const char *near = nl_cmd_suggest(argv[0], 1);
     if (near)
       fprintf(ctx->err, "normlab: unknown command '%s'; did you mean '%s'?\n", argv[0], near);
     else

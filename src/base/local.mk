@@ -6,4 +6,6 @@ libnormlab_a_SOURCES += \
 	src/base/fileio.c src/base/fileio.h \
 	src/base/interrupt.c src/base/interrupt.h \
 	src/base/progress.h \
-	src/base/threads.c src/base/threads.h
+	src/base/threads.c src/base/threads.h \
+	src/base/json.c src/base/json.h \
+	src/base/text.c src/base/text.h

@@ -6,6 +6,7 @@
 #include "app/cmd.h"
 #include "cli/main.h"
 #include "base/interrupt.h"
+#include "base/text.h"
 #include "base/threads.h"
 
 #include "config.h"
@@ -58,7 +59,12 @@ int main(int argc, char **argv) {
       i++;
       break;
     }
-    fprintf(stderr, "normlab: unknown option '%s' (try 'normlab --help')\n", argv[i]);
+    static const char *const globals[] = {"--threads", "--help", "--version", "-f", "-c", "-k"};
+    const char *near = argv[i][1] == '-' ? nl_closest(argv[i], globals, 3) : NULL;
+    if (near)
+      fprintf(stderr, "normlab: unknown option '%s'; did you mean '%s'?\n", argv[i], near);
+    else
+      fprintf(stderr, "normlab: unknown option '%s' (try 'normlab --help')\n", argv[i]);
     return 2;
   }
   if (mo.file && mo.commands) {

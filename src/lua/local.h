@@ -35,6 +35,16 @@ int nl_lua_fail(lua_State *L, const char *what, const nl_error *err);
 /* Options tables: every key must be one of `allowed` (NULL-terminated),
  * else an error naming the key. idx may be absent (none/nil). */
 void nl_lua_check_keys(lua_State *L, int idx, const char *what, const char *const *allowed);
+/* The same, where `renamed` (NULL-terminated pairs old, new) lists older
+ * names that are still accepted (read them with nl_lua_opt_key). An
+ * unknown key close to an allowed one is suggested ("did you mean"). */
+void nl_lua_check_keys_renamed(lua_State *L, int idx, const char *what,
+                               const char *const *allowed, const char *const *renamed);
+/* The key to read an option from: `key`, or its older name `old` when
+ * the table uses that (a one-line note on the host's error stream; both
+ * given is an error). */
+const char *nl_lua_opt_key(lua_State *L, int idx, const char *what, const char *key,
+                           const char *old);
 /* Typed fields of an options table (absent: the default). */
 lua_Integer nl_lua_opt_int(lua_State *L, int idx, const char *key, lua_Integer def,
                            lua_Integer lo, lua_Integer hi, const char *what);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/text.h"
 #include "lua/local.h"
 
 static const char HOST_KEY = 'h'; /* registry key: its address */
@@ -44,6 +45,11 @@ int nl_lua_fail(lua_State *L, const char *what, const nl_error *err) {
 /* ---- options tables ---- */
 
 void nl_lua_check_keys(lua_State *L, int idx, const char *what, const char *const *allowed) {
+  nl_lua_check_keys_renamed(L, idx, what, allowed, NULL);
+}
+
+void nl_lua_check_keys_renamed(lua_State *L, int idx, const char *what,
+                               const char *const *allowed, const char *const *renamed) {
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   idx = lua_absindex(L, idx);
@@ -54,9 +60,13 @@ void nl_lua_check_keys(lua_State *L, int idx, const char *what, const char *cons
       luaL_error(L, "%s: option keys must be names, got a %s", what, luaL_typename(L, -1));
     }
     const char *k = lua_tostring(L, -1);
-    int found = 0;
+    int found = 0, n = 0;
     for (int i = 0; allowed[i] && !found; i++) found = strcmp(allowed[i], k) == 0;
+    for (int i = 0; renamed && renamed[i] && !found; i += 2) found = strcmp(renamed[i], k) == 0;
     if (!found) {
+      while (allowed[n]) n++;
+      const char *near = nl_closest(k, allowed, (size_t)n);
+      if (near) luaL_error(L, "%s: unknown option '%s'; did you mean '%s'?", what, k, near);
       luaL_Buffer b;
       luaL_buffinit(L, &b);
       for (int i = 0; allowed[i]; i++) {
@@ -67,6 +77,22 @@ void nl_lua_check_keys(lua_State *L, int idx, const char *what, const char *cons
       luaL_error(L, "%s: unknown option '%s' (known: %s)", what, k, lua_tostring(L, -1));
     }
   }
+}
+
+const char *nl_lua_opt_key(lua_State *L, int idx, const char *what, const char *key,
+                           const char *old) {
+  if (lua_isnoneornil(L, idx)) return key;
+  lua_getfield(L, idx, old);
+  int has_old = !lua_isnil(L, -1);
+  lua_getfield(L, idx, key);
+  int has_new = !lua_isnil(L, -1);
+  lua_pop(L, 2);
+  if (!has_old) return key;
+  if (has_new) luaL_error(L, "%s: give %s only ('%s' is its old name)", what, key, old);
+  nl_lua *s = nl_lua_host(L);
+  FILE *e = s && s->ctx.err ? s->ctx.err : stderr;
+  fprintf(e, "%s: option '%s' is deprecated; use '%s'\n", what, old, key);
+  return old;
 }
 
 static int get_field(lua_State *L, int idx, const char *key) {

@@ -11,9 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "app/cmd.h"
 #include "base/error.h"
 #include "base/fileio.h"
+#include "base/json.h"
+#include "base/text.h"
 #include "base/rng.h"
 #include "base/threads.h"
 
@@ -207,8 +211,165 @@ static void test_args_parse(void **state) {
   free(a.pos);
 }
 
+/* Old option names: still parsed, with a note; an unknown option gets the
+ * closest name. */
+static const nl_opt_alias demo_aliases[] = {{"max", "limit"}, {"count", NULL}, {NULL, NULL}};
+static const nl_cmd demo_old = {.name = "demo", .args = "[N]", .summary = "demo", .opts = demo_opts,
+                                .min_pos = 0, .max_pos = 1, .run = demo_run,
+                                .aliases = demo_aliases};
+
+static void test_args_aliases(void **state) {
+  (void)state;
+  nl_args a;
+  nl_error e;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *err = open_memstream(&buf, &len);
+  nl_ctx ctx = {.out = stdout, .err = err, .context = ctx_value};
+  char *v1[] = {"--max", "7", "--count=3"};
+  assert_int_equal(nl_args_parse(&a, &demo_old, 3, v1, &ctx, &e), 0);
+  assert_int_equal(nl_arg_int(&a, "limit"), 7);
+  assert_true(nl_arg_given(&a, "limit"));
+  assert_int_equal(a.npos, 1);
+  assert_string_equal(a.pos[0], "3"); /* --count N is the positional N now */
+  free(a.pos);
+  fclose(err);
+  assert_string_equal(buf, "normlab demo: --max is deprecated; use --limit\n"
+                           "normlab demo: --count is deprecated; use 'demo N'\n");
+  free(buf);
+  char *v2[] = {"--max=abc"};
+  assert_int_equal(nl_args_parse(&a, &demo_old, 1, v2, NULL, &e), -1);
+  assert_non_null(strstr(e.msg, "--limit expects an integer")); /* named as it is now */
+  free(a.pos);
+  struct { const char *word, *msg; } unknown[] = {
+      {"--limt", "unknown option '--limt'; did you mean '--limit'?"},
+      {"--jsno", "unknown option '--jsno'; did you mean '--json'?"},  /* two letters swapped */
+      {"--mdoel", "unknown option '--mdoel'; did you mean '--model'?"},
+      {"--mx", "unknown option '--mx'; did you mean '--limit'?"},    /* near an old name */
+      {"--zzzzzz", "unknown option '--zzzzzz' (see 'normlab help demo')"},
+  };
+  for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+    char *v[] = {(char *)unknown[i].word};
+    assert_int_equal(nl_args_parse(&a, &demo_old, 1, v, NULL, &e), -1);
+    free(a.pos);
+    if (strcmp(e.msg, unknown[i].msg) != 0)
+      fail_msg("case %zu: '%s', wanted '%s'", i, e.msg, unknown[i].msg);
+  }
+  /* at the prompt (a session) the hint is the prompt's 'help demo' */
+  nl_ctx sess = {.session = &sess};
+  char *v3[] = {"--zzzzzz"};
+  assert_int_equal(nl_args_parse(&a, &demo_old, 1, v3, &sess, &e), -1);
+  free(a.pos);
+  assert_string_equal(e.msg, "unknown option '--zzzzzz' (see 'help demo')");
+}
+
+static void test_closest(void **state) {
+  (void)state;
+  assert_int_equal(nl_edit_distance("kitten", "sitting"), 3);
+  assert_int_equal(nl_edit_distance("", "abc"), 3);
+  assert_int_equal(nl_edit_distance("jsno", "json"), 1);
+  assert_int_equal(nl_edit_distance("same", "same"), 0);
+  const char *const cmds[] = {"status", "save", "set", "score", NULL, "tokens"};
+  assert_string_equal(nl_closest("stauts", cmds, 6), "status");
+  assert_string_equal(nl_closest("sav", cmds, 6), "save");
+  assert_string_equal(nl_closest("tok", cmds, 6), "tokens"); /* the one name it begins */
+  assert_null(nl_closest("xyz", cmds, 6));
+  const char *const two[] = {"loading", "locking"};
+  assert_null(nl_closest("lo", two, 2)); /* a prefix of two names: no choice */
+  assert_null(nl_closest("status", cmds, 6)); /* itself is not a suggestion */
+  setenv("NL_TEST_OLD_NAME", "old", 1);
+  unsetenv("NL_TEST_NEW_NAME");
+  assert_string_equal(nl_getenv("NL_TEST_NEW_NAME", "NL_TEST_OLD_NAME"), "old");
+  setenv("NL_TEST_NEW_NAME", "new", 1);
+  assert_string_equal(nl_getenv("NL_TEST_NEW_NAME", "NL_TEST_OLD_NAME"), "new");
+  unsetenv("NL_TEST_NEW_NAME");
+  unsetenv("NL_TEST_OLD_NAME");
+  assert_null(nl_getenv("NL_TEST_NEW_NAME", "NL_TEST_OLD_NAME"));
+}
+
+/* Significant digits of a decimal number's text (no leading or trailing
+ * zeros). */
+static int sig_digits(const char *s) {
+  char d[64];
+  int n = 0;
+  for (; *s && *s != 'e' && n < 63; s++)
+    if (*s >= '0' && *s <= '9' && (n > 0 || *s != '0')) d[n++] = *s;
+  while (n > 1 && d[n - 1] == '0') n--;
+  return n ? n : 1;
+}
+
+/* JSON printed one way: worked out by hand. */
+static void test_json_text(void **state) {
+  (void)state;
+  json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:b, s:n, s:[], s:{}}", "a",
+                        0.011251, "b", 1.0, "c", 1e-300, "d", 0.1 + 0.2, "e", -0.5, "f", 1e21,
+                        "g", 5e-324, "i", (json_int_t)-42, "t", 1, "z", "l", "o");
+  json_object_set_new(j, "s", json_stringn("q\"\\\n\x01\xc3\xa9\0x", 9));
+  char *t = nl_json_text(j, NL_JSON_LINE);
+  assert_string_equal(t, "{\"a\": 0.011251, \"b\": 1.0, \"c\": 1e-300, \"d\": 0.30000000000000004, "
+                         "\"e\": -0.5, \"f\": 1e+21, \"g\": 5e-324, \"i\": -42, \"t\": true, "
+                         "\"z\": null, \"l\": [], \"o\": {}, \"s\": \"q\\\"\\\\\\n\\u0001\xc3\xa9\\u0000x\"}");
+  /* jansson reads it back to the same values */
+  json_error_t je;
+  json_t *back = json_loads(t, JSON_ALLOW_NUL, &je);
+  assert_non_null(back);
+  assert_true(json_equal(j, back));
+  json_decref(back);
+  free(t);
+  json_decref(j);
+  j = json_pack("{s:[i, i], s:{}, s:{s:s}}", "a", 1, 2, "b", "c", "k", "v");
+  t = nl_json_text(j, NL_JSON_PRETTY);
+  assert_string_equal(t, "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": {},\n  \"c\": {\n    \"k\": \"v\"\n  }\n}");
+  free(t);
+  json_decref(j);
+  /* single precision: the float's own shortest decimal */
+  j = nl_json_float(0.1f);
+  assert_true(json_real_value(j) == 0.1);
+  json_decref(j);
+  j = nl_json_float(1.0f / 3.0f);
+  assert_true(json_real_value(j) == 0.33333334);
+  json_decref(j);
+  assert_null(nl_json_float(NAN));
+  j = nl_json_rounded(1234.5678, 2);
+  assert_true(json_real_value(j) == 1234.57);
+  json_decref(j);
+  /* shortest round trip: every double reads back (strtod) to itself, in
+   * no more characters than %.17g */
+  nl_rng r;
+  nl_rng_seed(&r, 12345);
+  for (int i = 0; i < 20000; i++) {
+    uint64_t bits = nl_rng_u64(&r);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    if (!isfinite(v)) continue;
+    if (i % 2) v = (double)(nl_rng_u64(&r) % 100000) / 1000.0; /* "nice" decimals too */
+    char buf[40], ref[40];
+    nl_json_format_real(buf, sizeof buf, v);
+    snprintf(ref, sizeof ref, "%.17g", v);
+    if (strtod(buf, NULL) != v) fail_msg("%s does not read back as %s", buf, ref);
+    int p = sig_digits(buf);
+    char shorter[40];
+    snprintf(shorter, sizeof shorter, "%.*e", p - 2, v);
+    if (p > 17 || (p > 1 && strtod(shorter, NULL) == v))
+      fail_msg("%s is not the shortest (%s reads back too)", buf, shorter);
+  }
+  char buf[40];
+  /* Python's repr of the same doubles */
+  struct { double v; const char *s; } forms[] = {
+      {0.123, "0.123"}, {20.0, "20.0"}, {1e15, "1000000000000000.0"}, {1e16, "1e+16"},
+      {0.0001, "0.0001"}, {0.00001, "1e-05"}, {-0.0, "-0.0"}, {123456789.125, "123456789.125"},
+      {1e23, "1e+23"}, {1.0 / 3.0, "0.3333333333333333"}};
+  for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+    nl_json_format_real(buf, sizeof buf, forms[i].v);
+    assert_string_equal(buf, forms[i].s);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_args_aliases),
+      cmocka_unit_test(test_closest),
+      cmocka_unit_test(test_json_text),
       cmocka_unit_test(test_error_messages),
       cmocka_unit_test(test_rng_deterministic_streams),
       cmocka_unit_test(test_rng_moments),
