@@ -10,6 +10,7 @@
 
 #include "app/bench.h"
 #include "app/bench_fused.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/timer.h"
 #include "expr/expr.h"
@@ -86,9 +87,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                           per_s(rf), "mse_grad_node_evals_per_s", per_s(rg),
                           "scalar_node_evals_per_s", per_s(rs), "fused_vs_batched_max_rel_diff",
                           maxdiff, "rounds", rounds);
-    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fprintf(ctx->out, "%s\n", s);
-    free(s);
+    nl_json_print(ctx->out, o);
     json_decref(o);
   } else {
     nl_bench_print_machine(ctx);

@@ -3,12 +3,14 @@
  * an extraction of 1 point per layer, so the cost of sampling and gathering
  * shows as the difference of the two extractions. Runs are interleaved and
  * the best of each is kept. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/bench.h"
 #include "app/model_path.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/timer.h"
 #include "data/dataset.h"
@@ -73,18 +75,33 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   if (rc == 0) {
     double gflop = nl_vit_flops_per_image(&m.cfg) * images * 1e-9;
-    nl_bench_print_machine(ctx);
-    fprintf(ctx->out, "sgemm peak: %.1f GFLOP/s\n", nl_bench_sgemm_peak());
-    fprintf(ctx->out, "model: %s (%d norm layers), %d images, batch %d, best of %d\n", path,
-            m.nnorms, images, b, reps);
-    fprintf(ctx->out, "forward only:            %.3f s  (%.1f images/s, %.1f GFLOP/s)\n",
-            best_fwd, images / best_fwd, gflop / best_fwd);
-    fprintf(ctx->out, "extract, 1 point/layer:  %.3f s  (%.1f images/s)\n", best_one,
-            images / best_one);
-    fprintf(ctx->out, "extract %d points/layer: %.3f s  (%.1f images/s)\n", NL_EXTRACT_POINTS,
-            best_ext, images / best_ext);
-    fprintf(ctx->out, "sampling and gathering:  %+.3f s  (%.1f %% of the extraction)\n",
-            best_ext - best_one, 100.0 * (best_ext - best_one) / best_ext);
+    if (nl_arg_flag(a, "json")) {
+      json_t *j = json_pack(
+          "{s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bench",
+          "extract", "model", path, "norm_layers", m.nnorms, "images", images, "batch", b,
+          "points_per_layer", NL_EXTRACT_POINTS, "sgemm_peak_gflops",
+          nl_json_rounded(nl_bench_sgemm_peak(), 2), "forward_seconds",
+          nl_json_rounded(best_fwd, 4), "forward_gflops", nl_json_rounded(gflop / best_fwd, 2),
+          "extract_one_point_seconds", nl_json_rounded(best_one, 4), "extract_seconds",
+          nl_json_rounded(best_ext, 4), "extract_images_per_second",
+          nl_json_rounded(images / best_ext, 2), "sampling_fraction",
+          nl_json_rounded((best_ext - best_one) / best_ext, 4));
+      nl_json_print(ctx->out, j);
+      json_decref(j);
+    } else {
+      nl_bench_print_machine(ctx);
+      fprintf(ctx->out, "sgemm peak: %.1f GFLOP/s\n", nl_bench_sgemm_peak());
+      fprintf(ctx->out, "model: %s (%d norm layers), %d images, batch %d, best of %d\n", path,
+              m.nnorms, images, b, reps);
+      fprintf(ctx->out, "forward only:            %.3f s  (%.1f images/s, %.1f GFLOP/s)\n",
+              best_fwd, images / best_fwd, gflop / best_fwd);
+      fprintf(ctx->out, "extract, 1 point/layer:  %.3f s  (%.1f images/s)\n", best_one,
+              images / best_one);
+      fprintf(ctx->out, "extract %d points/layer: %.3f s  (%.1f images/s)\n", NL_EXTRACT_POINTS,
+              best_ext, images / best_ext);
+      fprintf(ctx->out, "sampling and gathering:  %+.3f s  (%.1f %% of the extraction)\n",
+              best_ext - best_one, 100.0 * (best_ext - best_one) / best_ext);
+    }
   }
   nl_vit_acts_free(&acts);
   free(buf);

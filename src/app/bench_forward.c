@@ -1,5 +1,6 @@
 /* `normlab bench forward`: images/s and achieved GFLOP/s of the batched
  * forward pass beside the machine's measured sgemm peak. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "app/bench.h"
 #include "app/model_path.h"
 #include "base/interrupt.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
 #include "base/threads.h"
@@ -46,10 +48,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
     double peak = nl_bench_sgemm_peak();
     if (nl_arg_flag(a, "json")) {
-      fprintf(ctx->out,
-              "{\"model\": \"%s\", \"batch\": %ld, \"threads\": %d, \"images_per_second\": %.2f, "
-              "\"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, \"fraction_of_peak\": %.4f}\n",
-              path, batch, nl_threads_get(), ips, gf, peak, gf / peak);
+      json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o}", "bench", "forward",
+                            "model", path, "batch", (json_int_t)batch, "threads",
+                            nl_threads_get(), "images_per_second", nl_json_rounded(ips, 2),
+                            "gflops", nl_json_rounded(gf, 2), "sgemm_peak_gflops",
+                            nl_json_rounded(peak, 2), "fraction_of_peak",
+                            nl_json_rounded(gf / peak, 4));
+      nl_json_print(ctx->out, j);
+      json_decref(j);
     } else {
       nl_bench_print_machine(ctx);
       fprintf(ctx->out, "model: %s (%d x %d, patch %d, width %d, depth %d, %d tokens)\n", path,

@@ -10,6 +10,7 @@
 
 #include "app/bench.h"
 #include "app/bench_fused.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
 #include "base/threads.h"
@@ -112,9 +113,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
           "points", (json_int_t)n, "threads", fT.threads, "gens_per_s_1thread", g1,
           "gens_per_s", gT, "seconds_per_gen", 1.0 / gT, "node_evals_per_s_per_core_1thread",
           ne1, "node_evals_per_s_per_core", neT, "limit_node_evals_per_s_per_core", limit);
-      char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-      fprintf(ctx->out, "%s\n", s);
-      free(s);
+      nl_json_print(ctx->out, o);
       json_decref(o);
     } else {
       nl_bench_print_machine(ctx);

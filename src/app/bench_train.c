@@ -3,11 +3,13 @@
  * with random images. The rate counts the matrix-product FLOPs of a step as
  * 3x the forward's (nl_vit_flops_per_image: forward, dX, dW), set beside
  * the measured sgemm peak. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "app/bench.h"
 #include "app/model_path.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
 #include "base/threads.h"
@@ -72,13 +74,17 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     const double mean = tf + tb + to, step = best, ips = B / step;
     const double gflop = nl_vt_flops_per_image(&t) * B * 1e-9, rate = gflop / step;
     if (nl_arg_flag(a, "json")) {
-      fprintf(ctx->out,
-              "{\"bench\":\"train\",\"model\":\"%s\",\"batch\":%ld,\"threads\":%d,"
-              "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"adamw_ms\":%.3f,"
-              "\"mean_step_ms\":%.3f,\"best_step_ms\":%.3f,\"images_per_second\":%.2f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
-              "\"fraction_of_peak\":%.4f,\"activation_mb\":%.1f}\n",
-              path, B, nl_threads_get(), tf * 1e3, tb * 1e3, to * 1e3, mean * 1e3, best * 1e3, ips, rate, peak,
-              rate / peak, t.nbytes / 1e6);
+      json_t *j = json_pack(
+          "{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bench",
+          "train", "model", path, "batch", (json_int_t)B, "threads", nl_threads_get(),
+          "forward_ms", nl_json_rounded(tf * 1e3, 3), "backward_ms", nl_json_rounded(tb * 1e3, 3),
+          "adamw_ms", nl_json_rounded(to * 1e3, 3), "mean_step_ms", nl_json_rounded(mean * 1e3, 3),
+          "best_step_ms", nl_json_rounded(best * 1e3, 3), "images_per_second",
+          nl_json_rounded(ips, 2), "gflops", nl_json_rounded(rate, 2), "sgemm_peak_gflops",
+          nl_json_rounded(peak, 2), "fraction_of_peak", nl_json_rounded(rate / peak, 4),
+          "activation_mb", nl_json_rounded(t.nbytes / 1e6, 1));
+      nl_json_print(ctx->out, j);
+      json_decref(j);
     } else {
       nl_bench_print_machine(ctx);
       fprintf(ctx->out,

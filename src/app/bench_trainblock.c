@@ -3,11 +3,13 @@
  * width 192, 3 heads, MLP 768, LayerNorm, layer scale. The rate counts the
  * matrix-product FLOPs of a training step (3x the forward's: forward, dX,
  * dW), set beside the measured sgemm peak. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/bench.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
 #include "base/threads.h"
@@ -123,11 +125,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   tb /= reps;
   const double rate = 3.0 * fwd_flops / (tf + tb) * 1e-9;
   if (json) {
-    fprintf(ctx->out,
-            "{\"bench\":\"trainblock\",\"batch\":%ld,\"threads\":%d,\"forward_ms\":%.3f,"
-            "\"backward_ms\":%.3f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
-            "\"fraction_of_peak\":%.4f}\n",
-            B, nl_threads_get(), tf * 1e3, tb * 1e3, rate, peak, rate / peak);
+    json_t *j = json_pack("{s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o}", "bench", "trainblock",
+                          "batch", (json_int_t)B, "threads", nl_threads_get(), "forward_ms",
+                          nl_json_rounded(tf * 1e3, 3), "backward_ms", nl_json_rounded(tb * 1e3, 3),
+                          "gflops", nl_json_rounded(rate, 2), "sgemm_peak_gflops",
+                          nl_json_rounded(peak, 2), "fraction_of_peak",
+                          nl_json_rounded(rate / peak, 4));
+    nl_json_print(ctx->out, j);
+    json_decref(j);
   } else {
     nl_bench_print_machine(ctx);
     fprintf(ctx->out,

@@ -1,11 +1,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/bench.h"
+#include "base/json.h"
 #include "base/mem.h"
+#include "base/text.h"
 #include "base/threads.h"
 #include "base/timer.h"
 
@@ -92,22 +95,39 @@ static const nl_opt opts[] = {
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   const char *name = a->npos ? a->pos[0] : NULL;
   if (!name || strcmp(name, "list") == 0) {
+    if (nl_arg_flag(a, "json")) {
+      json_t *list = json_array();
+      for (int i = 0; benches[i]; i++)
+        json_array_append_new(list, json_pack("{s:s, s:s}", "name", benches[i]->name, "summary",
+                                              benches[i]->summary));
+      json_t *j = json_pack("{s:o}", "benchmarks", list);
+      nl_json_print(ctx->out, j);
+      json_decref(j);
+      return 0;
+    }
     fprintf(ctx->out, "benchmarks:\n");
     for (int i = 0; benches[i]; i++)
       fprintf(ctx->out, "  %-10s %s\n", benches[i]->name, benches[i]->summary);
     return 0;
   }
-  for (int i = 0; benches[i]; i++)
+  const char *names[16];
+  size_t n = 0;
+  for (int i = 0; benches[i]; i++) {
     if (strcmp(benches[i]->name, name) == 0) return benches[i]->run(ctx, a, err);
-  return nl_fail(err, NL_EINPUT, "unknown benchmark '%s' (see 'normlab bench list')", name);
+    if (n < sizeof names / sizeof *names) names[n++] = benches[i]->name;
+  }
+  const char *near = nl_closest(name, names, n);
+  if (near) return nl_fail(err, NL_EINPUT, "unknown benchmark '%s'; did you mean '%s'?", name, near);
+  return nl_fail(err, NL_EINPUT, "unknown benchmark '%s' (see '%sbench list')", name,
+                 nl_cmd_prefix(ctx));
 }
 
 const nl_cmd nl_cmd_bench = {
     .name = "bench",
-    .args = "NAME",
+    .args = "[NAME|list]",
     .summary = "measure speed beside the machine's limits",
     .help = "Benchmarks print their figures beside the machine's measured limits.\n"
-            "'normlab bench list' lists them.",
+            "'normlab bench list' lists them (--json: {\"benchmarks\": [{\"name\", \"summary\"}]}).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 1,

@@ -1,8 +1,11 @@
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "app/cmd.h"
 #include "app/model_path.h"
+#include "base/json.h"
 #include "model/vit.h"
 #include "train/evaluate.h"
 
@@ -13,14 +16,50 @@ static const nl_opt opts[] = {
     {0},
 };
 
-static void json_str(FILE *o, const char *s) {
-  fputc('"', o);
-  for (; *s; s++) {
-    if (*s == '"' || *s == '\\') fputc('\\', o);
-    if ((unsigned char)*s < 0x20) fprintf(o, "\\u%04x", *s);
-    else fputc(*s, o);
+/* The model as one JSON object (see normlab(1), info). */
+static json_t *info_json(const char *path, const nl_vit *m, double flops) {
+  const nl_vit_config *c = &m->cfg;
+  json_t *mean = json_array(), *std = json_array(), *names = json_array(), *norms = json_array(),
+         *bad = json_array();
+  for (int i = 0; i < c->nmean; i++) {
+    json_array_append_new(mean, nl_json_float(c->mean[i]));
+    json_array_append_new(std, nl_json_float(c->std[i]));
   }
-  fputc('"', o);
+  for (int i = 0; i < m->nnorms; i++) {
+    const nl_norm *n = &m->norms[i];
+    json_array_append_new(names, json_string(n->name));
+    json_t *e = json_pack("{s:s, s:s}", "name", n->name, "kind", nl_norm_kind_name(n->kind));
+    if (n->kind == NL_NORM_DYT) json_object_set_new(e, "alpha", nl_json_float(*n->alpha));
+    if (n->kind == NL_NORM_EXPR) json_object_set_new(e, "expr", json_string(n->expr));
+    json_array_append_new(norms, e);
+  }
+  for (int i = 0; i < m->ntensors; i++) {
+    size_t nn, ni;
+    if (!nl_vit_tensor_nonfinite(m, i, &nn, &ni)) continue;
+    json_array_append_new(bad, json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", m->tensors[i].name,
+                                         "count", (json_int_t)(nn + ni), "nan", (json_int_t)nn,
+                                         "inf", (json_int_t)ni, "numel",
+                                         (json_int_t)m->tensors[i].numel));
+  }
+  json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:s, "
+                        "s:b, s:b}",
+                        "model", path, "architecture", c->arch, "config_source", c->source,
+                        "img_size", c->img_size, "in_chans", c->in_chans, "patch_size", c->patch,
+                        "embed_dim", c->dim, "depth", c->depth, "num_heads", c->heads,
+                        "mlp_hidden", c->mlp_hidden, "num_classes", c->classes, "tokens",
+                        c->tokens, "class_token", c->class_token, "global_pool",
+                        c->avg_pool ? "avg" : "token", "layer_scale", c->layer_scale, "qkv_bias",
+                        c->qkv_bias);
+  json_object_set_new(j, "eps", nl_json_float(c->eps));
+  json_object_set_new(j, "mean", mean);
+  json_object_set_new(j, "std", std);
+  json_object_set_new(j, "normalization_source", json_string(c->norm_source));
+  json_object_set_new(j, "parameters", json_integer((json_int_t)nl_vit_param_count(m)));
+  json_object_set_new(j, "flops_per_image", json_integer((json_int_t)llround(flops)));
+  json_object_set_new(j, "norm_layers", names);
+  json_object_set_new(j, "norms", norms);
+  json_object_set_new(j, "non_finite", bad);
+  return j;
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -37,54 +76,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   FILE *o = ctx->out;
   double flops = nl_vit_flops_per_image(c);
   if (nl_arg_flag(a, "json")) {
-    fprintf(o, "{\"model\": ");
-    json_str(o, path);
-    fprintf(o, ", \"architecture\": ");
-    json_str(o, c->arch);
-    fprintf(o, ", \"config_source\": ");
-    json_str(o, c->source);
-    fprintf(o,
-            ", \"img_size\": %d, \"in_chans\": %d, \"patch_size\": %d, \"embed_dim\": %d, "
-            "\"depth\": %d, \"num_heads\": %d, \"mlp_hidden\": %d, \"num_classes\": %d, "
-            "\"tokens\": %d, \"class_token\": %s, \"global_pool\": \"%s\", \"layer_scale\": %s, "
-            "\"qkv_bias\": %s, \"eps\": %g, \"mean\": [",
-            c->img_size, c->in_chans, c->patch, c->dim, c->depth, c->heads, c->mlp_hidden,
-            c->classes, c->tokens, c->class_token ? "true" : "false", c->avg_pool ? "avg" : "token",
-            c->layer_scale ? "true" : "false", c->qkv_bias ? "true" : "false", (double)c->eps);
-    for (int i = 0; i < c->nmean; i++) fprintf(o, "%s%.9g", i ? ", " : "", (double)c->mean[i]);
-    fprintf(o, "], \"std\": [");
-    for (int i = 0; i < c->nmean; i++) fprintf(o, "%s%.9g", i ? ", " : "", (double)c->std[i]);
-    fprintf(o, "], \"normalization_source\": ");
-    json_str(o, c->norm_source);
-    fprintf(o, ", \"parameters\": %zu, \"flops_per_image\": %.0f, \"norm_layers\": [",
-            nl_vit_param_count(&m), flops);
-    for (int i = 0; i < m.nnorms; i++) {
-      if (i) fputs(", ", o);
-      json_str(o, m.norms[i].name);
-    }
-    fprintf(o, "], \"norms\": [");
-    for (int i = 0; i < m.nnorms; i++) {
-      const nl_norm *n = &m.norms[i];
-      fprintf(o, "%s{\"name\": ", i ? ", " : "");
-      json_str(o, n->name);
-      fprintf(o, ", \"kind\": \"%s\"", nl_norm_kind_name(n->kind));
-      if (n->kind == NL_NORM_DYT) fprintf(o, ", \"alpha\": %.9g", (double)*n->alpha);
-      if (n->kind == NL_NORM_EXPR) {
-        fprintf(o, ", \"expr\": ");
-        json_str(o, n->expr);
-      }
-      fputc('}', o);
-    }
-    fprintf(o, "], \"non_finite\": [");
-    for (int i = 0, k = 0; i < m.ntensors; i++) {
-      size_t nn, ni;
-      if (!nl_vit_tensor_nonfinite(&m, i, &nn, &ni)) continue;
-      fprintf(o, "%s{\"name\": ", k++ ? ", " : "");
-      json_str(o, m.tensors[i].name);
-      fprintf(o, ", \"count\": %zu, \"nan\": %zu, \"inf\": %zu, \"numel\": %zu}", nn + ni, nn,
-              ni, m.tensors[i].numel);
-    }
-    fprintf(o, "]}\n");
+    json_t *j = info_json(path, &m, flops);
+    nl_json_print(o, j);
+    json_decref(j);
   } else {
     fprintf(o, "model:        %s\n", path);
     if (c->arch[0]) fprintf(o, "architecture: %s\n", c->arch);

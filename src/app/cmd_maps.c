@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "base/json.h"
 #include "model/maps.h"
 
 static const nl_opt opts[] = {
@@ -57,16 +58,16 @@ static void summary_json(nl_ctx *ctx, const char *path, const nl_maps *m) {
     stats s = layer_stats(l);
     total += l->n;
     json_array_append_new(layers,
-                          json_pack("{s:s,s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "name", l->name, "points",
-                                    (json_int_t)l->n, "x_min", s.xmin, "x_max", s.xmax, "x_mean",
-                                    s.xmean, "x_var", s.xvar, "y_mean", s.ymean, "y_var", s.yvar));
+                          json_pack("{s:s,s:I,s:o,s:o,s:f,s:f,s:f,s:f}", "name", l->name, "points",
+                                    (json_int_t)l->n, "x_min", nl_json_float((float)s.xmin),
+                                    "x_max", nl_json_float((float)s.xmax), "x_mean", s.xmean,
+                                    "x_var", s.xvar, "y_mean", s.ymean, "y_var", s.yvar));
   }
   json_object_set_new(root, "path", json_string(path));
   json_object_set_new(root, "metadata", meta);
   json_object_set_new(root, "layers", layers);
   json_object_set_new(root, "points", json_integer((json_int_t)total));
-  json_dumpf(root, ctx->out, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-  fputc('\n', ctx->out);
+  nl_json_print(ctx->out, root);
   json_decref(root);
 }
 

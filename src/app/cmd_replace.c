@@ -7,6 +7,7 @@
 
 #include "app/cmd.h"
 #include "app/model_path.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "model/replace.h"
 #include "model/vit.h"
@@ -31,15 +32,14 @@ static void print_json(nl_ctx *ctx, const char *model, const char *out, const ch
   for (int i = 0; i < m->nnorms; i++) {
     const nl_norm *n = &m->norms[i];
     json_t *e = json_pack("{s:s,s:s}", "name", n->name, "kind", nl_norm_kind_name(n->kind));
-    if (n->kind == NL_NORM_DYT) json_object_set_new(e, "alpha", json_real(*n->alpha));
+    if (n->kind == NL_NORM_DYT) json_object_set_new(e, "alpha", nl_json_float(*n->alpha));
     if (n->kind == NL_NORM_EXPR) json_object_set_new(e, "expr", json_string(n->expr));
     json_array_append_new(layers, e);
     if (kept[i]) json_array_append_new(kl, json_string(n->name));
   }
   json_object_set_new(root, "layers", layers);
   json_object_set_new(root, "kept", kl);
-  json_dumpf(root, ctx->out, JSON_PRESERVE_ORDER);
-  fputc('\n', ctx->out);
+  nl_json_print(ctx->out, root);
   json_decref(root);
 }
 
