@@ -9,6 +9,7 @@
 
 #include "base/fileio.h"
 #include "base/mem.h"
+#include "base/text.h"
 
 /* Read a whole (possibly gzip-compressed) file. */
 static unsigned char *read_gz(const char *path, size_t *len, nl_error *err) {
@@ -105,7 +106,7 @@ int nl_dataset_load(nl_dataset *d, const char *spec, long offset, long limit, nl
   else if (strcmp(spec, "fmnist:train") == 0) split = "train";
   else
     return nl_fail(err, NL_EINPUT, "unknown data spec '%s' (known: fmnist:test, fmnist:train)", spec);
-  const char *dir = getenv("NL_FMNIST_DIR");
+  const char *dir = nl_getenv("NORMLAB_FMNIST_DIR", "NL_FMNIST_DIR");
   if (!dir || !*dir) dir = NL_FMNIST_DIR_DEFAULT;
   char ip[4096], lp[4096];
   snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte.gz", dir, split);
@@ -113,7 +114,7 @@ int nl_dataset_load(nl_dataset *d, const char *spec, long offset, long limit, nl
   if (!nl_file_exists(ip) || !nl_file_exists(lp))
     return nl_fail(err, NL_EINPUT,
                    "%s: Fashion-MNIST not found (%s missing); install it with: apt-get install "
-                   "dataset-fashion-mnist",
+                   "dataset-fashion-mnist, or set NORMLAB_FMNIST_DIR to its directory",
                    spec, !nl_file_exists(ip) ? ip : lp);
   if (nl_idx_load(d, ip, lp, err)) return -1;
   snprintf(d->name, sizeof d->name, "%s", spec);

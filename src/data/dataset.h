@@ -2,7 +2,7 @@
  *
  * Fashion-MNIST comes from Debian's dataset-fashion-mnist package
  * (/usr/share/datasets/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz;
- * NL_FMNIST_DIR overrides the directory). Data specs name a dataset and
+ * NORMLAB_FMNIST_DIR, formerly NL_FMNIST_DIR, overrides the directory). Data specs name a dataset and
  * split: "fmnist:test", "fmnist:train". */
 #ifndef NL_DATA_DATASET_H
 #define NL_DATA_DATASET_H

@@ -11,6 +11,7 @@
 
 #include "base/fileio.h"
 #include "base/mem.h"
+#include "base/text.h"
 
 char *nl_plot_quote(const char *s, nl_error *err) {
   size_t n = strlen(s);
@@ -47,9 +48,9 @@ int nl_plot_parse_range(const char *s, double *a, double *b, nl_error *err) {
   return 0;
 }
 
-/* The gnuplot program: $NL_GNUPLOT, else "gnuplot" found on $PATH. */
+/* The gnuplot program: $NORMLAB_GNUPLOT (formerly $NL_GNUPLOT), else "gnuplot" found on $PATH. */
 static char *find_gnuplot(void) {
-  const char *env = getenv("NL_GNUPLOT");
+  const char *env = nl_getenv("NORMLAB_GNUPLOT", "NL_GNUPLOT");
   if (env && *env) return access(env, X_OK) == 0 ? nl_xstrdup(env) : NULL;
   const char *path = getenv("PATH");
   if (!path) path = "/usr/bin:/bin";
@@ -174,7 +175,7 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   if (!prog)
     return nl_fail(err, NL_EIO,
                    "gnuplot not found on PATH (install it: apt-get install gnuplot-nox), "
-                   "or set NL_GNUPLOT to the program");
+                   "or set NORMLAB_GNUPLOT to the program");
   nl_plot_term term = o->term;
   if (term == NL_PLOT_AUTO) {
     const char *d = getenv("DISPLAY");
@@ -239,6 +240,7 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
             "} else {\n  print 'this gnuplot has no window terminal (qt, wxt, x11): "
             "use --term png or --term dumb'\n  exit status 3\n} } }\n");
   }
+  fprintf(sc, "set encoding utf8\n"); /* titles carry UTF-8 (R²) */
   if (qtitle) fprintf(sc, "set title %s noenhanced\n", qtitle);
   if (qx) fprintf(sc, "set xlabel %s noenhanced\n", qx);
   if (qy) fprintf(sc, "set ylabel %s noenhanced\n", qy);

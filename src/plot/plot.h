@@ -42,7 +42,7 @@ typedef struct nl_plot_result {
 
 /* Draw the series. Errors: gnuplot missing (NL_EIO: "gnuplot not found"),
  * a title with control characters (NL_EINPUT), gnuplot failing (NL_EIO
- * with its message). $NL_GNUPLOT names the gnuplot program (default:
+ * with its message). $NORMLAB_GNUPLOT (formerly $NL_GNUPLOT) names the gnuplot program (default:
  * gnuplot on $PATH). */
 int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot_result *res,
                  nl_error *err);

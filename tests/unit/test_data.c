@@ -74,7 +74,7 @@ static void test_bad_files(void **state) {
   char ip[256], lp[256];
   snprintf(ip, sizeof ip, "%s/t10k-images-idx3-ubyte.gz", dir);
   snprintf(lp, sizeof lp, "%s/t10k-labels-idx1-ubyte.gz", dir);
-  setenv("NL_FMNIST_DIR", dir, 1);
+  setenv("NORMLAB_FMNIST_DIR", dir, 1);
   nl_error err;
   nl_dataset d;
   assert_int_equal(nl_dataset_load(&d, "fmnist:test", 0, 0, &err), -1);
@@ -104,7 +104,7 @@ static void test_bad_files(void **state) {
   unlink(ip);
   unlink(lp);
   rmdir(dir);
-  unsetenv("NL_FMNIST_DIR");
+  unsetenv("NORMLAB_FMNIST_DIR");
 }
 
 int main(void) {

@@ -183,9 +183,9 @@ static void test_errors(void **state) {
   assert_int_equal(nl_plot_draw(&o, &s, 1, &r, &err), -1);
   assert_int_equal(err.code, NL_EINPUT);
   s.title = "ok";
-  setenv("NL_GNUPLOT", "/nonexistent/gnuplot", 1);
+  setenv("NORMLAB_GNUPLOT", "/nonexistent/gnuplot", 1);
   assert_int_equal(nl_plot_draw(&o, &s, 1, &r, &err), -1);
-  unsetenv("NL_GNUPLOT");
+  unsetenv("NORMLAB_GNUPLOT");
   assert_int_equal(err.code, NL_EIO);
   assert_non_null(strstr(err.msg, "gnuplot not found"));
 }
