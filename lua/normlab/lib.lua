@@ -27,10 +27,12 @@ return function(normlab)
   -- Format a table of rows as text.
   --   columns: list of {key, title [, fmt]} (fmt: a string.format pattern
   --   or a function(value, row) -> string; default "%s")
-  -- Numbers are right-aligned, everything else left-aligned.
+  -- Numbers are right-aligned, everything else left-aligned; widths count
+  -- characters, not bytes (a title "val R²" is 6 wide).
   function normlab.format_table(rows, columns)
+    local function cols(s) return utf8.len(s) or #s end
     local cells, width, right = {}, {}, {}
-    for j, c in ipairs(columns) do width[j] = #(c[2] or c[1]) end
+    for j, c in ipairs(columns) do width[j] = cols(c[2] or c[1]) end
     for i, r in ipairs(rows) do
       cells[i] = {}
       for j, c in ipairs(columns) do
@@ -47,14 +49,14 @@ return function(normlab)
         end
         if type(v) == "number" then right[j] = true end
         cells[i][j] = s
-        if #s > width[j] then width[j] = #s end
+        if cols(s) > width[j] then width[j] = cols(s) end
       end
     end
     local out = {}
     local function line(vals)
       local parts = {}
       for j, s in ipairs(vals) do
-        local pad = string.rep(" ", width[j] - #s)
+        local pad = string.rep(" ", width[j] - cols(s))
         parts[j] = right[j] and pad .. s or s .. pad
       end
       out[#out + 1] = (table.concat(parts, "  "):gsub("%s+$", ""))

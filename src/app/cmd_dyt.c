@@ -1,11 +1,12 @@
 /* normlab dyt: the DyT baseline of every layer of a mappings file, beside
- * the bound R^2 of the best possible scalar function. */
+ * the bound R² of the best possible scalar function. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/cmd.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "model/maps.h"
 #include "search/dyt.h"
@@ -34,8 +35,7 @@ static void print_json(nl_ctx *ctx, const char *path, const nl_maps *m, const nl
   json_object_set_new(root, "mean_mse", json_real(mmse));
   json_object_set_new(root, "mean_r2", json_real(mr2));
   json_object_set_new(root, "mean_bound_r2", json_real(mb));
-  json_dumpf(root, ctx->out, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-  fputc('\n', ctx->out);
+  nl_json_print(ctx->out, root);
   json_decref(root);
 }
 
@@ -69,8 +69,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       if (l > w) w = l;
     }
     fprintf(ctx->out, "%s: %d layers\n", path, m.nlayers);
-    fprintf(ctx->out, "%-*s %8s %10s %10s %10s %9s %9s\n", w, "layer", "points", "alpha", "MSE",
-            "R^2", "bound R^2", "gap");
+    /* "R²" is a byte longer than its column: widths + 1 */
+    fprintf(ctx->out, "%-*s %8s %10s %10s %11s %10s %9s\n", w, "layer", "points", "alpha", "MSE",
+            "R²", "bound R²", "gap");
     for (int i = 0; i < m.nlayers; i++) {
       const nl_dyt_row *r = &rows[i];
       fprintf(ctx->out, "%-*s %8zu %10.5g %10.6f %10.6f %9.6f %9.6f\n", w, r->name, r->points,
@@ -79,8 +80,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(ctx->out, "%-*s %8s %10s %10.6f %10.6f %9.6f %9.6f\n", w, "mean", "", "", mmse, mr2,
             mb, mb - mr2);
     fprintf(ctx->out,
-            "DyT: y ~ tanh(alpha x), least squares; R^2 = 1 - MSE / Var(y).\n"
-            "bound: R^2 of E[y|x], a line in each of %ld quantile bins of x (adjusted R^2):\n"
+            "DyT: y ~ tanh(alpha x), least squares; R² = 1 - MSE / Var(y).\n"
+            "bound: R² of E[y|x], a line in each of %ld quantile bins of x (adjusted R²):\n"
             "the best any scalar f(x) can do; gap = bound - DyT is what a better f can win.\n",
             bins);
   }
@@ -92,11 +93,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 const nl_cmd nl_cmd_dyt = {
     .name = "dyt",
     .args = NULL,
-    .summary = "fit the DyT baseline tanh(alpha x) per layer, beside the best possible R^2",
+    .summary = "fit the DyT baseline tanh(alpha x) per layer, beside the best possible R²",
     .help = "For every layer of a mappings file: the least-squares alpha of tanh(alpha x)\n"
-            "against y (pre-affine norm output), its MSE and R^2 = 1 - MSE/Var(y), and the\n"
-            "bound R^2 of the best possible scalar function, E[y|x], estimated by a\n"
-            "straight line in each of --bins quantile bins of x (adjusted R^2: corrected for\n"
+            "against y (pre-affine norm output), its MSE and R² = 1 - MSE/Var(y), and the\n"
+            "bound R² of the best possible scalar function, E[y|x], estimated by a\n"
+            "straight line in each of --bins quantile bins of x (adjusted R²: corrected for\n"
             "the 2 parameters per bin).\n"
             "JSON: {\"maps\",\"bins\",\"layers\":[{\"name\",\"points\",\"alpha\",\"mse\",\"r2\","
             "\"bound_r2\"}],\n\"mean_mse\",\"mean_r2\",\"mean_bound_r2\"}.",

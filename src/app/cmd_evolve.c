@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "base/json.h"
 #include "base/threads.h"
 #include "model/maps.h"
 #include "search/gp.h"
@@ -134,15 +135,15 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(root, "layers", ls);
       json_object_set_new(root, "mean_val_r2", json_real(isfinite(mean) ? mean : 0));
       json_object_set_new(root, "seconds", json_real(s.seconds));
-      json_dumpf(root, ctx->out, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-      fputc('\n', ctx->out);
+      nl_json_print(ctx->out, root);
       json_decref(root);
     } else {
       int w = 5;
       for (int i = 0; i < s.nlayers; i++)
         if ((int)strlen(s.layers[i].name) > w) w = (int)strlen(s.layers[i].name);
-      fprintf(ctx->out, "%-*s %4s %5s %5s %10s %9s %8s  %s\n", w, "layer", "seed", "nodes",
-              "flops", "val MSE", "val R^2", "seconds", "expression");
+      /* "R²" is a byte longer than its column: its width + 1 */
+      fprintf(ctx->out, "%-*s %4s %5s %5s %10s %10s %8s  %s\n", w, "layer", "seed", "nodes",
+              "flops", "val MSE", "val R²", "seconds", "expression");
       for (int i = 0; i < s.nlayers; i++) {
         const nl_gp_layer_summary *l = &s.layers[i];
         char *e = l->expr ? nl_print(&l->prog, NL_PRINT_SHORT) : NULL;
@@ -151,7 +152,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                 l->skipped ? "  (resumed)" : "");
         free(e);
       }
-      fprintf(ctx->out, "mean validation R^2 %.6f over %d layers; %.1f s; results in %s\n", mean,
+      fprintf(ctx->out, "mean validation R² %.6f over %d layers; %.1f s; results in %s\n", mean,
               nr, s.seconds, outdir);
     }
   }

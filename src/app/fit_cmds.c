@@ -3,7 +3,7 @@
  *
  * Points: the layer's points of the session's mappings file, split as the
  * search splits them (nl_gp_split with the session's 'seed' setting,
- * default 0): constants are fitted on the training part, R^2 reported on
+ * default 0): constants are fitted on the training part, R² reported on
  * the validation part, so the figures compare with the fronts' val_r2. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -231,8 +231,9 @@ static int run_score(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if ((all || strcmp(m->layers[i].name, a->pos[0]) == 0) &&
         (int)strlen(m->layers[i].name) > w)
       w = (int)strlen(m->layers[i].name);
-  fprintf(ctx->out, "%-*s %7s %11s %8s %8s %8s %8s %8s %5s  %s\n", w, "layer", "val pts",
-          "val MSE", "val R2", "R2 all", "DyT R2", "bound R2", "alpha", "FLOPs", "expression");
+  /* "R²" takes one byte more than its one column: widths + 1 */
+  fprintf(ctx->out, "%-*s %7s %11s %9s %9s %9s %9s %8s %5s  %s\n", w, "layer", "val pts",
+          "val MSE", "val R²", "R² all", "DyT R²", "bound R²", "alpha", "FLOPs", "expression");
   double sv = 0, sd = 0;
   int cnt = 0;
   for (int i = 0; i < m->nlayers; i++) {
@@ -244,10 +245,10 @@ static int run_score(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     score_row(ctx, w, name, p, e ? &e->prog : NULL, &sv, &sd, &cnt);
   }
   if (all)
-    fprintf(ctx->out, "mean over %d layers with an expression: val R2 %.5f, DyT R2 %.5f\n", cnt,
+    fprintf(ctx->out, "mean over %d layers with an expression: val R² %.5f, DyT R² %.5f\n", cnt,
             cnt ? sv / cnt : NAN, cnt ? sd / cnt : NAN);
   fprintf(ctx->out,
-          "(val: the search's validation split, seed %lu; R2 all, DyT and bound: all points)\n",
+          "(val: the search's validation split, seed %lu; R² all, DyT and bound: all points)\n",
           C.seed);
   return 0;
 }
@@ -257,9 +258,9 @@ static const nl_cmd cmd_score = {
     .args = "LAYER|all",
     .summary = "fit figures of the current expressions on the loaded mappings",
     .help = "Per layer: the validation split's size (the search's 90/10 split, seeded by\n"
-            "the 'seed' setting), MSE and R2 of the current expression there, its R2 on all\n"
+            "the 'seed' setting), MSE and R² of the current expression there, its R² on all\n"
             "points, the DyT baseline tanh(alpha x) fitted on all points (as 'normlab dyt'),\n"
-            "the bound R2 (the best any f(x) can reach) and the expression's FLOPs/elem.\n"
+            "the bound R² (the best any f(x) can reach) and the expression's FLOPs/elem.\n"
             "Layers without an expression are listed with their DyT and bound figures.",
     .opts = no_opts,
     .min_pos = 1,
@@ -311,7 +312,7 @@ static int run_refit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_prog_free(&p);
     return -1;
   } else {
-    fprintf(ctx->out, "train %s %.6g -> %.6g; val R2 %.5f -> %.5f\n", gamma > 0 ? "F" : "MSE",
+    fprintf(ctx->out, "train %s %.6g -> %.6g; val R² %.5f -> %.5f\n", gamma > 0 ? "F" : "MSE",
             f0, f1, r2_before, r2_after);
   }
   nl_prog_free(&p);
@@ -356,7 +357,7 @@ static int run_fold(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   free(sub);
   int rc = set_result(ctx, layer, &q, err);
   if (rc == 0)
-    fprintf(ctx->out, "val R2 %.5f -> %.5f\n", r2_before, nl_fit_r2(&q, pt->xv, pt->yv, pt->nv));
+    fprintf(ctx->out, "val R² %.5f -> %.5f\n", r2_before, nl_fit_r2(&q, pt->xv, pt->yv, pt->nv));
   nl_prog_free(&q);
   nl_prog_free(&p);
   return rc;
@@ -405,9 +406,9 @@ static int run_impact(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_prog p;
   if (current(s, layer, &p, err) != 0) return -1;
   double r2 = nl_fit_r2(&p, pt->xv, pt->yv, pt->nv);
-  fprintf(ctx->out, "%s: val R2 %.5f now\n", layer, r2);
-  fprintf(ctx->out, "%-10s %-40s %10s %9s %10s\n", "path", "subtree", "folded to", "R2 fold",
-          "dR2");
+  fprintf(ctx->out, "%s: val R² %.5f now\n", layer, r2);
+  fprintf(ctx->out, "%-10s %-40s %10s %10s %11s\n", "path", "subtree", "folded to", "R² fold",
+          "dR²"); /* R²: a byte more than its column */
   nl_fit_pts d = {pt->xt, pt->yt, pt->nt, 0, pt->delta};
   impact_walk(ctx, &p, p.len - 1, pt, r2, &d);
   nl_prog_free(&p);
@@ -420,7 +421,7 @@ static const nl_cmd cmd_impact = {
     .summary = "each subtree's effect on the fit if folded to a constant",
     .help = "For every subtree below the root (constants left out), in the order 'show'\n"
             "draws them: its path, the constant 'fold' would put in its place, the\n"
-            "validation R2 after that fold and the change dR2 (near 0: the subtree does\n"
+            "validation R² after that fold and the change dR² (near 0: the subtree does\n"
             "not matter; very negative: it carries the fit). Nothing is changed.",
     .opts = no_opts,
     .min_pos = 1,
@@ -478,8 +479,8 @@ static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (members_of(ctx->session, a->pos[0], &fr, &knee, &minval, err) != 0) return -1;
   nl_front_member *m = fr.m;
   size_t n = fr.n;
-  fprintf(ctx->out, "%4s %4s %4s %5s %5s %11s %11s %8s  %-6s  %s\n", "#", "seed", "rank",
-          "nodes", "flops", "val F", "val MSE", "val R2", "pick", "expression");
+  fprintf(ctx->out, "%4s %4s %4s %5s %5s %11s %11s %9s  %-6s  %s\n", "#", "seed", "rank",
+          "nodes", "flops", "val F", "val MSE", "val R²", "pick", "expression"); /* R²: +1 byte */
   for (size_t i = 0; i < n; i++) {
     const nl_front_member *x = &m[i];
     const char *mark = (int)i == knee && (int)i == minval ? "both" : (int)i == knee ? "knee"
@@ -532,14 +533,14 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     idx = v - 1;
   }
   char comment[96];
-  snprintf(comment, sizeof comment, " front #%ld%s%s, val R2 %.5f", idx + 1,
+  snprintf(comment, sizeof comment, " front #%ld%s%s, val R² %.5f", idx + 1,
            idx == knee ? " knee" : "", idx == minval ? " minval" : "", m[idx].val_r2);
   if (nl_session_set_expr(s, layer, m[idx].expr, comment, err) != 0) {
     nl_error_prefix(err, "%s: front member %ld: %s", s->fronts_dir, idx + 1, layer);
     nl_fronts_free(&fr);
     return -1;
   }
-  fprintf(ctx->out, "%s = %s  (#%ld, %d FLOPs/elem, val R2 %.5f)\n", layer, m[idx].expr, idx + 1,
+  fprintf(ctx->out, "%s = %s  (#%ld, %d FLOPs/elem, val R² %.5f)\n", layer, m[idx].expr, idx + 1,
           cost_of(&nl_session_find(s, layer)->prog), m[idx].val_r2);
   nl_fronts_free(&fr);
   return 0;

@@ -90,7 +90,7 @@ static void finish(nl_ctx *ctx) {
   if (r.rc != 0 && !r.stopped) {
     fprintf(ctx->err, "[evolve] failed: %s\n", r.err.msg);
   } else {
-    fprintf(ctx->err, "[evolve] %s after %.1f s: %d layer%s with a front, mean val R2 %.5f; %s\n",
+    fprintf(ctx->err, "[evolve] %s after %.1f s: %d layer%s with a front, mean val R² %.5f; %s\n",
             r.stopped ? "stopped" : "finished", r.seconds, r.nfronts, r.nfronts == 1 ? "" : "s",
             r.mean_val_r2, r.outdir);
     nl_wb_fronts_arrived(ctx, r.outdir);

@@ -51,7 +51,14 @@ typedef struct row {
 /* Sort orders of the table, cycled with 's'. */
 enum { SORT_LAYER, SORT_FLOPS, SORT_R2, SORT_COUNT };
 static const char *const sort_names[SORT_COUNT] = {"layer order", "FLOPs/elem, highest first",
-                                                   "front R2, lowest first"};
+                                                   "front R², lowest first"};
+static const char *const sort_names_ascii[SORT_COUNT] = {
+    "layer order", "FLOPs/elem, highest first", "front R2, lowest first"};
+
+/* R² as normlab spells it, or R2 where the terminal's locale cannot show
+ * it (curses would draw its bytes as M- escapes). */
+static int utf8_ok(void) { return MB_CUR_MAX > 1; }
+static const char *r2_word(void) { return utf8_ok() ? "R²" : "R2"; }
 
 static int cmp_index(const void *a, const void *b) {
   return (int)((const row *)a)->index - (int)((const row *)b)->index;
@@ -102,8 +109,11 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   attron(A_BOLD);
   mvaddnstr(2, 1, "layer", lw);
   mvaddnstr(2, lw + 2, "FLOPs/elem", fw);
-  if (with_r2) mvaddnstr(2, lw + fw + 4, "front R2 max", rw - 1);
-  if (with_scores) mvaddnstr(2, lw + fw + 3 + rw, "  val R2   DyT R2 bound R2", sw - 1);
+  char hdr[64];
+  snprintf(hdr, sizeof hdr, "front %s max", r2_word());
+  if (with_r2) mvaddstr(2, lw + fw + 4, hdr);
+  snprintf(hdr, sizeof hdr, "  val %s   DyT %s bound %s", r2_word(), r2_word(), r2_word());
+  if (with_scores) mvaddstr(2, lw + fw + 3 + rw, hdr);
   if (ew > 0) mvaddnstr(2, ex, "expression", ew);
   attroff(A_BOLD);
   int body = h - 5;
@@ -145,7 +155,7 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   mvhline(h - 1, 0, ' ', w);
   char foot[160];
   snprintf(foot, sizeof foot, "Up/Down move  Enter detail  s sort (%s)  q back to the prompt",
-           sort_names[sort]);
+           utf8_ok() ? sort_names[sort] : sort_names_ascii[sort]);
   put_clipped(h - 1, 1, w - 2, foot);
   attroff(A_REVERSE);
   refresh();
@@ -174,8 +184,8 @@ static void draw_detail(nl_session *s, const row *r) {
   if (r->info.error && y < h - 2) mvaddnstr(y++, 1, r->info.error, w - 2);
   if (r->front && y < h - 2) {
     char f[96];
-    snprintf(f, sizeof f, "front: %d members, best validation R2 %.4f", r->front->members,
-             r->front->best_r2);
+    snprintf(f, sizeof f, "front: %d members, best validation %s %.4f", r->front->members,
+             r2_word(), r->front->best_r2);
     mvaddnstr(y++, 1, f, w - 2);
     if (r->front->best_expr && y < h - 2) mvaddnstr(y++, 3, r->front->best_expr, w - 4);
     int room = h - 3 - y < 12 ? h - 3 - y : 12;

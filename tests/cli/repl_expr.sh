@@ -94,15 +94,15 @@ if command -v gnuplot >/dev/null 2>&1; then
     J="$NL_FIXTURES/vit_tiny_p4_fmnist.json"
     expect_status 0 "plot a layer's mapping with its DyT fit" "$NORMLAB" -c "set blocks.0.norm1 = tanh(5 * x); plot blocks.0.norm1 --maps $REF --term dumb --samples 200"
     expect_out 'mapping \([0-9]+ of 50000 points\)' "the mapping's points are drawn, subsampled"
-    got=$(sed -n 's/.*DyT tanh(\([0-9.]*\) x), R2 \([0-9.]*\).*/\1 \2/p' "$TMP/out" | head -1)
+    got=$(sed -n 's/.*DyT tanh(\([0-9.]*\) x), R² \([0-9.]*\).*/\1 \2/p' "$TMP/out" | head -1)
     want=$(tr -d '\n ' <"$J" | sed 's/.*"layer":"blocks.0.norm1","dyt_alpha":\([0-9.]*\),"dyt_mse":[0-9.e-]*,"dyt_r2":\([0-9.]*\).*/\1 \2/')
     check_num "$(echo "$got $want" | awk '{ printf "%s", ($1 - $3 < 0) ? $3 - $1 : $1 - $3 }') < 0.01 * $(echo "$want" | cut -d' ' -f1)" \
       "DyT alpha within 1% of timm's fit ($got vs $want)"
     check_num "$(echo "$got $want" | awk '{ d = $2 - $4; printf "%s", d < 0 ? -d : d }') < 0.002" \
       "DyT R2 matches the fixture's table"
-    expect_out 'f\(x\) = tanh\(5 ?\* ?x\), R2 0\.[0-9]+' "f(x) is drawn with its R2 on the mapping"
+    expect_out 'f\(x\) = tanh\(5 ?\* ?x\), R² 0\.[0-9]+' "f(x) is drawn with its R2 on the mapping"
     expect_status 0 "at the prompt the session's mappings are used" "$NORMLAB" -c "load maps $REF; plot blocks.0.norm2 --term dumb"
-    expect_out 'DyT tanh\([0-9.]+ x\), R2 0\.[0-9]+' "the DyT fit of the session's layer is drawn"
+    expect_out 'DyT tanh\([0-9.]+ x\), R² 0\.[0-9]+' "the DyT fit of the session's layer is drawn"
     expect_status 2 "a layer missing from the mappings" "$NORMLAB" plot nonorm --maps "$REF" --term dumb
     expect_err "no mapping for layer 'nonorm'" "the layer is named"
   fi

@@ -71,7 +71,7 @@ clear_screen
 keys "front L" Enter
 wait_for ' members; .pick L N\|knee\|minval'; ok $? "front lists the kept members"
 keys "pick L knee" Enter
-wait_for '^L = .*\(#[0-9]+, [0-9]+ FLOPs/elem, val R2 [0-9.]+\)'; ok $? "pick sets the knee member"
+wait_for '^L = .*\(#[0-9]+, [0-9]+ FLOPs/elem, val R² [0-9.]+\)'; ok $? "pick sets the knee member"
 
 # background: the prompt stays usable
 clear_screen
@@ -94,7 +94,7 @@ ok $? "a second search waits for the first"
 keys "dashboard" Enter
 wait_for 'FLOPs/elem'; ok $? "the dashboard opens during the search"
 wait_for '^ evolve running: .*gen [0-9]+/100000 .*node-evals/s'; ok $? "the dashboard shows the search's progress"
-wait_for 'val R2 +DyT R2 +bound R2'; ok $? "the dashboard has the fit columns with mappings loaded"
+wait_for 'val R² +DyT R² +bound R²'; ok $? "the dashboard has the fit columns with mappings loaded"
 wait_for '^ L +[0-9]+ +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} '; ok $? "the layer's row shows val, DyT and bound R2"
 keys q
 wait_for '^normlab:m> ?$'; ok $? "q returns to the prompt"

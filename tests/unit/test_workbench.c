@@ -213,7 +213,7 @@ static void test_refit_command(void **state) {
   assert_int_equal(sscanf(l, "L = %lf*tanh(%lf*x)", &a, &b), 2);
   assert_true(fabs(a - 1.7) < 1e-4);
   assert_true(fabs(b - 0.8) < 1e-4);
-  assert_non_null(strstr(out, "val R2"));
+  assert_non_null(strstr(out, "val R²"));
   /* undo brings back the typed constants */
   assert_non_null(line_of(out, "L = 1 * tanh(1 * x)\n"));
   free(out);
@@ -315,7 +315,7 @@ static void test_score_matches_dyt(void **state) {
   l = line_of(out, "fit: ");
   assert_non_null(l);
   double sv, sd;
-  assert_int_equal(sscanf(l, "fit: val R2 %lf, DyT R2 %lf", &sv, &sd), 2);
+  assert_int_equal(sscanf(l, "fit: val R² %lf, DyT R² %lf", &sv, &sd), 2);
   assert_true(fabs(sv - vr2) < 1e-5);
   assert_true(fabs(sd - r2) < 2e-5);
   free(out);
