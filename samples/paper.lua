@@ -9,12 +9,12 @@
 -- cost comparison.
 --
 --   normlab lua samples/paper.lua [--model FILE] [--seeds N] [--pop N]
---       [--gens N] [--images N] [--points N] [--limit N] [--epochs N]
+--       [--gens N] [--images N] [--points N] [--eval-images N] [--epochs N]
 --       [--budget FLOPS] [--train-images N] [--lr X] [--output DIR] [--quick]
 --
 -- --seeds: independent searches per layer (the paper: 5); --budget: the
 -- most FLOPs per element a chosen function may cost (default 24, DyT's
--- cost: never more expensive than DyT); --limit: test images for the
+-- cost: never more expensive than DyT); --eval-images: test images for the
 -- accuracies (0: all 10,000); --train-images: training images per
 -- re-alignment epoch (0: all 60,000); --lr: learning rate of the full
 -- re-alignments (the affine ones use 10x); --quick scales everything down
@@ -26,12 +26,12 @@
 local nl = require "normlab"
 
 local opt = {model = nl.default_model(), seeds = 5, pop = 500, gens = 50, images = 64, points = 50000,
-             limit = 0, epochs = 3, budget = 24, output = "out/paper", train_images = 0, lr = 1e-4}
+             eval_images = 0, epochs = 3, budget = 24, output = "out/paper", train_images = 0, lr = 1e-4}
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--quick" then
-    opt.seeds, opt.pop, opt.gens, opt.images, opt.points, opt.limit, opt.epochs = 2, 16, 2, 8, 3000, 300, 1
+    opt.seeds, opt.pop, opt.gens, opt.images, opt.points, opt.eval_images, opt.epochs = 2, 16, 2, 8, 3000, 300, 1
     opt.train_images = 256
   elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3):gsub("-", "_")] ~= nil then
     local k = a:sub(3):gsub("-", "_")
@@ -51,7 +51,7 @@ local info = model:info()
 local d, tokens = info.embed_dim, info.tokens
 
 step("accuracy of the model as trained")
-local acc = {{method = "LayerNorm (as trained)", top1 = model:eval{limit = opt.limit}.top1}}
+local acc = {{method = "LayerNorm (as trained)", top1 = model:eval{images = opt.eval_images}.top1}}
 
 step(string.format("extract: %d images, %d points per layer", opt.images, opt.points))
 local maps_file = opt.output .. "/maps.safetensors"
@@ -61,7 +61,7 @@ step("DyT baseline")
 local dyt = maps:dyt()
 local dm = nl.load_model(opt.model)
 for _, r in ipairs(dyt) do dm:set_norm(r.name, r.alpha) end
-acc[#acc + 1] = {method = "DyT, least-squares alpha, no re-alignment", top1 = dm:eval{limit = opt.limit}.top1}
+acc[#acc + 1] = {method = "DyT, least-squares alpha, no re-alignment", top1 = dm:eval{images = opt.eval_images}.top1}
 dm = nil
 
 step(string.format("GP search: %d layers x %d seeds, population %d, %d generations", #maps, opt.seeds, opt.pop, opt.gens))
@@ -91,14 +91,14 @@ res.set:save(opt.output .. "/best.exprs")
 
 local gp = nl.load_model(opt.model)
 gp:apply(chosen)
-acc[#acc + 1] = {method = "GP functions, no re-alignment", top1 = gp:eval{limit = opt.limit}.top1}
+acc[#acc + 1] = {method = "GP functions, no re-alignment", top1 = gp:eval{images = opt.eval_images}.top1}
 gp = nil
 
 step("replace and re-align")
 local notes, table2 = {}, {}
 local function realign(name, start, variant, lr, extra)
   step("re-align: " .. name)
-  local t = {variant = variant, epochs = opt.epochs, lr = lr, limit = opt.train_images, eval_limit = opt.limit,
+  local t = {variant = variant, epochs = opt.epochs, lr = lr, images = opt.train_images, eval_images = opt.eval_images,
              batch = 128, warmup = 10, output = opt.output .. "/realign_" .. name:gsub("[^%w]", "_")}
   for k, v in pairs(extra or {}) do t[k] = v end
   local _, log = start:train(t)
@@ -120,12 +120,12 @@ end
 
 print(string.format("\n%s: width %d, %d norm layers; %d images x %d points; GP: %d seeds, population %d, %d generations\n",
   opt.model, d, #maps, opt.images, opt.points, opt.seeds, opt.pop, opt.gens))
-print("Table 1: fit of the pre-affine LayerNorm map per layer (validation R^2)")
+print("Table 1: fit of the pre-affine LayerNorm map per layer (validation R²)")
 nl.print_table(table1, {{"layer"}, {"dyt", "DyT", "%.4f"}, {"gp", "GP best", "%.4f"}, {"chosen", "GP chosen", "%.4f"},
                         {"bound", "bound", "%.4f"}, {"flops", "FLOPs/el"}, {"expr", "chosen expression"}})
 print(string.format("mean: DyT %.4f, GP best %.4f, GP chosen %.4f, bound %.4f\n", dyt.mean_r2,
   nl.mean(table1, "gp") or 0, nl.mean(table1, "chosen") or 0, dyt.mean_bound_r2))
-print(string.format("Table 2: top-1 accuracy (%%) on %s Fashion-MNIST test images", opt.limit > 0 and tostring(opt.limit) or "all 10,000"))
+print(string.format("Table 2: top-1 accuracy (%%) on %s Fashion-MNIST test images", opt.eval_images > 0 and tostring(opt.eval_images) or "all 10,000"))
 nl.print_table(acc, {{"method"}, {"top1", "top-1", pct}})
 if #table2 > 0 then
   print(string.format("\nRe-alignment: top-1 / top-5 (%%) after each epoch (epoch 0: right after the replacement; " ..

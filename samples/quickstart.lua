@@ -1,6 +1,6 @@
 -- quickstart.lua: the main job on the bundled model in a few minutes on
 -- two cores. Extraction, the DyT table, a short search over all layers,
--- R^2 of the search against DyT and the bound, the cost table, PNG plots,
+-- R² of the search against DyT and the bound, the cost table, PNG plots,
 -- the accuracy with the found functions, and (when this build has the
 -- replace and train commands) the replacement and a short re-alignment.
 --
@@ -10,15 +10,15 @@
 local nl = require "normlab"
 
 local opt = {output = "out/quickstart", model = nl.default_model(), pop = 200, gens = 20,
-             images = 64, points = 50000, limit = 0, epochs = 1, train_images = 20000}
+             images = 64, points = 50000, eval_images = 0, epochs = 1, train_images = 20000}
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--quick" then
-    opt.quick, opt.pop, opt.gens, opt.images, opt.points, opt.limit = true, 20, 2, 8, 4000, 500
+    opt.quick, opt.pop, opt.gens, opt.images, opt.points, opt.eval_images = true, 20, 2, 8, 4000, 500
     opt.train_images = 256
-  elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3)] ~= nil then
-    local k = a:sub(3)
+  elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3):gsub("-", "_")] ~= nil then
+    local k = a:sub(3):gsub("-", "_")
     opt[k] = type(opt[k]) == "number" and assert(tonumber(arg[i + 1]), a .. " expects a number") or arg[i + 1]
     i = i + 1
   else
@@ -37,7 +37,7 @@ print(string.format("%s: width %d, depth %d, %d heads, %d tokens, %d norm layers
   opt.model, info.embed_dim, info.depth, info.num_heads, info.tokens, #info.norm_layers, info.parameters))
 
 step("accuracy on the Fashion-MNIST test set, LayerNorm as trained")
-local base = model:eval{limit = opt.limit}
+local base = model:eval{images = opt.eval_images}
 print(string.format("top-1 %s, top-5 %s on %d images", pct(base.top1), pct(base.top5), base.images))
 
 step(string.format("LayerNorm mappings: %d test images, %d points per layer", opt.images, opt.points))
@@ -47,7 +47,7 @@ print(string.format("%d layers -> %s", #maps, maps_file))
 
 step("DyT baseline per layer, beside the best any f(x) can do")
 local dyt = maps:dyt()
-print(string.format("mean DyT R^2 %.4f, mean bound R^2 %.4f", dyt.mean_r2, dyt.mean_bound_r2))
+print(string.format("mean DyT R² %.4f, mean bound R² %.4f", dyt.mean_r2, dyt.mean_bound_r2))
 
 step(string.format("a short search over all %d layers (population %d, %d generations, 1 seed)", #maps, opt.pop, opt.gens))
 local t0 = os.time()
@@ -64,9 +64,9 @@ for _, d in ipairs(dyt) do
   local g = by[d.name] or {}
   rows[#rows + 1] = {layer = d.name, gp = g.val_r2, dyt = d.r2, bound = d.bound_r2, nodes = g.nodes, expr = g.expr and g.expr:tostring("short")}
 end
-nl.print_table(rows, {{"layer"}, {"gp", "GP R^2", "%.4f"}, {"dyt", "DyT R^2", "%.4f"}, {"bound", "bound R^2", "%.4f"},
+nl.print_table(rows, {{"layer"}, {"gp", "GP R²", "%.4f"}, {"dyt", "DyT R²", "%.4f"}, {"bound", "bound R²", "%.4f"},
                       {"nodes", "nodes"}, {"expr", "expression"}})
-print(string.format("mean R^2: GP %.4f, DyT %.4f, bound %.4f (%d s; set in %s)", nl.mean(rows, "gp"), dyt.mean_r2,
+print(string.format("mean R²: GP %.4f, DyT %.4f, bound %.4f (%d s; set in %s)", nl.mean(rows, "gp"), dyt.mean_r2,
                     dyt.mean_bound_r2, os.time() - t0, set_file))
 
 step(string.format("cost per token at the model's width (d = %d, %d tokens)", info.embed_dim, info.tokens))
@@ -81,7 +81,7 @@ step("plots (PNG): mapping, DyT and the chosen f(x) of two layers")
 for _, layer in ipairs{"blocks.0.norm1", "blocks.6.norm1"} do
   if maps:points(layer, 1)[1] then
     local png = opt.output .. "/" .. layer .. ".png"
-    local ok, err = pcall(nl.cmd, string.format("plot %s --maps '%s' --exprs '%s' --term png --output '%s'",
+    local ok, err = pcall(nl.cmd, string.format("plot %s --maps '%s' --set '%s' --term png --output '%s'",
                                                layer, maps_file, set_file, png), {capture = true})
     print(ok and ("wrote " .. png) or ("plot skipped: " .. tostring(err)))
   end
@@ -90,7 +90,7 @@ end
 step("accuracy with the found functions in place of the LayerNorms (no re-alignment)")
 local adapted = nl.load_model(opt.model)
 adapted:apply(res.set)
-local raw = adapted:eval{limit = opt.limit}
+local raw = adapted:eval{images = opt.eval_images}
 print(string.format("top-1 %s (LayerNorm %s)", pct(raw.top1), pct(base.top1)))
 
 step(string.format("replacement and a short re-alignment: %d epoch(s) on %d training images, " ..
@@ -98,12 +98,12 @@ step(string.format("replacement and a short re-alignment: %d epoch(s) on %d trai
 if nl.has_command("train") then
   local replaced = model:replace(res.set, {output = opt.output .. "/replaced.safetensors"})
   local tuned, log = replaced:train{variant = "D", teacher = model, epochs = opt.epochs, lr = 1e-4,
-                                    limit = opt.train_images, batch = 128, warmup = 20,
-                                    eval_limit = opt.limit, output = opt.output .. "/realign"}
+                                    images = opt.train_images, batch = 128, warmup = 20,
+                                    eval_images = opt.eval_images, output = opt.output .. "/realign"}
   local rows = {}
   for _, e in ipairs(log.epochs) do rows[#rows + 1] = {epoch = e.epoch, top1 = 100 * e.top1, top5 = 100 * e.top5} end
   nl.print_table(rows, {{"epoch", "epoch"}, {"top1", "top-1 %", "%.2f"}, {"top5", "top-5 %", "%.2f"}})
-  local after = tuned:eval{limit = opt.limit}
+  local after = tuned:eval{images = opt.eval_images}
   print(string.format("top-1: LayerNorm %s, replaced %s, re-aligned %s (checkpoint %s/realign/last.safetensors)",
                       pct(base.top1), pct(raw.top1), pct(after.top1), opt.output))
 else

@@ -6,7 +6,7 @@
 -- (the slot is still LayerNorm when its points are recorded).
 --
 --   normlab lua samples/sequential.lua [--model FILE] [--seeds N]
---       [--pop N] [--gens N] [--images N] [--points N] [--limit N]
+--       [--pop N] [--gens N] [--images N] [--points N] [--eval-images N]
 --       [--output DIR] [--quick]
 --
 -- Writes DIR/sequential.exprs and DIR/sequential.safetensors (the model
@@ -16,14 +16,14 @@
 local nl = require "normlab"
 
 local opt = {model = nl.default_model(), seeds = 1, pop = 500, gens = 50, images = 64, points = 50000,
-             limit = 0, output = "out/sequential"}
+             eval_images = 0, output = "out/sequential"}
 local i = 1
 while i <= #arg do
   local a = arg[i]
   if a == "--quick" then
-    opt.quick, opt.pop, opt.gens, opt.images, opt.points, opt.limit = true, 16, 2, 8, 2000, 300
-  elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3)] ~= nil then
-    local k = a:sub(3)
+    opt.quick, opt.pop, opt.gens, opt.images, opt.points, opt.eval_images = true, 16, 2, 8, 2000, 300
+  elseif a:match("^%-%-") and arg[i + 1] and opt[a:sub(3):gsub("-", "_")] ~= nil then
+    local k = a:sub(3):gsub("-", "_")
     opt[k] = type(opt[k]) == "number" and assert(tonumber(arg[i + 1]), a .. " expects a number") or arg[i + 1]
     i = i + 1
   else
@@ -57,17 +57,17 @@ for k, name in ipairs(names) do
   seq:set_norm(name, L.expr)
   rows[#rows + 1] = {layer = name, r2 = L.val_r2, r2_base = byb[name] and byb[name].val_r2, nodes = L.nodes,
                      expr = L.expr:tostring("short")}
-  io.stderr:write(string.format("[%d/%d] %-16s val R^2 %.4f\n", k, #names, name, L.val_r2))
+  io.stderr:write(string.format("[%d/%d] %-16s val R² %.4f\n", k, #names, name, L.val_r2))
 end
 set:save(opt.output .. "/sequential.exprs")
 seq:save(opt.output .. "/sequential.safetensors")
 
 print(string.format("%s: %d norm layers, %d images x %d points, %d seed(s), population %d, %d generations",
                     opt.model, #names, opt.images, opt.points, opt.seeds, opt.pop, opt.gens))
-nl.print_table(rows, {{"layer"}, {"r2", "val R^2 (in order)", "%.4f"}, {"r2_base", "val R^2 (original)", "%.4f"},
+nl.print_table(rows, {{"layer"}, {"r2", "val R² (in order)", "%.4f"}, {"r2_base", "val R² (original)", "%.4f"},
                       {"nodes", "nodes"}, {"expr", "function"}})
 local function pct(v) return string.format("%.2f %%", 100 * v) end
-local ln, a, b = model:eval{limit = opt.limit}, one:eval{limit = opt.limit}, seq:eval{limit = opt.limit}
+local ln, a, b = model:eval{images = opt.eval_images}, one:eval{images = opt.eval_images}, seq:eval{images = opt.eval_images}
 nl.print_table({
   {what = "LayerNorm", top1 = pct(ln.top1), top5 = pct(ln.top5)},
   {what = "every layer fitted on the original mapping", top1 = pct(a.top1), top5 = pct(a.top5)},

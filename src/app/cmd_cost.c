@@ -9,11 +9,13 @@
 
 #include "app/cmd.h"
 #include "app/wb_local.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "expr/local.h"
 
 static const nl_opt opts[] = {
+    {"set", NL_OPT_STR, "FILE", NULL, "expression set (NAME = EXPR per line)", NULL, NL_OPTF_PATH},
     {"dim", NL_OPT_INT, "D", "768", "token width d (768: ViT-B)", NULL, 0},
     {"tokens", NL_OPT_INT, "L", "197", "tokens per image (197: ViT-B/16 at 224x224)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
@@ -40,6 +42,11 @@ static void group(char *buf, size_t n, double v) {
 }
 
 static int load(const nl_args *a, nl_exprset *set, nl_error *err) {
+  const char *file = nl_arg_str(a, "set");
+  if (file && a->npos > 0)
+    return nl_fail(err, NL_EINPUT, "give --set FILE or expressions, not both");
+  if (file) return nl_exprset_load(file, set, err);
+  if (a->npos == 0) return nl_fail(err, NL_EINPUT, "expects --set FILE.exprs or expressions");
   if (a->npos == 1 && is_file_arg(a->pos[0])) return nl_exprset_load(a->pos[0], set, err);
   nl_prog p;
   nl_prog_init(&p);
@@ -106,9 +113,7 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
                                   (json_int_t)tot_bytes));
     json_object_set_new(root, "layernorm", ref_json(ln, layers, tokens));
     json_object_set_new(root, "dyt", ref_json(dyt, layers, tokens));
-    char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fprintf(ctx->out, "%s\n", s);
-    free(s);
+    nl_json_print(ctx->out, root);
     json_decref(root);
   } else {
     /* per-layer table */
@@ -172,7 +177,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   if (set.n == 0) {
     nl_exprset_free(&set);
-    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set", a->pos[0]);
+    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set",
+                   nl_arg_str(a, "set") ? nl_arg_str(a, "set") : a->pos[0]);
   }
   int rc = nl_cost_report(ctx, &set, d, L, nl_arg_flag(a, "json"));
   nl_exprset_free(&set);
@@ -181,7 +187,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
 const nl_cmd nl_cmd_cost = {
     .name = "cost",
-    .args = "FILE.exprs | EXPR...",
+    .args = "[FILE.exprs | EXPR...]",
     .summary = "FLOPs and bytes per layer of an expression set vs LayerNorm and DyT",
     .help = "Counts, for each layer's expression once simplified (constant subtrees folded,\n"
             "cancellations such as x - x removed, like terms collected; the table shows the\n"
@@ -189,10 +195,11 @@ const nl_cmd nl_cmd_cost = {
             "element (+ - * / 1, tanh 23, sigmoid 22, exp 19, x^n n-1, neg, abs, clip 0),\n"
             "the FLOPs per token (cost*d) and the bytes read per token (4d, one FP32 pass),\n"
             "then totals over all layers for L tokens beside LayerNorm (5d+2 FLOPs, 8d bytes\n"
-            "per token) and DyT (24d FLOPs, 4d bytes). The argument is an expression-set\n"
-            "file (NAME = EXPR per line) or expressions, named expr1, expr2, ...",
+            "per token) and DyT (24d FLOPs, 4d bytes). The set is --set FILE (NAME = EXPR\n"
+            "per line; a lone FILE.exprs argument is read the same way) or expressions given\n"
+            "as arguments, named expr1, expr2, ...",
     .opts = opts,
-    .min_pos = 1,
+    .min_pos = 0,
     .max_pos = -1,
     .run = run,
 };

@@ -1,9 +1,11 @@
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app/cmd.h"
 #include "app/model_path.h"
+#include "base/json.h"
 #include "data/dataset.h"
 #include "model/vit.h"
 #include "train/evaluate.h"
@@ -12,7 +14,7 @@ static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:test", "data spec: fmnist:test or fmnist:train", NULL, 0},
     {"offset", NL_OPT_INT, "N", "0", "skip the first N images", NULL, 0},
-    {"limit", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
+    {"images", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
     {"batch", NL_OPT_INT, "B", "100", "images per forward pass", NULL, 0},
     {"heads", NL_OPT_INT, "N", NULL, "number of attention heads (overrides the config)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
@@ -41,7 +43,7 @@ static int on_batch(const nl_progress *p, void *user) {
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   long offset, limit, batch;
   if (nl_arg_int_range(a, "offset", 0, 1000000000, &offset, err) ||
-      nl_arg_int_range(a, "limit", 0, 1000000000, &limit, err) ||
+      nl_arg_int_range(a, "images", 0, 1000000000, &limit, err) ||
       nl_arg_int_range(a, "batch", 1, 4096, &batch, err))
     return -1;
   nl_vit_load_opts lo = {0};
@@ -73,11 +75,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     long done = r.images;
     double f1 = done ? (double)r.top1 / done : 0, f5 = done ? (double)r.top5 / done : 0;
     double ips = r.seconds > 0 ? done / r.seconds : 0;
-    if (nl_arg_flag(a, "json"))
-      fprintf(ctx->out,
-              "{\"top1\": %.6f, \"top5\": %.6f, \"images\": %ld, \"images_per_second\": %.2f%s}\n",
-              f1, f5, done, ips, r.stopped ? ", \"interrupted\": true" : "");
-    else
+    if (nl_arg_flag(a, "json")) {
+      json_t *j = json_pack("{s:f, s:f, s:I, s:o}", "top1", f1, "top5", f5, "images",
+                            (json_int_t)done, "images_per_second", nl_json_rounded(ips, 2));
+      if (r.stopped) json_object_set_new(j, "interrupted", json_true());
+      nl_json_print(ctx->out, j);
+      json_decref(j);
+    } else
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
               path, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
     if (r.stopped) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
@@ -86,6 +90,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vit_free(&m);
   return rc;
 }
+
+/* old option names (normlab(1), OPTION NAMES) */
+static const nl_opt_alias aliases[] = {{"limit", "images"}, {NULL, NULL}};
 
 const nl_cmd nl_cmd_eval = {
     .name = "eval",
@@ -100,4 +107,5 @@ const nl_cmd nl_cmd_eval = {
     .min_pos = 0,
     .max_pos = 0,
     .run = run,
+    .aliases = aliases,
 };

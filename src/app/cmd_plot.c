@@ -29,7 +29,7 @@ static const nl_opt opts[] = {
      NL_OPTF_PATH},
     {"range", NL_OPT_STR, "A:B", "-4:4", "f(x): x range", NULL, 0},
     {"samples", NL_OPT_INT, "N", "400", "f(x): points along the range", NULL, 0},
-    {"exprs", NL_OPT_STR, "FILE", NULL, "expression set holding LAYER", NULL,
+    {"set", NL_OPT_STR, "FILE", NULL, "expression set (LAYER's expression; plot cost)", NULL,
      NL_OPTF_PATH | NL_OPTF_SESSION},
     {"maps", NL_OPT_STR, "FILE", NULL, "mappings: LAYER's points and its DyT fit", NULL,
      NL_OPTF_PATH | NL_OPTF_SESSION},
@@ -169,7 +169,7 @@ static int read_mapping(const char *path, const char *layer, mapping *m, nl_erro
 /* plot expr EXPR | plot LAYER: f(x) of the expression or of the layer's
  * expression in the set; for a layer with mappings also the mapping's
  * points (subsampled) and the fitted DyT curve tanh(alpha x), with the
- * R^2 of each on all the points. */
+ * R² of each on all the points. */
 static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   long n;
   if (nl_arg_int_range(a, "samples", 2, 1000000, &n, err) != 0) return -1;
@@ -197,8 +197,8 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
               a->pos[1]);
       goto out;
     }
-    const char *epath = nl_arg_str(a, "exprs"), *mpath = nl_arg_str(a, "maps");
-    if (ctx->session && !nl_arg_given(a, "exprs")) { /* the prompt's own set, as it is */
+    const char *epath = nl_arg_str(a, "set"), *mpath = nl_arg_str(a, "maps");
+    if (ctx->session && !nl_arg_given(a, "set")) { /* the prompt's own set, as it is */
       const nl_exprset_entry *e = nl_session_find(ctx->session, layer);
       if (e) {
         nl_prog_copy(&p, &e->prog);
@@ -221,7 +221,7 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     if (!have_prog && !ml) {
       nl_fail(err, NL_EINPUT,
-              "nothing to plot for '%s': no expression for it (--exprs, 'load exprs') and no "
+              "nothing to plot for '%s': no expression for it (--set, 'load exprs') and no "
               "mappings (--maps, 'load maps')",
               layer);
       goto out;
@@ -261,7 +261,7 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       dy = nl_xmalloc(sizeof(float) * (size_t)n);
       for (long i = 0; i < n; i++) dy[i] = (float)tanh(alpha * gx[i]);
       dtitle = nl_xmalloc(96);
-      snprintf(dtitle, 96, "DyT tanh(%.4g x), R2 %.4f", alpha, r2);
+      snprintf(dtitle, 96, "DyT tanh(%.4g x), R² %.4f", alpha, r2);
       s[ns++] = (nl_plot_series){dtitle, gx, dy, (size_t)n, 0};
     }
   }
@@ -271,14 +271,14 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     char *printed = nl_print(&p, NL_PRINT_SHORT);
     size_t len = strlen(printed) + 64;
     ftitle = nl_xmalloc(len);
-    if (ml) { /* R^2 of f on every point of the mapping */
+    if (ml) { /* R² of f on every point of the mapping */
       double sse = 0;
       for (size_t i = 0; i < ml->n; i++) {
         double d = nl_eval1(&p, ml->x[i]) - ml->y[i];
         sse += d * d;
       }
       double var = nl_variance(ml->y, ml->n);
-      snprintf(ftitle, len, "f(x) = %s, R2 %.4f", printed,
+      snprintf(ftitle, len, "f(x) = %s, R² %.4f", printed,
                var > 0 ? 1.0 - sse / (double)ml->n / var : NAN);
     } else {
       snprintf(ftitle, len, "f(x) = %s", printed);
@@ -314,13 +314,13 @@ out:
 
 /* Per-layer FLOPs per element of a set beside LayerNorm and DyT, as bars. */
 static int plot_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  if (a->npos != 1) return nl_fail(err, NL_EINPUT, "expects 'plot cost' (with --exprs FILE)");
+  if (a->npos != 1) return nl_fail(err, NL_EINPUT, "expects 'plot cost' (with --set FILE)");
   long d;
   if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
-  const char *path = nl_arg_str(a, "exprs");
+  const char *path = nl_arg_str(a, "set");
   if (!path)
     return nl_fail(err, NL_EINPUT,
-                   "no expression set: give --exprs FILE (or 'load exprs FILE' / 'set' first)");
+                   "no expression set: give --set FILE (or 'load exprs FILE' / 'set' first)");
   nl_exprset set;
   nl_exprset_init(&set);
   if (nl_exprset_load(path, &set, err) != 0) {
@@ -378,13 +378,16 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   return plot_fx(ctx, a, err);
 }
 
+/* old option names (normlab(1), OPTION NAMES) */
+static const nl_opt_alias aliases[] = {{"exprs", "set"}, {NULL, NULL}};
+
 const nl_cmd nl_cmd_plot = {
     .name = "plot",
     .args = "expr|front|cost|LAYER [EXPR|LAYER]",
     .summary = "plot f(x) of an expression or a layer, a layer's Pareto front, or costs (gnuplot)",
     .help = "'plot expr EXPR' draws f(x) = EXPR; 'plot LAYER' the layer's expression from\n"
             "the expression set; 'plot front LAYER' the layer's Pareto front; 'plot cost'\n"
-            "the FLOPs per element of each layer of the set (--exprs, at the prompt the\n"
+            "the FLOPs per element of each layer of the set (--set, at the prompt the\n"
             "session's) as bars beside LayerNorm ((5d+2)/d) and DyT (24).\n"
             "A window opens when $DISPLAY is set and gnuplot has a window terminal,\n"
             "otherwise a PNG file is written and its name printed; --term dumb draws\n"
@@ -394,4 +397,5 @@ const nl_cmd nl_cmd_plot = {
     .min_pos = 1,
     .max_pos = -1,
     .run = run,
+    .aliases = aliases,
 };

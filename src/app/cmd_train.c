@@ -15,6 +15,7 @@
 #include "app/model_path.h"
 #include "base/fileio.h"
 #include "base/interrupt.h"
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
 #include "base/threads.h"
@@ -55,8 +56,8 @@ static const nl_opt opts[] = {
     {"augment", NL_OPT_FLAG, NULL, NULL, "random crop (2-pixel pad) and flip (the default)", NULL,
      0},
     {"no-augment", NL_OPT_FLAG, NULL, NULL, "train on the images as they are", NULL, 0},
-    {"limit", NL_OPT_INT, "N", "0", "use the first N training images (0: all)", NULL, 0},
-    {"eval-limit", NL_OPT_INT, "N", "0", "evaluate on the first N images (0: all)", NULL, 0},
+    {"images", NL_OPT_INT, "N", "0", "use the first N training images (0: all)", NULL, 0},
+    {"eval-images", NL_OPT_INT, "N", "0", "evaluate on the first N images (0: all)", NULL, 0},
     {"init", NL_OPT_CHOICE, NULL, "model", "start from the model's weights or timm's random init",
      "model|random", 0},
     {"seed", NL_OPT_INT, "S", "0", "seed of shuffling, augmentation, drop path, init", NULL, 0},
@@ -83,7 +84,8 @@ static const char *rd_path(run_dir *r, const char *name) {
 /* The log: {"config": {...}, "epochs": [{epoch, steps, lr, loss, top1, top5, seconds,
  * images_per_second}], "position": {epoch, batch, loss_sum, seconds}}. */
 static int write_log(json_t *log, run_dir *rd, nl_error *err) {
-  char *s = json_dumps(log, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  char *s = nl_json_text(log, NL_JSON_PRETTY);
+  if (!s) return nl_fail(err, NL_ENOMEM, "out of memory");
   int rc = nl_write_file_atomic(rd_path(rd, "train.json"), s, strlen(s), err);
   free(s);
   if (rc) return -1;
@@ -119,7 +121,8 @@ static int write_log(json_t *log, run_dir *rd, nl_error *err) {
  * copies, so a kill between any two of these writes leaves a run that
  * resumes consistently. */
 static int save_position(const nl_vit_trainer *t, json_t *log, run_dir *rd, nl_error *err) {
-  char *s = json_dumps(log, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *s = nl_json_text(log, NL_JSON_LINE);
+  if (!s) return nl_fail(err, NL_ENOMEM, "out of memory");
   int rc = nl_vt_save_state(t, rd_path(rd, "state.safetensors"), s, err);
   free(s);
   if (rc || nl_vit_save(t->m, rd_path(rd, "last.safetensors"), err)) return -1;
@@ -213,7 +216,7 @@ static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *
   if (bpe != nb)
     return nl_fail(err, NL_EINPUT,
                    "%s was run with %ld batches per epoch, this command gives %ld: keep --batch "
-                   "and --limit",
+                   "and --images",
                    rd->dir, bpe, nb);
   long old = (long)json_integer_value(json_object_get(saved, "epochs"));
   if (A->epochs < *epoch0 + (*batch0 > 0))
@@ -428,9 +431,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, train_state *S, nl_err
   }
   /* final table */
   if (A->json) {
-    char *s = json_dumps(S->log, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    fprintf(ctx->out, "%s\n", s);
-    free(s);
+    nl_json_print(ctx->out, S->log);
   } else {
     fprintf(ctx->out, "%5s %7s %10s %8s %8s %8s %9s %9s\n", "epoch", "steps", "lr", "loss",
             "top1", "top5", "seconds", "images/s");
@@ -488,6 +489,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   return rc;
 }
 
+/* old option names (normlab(1), OPTION NAMES) */
+static const nl_opt_alias aliases[] = {
+    {"limit", "images"}, {"eval-limit", "eval-images"}, {NULL, NULL}};
+
 const nl_cmd nl_cmd_train = {
     .name = "train",
     .args = NULL,
@@ -506,4 +511,5 @@ const nl_cmd nl_cmd_train = {
     .min_pos = 0,
     .max_pos = 0,
     .run = run,
+    .aliases = aliases,
 };

@@ -18,6 +18,8 @@ extern const nl_cmd nl_cmd_cost;
 /* The same options as the shell's 'cost' (its run function reads them by
  * name). */
 static const nl_opt cost_opts[] = {
+    {"set", NL_OPT_STR, "FILE", NULL, "expression set (default at the prompt: the session's)",
+     NULL, NL_OPTF_PATH},
     {"dim", NL_OPT_INT, "D", "768", "token width d (default at the prompt: the model's)", NULL,
      0},
     {"tokens", NL_OPT_INT, "L", "197", "tokens per image (197: ViT-B/16 at 224x224)", NULL, 0},
@@ -27,7 +29,7 @@ static const nl_opt cost_opts[] = {
 
 static int run_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
-  if (a->npos > 0) { /* a file or expressions, as the shell, at the model's width */
+  if (a->npos > 0 || nl_arg_given(a, "set")) { /* as the shell, at the model's width */
     nl_args b = *a;
     char dim[24];
     if (!nl_arg_given(a, "dim") && s->model_width > 0)
@@ -41,7 +43,7 @@ static int run_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (s->set.n == 0)
     return nl_fail(err, NL_EINPUT,
                    "no expressions in the session: 'load exprs FILE', 'set' or 'pick' "
-                   "(or 'cost FILE.exprs | EXPR...')");
+                   "(or 'cost --set FILE | EXPR...')");
   long d, L;
   if (!nl_arg_given(a, "dim") && s->model_width > 0)
     d = s->model_width;

@@ -15,7 +15,10 @@ static const nl_opt no_opts[] = {{0}};
 static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (a->npos == 1) {
     const nl_cmd *c = nl_wb_find(a->pos[0]);
-    if (!c) return nl_fail(err, NL_EINPUT, "unknown command '%s'", a->pos[0]);
+    const char *near = c ? NULL : nl_cmd_suggest(a->pos[0], 1);
+    if (!c && near)
+      return nl_fail(err, NL_EINPUT, "unknown command '%s'; did you mean '%s'?", a->pos[0], near);
+    if (!c) return nl_fail(err, NL_EINPUT, "unknown command '%s' (type 'help')", a->pos[0]);
     int repl_only = nl_cmd_find(a->pos[0]) == NULL;
     nl_wb_help_command(ctx->out, c, repl_only);
     return 0;
@@ -65,8 +68,8 @@ static const nl_cmd cmd_load = {
     .name = "load",
     .args = "model|maps|exprs|fronts FILE",
     .summary = "load a model, mappings, an expression set or a fronts directory",
-    .help = "Loaded paths fill the --model, --maps, --exprs and --fronts options of later\n"
-            "commands, so 'load model M' then 'eval' runs 'eval --model M'.",
+    .help = "Loaded paths fill the --model, --maps, --set (exprs) and --fronts options of\n"
+            "later commands, so 'load model M' then 'eval' runs 'eval --model M'.",
     .opts = no_opts,
     .min_pos = 2,
     .max_pos = 2,
@@ -258,25 +261,31 @@ static const nl_cmd cmd_source = {
 /* ---- history / quit ---- */
 
 static int run_history(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  long n;
-  if (nl_arg_int_range(a, "count", 1, 100000, &n, err) != 0) return -1;
+  long n = 20;
+  if (a->npos == 1) {
+    char *end;
+    n = strtol(a->pos[0], &end, 10);
+    if (!*a->pos[0] || *end || n < 1 || n > 100000)
+      return nl_fail(err, NL_EINPUT, "N is a number of lines from 1 to 100000, got '%s'",
+                     a->pos[0]);
+  }
   if (nl_wb_fe()->history) nl_wb_fe()->history(ctx->out, n);
   return 0;
 }
 
-static const nl_opt history_opts[] = {
-    {"count", NL_OPT_INT, "N", "20", "how many recent lines to show", NULL, 0},
-    {0},
-};
+/* 'history --count N' was the old spelling of 'history N' */
+static const nl_opt_alias history_aliases[] = {{"count", NULL}, {NULL, NULL}};
 
 static const nl_cmd cmd_history = {
     .name = "history",
-    .summary = "show recent command lines",
+    .args = "[N]",
+    .summary = "show the last N command lines (20 by default)",
     .help = "Lines are kept in ~/.normlab_history ($NORMLAB_HISTORY), the last 1000.",
-    .opts = history_opts,
+    .opts = no_opts,
     .min_pos = 0,
-    .max_pos = 0,
+    .max_pos = 1,
     .run = run_history,
+    .aliases = history_aliases,
 };
 
 static int run_quit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -308,8 +317,9 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if ((int)strlen(names[i]) > w) w = (int)strlen(names[i]);
   if (names[0]) {
     fprintf(ctx->out, "%-*s ", w, "layer");
-    if (maps) fprintf(ctx->out, "%8s %8s %8s ", "val R2", "DyT R2", "bound R2");
-    if (s->nfronts) fprintf(ctx->out, "%8s ", "front R2");
+    /* "R²" is a byte longer than its column: widths + 1 */
+    if (maps) fprintf(ctx->out, "%9s %9s %9s ", "val R²", "DyT R²", "bound R²");
+    if (s->nfronts) fprintf(ctx->out, "%9s ", "front R²");
     fprintf(ctx->out, "%5s  %s\n", "FLOPs", "expression");
   }
   for (int i = 0; names[i]; i++) {
@@ -349,9 +359,9 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 static const nl_cmd cmd_layers = {
     .name = "layers",
     .summary = "table of the layers: current expression, fit figures, FLOPs/elem",
-    .help = "With mappings loaded: the current expression's validation R2 (as 'score'),\n"
-            "the DyT baseline's R2 and the bound R2 of the layer. With fronts loaded, the\n"
-            "best validation R2 in the layer's front. FLOPs/elem of the expression as\n"
+    .help = "With mappings loaded: the current expression's validation R² (as 'score'),\n"
+            "the DyT baseline's R² and the bound R² of the layer. With fronts loaded, the\n"
+            "best validation R² in the layer's front. FLOPs/elem of the expression as\n"
             "written; '(LayerNorm)' where no expression is set.",
     .opts = no_opts,
     .min_pos = 0,
@@ -379,7 +389,7 @@ static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_wb_show_details(ctx, &e->prog);
   double v, d, b;
   if (s->maps_path && nl_wb_layer_scores(s, layer, &v, &d, &b) == 0)
-    fprintf(ctx->out, "fit: val R2 %.5f, DyT R2 %.5f, bound R2 %.5f (see 'score %s')\n", v, d, b,
+    fprintf(ctx->out, "fit: val R² %.5f, DyT R² %.5f, bound R² %.5f (see 'score %s')\n", v, d, b,
             layer);
   return 0;
 }

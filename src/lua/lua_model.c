@@ -260,15 +260,18 @@ static int m_path(lua_State *L) {
 
 /* ---- eval ---- */
 
-/* model:eval{data=, offset=, limit=, batch=} -> {top1, top5, images, images_per_second} */
+/* model:eval{data=, offset=, images=, batch=} -> {top1, top5, images, images_per_second}
+ * (images= was limit=, still accepted) */
 static int m_eval(lua_State *L) {
   lmodel *h = check_model(L, 1);
-  static const char *const keys[] = {"data", "offset", "limit", "batch", NULL};
+  static const char *const keys[] = {"data", "offset", "images", "batch", NULL};
+  static const char *const renamed[] = {"limit", "images", NULL};
   const char *W = "model:eval";
-  nl_lua_check_keys(L, 2, W, keys);
+  nl_lua_check_keys_renamed(L, 2, W, keys, renamed);
   const char *spec = nl_lua_opt_str(L, 2, "data", "fmnist:test", W);
   long offset = (long)nl_lua_opt_int(L, 2, "offset", 0, 0, 1000000000, W);
-  long limit = (long)nl_lua_opt_int(L, 2, "limit", 0, 0, 1000000000, W);
+  long limit = (long)nl_lua_opt_int(L, 2, nl_lua_opt_key(L, 2, W, "images", "limit"), 0, 0,
+                                    1000000000, W);
   int batch = (int)nl_lua_opt_int(L, 2, "batch", 100, 1, 4096, W);
   nl_error err;
   nl_error_clear(&err);
@@ -574,6 +577,17 @@ static int add_opt(lua_State *L, nl_train_opts *o, int words, int n, const char 
                    const char *value) {
   nl_error err;
   nl_error_clear(&err);
+  const char *now = nl_train_opts_renamed(key);
+  if (now) { /* an older name: say so, and pass the option on by its name */
+    char lua_name[64];
+    snprintf(lua_name, sizeof lua_name, "%s", now);
+    for (char *p = lua_name; *p; p++)
+      if (*p == '-') *p = '_';
+    nl_lua *s = nl_lua_host(L);
+    fprintf(s && s->ctx.err ? s->ctx.err : stderr,
+            "model:train: option '%s' is deprecated; use '%s'\n", key, lua_name);
+    key = now;
+  }
   if (nl_train_opts_set(o, key, value, &err) != 0) nl_lua_fail(L, "model:train", &err);
   char name[64];
   snprintf(name, sizeof name, "--%s", key);

@@ -396,7 +396,7 @@ const char *nl_session_context(void *session, const char *key) {
   if (strcmp(key, "model") == 0) return s->model_path;
   if (strcmp(key, "maps") == 0) return s->maps_path;
   if (strcmp(key, "fronts") == 0) return s->fronts_dir;
-  if (strcmp(key, "exprs") == 0) {
+  if (strcmp(key, "set") == 0 || strcmp(key, "exprs") == 0) { /* --set (formerly --exprs) */
     if (!s->set_modified) return s->exprs_path;
     if (!s->tmp_exprs) {
       const char *tmpdir = getenv("TMPDIR");

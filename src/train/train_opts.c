@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/mem.h"
+#include "base/text.h"
 
 typedef enum { K_STR, K_INT, K_NUM, K_FLAG, K_CHOICE } kind;
 
@@ -44,8 +45,8 @@ static const ospec specs[] = {
     {"drop-path", K_NUM, 0, 0.99, 0, OFF(drop_path), -1, NULL},
     {"augment", K_FLAG, 0, 0, 0, OFF(augment_set), -1, NULL},
     {"no-augment", K_FLAG, 0, 0, 0, OFF(no_augment_set), -1, NULL},
-    {"limit", K_INT, 0, 1000000000, 0, OFF(limit), -1, NULL},
-    {"eval-limit", K_INT, 0, 1000000000, 0, OFF(eval_limit), -1, NULL},
+    {"images", K_INT, 0, 1000000000, 0, OFF(limit), -1, NULL},
+    {"eval-images", K_INT, 0, 1000000000, 0, OFF(eval_limit), -1, NULL},
     {"init", K_CHOICE, 0, 0, 0, 0, -1, "model|random"},
     {"seed", K_INT, 0, 2147483647, 0, OFF(seed), -1, NULL},
     {"threads", K_INT, 1, 256, 0, 0, -1, NULL},
@@ -75,9 +76,26 @@ void nl_train_opts_free(nl_train_opts *o) {
   memset(o, 0, sizeof *o);
 }
 
-/* The spec of key ('_' standing for '-'), or NULL. */
+/* Older names of options, still accepted (normlab(1), OPTION NAMES). */
+static const struct {
+  const char *old, *name;
+} renamed[] = {{"limit", "images"}, {"eval-limit", "eval-images"}};
+
+const char *nl_train_opts_renamed(const char *key) {
+  char name[64];
+  snprintf(name, sizeof name, "%s", key);
+  for (char *p = name; *p; p++)
+    if (*p == '_') *p = '-';
+  for (size_t i = 0; i < sizeof renamed / sizeof renamed[0]; i++)
+    if (strcmp(renamed[i].old, name) == 0) return renamed[i].name;
+  return NULL;
+}
+
+/* The spec of key ('_' standing for '-', an old name for its option), or
+ * NULL. */
 static const ospec *find(const char *key, char *name, size_t cap) {
-  snprintf(name, cap, "%s", key);
+  const char *now = nl_train_opts_renamed(key);
+  snprintf(name, cap, "%s", now ? now : key);
   for (char *p = name; *p; p++)
     if (*p == '_') *p = '-';
   for (size_t i = 0; i < NSPECS; i++)
@@ -104,7 +122,14 @@ static int choice_ok(const char *choices, const char *v) {
 int nl_train_opts_set(nl_train_opts *o, const char *key, const char *value, nl_error *err) {
   char name[64];
   const ospec *s = find(key, name, sizeof name);
-  if (!s) return nl_fail(err, NL_EINPUT, "train has no option --%s (see 'normlab help train')", name);
+  if (!s) {
+    const char *names[sizeof specs / sizeof specs[0]];
+    for (size_t i = 0; i < NSPECS; i++) names[i] = specs[i].name;
+    const char *near = nl_closest(name, names, NSPECS);
+    if (near)
+      return nl_fail(err, NL_EINPUT, "train has no option --%s; did you mean --%s?", name, near);
+    return nl_fail(err, NL_EINPUT, "train has no option --%s (see 'normlab help train')", name);
+  }
   char *base = (char *)o, *end;
   if (s->k != K_FLAG && !value)
     return nl_fail(err, NL_EINPUT, "option --%s needs a value", s->name);
@@ -221,8 +246,8 @@ json_t *nl_train_config(const nl_train_opts *o, const nl_vit *model, const nl_vi
       o->tau, "lambda", o->lambda, "warmup", (json_int_t)o->warmup, "schedule",
       o->cosine ? "cosine" : "constant", "augment", o->augment, "init",
       o->random_init ? "random" : "model", "seed", (json_int_t)o->seed);
-  json_object_set_new(c, "limit", json_integer((json_int_t)o->limit));
-  json_object_set_new(c, "eval_limit", json_integer((json_int_t)o->eval_limit));
+  json_object_set_new(c, "images", json_integer((json_int_t)o->limit));
+  json_object_set_new(c, "eval_images", json_integer((json_int_t)o->eval_limit));
   if (model) json_object_set_new(c, "model_fingerprint", hex(nl_vit_fingerprint(model)));
   json_object_set_new(c, "teacher_fingerprint",
                       teacher ? hex(nl_vit_fingerprint(teacher)) : json_null());
@@ -235,8 +260,8 @@ static const struct {
 } compared[] = {
     {"model_fingerprint", "model"}, {"teacher_fingerprint", "teacher"},
     {"data", "data"},               {"eval", "eval"},
-    {"limit", "limit"},             {"train_images", "limit"},
-    {"eval_limit", "eval-limit"},   {"variant", "variant"},
+    {"images", "images"},           {"train_images", "images"},
+    {"eval_images", "eval-images"}, {"variant", "variant"},
     {"batch", "batch"},             {"lr", "lr"},
     {"lr_affine", "lr-affine"},     {"lr_alpha", "lr-alpha"},
     {"wd", "wd"},                   {"drop_path", "drop-path"},
@@ -268,6 +293,9 @@ int nl_train_config_check_resume(const json_t *saved, const json_t *now, const c
     return nl_fail(err, NL_EINPUT, "%s: the run's state records no config", dir);
   for (size_t i = 0; i < sizeof compared / sizeof compared[0]; i++) {
     const json_t *a = json_object_get(saved, compared[i].key);
+    /* runs started before the options were renamed */
+    if (!a && strcmp(compared[i].key, "images") == 0) a = json_object_get(saved, "limit");
+    if (!a && strcmp(compared[i].key, "eval_images") == 0) a = json_object_get(saved, "eval_limit");
     const json_t *b = json_object_get(now, compared[i].key);
     if (!a || !b || json_equal((json_t *)a, (json_t *)b)) continue;
     /* numbers of either JSON type: equal values are equal */

@@ -64,6 +64,11 @@ int nl_train_opts_set(nl_train_opts *o, const char *key, const char *value, nl_e
  * --lr-alpha). */
 int nl_train_opts_finish(nl_train_opts *o, nl_error *err);
 
+/* The option an older name stands for ("limit" -> "images", "eval_limit"
+ * -> "eval-images"; both still accepted by nl_train_opts_set), NULL for
+ * a current or unknown name. */
+const char *nl_train_opts_renamed(const char *key);
+
 /* Is key one of the options (same spelling rules as nl_train_opts_set)? */
 int nl_train_opts_known(const char *key);
 

@@ -86,9 +86,9 @@ expect_out "^x	2$" "the second run sees the first one's globals"
 expect_status 2 "an unclosed block is an error" "$NORMLAB" -c 'lua { print(1)'
 
 # the samples, scaled down
-if have_fixtures && [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${NL_FMNIST_DIR:-}" ]; then
+if have_fixtures && [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || [ -n "${NORMLAB_FMNIST_DIR:-${NL_FMNIST_DIR:-}}" ]; then
   expect_status 0 "samples/quickstart.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/quickstart.lua" --quick --output "$TMP/qs"
-  expect_out "mean R\^2" "quickstart prints the R^2 comparison"
+  expect_out "mean R²" "quickstart prints the R² comparison"
   [ -s "$TMP/qs/blocks.0.norm1.png" ]; ok $? "quickstart writes PNG plots"
   expect_out "^top-1: LayerNorm .*, replaced .*, re-aligned " "quickstart re-aligns the replaced model and reports top-1"
   [ -s "$TMP/qs/realign/last.safetensors" ] && [ -s "$TMP/qs/replaced.safetensors" ]

@@ -43,4 +43,28 @@ for c in $(cat "$TMP/shell"); do
 done
 [ -z "$missing" ]; ok $? "the prompt's help lists the shell's commands"
 
+# the environment: every variable the program reads is in ENVIRONMENT, and
+# normlab's own (all but the system's and Lua's) start with NORMLAB_; an
+# older name is read only as the fallback of a NORMLAB_ one
+sed -n '/^\.Sh ENVIRONMENT/,/^\.Sh [A-DF-Z]/p' "$MAN" >"$TMP/envsec"
+grep -rhoE 'getenv\("[A-Z_0-9]+"' "$NL_SRCDIR/src" | sed 's/.*("//; s/"//' | sort -u >"$TMP/vars"
+grep -rhoE 'nl_getenv\("[A-Z_0-9]+", "[A-Z_0-9]+"' "$NL_SRCDIR/src" | sed 's/.*, "//; s/"//' | sort -u >"$TMP/old"
+[ -s "$TMP/vars" ]; ok $? "the sources read environment variables"
+missing="" prefix=""
+for v in $(cat "$TMP/vars" "$TMP/old"); do
+  grep -Eq "Ev $v( |$)" "$TMP/envsec" || missing="$missing $v"
+done
+for v in $(cat "$TMP/vars"); do
+  case "$v" in
+    NORMLAB_*|HOME|TMPDIR|TERM|COLUMNS|DISPLAY|PATH|GNUTERM|LANG|LC_ALL) ;;
+    *) prefix="$prefix $v" ;;
+  esac
+done
+[ -z "$missing" ]; ok $? "every environment variable read is in normlab(1) ENVIRONMENT"
+[ -z "$missing" ] || echo "# missing:$missing"
+[ -z "$prefix" ]; ok $? "normlab's own environment variables start with NORMLAB_"
+[ -z "$prefix" ] || echo "# not NORMLAB_:$prefix"
+# the table of one name per concept and the older names
+grep -q '^\.Sh OPTION NAMES' "$MAN"; ok $? "the page has the naming table"
+
 done_testing

@@ -63,17 +63,23 @@ expect_err "--term expects one of auto\|window\|png\|dumb" "the choices are list
 
 # plot cost: bars of FLOPs per element per layer beside LayerNorm and DyT
 printf 'blocks.0.norm1 = tanh(2*x)\nblocks.0.norm2 = x * 0.5\n' >"$TMP/c.exprs"
-expect_status 0 "plot cost of a set to a PNG file" "$NORMLAB" plot cost --exprs "$TMP/c.exprs" --term png --output "$TMP/cost.png"
+expect_status 0 "plot cost of a set to a PNG file" "$NORMLAB" plot cost --set "$TMP/c.exprs" --term png --output "$TMP/cost.png"
 png_ok "$TMP/cost.png"; ok $? "the cost plot is a valid PNG"
 expect_status 0 "plot cost of the session's set at the prompt, as text" "$NORMLAB" -c "load exprs $TMP/c.exprs; plot cost --term dumb"
 expect_out 'blocks\.0\.norm1 .*blocks\.0\.norm2' "the layers label the bars"
 expect_out 'this set .*LayerNorm .*DyT' "the set, LayerNorm and DyT are in the key"
 expect_status 2 "plot cost without a set exits 2" "$NORMLAB" plot cost --term dumb
 expect_err "no expression set" "the missing set is named"
+expect_status 0 "plot cost --exprs, the old name of --set, still works" "$NORMLAB" plot cost --exprs "$TMP/c.exprs" --term dumb
+expect_err "plot: --exprs is deprecated; use --set" "the old name gets a one-line note"
+expect_out 'blocks\.0\.norm1 .*blocks\.0\.norm2' "the old name reads the set"
 
 # gnuplot missing: status 1 (not the input's fault) with a clear message
-expect_status 1 "NL_GNUPLOT pointing nowhere exits 1" env NL_GNUPLOT=/nonexistent/gnuplot "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+expect_status 1 "NORMLAB_GNUPLOT pointing nowhere exits 1" env NORMLAB_GNUPLOT=/nonexistent/gnuplot "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
 expect_err "gnuplot not found" "the missing gnuplot is named"
+expect_err "set NORMLAB_GNUPLOT" "the message names the variable"
+expect_status 1 "NL_GNUPLOT, its old name, still works" env NL_GNUPLOT=/nonexistent/gnuplot "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+expect_status 0 "NORMLAB_GNUPLOT comes before NL_GNUPLOT" env NORMLAB_GNUPLOT="$(command -v gnuplot)" NL_GNUPLOT=/nonexistent/gnuplot "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
 expect_status 1 "no gnuplot on PATH exits 1" env PATH=/nonexistent "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term png --output "$TMP/x.png"
 expect_err "apt-get install gnuplot" "the message says how to install it"
 [ ! -e "$TMP/x.png" ]; ok $? "nothing is written without gnuplot"

@@ -18,8 +18,14 @@ expect_status 2 "-k keeps going but reports the failure" "$NORMLAB" -k -c "frobn
 expect_out '^session' "-k ran the command after the failure"
 expect_status 2 "an unterminated quote is bad input" "$NORMLAB" -c "setting a 'b"
 expect_err "unterminated single quote" "the quote is reported"
-expect_status 2 "bad option of a session command exits 2" "$NORMLAB" -c "history --count x"
-expect_err "history: --count expects an integer" "the option is named"
+expect_status 2 "bad option of a session command exits 2" "$NORMLAB" -c "refit L --iters x"
+expect_err "refit: --iters expects an integer" "the option is named"
+# 'history N': the count is the argument; --count N, its old spelling, still works
+expect_status 0 "history N at the prompt" "$NORMLAB" -c "history 5"
+expect_status 2 "a bad count for history exits 2" "$NORMLAB" -c "history x"
+expect_err "history: N is a number of lines from 1 to 100000, got 'x'" "the bad count is named"
+expect_status 0 "history --count N (the old spelling) still works" "$NORMLAB" -c "history --count 5"
+expect_err "history: --count is deprecated; use 'history N'" "the old spelling gets a one-line note"
 
 # -f FILE: comments and blank lines ignored, the failing line named
 cat >"$TMP/ok.nl" <<'EOS'

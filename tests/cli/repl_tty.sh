@@ -77,8 +77,8 @@ wait_for '^normlab:set> show blocks\.0\.norm$'; ok $? "Tab completes the common 
 keys '2' Enter
 wait_for '^blocks\.0\.norm2 = x$'; ok $? "a completed layer name is shown"
 
-keys 'history --c' Tab
-wait_for 'history --count ?$'; ok $? "Tab completes an option from the table"
+keys 'plot --sam' Tab
+wait_for 'plot --samples ?$'; ok $? "Tab completes an option from the table"
 keys C-u
 
 keys 'help \' Enter
@@ -109,7 +109,7 @@ wait_for '^   `-- 0\.5'; ok $? "the detail draws the tree"
 keys Escape
 wait_for 'FLOPs/elem'; ok $? "a key in the detail returns to the table"
 keys s s
-wait_for 'front R2, lowest first'; ok $? "s cycles the sort order"
+wait_for 'front R², lowest first'; ok $? "s cycles the sort order"
 screen | sed -n 4p | grep -Eq '^ norm +1 +0\.5000 +x \* 0\.5'; ok $? "sorted by R2 the worst fit comes first"
 keys s
 tmux -L "$SOCK-$RUNS" resize-window -x 70 -y 16
@@ -171,7 +171,7 @@ ok $? "the results before the interruption are kept, nothing after it ran"
 keys C-d
 wait_for '^\[exit 0\]'; ok $? "Ctrl-D leaves with status 0"
 screen | grep -q 'Sanitizer' && ok 1 "no sanitizer report" || ok 0 "no sanitizer report"
-grep -q '^history --count' "$NORMLAB_HISTORY" && ok 1 "a cleared line is not in history" || ok 0 "a cleared line is not in history"
+grep -q '^plot --sam' "$NORMLAB_HISTORY" && ok 1 "a cleared line is not in history" || ok 0 "a cleared line is not in history"
 grep -qx 'setting y 2; setting y' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
 grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "a completed line is kept without its trailing blank"
 
@@ -182,6 +182,12 @@ keys Up
 wait_for '^normlab> setting z$'; ok $? "Up recalls the last line of the previous run"
 keys C-u 'history' Enter
 wait_for 'load exprs set\.exprs'; ok $? "history lists the previous run's lines"
+keys 'history 2' Enter
+wait_for '^ +[0-9]+  history 2$'
+# what 'history 2' printed: the lines between its command and the next prompt
+screen | awk '/^normlab> history 2$/ {on = 1; next} /^normlab>/ {on = 0} on && NF' >"$TMP/h2"
+[ "$(wc -l <"$TMP/h2")" -eq 2 ] && sed -n 1p "$TMP/h2" | grep -Eq '^ +[0-9]+  history$'
+ok $? "history N shows the last N lines"
 keys 'quit' Enter
 wait_for '^\[exit 0\]'; ok $? "quit leaves with status 0"
 

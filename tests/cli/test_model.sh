@@ -44,16 +44,19 @@ expect_status 0 "--heads overrides" "$NORMLAB" info --json --heads 6 "$TMP/hub/m
 expect_out '"num_heads": 6' "--heads is used"
 
 # eval
-expect_status 0 "eval on 500 test images" "$NORMLAB" eval --model "$SMALL" --limit 500 --json
+expect_status 0 "eval on 500 test images" "$NORMLAB" eval --model "$SMALL" --images 500 --json
 expect_out '^\{"top1": 0\.[0-9]+, "top5": 0\.[0-9]+, "images": 500, "images_per_second": [0-9.]+\}$' "eval --json prints the four figures"
 top1=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
 check_num "$top1 > 0.8" "top-1 on 500 images is plausible ($top1)"
+expect_status 0 "eval --limit, the old name of --images, still works" "$NORMLAB" eval --model "$SMALL" --limit 500 --json
+expect_out "^\\{\"top1\": $top1, .*\"images\": 500," "--limit N evaluates the same N images"
+expect_err "eval: --limit is deprecated; use --images" "the old name gets a one-line note"
 expect_status 0 "eval with --offset" "$NORMLAB" eval --model "$SMALL" --offset 9990 --batch 3 --json
 expect_out '"images": 10,' "offset 9990 leaves 10 images"
 if [ "${NL_TEST_QUICK:-0}" != 1 ]; then
   expect_status 0 "eval on the whole test set (small)" "$NORMLAB" eval --model "$SMALL" --json
   echo "# small: $(cat "$TMP/out")"
-  expect_out '"top1": 0\.874000, "top5": 0\.998200, "images": 10000' "top-1 87.40 %, top-5 99.82 % as timm"
+  expect_out '"top1": 0\.874, "top5": 0\.9982, "images": 10000' "top-1 87.40 %, top-5 99.82 % as timm"
 fi
 expect_status 130 "Ctrl-C stops eval" timeout --preserve-status -s INT 3 "$NORMLAB" eval \
   --model "$TINY" --data fmnist:train --json
@@ -61,7 +64,7 @@ expect_out '"images": [1-9][0-9]*, "images_per_second": [0-9.]+, "interrupted": 
 expect_err 'interrupted after [0-9]+ of 60000 images' "an interrupted eval says so"
 expect_status 2 "eval of unknown data" "$NORMLAB" eval --model "$SMALL" --data cifar:test
 expect_err "unknown data spec 'cifar:test'" "unknown data spec is named"
-NL_FMNIST_DIR=$TMP/nowhere expect_status 2 "eval without the dataset package" "$NORMLAB" eval --model "$SMALL"
+NORMLAB_FMNIST_DIR=$TMP/nowhere expect_status 2 "eval without the dataset package" "$NORMLAB" eval --model "$SMALL"
 expect_err 'apt-get install dataset-fashion-mnist' "missing dataset names the package"
 
 # non-finite parameters and logits: an error naming the tensor, never a score
@@ -69,12 +72,12 @@ expect_err 'apt-get install dataset-fashion-mnist' "missing dataset names the pa
 $ST set "$SMALL" "$TMP/nan.safetensors" blocks.0.mlp.fc1.weight 5 nan
 $ST set "$SMALL" "$TMP/inf.safetensors" head.bias 3 inf
 expect_status 2 "eval of a model with a NaN weight exits 2" "$NORMLAB" eval \
-  --model "$TMP/nan.safetensors" --limit 200 --json
+  --model "$TMP/nan.safetensors" --images 200 --json
 expect_err 'tensor blocks\.0\.mlp\.fc1\.weight has 1 non-finite value of 16384 \(1 NaN, 0 infinite\)' \
   "the error names the tensor and counts the NaN"
 [ ! -s "$TMP/out" ]; ok $? "no top-1 is printed for it"
 expect_status 2 "eval of a model with an infinite bias exits 2" "$NORMLAB" eval \
-  --model "$TMP/inf.safetensors" --limit 200
+  --model "$TMP/inf.safetensors" --images 200
 expect_err 'tensor head\.bias has 1 non-finite value of 10 \(0 NaN, 1 infinite\)' \
   "the error names the infinite tensor"
 expect_status 0 "info of the NaN model still works" "$NORMLAB" info "$TMP/nan.safetensors"
@@ -90,7 +93,7 @@ printf 'blocks.3.norm1 = exp(100*x)\n' >"$TMP/overflow.exprs"
 expect_status 0 "replace with an overflowing function" "$NORMLAB" replace --model "$SMALL" \
   --set "$TMP/overflow.exprs" --output "$TMP/overflow.safetensors"
 expect_status 2 "eval of a model whose logits are NaN exits 2" "$NORMLAB" eval \
-  --model "$TMP/overflow.safetensors" --limit 100 --json
+  --model "$TMP/overflow.safetensors" --images 100 --json
 expect_err 'tensor logits is NaN for image 0 of fmnist:test .*output of norm layer blocks\.3\.norm1' \
   "the error names the logits and the norm layer where the values stop being finite"
 

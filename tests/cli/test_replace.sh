@@ -67,7 +67,7 @@ if [ "${NL_TEST_QUICK:-0}" != 1 ]; then
   echo "# DyT least squares: top-1 $t (fixture $f)"
   check_num "$t - $f < 0.01 && $f - $t < 0.01" "least-squares DyT top-1 $t is the fixture's $f within 1 point"
 else
-  expect_status 0 "eval the DyT checkpoint (quick: 200 images)" "$NORMLAB" eval --model "$TMP/lsq.safetensors" --limit 200 --json
+  expect_status 0 "eval the DyT checkpoint (quick: 200 images)" "$NORMLAB" eval --model "$TMP/lsq.safetensors" --images 200 --json
 fi
 
 # an expression set
@@ -76,7 +76,7 @@ expect_out '^blocks\.0\.norm1 +expr +0\.698\*clip\(2\.31\*x\)$' "the table shows
 expect_out '^25 of 25 layers replaced$' "all replaced"
 expect_status 0 "info of the adapted checkpoint" "$NORMLAB" info "$TMP/set.safetensors"
 expect_out '^  blocks\.5\.norm2 +expr +\(1\.06\*x\*sigmoid\(1\.8\*x\) - 0\.093\)\*w \+ b$' "info shows the expression"
-expect_status 0 "eval of the adapted checkpoint" "$NORMLAB" eval --model "$TMP/set.safetensors" --limit 200 --json
+expect_status 0 "eval of the adapted checkpoint" "$NORMLAB" eval --model "$TMP/set.safetensors" --images 200 --json
 expect_status 0 "forward of the adapted checkpoint" "$NORMLAB" forward --model "$TMP/set.safetensors" --input "$REF" --output "$TMP/fw_set.safetensors"
 d=$($ST maxdiff "$TMP/fw_set.safetensors" "$REF" logits)
 check_num "$d > 0.01" "the expressions change the logits ($d)"

@@ -27,10 +27,10 @@ expect_status 2 "a missing model exits 2" "$NORMLAB" train --model "$TMP/none.st
 expect_status 0 "train --help" "$NORMLAB" train --help
 expect_out "--variant affine\|full" "help lists --variant"
 
-data_ok() { [ -f "${NL_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-images-idx3-ubyte.gz" ]; }
+data_ok() { [ -f "${NORMLAB_FMNIST_DIR:-${NL_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}}/train-images-idx3-ubyte.gz" ]; }
 if have_fixtures && data_ok; then
   M="$NL_FIXTURES/vit_small_p7_fmnist.safetensors"
-  A="--model $M --limit 512 --eval-limit 500 --batch 128 --lr 1e-3"
+  A="--model $M --images 512 --eval-images 500 --batch 128 --lr 1e-3"
   # shellcheck disable=SC2086
   expect_status 0 "two epochs on 512 images" "$NORMLAB" train $A --epochs 2 --output "$TMP/r"
   for f in epoch-001.safetensors epoch-002.safetensors last.safetensors state.safetensors \
@@ -49,7 +49,7 @@ if have_fixtures && data_ok; then
   ok $? "4 steps per epoch (512 / 128)"
   t2=$(awk -F, 'NR == 4 { print $5 }' "$TMP/r/train.csv")
   expect_status 0 "the checkpoint loads in eval" "$NORMLAB" eval \
-    --model "$TMP/r/epoch-002.safetensors" --limit 500 --json
+    --model "$TMP/r/epoch-002.safetensors" --images 500 --json
   e2=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
   check_num "($e2 - $t2) < 1e-6 && ($t2 - $e2) < 1e-6" "eval of the checkpoint gives the logged top-1 ($e2)"
   # shellcheck disable=SC2086
@@ -70,7 +70,7 @@ sys.exit(not (d['config']['epochs'] == 3 and d['resumes'] == [{'epoch': 2, 'batc
     ok "$rc" "train.json records the extension (config epochs 3, resumes 2 -> 3)"
   fi
   # a resume must keep the run's settings: a changed one is refused, naming both values
-  R="--model $M --limit 512 --eval-limit 500 --batch 128 --epochs 3 --output $TMP/r --resume"
+  R="--model $M --images 512 --eval-images 500 --batch 128 --epochs 3 --output $TMP/r --resume"
   cp "$TMP/r/state.safetensors" "$TMP/r.state"
   # shellcheck disable=SC2086
   expect_status 2 "--resume with another --lr exits 2" "$NORMLAB" train $R --lr 2e-3
@@ -85,9 +85,9 @@ sys.exit(not (d['config']['epochs'] == 3 and d['resumes'] == [{'epoch': 2, 'batc
     --variant affine
   expect_err "--variant: .* started with 'full', this command gives 'affine'" "the error names --variant"
   # shellcheck disable=SC2086
-  expect_status 2 "--resume with another --eval-limit exits 2" "$NORMLAB" train $R --lr 1e-3 \
-    --eval-limit 100
-  expect_err "--eval-limit: .* started with 500, this command gives 100" "the error names --eval-limit"
+  expect_status 2 "--resume with another --eval-images exits 2" "$NORMLAB" train $R --lr 1e-3 \
+    --eval-images 100
+  expect_err "--eval-images: .* started with 500, this command gives 100" "the error names --eval-images"
   python3 "$NL_SRCDIR/tests/cli/st_tool.py" set "$M" "$TMP/m2.safetensors" \
     blocks.0.mlp.fc1.weight 5 0.5
   # shellcheck disable=SC2086
@@ -107,7 +107,7 @@ sys.exit(not (d['config']['epochs'] == 3 and d['resumes'] == [{'epoch': 2, 'batc
   # a torn run directory: the model and state of different steps, a temporary file of an
   # interrupted write. The state is the one commit point: a resume reads it alone and
   # rewrites the model beside it, so it ends with the weights of a run never interrupted.
-  T="--model $M --limit 256 --eval-limit 100 --batch 64 --schedule constant"
+  T="--model $M --images 256 --eval-images 100 --batch 64 --schedule constant"
   # shellcheck disable=SC2086
   expect_status 0 "an uninterrupted 2-epoch run" "$NORMLAB" train $T --epochs 2 --output "$TMP/u2"
   # shellcheck disable=SC2086
@@ -144,7 +144,7 @@ sys.exit(not (d['config']['epochs'] == 3 and d['resumes'] == [{'epoch': 2, 'batc
     --epochs 2 --output "$TMP/t" --resume
   expect_err "tensor param\.head\.bias is missing" "the error names the missing tensor"
   # Ctrl-C mid-epoch, resume: the same weights as a run never stopped
-  B="--model $M --limit 2048 --eval-limit 100 --batch 64 --epochs 1"
+  B="--model $M --images 2048 --eval-images 100 --batch 64 --epochs 1"
   # shellcheck disable=SC2086
   "$NORMLAB" train $B --output "$TMP/i" >"$TMP/i.out" 2>"$TMP/i.err" &
   pid=$!
@@ -170,7 +170,7 @@ sys.exit(not (d['config']['epochs'] == 3 and d['resumes'] == [{'epoch': 2, 'batc
   python3 "$NL_SRCDIR/tests/cli/st_tool.py" set "$M" "$TMP/nan.safetensors" \
     blocks.0.mlp.fc1.weight 5 nan
   expect_status 2 "training a model with a NaN weight exits 2" "$NORMLAB" train \
-    --model "$TMP/nan.safetensors" --limit 256 --eval-limit 100 --batch 128 --output "$TMP/n"
+    --model "$TMP/nan.safetensors" --images 256 --eval-images 100 --batch 128 --output "$TMP/n"
   expect_err "tensor blocks\.0\.mlp\.fc1\.weight has 1 non-finite value" "the error names the tensor"
   ! grep -q "epoch 0 (before training)" "$TMP/err"; ok $? "no epoch-0 accuracy is reported"
   # the same messages for a bad value from the command line and from Lua
@@ -182,7 +182,7 @@ sys.exit(not (d['config']['epochs'] == 3 and d['resumes'] == [{'epoch': 2, 'batc
   [ -n "$cli" ] && [ "$cli" = "$lua" ]; ok $? "Lua's model:train gives the command line's message ($lua)"
   # distillation, affine variant, JSON
   expect_status 0 "affine distillation from the model itself" "$NORMLAB" train --model "$M" \
-    --teacher "$M" --variant affine --limit 256 --eval-limit 100 --batch 128 --epochs 1 \
+    --teacher "$M" --variant affine --images 256 --eval-images 100 --batch 128 --epochs 1 \
     --output "$TMP/d" --json
   if command -v python3 >/dev/null; then
     run python3 -c "
@@ -195,20 +195,20 @@ sys.exit(not ok)"
     ok "$rc" "train.json: config with teacher, tau 4, lambda 0.5, epochs 0 and 1"
   fi
   expect_status 0 "the same distillation with one thread" "$NORMLAB" --threads 1 train \
-    --model "$M" --teacher "$M" --variant affine --limit 256 --eval-limit 100 --batch 128 \
+    --model "$M" --teacher "$M" --variant affine --images 256 --eval-images 100 --batch 128 \
     --epochs 1 --output "$TMP/d1"
   cmp -s "$TMP/d/last.safetensors" "$TMP/d1/last.safetensors"
   ok $? "one thread gives the two-thread weights, byte for byte"
-  expect_status 0 "--init random" "$NORMLAB" train --model "$M" --init random --limit 128 \
-    --eval-limit 200 --batch 128 --epochs 1 --output "$TMP/z"
+  expect_status 0 "--init random" "$NORMLAB" train --model "$M" --init random --images 128 \
+    --eval-images 200 --batch 128 --epochs 1 --output "$TMP/z"
   awk -F, 'NR == 2 && $5 < 0.3 { ok = 1 } END { exit !ok }' "$TMP/z/train.csv"
   ok $? "a random init starts near chance"
 fi
 if have_fixtures; then
   expect_status 0 "bench train" "$NORMLAB" bench train \
     --model "$NL_FIXTURES/vit_small_p7_fmnist.safetensors" --batch 16 --seconds 0.2 --json
-  expect_out '"images_per_second":[0-9.]+' "bench train reports images/s"
-  expect_out '"fraction_of_peak":[0-9.]+' "bench train reports the fraction of the sgemm peak"
+  expect_out '"images_per_second": [0-9.]+' "bench train reports images/s"
+  expect_out '"fraction_of_peak": [0-9.]+' "bench train reports the fraction of the sgemm peak"
 fi
 expect_status 0 "bench list shows train" "$NORMLAB" bench list
 expect_out '^  train ' "train is listed"

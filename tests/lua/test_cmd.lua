@@ -19,18 +19,22 @@ local r, msg, status = nl.cmd("dyt --maps /nonexistent.maps", {check = false})
 T.ok(r == nil and msg:find("cannot open", 1, true) and status == 2, "check=false returns nil, the message and the status")
 T.raises("normlab dyt:", "a failing command raises its message", nl.cmd, "dyt --maps /nonexistent.maps")
 T.raises("unknown command", "an unknown command raises", nl.cmd, "nope")
+T.raises("unknown command 'evl'; did you mean 'eval'?", "a mistyped command names the near one", nl.cmd, "evl")
+T.raises("unknown option '--jsno'; did you mean '--json'?", "a mistyped option names the near one", nl.cmd,
+         "info --jsno")
+T.raises("'load' is a command of the prompt", "a prompt command says so", nl.cmd, "load model x")
 T.raises("expects one command", "';' lists are refused", nl.cmd, "help; help")
 T.ok(nl.json_decode('{"a": [1, 2.5, "x", true]}').a[2] == 2.5, "json_decode")
 T.raises("json_decode", "bad JSON is an error", nl.json_decode, "{")
 -- live progress of a command (eval reports per batch): stop, errors
 local seen = 0
-local j2 = nl.cmd("eval --limit 500 --batch 100 --json", {json = true, on_progress = function(p)
+local j2 = nl.cmd("eval --images 500 --batch 100 --json", {json = true, on_progress = function(p)
   seen = seen + 1
   T.ok(p.task == "eval" and p.total == 500 and p.done == 100 * seen, "on_progress sees the batches: " .. p.done)
   if seen == 2 then return false end
 end})
 T.ok(seen == 2 and j2.images == 200 and j2.interrupted == true, "on_progress returning false stops the command; its output comes back")
-local okp, errp = pcall(nl.cmd, "eval --limit 300 --batch 100", {on_progress = function() error("progress boom") end})
+local okp, errp = pcall(nl.cmd, "eval --images 300 --batch 100", {on_progress = function() error("progress boom") end})
 T.ok(not okp and tostring(errp):find("progress boom", 1, true) and tostring(errp):find("traceback", 1, true),
      "an error in on_progress stops the command and propagates with its traceback")
 
@@ -65,7 +69,13 @@ end
 local pl = m:replace({["norm"] = 1.5})
 T.ok(pl:norms()[25].kind == "dyt" and pl:norms()[25].alpha == 1.5 and pl:norms()[1].kind == "layernorm",
      "model:replace{LAYER = ALPHA}: per-layer alphas")
-T.ok(m:replace("ln"):eval{limit = 200}.top1 == m:eval{limit = 200}.top1, "model:replace('ln') keeps LayerNorm")
+T.ok(m:replace("ln"):eval{images = 200}.top1 == m:eval{images = 200}.top1, "model:replace('ln') keeps LayerNorm")
+-- model:eval's count of images is images= (limit=, its old name, still works)
+local e200 = m:eval{images = 200}
+T.ok(e200.images == 200 and m:eval{limit = 200}.top1 == e200.top1, "model:eval{limit=} is images=")
+T.raises("give images only", "images= and limit= together are refused", m.eval, m, {images = 5, limit = 5})
+T.raises("unknown option 'imags'; did you mean 'images'?", "a mistyped option names the near one", m.eval, m,
+         {imags = 5})
 T.raises("blocks.99.norm1", "a set naming an unknown layer is an error naming it", m.replace, m,
          nl.exprset{["blocks.99.norm1"] = "x"})
 T.raises("'nope': no such file; a replacement is FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln",
@@ -97,7 +107,7 @@ T.raises("alphas.json: 'blocks.0.norm1': alpha is not a number", "a bad alphas f
 os.execute("rm -rf '" .. dir .. "'")
 if nl.has_command("train") then
   local epochs, seen = 0, nil
-  local small = {limit = 256, eval_limit = 200, batch = 64}
+  local small = {images = 256, eval_images = 200, batch = 64}
   local function opts(t) for k, v in pairs(small) do t[k] = v end return t end
   local tm, log = dy:train(opts{variant = "A", epochs = 3, lr = 1e-2, on_epoch = function(e)
     epochs = epochs + 1
@@ -118,6 +128,11 @@ if nl.has_command("train") then
   T.raises("--seed expects an integer, got '1.5'", "a non-integer is refused with the command line's message",
            dy.train, dy, opts{seed = 1.5})
   T.raises("model= is not an option", "model= is refused (the handle is the model)", dy.train, dy, opts{model = "x"})
+  T.raises("train has no option --imgaes; did you mean --images?", "a mistyped option names the near one",
+           dy.train, dy, opts{imgaes = 5})
+  local _, llog = dy:train{variant = "A", epochs = 1, limit = 128, eval_limit = 100, batch = 64}
+  T.ok(llog.config.images == 128 and llog.config.eval_images == 100,
+       "model:train{limit=, eval_limit=}: the old names set images and eval_images")
   T.raises("no option --nope", "an unknown option is an error naming it", dy.train, dy, opts{nope = 1})
   local td = dy:train(opts{variant = "D", teacher = m, epochs = 1, lr = 1e-3})
   T.ok(getmetatable(td) ~= nil, "variant D distils from a teacher handle")

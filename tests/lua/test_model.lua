@@ -21,7 +21,7 @@ T.ok(nl.load_model():info().embed_dim > 0, "load_model() loads the bundled defau
 
 -- accuracy
 if T.quick() then
-  local r = m:eval{limit = 500}
+  local r = m:eval{images = 500}
   T.ok(r.images == 500 and r.top1 > 0.8 and r.top1 <= 1, string.format("eval: top-1 %.4f on 500 images (NL_TEST_QUICK)", r.top1))
 else
   local r = m:eval{}
@@ -129,7 +129,7 @@ T.ok(#nf == 1 and nf[1].name == "blocks.0.mlp.fc1.weight" and nf[1].nan == 1 and
      "info().non_finite lists the NaN tensor with its count")
 T.ok(#m:info().non_finite == 0, "info().non_finite is empty for the fixture")
 T.raises("tensor blocks.0.mlp.fc1.weight has 1 non-finite value", "eval of a model with a NaN weight is an error naming the tensor",
-         nm.eval, nm, {limit = 100})
+         nm.eval, nm, {images = 100})
 nm:close()
 os.remove(nanpath)
 os.remove(nanbase)

@@ -614,7 +614,7 @@ static void test_train_opts(void **s) {
   nl_train_opts_init(&o);
   assert_true(o.epochs == 1 && o.batch == 256 && o.lr == 0.0005 && o.augment && o.cosine);
   assert_int_equal(nl_train_opts_set(&o, "lr", "2e-3", &err), 0);
-  assert_int_equal(nl_train_opts_set(&o, "eval_limit", "300", &err), 0); /* _ for - */
+  assert_int_equal(nl_train_opts_set(&o, "eval_images", "300", &err), 0); /* _ for - */
   assert_int_equal(nl_train_opts_set(&o, "variant", "A", &err), 0);
   assert_int_equal(nl_train_opts_set(&o, "threads", "3", &err), 0);
   assert_int_equal(nl_train_opts_set(&o, "no-augment", NULL, &err), 0);
@@ -633,6 +633,15 @@ static void test_train_opts(void **s) {
   assert_string_equal(err.msg, "--variant expects one of affine|full|A|F|D, got 'B'");
   assert_int_equal(nl_train_opts_set(&o, "nope", "1", &err), -1);
   assert_non_null(strstr(err.msg, "train has no option --nope"));
+  assert_int_equal(nl_train_opts_set(&o, "imgaes", "5", &err), -1);
+  assert_string_equal(err.msg, "train has no option --imgaes; did you mean --images?");
+  /* the older names of --images and --eval-images still set them */
+  assert_string_equal(nl_train_opts_renamed("limit"), "images");
+  assert_string_equal(nl_train_opts_renamed("eval_limit"), "eval-images");
+  assert_null(nl_train_opts_renamed("images"));
+  assert_int_equal(nl_train_opts_set(&o, "limit", "40", &err), 0);
+  assert_int_equal(nl_train_opts_set(&o, "eval-limit", "30", &err), 0);
+  assert_true(o.limit == 40 && o.eval_limit == 30);
   assert_int_equal(nl_train_opts_set(&o, "variant", "D", &err), 0);
   assert_int_equal(nl_train_opts_finish(&o, &err), -1);
   assert_string_equal(err.msg, "variant D (distillation) needs --teacher");
@@ -658,6 +667,20 @@ static void test_train_opts(void **s) {
   assert_non_null(strstr(err.msg, "--seed: the run in d was started with 0, this command gives 9"));
   json_decref(cb);
   nl_train_opts_set(&b, "seed", "0", &err);
+  /* the config records images / eval_images; a run recorded with the older
+   * keys limit / eval_limit is still compared */
+  cb = nl_train_config(&b, &m, NULL, 100, 50);
+  assert_non_null(json_object_get(cb, "images"));
+  assert_non_null(json_object_get(cb, "eval_images"));
+  json_t *old = json_deep_copy(ca);
+  json_object_del(old, "eval_images");
+  json_object_set_new(old, "eval_limit", json_integer(0));
+  assert_int_equal(nl_train_config_check_resume(old, cb, "d", &err), 0);
+  json_object_set_new(old, "eval_limit", json_integer(500));
+  assert_int_equal(nl_train_config_check_resume(old, cb, "d", &err), -1);
+  assert_non_null(strstr(err.msg, "--eval-images: the run in d was started with 500, this command gives 0"));
+  json_decref(old);
+  json_decref(cb);
   m.head_b[0] += 1; /* another model */
   cb = nl_train_config(&b, &m, NULL, 100, 50);
   assert_int_equal(nl_train_config_check_resume(ca, cb, "d", &err), -1);
@@ -727,7 +750,8 @@ static void short_run(unsigned groups, int threads, float *params_out, double *l
 }
 
 static int have_data(void) {
-  const char *dir = getenv("NL_FMNIST_DIR");
+  const char *dir = getenv("NORMLAB_FMNIST_DIR");
+  if (!dir) dir = getenv("NL_FMNIST_DIR"); /* its older name */
   char p[512];
   snprintf(p, sizeof p, "%s/train-images-idx3-ubyte.gz", dir ? dir : NL_FMNIST_DIR_DEFAULT);
   return access(p, R_OK) == 0 && access(fixture("vit_small_p7_fmnist.safetensors"), R_OK) == 0;
