@@ -16,7 +16,7 @@ static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
      "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:test", "images: fmnist:test or fmnist:train", NULL, 0},
-    {"offset", NL_OPT_INT, "K", "0", "first image of the split", NULL, 0},
+    {"offset", NL_OPT_INT, "N", "0", "first image of the split", NULL, 0},
     {"images", NL_OPT_INT, "N", "64", "images to run", NULL, 0},
     {"points", NL_OPT_INT, "N", "50000", "points sampled per layer (0: every position)", NULL, 0},
     {"seed", NL_OPT_INT, "S", "42", "sampling seed", NULL, 0},
