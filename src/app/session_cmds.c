@@ -68,8 +68,8 @@ static const nl_cmd cmd_load = {
     .name = "load",
     .args = "model|maps|exprs|fronts FILE",
     .summary = "load a model, mappings, an expression set or a fronts directory",
-    .help = "Loaded paths fill the --model, --maps, --set (exprs) and --fronts options of\n"
-            "later commands, so 'load model M' then 'eval' runs 'eval --model M'.",
+    .help = "Loaded paths fill the --model, --maps, --set ('load exprs') and --fronts\n"
+            "options of later commands, so 'load model M' then 'eval' runs 'eval --model M'.",
     .opts = no_opts,
     .min_pos = 2,
     .max_pos = 2,
