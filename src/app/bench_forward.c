@@ -28,6 +28,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_vit_free(&m);
     return -1;
   }
+  acts.threads = ctx->threads;
+  const int threads = nl_threads_count(ctx->threads);
   size_t n = (size_t)batch * c->in_chans * c->img_size * c->img_size;
   float *x = nl_xmalloc(sizeof(float) * n);
   nl_rng r;
@@ -44,12 +46,12 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!rc && reps > 0) {
     double ips = reps * batch / el;
     double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
-    double peak = nl_bench_sgemm_peak();
+    double peak = nl_bench_sgemm_peak(threads);
     if (nl_arg_flag(a, "json")) {
       fprintf(ctx->out,
               "{\"model\": \"%s\", \"batch\": %ld, \"threads\": %d, \"images_per_second\": %.2f, "
               "\"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, \"fraction_of_peak\": %.4f}\n",
-              path, batch, nl_threads_get(), ips, gf, peak, gf / peak);
+              path, batch, threads, ips, gf, peak, gf / peak);
     } else {
       nl_bench_print_machine(ctx);
       fprintf(ctx->out, "model: %s (%d x %d, patch %d, width %d, depth %d, %d tokens)\n", path,
@@ -59,7 +61,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(ctx->out, "matrix FLOPs: %.1f MFLOP/image, achieved %.1f GFLOP/s\n",
               nl_vit_flops_per_image(c) * 1e-6, gf);
       fprintf(ctx->out, "sgemm peak (1024^3, %d threads): %.1f GFLOP/s -> %.1f %% of peak\n",
-              nl_threads_get(), peak, 100 * gf / peak);
+              threads, peak, 100 * gf / peak);
     }
   }
   free(x);

@@ -29,6 +29,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vt_opts o;
   nl_vt_opts_default(&o);
   o.batch = (int)B;
+  o.threads = ctx->threads;
   for (int g = 0; g < NL_TR_NGROUPS; g++) o.lr[g] = 1e-5f;
   nl_vit_trainer t;
   if (nl_vt_init(&t, &m, NULL, &o, err)) {
@@ -42,7 +43,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_rng_seed(&r, 1);
   for (size_t i = 0; i < (size_t)B * img; i++) x[i] = (float)nl_rng_normal(&r);
   for (long i = 0; i < B; i++) y[i] = (int32_t)nl_rng_below(&r, (uint64_t)c->classes);
-  const double peak = nl_bench_sgemm_peak();
+  const double peak = nl_bench_sgemm_peak(ctx->threads);
   int rc = 0;
   double tf = 0, tb = 0, to = 0, best = 1e30;
   int reps = 0;
@@ -77,7 +78,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
               "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"adamw_ms\":%.3f,"
               "\"mean_step_ms\":%.3f,\"best_step_ms\":%.3f,\"images_per_second\":%.2f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
               "\"fraction_of_peak\":%.4f,\"activation_mb\":%.1f}\n",
-              path, B, nl_threads_get(), tf * 1e3, tb * 1e3, to * 1e3, mean * 1e3, best * 1e3, ips, rate, peak,
+              path, B, nl_threads_count(ctx->threads), tf * 1e3, tb * 1e3, to * 1e3, mean * 1e3, best * 1e3, ips, rate, peak,
               rate / peak, t.nbytes / 1e6);
     } else {
       nl_bench_print_machine(ctx);

@@ -100,7 +100,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   size_t vsz[] = {3 * D, 3 * D, D, D, H, H, D, D, D, D, D, D, D, D};
   for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) *vs[i] = bt_buf(vsz[i], &r, 0.2f);
 
-  const double peak = nl_bench_sgemm_peak();
+  const double peak = nl_bench_sgemm_peak(ctx->threads);
+  /* the layers run on the bench's threads (BLAS's count included) */
+  const int outer = nl_threads_enter(ctx->threads);
   const double hd = (double)D / BT_NH;
   const double fwd_flops = 2.0 * N * (3.0 * D * D + (double)D * D + 2.0 * D * H) +
                            4.0 * B * BT_NH * (double)BT_T * BT_T * hd;
@@ -119,6 +121,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     tb += a2 - a1;
     reps++;
   }
+  nl_threads_leave(outer);
   tf /= reps;
   tb /= reps;
   const double rate = 3.0 * fwd_flops / (tf + tb) * 1e-9;
@@ -127,7 +130,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             "{\"bench\":\"trainblock\",\"batch\":%ld,\"threads\":%d,\"forward_ms\":%.3f,"
             "\"backward_ms\":%.3f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
             "\"fraction_of_peak\":%.4f}\n",
-            B, nl_threads_get(), tf * 1e3, tb * 1e3, rate, peak, rate / peak);
+            B, nl_threads_count(ctx->threads), tf * 1e3, tb * 1e3, rate, peak, rate / peak);
   } else {
     nl_bench_print_machine(ctx);
     fprintf(ctx->out,

@@ -107,11 +107,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     cam.progress = progress;
     cam.user = &lv;
   }
-  int saved = nl_threads_get();
-  if (threads) nl_threads_set(threads);
+  c.threads = threads ? threads : ctx->threads;
   nl_gp_summary s;
   int rc = nl_gp_campaign_run(&cam, &s, err);
-  if (threads) nl_threads_set(saved);
   if (lv.shown) fputc('\n', ctx->err);
   if (rc == 0) {
     double sr2 = 0;

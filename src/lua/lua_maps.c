@@ -158,7 +158,7 @@ static int mp_dyt(lua_State *L) {
   nl_dyt_row *rows = nl_xcalloc((size_t)m->nlayers, sizeof *rows);
   nl_error err;
   nl_error_clear(&err);
-  if (nl_dyt_table(m, bins, rows, &err) != 0) {
+  if (nl_dyt_table(m, bins, nl_lua_threads(L), rows, &err) != 0) {
     free(rows);
     return nl_lua_fail(L, "maps:dyt", &err);
   }
@@ -401,8 +401,7 @@ static int l_evolve(lua_State *L) {
   nl_lua_push_exprset_owned(L, &set);
   int setidx = lua_gettop(L);
   nl_exprset *S = nl_lua_check_exprset(L, setidx);
-  int saved = nl_threads_get();
-  if (threads) nl_threads_set(threads);
+  cfg.threads = threads ? threads : nl_lua_threads(L);
   double t0 = nl_now();
   nl_error err;
   nl_error_clear(&err);
@@ -503,7 +502,6 @@ static int l_evolve(lua_State *L) {
     }
     if (rc == 0 && cb.failed) rc = -1;
   }
-  if (threads) nl_threads_set(saved);
   if (cb.failed) {
     lua_pushvalue(L, cb.errslot);
     if (lua_isnil(L, -1)) return luaL_error(L, "normlab.evolve: on_generation: stack overflow");

@@ -70,6 +70,8 @@ int nl_gp_config_check(const nl_gp_config *c, nl_error *err) {
     s += c->op_weight[k];
   }
   NEED(s > 0, "operator weights must not all be 0");
+  NEED(c->threads >= 0 && c->threads <= NL_THREADS_MAX, "threads must be between 1 and %d, got %d",
+       NL_THREADS_MAX, c->threads);
 #undef NEED
   return 0;
 }
@@ -421,7 +423,7 @@ static void const_task(size_t i, int w, void *u) {
 static void run_parallel(search *s, ind *v, int *todo, int n, nl_task_fn fn) {
   s->v = v;
   s->todo = todo;
-  nl_parallel_for((size_t)n, fn, s);
+  nl_parallel_for_n((size_t)n, s->c->threads, fn, s);
 }
 
 /* Tournament: lowest rank, then largest crowding, then first drawn. */
@@ -634,7 +636,7 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
     }
     free(pi);
   }
-  int nw = nl_threads_get();
+  int nw = nl_threads_count(c->threads);
   search s = {.c = c, .xt = xt, .yt = yt, .xs = xs, .ys = ys, .nt = nt, .ns = ns,
               .delta = c->delta_scale * amax};
   s.ws = nl_xmalloc(sizeof(nl_eval_ws) * (size_t)nw);

@@ -56,6 +56,8 @@ typedef struct nl_gp_config {
   nl_gp_complexity complexity; /* NL_GP_NODES */
   nl_gp_selection select;      /* NL_GP_MINVAL */
   uint64_t seed;        /* base seed (0) */
+  int threads;          /* worker threads (0: nl_threads_default()); the result does
+                           not depend on it */
 } nl_gp_config;
 
 void nl_gp_config_default(nl_gp_config *c);

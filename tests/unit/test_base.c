@@ -141,9 +141,8 @@ static void mark(size_t i, int worker, void *user) {
 static void test_parallel_for_covers_each_index_once(void **state) {
   (void)state;
   for (int t = 1; t <= 4; t++) {
-    nl_threads_set(t);
     int hits[1000] = {0};
-    nl_parallel_for(1000, mark, hits);
+    nl_parallel_for_n(1000, t, mark, hits);
     for (int i = 0; i < 1000; i++) assert_int_equal(hits[i], 1);
   }
 }

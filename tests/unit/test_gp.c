@@ -261,9 +261,9 @@ static void test_determinism(void **state) {
   small_config(&c);
   nl_error e;
   nl_gp_result r1, r2, r3;
-  nl_threads_set(1);
+  c.threads = 1;
   assert_int_equal(nl_gp_run(&c, "L", d.x, d.y, d.n, 0, NULL, NULL, &r1, &e), 0);
-  nl_threads_set(2);
+  c.threads = 2;
   assert_int_equal(nl_gp_run(&c, "L", d.x, d.y, d.n, 0, NULL, NULL, &r2, &e), 0);
   assert_int_equal(nl_gp_run(&c, "L", d.x, d.y, d.n, 1, NULL, NULL, &r3, &e), 0);
   char *a = front_text(&r1), *b = front_text(&r2), *c3 = front_text(&r3);
