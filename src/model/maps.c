@@ -35,6 +35,34 @@ int nl_maps_index(const nl_maps *m, const char *name) {
   return -1;
 }
 
+/* FNV-1a, 64 bits, fed 8 bytes at a time (the tail byte by byte). */
+static uint64_t fnv_words(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (; n >= 8; n -= 8, b += 8) {
+    uint64_t w;
+    memcpy(&w, b, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+  }
+  for (; n; n--, b++) h = (h ^ *b) * 0x100000001b3ull;
+  return h;
+}
+
+uint64_t nl_maps_fingerprint(const nl_maps *m) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < m->nlayers; i++) {
+    const nl_maps_layer *l = &m->layers[i];
+    uint64_t n = l->n;
+    h = fnv_words(h, l->name, strlen(l->name) + 1);
+    h = fnv_words(h, &n, sizeof n);
+    h = fnv_words(h, l->x, sizeof(float) * l->n);
+    h = fnv_words(h, l->y, sizeof(float) * l->n);
+  }
+  h ^= h >> 33; /* spread the last words over every bit */
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
 const nl_maps_layer *nl_maps_find(const nl_maps *m, const char *name) {
   int i = nl_maps_index(m, name);
   return i < 0 ? NULL : &m->layers[i];

@@ -592,12 +592,44 @@ void nl_gp_split(const nl_gp_config *c, const char *layer, size_t n, size_t *per
   *ntrain = n - nv;
 }
 
+/* Is y constant on the points idx[0..k) (all of them when idx is NULL)? */
+static int constant_y(const float *y, const size_t *idx, size_t k) {
+  for (size_t i = 1; i < k; i++)
+    if (y[idx ? idx[i] : i] != y[idx ? idx[0] : 0]) return 0;
+  return 1;
+}
+
+int nl_gp_check_points(const nl_gp_config *c, const char *layer, const float *x, const float *y,
+                       size_t n, nl_error *err) {
+  if (n < 10) return nl_fail(err, NL_EINPUT, "layer '%s': %zu points, at least 10 needed", layer, n);
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i]) || !isfinite(y[i]))
+      return nl_fail(err, NL_EINPUT, "layer '%s': point %zu is not finite (x %g, y %g)", layer, i,
+                     (double)x[i], (double)y[i]);
+  if (constant_y(y, NULL, n))
+    return nl_fail(err, NL_EINPUT,
+                   "layer '%s': y is constant (%g at all %zu points): R^2 is undefined and there "
+                   "is no function to search; leave the layer out (--layer)",
+                   layer, (double)y[0], n);
+  size_t *perm = nl_xmalloc(sizeof(size_t) * n), nt;
+  nl_gp_split(c, layer, n, perm, &nt);
+  int flat = constant_y(y, perm + nt, n - nt);
+  double v = y[perm[nt]];
+  free(perm);
+  if (flat)
+    return nl_fail(err, NL_EINPUT,
+                   "layer '%s': y is constant (%g) on all %zu validation points: the validation "
+                   "R^2 is undefined",
+                   layer, v, n - nt);
+  return 0;
+}
+
 int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const float *y, size_t n,
               int seed_index, nl_gp_progress_fn cb, void *user, nl_gp_result *res,
               nl_error *err) {
   memset(res, 0, sizeof *res);
   if (nl_gp_config_check(c, err) != 0) return -1;
-  if (n < 10) return nl_fail(err, NL_EINPUT, "layer '%s': %zu points, at least 10 needed", layer, n);
+  if (nl_gp_check_points(c, layer, x, y, n, err) != 0) return -1;
   double t0 = nl_now();
   /* split */
   size_t *perm = nl_xmalloc(sizeof(size_t) * n), nt;

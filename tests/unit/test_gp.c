@@ -364,7 +364,8 @@ static void test_campaign_resume(void **state) {
   assert_non_null(mkdtemp(a));
   assert_non_null(mkdtemp(b));
   stopper st = {0, 0};
-  nl_gp_campaign cam = {&c, &m, NULL, 0, 2, a, stop_cb, &st};
+  nl_gp_campaign cam = {.cfg = &c, .maps = &m, .seeds = 2, .outdir = a, .progress = stop_cb,
+                        .user = &st};
   nl_gp_summary s;
   assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
   assert_int_equal(s.nlayers, 2);
