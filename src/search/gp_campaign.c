@@ -317,7 +317,7 @@ static int write_chosen(const nl_gp_campaign *c, const nl_gp_summary *s, const n
     if (l) {
       char com[256];
       snprintf(com, sizeof com,
-               " seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s", l->seed,
+               "seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s", l->seed,
                l->nodes, l->flops, l->val_mse, l->val_r2, l->val_fitness,
                l->seeds_done < c->seeds ? " partial" : "");
       nl_exprset_set(&set, l->name, &l->prog, com);
