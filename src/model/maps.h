@@ -75,8 +75,9 @@ const nl_maps_layer *nl_maps_find(const nl_maps *m, const char *name);
 int nl_maps_index(const nl_maps *m, const char *name);
 
 /* Content fingerprint of the layers: names, point counts and the values
- * of x and y in layer order (the metadata is left out), 64 bits. The same
- * for a set saved and loaded again; any changed point changes it. */
+ * of x and y, layers taken by name (neither their order nor the metadata
+ * counts), 64 bits. The same for a set saved and loaded again; any changed
+ * point changes it. */
 uint64_t nl_maps_fingerprint(const nl_maps *m);
 
 /* Metadata: set (replacing an existing key) and get (NULL when absent). */
