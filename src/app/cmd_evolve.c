@@ -165,10 +165,13 @@ const nl_cmd nl_cmd_evolve = {
         "DIR receives LAYER.csv (the fronts of all seeds: layer,seed,rank,nodes,flops,\n"
         "train_fitness,val_fitness,val_mse,val_r2,expr) and chosen.exprs (per layer the\n"
         "selection of the seed with the lowest validation F; --select minval: lowest\n"
-        "validation F on the front, knee: knee of the (flops, val MSE) front). Each\n"
-        "layer-seed is written to DIR/parts/ when done; rerunning the same command skips\n"
-        "finished work. Ctrl-C stops after the current generation and keeps its front\n"
-        "as a partial result. Same seed, same result, for any thread count.\n"
+        "validation F on the front, knee: knee of the (flops, val MSE) front; the entries\n"
+        "of layers not searched are kept). Each layer-seed is written to DIR/parts/ when\n"
+        "done, with the mappings' fingerprint and the settings; rerunning the same command\n"
+        "skips finished work, and a part from other mappings or settings is an error\n"
+        "naming it (--recompute: search it again). A layer whose y is constant is an\n"
+        "error. Ctrl-C stops after the current generation and keeps its front as a\n"
+        "partial result. Same seed, same result, for any thread count.\n"
         "JSON: {\"layers\":[{\"name\",\"expr\",\"val_mse\",\"val_r2\",\"flops\",\"nodes\","
         "\"seconds\"}],\n\"mean_val_r2\",\"seconds\"}.",
     .opts = opts,

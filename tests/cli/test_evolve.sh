@@ -168,6 +168,9 @@ PY
   expect_status 0 "bench gp on the mappings" "$NORMLAB" bench gp --maps "$M" --seconds 0.5 --json
   expect_out '"gens_per_s"' "bench gp reports generations/s"
   expect_out '"limit_node_evals_per_s_per_core"' "bench gp reports the engine's limit"
+  expect_status 0 "bench gp under normlab --threads 3" "$NORMLAB" --threads 3 bench gp --maps "$M" \
+    --seconds 0.3 --json
+  expect_out '"threads": 3,' "the global --threads reaches the benchmark's search"
 fi
 expect_status 0 "bench list shows gp" "$NORMLAB" bench list
 expect_out '^  gp ' "gp is listed"
