@@ -73,7 +73,7 @@ static char *sig_diff(const char *part, const char *run, const char *maps_name) 
   const char *rv = sig_value(run, "maps", &n), *pv = sig_value(part, "maps", &pn);
   if (!pv)
     len += (size_t)snprintf(buf + len, sizeof buf - len,
-                            "records no mappings fingerprint (written by an older normlab)");
+                            "was written by an older normlab, without a mappings fingerprint");
   else if (pn != n || strncmp(pv, rv, n) != 0)
     len += (size_t)snprintf(buf + len, sizeof buf - len,
                             "was computed from other mappings (fingerprint %.*s; %s has %.*s)",
@@ -425,7 +425,7 @@ static int check_existing(const nl_gp_campaign *c, const int *li, int nl, const 
                    "holds the results of one mappings file; choose another --output, or add "
                    "--recompute to drop the layer from chosen.exprs",
                    c->outdir, name, path, pv ? "was computed from other mappings" :
-                   "records no mappings fingerprint (written by an older normlab)");
+                   "was written by an older normlab, without a mappings fingerprint");
     free(path);
     free(psig);
     if (rc) return -1;
