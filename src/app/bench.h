@@ -15,11 +15,12 @@ typedef struct nl_bench {
 } nl_bench;
 
 /* Print the machine line every benchmark starts with: CPU model, cores,
- * threads in use. */
+ * threads in use (ctx->threads). */
 void nl_bench_print_machine(nl_ctx *ctx);
 
-/* Measured single-precision GEMM peak of this machine with the current
- * thread setting, GFLOP/s (square sgemm, best of a few runs, cached). */
-double nl_bench_sgemm_peak(void);
+/* Measured single-precision GEMM peak of this machine on `threads` BLAS
+ * threads (0: the default), GFLOP/s (square sgemm, best of a few runs,
+ * cached per count). */
+double nl_bench_sgemm_peak(int threads);
 
 #endif

@@ -49,6 +49,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                           (size_t)m.cfg.img_size * (size_t)m.cfg.img_size);
   nl_vit_acts acts;
   int rc = nl_vit_acts_init(&acts, &m.cfg, b, 0, err);
+  acts.threads = ctx->threads;
   double best_fwd = 1e30, best_ext = 1e30, best_one = 1e30, t_start = nl_now();
   int reps = 0;
   while (rc == 0 && (reps < 2 || nl_now() - t_start < seconds) && reps < 100) {
@@ -60,7 +61,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     double t1 = nl_now();
     nl_maps maps;
-    nl_extract_opts o = {.points = NL_EXTRACT_POINTS, .seed = NL_EXTRACT_SEED, .batch = b};
+    nl_extract_opts o = {.points = NL_EXTRACT_POINTS, .seed = NL_EXTRACT_SEED, .batch = b,
+                         .threads = ctx->threads};
     if (rc == 0) rc = nl_extract(&m, images, fill, &s, &o, &maps, err);
     double t2 = nl_now();
     if (rc == 0) nl_maps_free(&maps);
@@ -80,7 +82,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
           "{s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bench",
           "extract", "model", path, "norm_layers", m.nnorms, "images", images, "batch", b,
           "points_per_layer", NL_EXTRACT_POINTS, "sgemm_peak_gflops",
-          nl_json_rounded(nl_bench_sgemm_peak(), 2), "forward_seconds",
+          nl_json_rounded(nl_bench_sgemm_peak(ctx->threads), 2), "forward_seconds",
           nl_json_rounded(best_fwd, 4), "forward_gflops", nl_json_rounded(gflop / best_fwd, 2),
           "extract_one_point_seconds", nl_json_rounded(best_one, 4), "extract_seconds",
           nl_json_rounded(best_ext, 4), "extract_images_per_second",
@@ -90,7 +92,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_decref(j);
     } else {
       nl_bench_print_machine(ctx);
-      fprintf(ctx->out, "sgemm peak: %.1f GFLOP/s\n", nl_bench_sgemm_peak());
+      fprintf(ctx->out, "sgemm peak: %.1f GFLOP/s\n", nl_bench_sgemm_peak(ctx->threads));
       fprintf(ctx->out, "model: %s (%d norm layers), %d images, batch %d, best of %d\n", path,
               m.nnorms, images, b, reps);
       fprintf(ctx->out, "forward only:            %.3f s  (%.1f images/s, %.1f GFLOP/s)\n",

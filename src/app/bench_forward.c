@@ -30,6 +30,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_vit_free(&m);
     return -1;
   }
+  acts.threads = ctx->threads;
+  const int threads = nl_threads_count(ctx->threads);
   size_t n = (size_t)batch * c->in_chans * c->img_size * c->img_size;
   float *x = nl_xmalloc(sizeof(float) * n);
   nl_rng r;
@@ -46,11 +48,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!rc && reps > 0) {
     double ips = reps * batch / el;
     double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
-    double peak = nl_bench_sgemm_peak();
+    double peak = nl_bench_sgemm_peak(threads);
     if (nl_arg_flag(a, "json")) {
       json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o}", "bench", "forward",
                             "model", path, "batch", (json_int_t)batch, "threads",
-                            nl_threads_get(), "images_per_second", nl_json_rounded(ips, 2),
+                            threads, "images_per_second", nl_json_rounded(ips, 2),
                             "gflops", nl_json_rounded(gf, 2), "sgemm_peak_gflops",
                             nl_json_rounded(peak, 2), "fraction_of_peak",
                             nl_json_rounded(gf / peak, 4));
@@ -65,7 +67,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(ctx->out, "matrix FLOPs: %.1f MFLOP/image, achieved %.1f GFLOP/s\n",
               nl_vit_flops_per_image(c) * 1e-6, gf);
       fprintf(ctx->out, "sgemm peak (1024^3, %d threads): %.1f GFLOP/s -> %.1f %% of peak\n",
-              nl_threads_get(), peak, 100 * gf / peak);
+              threads, peak, 100 * gf / peak);
     }
   }
   free(x);

@@ -37,12 +37,10 @@ static int measure(const float *x, const float *y, size_t n, int threads, double
   nl_gp_config c;
   nl_gp_config_default(&c);
   c.gens = 1000000;
-  int saved = nl_threads_get();
-  nl_threads_set(threads);
+  c.threads = threads;
   stopper st = {secs, 3};
   nl_gp_result r;
   int rc = nl_gp_run(&c, "bench", x, y, n, 0, stop_cb, &st, &r, err);
-  nl_threads_set(saved);
   if (rc != 0) return -1;
   f->threads = threads;
   f->gens = r.gens_done;
@@ -82,7 +80,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     y = sy;
     snprintf(source, sizeof source, "synthetic y = tanh(3x) + noise");
   }
-  int T = nl_threads_get();
+  int T = nl_threads_count(ctx->threads);
   figures f1, fT;
   int rc = measure(x, y, n, 1, secs * 0.4, &f1, err);
   if (rc == 0) rc = T > 1 ? measure(x, y, n, T, secs * 0.4, &fT, err) : (fT = f1, 0);

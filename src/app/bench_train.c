@@ -31,6 +31,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vt_opts o;
   nl_vt_opts_default(&o);
   o.batch = (int)B;
+  o.threads = ctx->threads;
   for (int g = 0; g < NL_TR_NGROUPS; g++) o.lr[g] = 1e-5f;
   nl_vit_trainer t;
   if (nl_vt_init(&t, &m, NULL, &o, err)) {
@@ -44,7 +45,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_rng_seed(&r, 1);
   for (size_t i = 0; i < (size_t)B * img; i++) x[i] = (float)nl_rng_normal(&r);
   for (long i = 0; i < B; i++) y[i] = (int32_t)nl_rng_below(&r, (uint64_t)c->classes);
-  const double peak = nl_bench_sgemm_peak();
+  const double peak = nl_bench_sgemm_peak(ctx->threads);
   int rc = 0;
   double tf = 0, tb = 0, to = 0, best = 1e30;
   int reps = 0;
@@ -76,7 +77,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (nl_arg_flag(a, "json")) {
       json_t *j = json_pack(
           "{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bench",
-          "train", "model", path, "batch", (json_int_t)B, "threads", nl_threads_get(),
+          "train", "model", path, "batch", (json_int_t)B, "threads", nl_threads_count(ctx->threads),
           "forward_ms", nl_json_rounded(tf * 1e3, 3), "backward_ms", nl_json_rounded(tb * 1e3, 3),
           "adamw_ms", nl_json_rounded(to * 1e3, 3), "mean_step_ms", nl_json_rounded(mean * 1e3, 3),
           "best_step_ms", nl_json_rounded(best * 1e3, 3), "images_per_second",

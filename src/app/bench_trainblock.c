@@ -102,7 +102,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   size_t vsz[] = {3 * D, 3 * D, D, D, H, H, D, D, D, D, D, D, D, D};
   for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) *vs[i] = bt_buf(vsz[i], &r, 0.2f);
 
-  const double peak = nl_bench_sgemm_peak();
+  const double peak = nl_bench_sgemm_peak(ctx->threads);
+  /* the layers run on the bench's threads (BLAS's count included) */
+  const int outer = nl_threads_enter(ctx->threads);
   const double hd = (double)D / BT_NH;
   const double fwd_flops = 2.0 * N * (3.0 * D * D + (double)D * D + 2.0 * D * H) +
                            4.0 * B * BT_NH * (double)BT_T * BT_T * hd;
@@ -121,12 +123,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     tb += a2 - a1;
     reps++;
   }
+  nl_threads_leave(outer);
   tf /= reps;
   tb /= reps;
   const double rate = 3.0 * fwd_flops / (tf + tb) * 1e-9;
   if (json) {
     json_t *j = json_pack("{s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o}", "bench", "trainblock",
-                          "batch", (json_int_t)B, "threads", nl_threads_get(), "forward_ms",
+                          "batch", (json_int_t)B, "threads", nl_threads_count(ctx->threads), "forward_ms",
                           nl_json_rounded(tf * 1e3, 3), "backward_ms", nl_json_rounded(tb * 1e3, 3),
                           "gflops", nl_json_rounded(rate, 2), "sgemm_peak_gflops",
                           nl_json_rounded(peak, 2), "fraction_of_peak",

@@ -69,6 +69,10 @@ typedef struct nl_ctx {
    * the command to stop at its next safe point. */
   nl_progress_fn progress;
   void *progress_user;
+  /* Worker threads for what the command runs, unless it has a --threads of
+   * its own (normlab --threads N); 0: nl_threads_default(). Commands pass it
+   * on in the options of the library calls (base/threads.h). */
+  int threads;
 } nl_ctx;
 
 typedef struct nl_cmd {

@@ -50,13 +50,15 @@ void nl_bench_print_machine(nl_ctx *ctx) {
     fclose(fp);
   }
   fprintf(ctx->out, "machine: %s, %d cores online, %d threads in use\n", model, nl_cpu_count(),
-          nl_threads_get());
+          nl_threads_count(ctx->threads));
 }
 
-double nl_bench_sgemm_peak(void) {
+double nl_bench_sgemm_peak(int threads) {
   static double cached = 0.0;
   static int cached_threads = 0;
-  if (cached > 0 && cached_threads == nl_threads_get()) return cached;
+  threads = nl_threads_count(threads);
+  if (cached > 0 && cached_threads == threads) return cached;
+  int outer = nl_threads_enter(threads); /* BLAS on `threads` */
   const int n = 1024;
   float *a = nl_aalloc(sizeof(float) * n * n);
   float *b = nl_aalloc(sizeof(float) * n * n);
@@ -78,8 +80,9 @@ double nl_bench_sgemm_peak(void) {
   nl_afree(a);
   nl_afree(b);
   nl_afree(c);
+  nl_threads_leave(outer);
   cached = best;
-  cached_threads = nl_threads_get();
+  cached_threads = threads;
   return best;
 }
 

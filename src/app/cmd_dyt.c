@@ -47,7 +47,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_maps m;
   if (nl_maps_load(&m, path, err) != 0) return -1;
   nl_dyt_row *rows = nl_xcalloc((size_t)m.nlayers, sizeof *rows);
-  if (nl_dyt_table(&m, (int)bins, rows, err) != 0) {
+  if (nl_dyt_table(&m, (int)bins, ctx->threads, rows, err) != 0) {
     nl_error_prefix(err, "%s", path);
     free(rows);
     nl_maps_free(&m);

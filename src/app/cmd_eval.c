@@ -64,6 +64,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_eval_opts o;
   nl_eval_opts_default(&o);
   o.batch = (int)batch;
+  o.threads = ctx->threads;
   o.interruptible = 1;
   o.progress = on_batch;
   o.progress_user = &l;

@@ -7,9 +7,10 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/wb_local.h"
 #include "base/json.h"
-#include "base/threads.h"
 #include "model/maps.h"
+#include "search/campaign_opts.h"
 #include "search/gp.h"
 
 static const nl_opt opts[] = {
@@ -36,6 +37,8 @@ static const nl_opt opts[] = {
     {"select", NL_OPT_CHOICE, NULL, "minval", "expression chosen from a front", "minval|knee",
      0},
     {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL, 0},
+    {"recompute", NL_OPT_FLAG, NULL, NULL,
+     "search again finished parts computed from other mappings or settings", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -56,63 +59,46 @@ static int progress(const nl_gp_progress *p, void *u) {
   return 0;
 }
 
-static int get_int(const nl_args *a, const char *name, long lo, long hi, int *out,
-                   nl_error *err) {
-  long v;
-  if (nl_arg_int_range(a, name, lo, hi, &v, err) != 0) return -1;
-  *out = (int)v;
+/* The options given on the command line (or filled from the session),
+ * through the one parser of the campaign's settings
+ * (search/campaign_opts.h), which 'evolve ... &' and Lua use too. */
+int nl_evolve_opts_parse(nl_ctx *ctx, const nl_args *a, nl_gp_campaign_opts *o, nl_error *err) {
+  const nl_opt *ol = a->cmd->opts;
+  for (int i = 0; ol[i].name; i++)
+    if (a->val[i] &&
+        nl_gp_campaign_opts_set(o, ol[i].name, ol[i].type == NL_OPT_FLAG ? NULL : a->val[i], err))
+      return -1;
+  if (nl_gp_campaign_opts_finish(o, err)) return -1;
+  if (!o->maps || !o->output)
+    return nl_fail(err, NL_EINPUT, "missing required option --%s", o->maps ? "output" : "maps");
+  if (!o->cfg.threads) o->cfg.threads = ctx->threads;
   return 0;
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  const char *maps_path = nl_arg_need(a, "maps", err);
-  if (!maps_path) return -1;
-  const char *outdir = nl_arg_need(a, "output", err);
-  if (!outdir) return -1;
-  nl_gp_config c;
-  nl_gp_config_default(&c);
-  int seeds, seed, threads = 0;
-  if (get_int(a, "seeds", 1, 10000, &seeds, err) || get_int(a, "seed", 0, 2147483647L, &seed, err) ||
-      get_int(a, "pop", 4, 1000000, &c.pop, err) || get_int(a, "gens", 0, 1000000, &c.gens, err) ||
-      get_int(a, "max-nodes", 1, 1000, &c.max_nodes, err) ||
-      get_int(a, "init-depth", 1, 30, &c.init_depth, err) ||
-      get_int(a, "tournament", 1, c.pop, &c.tournament, err) ||
-      get_int(a, "const-steps", 0, 100000, &c.const_steps, err) ||
-      get_int(a, "const-top", 0, 1000000, &c.const_top, err) ||
-      get_int(a, "const-points", 0, 1000000000, &c.const_points, err))
+  nl_gp_campaign_opts o;
+  nl_gp_campaign_opts_init(&o);
+  if (nl_evolve_opts_parse(ctx, a, &o, err)) {
+    nl_gp_campaign_opts_free(&o);
     return -1;
-  if (nl_arg_given(a, "threads") && get_int(a, "threads", 1, 256, &threads, err)) return -1;
-  c.seed = (uint64_t)seed;
-  c.penalty = nl_arg_num(a, "penalty");
-  c.const_lr = nl_arg_num(a, "const-lr");
-  c.complexity = strcmp(nl_arg_str(a, "complexity"), "flops") == 0 ? NL_GP_FLOPS : NL_GP_NODES;
-  c.select = strcmp(nl_arg_str(a, "select"), "knee") == 0 ? NL_GP_KNEE : NL_GP_MINVAL;
-  if (nl_gp_config_check(&c, err) != 0) return -1;
-  nl_maps m;
-  if (nl_maps_load(&m, maps_path, err) != 0) return -1;
-  const char *layer = nl_arg_str(a, "layer");
-  const char *one[1] = {layer};
-  nl_gp_campaign cam = {&c, &m, NULL, 0, seeds, outdir, NULL, NULL};
-  if (strcmp(layer, "all") != 0) {
-    if (nl_maps_index(&m, layer) < 0) {
-      nl_fail(err, NL_EINPUT, "%s: no layer '%s' (see 'normlab maps --maps %s')", maps_path,
-              layer, maps_path);
-      nl_maps_free(&m);
-      return -1;
-    }
-    cam.layers = one;
-    cam.nlayers = 1;
   }
+  const char *outdir = o.output;
+  nl_maps m;
+  if (nl_maps_load(&m, o.maps, err) != 0) {
+    nl_gp_campaign_opts_free(&o);
+    return -1;
+  }
+  const char *one[1] = {o.layer};
+  nl_gp_campaign cam = {.cfg = &o.cfg, .maps = &m, .layers = o.layer ? one : NULL,
+                        .nlayers = o.layer ? 1 : 0, .seeds = o.seeds, .outdir = outdir,
+                        .recompute = o.recompute};
   live lv = {ctx, 0};
   if (ctx->tty) {
     cam.progress = progress;
     cam.user = &lv;
   }
-  int saved = nl_threads_get();
-  if (threads) nl_threads_set(threads);
   nl_gp_summary s;
   int rc = nl_gp_campaign_run(&cam, &s, err);
-  if (threads) nl_threads_set(saved);
   if (lv.shown) fputc('\n', ctx->err);
   if (rc == 0) {
     double sr2 = 0;
@@ -123,7 +109,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
         nr++;
       }
     double mean = nr ? sr2 / nr : NAN;
-    if (nl_arg_flag(a, "json")) {
+    if (o.json) {
       json_t *root = json_object(), *ls = json_array();
       for (int i = 0; i < s.nlayers; i++) {
         const nl_gp_layer_summary *l = &s.layers[i];
@@ -158,6 +144,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   nl_gp_summary_free(&s);
   nl_maps_free(&m);
+  nl_gp_campaign_opts_free(&o);
   return rc;
 }
 
@@ -179,10 +166,13 @@ const nl_cmd nl_cmd_evolve = {
         "DIR receives LAYER.csv (the fronts of all seeds: layer,seed,rank,nodes,flops,\n"
         "train_fitness,val_fitness,val_mse,val_r2,expr) and chosen.exprs (per layer the\n"
         "selection of the seed with the lowest validation F; --select minval: lowest\n"
-        "validation F on the front, knee: knee of the (flops, val MSE) front). Each\n"
-        "layer-seed is written to DIR/parts/ when done; rerunning the same command skips\n"
-        "finished work. Ctrl-C stops after the current generation and keeps its front\n"
-        "as a partial result. Same seed, same result, for any thread count.\n"
+        "validation F on the front, knee: knee of the (flops, val MSE) front; the entries\n"
+        "of layers not searched are kept). Each layer-seed is written to DIR/parts/ when\n"
+        "done, with the mappings' fingerprint and the settings; rerunning the same command\n"
+        "skips finished work, and a part from other mappings or settings is an error\n"
+        "naming it (--recompute: search it again). A layer whose y is constant is an\n"
+        "error. Ctrl-C stops after the current generation and keeps its front as a\n"
+        "partial result. Same seed, same result, for any thread count.\n"
         "JSON: {\"layers\":[{\"name\",\"expr\",\"val_mse\",\"val_r2\",\"flops\",\"nodes\","
         "\"seconds\"}],\n\"mean_val_r2\",\"seconds\"}.",
     .opts = opts,

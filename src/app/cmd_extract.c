@@ -82,6 +82,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_extract_opts o = {.points = points,
                          .seed = (uint64_t)seed,
                          .batch = (int)batch,
+                         .threads = ctx->threads,
                          .progress = ctx->tty ? progress : NULL,
                          .progress_user = ctx};
     rc = nl_extract(&m, (int)images, fill, &s, &o, &maps, err);

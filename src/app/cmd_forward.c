@@ -95,6 +95,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   nl_vit_acts acts;
   if (!rc) rc = nl_vit_acts_init(&acts, c, (int)(batch < N ? batch : N), 0, err);
+  acts.threads = ctx->threads;
   if (rc) {
     nl_st_close(&in);
     nl_vit_free(&m);

@@ -18,7 +18,6 @@
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
-#include "base/threads.h"
 #include "base/timer.h"
 #include "data/dataset.h"
 #include "model/vit.h"
@@ -299,6 +298,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, train_state *S, nl_err
   o.drop_path = (float)A->drop_path;
   o.tau = (float)A->tau;
   o.lambda = (float)A->lambda;
+  o.threads = A->threads;
   if (nl_vt_init(&S->t, m, S->have_t ? &S->teacher : NULL, &o, err)) {
     json_decref(config);
     return -1;
@@ -480,10 +480,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   train_state S;
   memset(&S, 0, sizeof S);
-  int saved = nl_threads_get();
-  if (A.threads) nl_threads_set(A.threads);
+  if (!A.threads) A.threads = ctx->threads;
   int rc = train_run(ctx, &A, &S, err);
-  if (A.threads) nl_threads_set(saved);
   cleanup(&S);
   nl_train_opts_free(&A);
   return rc;

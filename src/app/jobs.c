@@ -14,41 +14,12 @@
 #include "session/job.h"
 #include "session/session.h"
 #include "base/mem.h"
+#include "search/campaign_opts.h"
 #include "search/gp.h"
 
 extern const nl_cmd nl_cmd_evolve;
 
 static int g_saved_task; /* last layer-seed index a checkpoint saw */
-
-static int get_int(const nl_args *a, const char *name, long lo, long hi, int *out,
-                   nl_error *err) {
-  long v;
-  if (nl_arg_int_range(a, name, lo, hi, &v, err) != 0) return -1;
-  *out = (int)v;
-  return 0;
-}
-
-/* The search settings of an 'evolve' command line, as 'evolve' reads them. */
-static int config_of(const nl_args *a, nl_gp_config *c, int *seeds, nl_error *err) {
-  nl_gp_config_default(c);
-  int seed;
-  if (get_int(a, "seeds", 1, 10000, seeds, err) || get_int(a, "seed", 0, 2147483647L, &seed, err) ||
-      get_int(a, "pop", 4, 1000000, &c->pop, err) ||
-      get_int(a, "gens", 0, 1000000, &c->gens, err) ||
-      get_int(a, "max-nodes", 1, 1000, &c->max_nodes, err) ||
-      get_int(a, "init-depth", 1, 30, &c->init_depth, err) ||
-      get_int(a, "tournament", 1, c->pop, &c->tournament, err) ||
-      get_int(a, "const-steps", 0, 100000, &c->const_steps, err) ||
-      get_int(a, "const-top", 0, 1000000, &c->const_top, err) ||
-      get_int(a, "const-points", 0, 1000000000, &c->const_points, err))
-    return -1;
-  c->seed = (uint64_t)seed;
-  c->penalty = nl_arg_num(a, "penalty");
-  c->const_lr = nl_arg_num(a, "const-lr");
-  c->complexity = strcmp(nl_arg_str(a, "complexity"), "flops") == 0 ? NL_GP_FLOPS : NL_GP_NODES;
-  c->select = strcmp(nl_arg_str(a, "select"), "knee") == 0 ? NL_GP_KNEE : NL_GP_MINVAL;
-  return nl_gp_config_check(c, err);
-}
 
 int nl_wb_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err) {
   if (strcmp(argv[0], "evolve") != 0)
@@ -60,25 +31,17 @@ int nl_wb_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err) {
     free(a.pos);
     return -1;
   }
-  int rc = -1, seeds;
-  nl_gp_config cfg;
-  const char *maps = nl_arg_need(&a, "maps", err);
-  const char *out = maps ? nl_arg_need(&a, "output", err) : NULL;
-  if (!out) goto done;
-  if (nl_arg_given(&a, "threads")) {
-    nl_fail(err, NL_EINPUT, "--threads is not for a background evolve (it shares the session's)");
-    goto done;
+  nl_gp_campaign_opts o;
+  nl_gp_campaign_opts_init(&o);
+  int rc = nl_evolve_opts_parse(ctx, &a, &o, err);
+  if (rc == 0) rc = nl_job_start(&o, err);
+  if (rc == 0) {
+    g_saved_task = 0;
+    fprintf(ctx->out,
+            "[evolve] started in the background: %s, %d seed%s, results in %s ('jobs', 'stop')\n",
+            o.layer ? o.layer : "all layers", o.seeds, o.seeds == 1 ? "" : "s", o.output);
   }
-  if (config_of(&a, &cfg, &seeds, err) != 0) goto done;
-  const char *layer = nl_arg_str(&a, "layer");
-  int all = strcmp(layer, "all") == 0;
-  if (nl_job_start(&cfg, seeds, maps, all ? NULL : layer, out, err) != 0) goto done;
-  g_saved_task = 0;
-  fprintf(ctx->out,
-          "[evolve] started in the background: %s, %d seed%s, results in %s ('jobs', 'stop')\n",
-          all ? "all layers" : layer, seeds, seeds == 1 ? "" : "s", out);
-  rc = 0;
-done:
+  nl_gp_campaign_opts_free(&o);
   free(a.pos);
   return rc;
 }

@@ -28,6 +28,12 @@ void nl_wb_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int r
  * it when it has a directory. */
 void nl_wb_fronts_arrived(nl_ctx *ctx, const char *outdir);
 
+/* The settings of an 'evolve' command line (or of the session), through
+ * the campaign's one parser; threads not given: ctx->threads (cmd_evolve.c). */
+struct nl_gp_campaign_opts;
+int nl_evolve_opts_parse(nl_ctx *ctx, const nl_args *a, struct nl_gp_campaign_opts *o,
+                         nl_error *err);
+
 /* 'evolve ... &' (jobs.c). */
 int nl_wb_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err);
 /* Wait for the background search to end (stop: ask it to stop first). */

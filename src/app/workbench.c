@@ -123,8 +123,8 @@ int nl_wb_exec(nl_ctx *ctx, int argc, char **argv) {
     return 0;
   }
   if (nl_job_running()) {
-    /* commands that set the thread count or run BLAS on every core would
-     * race the search's thread pool: they wait for it */
+    /* commands that run on every core (the thread pool, BLAS) would
+     * compete with the search's threads for them: they wait for it */
     static const char *const heavy[] = {"evolve", "eval", "forward", "extract", "bench", "train",
                                         NULL};
     for (int i = 0; heavy[i]; i++)

@@ -11,7 +11,7 @@
 /* OpenBLAS entry points (declared here to keep cblas.h out of base/). */
 extern void openblas_set_num_threads(int num_threads);
 
-static int g_threads = 0;
+static _Thread_local int t_scope = 0; /* this thread's operation count (0: none) */
 
 int nl_cpu_count(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -20,23 +20,39 @@ int nl_cpu_count(void) {
 
 void nl_blas_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
 
-void nl_threads_set(int n) {
-  if (n <= 0) {
-    const char *env = getenv("NORMLAB_THREADS");
-    n = env ? atoi(env) : 0;
-    if (n <= 0) n = nl_cpu_count();
-  }
-  if (n > 256) n = 256;
-  g_threads = n;
-  nl_blas_set_threads(n);
+static pthread_once_t g_default_once = PTHREAD_ONCE_INIT;
+static int g_default = 1;
+
+static void default_init(void) {
+  const char *env = getenv("NORMLAB_THREADS");
+  int n = env ? atoi(env) : 0;
+  if (n <= 0) n = nl_cpu_count();
+  g_default = n > NL_THREADS_MAX ? NL_THREADS_MAX : n;
 }
 
-int nl_threads_get(void) {
-  if (g_threads <= 0) nl_threads_set(0);
-  return g_threads;
+int nl_threads_default(void) {
+  pthread_once(&g_default_once, default_init);
+  return g_default;
 }
 
-/* A persistent pool: nl_threads_get()-1 workers sleep on a condition
+int nl_threads_count(int threads) {
+  if (threads > 0) return threads > NL_THREADS_MAX ? NL_THREADS_MAX : threads;
+  return t_scope > 0 ? t_scope : nl_threads_default();
+}
+
+int nl_threads_enter(int threads) {
+  int outer = t_scope;
+  t_scope = nl_threads_count(threads);
+  nl_blas_set_threads(t_scope);
+  return outer;
+}
+
+void nl_threads_leave(int outer) {
+  t_scope = outer;
+  if (outer > 0) nl_blas_set_threads(outer);
+}
+
+/* A persistent pool: up to NL_THREADS_MAX-1 workers sleep on a condition
  * variable; nl_parallel_for publishes a job, the caller works on it too, and
  * returns when every index is done. Indices are handed out dynamically; a
  * nested call from inside a job runs serially on the calling thread. */
@@ -116,22 +132,26 @@ static void pool_grow(int want) {
 }
 
 void nl_parallel_for(size_t n, nl_task_fn fn, void *user) {
+  nl_parallel_for_n(n, 0, fn, user);
+}
+
+void nl_parallel_for_n(size_t n, int threads, nl_task_fn fn, void *user) {
   if (n == 0) return;
-  int t = nl_threads_get();
+  int t = nl_threads_count(threads);
   if ((size_t)t > n) t = (int)n;
+  /* inside a scope the tasks may call BLAS: single-threaded while they run,
+   * also when a single task runs on the caller outside any job */
+  int scope = t_in_job ? 0 : t_scope;
   if (t <= 1 || t_in_job) {
-    /* as promised in threads.h, BLAS is single-threaded inside, also when
-     * a single task runs on the caller outside any job */
-    int blas_one = !t_in_job && g_threads > 1;
-    if (blas_one) nl_blas_set_threads(1);
+    if (scope > 1) nl_blas_set_threads(1);
     for (size_t i = 0; i < n; i++) fn(i, 0, user);
-    if (blas_one) nl_blas_set_threads(g_threads);
+    if (scope > 1) nl_blas_set_threads(scope);
     return;
   }
   pthread_mutex_lock(&g_call_mu);
   /* BLAS goes single-threaded before any helper can start a task: a helper's
    * sgemm must never run multi-threaded beside the caller's */
-  nl_blas_set_threads(1);
+  if (scope > 1) nl_blas_set_threads(1);
   pool_t *p = &g_pool;
   pthread_mutex_lock(&p->mu);
   pool_grow(t - 1);
@@ -151,6 +171,6 @@ void nl_parallel_for(size_t n, nl_task_fn fn, void *user) {
   pthread_mutex_lock(&p->mu);
   while (p->active > 0) pthread_cond_wait(&p->idle, &p->mu);
   pthread_mutex_unlock(&p->mu);
-  nl_blas_set_threads(g_threads);
+  if (scope > 1) nl_blas_set_threads(scope);
   pthread_mutex_unlock(&g_call_mu);
 }

@@ -7,7 +7,6 @@
 #include "cli/main.h"
 #include "base/interrupt.h"
 #include "base/text.h"
-#include "base/threads.h"
 
 #include "config.h"
 
@@ -76,9 +75,8 @@ int main(int argc, char **argv) {
             mo.file ? "-f" : "-c", argv[i]);
     return 2;
   }
-  nl_threads_set(threads);
   nl_interrupt_install();
-  nl_ctx ctx = {.out = stdout, .err = stderr, .tty = isatty(fileno(stderr))};
+  nl_ctx ctx = {.out = stdout, .err = stderr, .tty = isatty(fileno(stderr)), .threads = threads};
   if (i >= argc) return nl_main_interactive(&ctx, &mo);
   return nl_cmd_dispatch(&ctx, argc - i, argv + i);
 }

@@ -28,6 +28,9 @@ struct nl_lua {
 /* The host of a state (stored in the registry). */
 nl_lua *nl_lua_host(lua_State *L);
 void nl_lua_set_host(lua_State *L, nl_lua *s);
+/* The worker threads the host gives the state's work (its nl_ctx.threads;
+ * 0: the default), for options without a threads= of their own. */
+int nl_lua_threads(lua_State *L);
 
 /* Raise a Lua error "what: message" from an nl_error. Never returns. */
 int nl_lua_fail(lua_State *L, const char *what, const nl_error *err);

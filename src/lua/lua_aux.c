@@ -22,6 +22,11 @@ nl_lua *nl_lua_host(lua_State *L) {
   return s;
 }
 
+int nl_lua_threads(lua_State *L) {
+  nl_lua *s = nl_lua_host(L);
+  return s ? s->ctx.threads : 0;
+}
+
 #undef luaL_error
 int nl_lua_error(lua_State *L, const char *fmt, ...) {
   va_list ap;

@@ -7,10 +7,10 @@
 
 #include "base/interrupt.h"
 #include "base/mem.h"
-#include "base/threads.h"
 #include "base/timer.h"
 #include "lua/local.h"
 #include "model/maps.h"
+#include "search/campaign_opts.h"
 #include "search/dyt.h"
 #include "search/gp.h"
 
@@ -158,7 +158,7 @@ static int mp_dyt(lua_State *L) {
   nl_dyt_row *rows = nl_xcalloc((size_t)m->nlayers, sizeof *rows);
   nl_error err;
   nl_error_clear(&err);
-  if (nl_dyt_table(m, bins, rows, &err) != 0) {
+  if (nl_dyt_table(m, bins, nl_lua_threads(L), rows, &err) != 0) {
     free(rows);
     return nl_lua_fail(L, "maps:dyt", &err);
   }
@@ -270,65 +270,102 @@ static void push_member(lua_State *L, const nl_gp_member *m) {
   lua_setfield(L, -2, "val_r2");
 }
 
-static int get_cfg(lua_State *L, int o, nl_gp_config *c, int *seeds, int *threads) {
-  const char *W = "normlab.evolve";
-  nl_gp_config_default(c);
-  *seeds = (int)nl_lua_opt_int(L, o, "seeds", 1, 1, 10000, W);
-  c->seed = (uint64_t)nl_lua_opt_int(L, o, "seed", 0, 0, 2147483647, W);
-  c->pop = (int)nl_lua_opt_int(L, o, "pop", c->pop, 4, 1000000, W);
-  c->gens = (int)nl_lua_opt_int(L, o, "gens", c->gens, 0, 1000000, W);
-  c->max_nodes = (int)nl_lua_opt_int(L, o, "max_nodes", c->max_nodes, 1, 1000, W);
-  c->init_depth = (int)nl_lua_opt_int(L, o, "init_depth", c->init_depth, 1, 30, W);
-  c->tournament = (int)nl_lua_opt_int(L, o, "tournament", c->tournament, 1, c->pop, W);
-  c->penalty = nl_lua_opt_num(L, o, "penalty", c->penalty, W);
-  c->const_steps = (int)nl_lua_opt_int(L, o, "const_steps", c->const_steps, 0, 100000, W);
-  c->const_top = (int)nl_lua_opt_int(L, o, "const_top", c->const_top, 0, 1000000, W);
-  c->const_lr = nl_lua_opt_num(L, o, "const_lr", c->const_lr, W);
-  c->const_points = (int)nl_lua_opt_int(L, o, "const_points", c->const_points, 0, 1000000000, W);
-  const char *cx = nl_lua_opt_str(L, o, "complexity", "nodes", W);
-  if (strcmp(cx, "nodes") && strcmp(cx, "flops"))
-    luaL_error(L, "%s: complexity expects nodes or flops, got '%s'", W, cx);
-  c->complexity = strcmp(cx, "flops") == 0 ? NL_GP_FLOPS : NL_GP_NODES;
-  const char *sel = nl_lua_opt_str(L, o, "select", "minval", W);
-  if (strcmp(sel, "minval") && strcmp(sel, "knee"))
-    luaL_error(L, "%s: select expects minval or knee, got '%s'", W, sel);
-  c->select = strcmp(sel, "knee") == 0 ? NL_GP_KNEE : NL_GP_MINVAL;
-  *threads = (int)nl_lua_opt_int(L, o, "threads", 0, 0, 256, W);
-  nl_error err;
-  nl_error_clear(&err);
-  if (nl_gp_config_check(c, &err) != 0) nl_lua_fail(L, W, &err);
+/* The settings of normlab.evolve's options table at index o, through the
+ * campaign's one parser (search/campaign_opts.h), which the evolve
+ * command uses too: the same checks and messages. Lua's spelling of the
+ * keys (max_nodes) is the parser's; numbers and booleans are given as
+ * their text. Left to the caller: on_generation and a list of layers. */
+static int copts_gc(lua_State *L) {
+  nl_gp_campaign_opts_free(luaL_checkudata(L, 1, "normlab.campaign_opts"));
   return 0;
 }
 
-/* The layers to search: opts.layer a name, "all" or a list of names.
- * Pushes a table of names. */
-static int push_layer_list(lua_State *L, int o, nl_maps *m) {
+/* Campaign settings on the stack (their strings freed with the userdata,
+ * also when an error is raised). */
+static nl_gp_campaign_opts *push_campaign_opts(lua_State *L) {
+  nl_gp_campaign_opts *o = lua_newuserdatauv(L, sizeof *o, 0);
+  memset(o, 0, sizeof *o);
+  if (luaL_newmetatable(L, "normlab.campaign_opts")) {
+    lua_pushcfunction(L, copts_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  nl_gp_campaign_opts_init(o);
+  return o;
+}
+
+static void get_opts(lua_State *L, int o, nl_gp_campaign_opts *opts) {
+  const char *W = "normlab.evolve";
+  nl_error err;
+  nl_error_clear(&err);
+  if (!lua_isnoneornil(L, o)) {
+    luaL_checktype(L, o, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, o)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      if (!k) luaL_error(L, "%s: option keys must be names", W);
+      int t = lua_type(L, -1);
+      char num[64];
+      const char *v = NULL;
+      if (strcmp(k, "on_generation") == 0 || (strcmp(k, "layer") == 0 && t == LUA_TTABLE)) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if (strcmp(k, "maps") == 0 || strcmp(k, "json") == 0)
+        luaL_error(L, "%s: %s= is not an option here (the mappings are the first argument)", W, k);
+      if (t == LUA_TSTRING) {
+        v = lua_tostring(L, -1);
+      } else if (t == LUA_TNUMBER) {
+        lua_Number x = lua_tonumber(L, -1);
+        if (lua_isinteger(L, -1))
+          snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, -1));
+        else if (x == floor(x) && fabs(x) < 1e15)
+          snprintf(num, sizeof num, "%.0f", (double)x);
+        else
+          snprintf(num, sizeof num, "%.17g", (double)x);
+        v = num;
+      } else if (t == LUA_TBOOLEAN) {
+        v = lua_toboolean(L, -1) ? NULL : "false"; /* true: a flag given */
+      } else {
+        luaL_error(L, "%s: option %s expects a string, a number or a boolean", W, k);
+      }
+      if (nl_gp_campaign_opts_set(opts, k, v, &err) != 0) nl_lua_fail(L, W, &err);
+      lua_pop(L, 1);
+    }
+  }
+  if (nl_gp_campaign_opts_finish(opts, &err) != 0) nl_lua_fail(L, W, &err);
+  if (!opts->cfg.threads) opts->cfg.threads = nl_lua_threads(L);
+}
+
+/* The layers to search: opts.layer a name or "all" (parsed into
+ * opts->layer), or a list of names. Pushes a table of names. */
+static int push_layer_list(lua_State *L, int o, nl_maps *m, const nl_gp_campaign_opts *opts) {
   lua_newtable(L);
   int t = lua_gettop(L), n = 0;
   int pushed = !lua_isnoneornil(L, o);
   int ty = pushed ? lua_getfield(L, o, "layer") : LUA_TNIL;
-  if (ty == LUA_TNIL || (ty == LUA_TSTRING && strcmp(lua_tostring(L, -1), "all") == 0)) {
-    for (int i = 0; i < m->nlayers; i++) {
-      lua_pushstring(L, m->layers[i].name);
-      lua_rawseti(L, t, ++n);
-    }
-  } else if (ty == LUA_TSTRING) {
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, t, ++n);
-  } else if (ty == LUA_TTABLE) {
+  if (ty == LUA_TTABLE) {
     lua_Integer len = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= len; i++) {
       if (lua_geti(L, -1, i) != LUA_TSTRING) luaL_error(L, "normlab.evolve: layer %I is not a name", i);
       lua_rawseti(L, t, ++n);
     }
+  } else if (opts->layer) {
+    lua_pushstring(L, opts->layer);
+    lua_rawseti(L, t, ++n);
   } else {
-    luaL_error(L, "normlab.evolve: layer expects a name, \"all\" or a list of names");
+    for (int i = 0; i < m->nlayers; i++) {
+      lua_pushstring(L, m->layers[i].name);
+      lua_rawseti(L, t, ++n);
+    }
   }
   if (pushed) lua_pop(L, 1);
+  nl_error err;
+  nl_error_clear(&err);
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, t, i);
-    if (nl_maps_index(m, lua_tostring(L, -1)) < 0)
-      luaL_error(L, "normlab.evolve: no layer '%s' in %s", lua_tostring(L, -1), m->path ? m->path : "the mappings");
+    if (nl_gp_campaign_check_layer(m, lua_tostring(L, -1), &err) != 0)
+      nl_lua_fail(L, "normlab.evolve", &err);
     lua_pop(L, 1);
   }
   return n;
@@ -361,21 +398,17 @@ static void push_summary_layer(lua_State *L, const nl_gp_layer_summary *l) {
 }
 
 /* normlab.evolve(maps, {layer=, seeds=, seed=, pop=, gens=, max_nodes=, ...,
- *   complexity=, select=, threads=, output=, on_generation=}) ->
+ *   complexity=, select=, threads=, output=, recompute=, on_generation=}) ->
  *   {layers = { {name, expr, text, seed, nodes, flops, val_fitness, val_mse,
  *   val_r2, seconds, front = {...}}, ...}, set = exprset, stopped, seconds} */
 static int l_evolve(lua_State *L) {
   nl_maps *m = check_maps(L, 1);
-  static const char *const keys[] = {
-      "layer", "seeds", "seed", "pop", "gens", "max_nodes", "init_depth", "tournament", "penalty",
-      "const_steps", "const_top", "const_lr", "const_points", "complexity", "select", "threads",
-      "output", "on_generation", NULL};
-  nl_lua_check_keys(L, 2, "normlab.evolve", keys);
   lua_settop(L, 2);
-  nl_gp_config cfg;
-  int seeds, threads;
-  get_cfg(L, 2, &cfg, &seeds, &threads);
-  const char *outdir = nl_lua_opt_str(L, 2, "output", NULL, "normlab.evolve");
+  nl_gp_campaign_opts *opts = push_campaign_opts(L); /* 3 */
+  get_opts(L, 2, opts);
+  nl_gp_config cfg = opts->cfg;
+  const int seeds = opts->seeds;
+  const char *outdir = opts->output; /* owned by opts, on the stack */
   gen_cb cb = {L, 0, 0, 0, 0, 0, 0};
   if (!lua_isnil(L, 2)) {
     lua_getfield(L, 2, "on_generation");
@@ -386,7 +419,7 @@ static int l_evolve(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  int nl = push_layer_list(L, 2, m);
+  int nl = push_layer_list(L, 2, m, opts);
   int names = lua_gettop(L);
   lua_pushnil(L);
   cb.errslot = lua_gettop(L);
@@ -401,8 +434,6 @@ static int l_evolve(lua_State *L) {
   nl_lua_push_exprset_owned(L, &set);
   int setidx = lua_gettop(L);
   nl_exprset *S = nl_lua_check_exprset(L, setidx);
-  int saved = nl_threads_get();
-  if (threads) nl_threads_set(threads);
   double t0 = nl_now();
   nl_error err;
   nl_error_clear(&err);
@@ -415,7 +446,9 @@ static int l_evolve(lua_State *L) {
       lnames[i] = lua_tostring(L, -1); /* kept alive by the names table */
       lua_pop(L, 1);
     }
-    nl_gp_campaign cam = {&cfg, m, lnames, nl, seeds, outdir, cb.fn ? on_gen : NULL, &cb};
+    nl_gp_campaign cam = {.cfg = &cfg, .maps = m, .layers = lnames, .nlayers = nl,
+                          .seeds = seeds, .outdir = outdir, .progress = cb.fn ? on_gen : NULL,
+                          .user = &cb, .recompute = opts->recompute};
     nl_gp_summary s;
     rc = nl_gp_campaign_run(&cam, &s, &err);
     free(lnames);
@@ -432,7 +465,14 @@ static int l_evolve(lua_State *L) {
     }
     nl_gp_summary_free(&s);
   } else {
-    /* in memory: each layer-seed searched, the best seed's choice kept */
+    /* in memory: each layer-seed searched, the best seed's choice kept;
+     * every layer checked before the first search */
+    for (int i = 0; i < nl && rc == 0; i++) {
+      lua_rawgeti(L, names, i + 1);
+      const nl_maps_layer *Ly = nl_maps_find(m, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      rc = nl_gp_check_points(&cfg, Ly->name, Ly->x, Ly->y, Ly->n, &err);
+    }
     int task = 0;
     for (int i = 0; i < nl && rc == 0 && !stopped; i++) {
       lua_rawgeti(L, names, i + 1);
@@ -503,7 +543,6 @@ static int l_evolve(lua_State *L) {
     }
     if (rc == 0 && cb.failed) rc = -1;
   }
-  if (threads) nl_threads_set(saved);
   if (cb.failed) {
     lua_pushvalue(L, cb.errslot);
     if (lua_isnil(L, -1)) return luaL_error(L, "normlab.evolve: on_generation: stack overflow");
@@ -513,7 +552,10 @@ static int l_evolve(lua_State *L) {
     if (nl_interrupted() && err.code != NL_EINPUT) return luaL_error(L, "normlab.evolve: interrupted");
     return nl_lua_fail(L, "normlab.evolve", &err);
   }
-  if (!stopped && nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
+  /* Ctrl-C stops the search after its generation and is then raised, as
+   * model:eval does (a script exits 130); only on_generation returning
+   * false is a quiet stop */
+  if (nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
   lua_pushvalue(L, layers);
   lua_setfield(L, res, "layers");
   lua_pushvalue(L, setidx);

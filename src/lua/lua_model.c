@@ -280,6 +280,7 @@ static int m_eval(lua_State *L) {
   nl_eval_opts o;
   nl_eval_opts_default(&o);
   o.batch = batch;
+  o.threads = nl_lua_threads(L);
   o.interruptible = 1;
   o.model_name = h->path;
   nl_eval_result r;
@@ -342,7 +343,8 @@ static int m_extract(lua_State *L) {
   nl_maps_init(&maps);
   if (rc == 0) {
     source s = {&d, &h->m.cfg};
-    nl_extract_opts o = {.points = points, .seed = (uint64_t)seed, .batch = batch};
+    nl_extract_opts o = {.points = points, .seed = (uint64_t)seed, .batch = batch,
+                         .threads = nl_lua_threads(L)};
     rc = nl_extract(&h->m, (int)images, fill, &s, &o, &maps, &err);
   }
   nl_dataset_free(&d);

@@ -169,6 +169,7 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
     rc = nl_fail(err, NL_ENOMEM, "out of memory for a batch of %d images", batch);
   else
     rc = nl_vit_acts_init(&acts, c, batch, 0, err);
+  acts.threads = o ? o->threads : 0;
   double t0 = nl_now();
   for (int first = 0; rc == 0 && first < images; first += batch) {
     int nb = images - first < batch ? images - first : batch;

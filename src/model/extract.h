@@ -33,6 +33,7 @@ typedef struct nl_extract_opts {
   long points;              /* per layer; <= 0: every position */
   uint64_t seed;
   int batch;                /* images per forward pass; <= 0: 32 */
+  int threads;              /* worker threads of the forward passes; 0: the default */
   nl_progress_fn progress;  /* called after each batch (task "extract"); may be NULL */
   void *progress_user;
 } nl_extract_opts;

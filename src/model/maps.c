@@ -35,6 +35,44 @@ int nl_maps_index(const nl_maps *m, const char *name) {
   return -1;
 }
 
+/* FNV-1a, 64 bits, fed 8 bytes at a time (the tail byte by byte). */
+static uint64_t fnv_words(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (; n >= 8; n -= 8, b += 8) {
+    uint64_t w;
+    memcpy(&w, b, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+  }
+  for (; n; n--, b++) h = (h ^ *b) * 0x100000001b3ull;
+  return h;
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp((*(const nl_maps_layer *const *)a)->name, (*(const nl_maps_layer *const *)b)->name);
+}
+
+uint64_t nl_maps_fingerprint(const nl_maps *m) {
+  /* layers by name: a set built in any order, saved and loaded (natural
+   * order) gives the same */
+  const nl_maps_layer **order = nl_xmalloc(sizeof *order * (size_t)(m->nlayers ? m->nlayers : 1));
+  for (int i = 0; i < m->nlayers; i++) order[i] = &m->layers[i];
+  qsort(order, (size_t)m->nlayers, sizeof *order, by_name);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < m->nlayers; i++) {
+    const nl_maps_layer *l = order[i];
+    uint64_t n = l->n;
+    h = fnv_words(h, l->name, strlen(l->name) + 1);
+    h = fnv_words(h, &n, sizeof n);
+    h = fnv_words(h, l->x, sizeof(float) * l->n);
+    h = fnv_words(h, l->y, sizeof(float) * l->n);
+  }
+  free(order);
+  h ^= h >> 33; /* spread the last words over every bit */
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
 const nl_maps_layer *nl_maps_find(const nl_maps *m, const char *name) {
   int i = nl_maps_index(m, name);
   return i < 0 ? NULL : &m->layers[i];

@@ -15,6 +15,7 @@
 #define NL_MODEL_MAPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/error.h"
 
@@ -72,6 +73,12 @@ int nl_maps_add_owned(nl_maps *m, const char *name, float *x, float *y, size_t n
 const nl_maps_layer *nl_maps_find(const nl_maps *m, const char *name);
 /* Index of a layer, or -1. */
 int nl_maps_index(const nl_maps *m, const char *name);
+
+/* Content fingerprint of the layers: names, point counts and the values
+ * of x and y, layers taken by name (neither their order nor the metadata
+ * counts), 64 bits. The same for a set saved and loaded again; any changed
+ * point changes it. */
+uint64_t nl_maps_fingerprint(const nl_maps *m);
 
 /* Metadata: set (replacing an existing key) and get (NULL when absent). */
 void nl_maps_set_meta(nl_maps *m, const char *key, const char *value);

@@ -162,6 +162,8 @@ typedef struct nl_vit_acts {
   float *pooled;        /* [B, D]: mean of patch tokens (avg) or token 0 of normed */
   float *logits;        /* [B, classes] */
   float *mem;
+  int threads;          /* worker threads of the passes run on these buffers
+                         * (0 after nl_vit_acts_init: nl_threads_default()) */
 } nl_vit_acts;
 
 int nl_vit_acts_init(nl_vit_acts *a, const nl_vit_config *c, int batch, int keep_all,
@@ -177,7 +179,8 @@ typedef int (*nl_norm_tap_fn)(const char *layer, int index, const float *x, cons
                               int batch, int tokens, int dim, void *user);
 
 /* Forward `n` images (n <= acts->batch), input [n, C, H, W] normalised.
- * Logits land in acts->logits. tap may be NULL. */
+ * Logits land in acts->logits. tap may be NULL. Runs on acts->threads
+ * workers (base/threads.h); the result does not depend on that count. */
 int nl_vit_forward(const nl_vit *m, nl_vit_acts *acts, const float *images, int n,
                    nl_norm_tap_fn tap, void *tap_user, nl_error *err);
 

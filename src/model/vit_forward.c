@@ -249,8 +249,8 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   return 0;
 }
 
-int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
-                   nl_norm_tap_fn tap, void *user, nl_error *err) {
+static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
+                        nl_norm_tap_fn tap, void *user, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   if (n < 1 || n > a->batch)
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
@@ -284,4 +284,13 @@ int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
     nl_linear(a->logits, a->normed, m->head_w, m->head_b, n, D, c->classes);
   }
   return 0;
+}
+
+/* The pass runs on a->threads workers (its own BLAS count included). */
+int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
+                   nl_norm_tap_fn tap, void *user, nl_error *err) {
+  int outer = nl_threads_enter(a->threads);
+  int rc = forward_pass(m, a, images, n, tap, user, err);
+  nl_threads_leave(outer);
+  return rc;
 }

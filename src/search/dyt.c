@@ -244,7 +244,7 @@ static void table_task(size_t i, int worker, void *user) {
   if (isnan(r->bound_r2)) j->failed[i] = 2;
 }
 
-int nl_dyt_table(const nl_maps *m, int bins, nl_dyt_row *rows, nl_error *err) {
+int nl_dyt_table(const nl_maps *m, int bins, int threads, nl_dyt_row *rows, nl_error *err) {
   if (bins < 1) return nl_fail(err, NL_EINPUT, "bins must be at least 1, got %d", bins);
   for (int i = 0; i < m->nlayers; i++)
     if (m->layers[i].n < 2 * (size_t)bins)
@@ -254,7 +254,7 @@ int nl_dyt_table(const nl_maps *m, int bins, nl_dyt_row *rows, nl_error *err) {
   int *failed = nl_xcalloc((size_t)m->nlayers, sizeof *failed);
   memset(rows, 0, sizeof *rows * (size_t)m->nlayers);
   table_job j = {m, bins, rows, failed};
-  nl_parallel_for((size_t)m->nlayers, table_task, &j);
+  nl_parallel_for_n((size_t)m->nlayers, threads, table_task, &j);
   int rc = 0;
   for (int i = 0; i < m->nlayers && rc == 0; i++)
     if (failed[i])

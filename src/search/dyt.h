@@ -59,9 +59,11 @@ typedef struct nl_dyt_row {
   double alpha, mse, r2, bound_r2, var_y;
 } nl_dyt_row;
 
-/* Fit every layer (layers in parallel); rows holds m->nlayers entries.
- * Fails with an error naming the layer when a fit is undefined or a layer
- * has fewer than 2 * bins points. */
-int nl_dyt_table(const struct nl_maps *m, int bins, nl_dyt_row *rows, nl_error *err);
+/* Fit every layer (layers in parallel on `threads` workers, 0: the
+ * default; the result does not depend on it); rows holds m->nlayers
+ * entries. Fails with an error naming the layer when a fit is undefined or
+ * a layer has fewer than 2 * bins points. */
+int nl_dyt_table(const struct nl_maps *m, int bins, int threads, nl_dyt_row *rows,
+                 nl_error *err);
 
 #endif

@@ -70,6 +70,8 @@ int nl_gp_config_check(const nl_gp_config *c, nl_error *err) {
     s += c->op_weight[k];
   }
   NEED(s > 0, "operator weights must not all be 0");
+  NEED(c->threads >= 0 && c->threads <= NL_THREADS_MAX, "threads must be between 1 and %d, got %d",
+       NL_THREADS_MAX, c->threads);
 #undef NEED
   return 0;
 }
@@ -421,7 +423,7 @@ static void const_task(size_t i, int w, void *u) {
 static void run_parallel(search *s, ind *v, int *todo, int n, nl_task_fn fn) {
   s->v = v;
   s->todo = todo;
-  nl_parallel_for((size_t)n, fn, s);
+  nl_parallel_for_n((size_t)n, s->c->threads, fn, s);
 }
 
 /* Tournament: lowest rank, then largest crowding, then first drawn. */
@@ -590,12 +592,44 @@ void nl_gp_split(const nl_gp_config *c, const char *layer, size_t n, size_t *per
   *ntrain = n - nv;
 }
 
+/* Is y constant on the points idx[0..k) (all of them when idx is NULL)? */
+static int constant_y(const float *y, const size_t *idx, size_t k) {
+  for (size_t i = 1; i < k; i++)
+    if (y[idx ? idx[i] : i] != y[idx ? idx[0] : 0]) return 0;
+  return 1;
+}
+
+int nl_gp_check_points(const nl_gp_config *c, const char *layer, const float *x, const float *y,
+                       size_t n, nl_error *err) {
+  if (n < 10) return nl_fail(err, NL_EINPUT, "layer '%s': %zu points, at least 10 needed", layer, n);
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i]) || !isfinite(y[i]))
+      return nl_fail(err, NL_EINPUT, "layer '%s': point %zu is not finite (x %g, y %g)", layer, i,
+                     (double)x[i], (double)y[i]);
+  if (constant_y(y, NULL, n))
+    return nl_fail(err, NL_EINPUT,
+                   "layer '%s': y is constant (%g at all %zu points): R^2 is undefined and there "
+                   "is no function to search; leave the layer out (--layer)",
+                   layer, (double)y[0], n);
+  size_t *perm = nl_xmalloc(sizeof(size_t) * n), nt;
+  nl_gp_split(c, layer, n, perm, &nt);
+  int flat = constant_y(y, perm + nt, n - nt);
+  double v = y[perm[nt]];
+  free(perm);
+  if (flat)
+    return nl_fail(err, NL_EINPUT,
+                   "layer '%s': y is constant (%g) on all %zu validation points: the validation "
+                   "R^2 is undefined",
+                   layer, v, n - nt);
+  return 0;
+}
+
 int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const float *y, size_t n,
               int seed_index, nl_gp_progress_fn cb, void *user, nl_gp_result *res,
               nl_error *err) {
   memset(res, 0, sizeof *res);
   if (nl_gp_config_check(c, err) != 0) return -1;
-  if (n < 10) return nl_fail(err, NL_EINPUT, "layer '%s': %zu points, at least 10 needed", layer, n);
+  if (nl_gp_check_points(c, layer, x, y, n, err) != 0) return -1;
   double t0 = nl_now();
   /* split */
   size_t *perm = nl_xmalloc(sizeof(size_t) * n), nt;
@@ -634,7 +668,7 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
     }
     free(pi);
   }
-  int nw = nl_threads_get();
+  int nw = nl_threads_count(c->threads);
   search s = {.c = c, .xt = xt, .yt = yt, .xs = xs, .ys = ys, .nt = nt, .ns = ns,
               .delta = c->delta_scale * amax};
   s.ws = nl_xmalloc(sizeof(nl_eval_ws) * (size_t)nw);

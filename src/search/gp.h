@@ -56,6 +56,8 @@ typedef struct nl_gp_config {
   nl_gp_complexity complexity; /* NL_GP_NODES */
   nl_gp_selection select;      /* NL_GP_MINVAL */
   uint64_t seed;        /* base seed (0) */
+  int threads;          /* worker threads (0: nl_threads_default()); the result does
+                           not depend on it */
 } nl_gp_config;
 
 void nl_gp_config_default(nl_gp_config *c);
@@ -102,10 +104,17 @@ double nl_gp_penalty(const nl_prog *p, double gamma, double delta, nl_eval_ws *w
 double nl_gp_fitness(const nl_prog *p, const float *x, const float *y, size_t n, double gamma,
                      double delta, nl_eval_ws *ws);
 
+/* Can the layer's points be searched? NL_EINPUT naming the layer when
+ * there are fewer than 10, a value is not finite, or y is constant on
+ * them or on their validation split (then R^2 is undefined: refused, as
+ * nl_dyt_fit refuses it). */
+int nl_gp_check_points(const nl_gp_config *c, const char *layer, const float *x, const float *y,
+                       size_t n, nl_error *err);
+
 /* Search one layer with seed index `seed_index` on its points (split
- * train/validation inside). cb may be NULL. Returns 0 (also when stopped
- * early through cb or nl_interrupted(): then res->finished is 0), -1 on
- * bad input. */
+ * train/validation inside; checked with nl_gp_check_points first). cb may
+ * be NULL. Returns 0 (also when stopped early through cb or
+ * nl_interrupted(): then res->finished is 0), -1 on bad input. */
 int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const float *y, size_t n,
               int seed_index, nl_gp_progress_fn cb, void *user, nl_gp_result *res,
               nl_error *err);
@@ -141,7 +150,14 @@ typedef struct nl_gp_campaign {
   const char *outdir;
   nl_gp_progress_fn progress;
   void *user;
+  int recompute;             /* search again finished parts whose signature differs
+                                (and drop chosen.exprs entries of other mappings)
+                                rather than refuse them */
 } nl_gp_campaign;
+
+/* NL_EINPUT "MAPS: no layer 'NAME' (see 'normlab maps --maps MAPS')" when
+ * the mappings have no such layer. */
+int nl_gp_campaign_check_layer(const struct nl_maps *m, const char *layer, nl_error *err);
 
 /* What a campaign produced for one layer: the chosen expression of the
  * best seed (lowest validation fitness among the seeds' selections). */
@@ -166,10 +182,20 @@ void nl_gp_summary_free(nl_gp_summary *s);
 /* Run every (layer, seed) not yet finished in outdir: outdir/parts/ gets
  * one file per layer-seed (written atomically; "*.partial.csv" when stopped
  * early), then outdir/LAYER.csv (all seeds' fronts) and outdir/chosen.exprs
- * are rebuilt. Returns 0 when all finished; -1 with NL_EINTR when stopped
- * by the callback or an interrupt (what finished is on disk), -1 with
- * another code on errors. `out` is filled in every case (what was merged);
- * release it with nl_gp_summary_free. */
+ * are rebuilt; chosen.exprs keeps its entries of the layers this run does
+ * not search (or does not reach).
+ *
+ * Each part records the mappings' content fingerprint and the settings
+ * that change a search's result. Before searching anything, every layer
+ * is checked (nl_gp_check_points), and the directory: a finished part of
+ * this run's layers with another fingerprint or other settings, or a layer
+ * of chosen.exprs whose parts come from other mappings, is an NL_EINPUT
+ * error naming the part file and what differs, unless c->recompute.
+ *
+ * Returns 0 when all finished; -1 with NL_EINTR when stopped by the
+ * callback or an interrupt (what finished is on disk), -1 with another
+ * code on errors. `out` is filled in every case (what was merged); release
+ * it with nl_gp_summary_free. */
 int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err);
 
 /* The fronts CSV header line (no newline). */

@@ -6,8 +6,12 @@
  * DIR/chosen.exprs                 one selected expression per layer
  *
  * A part starts with one comment line "# normlab evolve part: ..." holding
- * the settings, the search time and whether it finished, then the fronts
- * CSV. A finished part with the same settings is never searched again. */
+ * the search time, whether it finished, and after " | " its signature: the
+ * content fingerprint of the mappings ("maps=HEX", nl_maps_fingerprint)
+ * and every setting that changes a search's result ("pop=500 gens=50
+ * ..."); then the fronts CSV. A finished part with the run's signature is
+ * never searched again; one with another signature is refused (or searched
+ * again with nl_gp_campaign.recompute). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -27,18 +31,76 @@
 const char nl_gp_csv_header[] =
     "layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr";
 
-/* Settings that change a search's result. */
-static void signature(const nl_gp_config *c, char *buf, size_t len) {
+/* The mappings' fingerprint and the settings that change a search's
+ * result, as space-separated KEY=VALUE words. */
+static void signature(const nl_gp_config *c, uint64_t maps, char *buf, size_t len) {
   snprintf(buf, len,
-           "pop=%d gens=%d max_nodes=%d init_depth=%d tournament=%d penalty=%.17g "
+           "maps=%016llx pop=%d gens=%d max_nodes=%d init_depth=%d tournament=%d penalty=%.17g "
            "delta_scale=%.17g const_steps=%d const_top=%d const_lr=%.17g const_points=%d "
            "val_frac=%.17g p_cross=%.17g p_mut=%.17g w=%.6g,%.6g,%.6g,%.6g,%.6g,%.6g "
            "leaf_x=%.17g complexity=%s seed=%llu",
-           c->pop, c->gens, c->max_nodes, c->init_depth, c->tournament, c->penalty,
+           (unsigned long long)maps, c->pop, c->gens, c->max_nodes, c->init_depth, c->tournament,
+           c->penalty,
            c->delta_scale, c->const_steps, c->const_top, c->const_lr, c->const_points,
            c->val_frac, c->p_cross, c->p_mut, c->op_weight[0], c->op_weight[1], c->op_weight[2],
            c->op_weight[3], c->op_weight[4], c->op_weight[5], c->p_leaf_x,
            c->complexity == NL_GP_FLOPS ? "flops" : "nodes", (unsigned long long)c->seed);
+}
+
+/* The value of word KEY= in a signature (length in *n), or NULL. */
+static const char *sig_value(const char *sig, const char *key, size_t *n) {
+  size_t kl = strlen(key);
+  for (const char *p = sig; p && *p;) {
+    while (*p == ' ') p++;
+    const char *end = strchr(p, ' ');
+    size_t wl = end ? (size_t)(end - p) : strlen(p);
+    if (wl > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+      *n = wl - kl - 1;
+      return p + kl + 1;
+    }
+    p = end;
+  }
+  return NULL;
+}
+
+/* What differs between a part's signature and the run's: "(mappings
+ * fingerprint A there, B here)" and/or "(gens 3 there, 5 here; ...)";
+ * returns a malloc'd text, mappings first. */
+static char *sig_diff(const char *part, const char *run, const char *maps_name) {
+  char buf[2048];
+  size_t len = 0, n, pn;
+  buf[0] = '\0';
+  const char *rv = sig_value(run, "maps", &n), *pv = sig_value(part, "maps", &pn);
+  if (!pv)
+    len += (size_t)snprintf(buf + len, sizeof buf - len,
+                            "was written by an older normlab, without a mappings fingerprint");
+  else if (pn != n || strncmp(pv, rv, n) != 0)
+    len += (size_t)snprintf(buf + len, sizeof buf - len,
+                            "was computed from other mappings (fingerprint %.*s; %s has %.*s)",
+                            (int)pn, pv, maps_name, (int)n, rv);
+  int first = 1;
+  for (const char *p = run; *p && len < sizeof buf - 1;) {
+    while (*p == ' ') p++;
+    const char *eq = strchr(p, '='), *end = strchr(p, ' ');
+    if (!eq) break;
+    size_t wl = end ? (size_t)(end - p) : strlen(p);
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+    const char *v = eq + 1;
+    size_t vl = wl - (size_t)(v - p);
+    p = end ? end : p + wl;
+    if (strcmp(key, "maps") == 0) continue;
+    const char *w = sig_value(part, key, &pn);
+    if (w && pn == vl && strncmp(w, v, vl) == 0) continue;
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s %.*s there, %.*s here",
+                            first ? (len ? " and with other settings (" : "was computed with "
+                                                                          "other settings (")
+                                  : "; ",
+                            key, w ? (int)pn : 4, w ? w : "none", (int)vl, v);
+    first = 0;
+  }
+  if (!first && len < sizeof buf - 1) snprintf(buf + len, sizeof buf - len, ")");
+  return nl_xstrdup(buf);
 }
 
 static char *safe_name(const char *layer) {
@@ -238,24 +300,139 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
   return rc;
 }
 
-static int write_chosen(const nl_gp_campaign *c, const nl_gp_summary *s, nl_error *err) {
+/* DIR/chosen.exprs: per layer of the mappings (in their order) this run's
+ * choice, else the entry the file held before (`kept`: the other layers'
+ * results, and those of this run's layers not reached this time); then the
+ * kept entries of layers the mappings do not have. */
+static int write_chosen(const nl_gp_campaign *c, const nl_gp_summary *s, const nl_exprset *kept,
+                        nl_error *err) {
   nl_exprset set;
   nl_exprset_init(&set);
-  for (int i = 0; i < s->nlayers; i++) {
-    const nl_gp_layer_summary *l = &s->layers[i];
-    if (!l->expr) continue;
-    char com[256];
-    snprintf(com, sizeof com,
-             " seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s", l->seed,
-             l->nodes, l->flops, l->val_mse, l->val_r2, l->val_fitness,
-             l->seeds_done < c->seeds ? " partial" : "");
-    nl_exprset_set(&set, l->name, &l->prog, com);
+  const nl_maps *m = c->maps;
+  for (int j = 0; j < m->nlayers; j++) {
+    const char *name = m->layers[j].name;
+    const nl_gp_layer_summary *l = NULL;
+    for (int i = 0; i < s->nlayers && !l; i++)
+      if (strcmp(s->layers[i].name, name) == 0 && s->layers[i].expr) l = &s->layers[i];
+    if (l) {
+      char com[256];
+      snprintf(com, sizeof com,
+               "seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s", l->seed,
+               l->nodes, l->flops, l->val_mse, l->val_r2, l->val_fitness,
+               l->seeds_done < c->seeds ? " partial" : "");
+      nl_exprset_set(&set, l->name, &l->prog, com);
+    } else {
+      const nl_exprset_entry *e = nl_exprset_find(kept, name);
+      if (e) nl_exprset_set(&set, e->name, &e->prog, e->comment);
+    }
   }
+  for (int k = 0; k < kept->n; k++)
+    if (nl_maps_index(m, kept->e[k].name) < 0)
+      nl_exprset_set(&set, kept->e[k].name, &kept->e[k].prog, kept->e[k].comment);
   char *path = path_fmt("%s/chosen.exprs", c->outdir);
   int rc = nl_exprset_save(&set, path, err);
   free(path);
   nl_exprset_free(&set);
   return rc;
+}
+
+int nl_gp_campaign_check_layer(const nl_maps *m, const char *layer, nl_error *err) {
+  if (nl_maps_index(m, layer) >= 0) return 0;
+  if (m->path)
+    return nl_fail(err, NL_EINPUT, "%s: no layer '%s' (see 'normlab maps --maps %s')", m->path,
+                   layer, m->path);
+  return nl_fail(err, NL_EINPUT, "no layer '%s' in the mappings", layer);
+}
+
+/* The signature of the first part of `layer` on disk (finished or partial,
+ * seed 0 upwards), or NULL when it has none; *path gets its file. */
+static char *first_part_sig(const char *outdir, const char *layer, char **path) {
+  char *sn = safe_name(layer), *sig = NULL;
+  *path = NULL;
+  for (int k = 0; !sig; k++) {
+    char *pf = path_fmt("%s/parts/%s.seed%d.csv", outdir, sn, k);
+    char *pp = path_fmt("%s/parts/%s.seed%d.partial.csv", outdir, sn, k);
+    const char *use = nl_file_exists(pf) ? pf : nl_file_exists(pp) ? pp : NULL;
+    part p;
+    nl_error e2;
+    if (use && part_read(use, &p, &e2) == 0) {
+      sig = p.sig;
+      p.sig = NULL;
+      *path = nl_xstrdup(use);
+      part_free(&p);
+    }
+    free(pf);
+    free(pp);
+    if (!use) break;
+  }
+  free(sn);
+  return sig;
+}
+
+/* Before any search: the results already in outdir must come from the
+ * run's mappings and settings. A finished part of this run's layers with
+ * another signature, and a layer of chosen.exprs whose parts were
+ * computed from other mappings, are refused, naming the part and what
+ * differs; with c->recompute such parts are searched again and such
+ * entries dropped from `kept`. */
+static int check_existing(const nl_gp_campaign *c, const int *li, int nl, const char *sig,
+                          nl_exprset *kept, nl_error *err) {
+  const nl_maps *m = c->maps;
+  const char *mname = m->path ? m->path : "the mappings";
+  const char *hint = c->recompute ? "" : "; rerun with the part's mappings and settings to resume it, "
+                                         "add --recompute to search it again, or choose another "
+                                         "--output";
+  for (int i = 0; i < nl; i++) {
+    const char *layer = m->layers[li[i]].name;
+    char *sn = safe_name(layer);
+    int stale = 0, rc = 0;
+    for (int k = 0; k < c->seeds && rc == 0; k++) {
+      char *pf = path_fmt("%s/parts/%s.seed%d.csv", c->outdir, sn, k);
+      part p;
+      nl_error e2;
+      if (nl_file_exists(pf) && part_read(pf, &p, &e2) == 0) {
+        if (p.finished && strcmp(p.sig, sig) != 0) {
+          stale = 1;
+          if (!c->recompute) {
+            char *d = sig_diff(p.sig, sig, mname);
+            rc = nl_fail(err, NL_EINPUT, "%s %s%s", pf, d, hint);
+            free(d);
+          }
+        }
+        part_free(&p);
+      }
+      free(pf);
+    }
+    free(sn);
+    if (rc) return -1;
+    if (stale) nl_exprset_remove(kept, layer);
+  }
+  /* the other layers chosen.exprs holds: from the same mappings? */
+  size_t n;
+  const char *fp = sig_value(sig, "maps", &n);
+  for (int k = 0; k < kept->n;) {
+    const char *name = kept->e[k].name;
+    int in_run = 0;
+    for (int i = 0; i < nl && !in_run; i++) in_run = strcmp(m->layers[li[i]].name, name) == 0;
+    char *path = NULL, *psig = in_run ? NULL : first_part_sig(c->outdir, name, &path);
+    size_t pn = 0;
+    const char *pv = psig ? sig_value(psig, "maps", &pn) : NULL;
+    int other = psig && (!pv || pn != n || strncmp(pv, fp, n) != 0);
+    int rc = 0;
+    if (other && !c->recompute)
+      rc = nl_fail(err, NL_EINPUT,
+                   "%s/chosen.exprs holds layer %s, whose part %s %s: one result directory "
+                   "holds the results of one mappings file; choose another --output, or add "
+                   "--recompute to drop the layer from chosen.exprs",
+                   c->outdir, name, path, pv ? "was computed from other mappings" :
+                   "was written by an older normlab, without a mappings fingerprint");
+    free(path);
+    free(psig);
+    if (rc) return -1;
+    if (other) nl_exprset_remove(kept, name);
+    else k++;
+  }
+  return 0;
 }
 
 typedef struct wrap {
@@ -283,10 +460,19 @@ int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *er
   int nl = c->layers ? c->nlayers : m->nlayers;
   int *li = nl_xmalloc(sizeof(int) * (size_t)(nl ? nl : 1));
   for (int i = 0; i < nl; i++) {
-    li[i] = c->layers ? nl_maps_index(m, c->layers[i]) : i;
-    if (li[i] < 0) {
+    if (c->layers && nl_gp_campaign_check_layer(m, c->layers[i], err) != 0) {
       free(li);
-      return nl_fail(err, NL_EINPUT, "no layer '%s' in the mappings", c->layers[i]);
+      return -1;
+    }
+    li[i] = c->layers ? nl_maps_index(m, c->layers[i]) : i;
+  }
+  /* every layer searchable, before hours go into the first */
+  for (int i = 0; i < nl; i++) {
+    const nl_maps_layer *L = &m->layers[li[i]];
+    if (nl_gp_check_points(c->cfg, L->name, L->x, L->y, L->n, err) != 0) {
+      if (m->path) nl_error_prefix(err, "%s", m->path);
+      free(li);
+      return -1;
     }
   }
   char *parts = path_fmt("%s/parts", c->outdir);
@@ -296,14 +482,27 @@ int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *er
     return -1;
   }
   char sig[1024];
-  signature(c->cfg, sig, sizeof sig);
+  signature(c->cfg, nl_maps_fingerprint(m), sig, sizeof sig);
+  /* what the directory already holds */
+  nl_exprset kept;
+  nl_exprset_init(&kept);
+  char *chosen = path_fmt("%s/chosen.exprs", c->outdir);
+  int rc = nl_file_exists(chosen) ? nl_exprset_load(chosen, &kept, err) : 0;
+  free(chosen);
+  if (rc == 0) rc = check_existing(c, li, nl, sig, &kept, err);
+  if (rc != 0) {
+    nl_exprset_free(&kept);
+    free(parts);
+    free(li);
+    return -1;
+  }
   out->layers = nl_xcalloc((size_t)(nl ? nl : 1), sizeof(nl_gp_layer_summary));
   out->nlayers = nl;
   for (int i = 0; i < nl; i++) {
     out->layers[i].name = nl_xstrdup(m->layers[li[i]].name);
     nl_prog_init(&out->layers[i].prog);
   }
-  int rc = 0, stopped = 0;
+  int stopped = 0;
   wrap w = {c, 0, nl * c->seeds, 0};
   for (int i = 0; i < nl && rc == 0 && !stopped; i++) {
     const nl_maps_layer *L = &m->layers[li[i]];
@@ -346,9 +545,9 @@ int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *er
     }
     free(sn);
     if (rc == 0) rc = merge_layer(c, L->name, sig, &out->layers[i], err);
-    if (rc == 0) rc = write_chosen(c, out, err);
+    if (rc == 0) rc = write_chosen(c, out, &kept, err);
   }
-  /* layers not reached this time may still have results on disk */
+  nl_exprset_free(&kept);
   free(parts);
   free(li);
   out->seconds = nl_now() - t0;

@@ -27,7 +27,7 @@ static struct {
   nl_maps maps;
   char *one_layer;
   const char *layers[1];
-  int nlayers, seeds;
+  int nlayers, seeds, recompute;
   char *outdir;
   nl_gp_summary sum;
   nl_error err;
@@ -59,33 +59,33 @@ static void *job_main(void *arg) {
   sigaddset(&set, SIGWINCH);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   nl_interrupt_ignore_thread();
-  nl_gp_campaign cam = {&J.cfg, &J.maps, J.nlayers ? J.layers : NULL, J.nlayers, J.seeds,
-                        J.outdir, on_progress, NULL};
+  nl_gp_campaign cam = {.cfg = &J.cfg, .maps = &J.maps, .layers = J.nlayers ? J.layers : NULL,
+                        .nlayers = J.nlayers, .seeds = J.seeds, .outdir = J.outdir,
+                        .progress = on_progress, .recompute = J.recompute};
   nl_error_clear(&J.err);
   J.rc = nl_gp_campaign_run(&cam, &J.sum, &J.err);
   atomic_store(&J.done, 1);
   return NULL;
 }
 
-int nl_job_start(const nl_gp_config *cfg, int seeds, const char *maps, const char *layer,
-                 const char *outdir, nl_error *err) {
+int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
   if (J.active)
     return nl_fail(err, NL_EINPUT, "a background evolve is running ('jobs', 'stop')");
-  J.cfg = *cfg;
-  J.seeds = seeds;
-  if (nl_maps_load(&J.maps, maps, err) != 0) return -1;
+  J.cfg = o->cfg;
+  J.seeds = o->seeds;
+  J.recompute = o->recompute;
+  if (nl_maps_load(&J.maps, o->maps, err) != 0) return -1;
   J.nlayers = 0;
-  if (layer) {
-    if (nl_maps_index(&J.maps, layer) < 0) {
-      nl_fail(err, NL_EINPUT, "%s: no layer '%s'", maps, layer);
+  if (o->layer) {
+    if (nl_gp_campaign_check_layer(&J.maps, o->layer, err) != 0) {
       nl_maps_free(&J.maps);
       return -1;
     }
-    J.one_layer = nl_xstrdup(layer);
+    J.one_layer = nl_xstrdup(o->layer);
     J.layers[0] = J.one_layer;
     J.nlayers = 1;
   }
-  J.outdir = nl_xstrdup(outdir);
+  J.outdir = nl_xstrdup(o->output);
   atomic_store(&J.done, 0);
   atomic_store(&J.stop, 0);
   J.have_prog = 0;

@@ -6,21 +6,22 @@
  * that nl_job_line reads under a lock. Ctrl-C is the foreground's: the
  * job's thread blocks SIGINT and SIGWINCH and ignores the interrupt flag,
  * and is stopped by nl_job_stop (after the current generation, keeping the
- * partial front). */
+ * partial front). It runs on the worker count of its settings
+ * (o->cfg.threads), whatever the foreground uses. */
 #ifndef NL_SESSION_JOB_H
 #define NL_SESSION_JOB_H
 
 #include <stddef.h>
 
 #include "base/error.h"
+#include "search/campaign_opts.h"
 #include "search/gp.h"
 
-/* Start the search: `cfg` and `seeds` as checked by the caller, the
- * mappings file `maps`, one `layer` (NULL: every layer of the mappings),
- * results in `outdir`. NL_EINPUT when a job is running, the mappings
- * cannot be read or lack the layer. */
-int nl_job_start(const nl_gp_config *cfg, int seeds, const char *maps, const char *layer,
-                 const char *outdir, nl_error *err);
+/* Start the search of the settings `o` (finished: nl_gp_campaign_opts_finish;
+ * o->maps and o->output given): the mappings file o->maps, o->layer (NULL:
+ * every layer), results in o->output. NL_EINPUT when a job is running, the
+ * mappings cannot be read or lack the layer. */
+int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err);
 /* 1 from nl_job_start until nl_job_join. */
 int nl_job_running(void);
 /* Running, and its thread has finished (nl_job_join will not wait). */

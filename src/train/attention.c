@@ -89,7 +89,7 @@ void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
   att_job j = {.dqkv = dqkv, .dout = dout, .qkv = qkv, .catt = att, .T = T, .C = C, .NH = NH,
                .hd = C / NH};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
-  int nw = nl_threads_get();
+  int nw = nl_threads_count(0);
   if (nw < 1) nw = 1;
   j.ws = nl_aalloc((size_t)nw * T * T * sizeof(float));
   nl_parallel_for((size_t)B * NH, att_bwd_task, &j);

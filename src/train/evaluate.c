@@ -8,7 +8,6 @@
 
 #include "base/interrupt.h"
 #include "base/mem.h"
-#include "base/threads.h"
 #include "base/timer.h"
 #include "train/loss.h"
 
@@ -148,11 +147,7 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
   if (batch > d->n && d->n > 0) batch = d->n;
   nl_vit_acts acts;
   if (nl_vit_acts_init(&acts, c, batch, 0, err)) return -1;
-  int saved = 0;
-  if (o->threads > 0) {
-    saved = nl_threads_get();
-    nl_threads_set(o->threads);
-  }
+  acts.threads = o->threads;
   const int K = c->classes, k5 = K < 5 ? K : 5;
   float *x = nl_xmalloc(sizeof(float) * (size_t)batch * c->in_chans * d->rows * d->cols);
   int32_t *lab = nl_xmalloc(sizeof(int32_t) * (size_t)batch);
@@ -185,7 +180,6 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
     }
   }
   r->seconds = nl_now() - t0;
-  if (o->threads > 0) nl_threads_set(saved);
   free(lab);
   free(x);
   nl_vit_acts_free(&acts);

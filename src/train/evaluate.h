@@ -18,8 +18,8 @@
 
 typedef struct nl_eval_opts {
   int batch;             /* images per forward pass; <= 0: 100 */
-  int threads;           /* > 0: worker threads (and BLAS threads) for this call, the
-                          * process setting restored after it; 0: the process setting */
+  int threads;           /* worker threads (and BLAS threads) of the forward passes;
+                          * 0: nl_threads_default() */
   int interruptible;     /* 1: stop before the next batch once nl_interrupted() */
   nl_progress_fn progress; /* after every batch (task "eval", label the dataset's name,
                           * done/total images, keys "top1", "top5": fractions so far);
@@ -35,7 +35,7 @@ typedef struct nl_eval_result {
   int stopped;           /* 1: stopped early (interrupt or progress); the counts so far */
 } nl_eval_result;
 
-/* batch 100, the process's threads, not interruptible, no progress. */
+/* batch 100, the default threads, not interruptible, no progress. */
 void nl_eval_opts_default(nl_eval_opts *o);
 
 /* Can m classify d? The image size must be the model's, the labels below

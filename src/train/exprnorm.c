@@ -32,7 +32,7 @@ static void ex_task(size_t i, int worker, void *user) {
 
 static void eval_all(const nl_prog *prog, const float *inp, float *fx, float *dfx, size_t n,
                      nl_eval_ws *ws) {
-  int nw = nl_threads_get();
+  int nw = nl_threads_count(0);
   if (n < EXPR_PAR_MIN || nw <= 1) {
     if (dfx)
       nl_eval_dx(prog, inp, fx, dfx, n, ws);

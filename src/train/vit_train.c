@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/mem.h"
+#include "base/threads.h"
 #include "model/safetensors.h"
 #include "train/exprnorm.h"
 #include "train/layers.h"
@@ -252,8 +253,8 @@ static void norm_bwd(nl_vit_trainer *t, nl_norm *n, float *dinp, const float *do
 
 static int finite_loss(double v) { return isfinite(v); }
 
-int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
-                  nl_rng *dp_rng, nl_error *err) {
+static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
+                        nl_rng *dp_rng, nl_error *err) {
   nl_vit *m = t->m;
   const nl_vit_config *c = &m->cfg;
   if (n < 1 || n > t->o.batch)
@@ -334,7 +335,7 @@ int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels,
 
 #define GRAD(ptr) (t->grad + ((ptr) - m->params))
 
-void nl_vt_backward(nl_vit_trainer *t, int n) {
+static void backward_pass(nl_vit_trainer *t, int n) {
   nl_vit *m = t->m;
   const nl_vit_config *c = &m->cfg;
   const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, K = c->classes;
@@ -406,6 +407,21 @@ void nl_vt_backward(nl_vit_trainer *t, int n) {
                         t->dres, c->class_token ? m->cls_token : NULL, n, NP, D);
   nl_tr_linear_backward(NULL, GRAD(m->patch_w), m->patch_b ? GRAD(m->patch_b) : NULL, t->dt1,
                         t->patches, m->patch_w, n * NP, KP, D);
+}
+
+/* Both passes run on t->o.threads workers (their own BLAS count included). */
+int nl_vt_forward(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
+                  nl_rng *dp_rng, nl_error *err) {
+  int outer = nl_threads_enter(t->o.threads);
+  int rc = forward_pass(t, images, labels, n, dp_rng, err);
+  nl_threads_leave(outer);
+  return rc;
+}
+
+void nl_vt_backward(nl_vit_trainer *t, int n) {
+  int outer = nl_threads_enter(t->o.threads);
+  backward_pass(t, n);
+  nl_threads_leave(outer);
 }
 
 int nl_vt_step(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,

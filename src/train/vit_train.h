@@ -31,10 +31,12 @@ typedef struct nl_vt_opts {
   float weight_decay;     /* decoupled, timm's rule (nl_tr_default_decay) */
   float drop_path;        /* timm drop_path_rate: block i drops with rate*i/(depth-1) */
   float tau, lambda;      /* distillation, used when a teacher is given */
+  int threads;            /* worker threads (and BLAS threads) of the passes;
+                           * 0: nl_threads_default() */
 } nl_vt_opts;
 
 /* Defaults: batch 256, every group trained at lr 1e-3, weight decay 0.05,
- * drop path 0.1, tau NL_TR_KD_TAU, lambda NL_TR_KD_LAMBDA. */
+ * drop path 0.1, tau NL_TR_KD_TAU, lambda NL_TR_KD_LAMBDA, default threads. */
 void nl_vt_opts_default(nl_vt_opts *o);
 
 /* Saved activations of one block, [batch*tokens, dim] unless noted. */

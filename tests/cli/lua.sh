@@ -52,6 +52,26 @@ expect_out "^x$" "the chunk printed its result"
 printf 'while true do end\n' >"$TMP/loop.lua"
 expect_status 130 "Ctrl-C stops a running script (exit 130)" timeout --preserve-status -s INT 2 "$NORMLAB" lua "$TMP/loop.lua"
 expect_err "interrupted" "the interruption is reported"
+if have_fixtures; then
+  # Ctrl-C during normlab.evolve raises (exit 130), as model:eval does; the
+  # script does not run on with the search's partial result
+  cat >"$TMP/evolve_int.lua" <<EOS
+local maps = normlab.import_maps("$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors", {x_prefix = "map_x.", y_prefix = "map_y."})
+print("searching")
+io.stdout:flush()
+local r = normlab.evolve(maps, {layer = "blocks.0.norm1", pop = 40, gens = 1000000})
+print("ran on", r.stopped)
+EOS
+  expect_status 130 "Ctrl-C during normlab.evolve ends the script (exit 130)" \
+    timeout --preserve-status -s INT 3 "$NORMLAB" lua "$TMP/evolve_int.lua"
+  expect_err "normlab.evolve: interrupted" "the interruption is raised from normlab.evolve"
+  expect_out "^searching" "the search had started"
+  if grep -q "ran on" "$TMP/out"; then ok 1 "the script does not run on"; else ok 0 "the script does not run on"; fi
+  sed 's|gens = 1000000}|gens = 1000000, output = "'"$TMP"'/evi"}|' "$TMP/evolve_int.lua" >"$TMP/evolve_int2.lua"
+  expect_status 130 "the same with output=DIR (a campaign)" \
+    timeout --preserve-status -s INT 3 "$NORMLAB" lua "$TMP/evolve_int2.lua"
+  if grep -q "ran on" "$TMP/out"; then ok 1 "that script does not run on"; else ok 0 "that script does not run on"; fi
+fi
 expect_status 0 "require finds the installed-or-tree library" "$NORMLAB" lua --code 'assert(require("normlab.lib")); print(normlab.path)'
 expect_out "$NL_SRCDIR/lua/\?\.lua" "package.path holds the source tree's lua/"
 

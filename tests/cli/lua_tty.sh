@@ -49,6 +49,18 @@ keys C-c
 wait_for 'interrupted' ; ok $? "Ctrl-C stops a running block"
 keys 'lua { local n = 0; for i = 1, 100000 do n = n + i end; print("after", x, n) }' Enter
 wait_for '^after[[:space:]]+6' ; ok $? "the prompt works after the interruption"
+if have_fixtures; then
+  # Ctrl-C during normlab.evolve in a block: an error, the block does not run on
+  keys "lua { m = normlab.import_maps('$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors', {x_prefix = 'map_x.', y_prefix = 'map_y.'}) }" Enter
+  keys "lua { print('searching'); r = normlab.evolve(m, {layer = 'blocks.0.norm1', pop = 40, gens = 1000000}); print('ran' .. 'on') }" Enter
+  wait_for '^searching' 10
+  sleep 1
+  keys C-c
+  wait_for 'normlab.evolve: interrupted' 10; ok $? "Ctrl-C during normlab.evolve raises an error"
+  ! screen | grep -q '^ranon'; ok $? "the block does not run on"
+  keys 'lua { print("after", x) }' Enter
+  wait_for '^after[[:space:]]+6' ; ok $? "the prompt works after the interrupted search"
+fi
 keys 'quit' Enter
 wait_for '^\[exit 0\]' ; ok $? "quit leaves with status 0"
 done_testing

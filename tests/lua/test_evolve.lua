@@ -86,7 +86,11 @@ os.execute("rm -rf '" .. dir .. "'")
 
 -- bad options
 T.raises("no layer 'nope'", "an unknown layer is named", nl.evolve, maps, {layer = "nope"})
-T.raises("unknown option 'population'", "an unknown option is named", nl.evolve, maps, {population = 5})
-T.raises("'pop' must be between", "option ranges are checked", nl.evolve, maps, {pop = 1})
-T.raises("complexity expects", "choices are checked", nl.evolve, maps, {complexity = "bits"})
+-- the options go through the evolve command's parser: its messages
+T.raises("unknown option '--population'", "an unknown option is named", nl.evolve, maps, {population = 5})
+T.raises("--pop must be between 4 and 1000000, got 1", "option ranges are checked", nl.evolve, maps, {pop = 1})
+T.raises("--complexity expects one of nodes|flops, got 'bits'", "choices are checked", nl.evolve, maps, {complexity = "bits"})
+T.raises("--max-nodes expects an integer, got '2.5'", "Lua's spelling of a key, a number that is no integer", nl.evolve, maps, {max_nodes = 2.5})
+T.raises("--tournament must be between 1 and --pop (10), got 11", "checks between options", nl.evolve, maps, {pop = 10, tournament = 11})
+T.ok(#nl.evolve(maps, {layer = L1, pop = 10.0, gens = 1, threads = 1}).layers == 1, "an integral float is an integer")
 T.done()

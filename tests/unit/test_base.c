@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,11 +146,74 @@ static void mark(size_t i, int worker, void *user) {
 static void test_parallel_for_covers_each_index_once(void **state) {
   (void)state;
   for (int t = 1; t <= 4; t++) {
-    nl_threads_set(t);
     int hits[1000] = {0};
-    nl_parallel_for(1000, mark, hits);
+    nl_parallel_for_n(1000, t, mark, hits);
     for (int i = 0; i < 1000; i++) assert_int_equal(hits[i], 1);
   }
+}
+
+/* The highest worker index a job saw, and how many tasks ran. */
+typedef struct {
+  int max_worker, tasks;
+} seen_t;
+
+static void see(size_t i, int worker, void *user) {
+  seen_t *s = user;
+  (void)i;
+  __atomic_fetch_add(&s->tasks, 1, __ATOMIC_RELAXED);
+  int m = __atomic_load_n(&s->max_worker, __ATOMIC_RELAXED);
+  while (worker > m &&
+         !__atomic_compare_exchange_n(&s->max_worker, &m, worker, 0, __ATOMIC_RELAXED,
+                                      __ATOMIC_RELAXED)) {
+  }
+  usleep(200); /* long enough for every helper to take some */
+}
+
+static int max_worker(size_t n, int threads, int scoped) {
+  seen_t s = {0, 0};
+  if (scoped) nl_parallel_for(n, see, &s);
+  else nl_parallel_for_n(n, threads, see, &s);
+  assert_int_equal(s.tasks, (int)n);
+  return s.max_worker;
+}
+
+static void *scope_elsewhere(void *arg) {
+  *(int *)arg = nl_threads_count(0);
+  return NULL;
+}
+
+/* The count comes from the caller: an explicit count, else the scope open
+ * on this thread (nested, restored on leave, not seen by other threads),
+ * else the default; a job never uses more workers than that. */
+static void test_thread_counts(void **state) {
+  (void)state;
+  const int def = nl_threads_default();
+  assert_true(def >= 1 && def <= NL_THREADS_MAX);
+  assert_int_equal(nl_threads_count(0), def);
+  assert_int_equal(nl_threads_count(5), 5);
+  assert_int_equal(nl_threads_count(100000), NL_THREADS_MAX);
+  for (int t = 1; t <= 3; t++) assert_true(max_worker(200, t, 0) < t);
+  assert_int_equal(max_worker(200, 1, 0), 0);
+  int outer = nl_threads_enter(3);
+  assert_int_equal(outer, 0);
+  assert_int_equal(nl_threads_count(0), 3);
+  assert_int_equal(nl_threads_count(2), 2);
+  assert_true(max_worker(200, 0, 1) < 3);
+  int o2 = nl_threads_enter(0); /* inherits */
+  assert_int_equal(nl_threads_count(0), 3);
+  int o3 = nl_threads_enter(1);
+  assert_int_equal(nl_threads_count(0), 1);
+  assert_int_equal(max_worker(200, 0, 1), 0);
+  pthread_t th;
+  int other = -1;
+  assert_int_equal(pthread_create(&th, NULL, scope_elsewhere, &other), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(other, def); /* the scope is this thread's */
+  nl_threads_leave(o3);
+  assert_int_equal(nl_threads_count(0), 3);
+  nl_threads_leave(o2);
+  nl_threads_leave(outer);
+  assert_int_equal(nl_threads_count(0), def);
 }
 
 static const nl_opt demo_opts[] = {
@@ -375,6 +439,7 @@ int main(void) {
       cmocka_unit_test(test_rng_moments),
       cmocka_unit_test(test_atomic_write),
       cmocka_unit_test(test_parallel_for_covers_each_index_once),
+      cmocka_unit_test(test_thread_counts),
       cmocka_unit_test(test_args_parse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

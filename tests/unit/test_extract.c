@@ -227,15 +227,11 @@ static void test_deterministic(void **state) {
   size_t ni;
   float *inputs = nl_st_read_f32(&ref, "inputs", &ni, &err);
   float_source src = {inputs, ni / 8};
-  int saved = nl_threads_get();
   nl_maps a, b;
-  nl_threads_set(1);
-  nl_extract_opts o1 = {.points = 3000, .seed = 9, .batch = 8};
+  nl_extract_opts o1 = {.points = 3000, .seed = 9, .batch = 8, .threads = 1};
   assert_int_equal(nl_extract(&m, 8, fill_floats, &src, &o1, &a, &err), 0);
-  nl_threads_set(2);
-  nl_extract_opts o2 = {.points = 3000, .seed = 9, .batch = 3};
+  nl_extract_opts o2 = {.points = 3000, .seed = 9, .batch = 3, .threads = 2};
   assert_int_equal(nl_extract(&m, 8, fill_floats, &src, &o2, &b, &err), 0);
-  nl_threads_set(saved);
   assert_int_equal(a.nlayers, b.nlayers);
   double worst = 0;
   for (int l = 0; l < a.nlayers; l++)
@@ -332,7 +328,7 @@ static void test_dyt_table_matches_reference(void **state) {
     assert_int_equal(nl_maps_import(&m, rpath, &io, &err), 0);
     assert_int_equal((size_t)m.nlayers, json_array_size(table));
     nl_dyt_row *rows = nl_xcalloc((size_t)m.nlayers, sizeof *rows);
-    assert_int_equal(nl_dyt_table(&m, NL_BOUND_BINS, rows, &err), 0);
+    assert_int_equal(nl_dyt_table(&m, NL_BOUND_BINS, 0, rows, &err), 0);
     double worst_a = 0, worst_r2 = 0;
     for (size_t i = 0; i < json_array_size(table); i++) {
       json_t *e = json_array_get(table, i);

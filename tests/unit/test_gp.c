@@ -15,10 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/cmd.h"
 #include "base/fileio.h"
 #include "base/rng.h"
 #include "base/threads.h"
 #include "model/maps.h"
+#include "search/campaign_opts.h"
 #include "search/gp.h"
 #include "search/gp_local.h"
 
@@ -261,9 +263,9 @@ static void test_determinism(void **state) {
   small_config(&c);
   nl_error e;
   nl_gp_result r1, r2, r3;
-  nl_threads_set(1);
+  c.threads = 1;
   assert_int_equal(nl_gp_run(&c, "L", d.x, d.y, d.n, 0, NULL, NULL, &r1, &e), 0);
-  nl_threads_set(2);
+  c.threads = 2;
   assert_int_equal(nl_gp_run(&c, "L", d.x, d.y, d.n, 0, NULL, NULL, &r2, &e), 0);
   assert_int_equal(nl_gp_run(&c, "L", d.x, d.y, d.n, 1, NULL, NULL, &r3, &e), 0);
   char *a = front_text(&r1), *b = front_text(&r2), *c3 = front_text(&r3);
@@ -364,7 +366,8 @@ static void test_campaign_resume(void **state) {
   assert_non_null(mkdtemp(a));
   assert_non_null(mkdtemp(b));
   stopper st = {0, 0};
-  nl_gp_campaign cam = {&c, &m, NULL, 0, 2, a, stop_cb, &st};
+  nl_gp_campaign cam = {.cfg = &c, .maps = &m, .seeds = 2, .outdir = a, .progress = stop_cb,
+                        .user = &st};
   nl_gp_summary s;
   assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
   assert_int_equal(s.nlayers, 2);
@@ -415,6 +418,267 @@ static void test_campaign_resume(void **state) {
   free(d2.y);
 }
 
+
+/* ---- the campaign's settings: one parser (search/campaign_opts.h) ---- */
+
+static void expect_set_error(const char *key, const char *value, const char *msg) {
+  nl_gp_campaign_opts o;
+  nl_gp_campaign_opts_init(&o);
+  nl_error e;
+  nl_error_clear(&e);
+  assert_int_equal(nl_gp_campaign_opts_set(&o, key, value, &e), -1);
+  assert_int_equal(e.code, NL_EINPUT);
+  if (strcmp(e.msg, msg) != 0) fail_msg("%s=%s: got \"%s\", wanted \"%s\"", key, value, e.msg, msg);
+  nl_gp_campaign_opts_free(&o);
+}
+
+static void test_campaign_opts(void **state) {
+  (void)state;
+  nl_gp_campaign_opts o;
+  nl_gp_campaign_opts_init(&o);
+  nl_gp_config d;
+  nl_gp_config_default(&d);
+  assert_memory_equal(&o.cfg, &d, sizeof d);
+  assert_int_equal(o.seeds, 1);
+  assert_null(o.maps);
+  assert_null(o.layer);
+  nl_error e;
+  const char *kv[][2] = {
+      {"maps", "m.st"},      {"output", "dir"},       {"layer", "blocks.1.norm2"},
+      {"seeds", "3"},        {"seed", "2147483647"},  {"pop", "40"},
+      {"gens", "0"},         {"max_nodes", "12"},     {"init-depth", "3"},
+      {"tournament", "40"},  {"penalty", "0"},        {"const-steps", "5"},
+      {"const_top", "7"},    {"const-lr", "0.25"},    {"const-points", "0"},
+      {"complexity", "flops"}, {"select", "knee"},    {"threads", "3"},
+      {"recompute", NULL},   {"json", "true"},
+  };
+  for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+    if (nl_gp_campaign_opts_set(&o, kv[i][0], kv[i][1], &e) != 0) fail_msg("%s: %s", kv[i][0], e.msg);
+    assert_true(nl_gp_campaign_opts_known(kv[i][0]));
+  }
+  assert_int_equal(nl_gp_campaign_opts_finish(&o, &e), 0);
+  assert_string_equal(o.maps, "m.st");
+  assert_string_equal(o.output, "dir");
+  assert_string_equal(o.layer, "blocks.1.norm2");
+  assert_int_equal(o.seeds, 3);
+  assert_true(o.cfg.seed == 2147483647u);
+  assert_int_equal(o.cfg.pop, 40);
+  assert_int_equal(o.cfg.gens, 0);
+  assert_int_equal(o.cfg.max_nodes, 12);
+  assert_int_equal(o.cfg.init_depth, 3);
+  assert_int_equal(o.cfg.tournament, 40);
+  assert_true(o.cfg.penalty == 0.0);
+  assert_int_equal(o.cfg.const_steps, 5);
+  assert_int_equal(o.cfg.const_top, 7);
+  assert_true(o.cfg.const_lr == 0.25);
+  assert_int_equal(o.cfg.const_points, 0);
+  assert_int_equal(o.cfg.complexity, NL_GP_FLOPS);
+  assert_int_equal(o.cfg.select, NL_GP_KNEE);
+  assert_int_equal(o.cfg.threads, 3);
+  assert_int_equal(o.recompute, 1);
+  assert_int_equal(o.json, 1);
+  /* layer all is every layer; a flag cleared */
+  assert_int_equal(nl_gp_campaign_opts_set(&o, "layer", "all", &e), 0);
+  assert_null(o.layer);
+  assert_int_equal(nl_gp_campaign_opts_set(&o, "recompute", "false", &e), 0);
+  assert_int_equal(o.recompute, 0);
+  /* the check between options, after the last set */
+  assert_int_equal(nl_gp_campaign_opts_set(&o, "pop", "10", &e), 0);
+  assert_int_equal(nl_gp_campaign_opts_finish(&o, &e), -1);
+  assert_string_equal(e.msg, "--tournament must be between 1 and --pop (10), got 40");
+  nl_gp_campaign_opts_free(&o);
+  assert_false(nl_gp_campaign_opts_known("population"));
+  expect_set_error("population", "5", "unknown option '--population' (see 'normlab help evolve')");
+  expect_set_error("pop", "2", "--pop must be between 4 and 1000000, got 2");
+  expect_set_error("pop", "abc", "--pop expects an integer, got 'abc'");
+  expect_set_error("max_nodes", "2.5", "--max-nodes expects an integer, got '2.5'");
+  expect_set_error("threads", "0", "--threads must be between 1 and 256, got 0");
+  expect_set_error("seed", "-1", "--seed must be between 0 and 2147483647, got -1");
+  expect_set_error("penalty", "-0.5", "--penalty must be >= 0, got -0.5");
+  expect_set_error("const-lr", "0", "--const-lr must be > 0, got 0");
+  expect_set_error("const-lr", "inf", "--const-lr expects a finite number, got 'inf'");
+  expect_set_error("complexity", "bits", "--complexity expects one of nodes|flops, got 'bits'");
+  expect_set_error("select", "best", "--select expects one of minval|knee, got 'best'");
+  expect_set_error("json", "yes", "option --json takes no value");
+  expect_set_error("gens", NULL, "option --gens needs a value");
+}
+
+extern const nl_cmd nl_cmd_evolve;
+
+/* The command's table and the parser agree: every option of 'evolve' is
+ * the parser's, and the defaults its help shows are the parser's. */
+static void test_campaign_opts_cli(void **state) {
+  (void)state;
+  nl_gp_campaign_opts a, b;
+  nl_gp_campaign_opts_init(&a);
+  nl_gp_campaign_opts_init(&b);
+  nl_error e;
+  for (const nl_opt *o = nl_cmd_evolve.opts; o->name; o++) {
+    if (!nl_gp_campaign_opts_known(o->name)) fail_msg("evolve --%s is not the parser's", o->name);
+    if (o->def && nl_gp_campaign_opts_set(&b, o->name, o->def, &e) != 0)
+      fail_msg("default of --%s: %s", o->name, e.msg);
+  }
+  assert_memory_equal(&a.cfg, &b.cfg, sizeof a.cfg);
+  assert_int_equal(a.seeds, b.seeds);
+  assert_null(b.layer); /* "all" */
+  nl_gp_campaign_opts_free(&a);
+  nl_gp_campaign_opts_free(&b);
+}
+
+/* A layer that cannot be searched is an error naming it, before any search. */
+static void test_check_points(void **state) {
+  (void)state;
+  nl_gp_config c;
+  small_config(&c);
+  nl_error e;
+  data d = synth(200, 0.05, 9);
+  assert_int_equal(nl_gp_check_points(&c, "L", d.x, d.y, d.n, &e), 0);
+  float *flat = malloc(sizeof(float) * d.n);
+  for (size_t i = 0; i < d.n; i++) flat[i] = 0.25f;
+  assert_int_equal(nl_gp_check_points(&c, "blocks.3.norm1", d.x, flat, d.n, &e), -1);
+  assert_int_equal(e.code, NL_EINPUT);
+  assert_non_null(strstr(e.msg, "layer 'blocks.3.norm1': y is constant (0.25 at all 200 points)"));
+  nl_gp_result r;
+  assert_int_equal(nl_gp_run(&c, "blocks.3.norm1", d.x, flat, d.n, 0, NULL, NULL, &r, &e), -1);
+  assert_non_null(strstr(e.msg, "y is constant"));
+  /* constant on the validation split only: its R^2 would be undefined */
+  size_t *perm = malloc(sizeof(size_t) * d.n), nt;
+  nl_gp_split(&c, "V", d.n, perm, &nt);
+  memcpy(flat, d.y, sizeof(float) * d.n);
+  for (size_t i = nt; i < d.n; i++) flat[perm[i]] = 0.5f;
+  assert_int_equal(nl_gp_check_points(&c, "V", d.x, flat, d.n, &e), -1);
+  assert_non_null(strstr(e.msg, "layer 'V': y is constant (0.5) on all 20 validation points"));
+  flat[perm[nt]] = 0.75f;
+  assert_int_equal(nl_gp_check_points(&c, "V", d.x, flat, d.n, &e), 0);
+  flat[3] = NAN;
+  assert_int_equal(nl_gp_check_points(&c, "V", d.x, flat, d.n, &e), -1);
+  assert_non_null(strstr(e.msg, "layer 'V': point 3 is not finite"));
+  assert_int_equal(nl_gp_check_points(&c, "S", d.x, d.y, 9, &e), -1);
+  assert_non_null(strstr(e.msg, "9 points, at least 10 needed"));
+  free(perm);
+  free(flat);
+  free(d.x);
+  free(d.y);
+}
+
+/* A campaign directory holds the results of one mappings file and one
+ * set of settings: a finished part from other mappings or settings is
+ * refused (named, with what differs) and left as it is, or searched
+ * again with recompute; a run on one layer keeps the other layers'
+ * entries in chosen.exprs. */
+static void test_campaign_guard(void **state) {
+  (void)state;
+  nl_error e;
+  data d1 = synth(800, 0.05, 31), d2 = synth(800, 0.1, 32);
+  nl_maps a, b;
+  nl_maps_init(&a);
+  nl_maps_init(&b);
+  assert_int_equal(nl_maps_add(&a, "blocks.0.norm1", d1.x, d1.y, d1.n, &e), 0);
+  assert_int_equal(nl_maps_add(&a, "blocks.0.norm2", d2.x, d2.y, d2.n, &e), 0);
+  d1.y[17] += 0.5f; /* b: one point of the first layer differs */
+  assert_int_equal(nl_maps_add(&b, "blocks.0.norm1", d1.x, d1.y, d1.n, &e), 0);
+  assert_int_equal(nl_maps_add(&b, "blocks.0.norm2", d2.x, d2.y, d2.n, &e), 0);
+  assert_true(nl_maps_fingerprint(&a) != nl_maps_fingerprint(&b));
+  nl_gp_config c;
+  small_config(&c);
+  c.pop = 20;
+  c.gens = 2;
+  char dir[] = "/tmp/nl-gp-g.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  const char *one[] = {"blocks.0.norm1"}, *two[] = {"blocks.0.norm2"};
+  nl_gp_campaign cam = {.cfg = &c, .maps = &a, .layers = one, .nlayers = 1, .seeds = 1,
+                        .outdir = dir};
+  nl_gp_summary s;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
+  nl_gp_summary_free(&s);
+  char *part_a = slurp(dir, "parts/blocks.0.norm1.seed0.csv");
+  /* other mappings */
+  cam.maps = &b;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), -1);
+  nl_gp_summary_free(&s);
+  assert_int_equal(e.code, NL_EINPUT);
+  assert_non_null(strstr(e.msg, "/parts/blocks.0.norm1.seed0.csv was computed from other mappings"));
+  char fa[20], fb[20];
+  snprintf(fa, sizeof fa, "%016llx", (unsigned long long)nl_maps_fingerprint(&a));
+  snprintf(fb, sizeof fb, "%016llx", (unsigned long long)nl_maps_fingerprint(&b));
+  assert_non_null(strstr(e.msg, fa));
+  assert_non_null(strstr(e.msg, fb));
+  char *again = slurp(dir, "parts/blocks.0.norm1.seed0.csv");
+  assert_string_equal(part_a, again); /* left as it was */
+  free(again);
+  /* other settings */
+  cam.maps = &a;
+  c.gens = 3;
+  c.pop = 24;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), -1);
+  nl_gp_summary_free(&s);
+  assert_non_null(strstr(e.msg, "was computed with other settings (pop 20 there, 24 here; gens 2 "
+                                "there, 3 here)"));
+  c.gens = 2;
+  c.pop = 20;
+  /* recompute: searched again from b, as a fresh run on b */
+  cam.maps = &b;
+  cam.recompute = 1;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
+  assert_int_equal(s.layers[0].skipped, 0);
+  nl_gp_summary_free(&s);
+  char fresh[] = "/tmp/nl-gp-f.XXXXXX";
+  assert_non_null(mkdtemp(fresh));
+  cam.outdir = fresh;
+  cam.recompute = 0;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
+  nl_gp_summary_free(&s);
+  char *x = slurp(dir, "blocks.0.norm1.csv"), *y = slurp(fresh, "blocks.0.norm1.csv");
+  assert_string_equal(x, y);
+  free(x);
+  free(y);
+  /* the second layer into the same directory keeps the first in chosen.exprs */
+  cam.outdir = dir;
+  cam.layers = two;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
+  nl_gp_summary_free(&s);
+  char p[600];
+  snprintf(p, sizeof p, "%s/chosen.exprs", dir);
+  nl_exprset got, first;
+  nl_exprset_init(&got);
+  nl_exprset_init(&first);
+  assert_int_equal(nl_exprset_load(p, &got, &e), 0);
+  snprintf(p, sizeof p, "%s/chosen.exprs", fresh);
+  assert_int_equal(nl_exprset_load(p, &first, &e), 0);
+  assert_int_equal(got.n, 2);
+  assert_string_equal(got.e[0].name, "blocks.0.norm1"); /* in the mappings' order */
+  assert_string_equal(got.e[1].name, "blocks.0.norm2");
+  assert_string_equal(got.e[0].text, first.e[0].text);
+  assert_string_equal(got.e[0].comment, first.e[0].comment);
+  nl_exprset_free(&got);
+  nl_exprset_free(&first);
+  /* a layer from other mappings beside a kept one: refused, or the kept
+   * one dropped with recompute ("fresh" holds blocks.0.norm1 from b) */
+  cam.outdir = fresh;
+  cam.maps = &a;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), -1);
+  nl_gp_summary_free(&s);
+  assert_non_null(strstr(e.msg, "/chosen.exprs holds layer blocks.0.norm1, whose part "));
+  assert_non_null(strstr(e.msg, "/parts/blocks.0.norm1.seed0.csv was computed from other mappings"));
+  cam.recompute = 1;
+  assert_int_equal(nl_gp_campaign_run(&cam, &s, &e), 0);
+  nl_gp_summary_free(&s);
+  nl_exprset_init(&got);
+  assert_int_equal(nl_exprset_load(p, &got, &e), 0);
+  assert_int_equal(got.n, 1);
+  assert_string_equal(got.e[0].name, "blocks.0.norm2");
+  nl_exprset_free(&got);
+  free(part_a);
+  rm_rf(dir);
+  rm_rf(fresh);
+  nl_maps_free(&a);
+  nl_maps_free(&b);
+  free(d1.x);
+  free(d1.y);
+  free(d2.x);
+  free(d2.y);
+}
+
 static void test_bad_config(void **state) {
   (void)state;
   nl_gp_config c;
@@ -435,6 +699,8 @@ int main(void) {
       cmocka_unit_test(test_max_nodes_property), cmocka_unit_test(test_select),
       cmocka_unit_test(test_bad_config),      cmocka_unit_test(test_determinism),
       cmocka_unit_test(test_end_to_end),      cmocka_unit_test(test_campaign_resume),
+      cmocka_unit_test(test_campaign_opts),   cmocka_unit_test(test_campaign_opts_cli),
+      cmocka_unit_test(test_check_points),    cmocka_unit_test(test_campaign_guard),
   };
   return cmocka_run_group_tests(t, NULL, NULL);
 }

@@ -48,6 +48,43 @@ static void test_natural_order(void **state) {
   assert_true(nl_natural_cmp("x9", "x10") < 0);
 }
 
+/* The fingerprint: the same for the same points in any layer order and
+ * after a save and load, whatever the metadata; another for one changed
+ * point, a renamed layer or one point less. */
+static void test_fingerprint(void **state) {
+  (void)state;
+  float x[6] = {1, 2, 3, 4, 5, 6}, y[6] = {0.5f, -1, 2, 0, 3, 1};
+  nl_maps a, b, c;
+  nl_maps_init(&a);
+  nl_maps_init(&b);
+  nl_error err;
+  assert_int_equal(nl_maps_add(&a, "blocks.2.norm1", x, y, 6, &err), 0);
+  assert_int_equal(nl_maps_add(&a, "blocks.10.norm1", y, x, 6, &err), 0);
+  assert_int_equal(nl_maps_add(&b, "blocks.10.norm1", y, x, 6, &err), 0);
+  assert_int_equal(nl_maps_add(&b, "blocks.2.norm1", x, y, 6, &err), 0);
+  const uint64_t fa = nl_maps_fingerprint(&a);
+  assert_true(fa == nl_maps_fingerprint(&b));
+  nl_maps_set_meta(&b, "model", "m.safetensors");
+  assert_int_equal(nl_maps_save(&b, tmp("fp.safetensors"), &err), 0);
+  assert_int_equal(nl_maps_load(&c, tmp("fp.safetensors"), &err), 0);
+  assert_true(fa == nl_maps_fingerprint(&c));
+  c.layers[1].y[4] = nextafterf(c.layers[1].y[4], 10.0f);
+  assert_true(fa != nl_maps_fingerprint(&c));
+  nl_maps_free(&c);
+  nl_maps_free(&b);
+  nl_maps_init(&b);
+  assert_int_equal(nl_maps_add(&b, "blocks.2.norm2", x, y, 6, &err), 0);
+  assert_int_equal(nl_maps_add(&b, "blocks.10.norm1", y, x, 6, &err), 0);
+  assert_true(fa != nl_maps_fingerprint(&b));
+  nl_maps_free(&b);
+  nl_maps_init(&b);
+  assert_int_equal(nl_maps_add(&b, "blocks.2.norm1", x, y, 5, &err), 0);
+  assert_int_equal(nl_maps_add(&b, "blocks.10.norm1", y, x, 6, &err), 0);
+  assert_true(fa != nl_maps_fingerprint(&b));
+  nl_maps_free(&a);
+  nl_maps_free(&b);
+}
+
 static void test_round_trip(void **state) {
   (void)state;
   const char *names[] = {"norm", "blocks.10.norm1", "blocks.2.norm2", "blocks.2.norm1"};
@@ -265,7 +302,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_natural_order),   cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_load_errors),     cmocka_unit_test(test_import_reference),
-      cmocka_unit_test(test_sampler),
+      cmocka_unit_test(test_sampler),         cmocka_unit_test(test_fingerprint),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

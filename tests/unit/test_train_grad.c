@@ -427,12 +427,12 @@ static void test_exprnorm_grad(void **state) {
   float *f3 = fz((size_t)NL * CL), *d3 = fz((size_t)NL * CL);
   fill(xl, (size_t)NL * CL, &r, -4, 4);
   fill(wl, CL, &r, 0.5f, 1.5f);
-  int saved = nl_threads_get();
-  nl_threads_set(1);
+  int outer = nl_threads_enter(1);
   nl_tr_exprnorm_forward(o1, f1, d1, xl, &prog, wl, bl, NL, CL, &ws);
-  nl_threads_set(3);
+  nl_threads_leave(outer);
+  outer = nl_threads_enter(3);
   nl_tr_exprnorm_forward(o3, f3, d3, xl, &prog, wl, bl, NL, CL, &ws);
-  nl_threads_set(saved);
+  nl_threads_leave(outer);
   assert_memory_equal(o1, o3, sizeof(float) * NL * CL);
   assert_memory_equal(d1, d3, sizeof(float) * NL * CL);
   for (size_t i = 0; i < (size_t)NL * CL; i += 101)
@@ -1055,12 +1055,12 @@ static void test_parallel_chunks(void **state) {
   big_out a, b;
   big_alloc(&a, N, C, B, T, CA, NH);
   big_alloc(&b, N, C, B, T, CA, NH);
-  int saved = nl_threads_get();
-  nl_threads_set(1);
+  int outer = nl_threads_enter(1);
   big_run(&a, x, w, R, qkv, Ra, N, C, B, T, CA, NH);
-  nl_threads_set(3);
+  nl_threads_leave(outer);
+  outer = nl_threads_enter(3);
   big_run(&b, x, w, R, qkv, Ra, N, C, B, T, CA, NH);
-  nl_threads_set(saved);
+  nl_threads_leave(outer);
   assert_memory_equal(a.dx, b.dx, sizeof(float) * N * C);
   assert_memory_equal(a.dw, b.dw, sizeof(float) * C);
   assert_memory_equal(a.db, b.db, sizeof(float) * C);

@@ -724,10 +724,9 @@ static void short_run(unsigned groups, int threads, float *params_out, double *l
   o.batch = 200;
   o.train_groups = groups;
   for (int g = 0; g < NL_TR_NGROUPS; g++) o.lr[g] = 2e-3f;
+  o.threads = threads;
   nl_vit_trainer t;
   assert_int_equal(nl_vt_init(&t, &m, NULL, &o, &err), 0);
-  int t0 = nl_threads_get();
-  nl_threads_set(threads);
   *l0 = eval_loss(&t, x, y, 200);
   const float pad = nl_tr_pad_value(m.cfg.mean[0], m.cfg.std[0]);
   for (int step = 0; step < 12; step++) {
@@ -742,7 +741,6 @@ static void short_run(unsigned groups, int threads, float *params_out, double *l
   }
   *l1 = eval_loss(&t, x, y, 200);
   if (params_out) memcpy(params_out, m.params, m.nparams * sizeof(float));
-  nl_threads_set(t0);
   nl_vt_free(&t);
   free(x), free(xa);
   nl_dataset_free(&d);
