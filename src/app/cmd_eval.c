@@ -1,3 +1,4 @@
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,10 @@ static const nl_opt opts[] = {
     {"limit", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
     {"batch", NL_OPT_INT, "B", "100", "images per forward pass", NULL, 0},
     {"heads", NL_OPT_INT, "N", NULL, "number of attention heads (overrides the config)", NULL, 0},
+    {"set", NL_OPT_STR, "SPEC", NULL,
+     "replace the norms first, as replace --set (at the prompt: the session's set; none: as "
+     "loaded)",
+     NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -51,11 +56,33 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     lo.heads = (int)h;
   }
   const char *path = nl_model_path(ctx, a);
+  nl_model_norms norms;
+  int replaced = 0;
+  if (nl_model_norms_get(ctx, a, 1, &norms, err)) {
+    nl_model_norms_free(&norms);
+    return -1;
+  }
   nl_vit m;
-  if (nl_vit_load(&m, path, &lo, err)) return -1;
+  if (nl_vit_load(&m, path, &lo, err)) {
+    nl_model_norms_free(&norms);
+    return -1;
+  }
+  if (nl_model_norms_apply(&norms, &m, NULL, &replaced, err)) {
+    nl_vit_free(&m);
+    nl_model_norms_free(&norms);
+    return -1;
+  }
+  /* what was evaluated: the file, and the norms put into it */
+  char what[4400];
+  if (norms.spec)
+    snprintf(what, sizeof what, "%s with %s (%d of %d norm layers replaced)", path, norms.label,
+             replaced, m.nnorms);
+  else
+    snprintf(what, sizeof what, "%s", path);
   nl_dataset d;
   if (nl_dataset_load(&d, nl_arg_str(a, "data"), offset, limit, err)) {
     nl_vit_free(&m);
+    nl_model_norms_free(&norms);
     return -1;
   }
   live l = {ctx, -1};
@@ -73,17 +100,27 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     long done = r.images;
     double f1 = done ? (double)r.top1 / done : 0, f5 = done ? (double)r.top5 / done : 0;
     double ips = r.seconds > 0 ? done / r.seconds : 0;
-    if (nl_arg_flag(a, "json"))
+    if (nl_arg_flag(a, "json")) {
       fprintf(ctx->out,
-              "{\"top1\": %.6f, \"top5\": %.6f, \"images\": %ld, \"images_per_second\": %.2f%s}\n",
-              f1, f5, done, ips, r.stopped ? ", \"interrupted\": true" : "");
-    else
+              "{\"top1\": %.6f, \"top5\": %.6f, \"images\": %ld, \"images_per_second\": %.2f",
+              f1, f5, done, ips);
+      if (norms.spec) {
+        json_t *label = json_string(norms.label);
+        char *q = json_dumps(label, JSON_ENCODE_ANY);
+        fprintf(ctx->out, ", \"set\": %s, \"replaced\": %d", q, replaced);
+        free(q);
+        json_decref(label);
+      }
+      fprintf(ctx->out, "%s}\n", r.stopped ? ", \"interrupted\": true" : "");
+    } else {
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              path, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+              what, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+    }
     if (r.stopped) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
   }
   nl_dataset_free(&d);
   nl_vit_free(&m);
+  nl_model_norms_free(&norms);
   return rc;
 }
 
@@ -95,7 +132,10 @@ const nl_cmd nl_cmd_eval = {
             "Debian's dataset-fashion-mnist), normalised with the model's mean/std, and\n"
             "prints top-1, top-5, the number of images and images/s. Ctrl-C stops early\n"
             "and reports the images done so far. A model with NaN or infinite parameters,\n"
-            "or whose logits are not finite, is an error naming the tensor (exit 2).",
+            "or whose logits are not finite, is an error naming the tensor (exit 2).\n"
+            "--set replaces the norms before evaluating (as replace --set, nothing written);\n"
+            "at the prompt it defaults to the session's expression set, as it is, on the\n"
+            "session's model ('--set none': the model as loaded).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

@@ -18,7 +18,7 @@ static const nl_opt opts[] = {
     {"output", NL_OPT_STR, "DIR", NULL, "result directory (fronts, chosen.exprs)", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
     {"seeds", NL_OPT_INT, "N", "1", "independent searches per layer", NULL, 0},
-    {"seed", NL_OPT_INT, "S", "0", "base seed", NULL, 0},
+    {"seed", NL_OPT_INT, "S", "0", "base seed", NULL, NL_OPTF_SESSION},
     {"pop", NL_OPT_INT, "N", "500", "population size", NULL, 0},
     {"gens", NL_OPT_INT, "N", "50", "generations", NULL, 0},
     {"max-nodes", NL_OPT_INT, "N", "20", "node limit of every candidate", NULL, 0},
@@ -34,7 +34,8 @@ static const nl_opt opts[] = {
     {"complexity", NL_OPT_CHOICE, NULL, "nodes", "second objective", "nodes|flops", 0},
     {"select", NL_OPT_CHOICE, NULL, "minval", "expression chosen from a front", "minval|knee",
      0},
-    {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL, 0},
+    {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL,
+     NL_OPTF_SESSION},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -80,7 +81,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       get_int(a, "const-top", 0, 1000000, &c.const_top, err) ||
       get_int(a, "const-points", 0, 1000000000, &c.const_points, err))
     return -1;
-  if (nl_arg_given(a, "threads") && get_int(a, "threads", 1, 256, &threads, err)) return -1;
+  /* given, or from the session's setting */
+  if (nl_arg_str(a, "threads") && get_int(a, "threads", 1, 256, &threads, err)) return -1;
   c.seed = (uint64_t)seed;
   c.penalty = nl_arg_num(a, "penalty");
   c.const_lr = nl_arg_num(a, "const-lr");
