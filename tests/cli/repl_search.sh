@@ -128,7 +128,7 @@ grep -q '^L = ' "$TMP/sess/set.exprs" 2>/dev/null && ok 1 "searches do not save 
 # when the search ends, without leaving the view
 clear_screen
 keys "unload fronts" Enter
-keys "evolve --layer L --pop 60 --gens 1500 --output bg3 &" Enter
+keys "evolve --layer L --pop 60 --gens 400 --output bg3 &" Enter
 wait_for '^\[evolve\] started in the background'
 keys "dashboard" Enter
 wait_for '^ evolve running: '; ok $? "the dashboard opens while the search runs"
