@@ -16,8 +16,10 @@
 
 static const nl_opt opts[] = {
     {"set", NL_OPT_STR, "FILE", NULL, "expression set (NAME = EXPR per line)", NULL, NL_OPTF_PATH},
-    {"dim", NL_OPT_INT, "D", "768", "token width d (768: ViT-B)", NULL, 0},
-    {"tokens", NL_OPT_INT, "L", "197", "tokens per image (197: ViT-B/16 at 224x224)", NULL, 0},
+    {"dim", NL_OPT_INT, "D", "768", "token width d (768: ViT-B; at the prompt the model's)", NULL,
+     0},
+    {"tokens", NL_OPT_INT, "L", "197",
+     "tokens per image (197: ViT-B/16 at 224x224; at the prompt the model's)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -72,7 +74,11 @@ static json_t *ref_json(nl_token_cost t, double layers, double tokens) {
                    (json_int_t)(t.read_bytes * layers * tokens));
 }
 
-int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_json) {
+/* The table for a set: FLOPs and bytes per layer at width d for L tokens,
+ * beside LayerNorm and DyT, as text or one JSON object; dfrom and lfrom
+ * say where d and L came from. */
+static int report(nl_ctx *ctx, const nl_exprset *setp, long d, const char *dfrom, long L,
+                  const char *lfrom, int as_json) {
   const nl_exprset set = *setp;
   nl_cost_opts co = {.clip_cost = 0};
   int n = set.n;
@@ -94,7 +100,9 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
   if (as_json) {
     json_t *root = json_object();
     json_object_set_new(root, "dim", json_integer(d));
+    json_object_set_new(root, "dim_from", json_string(dfrom));
     json_object_set_new(root, "tokens", json_integer(L));
+    json_object_set_new(root, "tokens_from", json_string(lfrom));
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
       char *e = nl_print(&set.e[i].prog, NL_PRINT_EXACT);
@@ -128,8 +136,9 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
       if (l > we) we = l;
     }
     fprintf(ctx->out,
-            "cost per layer (d = %ld, FP32; clip counted as 0 FLOPs; expressions simplified):\n\n",
-            d);
+            "cost per layer (FP32; clip counted as 0 FLOPs; expressions simplified)\n"
+            "d = %ld (%s), tokens = %ld (%s)\n\n",
+            d, dfrom, L, lfrom);
     fprintf(ctx->out, "  %-*s  %-*s  %10s  %12s  %12s\n", wn, "layer", we, "expression",
             "FLOPs/elem", "FLOPs/token", "bytes/token");
     for (int i = 0; i < n; i++) {
@@ -165,10 +174,29 @@ int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_j
   return 0;
 }
 
-static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+/* An option's value: given, else the model's (when known), else the
+ * default; *from says which. */
+static int figure(const nl_args *a, const char *name, long model, long hi, long *v,
+                  const char **from, nl_error *err) {
+  if (!nl_arg_given(a, name) && model > 0) {
+    *v = model;
+    *from = "model";
+    return 0;
+  }
+  *from = nl_arg_given(a, name) ? (strcmp(name, "dim") == 0 ? "--dim" : "--tokens")
+                                : "default: ViT-B/16";
+  return nl_arg_int_range(a, name, 1, hi, v, err);
+}
+
+int nl_cost_command(nl_ctx *ctx, const nl_args *a, const nl_exprset *sset, long model_d,
+                    long model_tokens, nl_error *err) {
   long d, L;
-  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
-  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
+  const char *dfrom, *lfrom;
+  if (figure(a, "dim", model_d, 1L << 20, &d, &dfrom, err) != 0 ||
+      figure(a, "tokens", model_tokens, 1L << 24, &L, &lfrom, err) != 0)
+    return -1;
+  int as_json = nl_arg_flag(a, "json");
+  if (a->npos == 0 && !nl_arg_str(a, "set") && sset) return report(ctx, sset, d, dfrom, L, lfrom, as_json);
   nl_exprset set;
   nl_exprset_init(&set);
   if (load(a, &set, err) != 0) {
@@ -178,11 +206,15 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (set.n == 0) {
     nl_exprset_free(&set);
     return nl_fail(err, NL_EINPUT, "%s: no expressions in the set",
-                   nl_arg_str(a, "set") ? nl_arg_str(a, "set") : a->pos[0]);
+                   nl_arg_str(a, "set") ? nl_arg_str(a, "set") : a->npos ? a->pos[0] : "cost");
   }
-  int rc = nl_cost_report(ctx, &set, d, L, nl_arg_flag(a, "json"));
+  int rc = report(ctx, &set, d, dfrom, L, lfrom, as_json);
   nl_exprset_free(&set);
   return rc;
+}
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  return nl_cost_command(ctx, a, NULL, 0, 0, err);
 }
 
 const nl_cmd nl_cmd_cost = {

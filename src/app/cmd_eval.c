@@ -17,6 +17,10 @@ static const nl_opt opts[] = {
     {"images", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
     {"batch", NL_OPT_INT, "B", "100", "images per forward pass", NULL, 0},
     {"heads", NL_OPT_INT, "N", NULL, "number of attention heads (overrides the config)", NULL, 0},
+    {"set", NL_OPT_STR, "SPEC", NULL,
+     "replace the norms first, as replace --set (at the prompt: the session's set; none: as "
+     "loaded)",
+     NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -53,11 +57,33 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     lo.heads = (int)h;
   }
   const char *path = nl_model_path(ctx, a);
+  nl_model_norms norms;
+  int replaced = 0;
+  if (nl_model_norms_get(ctx, a, 1, &norms, err)) {
+    nl_model_norms_free(&norms);
+    return -1;
+  }
   nl_vit m;
-  if (nl_vit_load(&m, path, &lo, err)) return -1;
+  if (nl_vit_load(&m, path, &lo, err)) {
+    nl_model_norms_free(&norms);
+    return -1;
+  }
+  if (nl_model_norms_apply(&norms, &m, NULL, &replaced, err)) {
+    nl_vit_free(&m);
+    nl_model_norms_free(&norms);
+    return -1;
+  }
+  /* what was evaluated: the file, and the norms put into it */
+  char what[4400];
+  if (norms.spec)
+    snprintf(what, sizeof what, "%s with %s (%d of %d norm layers replaced)", path, norms.label,
+             replaced, m.nnorms);
+  else
+    snprintf(what, sizeof what, "%s", path);
   nl_dataset d;
   if (nl_dataset_load(&d, nl_arg_str(a, "data"), offset, limit, err)) {
     nl_vit_free(&m);
+    nl_model_norms_free(&norms);
     return -1;
   }
   live l = {ctx, -1};
@@ -79,16 +105,22 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (nl_arg_flag(a, "json")) {
       json_t *j = json_pack("{s:f, s:f, s:I, s:o}", "top1", f1, "top5", f5, "images",
                             (json_int_t)done, "images_per_second", nl_json_rounded(ips, 2));
+      if (norms.spec) {
+        json_object_set_new(j, "set", json_string(norms.label));
+        json_object_set_new(j, "replaced", json_integer(replaced));
+      }
       if (r.stopped) json_object_set_new(j, "interrupted", json_true());
       nl_json_print(ctx->out, j);
       json_decref(j);
-    } else
+    } else {
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              path, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+              what, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+    }
     if (r.stopped) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
   }
   nl_dataset_free(&d);
   nl_vit_free(&m);
+  nl_model_norms_free(&norms);
   return rc;
 }
 
@@ -103,7 +135,10 @@ const nl_cmd nl_cmd_eval = {
             "Debian's dataset-fashion-mnist), normalised with the model's mean/std, and\n"
             "prints top-1, top-5, the number of images and images/s. Ctrl-C stops early\n"
             "and reports the images done so far. A model with NaN or infinite parameters,\n"
-            "or whose logits are not finite, is an error naming the tensor (exit 2).",
+            "or whose logits are not finite, is an error naming the tensor (exit 2).\n"
+            "--set replaces the norms before evaluating (as replace --set, nothing written);\n"
+            "at the prompt it defaults to the session's expression set, as it is, on the\n"
+            "session's model ('--set none': the model as loaded).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

@@ -15,6 +15,7 @@
 #include "expr/expr.h"
 #include "model/safetensors.h"
 #include "search/dyt.h"
+#include "search/gp.h"
 #include "plot/plot.h"
 
 static const nl_opt opts[] = {
@@ -24,7 +25,8 @@ static const nl_opt opts[] = {
     {"y", NL_OPT_CHOICE, NULL, "val_mse", "front: vertical axis",
      "val_mse|val_r2|val_fitness|train_fitness", 0},
     {"term", NL_OPT_CHOICE, NULL, "auto",
-     "where to draw: a window ($DISPLAY), a PNG file, or text", "auto|window|png|dumb", 0},
+     "where to draw: $GNUTERM, else a window ($DISPLAY), else a PNG file; or text",
+     "auto|window|png|dumb", NL_OPTF_SESSION},
     {"output", NL_OPT_STR, "FILE", NULL, "PNG file (default: a fresh normlab-plot-N.png)", NULL,
      NL_OPTF_PATH},
     {"range", NL_OPT_STR, "A:B", "-4:4", "f(x): x range", NULL, 0},
@@ -33,7 +35,8 @@ static const nl_opt opts[] = {
      NL_OPTF_PATH | NL_OPTF_SESSION},
     {"maps", NL_OPT_STR, "FILE", NULL, "mappings: LAYER's points and its DyT fit", NULL,
      NL_OPTF_PATH | NL_OPTF_SESSION},
-    {"dim", NL_OPT_INT, "D", "768", "cost: token width d (LayerNorm's (5d+2)/d FLOPs/elem)", NULL,
+    {"dim", NL_OPT_INT, "D", "768",
+     "cost: token width d (LayerNorm's (5d+2)/d FLOPs/elem; at the prompt the model's)", NULL,
      0},
     {0},
 };
@@ -45,15 +48,43 @@ static nl_plot_term term_of(const char *t) {
   return NL_PLOT_AUTO;
 }
 
-/* The members of one layer's front in the CSV files of `dir`: two numeric
- * columns named xcol and ycol. A layer without rows is an error. */
-static int front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
-                        float **x, float **y, size_t *n, nl_error *err) {
+/* What an axis of the front shows. */
+static const char *axis_label(const char *col) {
+  if (strcmp(col, "flops") == 0) return "FLOPs per element";
+  if (strcmp(col, "nodes") == 0) return "nodes";
+  if (strcmp(col, "val_mse") == 0) return "validation MSE";
+  if (strcmp(col, "val_r2") == 0) return "validation R2 (higher is better)";
+  if (strcmp(col, "val_fitness") == 0) return "validation fitness";
+  return "training fitness";
+}
+
+static const nl_front_member *g_sort_m; /* the rows front_order sorts indices of */
+static const char *g_sort_x, *g_sort_y;
+
+static int front_order(const void *pa, const void *pb) {
+  const nl_front_member *a = &g_sort_m[*(const int *)pa], *b = &g_sort_m[*(const int *)pb];
+  double xa = nl_front_value(a, g_sort_x), xb = nl_front_value(b, g_sort_x);
+  if (xa != xb) return xa < xb ? -1 : 1;
+  double ya = nl_front_value(a, g_sort_y), yb = nl_front_value(b, g_sort_y);
+  return ya < yb ? -1 : ya > yb;
+}
+
+/* plot front LAYER: the layer's members of all seeds that no other
+ * member beats on both axes (fewer FLOPs or nodes, and a better figure:
+ * lower error, higher R2), joined in order, with the knee and minval
+ * members (as 'pick' and evolve --select choose them) marked. */
+static int plot_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  if (a->npos != 2) return nl_fail(err, NL_EINPUT, "expects 'plot front LAYER'");
+  const char *layer = a->pos[1];
+  const char *dir = nl_arg_str(a, "fronts");
+  if (!dir)
+    return nl_fail(err, NL_EINPUT, "no fronts: give --fronts DIR (or 'load fronts DIR' first)");
+  const char *xc = nl_arg_str(a, "x"), *yc = nl_arg_str(a, "y");
   nl_fronts fr;
   if (nl_fronts_read(dir, layer, &fr, err) != 0) return -1;
-  const char *missing = !(fr.has & nl_front_col("layer"))  ? "layer"
-                        : !(fr.has & nl_front_col(xcol)) ? xcol
-                        : !(fr.has & nl_front_col(ycol)) ? ycol
+  const char *missing = !(fr.has & nl_front_col("layer")) ? "layer"
+                        : !(fr.has & nl_front_col(xc))  ? xc
+                        : !(fr.has & nl_front_col(yc))  ? yc
                                                          : NULL;
   if (fr.n && missing) {
     nl_fronts_free(&fr);
@@ -63,43 +94,73 @@ static int front_points(const char *dir, const char *layer, const char *xcol, co
     nl_fronts_free(&fr);
     return nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", dir, layer);
   }
-  *x = nl_xmalloc(sizeof(float) * fr.n);
-  *y = nl_xmalloc(sizeof(float) * fr.n);
-  for (size_t i = 0; i < fr.n; i++) {
-    (*x)[i] = (float)nl_front_value(&fr.m[i], xcol);
-    (*y)[i] = (float)nl_front_value(&fr.m[i], ycol);
+  size_t n = fr.n;
+  /* both objectives minimised (R2 is maximised); rows without both
+   * figures are not drawn */
+  int maximise = strcmp(yc, "val_r2") == 0;
+  double *obj = nl_xmalloc(sizeof(double) * 2 * n);
+  int *rank = nl_xmalloc(sizeof(int) * n), *idx = nl_xmalloc(sizeof(int) * n);
+  for (size_t i = 0; i < n; i++) {
+    double x = nl_front_value(&fr.m[i], xc), y = nl_front_value(&fr.m[i], yc);
+    obj[2 * i] = isfinite(x) ? x : NAN;
+    obj[2 * i + 1] = isfinite(y) ? (maximise ? -y : y) : NAN;
   }
-  *n = fr.n;
-  nl_fronts_free(&fr);
-  return 0;
-}
-
-static int plot_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  if (a->npos != 2) return nl_fail(err, NL_EINPUT, "expects 'plot front LAYER'");
-  const char *layer = a->pos[1];
-  const char *dir = nl_arg_str(a, "fronts");
-  if (!dir)
-    return nl_fail(err, NL_EINPUT, "no fronts: give --fronts DIR (or 'load fronts DIR' first)");
-  const char *xc = nl_arg_str(a, "x"), *yc = nl_arg_str(a, "y");
-  float *x = NULL, *y = NULL;
-  size_t n = 0;
-  if (front_points(dir, layer, xc, yc, &x, &y, &n, err) != 0) return -1;
-  char title[512];
-  snprintf(title, sizeof title, "Pareto front of %s (%zu members)", layer, n);
+  nl_nsga2_rank(obj, (int)n, 2, rank);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (rank[i] == 1 && !isnan(obj[2 * i]) && !isnan(obj[2 * i + 1])) idx[k++] = (int)i;
+  int rc = -1;
+  float *v = nl_xmalloc(sizeof(float) * 2 * (k + 2));
+  if (k == 0) {
+    nl_fail(err, NL_EINPUT, "%s: no member of layer '%s' has both %s and %s", dir, layer, xc, yc);
+    goto out;
+  }
+  g_sort_m = fr.m, g_sort_x = xc, g_sort_y = yc;
+  qsort(idx, k, sizeof(int), front_order);
+  for (size_t i = 0; i < k; i++) {
+    v[i] = (float)nl_front_value(&fr.m[idx[i]], xc);
+    v[k + 2 + i] = (float)nl_front_value(&fr.m[idx[i]], yc);
+  }
+  int knee = nl_fronts_select(fr.m, n, NL_GP_KNEE);
+  int minval = nl_fronts_select(fr.m, n, NL_GP_MINVAL);
+  char title[512], ktitle[96], mtitle[96];
+  snprintf(title, sizeof title, "Pareto front of %s (%zu non-dominated of %zu members)", layer, k,
+           n);
+  nl_plot_series s[3];
+  int ns = 0;
+  s[ns++] = (nl_plot_series){.title = layer, .x = v, .y = v + k + 2, .n = k, .points = 4};
+  const int pick[2] = {knee, minval};
+  char *ptitle[2] = {ktitle, mtitle};
+  for (int p = 0; p < 2; p++) {
+    int m = pick[p];
+    if (m < 0 || (p == 1 && minval == knee)) continue;
+    double x = nl_front_value(&fr.m[m], xc), y = nl_front_value(&fr.m[m], yc);
+    if (!isfinite(x) || !isfinite(y)) continue;
+    v[k + p] = (float)x;
+    v[2 * k + 2 + p] = (float)y;
+    snprintf(ptitle[p], 96, "%s%s: %s %g, %s %.4g", p == 0 ? "knee" : "minval",
+             p == 0 && minval == knee ? " and minval" : "", xc, x, yc, y);
+    /* K and M in a text plot */
+    s[ns++] = (nl_plot_series){.title = ptitle[p], .x = v + k + p, .y = v + 2 * k + 2 + p, .n = 1,
+                               .points = 5, .pt = p == 0 ? 11 : 13};
+  }
   nl_plot_opts po = {
       .term = term_of(nl_arg_str(a, "term")),
       .output = nl_arg_str(a, "output"),
       .title = title,
-      .xlabel = strcmp(xc, "flops") == 0 ? "FLOPs per element" : "nodes",
-      .ylabel = yc,
+      .xlabel = axis_label(xc),
+      .ylabel = axis_label(yc),
       .text_out = ctx->out,
   };
-  nl_plot_series s = {.title = layer, .x = x, .y = y, .n = n, .points = 2};
   nl_plot_result res;
-  int rc = nl_plot_draw(&po, &s, 1, &res, err);
+  rc = nl_plot_draw(&po, s, ns, &res, err);
   if (rc == 0 && res.term == NL_PLOT_PNG) fprintf(ctx->out, "wrote %s\n", res.path);
-  free(x);
-  free(y);
+out:
+  free(v);
+  free(obj);
+  free(rank);
+  free(idx);
+  nl_fronts_free(&fr);
   return rc;
 }
 
@@ -255,14 +316,14 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     size_t len = 96;
     mtitle = nl_xmalloc(len);
     snprintf(mtitle, len, "mapping (%zu of %zu points)", k, ml->n);
-    s[ns++] = (nl_plot_series){mtitle, sx, sy, k, 1};
+    s[ns++] = (nl_plot_series){mtitle, sx, sy, k, 1, 0};
     double alpha, r2;
     if (nl_dyt_fit(ml->x, ml->y, ml->n, &alpha, NULL, &r2) == 0) {
       dy = nl_xmalloc(sizeof(float) * (size_t)n);
       for (long i = 0; i < n; i++) dy[i] = (float)tanh(alpha * gx[i]);
       dtitle = nl_xmalloc(96);
       snprintf(dtitle, 96, "DyT tanh(%.4g x), R² %.4f", alpha, r2);
-      s[ns++] = (nl_plot_series){dtitle, gx, dy, (size_t)n, 0};
+      s[ns++] = (nl_plot_series){dtitle, gx, dy, (size_t)n, 0, 0};
     }
   }
   if (have_prog) {
@@ -284,7 +345,7 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       snprintf(ftitle, len, "f(x) = %s", printed);
     }
     free(printed);
-    s[ns++] = (nl_plot_series){ftitle, gx, gy, (size_t)n, 0};
+    s[ns++] = (nl_plot_series){ftitle, gx, gy, (size_t)n, 0, 0};
   }
   nl_plot_opts po = {
       .term = term_of(nl_arg_str(a, "term")),
@@ -315,17 +376,30 @@ out:
 /* Per-layer FLOPs per element of a set beside LayerNorm and DyT, as bars. */
 static int plot_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (a->npos != 1) return nl_fail(err, NL_EINPUT, "expects 'plot cost' (with --set FILE)");
+  nl_session *sess = ctx->session;
   long d;
-  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
+  const char *dfrom;
+  if (!nl_arg_given(a, "dim") && sess && sess->model_width > 0) { /* the prompt's model */
+    d = sess->model_width;
+    dfrom = "model";
+  } else {
+    if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
+    dfrom = nl_arg_given(a, "dim") ? "--dim" : "default: ViT-B/16";
+  }
   const char *path = nl_arg_str(a, "set");
-  if (!path)
-    return nl_fail(err, NL_EINPUT,
-                   "no expression set: give --set FILE (or 'load exprs FILE' / 'set' first)");
   nl_exprset set;
   nl_exprset_init(&set);
-  if (nl_exprset_load(path, &set, err) != 0) {
-    nl_exprset_free(&set);
-    return -1;
+  if (sess && !nl_arg_given(a, "set") && sess->set.n > 0) { /* the prompt's own set, as it is */
+    nl_exprset_copy(&set, &sess->set);
+    path = "the session's set";
+  } else {
+    if (!path)
+      return nl_fail(err, NL_EINPUT,
+                     "no expression set: give --exprs FILE (or 'load exprs FILE' / 'set' first)");
+    if (nl_exprset_load(path, &set, err) != 0) {
+      nl_exprset_free(&set);
+      return -1;
+    }
   }
   if (set.n == 0) {
     nl_exprset_free(&set);
@@ -346,8 +420,8 @@ static int plot_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     yd[i] = (float)(nl_cost_dyt_token((int)d).flops / (double)d);
   }
   char title[160];
-  snprintf(title, sizeof title, "FLOPs per element, %zu layer%s (d = %ld)", n, n == 1 ? "" : "s",
-           d);
+  snprintf(title, sizeof title, "FLOPs per element, %zu layer%s; d = %ld (%s)", n,
+           n == 1 ? "" : "s", d, dfrom);
   nl_plot_series s[3] = {
       {.title = "this set", .x = xs, .y = ys, .n = n, .points = 3},
       {.title = "LayerNorm", .x = xl, .y = yl, .n = n, .points = 3},
@@ -386,12 +460,18 @@ const nl_cmd nl_cmd_plot = {
     .args = "expr|front|cost|LAYER [EXPR|LAYER]",
     .summary = "plot f(x) of an expression or a layer, a layer's Pareto front, or costs (gnuplot)",
     .help = "'plot expr EXPR' draws f(x) = EXPR; 'plot LAYER' the layer's expression from\n"
-            "the expression set; 'plot front LAYER' the layer's Pareto front; 'plot cost'\n"
-            "the FLOPs per element of each layer of the set (--set, at the prompt the\n"
-            "session's) as bars beside LayerNorm ((5d+2)/d) and DyT (24).\n"
-            "A window opens when $DISPLAY is set and gnuplot has a window terminal,\n"
-            "otherwise a PNG file is written and its name printed; --term dumb draws\n"
-            "text in the terminal. Fails with status 1 when gnuplot is missing.\n"
+            "the expression set; 'plot front LAYER' the layer's Pareto front: the members\n"
+            "of all seeds no other beats on both axes (--x, --y), joined, with the knee\n"
+            "and minval members marked (as 'pick' chooses them); 'plot cost' the FLOPs per\n"
+            "element of each layer of the set (--set, at the prompt the session's) as\n"
+            "bars beside LayerNorm ((5d+2)/d, d from --dim, at the prompt the model's)\n"
+            "and DyT (24).\n"
+            "--term auto follows $GNUTERM (window, png, dumb or gnuplot's names), else\n"
+            "opens a window when $DISPLAY is set and gnuplot has a window terminal,\n"
+            "otherwise writes a PNG file and prints its name; --term dumb draws text the\n"
+            "size of the terminal ($COLUMNS x $LINES, else the terminal's own). At the\n"
+            "prompt --term defaults to 'setting term'. Fails with status 1 when gnuplot\n"
+            "is missing.\n"
             "Example: plot front blocks.0.norm1 --fronts runs/fronts --term dumb",
     .opts = opts,
     .min_pos = 1,

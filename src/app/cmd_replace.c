@@ -15,8 +15,8 @@
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"set", NL_OPT_STR, "SPEC", NULL,
-     "FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln (see above)",
-     NULL, NL_OPTF_REQUIRED | NL_OPTF_PATH},
+     "FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln (see above; required but at the prompt)",
+     NULL, NL_OPTF_PATH},
     {"output", NL_OPT_STR, "FILE", NULL, "adapted checkpoint to write (safetensors)", NULL, NL_OPTF_PATH | NL_OPTF_REQUIRED},
     {"heads", NL_OPT_INT, "N", NULL, "number of attention heads (overrides the config)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object instead of the table", NULL, 0},
@@ -75,8 +75,6 @@ static void print_table(nl_ctx *ctx, const char *out, const char *label,
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  const char *settext = nl_arg_need(a, "set", err);
-  if (!settext) return -1;
   const char *outpath = nl_arg_need(a, "output", err);
   if (!outpath) return -1;
   nl_vit_load_opts lo = {0};
@@ -85,27 +83,28 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (nl_arg_int_range(a, "heads", 1, 4096, &h, err)) return -1;
     lo.heads = (int)h;
   }
-  nl_replace_parsed s;
-  if (nl_replace_parse(&s, settext, err)) {
-    nl_replace_parsed_free(&s);
-    return nl_error_prefix(err, "--set");
+  /* --set, or at the prompt the session's set */
+  nl_model_norms s;
+  if (nl_model_norms_get(ctx, a, 0, &s, err)) {
+    nl_model_norms_free(&s);
+    return -1;
   }
   const char *path = nl_model_path(ctx, a);
   nl_vit m;
   if (nl_vit_load(&m, path, &lo, err)) {
-    nl_replace_parsed_free(&s);
+    nl_model_norms_free(&s);
     return -1;
   }
   int *kept = nl_xcalloc((size_t)m.nnorms, sizeof(int));
-  int rc = nl_vit_replace(&m, &s.spec, kept, err);
+  int rc = nl_model_norms_apply(&s, &m, kept, NULL, err);
   if (!rc) rc = nl_vit_save(&m, outpath, err);
   if (!rc) {
-    if (nl_arg_flag(a, "json")) print_json(ctx, path, outpath, settext, &m, kept);
-    else print_table(ctx, outpath, settext, &s.spec, &m, kept);
+    if (nl_arg_flag(a, "json")) print_json(ctx, path, outpath, s.label, &m, kept);
+    else print_table(ctx, outpath, s.label, s.spec, &m, kept);
   }
   free(kept);
   nl_vit_free(&m);
-  nl_replace_parsed_free(&s);
+  nl_model_norms_free(&s);
   return rc;
 }
 
@@ -123,6 +122,8 @@ const nl_cmd nl_cmd_replace = {
             "  --set dyt=FILE     per-layer alphas: the JSON of `normlab dyt --json`, or\n"
             "                     {\"LAYER\": ALPHA, ...}; layers not in it are left as they were\n"
             "  --set ln           LayerNorm everywhere (undoes a replacement)\n"
+            "At the prompt --set defaults to the session's expression set (as it is, edits\n"
+            "included) and --model to the session's model.\n"
             "The checkpoint records each layer's kind in __metadata__ \"norms\" and DyT\n"
             "alphas as learnable tensors <layer>.alpha; info, eval, forward and extract\n"
             "load it directly. Prints a table of what each layer became.",

@@ -59,11 +59,17 @@ static const nl_opt opts[] = {
     {"eval-images", NL_OPT_INT, "N", "0", "evaluate on the first N images (0: all)", NULL, 0},
     {"init", NL_OPT_CHOICE, NULL, "model", "start from the model's weights or timm's random init",
      "model|random", 0},
-    {"seed", NL_OPT_INT, "S", "0", "seed of shuffling, augmentation, drop path, init", NULL, 0},
-    {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL, 0},
+    {"seed", NL_OPT_INT, "S", "0", "seed of shuffling, augmentation, drop path, init", NULL,
+     NL_OPTF_SESSION},
+    {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL,
+     NL_OPTF_SESSION},
     {"output", NL_OPT_STR, "DIR", NULL, "run directory (checkpoints, state, log)", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
     {"resume", NL_OPT_FLAG, NULL, NULL, "continue the run in --output", NULL, 0},
+    {"set", NL_OPT_STR, "SPEC", NULL,
+     "replace the norms first, as replace --set (at the prompt: the session's set; none: as "
+     "loaded)",
+     NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print the log as one JSON object", NULL, 0},
     {0},
 };
@@ -241,9 +247,16 @@ static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *
   return 0;
 }
 
-static int train_run(nl_ctx *ctx, const nl_train_opts *A, train_state *S, nl_error *err) {
+static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *norms,
+                     train_state *S, nl_error *err) {
   if (nl_vit_load(&S->m, A->model, NULL, err)) return -1;
   S->have_m = 1;
+  if (norms->spec) { /* the norms go in before anything is recorded (the fingerprint) */
+    int replaced;
+    if (nl_model_norms_apply(norms, &S->m, NULL, &replaced, err)) return -1;
+    fprintf(ctx->err, "train: %s with %s (%d of %d norm layers replaced)\n", A->model,
+            norms->label, replaced, S->m.nnorms);
+  }
   nl_vit *m = &S->m;
   const nl_vit_config *c = &m->cfg;
   if (A->teacher) {
@@ -463,7 +476,8 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, train_state *S, nl_err
 static int parse(nl_ctx *ctx, const nl_args *a, nl_train_opts *o, nl_error *err) {
   const nl_opt *ol = a->cmd->opts;
   for (int i = 0; ol[i].name; i++)
-    if (a->given[i] && strcmp(ol[i].name, "model") &&
+    if (a->val[i] && strcmp(ol[i].name, "model") && strcmp(ol[i].name, "set") &&
+        /* given, or from the session */
         nl_train_opts_set(o, ol[i].name, ol[i].type == NL_OPT_FLAG ? NULL : a->val[i], err))
       return -1;
   const char *model = nl_model_path(ctx, a); /* given, the session's, or the bundled one */
@@ -478,11 +492,18 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_train_opts_free(&A);
     return -1;
   }
+  nl_model_norms norms;
+  if (nl_model_norms_get(ctx, a, 1, &norms, err)) {
+    nl_model_norms_free(&norms);
+    nl_train_opts_free(&A);
+    return -1;
+  }
   train_state S;
   memset(&S, 0, sizeof S);
   if (!A.threads) A.threads = ctx->threads;
-  int rc = train_run(ctx, &A, &S, err);
+  int rc = train_run(ctx, &A, &norms, &S, err);
   cleanup(&S);
+  nl_model_norms_free(&norms);
   nl_train_opts_free(&A);
   return rc;
 }
@@ -504,7 +525,9 @@ const nl_cmd nl_cmd_train = {
         "the one commit point a resume reads) and the log DIR/train.json and DIR/train.csv.\n"
         "--resume continues where the run stopped, with the run's settings: only --epochs,\n"
         "--threads and --json may change. Ctrl-C saves and stops (exit 130). Same --seed,\n"
-        "same run.",
+        "same run. --set replaces the model's norms before training (as replace --set);\n"
+        "at the prompt it defaults to the session's expression set, as it is, on the\n"
+        "session's model ('--set none': the model as loaded).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

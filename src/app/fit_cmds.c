@@ -455,21 +455,9 @@ static int members_of(nl_session *s, const char *layer, nl_fronts *fr, int *knee
     nl_fronts_free(fr);
     return nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", s->fronts_dir, layer);
   }
-  nl_front_member *m = fr->m;
-  size_t n = fr->n;
-  qsort(m, n, sizeof *m, cmp_member);
-  nl_gp_member *g = nl_xcalloc(n, sizeof *g);
-  for (size_t i = 0; i < n; i++) {
-    const nl_front_member *x = &m[i];
-    g[i].nodes = x->nodes;
-    g[i].flops = x->flops;
-    g[i].val_fitness = isnan(x->val_fitness) ? x->val_mse : x->val_fitness;
-    if (isnan(g[i].val_fitness)) g[i].val_fitness = INFINITY;
-    g[i].val_mse = isnan(x->val_mse) ? INFINITY : x->val_mse;
-  }
-  *minval = nl_gp_select(g, (int)n, NL_GP_MINVAL);
-  *knee = nl_gp_select(g, (int)n, NL_GP_KNEE);
-  free(g);
+  qsort(fr->m, fr->n, sizeof *fr->m, cmp_member);
+  *minval = nl_fronts_select(fr->m, fr->n, NL_GP_MINVAL);
+  *knee = nl_fronts_select(fr->m, fr->n, NL_GP_KNEE);
   return 0;
 }
 

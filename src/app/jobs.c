@@ -2,8 +2,8 @@
  * campaign on a thread (session/job.h) while the prompt stays usable;
  * 'jobs' and 'status' show its progress, 'stop' ends it after the current
  * generation keeping the partial front. When it ends (finished or
- * stopped) its fronts are loaded into the session and the session is
- * autosaved. */
+ * stopped) its fronts are loaded into the session and recorded in its
+ * directory. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +46,7 @@ int nl_wb_job_start(nl_ctx *ctx, int argc, char **argv, nl_error *err) {
   return rc;
 }
 
-/* Join a finished job: report, load its fronts, autosave. */
+/* Join a finished job: report, load its fronts, record them. */
 static void finish(nl_ctx *ctx) {
   nl_job_result r;
   if (nl_job_join(&r) != 0) return;
@@ -62,20 +62,20 @@ static void finish(nl_ctx *ctx) {
 }
 
 /* While the job runs: when it has moved on to another layer-seed (one
- * search finished), load what is on disk and save the session quietly,
- * so a crash loses no finished search. */
+ * search finished), load what is on disk (views show it at once) and,
+ * in a session with a directory, record the fronts there quietly, so a
+ * crash loses no finished search. */
 static void checkpoint(nl_ctx *ctx) {
   nl_session *s = ctx->session;
   int task = nl_job_task();
-  if (task <= g_saved_task || !s || !s->dir) return;
+  if (task <= g_saved_task || !s) return;
   g_saved_task = task;
   nl_error err;
   nl_error_clear(&err);
-  char *dir = nl_xstrdup(nl_job_outdir()), *sd = nl_xstrdup(s->dir);
-  if (nl_session_load(s, "fronts", dir, &err) == 0 && s->nfronts > 0)
-    nl_session_save(s, sd, &err); /* quietly: the end of the job reports */
+  char *dir = nl_xstrdup(nl_job_outdir());
+  if (nl_session_load(s, "fronts", dir, &err) == 0 && s->nfronts > 0 && s->dir)
+    nl_session_record_fronts(s, &err); /* quietly: the end of the job reports */
   free(dir);
-  free(sd);
 }
 
 int nl_wb_job_poll(nl_ctx *ctx) {
@@ -136,8 +136,8 @@ static const nl_cmd cmd_stop = {
     .summary = "stop the background search, keeping its partial front",
     .help = "Waits for the current generation to end. Finished layer-seeds and the\n"
             "partial front of the running one stay in the output directory (rerunning the\n"
-            "same evolve resumes); the fronts are loaded into the session and the session\n"
-            "is autosaved when it has a directory.",
+            "same evolve resumes); the fronts are loaded into the session and recorded in\n"
+            "its directory when it has one.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,

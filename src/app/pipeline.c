@@ -1,6 +1,6 @@
 /* Shell commands in the session's context: 'cost' of the current set, and
- * what follows an 'evolve' at the prompt (its fronts loaded, the session
- * saved when it has a directory). */
+ * what follows an 'evolve' at the prompt (its fronts loaded and recorded
+ * in the session's directory when it has one). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <stdio.h>
@@ -11,8 +11,6 @@
 #include "base/mem.h"
 #include "app/wb_local.h"
 
-extern const nl_cmd nl_cmd_cost;
-
 /* ---- cost ---- */
 
 /* The same options as the shell's 'cost' (its run function reads them by
@@ -20,37 +18,22 @@ extern const nl_cmd nl_cmd_cost;
 static const nl_opt cost_opts[] = {
     {"set", NL_OPT_STR, "FILE", NULL, "expression set (default at the prompt: the session's)",
      NULL, NL_OPTF_PATH},
-    {"dim", NL_OPT_INT, "D", "768", "token width d (default at the prompt: the model's)", NULL,
-     0},
-    {"tokens", NL_OPT_INT, "L", "197", "tokens per image (197: ViT-B/16 at 224x224)", NULL, 0},
+    {"dim", NL_OPT_INT, "D", "768", "token width d (default: the loaded model's, else ViT-B's)",
+     NULL, 0},
+    {"tokens", NL_OPT_INT, "L", "197",
+     "tokens per image (default: the loaded model's, else 197: ViT-B/16 at 224x224)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
 
 static int run_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
-  if (a->npos > 0 || nl_arg_given(a, "set")) { /* as the shell, at the model's width */
-    nl_args b = *a;
-    char dim[24];
-    if (!nl_arg_given(a, "dim") && s->model_width > 0)
-      for (int i = 0; a->cmd->opts[i].name; i++)
-        if (strcmp(a->cmd->opts[i].name, "dim") == 0) {
-          snprintf(dim, sizeof dim, "%d", s->model_width);
-          b.val[i] = dim;
-        }
-    return nl_cmd_cost.run(ctx, &b, err);
-  }
-  if (s->set.n == 0)
+  if (a->npos == 0 && s->set.n == 0)
     return nl_fail(err, NL_EINPUT,
                    "no expressions in the session: 'load exprs FILE', 'set' or 'pick' "
                    "(or 'cost --set FILE | EXPR...')");
-  long d, L;
-  if (!nl_arg_given(a, "dim") && s->model_width > 0)
-    d = s->model_width;
-  else if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0)
-    return -1;
-  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
-  return nl_cost_report(ctx, &s->set, d, L, nl_arg_flag(a, "json"));
+  /* d and the tokens per image of the loaded model (its config) */
+  return nl_cost_command(ctx, a, &s->set, s->model_width, s->model_tokens, err);
 }
 
 static const nl_cmd cmd_cost = {
@@ -58,10 +41,12 @@ static const nl_cmd cmd_cost = {
     .args = "[FILE.exprs | EXPR...]",
     .summary = "FLOPs and bytes per layer of the session's set vs LayerNorm and DyT",
     .help = "As 'normlab cost' (see 'man normlab'); at the prompt without arguments it\n"
-            "counts the session's current expression set, and --dim defaults to the\n"
-            "loaded model's width. Each layer's FLOPs/elem (tanh 23, sigmoid 22, exp 19,\n"
-            "+ - * / 1, clip 0), per token cost*d FLOPs and 4d bytes, totals beside\n"
-            "LayerNorm (5d+2 FLOPs, 8d bytes per token) and DyT (24d, 4d).",
+            "counts the session's current expression set, and --dim and --tokens default\n"
+            "to the loaded model's width and tokens per image ((img/patch)^2 + 1, from its\n"
+            "config); the table says where each came from. Each layer's FLOPs/elem (tanh\n"
+            "23, sigmoid 22, exp 19, + - * / 1, clip 0), per token cost*d FLOPs and 4d\n"
+            "bytes, totals beside LayerNorm (5d+2 FLOPs, 8d bytes per token) and DyT (24d,\n"
+            "4d).",
     .opts = cost_opts,
     .min_pos = 0,
     .max_pos = -1,
@@ -100,13 +85,13 @@ void nl_wb_fronts_arrived(nl_ctx *ctx, const char *outdir) {
   free(dir);
   fprintf(ctx->err, "fronts %s loaded (%d layers): 'front LAYER', 'pick LAYER knee|minval|N'\n",
           s->fronts_dir, s->nfronts);
-  if (s->dir) {
-    char *sd = nl_xstrdup(s->dir);
-    if (nl_session_save(s, sd, &err) != 0)
-      fprintf(ctx->err, "normlab evolve: autosave of %s failed: %s\n", sd, err.msg);
+  if (s->dir) { /* recorded at once; the set's edits wait for 'save' */
+    char *f = nl_session_path(s, NL_SESSION_FILE);
+    if (nl_session_record_fronts(s, &err) != 0)
+      fprintf(ctx->err, "normlab evolve: the fronts are not recorded in %s: %s\n", f, err.msg);
     else
-      fprintf(ctx->err, "autosaved %s/%s\n", sd, NL_SESSION_FILE);
-    free(sd);
+      fprintf(ctx->err, "recorded the fronts in %s\n", f);
+    free(f);
   }
 }
 

@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session/session.h"
 #include "app/wb_local.h"
+#include "base/mem.h"
 #include "session/job.h"
+#include "session/session.h"
+#include "session/settings.h"
 
 static const nl_opt no_opts[] = {{0}};
 
@@ -33,8 +35,14 @@ static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
   fprintf(ctx->out,
           "\n'help CMD' or 'CMD --help' shows a command's options. After 'load model FILE' or\n"
-          "'load maps FILE', commands take --model and --maps from the session.\n"
-          "Tab completes commands, options, choices, layer names and file names.\n");
+          "'load maps FILE', commands take --model and --maps from the session; eval,\n"
+          "replace and train apply the session's expression set (--set none: as loaded).\n"
+          "Tab completes commands, options, choices, layer names, settings and file\n"
+          "names (the kind a word takes first: model files after 'load model').\n"
+          "Edits of the expression set are written only by 'save': 'quit', Ctrl-D and\n"
+          "'open' ask first at a terminal and refuse in a script ('quit!', 'open!' discard\n"
+          "them); the end of a script leaves as it is. After 'evolve', the session's\n"
+          "directory records its fronts at once.\n");
   return 0;
 }
 
@@ -110,6 +118,8 @@ static int run_status(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   fputc('\n', o);
   for (int i = 0; i < s->nsettings; i++)
     fprintf(o, "setting  %s = %s\n", s->settings[i].key, s->settings[i].value);
+  if (nl_session_unsaved(s))
+    fprintf(o, "unsaved  the expression set's edits ('save%s' writes them)\n", s->dir ? "" : " DIR");
   char job[600];
   if (nl_job_line(job, sizeof job)) fprintf(o, "job      %s\n", job);
   return 0;
@@ -130,10 +140,14 @@ static int run_save(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *dir = a->npos ? a->pos[0] : s->dir;
   if (!dir) return nl_fail(err, NL_EINPUT, "no session directory yet: 'save DIR'");
-  char *d = strdup(dir);
+  char *d = nl_xstrdup(dir);
   int rc = nl_session_save(s, d, err);
-  if (rc == 0) fprintf(ctx->out, "saved %s/%s\n", d, NL_SESSION_FILE);
   free(d);
+  if (rc == 0) {
+    char *f = nl_session_path(s, NL_SESSION_FILE);
+    fprintf(ctx->out, "saved %s\n", f);
+    free(f);
+  }
   return rc;
 }
 
@@ -150,45 +164,179 @@ static const nl_cmd cmd_save = {
     .run = run_save,
 };
 
-static int run_open(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+/* ---- unsaved changes: quit and open ---- */
+
+/* The answer to a question at the prompt: 'y', 'n' or 'c' (cancel: also
+ * Ctrl-C, end of input and an empty line). */
+static int ask(const char *question) {
+  const nl_wb_frontend *fe = nl_wb_fe();
+  for (;;) {
+    char *line = fe->read_prefilled ? fe->read_prefilled(question, "") : NULL;
+    if (!line) return 'c';
+    char *p = line;
+    while (*p == ' ' || *p == '\t') p++;
+    size_t n = strlen(p);
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) p[--n] = '\0';
+    int a = strcmp(p, "y") == 0 || strcmp(p, "yes") == 0  ? 'y'
+            : strcmp(p, "n") == 0 || strcmp(p, "no") == 0 ? 'n'
+            : !*p || strcmp(p, "c") == 0 || strcmp(p, "cancel") == 0 ? 'c'
+                                                                       : 0;
+    free(line);
+    if (a) return a;
+  }
+}
+
+/* Before 'quit' or 'open' drops the session: its unsaved edits are never
+ * lost without a yes. Returns 0 to go on (nothing unsaved, saved, or
+ * discarded), 1 when the person cancelled, -1 on an error (a script:
+ * refused; a failed save). */
+static int settle_unsaved(nl_ctx *ctx, const char *cmd, const char *args, int force,
+                          nl_error *err) {
   nl_session *s = ctx->session;
+  if (force || !nl_session_unsaved(s)) return 0;
+  if (!nl_wb_interactive())
+    return nl_fail(err, NL_EINPUT,
+                   "the expression set has unsaved changes (%d expression%s): 'save%s' first, or "
+                   "'%s!%s' to discard them",
+                   s->set.n, s->set.n == 1 ? "" : "s", s->dir ? "" : " DIR", cmd, args);
+  fflush(ctx->out);
+  char q[4400];
+  if (s->dir)
+    snprintf(q, sizeof q, "The expression set has unsaved changes. Save them to %s first? "
+                          "[y]es, [n]o: discard, [c]ancel: ",
+             s->dir);
+  else
+    snprintf(q, sizeof q, "The expression set has unsaved changes. Save the session first? "
+                          "[y]es, [n]o: discard, [c]ancel: ");
+  int a = ask(q);
+  if (a == 'n') return 0;
+  if (a == 'c') {
+    fprintf(ctx->err, "%s cancelled: the session is as it was\n", cmd);
+    return 1;
+  }
+  char *dir = s->dir ? nl_xstrdup(s->dir) : nl_wb_fe()->read_prefilled("Save the session in directory: ", "");
+  if (dir) {
+    char *p = dir;
+    while (*p == ' ') p++;
+    if (!*p) {
+      free(dir);
+      dir = NULL;
+    }
+  }
+  if (!dir) {
+    fprintf(ctx->err, "%s cancelled: the session is as it was\n", cmd);
+    return 1;
+  }
+  int rc = nl_session_save(s, dir, err);
+  free(dir);
+  if (rc != 0) return nl_error_prefix(err, "save");
+  char *f = nl_session_path(s, NL_SESSION_FILE);
+  fprintf(ctx->out, "saved %s\n", f);
+  free(f);
+  return 0;
+}
+
+static int open_session(nl_ctx *ctx, const nl_args *a, int force, nl_error *err) {
+  nl_session *s = ctx->session;
+  char args[4200];
+  snprintf(args, sizeof args, " %s", a->pos[0]);
+  int rc = settle_unsaved(ctx, "open", args, force, err);
+  if (rc != 0) return rc < 0 ? -1 : 0;
   if (nl_session_open(s, a->pos[0], err) != 0) return -1;
-  fprintf(ctx->out, "opened %s: ", a->pos[0]);
+  fprintf(ctx->out, "opened %s: ", s->dir);
   int any = 0;
   if (s->model_path) fprintf(ctx->out, "%smodel", any++ ? ", " : "");
   if (s->maps_path) fprintf(ctx->out, "%smaps", any++ ? ", " : "");
   if (s->set.n) fprintf(ctx->out, "%s%d expressions", any++ ? ", " : "", s->set.n);
   if (s->fronts_dir) fprintf(ctx->out, "%sfronts", any++ ? ", " : "");
   fprintf(ctx->out, "%s\n", any ? "" : "empty session");
+  if (s->open_note) {
+    fprintf(ctx->err, "open: left out of %s: %s\n", s->dir, s->open_note);
+    free(s->open_note);
+    s->open_note = NULL;
+  }
   return 0;
+}
+
+static int run_open(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  return open_session(ctx, a, 0, err);
+}
+
+static int run_open_force(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  return open_session(ctx, a, 1, err);
 }
 
 static const nl_cmd cmd_open = {
     .name = "open",
     .args = "DIR",
     .summary = "open a session saved with 'save'",
+    .help = "Unsaved edits of the expression set are not dropped silently: at a terminal\n"
+            "'open' asks whether to save them first (yes, no: discard, cancel); in a script\n"
+            "it refuses (exit 2). 'open! DIR' discards them.",
     .opts = no_opts,
     .min_pos = 1,
     .max_pos = 1,
     .run = run_open,
 };
 
+static const nl_cmd cmd_open_force = {
+    .name = "open!",
+    .args = "DIR",
+    .summary = "open a session, discarding unsaved edits of the expression set",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_open_force,
+};
+
 /* ---- settings ---- */
+
+/* 'setting' without arguments: every setting, its value and where that
+ * comes from. */
+static void list_settings(nl_ctx *ctx) {
+  nl_session *s = ctx->session;
+  fprintf(ctx->out, "%-8s %-8s %-9s %s\n", "setting", "value", "from", "what it does");
+  const nl_setting_def *d;
+  for (int i = 0; (d = nl_setting_at(i)) != NULL; i++) {
+    const char *from, *raw;
+    const char *v = nl_session_setting_value(s, d->name, &from);
+    char range[96];
+    if (d->type == NL_SETTING_INT)
+      snprintf(range, sizeof range, "%ld..%ld", d->lo, d->hi);
+    else
+      snprintf(range, sizeof range, "%s", d->choices);
+    fprintf(ctx->out, "%-8s %-8s %-9s %s [%s]\n", d->name, v ? v : "-", v ? from : "unset",
+            d->help, range);
+    if (!nl_session_get_setting(s, d->name) && !nl_setting_env_value(d, &raw) && raw)
+      fprintf(ctx->out, "%-8s %-8s %-9s $%s=%s is not a value it takes\n", "", "", "", d->env,
+              raw);
+  }
+}
 
 static int run_setting(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
+  if (nl_arg_flag(a, "unset")) {
+    if (a->npos != 1) return nl_fail(err, NL_EINPUT, "--unset takes one NAME");
+    return nl_session_setting(s, a->pos[0], NULL, err);
+  }
   if (a->npos == 0) {
-    for (int i = 0; i < s->nsettings; i++)
-      fprintf(ctx->out, "%s = %s\n", s->settings[i].key, s->settings[i].value);
+    list_settings(ctx);
     return 0;
+  }
+  const char *eq = strchr(a->pos[0], '=');
+  if (a->npos == 1 && eq) { /* NAME=VALUE */
+    char *name = nl_xstrndup(a->pos[0], (size_t)(eq - a->pos[0]));
+    int rc = nl_session_setting(s, name, eq + 1, err);
+    free(name);
+    return rc;
   }
   if (a->npos == 1) {
-    const char *v = nl_session_get_setting(s, a->pos[0]);
-    if (!v) return nl_fail(err, NL_EINPUT, "no setting '%s'", a->pos[0]);
-    fprintf(ctx->out, "%s\n", v);
+    if (!nl_setting_find(a->pos[0])) return nl_setting_unknown(a->pos[0], err);
+    const char *v = nl_session_setting_value(s, a->pos[0], NULL);
+    fprintf(ctx->out, "%s\n", v ? v : "(unset)");
     return 0;
   }
-  return nl_session_setting(s, a->pos[0], nl_arg_flag(a, "unset") ? NULL : a->pos[1], err);
+  return nl_session_setting(s, a->pos[0], a->pos[1], err);
 }
 
 static const nl_opt setting_opts[] = {
@@ -196,33 +344,61 @@ static const nl_opt setting_opts[] = {
     {0},
 };
 
-static int run_setting_checked(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  if (nl_arg_flag(a, "unset")) {
-    if (a->npos != 1) return nl_fail(err, NL_EINPUT, "--unset takes one NAME");
-    return nl_session_setting(ctx->session, a->pos[0], NULL, err);
-  }
-  return run_setting(ctx, a, err);
-}
-
 static const nl_cmd cmd_setting = {
     .name = "setting",
-    .args = "[NAME [VALUE]]",
+    .args = "[SETTING [VALUE]]",
     .summary = "list, show or change session settings",
-    .help = "A setting NAME fills the option --NAME of later commands where that option\n"
-            "takes its value from the session (for example 'setting seed 7').",
+    .help = "Without arguments: every setting with its value, where the value comes from\n"
+            "(session, an environment variable, default) and what it accepts. A setting\n"
+            "fills an option of later commands when it is not given: seed and threads\n"
+            "the --seed and --threads of evolve and train, term the --term of plot\n"
+            "($GNUTERM when not set here); timer on prints each command's wall time.\n"
+            "'setting NAME VALUE' (or NAME=VALUE) checks the value; an unknown name or a\n"
+            "bad value is an error (exit 2). Settings are saved with the session.",
     .opts = setting_opts,
     .min_pos = 0,
     .max_pos = 2,
-    .run = run_setting_checked,
+    .run = run_setting,
 };
 
 /* ---- undo ---- */
 
+/* One line per layer whose entry differs between `before` and the set
+ * now: "undone: LAYER = NOW  (was BEFORE)". Returns how many. */
+static int report_undo(FILE *o, const nl_exprset *before, const nl_exprset *now) {
+  int changed = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    const nl_exprset *a = pass == 0 ? now : before, *b = pass == 0 ? before : now;
+    for (int i = 0; i < a->n; i++) {
+      const nl_exprset_entry *x = &a->e[i], *y = nl_exprset_find(b, x->name);
+      if (pass == 1 && y) continue; /* listed in the first pass */
+      const nl_exprset_entry *was = pass == 0 ? y : x, *is = pass == 0 ? x : NULL;
+      if (is && was && strcmp(is->text, was->text) == 0) continue;
+      fprintf(o, "undone: %s = %s  (was %s)\n", x->name, is ? is->text : "(LayerNorm: not in the set)",
+              was ? was->text : "LayerNorm: not in the set");
+      changed++;
+    }
+  }
+  return changed;
+}
+
 static int run_undo(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   (void)a;
   nl_session *s = ctx->session;
-  if (nl_session_undo(s) != 0) return nl_fail(err, NL_EINPUT, "nothing to undo");
-  fprintf(ctx->out, "undone: the set has %d expressions\n", s->set.n);
+  nl_exprset before;
+  nl_exprset_copy(&before, &s->set);
+  if (nl_session_undo(s) != 0) {
+    nl_exprset_free(&before);
+    return nl_fail(err, NL_EINPUT, "nothing to undo");
+  }
+  int changed = report_undo(ctx->out, &before, &s->set);
+  nl_exprset_free(&before);
+  if (changed == 0)
+    fprintf(ctx->out, "undone: no expression changed; the set has %d expression%s\n", s->set.n,
+            s->set.n == 1 ? "" : "s");
+  else if (changed > 1)
+    fprintf(ctx->out, "undone: %d layers; the set has %d expression%s\n", changed, s->set.n,
+            s->set.n == 1 ? "" : "s");
   return 0;
 }
 
@@ -230,7 +406,8 @@ static const nl_cmd cmd_undo = {
     .name = "undo",
     .summary = "undo the last change to the expression set",
     .help = "Changes are 'set', 'edit', 'simplify', 'refit', 'fold', 'pick', 'load exprs' and\n"
-            "'unload exprs'; the last 100 are kept.",
+            "'unload exprs'; the last 100 are kept. Prints each layer it changed back:\n"
+            "'undone: LAYER = EXPR  (was EXPR)'.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,
@@ -288,21 +465,43 @@ static const nl_cmd cmd_history = {
     .aliases = history_aliases,
 };
 
-static int run_quit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  (void)ctx;
-  (void)a;
-  (void)err;
+static int quit_session(nl_ctx *ctx, int force, nl_error *err) {
+  int rc = settle_unsaved(ctx, "quit", "", force, err);
+  if (rc != 0) return rc < 0 ? -1 : 0;
   if (nl_wb_fe()->quit) nl_wb_fe()->quit();
   return 0;
+}
+
+static int run_quit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  return quit_session(ctx, 0, err);
+}
+
+static int run_quit_force(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  return quit_session(ctx, 1, err);
 }
 
 static const nl_cmd cmd_quit = {
     .name = "quit",
     .summary = "leave normlab (also Ctrl-D)",
+    .help = "Unsaved edits of the expression set are not dropped silently: at a terminal\n"
+            "'quit' (and Ctrl-D) asks whether to save them first (yes, no: discard,\n"
+            "cancel); in a script it refuses (exit 2). 'quit!' discards them. The end of\n"
+            "a script leaves as it is.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,
     .run = run_quit,
+};
+
+static const nl_cmd cmd_quit_force = {
+    .name = "quit!",
+    .summary = "leave normlab, discarding unsaved edits of the expression set",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_quit_force,
 };
 
 /* ---- layers ---- */
@@ -406,6 +605,6 @@ static const nl_cmd cmd_show = {
 
 const nl_cmd *const nl_wb_session_commands[] = {
     &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show, &cmd_undo,
-    &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_source,
-    &cmd_history, &cmd_quit,    NULL,
+    &cmd_save,    &cmd_open,    &cmd_open_force, &cmd_setting, &cmd_source,
+    &cmd_history, &cmd_quit,    &cmd_quit_force, NULL,
 };

@@ -21,11 +21,12 @@ extern const nl_cmd *const nl_wb_job_commands[];
 const nl_wb_frontend *nl_wb_fe(void);
 
 /* Run after every command: after 'evolve' (finished or interrupted) its
- * fronts are loaded and the session autosaved when it has a directory. */
+ * fronts are loaded and recorded in the session's directory when it has
+ * one (nl_session_record_fronts: the set's edits are left to 'save'). */
 void nl_wb_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
                          const nl_error *cmd_err);
-/* Load the fronts a search wrote to outdir into the session and autosave
- * it when it has a directory. */
+/* Load the fronts a search wrote to outdir into the session and record
+ * them in its directory when it has one. */
 void nl_wb_fronts_arrived(nl_ctx *ctx, const char *outdir);
 
 /* The settings of an 'evolve' command line (or of the session), through
@@ -44,9 +45,12 @@ void nl_wb_fit_cleanup(void);
 /* Details of an expression for 'show': its tree and cost (expr_cmds.c). */
 void nl_wb_show_details(nl_ctx *ctx, const nl_prog *p);
 
-/* The table of 'cost' for a set: FLOPs and bytes per layer at width d
- * for L tokens, beside LayerNorm and DyT, as text or one JSON object
- * (cmd_cost.c). */
-int nl_cost_report(nl_ctx *ctx, const nl_exprset *set, long d, long L, int as_json);
+/* 'cost' (cmd_cost.c), on the shell line and at the prompt: the set of
+ * the positional arguments (a file or expressions), else `set` (the
+ * session's; NULL: none); d from --dim, else model_d when positive, else
+ * 768; tokens from --tokens, else model_tokens when positive, else 197
+ * (ViT-B/16). The output says where each came from. */
+int nl_cost_command(nl_ctx *ctx, const nl_args *a, const nl_exprset *set, long model_d,
+                    long model_tokens, nl_error *err);
 
 #endif

@@ -169,7 +169,7 @@ int nl_wb_exec(nl_ctx *ctx, int argc, char **argv) {
   g_exec_depth--;
   free(a.pos);
   fflush(ctx->out);
-  const char *timer = ctx->session ? nl_session_get_setting(ctx->session, "timer") : NULL;
+  const char *timer = ctx->session ? nl_session_setting_value(ctx->session, "timer", NULL) : NULL;
   if (timer && strcmp(timer, "on") == 0)
     fprintf(ctx->err, "time: %.3f s\n", nl_now() - t0);
   int interrupted = nl_interrupted();

@@ -78,8 +78,9 @@ int nl_wb_block_run(nl_ctx *ctx, const char *text, const char *where);
 
 /* ---- the background search ('evolve ... &', 'jobs', 'stop') ---- */
 
-/* Join the search if it has ended (report, load its fronts, autosave):
- * 1 if so. While it runs, load what it finished and save quietly. */
+/* Join the search if it has ended (report, load its fronts, record them
+ * in the session's directory): 1 if so. While it runs, load what it
+ * finished and record it quietly. Reports go to ctx->err. */
 int nl_wb_job_poll(nl_ctx *ctx);
 
 /* ---- figures for views of the session (the dashboard) ---- */

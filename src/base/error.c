@@ -1,5 +1,6 @@
 #include "base/error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,4 +47,20 @@ int nl_error_exit_status(const nl_error *e) {
   if (e->code == NL_EINPUT) return 2;
   if (e->code == NL_EINTR) return 130;
   return 1;
+}
+
+int nl_errno_code(int errnum) {
+  switch (errnum) {
+    case ENOENT:
+    case EACCES:
+    case EPERM:
+    case ENOTDIR:
+    case EISDIR:
+    case ENAMETOOLONG:
+    case ELOOP:
+    case EROFS:
+      return NL_EINPUT;
+    default:
+      return NL_EIO;
+  }
 }

@@ -33,6 +33,13 @@ int nl_fail(nl_error *e, int code, const char *fmt, ...)
 int nl_error_prefix(nl_error *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The code of a failed open, create or mkdir of a path the user named,
+ * from errno: NL_EINPUT when the path is at fault (missing, permission
+ * denied, not a directory, a directory, too long, a loop, a read-only
+ * file system), NL_EIO for the rest (disk errors, no space, too many
+ * open files). */
+int nl_errno_code(int errnum);
+
 /* Map an error to a process exit status: NL_EINPUT -> 2, NL_EINTR -> 130,
  * anything else non-zero -> 1. */
 int nl_error_exit_status(const nl_error *e);

@@ -13,7 +13,7 @@
 char *nl_read_file(const char *path, size_t *len, nl_error *err) {
   FILE *fp = fopen(path, "rb");
   if (!fp) {
-    nl_fail(err, errno == ENOENT ? NL_EINPUT : NL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    nl_fail(err, nl_errno_code(errno), "%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
   size_t cap = 1 << 16, n = 0;
@@ -23,7 +23,7 @@ char *nl_read_file(const char *path, size_t *len, nl_error *err) {
     n += got;
     if (n < cap) {
       if (ferror(fp)) {
-        nl_fail(err, NL_EIO, "%s: read error: %s", path, strerror(errno));
+        nl_fail(err, nl_errno_code(errno), "%s: read error: %s", path, strerror(errno));
         fclose(fp);
         free(buf);
         return NULL;
@@ -47,7 +47,8 @@ int nl_atomic_open(nl_atomic_file *af, const char *path, nl_error *err) {
   snprintf(af->tmppath, n + 32, "%s.tmp.XXXXXX", path);
   int fd = mkstemp(af->tmppath);
   if (fd < 0) {
-    nl_fail(err, NL_EIO, "%s: cannot create temporary file: %s", path, strerror(errno));
+    nl_fail(err, nl_errno_code(errno), "%s: cannot create temporary file: %s", path,
+            strerror(errno));
     free(af->path);
     free(af->tmppath);
     memset(af, 0, sizeof *af);
@@ -138,14 +139,14 @@ int nl_mkdir_p(const char *path, nl_error *err) {
     if (*s != '/') continue;
     *s = '\0';
     if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-      nl_fail(err, NL_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+      nl_fail(err, nl_errno_code(errno), "%s: cannot create directory: %s", p, strerror(errno));
       free(p);
       return -1;
     }
     *s = '/';
   }
   if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-    nl_fail(err, NL_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+    nl_fail(err, nl_errno_code(errno), "%s: cannot create directory: %s", p, strerror(errno));
     free(p);
     return -1;
   }
@@ -162,4 +163,17 @@ int nl_mkdir_p(const char *path, nl_error *err) {
 int nl_file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
+}
+
+char *nl_path_join(const char *dir, const char *name) {
+  size_t d = dir ? strlen(dir) : 0;
+  while (d > 1 && dir[d - 1] == '/') d--;
+  while (*name == '/' && d > 0) name++;
+  size_t n = strlen(name);
+  char *p = nl_xmalloc(d + n + 2);
+  memcpy(p, dir ? dir : "", d);
+  size_t k = d;
+  if (d > 0 && dir[d - 1] != '/') p[k++] = '/';
+  memcpy(p + k, name, n + 1);
+  return p;
 }

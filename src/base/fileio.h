@@ -38,4 +38,8 @@ int nl_mkdir_p(const char *path, nl_error *err);
 
 int nl_file_exists(const char *path);
 
+/* "dir/name" with one '/' between them, whatever dir ends with ("" and
+ * NULL: name alone). Caller frees. */
+char *nl_path_join(const char *dir, const char *name);
+
 #endif

@@ -15,7 +15,7 @@
 static unsigned char *read_gz(const char *path, size_t *len, nl_error *err) {
   gzFile g = gzopen(path, "rb");
   if (!g) {
-    nl_fail(err, errno == ENOENT ? NL_EINPUT : NL_EIO, "%s: cannot open: %s", path,
+    nl_fail(err, nl_errno_code(errno), "%s: cannot open: %s", path,
             errno ? strerror(errno) : "zlib error");
     return NULL;
   }

@@ -224,7 +224,7 @@ int nl_st_open(nl_st_file *f, const char *path, nl_error *err) {
   memset(f, 0, sizeof *f);
   int fd = open(path, O_RDONLY);
   if (fd < 0)
-    return nl_fail(err, errno == ENOENT ? NL_EINPUT : NL_EIO, "%s: cannot open: %s", path,
+    return nl_fail(err, nl_errno_code(errno), "%s: cannot open: %s", path,
                    strerror(errno));
   struct stat st;
   if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {

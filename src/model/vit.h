@@ -112,6 +112,10 @@ typedef struct nl_vit_load_opts {
  * missing tensors are errors naming them. */
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err);
 void nl_vit_free(nl_vit *m);
+/* The config alone, as nl_vit_load resolves it (the tensors are not
+ * read, only their header). */
+int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opts *o,
+                       nl_error *err);
 /* Write the parameters (timm names, DyT alphas included), the config and
  * the norm kinds ("norms") as __metadata__; atomically (temporary file and
  * rename: an error leaves no file behind). */

@@ -582,6 +582,16 @@ static int restore_norms(nl_vit *m, const nl_st_file *f, const char *path, const
   return rc;
 }
 
+int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opts *o,
+                       nl_error *err) {
+  nl_st_file f;
+  if (nl_st_open(&f, path, err)) return -1;
+  inferred s;
+  int rc = infer(&f, &s, err) || resolve_config(&f, &s, o, c, err) ? -1 : 0;
+  nl_st_close(&f);
+  return rc;
+}
+
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err) {
   memset(m, 0, sizeof *m);
   nl_st_file f;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +47,64 @@ int nl_plot_parse_range(const char *s, double *a, double *b, nl_error *err) {
     return nl_fail(err, NL_EINPUT, "range '%s': expected A:B with finite numbers", s);
   if (!(*a < *b)) return nl_fail(err, NL_EINPUT, "range '%s': A must be below B", s);
   return 0;
+}
+
+int nl_plot_term_parse(const char *name, nl_plot_term *t) {
+  static const struct {
+    const char *name;
+    nl_plot_term term;
+  } names[] = {{"auto", NL_PLOT_AUTO},     {"window", NL_PLOT_WINDOW}, {"png", NL_PLOT_PNG},
+               {"dumb", NL_PLOT_DUMB},     {"qt", NL_PLOT_WINDOW},     {"wxt", NL_PLOT_WINDOW},
+               {"x11", NL_PLOT_WINDOW},    {"aqua", NL_PLOT_WINDOW},   {"windows", NL_PLOT_WINDOW},
+               {"pngcairo", NL_PLOT_PNG}};
+  if (!name) return -1;
+  while (*name == ' ' || *name == '\t') name++;
+  size_t n = strcspn(name, " \t");
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strlen(names[i].name) == n && strncmp(names[i].name, name, n) == 0) {
+      *t = names[i].term;
+      return 0;
+    }
+  return -1;
+}
+
+const char *nl_plot_term_name(nl_plot_term t) {
+  switch (t) {
+    case NL_PLOT_WINDOW: return "window";
+    case NL_PLOT_PNG: return "png";
+    case NL_PLOT_DUMB: return "dumb";
+    default: return "auto";
+  }
+}
+
+static int env_size(const char *name) {
+  const char *v = getenv(name);
+  if (!v || !*v) return 0;
+  char *end;
+  long n = strtol(v, &end, 10);
+  return *end || n < 1 || n > 10000 ? 0 : (int)n;
+}
+
+void nl_plot_text_size(int fd, int *width, int *height) {
+  int cols = env_size("COLUMNS"), lines = env_size("LINES");
+  const int fds[] = {fd, 1, 2};
+  for (int i = 0; i < 3 && (!cols || !lines); i++) {
+    struct winsize ws;
+    if (fds[i] >= 0 && isatty(fds[i]) && ioctl(fds[i], TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 &&
+        ws.ws_row > 0) {
+      if (!cols) cols = ws.ws_col;
+      if (!lines) lines = ws.ws_row;
+    }
+  }
+  /* gnuplot's text is one column wider than the width it is given; the
+   * last column and line stay free */
+  *width = cols ? cols - 2 : 79;
+  *height = lines ? lines - 1 : 24;
+  /* gnuplot needs room for its axes and key */
+  if (*width < 30) *width = 30;
+  if (*height < 10) *height = 10;
+  if (*width > 1000) *width = 1000;
+  if (*height > 1000) *height = 1000;
 }
 
 /* The gnuplot program: $NORMLAB_GNUPLOT (formerly $NL_GNUPLOT), else "gnuplot" found on $PATH. */
@@ -177,6 +236,8 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
                    "gnuplot not found on PATH (install it: apt-get install gnuplot-nox), "
                    "or set NORMLAB_GNUPLOT to the program");
   nl_plot_term term = o->term;
+  if (term == NL_PLOT_AUTO && nl_plot_term_parse(getenv("GNUTERM"), &term) != 0)
+    term = NL_PLOT_AUTO;
   if (term == NL_PLOT_AUTO) {
     const char *d = getenv("DISPLAY");
     term = d && *d && has_window_terminal(prog) ? NL_PLOT_WINDOW : NL_PLOT_PNG;
@@ -229,8 +290,12 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
             "set output %s\n",
             w, h, w, h, qout);
   } else if (term == NL_PLOT_DUMB) {
-    if (!w) w = 79;
-    if (!h) h = 24;
+    if (!w || !h) {
+      int tw, th;
+      nl_plot_text_size(o->text_out ? fileno(o->text_out) : 1, &tw, &th);
+      if (!w) w = tw;
+      if (!h) h = th;
+    }
     fprintf(sc, "set terminal dumb noenhanced size %d,%d\nset output %s\n", w, h, qout);
   } else {
     fprintf(sc,
@@ -261,7 +326,7 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
   /* with marks, a margin inside the axes keeps points on the edges visible;
    * curves keep the exact x range */
   int marks = 0;
-  for (int i = 0; i < ns; i++) marks |= s[i].points == 1 || s[i].points == 2;
+  for (int i = 0; i < ns; i++) marks |= s[i].points == 1 || s[i].points == 2 || s[i].points >= 4;
   if (marks) fprintf(sc, "set offsets graph 0.03, graph 0.03, graph 0.05, graph 0.05\n");
   for (int i = 0; i < ns; i++) {
     fprintf(sc, "$d%d << EOD\n", i);
@@ -274,13 +339,18 @@ int nl_plot_draw(const nl_plot_opts *o, const nl_plot_series *s, int ns, nl_plot
     fprintf(sc, "EOD\n");
   }
   fprintf(sc, "plot ");
-  for (int i = 0; i < ns; i++)
+  for (int i = 0; i < ns; i++) {
+    char big[48];
+    snprintf(big, sizeof big, "points pt %d ps 2.5 lw 2", s[i].pt > 0 ? s[i].pt : 6);
     fprintf(sc, "%s$d%d using 1:2 with %s title %s noenhanced", i ? ", \\\n     " : "", i,
-            s[i].points == 3   ? "boxes"
+            s[i].points == 5   ? big
+            : s[i].points == 4 ? "linespoints pt 7 ps 1.2 lw 1"
+            : s[i].points == 3 ? "boxes"
             : s[i].points == 2 ? "points pt 7 ps 1.5"
             : s[i].points == 1 ? "points pt 7 ps 0.3"
                                : "lines lw 2",
             titles[i]);
+  }
   fprintf(sc, "\n");
   if (term != NL_PLOT_WINDOW) fprintf(sc, "unset output\n");
   if (fclose(sc) != 0) {

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <readline/readline.h>
+#include <readline/tilde.h>
 
 #include "app/split.h"
 #include "app/workbench.h"
@@ -15,6 +17,12 @@
 #include "model/maps.h"
 #include "search/fit.h"
 #include "session/session.h"
+#include "session/settings.h"
+
+/* What file names a word takes: any file, models and mappings
+ * (.safetensors), expression sets (.exprs) or directories. Directories
+ * are offered with every kind (a file may be inside). */
+enum { FILES_NONE, FILES_ANY, FILES_MODEL, FILES_EXPRS, FILES_DIR };
 
 typedef struct list {
   char **v;
@@ -72,6 +80,39 @@ static void add_node_paths(list *l, const nl_session *s, const char *layer) {
   }
 }
 
+/* The setting names, or the values a setting takes (choices). */
+static void add_settings(list *l) {
+  const nl_setting_def *d;
+  for (int i = 0; (d = nl_setting_at(i)) != NULL; i++) add(l, d->name, strlen(d->name));
+}
+
+static void add_setting_values(list *l, const char *name) {
+  const nl_setting_def *d = name ? nl_setting_find(name) : NULL;
+  if (d && d->type == NL_SETTING_CHOICE) add_choices(l, d->choices);
+}
+
+/* The kind of file a FILE positional takes after `first` ('load model
+ * FILE'), or a DIR one. */
+static int file_kind(const char *metavar, size_t len, const char *first) {
+  if (len == 3 && strncmp(metavar, "DIR", 3) == 0) return FILES_DIR;
+  if (!first) return FILES_ANY;
+  if (strcmp(first, "model") == 0 || strcmp(first, "maps") == 0) return FILES_MODEL;
+  if (strcmp(first, "exprs") == 0) return FILES_EXPRS;
+  if (strcmp(first, "fronts") == 0) return FILES_DIR;
+  return FILES_ANY;
+}
+
+/* The kind of file an option's value is. */
+static int option_file_kind(const nl_opt *o) {
+  if (o->metavar && strcmp(o->metavar, "DIR") == 0) return FILES_DIR;
+  if (strcmp(o->name, "model") == 0 || strcmp(o->name, "maps") == 0 ||
+      strcmp(o->name, "teacher") == 0)
+    return FILES_MODEL;
+  if (strcmp(o->name, "exprs") == 0) return FILES_EXPRS;
+  if (strcmp(o->name, "fronts") == 0) return FILES_DIR;
+  return FILES_ANY;
+}
+
 static void add_positional(list *l, const nl_session *s, const char *synopsis, int index,
                            int *files, const char *first) {
   if (!synopsis) return;
@@ -93,9 +134,11 @@ static void add_positional(list *l, const nl_session *s, const char *synopsis, i
           if (len == 5 && strncmp(p, "LAYER", 5) == 0) add_layers(l, s);
           else if (len == 7 && strncmp(p, "COMMAND", 7) == 0) add_commands(l);
           else if (len == 4 && strncmp(p, "NODE", 4) == 0) add_node_paths(l, s, first);
+          else if (len == 7 && strncmp(p, "SETTING", 7) == 0) add_settings(l);
+          else if (len == 5 && strncmp(p, "VALUE", 5) == 0) add_setting_values(l, first);
           else if ((len == 4 && (strncmp(p, "FILE", 4) == 0 || strncmp(p, "PATH", 4) == 0)) ||
                    (len == 3 && strncmp(p, "DIR", 3) == 0))
-            *files = 1;
+            *files = file_kind(p, len, first);
         } else if (len) {
           add(l, p, len);
         }
@@ -128,7 +171,7 @@ static void candidates(list *l, const nl_session *s, const nl_words *w, const ch
   if (prev && prev->type != NL_OPT_FLAG) {
     if (prev->type == NL_OPT_CHOICE) add_choices(l, prev->choices);
     else if (prev->flags & NL_OPTF_LAYER) add_layers(l, s);
-    else if (prev->flags & NL_OPTF_PATH) *files = 1;
+    else if (prev->flags & NL_OPTF_PATH) *files = option_file_kind(prev);
     return;
   }
   if (text[0] == '-') {
@@ -171,6 +214,37 @@ static void words_before(const char *line, nl_words *w) {
   }
 }
 
+static int has_suffix(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* The file names completing text (as readline's filename completion
+ * gives them), those of the kind first: directories, and for models
+ * .safetensors files, for sets .exprs files; every name when none is of
+ * the kind. */
+static void file_matches(list *out, const char *text, int kind) {
+  list all = {NULL, 0};
+  char *m;
+  for (int state = 0; (m = rl_filename_completion_function(text, state)) != NULL; state++) {
+    add(&all, m, strlen(m));
+    free(m);
+  }
+  for (int i = 0; i < all.n && kind != FILES_ANY; i++) {
+    char *path = tilde_expand(all.v[i]);
+    struct stat st;
+    int dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    free(path);
+    if (dir || (kind == FILES_MODEL && has_suffix(all.v[i], ".safetensors")) ||
+        (kind == FILES_EXPRS && has_suffix(all.v[i], ".exprs")))
+      add(out, all.v[i], strlen(all.v[i]));
+  }
+  if (out->n == 0)
+    for (int i = 0; i < all.n; i++) add(out, all.v[i], strlen(all.v[i]));
+  for (int i = 0; i < all.n; i++) free(all.v[i]);
+  free(all.v);
+}
+
 char **nl_complete_candidates(const nl_session *s, const char *line, int *files) {
   nl_words w;
   int open;
@@ -184,6 +258,16 @@ char **nl_complete_candidates(const nl_session *s, const char *line, int *files)
   list l = {NULL, 0};
   candidates(&l, s, &w, text, files);
   nl_words_clear(&w);
+  if (*files) { /* file names, the fitting kind first */
+    list out = {NULL, 0};
+    file_matches(&out, text, *files);
+    *files = 1;
+    free(text);
+    for (int i = 0; i < l.n; i++) free(l.v[i]);
+    free(l.v);
+    if (!out.v) out.v = nl_xcalloc(1, sizeof(char *));
+    return out.v;
+  }
   list out = {NULL, 0};
   for (int i = 0; i < l.n; i++)
     if (strncmp(l.v[i], text, strlen(text)) == 0) add(&out, l.v[i], strlen(l.v[i]));
@@ -223,9 +307,14 @@ static char **attempt(const char *text, int start, int end) {
   int files = 0;
   candidates(&g_cands, g_sess, &w, text, &files);
   nl_words_clear(&w);
-  if (files) {
+  if (files) { /* the fitting kind of file first (file_matches) */
+    for (int i = 0; i < g_cands.n; i++) free(g_cands.v[i]);
+    free(g_cands.v);
+    g_cands = (list){NULL, 0};
+    file_matches(&g_cands, text, files);
+    rl_filename_completion_desired = 1;
     rl_sort_completion_matches = 1;
-    return rl_completion_matches(text, rl_filename_completion_function);
+    return rl_completion_matches(text, generator);
   }
   /* shown in natural order (readline would put blocks.10 before blocks.2) */
   if (g_cands.n > 1) qsort(g_cands.v, (size_t)g_cands.n, sizeof(char *), natural_cmp);

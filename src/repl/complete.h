@@ -14,8 +14,10 @@ void nl_complete_install(const nl_session *s);
 void nl_complete_cleanup(void);
 
 /* The candidates for the word ending the text `line` (without readline):
- * NULL-terminated, caller frees with nl_session_free_names. *files is set
- * to 1 when file names should be completed instead. For tests. */
+ * NULL-terminated, caller frees with nl_session_free_names. When the word
+ * is a file name, *files is set to 1 and the candidates are the file
+ * names, those of the word's kind first (after 'load model': .safetensors
+ * files and directories; all names when none fits). For tests. */
 char **nl_complete_candidates(const nl_session *s, const char *line, int *files);
 
 #endif

@@ -9,8 +9,8 @@ tests_unit_test_repl_SOURCES = tests/unit/test_repl.c
 tests_unit_test_repl_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_repl_LDADD = $(NL_TEST_LDADD)
 
-NL_CLI_TESTS += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh tests/cli/repl_search.sh
-EXTRA_DIST += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh tests/cli/repl_search.sh
+NL_CLI_TESTS += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh tests/cli/repl_search.sh tests/cli/repl_model.sh
+EXTRA_DIST += tests/cli/repl_batch.sh tests/cli/repl_tty.sh tests/cli/man.sh tests/cli/plot.sh tests/cli/repl_expr.sh tests/cli/repl_search.sh tests/cli/repl_model.sh
 
 dist_man_MANS += man/normlab.1
 

@@ -270,13 +270,25 @@ static int run_interactive(void) {
   history_setup();
   fprintf(g_repl.ctx->err, "normlab %s; type 'help' for commands, Ctrl-D or 'quit' to leave.\n",
           PACKAGE_VERSION);
-  int last = 0;
+  int last = 0, eofs = 0;
   while (!g_repl.quit) {
     char *line = read_line_interactive(0);
     if (!line) {
+      /* Ctrl-D: 'quit', which asks about unsaved edits. The input may
+       * also have ended for good (a hang-up): the third end in a row with
+       * no line between leaves whatever the answer. */
       fputc('\n', g_repl.ctx->err);
-      break;
+      if (++eofs >= 3) {
+        fprintf(g_repl.ctx->err, "normlab: end of input; leaving%s\n",
+                nl_session_unsaved(&g_repl.sess) ? " without saving the expression set's edits" : "");
+        break;
+      }
+      char quit[] = "quit", *argv[] = {quit, NULL};
+      nl_wb_exec(g_repl.ctx, 1, argv);
+      if (g_repl.quit) break;
+      continue;
     }
+    eofs = 0;
     while (line_incomplete(line)) { /* open quote or trailing backslash */
       char *more = read_line_interactive(1);
       if (!more) break;
@@ -333,6 +345,19 @@ static int source_file(const char *path, nl_error *err) {
   return 0;
 }
 
+/* A line read by getline: its end of line removed; a NUL byte in it (a
+ * binary file, a broken pipe) is reported at its line and column rather
+ * than cutting the line short. Returns 0, or 2 after the report. */
+static int clean_line(char *line, ssize_t *len, const char *name, int lineno) {
+  if (*len > 0 && line[*len - 1] == '\n') line[--*len] = '\0';
+  if (*len > 0 && line[*len - 1] == '\r') line[--*len] = '\0';
+  const char *nul = memchr(line, '\0', (size_t)*len);
+  if (!nul) return 0;
+  fprintf(g_repl.ctx->err, "normlab: %s:%d: column %d: a NUL byte in the line (not a text file?)\n",
+          name, lineno, (int)(nul - line) + 1);
+  return 2;
+}
+
 static int run_stream(FILE *in, const char *name, int keep_going) {
   char *line = NULL;
   size_t cap = 0;
@@ -340,19 +365,18 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
   int lineno = 0, status = 0;
   while (!g_repl.quit && !nl_interrupted() && (len = getline(&line, &cap, in)) >= 0) {
     lineno++;
-    if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
-    if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
+    int bad = clean_line(line, &len, name, lineno);
     char where[512];
     snprintf(where, sizeof where, "%s:%d", name, lineno);
     char *whole = nl_xstrdup(line);
-    while (line_incomplete(whole)) {
+    while (!bad && line_incomplete(whole)) {
       if ((len = getline(&line, &cap, in)) < 0) break;
       lineno++;
-      if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
-      if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
+      bad = clean_line(line, &len, name, lineno);
       whole = join_continued(whole, line);
     }
-    int rc = run_line(whole, keep_going, where);
+    if (bad) snprintf(where, sizeof where, "%s:%d", name, lineno);
+    int rc = bad ? bad : run_line(whole, keep_going, where);
     free(whole);
     if (rc != 0) {
       if (status == 0) status = rc;

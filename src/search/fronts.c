@@ -293,3 +293,18 @@ void nl_front_summaries_free(nl_front_summary *s, int n) {
   }
   free(s);
 }
+
+int nl_fronts_select(const nl_front_member *m, size_t n, nl_gp_selection how) {
+  if (n == 0) return -1;
+  nl_gp_member *g = nl_xcalloc(n, sizeof *g);
+  for (size_t i = 0; i < n; i++) {
+    g[i].nodes = m[i].nodes;
+    g[i].flops = m[i].flops;
+    g[i].val_fitness = isnan(m[i].val_fitness) ? m[i].val_mse : m[i].val_fitness;
+    if (isnan(g[i].val_fitness)) g[i].val_fitness = INFINITY;
+    g[i].val_mse = isnan(m[i].val_mse) ? INFINITY : m[i].val_mse;
+  }
+  int k = nl_gp_select(g, (int)n, how);
+  free(g);
+  return k;
+}

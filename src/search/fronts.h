@@ -73,6 +73,12 @@ typedef struct nl_front_summary {
   char *best_expr;   /* expression of that row, or NULL */
 } nl_front_summary;
 
+/* The member of rows m[0..n) that `how` selects, as evolve --select and
+ * 'pick' do (nl_gp_select): minval the lowest val_fitness (val_mse where
+ * the column is absent; ties: fewer nodes), knee the knee of the (flops,
+ * val_mse) non-dominated set. -1 when n is 0. */
+int nl_fronts_select(const nl_front_member *m, size_t n, nl_gp_selection how);
+
 /* One summary per layer, in the order layers first appear. */
 void nl_fronts_summarize(const nl_fronts *f, nl_front_summary **out, int *n);
 void nl_front_summaries_free(nl_front_summary *s, int n);

@@ -32,7 +32,7 @@ static struct {
   nl_gp_summary sum;
   nl_error err;
   int rc;
-  double t0;
+  double t0, t1; /* started; ended (set before done) */
 } J = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 int nl_job_running(void) { return J.active; }
@@ -64,6 +64,7 @@ static void *job_main(void *arg) {
                         .progress = on_progress, .recompute = J.recompute};
   nl_error_clear(&J.err);
   J.rc = nl_gp_campaign_run(&cam, &J.sum, &J.err);
+  J.t1 = nl_now(); /* the clock stops here */
   atomic_store(&J.done, 1);
   return NULL;
 }
@@ -107,6 +108,7 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
 int nl_job_line(char *buf, size_t n) {
   if (!J.active) return 0;
   int done = atomic_load(&J.done), stopping = atomic_load(&J.stop);
+  double secs = (done ? J.t1 : nl_now()) - J.t0;
   pthread_mutex_lock(&J.mu);
   if (J.have_prog)
     snprintf(buf, n,
@@ -114,7 +116,7 @@ int nl_job_line(char *buf, size_t n) {
              "%.0f s",
              done ? "ended" : stopping ? "stopping" : "running", J.prog.task + 1, J.prog.ntasks,
              J.prog.layer, J.prog.seed, J.prog.gen, J.prog.gens, J.prog.best_fitness,
-             J.prog.front_size, J.prog.node_evals_per_s, nl_now() - J.t0);
+             J.prog.front_size, J.prog.node_evals_per_s, secs);
   else
     snprintf(buf, n, "evolve %s: starting, results in %s", done ? "ended" : "running", J.outdir);
   pthread_mutex_unlock(&J.mu);
@@ -136,7 +138,7 @@ int nl_job_join(nl_job_result *r) {
   r->rc = J.rc;
   r->err = J.err;
   r->stopped = J.rc != 0 && J.err.code == NL_EINTR;
-  r->seconds = nl_now() - J.t0;
+  r->seconds = J.t1 - J.t0;
   double sr2 = 0;
   for (int i = 0; i < J.sum.nlayers; i++)
     if (J.sum.layers[i].expr && isfinite(J.sum.layers[i].val_r2)) {

@@ -29,7 +29,8 @@ int nl_job_ended(void);
 /* Ask the search to stop after its current generation. */
 void nl_job_stop(void);
 /* One line on the job ("evolve running: [1/4] blocks.0.norm1 seed 0 gen
- * 3/50 ...") into buf; 0 when there is none. */
+ * 3/50 ... 12 s") into buf; 0 when there is none. The seconds run from
+ * its start to now, or to its end once it has ended. */
 int nl_job_line(char *buf, size_t n);
 /* The index of the layer-seed the search is on (0 before its first
  * report): it grows each time one search of the campaign has finished. */

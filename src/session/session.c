@@ -15,6 +15,7 @@
 #include "base/fileio.h"
 #include "base/mem.h"
 #include "model/maps.h"
+#include "model/vit.h"
 
 void nl_session_init(nl_session *s) { memset(s, 0, sizeof *s); }
 
@@ -56,6 +57,7 @@ void nl_session_free(nl_session *s) {
   free_names(s->maps_layers, s->nmaps_layers);
   drop_tmp(s);
   nl_front_summaries_free(s->fronts, s->nfronts);
+  free(s->open_note);
   memset(s, 0, sizeof *s);
 }
 
@@ -70,7 +72,7 @@ static void replace_str(char **dst, const char *src) {
 static int st_header(const char *path, json_t **out, nl_error *err) {
   FILE *fp = fopen(path, "rb");
   if (!fp)
-    return nl_fail(err, errno == ENOENT ? NL_EINPUT : NL_EIO, "%s: cannot open: %s", path,
+    return nl_fail(err, nl_errno_code(errno), "%s: cannot open: %s", path,
                    strerror(errno));
   unsigned char lenb[8];
   if (fread(lenb, 1, 8, fp) != 8) {
@@ -223,6 +225,7 @@ int nl_session_set_expr(nl_session *s, const char *layer, const char *expr, cons
   nl_exprset_free(&s->set);
   s->set = next;
   s->set_modified = 1;
+  s->changes++;
   drop_tmp(s);
   return 0;
 }
@@ -233,6 +236,7 @@ void nl_session_replace_set(nl_session *s, nl_exprset *set) {
   s->set = *set;
   nl_exprset_init(set);
   s->set_modified = 1;
+  s->changes++;
   drop_tmp(s);
 }
 
@@ -241,8 +245,14 @@ int nl_session_undo(nl_session *s) {
   nl_exprset_free(&s->set);
   s->set = s->undo[--s->nundo];
   s->set_modified = 1;
+  s->changes++;
   drop_tmp(s);
   return 0;
+}
+
+int nl_session_unsaved(const nl_session *s) {
+  /* an emptied set that never had a file holds nothing to lose */
+  return s->set_modified && (s->set.n > 0 || s->exprs_path != NULL);
 }
 
 /* ---- loading ---- */
@@ -274,7 +284,20 @@ static int load_one(nl_session *s, const char *what, const char *path, nl_error 
 int nl_session_load(nl_session *s, const char *what, const char *path, nl_error *err) {
   if (load_one(s, what, path, err) != 0) return -1;
   set_origin(s, what, path);
+  s->changes++;
   return 0;
+}
+
+/* Width and tokens per image of a model: its config as the model loader
+ * resolves it; a file the loader does not take keeps the width of its
+ * norm weights and no token count. */
+static void model_shape(const char *path, int *width, int *tokens) {
+  nl_vit_config c;
+  *tokens = 0;
+  if (nl_vit_read_config(&c, path, NULL, NULL) == 0 && c.dim > 0 && c.tokens > 0) {
+    *width = c.dim;
+    *tokens = c.tokens;
+  }
 }
 
 static int load_one(nl_session *s, const char *what, const char *path, nl_error *err) {
@@ -282,10 +305,13 @@ static int load_one(nl_session *s, const char *what, const char *path, nl_error 
     char **names = NULL;
     int n = 0, width = 0;
     if (model_layers(path, &names, &n, &width, err) != 0) return -1;
+    int tokens;
+    model_shape(path, &width, &tokens);
     free_names(s->model_layers, s->nmodel_layers);
     s->model_layers = names;
     s->nmodel_layers = n;
     s->model_width = width;
+    s->model_tokens = tokens;
     replace_str(&s->model_path, path);
     return 0;
   }
@@ -342,6 +368,7 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
     s->model_layers = NULL;
     s->nmodel_layers = 0;
     s->model_width = 0;
+    s->model_tokens = 0;
     known = 1;
   }
   if (all || strcmp(what, "maps") == 0) {
@@ -371,6 +398,7 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
                    what);
   for (int i = 0; i < 4; i++)
     if (all || strcmp(what, kinds[i]) == 0) set_origin(s, kinds[i], NULL);
+  s->changes++;
   return 0;
 }
 
@@ -415,7 +443,7 @@ const char *nl_session_context(void *session, const char *key) {
     }
     return s->tmp_exprs;
   }
-  return nl_session_get_setting(s, key);
+  return nl_session_setting_value(s, key, NULL);
 }
 
 /* ---- layers ---- */
@@ -444,14 +472,10 @@ void nl_session_free_names(char **names) {
 /* ---- settings ---- */
 
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err) {
-  if (!*key) return nl_fail(err, NL_EINPUT, "empty setting name");
-  for (const char *p = key; *p; p++)
-    if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
-      return nl_fail(err, NL_EINPUT, "bad setting name '%s' (letters, digits, '_' and '-')", key);
-  if (value)
-    for (const char *p = value; *p; p++)
-      if ((unsigned char)*p < 0x20)
-        return nl_fail(err, NL_EINPUT, "setting '%s': control characters are not allowed", key);
+  const nl_setting_def *d = nl_setting_find(key);
+  if (!d) return nl_setting_unknown(key, err);
+  if (value && nl_setting_check(d, value, err) != 0) return -1;
+  s->changes++;
   for (int i = 0; i < s->nsettings; i++)
     if (strcmp(s->settings[i].key, key) == 0) {
       if (value) {
@@ -477,13 +501,37 @@ const char *nl_session_get_setting(const nl_session *s, const char *key) {
   return NULL;
 }
 
+const char *nl_session_setting_value(const nl_session *s, const char *key, const char **from) {
+  const nl_setting_def *d = nl_setting_find(key);
+  if (from) *from = NULL;
+  if (!d) return NULL;
+  const char *v = s ? nl_session_get_setting(s, key) : NULL;
+  if (v) {
+    if (from) *from = "session";
+    return v;
+  }
+  if ((v = nl_setting_env_value(d, NULL)) != NULL) {
+    if (from) *from = d->env;
+    return v;
+  }
+  if (from && d->def) *from = "default";
+  return d->def;
+}
+
 /* ---- save / open ---- */
 
-static char *join(const char *dir, const char *name) {
-  size_t n = strlen(dir) + strlen(name) + 2;
-  char *p = nl_xmalloc(n);
-  snprintf(p, n, "%s/%s", dir, name);
-  return p;
+static char *join(const char *dir, const char *name) { return nl_path_join(dir, name); }
+
+char *nl_session_path(const nl_session *s, const char *name) {
+  return nl_path_join(s->dir ? s->dir : ".", name);
+}
+
+/* The directory as kept: without trailing slashes ("/" stays). */
+static char *dir_name(const char *dir) {
+  char *d = nl_xstrdup(dir);
+  size_t n = strlen(d);
+  while (n > 1 && d[n - 1] == '/') d[--n] = '\0';
+  return d;
 }
 
 static int same_file(const char *a, const char *b) {
@@ -530,11 +578,16 @@ static int place_file(const char *src, const char *dst, nl_error *err) {
   return nl_atomic_commit(&af, err);
 }
 
+/* Place the files of directory src in dst; the CSV files dst held that
+ * src lacks (an earlier search's fronts) are removed, so dst holds src's
+ * fronts and nothing else. */
 static int place_dir(const char *src, const char *dst, nl_error *err) {
   if (nl_mkdir_p(dst, err) != 0) return -1;
   if (same_file(src, dst)) return 0;
   DIR *d = opendir(src);
-  if (!d) return nl_fail(err, NL_EIO, "%s: cannot read directory: %s", src, strerror(errno));
+  if (!d)
+    return nl_fail(err, nl_errno_code(errno), "%s: cannot read directory: %s", src,
+                   strerror(errno));
   struct dirent *de;
   int rc = 0;
   while (rc == 0 && (de = readdir(d)) != NULL) {
@@ -549,7 +602,17 @@ static int place_dir(const char *src, const char *dst, nl_error *err) {
     free(a);
   }
   closedir(d);
-  return rc;
+  if (rc != 0 || !(d = opendir(dst))) return rc;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.' || !ends_with(de->d_name, ".csv")) continue;
+    char *a = join(src, de->d_name), *b = join(dst, de->d_name);
+    struct stat st;
+    if (!nl_file_exists(a) && lstat(b, &st) == 0 && S_ISREG(st.st_mode)) unlink(b);
+    free(a);
+    free(b);
+  }
+  closedir(d);
+  return 0;
 }
 
 static char *abs_path(const char *p) {
@@ -659,7 +722,8 @@ int nl_session_save(nl_session *s, const char *dir, nl_error *err) {
     free(s->fronts_dir);
     s->fronts_dir = join(dir, "fronts");
   }
-  replace_str(&s->dir, dir);
+  free(s->dir);
+  s->dir = dir_name(dir);
   return 0;
 }
 
@@ -702,7 +766,7 @@ int nl_session_open(nl_session *s, const char *dir, nl_error *err) {
   }
   nl_session ns;
   nl_session_init(&ns);
-  char *model = NULL, *maps = NULL, *exprs = NULL, *fronts = NULL;
+  char *model = NULL, *maps = NULL, *exprs = NULL, *fronts = NULL, *dropped = NULL;
   int rc = get_name(j, "model", dir, &model, err);
   if (rc == 0) rc = get_name(j, "maps", dir, &maps, err);
   if (rc == 0) rc = get_name(j, "exprs", dir, &exprs, err);
@@ -732,7 +796,15 @@ int nl_session_open(nl_session *s, const char *dir, nl_error *err) {
           rc = nl_fail(err, NL_EINPUT, "%s: setting \"%s\" must be a string", path, key);
           break;
         }
-        if ((rc = nl_session_setting(&ns, key, json_string_value(v), err)) != 0) break;
+        /* a setting this version does not know, or a value it does not
+         * take, is left out and named (a session saved by another
+         * version still opens) */
+        nl_error serr;
+        if (nl_session_setting(&ns, key, json_string_value(v), &serr) != 0) {
+          size_t old = dropped ? strlen(dropped) : 0, add = strlen(serr.msg) + 3;
+          dropped = nl_xrealloc(dropped, old + add);
+          snprintf(dropped + old, add, "%s%s", old ? "; " : "", serr.msg);
+        }
       }
     }
   }
@@ -744,13 +816,63 @@ int nl_session_open(nl_session *s, const char *dir, nl_error *err) {
   if (rc != 0) {
     nl_error_prefix(err, "%s", path);
     free(path);
+    free(dropped);
     nl_session_free(&ns);
     return -1;
   }
   free(path);
   clear_undo(&ns);
-  ns.dir = nl_xstrdup(dir);
+  ns.dir = dir_name(dir);
+  ns.open_note = dropped;
+  ns.changes = s->changes + 1;
   nl_session_free(s);
   *s = ns;
   return 0;
+}
+
+int nl_session_record_fronts(nl_session *s, nl_error *err) {
+  if (!s->dir) return nl_fail(err, NL_EINPUT, "the session has no directory: 'save DIR' first");
+  if (!s->fronts_dir) return nl_fail(err, NL_EINPUT, "the session holds no fronts");
+  char *path = join(s->dir, NL_SESSION_FILE);
+  char *text = nl_read_file(path, NULL, err);
+  if (!text) {
+    free(path);
+    return -1;
+  }
+  json_error_t je;
+  json_t *j = json_loads(text, 0, &je);
+  free(text);
+  if (!j || !json_is_object(j) || !json_is_integer(json_object_get(j, "normlab_session"))) {
+    json_decref(j);
+    nl_fail(err, NL_EINPUT, "%s: not a normlab session file", path);
+    free(path);
+    return -1;
+  }
+  char *dst = join(s->dir, "fronts");
+  int rc = place_dir(s->fronts_dir, dst, err);
+  if (rc == 0) {
+    json_object_set_new(j, "fronts", json_string("fronts"));
+    char *origin = abs_path(s->fronts_dir);
+    json_t *org = json_object_get(j, "origin");
+    if (!json_is_object(org)) json_object_set_new(j, "origin", org = json_object());
+    if (!same_file(s->fronts_dir, dst))
+      json_object_set_new(org, "fronts", json_string(s->origin[3] ? s->origin[3] : origin));
+    free(origin);
+    char *out = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    size_t len = strlen(out);
+    out = nl_xrealloc(out, len + 2);
+    out[len] = '\n';
+    out[len + 1] = '\0';
+    rc = nl_write_file_atomic(path, out, len + 1, err);
+    free(out);
+  }
+  json_decref(j);
+  free(path);
+  if (rc == 0) {
+    free(s->fronts_dir);
+    s->fronts_dir = dst;
+  } else {
+    free(dst);
+  }
+  return rc;
 }

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "expr/expr.h"
 #include "search/fronts.h"
+#include "session/settings.h"
 
 typedef struct nl_sess_kv {
   char *key, *value;
@@ -24,7 +25,7 @@ typedef struct nl_session {
   char *fronts_dir;
   char *dir;         /* session directory after save/open */
   char *origin[4];   /* where model, maps, exprs, fronts were first loaded from */
-  nl_sess_kv *settings;
+  nl_sess_kv *settings; /* the settings given in the session (settings.h), in order */
   int nsettings;
   nl_exprset set;    /* current expression set */
   int set_modified;  /* changed since loaded or saved */
@@ -32,12 +33,16 @@ typedef struct nl_session {
   int nundo;
   char **model_layers; /* norm layers of the model (from tensor names) */
   int nmodel_layers;
-  int model_width;     /* embedding width (length of a norm weight), 0: unknown */
+  int model_width;     /* embedding width d (the config's, else a norm weight's length), 0: unknown */
+  int model_tokens;    /* tokens per image ((img/patch)^2 + class token), 0: unknown */
   char **maps_layers;  /* layers of the mappings file */
   int nmaps_layers;
   nl_front_summary *fronts; /* per layer, from the fronts directory's CSV files */
   int nfronts;
   char *tmp_exprs;     /* private file holding a modified set for commands */
+  char *open_note;     /* what nl_session_open left out (settings it does not know), for the
+                          caller to show; NULL: nothing */
+  unsigned changes;    /* counts every change of what the session holds (views redraw) */
 } nl_session;
 
 #define NL_SESSION_UNDO_MAX 100
@@ -73,9 +78,22 @@ void nl_session_free_names(char **names);
 /* The front summary of a layer, or NULL. */
 const nl_front_summary *nl_session_front(const nl_session *s, const char *layer);
 
-/* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
+/* Settings (the table of settings.h). Set one (value NULL removes it):
+ * NL_EINPUT for a name not in the table or a value of the wrong type. */
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);
+/* The value set in the session, or NULL. */
 const char *nl_session_get_setting(const nl_session *s, const char *key);
+/* The value in effect: the session's, else the environment's, else the
+ * table's default; NULL when there is none (or no such setting). *from
+ * (may be NULL) gets "session", the variable's name ("GNUTERM") or
+ * "default". */
+const char *nl_session_setting_value(const nl_session *s, const char *key, const char **from);
+
+/* Unsaved changes: edits of the expression set (set, edit, pick, refit,
+ * ...) since it was loaded, saved or opened. What else the session holds
+ * is a file on disk already (loads) or recorded at once (the fronts of a
+ * search, nl_session_record_fronts). */
+int nl_session_unsaved(const nl_session *s);
 
 /* The expression set. */
 const nl_exprset_entry *nl_session_find(const nl_session *s, const char *layer);
@@ -95,7 +113,16 @@ int nl_session_undo(nl_session *s);
  * (written last, atomically) records what is loaded and the settings. */
 int nl_session_save(nl_session *s, const char *dir, nl_error *err);
 /* Replace the session's state by the one saved in `dir`. On error the
- * session is unchanged. */
+ * session is unchanged. Settings session.json holds that the table does
+ * not know are left out and named in s->open_note. */
 int nl_session_open(nl_session *s, const char *dir, nl_error *err);
+/* Record the session's fronts in its directory (s->dir): the fronts
+ * directory is placed there as by save and session.json's "fronts" entry
+ * updated; nothing else in the directory changes (an edited set stays
+ * unsaved). NL_EINPUT without a directory or fronts. */
+int nl_session_record_fronts(nl_session *s, nl_error *err);
+/* `name` inside the session's directory ("DIR/name", one '/' between
+ * them whatever DIR ends with). Caller frees. */
+char *nl_session_path(const nl_session *s, const char *name);
 
 #endif

@@ -28,10 +28,16 @@ static void info_of(const nl_prog *p, dash_info *out) {
   out->flops = nl_wb_expr_cost(p);
 }
 
-/* The status line above the footer (a running search). */
-static void draw_status(int h, int w) {
+/* The status line above the footer: a running search, else `note` (what
+ * the search reported when it ended) when not NULL. */
+static void draw_status(int h, int w, const char *note) {
   char line[600];
-  if (h < 4 || !nl_job_line(line, sizeof line)) return;
+  if (h < 4) return;
+  if (!nl_job_line(line, sizeof line)) {
+    if (!note || !*note) return;
+    size_t n = strcspn(note, "\n");
+    snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line - 1 ? n : sizeof line - 1), note);
+  }
   attron(A_BOLD);
   mvhline(h - 2, 0, ' ', w);
   put_clipped(h - 2, 1, w - 2, line);
@@ -95,7 +101,7 @@ static void fig(char *f, size_t n, double v) {
 }
 
 static void draw_table(const row *rows, int n, int sel, int top, const char *title,
-                       int with_r2, int with_scores, int sort) {
+                       int with_r2, int with_scores, int sort, const char *note) {
   int h, w;
   getmaxyx(stdscr, h, w);
   erase();
@@ -150,7 +156,7 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
     if (top + i == sel) attroff(A_REVERSE);
   }
   if (n == 0) mvaddnstr(4, 2, "no layers: load a model, mappings or an expression set", w - 3);
-  draw_status(h, w);
+  draw_status(h, w, note);
   attron(A_REVERSE);
   mvhline(h - 1, 0, ' ', w);
   char foot[160];
@@ -161,7 +167,7 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   refresh();
 }
 
-static void draw_detail(nl_session *s, const row *r) {
+static void draw_detail(nl_session *s, const row *r, const char *note) {
   int h, w;
   getmaxyx(stdscr, h, w);
   erase();
@@ -216,48 +222,83 @@ static void draw_detail(nl_session *s, const row *r) {
   mvhline(h - 1, 0, ' ', w);
   put_clipped(h - 1, 1, w - 2, "any key: back to the table  q: back to the prompt");
   attroff(A_REVERSE);
-  draw_status(h, w);
+  draw_status(h, w, note);
   refresh();
 }
 
-int nl_dashboard_run(nl_session *s, nl_error *err) {
-  char **names = nl_session_layers(s);
-  int n = 0;
-  while (names[n]) n++;
-  row *rows = calloc((size_t)n + 1, sizeof(row));
-  if (!rows) {
-    nl_session_free_names(names);
-    return nl_fail(err, NL_ENOMEM, "out of memory");
-  }
-  for (int i = 0; i < n; i++) {
-    const nl_exprset_entry *e = nl_session_find(s, names[i]);
-    rows[i].layer = names[i];
-    rows[i].expr = e ? e->text : NULL;
-    rows[i].info.flops = -1;
-    rows[i].front = nl_session_front(s, names[i]);
-    rows[i].index = i;
-    if (e) info_of(&e->prog, &rows[i].info);
-    rows[i].scored =
-        s->maps_path &&
-        nl_wb_layer_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;
-  }
-  int with_scores = 0;
-  for (int i = 0; i < n; i++) with_scores |= rows[i].scored;
+/* The rows of the table, built from the session as it is now. */
+typedef struct table {
+  char **names;
+  row *rows;
+  int n;
+  int with_scores;
+  unsigned changes; /* the session's change count they were built at */
   char title[512];
+} table;
+
+static void table_free(table *t) {
+  for (int i = 0; i < t->n; i++) {
+    free(t->rows[i].info.tree);
+    free(t->rows[i].info.error);
+  }
+  free(t->rows);
+  nl_session_free_names(t->names);
+  memset(t, 0, sizeof *t);
+}
+
+static int (*const sort_cmp[SORT_COUNT])(const void *, const void *) = {cmp_index, cmp_flops,
+                                                                        cmp_r2};
+
+static void table_build(table *t, nl_session *s, int sort) {
+  memset(t, 0, sizeof *t);
+  t->names = nl_session_layers(s);
+  while (t->names[t->n]) t->n++;
+  t->rows = nl_xcalloc((size_t)t->n + 1, sizeof(row));
+  for (int i = 0; i < t->n; i++) {
+    row *r = &t->rows[i];
+    const nl_exprset_entry *e = nl_session_find(s, t->names[i]);
+    r->layer = t->names[i];
+    r->expr = e ? e->text : NULL;
+    r->info.flops = -1;
+    r->front = nl_session_front(s, t->names[i]);
+    r->index = i;
+    if (e) info_of(&e->prog, &r->info);
+    r->scored = s->maps_path &&
+                nl_wb_layer_scores(s, t->names[i], &r->val_r2, &r->dyt_r2, &r->bound_r2) == 0;
+    t->with_scores |= r->scored;
+  }
+  if (sort != SORT_LAYER) qsort(t->rows, (size_t)t->n, sizeof(row), sort_cmp[sort]);
   char *sname = nl_session_name(s);
-  snprintf(title, sizeof title, "normlab dashboard  %s  %d layers, %d expressions",
-           sname ? sname : "(nothing loaded)", n, s->set.n);
+  snprintf(t->title, sizeof t->title, "normlab dashboard  %s  %d layers, %d expressions",
+           sname ? sname : "(nothing loaded)", t->n, s->set.n);
   free(sname);
+  t->changes = s->changes;
+}
+
+/* The row of a layer, or -1. */
+static int row_of(const table *t, const char *layer) {
+  for (int i = 0; layer && i < t->n; i++)
+    if (strcmp(t->rows[i].layer, layer) == 0) return i;
+  return -1;
+}
+
+int nl_dashboard_run(nl_ctx *ctx, nl_error *err) {
+  nl_session *s = ctx->session;
+  /* what the background search reports while the view is open is kept
+   * here and printed on return (the screen is the view's) */
+  char *notes = NULL;
+  size_t notes_len = 0;
+  FILE *nf = open_memstream(&notes, &notes_len);
+  if (!nf) return nl_fail(err, NL_ENOMEM, "out of memory");
+  nl_ctx quiet = *ctx;
+  quiet.out = quiet.err = nf;
+  quiet.tty = 0;
 
   setlocale(LC_CTYPE, "");
   SCREEN *scr = newterm(NULL, stdout, stdin);
   if (!scr) {
-    for (int i = 0; i < n; i++) {
-      free(rows[i].info.tree);
-      free(rows[i].info.error);
-    }
-    free(rows);
-    nl_session_free_names(names);
+    fclose(nf);
+    free(notes);
     return nl_fail(err, NL_EINPUT, "cannot start the full-screen view (TERM=%s)",
                    getenv("TERM") ? getenv("TERM") : "unset");
   }
@@ -267,17 +308,33 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
   keypad(stdscr, TRUE);
   set_escdelay(25);
   curs_set(0);
-  timeout(250); /* wake up to notice Ctrl-C */
-  int sel = 0, top = 0, detail = 0, done = 0, sort = SORT_LAYER;
+  timeout(250); /* wake up to notice Ctrl-C and the search */
+  int sort = SORT_LAYER;
+  table t;
+  table_build(&t, s, sort);
+  int sel = 0, top = 0, detail = 0, done = 0;
   while (!done) {
+    /* follow the background search: what it finished is loaded into the
+     * session, and the table is built again from it */
+    nl_wb_job_poll(&quiet);
+    fflush(nf);
+    if (s->changes != t.changes) {
+      char *keep = sel < t.n ? nl_xstrdup(t.rows[sel].layer) : NULL;
+      table_free(&t);
+      table_build(&t, s, sort);
+      int k = row_of(&t, keep);
+      sel = k >= 0 ? k : (sel < t.n ? sel : (t.n ? t.n - 1 : 0));
+      free(keep);
+    }
     int h = getmaxy(stdscr), body = h - 5 > 1 ? h - 5 : 1;
     if (sel < top) top = sel;
     if (sel >= top + body) top = sel - body + 1;
-    if (detail && n > 0)
-      draw_detail(s, &rows[sel]);
+    if (detail && t.n > 0)
+      draw_detail(s, &t.rows[sel], notes);
     else
-      draw_table(rows, n, sel, top, title, s->nfronts > 0, with_scores, sort);
+      draw_table(t.rows, t.n, sel, top, t.title, s->nfronts > 0, t.with_scores, sort, notes);
     int ch = getch();
+    int n = t.n;
     if (nl_interrupted()) { /* Ctrl-C leaves the view cleanly */
       nl_interrupt_clear();
       done = 1;
@@ -303,8 +360,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
       sel = n ? n - 1 : 0;
     } else if (ch == 's') {
       sort = (sort + 1) % SORT_COUNT;
-      qsort(rows, (size_t)n, sizeof(row),
-            sort == SORT_FLOPS ? cmp_flops : sort == SORT_R2 ? cmp_r2 : cmp_index);
+      qsort(t.rows, (size_t)n, sizeof(row), sort_cmp[sort]);
       sel = top = 0;
     } else if (ch == '\n' || ch == '\r' || ch == KEY_ENTER) {
       detail = n > 0;
@@ -313,12 +369,13 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
   curs_set(1);
   endwin();
   delscreen(scr);
-  for (int i = 0; i < n; i++) {
-    free(rows[i].info.tree);
-    free(rows[i].info.error);
+  table_free(&t);
+  fclose(nf);
+  if (notes_len) {
+    fputs(notes, ctx->err);
+    fflush(ctx->err);
   }
-  free(rows);
-  nl_session_free_names(names);
+  free(notes);
   return 0;
 }
 
@@ -330,14 +387,16 @@ static int run_dashboard(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   (void)a;
   if (!nl_wb_interactive())
     return nl_fail(err, NL_EINPUT, "the dashboard needs a terminal (interactive prompt)");
-  return nl_dashboard_run(ctx->session, err);
+  return nl_dashboard_run(ctx, err);
 }
 
 const nl_cmd nl_cmd_dashboard = {
     .name = "dashboard",
     .summary = "full-screen table of the layers and their expressions",
     .help = "Arrow keys (or j/k) move, Enter shows a layer's detail, s changes the order,\n"
-            "q (or Esc, Ctrl-C) returns to the prompt.",
+            "q (or Esc, Ctrl-C) returns to the prompt. A background search is followed:\n"
+            "its progress shows above the footer, and the fronts it finishes fill the\n"
+            "table as they arrive.",
     .opts = no_opts,
     .min_pos = 0,
     .max_pos = 0,

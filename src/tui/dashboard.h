@@ -6,11 +6,13 @@
 #include "base/error.h"
 #include "session/session.h"
 
-/* The layer table of a session: layer, current expression, cost columns
- * and fit figures where known (src/app/workbench.h), a running search's
- * progress; arrows move, Enter opens a layer's detail, q leaves. The
- * terminal is restored on return. */
-int nl_dashboard_run(nl_session *s, nl_error *err);
+/* The layer table of the session of ctx: layer, current expression, cost
+ * columns and fit figures where known (src/app/workbench.h), a running
+ * search's progress; arrows move, Enter opens a layer's detail, q leaves.
+ * A background search is followed while the view is open: what it
+ * finishes is loaded and the table redrawn with it (its reports are
+ * printed to ctx->err on return). The terminal is restored on return. */
+int nl_dashboard_run(nl_ctx *ctx, nl_error *err);
 
 /* The prompt's 'dashboard' command (registered by src/cli). */
 extern const nl_cmd nl_cmd_dashboard;

@@ -39,9 +39,74 @@ png_ok "$TMP/normlab-plot-1.png"; ok $? "that PNG is valid"
 expect_out '^wrote normlab-plot-2\.png$' "an existing plot is not overwritten"
 
 expect_status 0 "plot as text" "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb --y val_mse --x nodes
-expect_out 'Pareto front of blocks\.0\.norm1 \(3 members\)' "the text plot has its title"
+expect_out 'Pareto front of blocks\.0\.norm1 \(3 non-dominated of 3 members\)' "the text plot has its title"
 expect_out 'nodes' "the text plot labels its axis"
 [ "$(wc -l <"$TMP/out")" -ge 20 ]; ok $? "the text plot has the terminal's height"
+
+# a text plot takes the terminal's size: $COLUMNS x $LINES, one of each
+# left free (for the cursor); 79 x 24 without a terminal
+run env COLUMNS=100 LINES=30 "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+[ "$(wc -l <"$TMP/out")" -eq 29 ]; ok $? "LINES=30 draws 29 lines (got $(wc -l <"$TMP/out"))"
+w=$(awk '{ if (length > m) m = length } END { print m }' "$TMP/out")
+[ "$w" -eq 99 ]; ok $? "COLUMNS=100 draws 99 columns (got $w)"
+run env -u COLUMNS -u LINES "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+[ "$(wc -l <"$TMP/out")" -eq 24 ]; ok $? "without a terminal 24 lines"
+if command -v script >/dev/null 2>&1; then
+  # a pseudo-terminal of 90 x 20 (the size set inside it), COLUMNS and LINES unset
+  script -qec "stty cols 90 rows 20; env -u COLUMNS -u LINES '$NORMLAB' plot front blocks.0.norm1 --fronts '$F' --term dumb" /dev/null | tr -d '\r' >"$TMP/out"
+  w=$(awk '{ if (length > m) m = length } END { print m }' "$TMP/out")
+  [ "$w" -eq 89 ] && [ "$(grep -c . "$TMP/out")" -ge 10 ] && [ "$(wc -l <"$TMP/out")" -le 20 ]
+  ok $? "at a terminal its own size: 89 columns, at most 19 lines (got $w, $(wc -l <"$TMP/out"))"
+fi
+
+# plot front draws only the non-dominated members (of all seeds), with the
+# knee and minval members marked (as 'pick' chooses them) and the axes named.
+# The data gnuplot gets is read through a stand-in for gnuplot.
+cat >"$F/b.csv" <<'EOS'
+layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr
+blocks.0.norm1,2,0,4,3,0.10,4.9,5.0,0.10,sin(x)
+blocks.0.norm1,2,0,9,6,0.03,0.05,0.04,0.96,"clip(x)"
+EOS
+cat >"$TMP/gp.sh" <<EOS
+#!/bin/sh
+cat >"$TMP/script.gp"
+EOS
+chmod +x "$TMP/gp.sh"
+expect_status 0 "plot front through a stand-in gnuplot" env NL_GNUPLOT="$TMP/gp.sh" "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+# $d0: the front in FLOPs order; (3, 5.0) and (6, 0.04) are dominated
+awk '/^\$d0 << EOD$/ {on=1; next} /^EOD$/ {on=0} on' "$TMP/script.gp" >"$TMP/d0"
+printf '0 0.300000012\n2 0.100000001\n5 0.0299999993\n' | cmp -s - "$TMP/d0"; ok $? "only the non-dominated members are drawn, in order"
+# the knee of (0, .30) (2, .10) (5, .03): farthest from the line through the
+# ends with both axes scaled to [0, 1]: (2, .10); minval: val_fitness .04 at (5, .03)
+awk '/^\$d1 << EOD$/ {getline; print; exit}' "$TMP/script.gp" | grep -qx '2 0.100000001'; ok $? "the knee is marked"
+awk '/^\$d2 << EOD$/ {getline; print; exit}' "$TMP/script.gp" | grep -qx '5 0.0299999993'; ok $? "the minval member is marked"
+grep -q "title 'knee: flops 2, val_mse 0.1'" "$TMP/script.gp" && grep -q "title 'minval: flops 5, val_mse 0.03'" "$TMP/script.gp"
+ok $? "the marks are named in the key"
+grep -q "set xlabel 'FLOPs per element'" "$TMP/script.gp" && grep -q "set ylabel 'validation MSE'" "$TMP/script.gp"
+ok $? "both axes are labelled"
+grep -q "Pareto front of blocks.0.norm1 (3 non-dominated of 5 members)" "$TMP/script.gp"; ok $? "the title counts the members"
+expect_status 0 "plot front with R2 upwards" env NL_GNUPLOT="$TMP/gp.sh" "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb --y val_r2
+awk '/^\$d0 << EOD$/ {on=1; next} /^EOD$/ {on=0} on' "$TMP/script.gp" >"$TMP/d0"
+printf '0 0.699999988\n2 0.899999976\n5 0.970000029\n' | cmp -s - "$TMP/d0"; ok $? "with R2 the higher figure wins"
+grep -q "set ylabel 'validation R2" "$TMP/script.gp"; ok $? "the R2 axis is labelled"
+expect_status 0 "plot front as text with the marks" "$NORMLAB" plot front blocks.0.norm1 --fronts "$F" --term dumb
+expect_out 'knee: flops 2' "the text plot's key names the knee"
+if grep -Eq '^ +[1-5](\.[0-9]+)? [+|]' "$TMP/out"; then ok 1 "the dominated member (val MSE 5) is not on the axis"; else ok 0 "the dominated member (val MSE 5) is not on the axis"; fi
+rm "$F/b.csv"
+
+# the terminal: --term, else at the prompt 'setting term', else $GNUTERM
+mkdir "$TMP/t" && cd "$TMP/t" || exit 1
+expect_status 0 "setting term reaches plot" "$NORMLAB" -c "setting term dumb; plot expr 'tanh(x)'"
+expect_out 'f\(x\) = tanh\(x\)' "the plot is drawn as text"
+if ls | grep -q png; then ok 1 "no PNG is written"; else ok 0 "no PNG is written"; fi
+expect_status 0 "GNUTERM is the default terminal at the prompt" env GNUTERM=dumb "$NORMLAB" -c "plot expr 'tanh(x)'"
+expect_out 'f\(x\) = tanh\(x\)' "GNUTERM=dumb draws text"
+expect_status 0 "and on the shell line" env GNUTERM=dumb "$NORMLAB" plot expr 'tanh(x)'
+expect_out 'f\(x\) = tanh\(x\)' "GNUTERM=dumb draws text there too"
+expect_status 0 "--term beats the setting" "$NORMLAB" -c "setting term dumb; plot expr 'tanh(x)' --term png --output $TMP/t.png"
+expect_out "^wrote $TMP/t.png$" "--term png wrote the file"
+if ls | grep -q png; then ok 1 "nothing else is written"; else ok 0 "nothing else is written"; fi
+cd "$TMP" || exit 1
 
 # names are data, never commands
 (cd "$TMP" && "$NORMLAB" plot front "it's'; system 'touch PWNED'; '" --fronts "$F" --term dumb >"$TMP/out" 2>"$TMP/err"; echo $? >"$TMP/rc")

@@ -3,7 +3,9 @@
 # during a foreground evolve returns to the prompt with the front kept and
 # loaded; 'evolve ... &' runs in the background while the prompt stays
 # usable, 'jobs' and the dashboard show its progress, 'stop' keeps the
-# partial front, a finished one is announced; the session is autosaved.
+# partial front, a finished one is announced; the fronts are recorded in
+# the session's directory (its expression set is saved only by 'save');
+# the dashboard follows a background search to its end.
 . "$NL_SRCDIR/tests/cli/lib.sh"
 
 if ! command -v tmux >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
@@ -64,20 +66,22 @@ sleep 1
 keys C-c
 wait_for '^normlab:m> ?$' 20; ok $? "Ctrl-C during evolve returns to the prompt"
 wait_for "fronts fg loaded \(1 layers\)"; ok $? "the partial front is loaded into the session"
-wait_for 'autosaved sess/session.json'; ok $? "the session is autosaved after the search"
+wait_for 'recorded the fronts in sess/session.json'; ok $? "the fronts are recorded in the session after the search"
 [ -s "$TMP/fg/L.csv" ]; ok $? "the front is kept on disk"
 grep -q '"fronts"' "$TMP/sess/session.json"; ok $? "session.json records the fronts"
+[ -s "$TMP/sess/fronts/L.csv" ]; ok $? "the session's directory holds the front"
 clear_screen
 keys "front L" Enter
 wait_for ' members; .pick L N\|knee\|minval'; ok $? "front lists the kept members"
 keys "pick L knee" Enter
 wait_for '^L = .*\(#[0-9]+, [0-9]+ FLOPs/elem, val R² [0-9.]+\)'; ok $? "pick sets the knee member"
+[ ! -e "$TMP/sess/set.exprs" ]; ok $? "the picked expression is not written without 'save'"
 
 # background: the prompt stays usable
 clear_screen
 keys "evolve --layer L --pop 60 --gens 100000 --output bg &" Enter
 wait_for '^\[evolve\] started in the background'; ok $? "evolve & starts a background search"
-keys "setting a 7; setting a" Enter
+keys "setting seed 7; setting seed" Enter
 wait_for '^7$'; ok $? "the prompt runs commands while it searches"
 keys "frob"
 sleep 0.2
@@ -115,10 +119,34 @@ clear_screen
 keys "evolve --layer L --pop 30 --gens 3 --output bg2 &" Enter
 wait_for '^\[evolve\] finished after' 20; ok $? "a finished background search is announced"
 wait_for "fronts bg2 loaded"; ok $? "its front is loaded"
-keys "setting b 8; setting b" Enter
+keys "setting seed 8; setting seed" Enter
 wait_for '^8$'; ok $? "the prompt works after the announcement"
 
+grep -q '^L = ' "$TMP/sess/set.exprs" 2>/dev/null && ok 1 "searches do not save the set's edits" || ok 0 "searches do not save the set's edits"
+
+# the dashboard follows a background search: its front fills the table
+# when the search ends, without leaving the view
+clear_screen
+keys "unload fronts" Enter
+keys "evolve --layer L --pop 60 --gens 400 --output bg3 &" Enter
+wait_for '^\[evolve\] started in the background'
+keys "dashboard" Enter
+wait_for '^ evolve running: '; ok $? "the dashboard opens while the search runs"
+if screen | grep -q 'front R2 max'; then ok 1 "no front column before the search has one"; else ok 0 "no front column before the search has one"; fi
+wait_for 'front R2 max' 120; ok $? "the front's column appears when the search ends"
+# layer, FLOPs, front R2, then val, DyT and bound R2
+screen | grep -Eq '^ L +[0-9]+ +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} ' && screen | grep -q 'Up/Down move'
+ok $? "still in the dashboard, the row shows the front's best R2"
+wait_for '^ \[evolve\] finished after [0-9.]+ s'; ok $? "the status line says the search finished"
+if screen | grep -q 'evolve running'; then ok 1 "the running line is gone"; else ok 0 "the running line is gone"; fi
+keys q
+wait_for '^fronts bg3 loaded'; ok $? "the search's reports are shown back at the prompt"
+
+# quit with the picked expression unsaved: yes saves it into the session
 keys "quit" Enter
+wait_for 'Save them to sess first\?'; ok $? "quit asks about the unsaved pick"
+keys "y" Enter
 wait_for '^\[exit 0\]'; ok $? "quit leaves with status 0"
+grep -q '^L = ' "$TMP/sess/set.exprs"; ok $? "yes saved the set into the session"
 screen | grep -q 'Sanitizer' && ok 1 "no sanitizer report" || ok 0 "no sanitizer report"
 done_testing

@@ -90,7 +90,7 @@ keys 'frobnicate now'
 wait_for 'frobnicate now$'
 keys C-c
 wait_for 'frobnicate now\^C$'; ok $? "Ctrl-C at the prompt shows ^C"
-keys 'setting x 1; setting x' Enter
+keys 'setting seed 1; setting seed' Enter
 wait_for '^1$'; ok $? "the line after Ctrl-C starts empty"
 if screen | grep -q "unknown command 'frobnicate'"; then ok 1 "the cleared line did not run"; else ok 0 "the cleared line did not run"; fi
 
@@ -129,7 +129,7 @@ keys 'dashboard' Enter
 wait_for 'FLOPs/elem'
 keys C-c
 wait_for '^normlab:set> ?$'; ok $? "Ctrl-C leaves the dashboard for the prompt"
-keys 'setting y 2; setting y' Enter
+keys 'setting seed 2; setting seed' Enter
 wait_for '^2$'; ok $? "the prompt works after Ctrl-C in the dashboard"
 
 # edit: a line pre-filled with the current expression
@@ -156,30 +156,47 @@ wait_for '^blocks\.0\.norm2 = x$'; ok $? "undo reverts the edit"
 mkfifo "$TMP/slow.nl"
 keys "source $TMP/slow.nl" Enter
 exec 3>"$TMP/slow.nl"
-echo "setting z 3; setting z" >&3
+echo "setting seed 3; setting seed" >&3
 wait_for '^3$'; ok $? "the running script ran its first line"
 keys C-c
 wait_for 'normlab source: .*slow.nl: interrupted'; ok $? "Ctrl-C interrupts the running command"
-(trap "" PIPE; echo "setting z 4; setting z" >&3) 2>/dev/null
+(trap "" PIPE; echo "setting seed 4; setting seed" >&3) 2>/dev/null
 exec 3>&-
 wait_for '^normlab:set> ?$'; ok $? "the prompt is back after the interruption"
-keys 'setting z' Enter
+keys 'setting seed' Enter
 sleep 0.3
 [ "$(screen | grep -c '^[34]$')" -eq 2 ] && screen | grep -q '^3$' && ! screen | grep -q '^4$'
 ok $? "the results before the interruption are kept, nothing after it ran"
 
+# the set was edited (edit, undo): Ctrl-D asks before dropping the edits
 keys C-d
-wait_for '^\[exit 0\]'; ok $? "Ctrl-D leaves with status 0"
+wait_for 'unsaved changes\. Save the session first\? \[y\]es, \[n\]o: discard, \[c\]ancel:$'
+ok $? "Ctrl-D with unsaved edits asks first"
+keys 'c' Enter
+wait_for '^quit cancelled: the session is as it was$'; ok $? "cancel keeps the session"
+keys 'status' Enter
+wait_for '^unsaved +the expression set'; ok $? "the prompt goes on with the edits"
+keys 'quit' Enter
+wait_for 'unsaved changes\. Save the session first'; ok $? "quit asks too"
+keys 'maybe' Enter
+sleep 0.3
+[ "$(screen | grep -c 'unsaved changes\. Save the session first')" -eq 3 ]; ok $? "an answer that is not y, n or c asks again"
+keys 'y' Enter
+wait_for 'Save the session in directory:$'; ok $? "yes without a session directory asks for one"
+keys 'kept' Enter
+wait_for '^saved kept/session\.json$'; ok $? "the session is saved there"
+wait_for '^\[exit 0\]'; ok $? "then quit leaves with status 0"
+grep -q '^blocks\.0\.norm2 = x$' "$TMP/kept/set.exprs"; ok $? "the saved set holds the edited expressions"
 screen | grep -q 'Sanitizer' && ok 1 "no sanitizer report" || ok 0 "no sanitizer report"
 grep -q '^plot --sam' "$NORMLAB_HISTORY" && ok 1 "a cleared line is not in history" || ok 0 "a cleared line is not in history"
-grep -qx 'setting y 2; setting y' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
+grep -qx 'setting seed 2; setting seed' "$NORMLAB_HISTORY"; ok $? "history file written to \$NORMLAB_HISTORY"
 grep -qx 'status' "$NORMLAB_HISTORY"; ok $? "a completed line is kept without its trailing blank"
 
 # history across runs
 start
 wait_for '^normlab> ?$'
 keys Up
-wait_for '^normlab> setting z$'; ok $? "Up recalls the last line of the previous run"
+wait_for '^normlab> quit$'; ok $? "Up recalls the last line of the previous run"
 keys C-u 'history' Enter
 wait_for 'load exprs set\.exprs'; ok $? "history lists the previous run's lines"
 keys 'history 2' Enter
@@ -190,6 +207,53 @@ screen | awk '/^normlab> history 2$/ {on = 1; next} /^normlab>/ {on = 0} on && N
 ok $? "history N shows the last N lines"
 keys 'quit' Enter
 wait_for '^\[exit 0\]'; ok $? "quit leaves with status 0"
+
+# quit with unsaved edits: n discards them
+start
+wait_for '^normlab> ?$'
+keys 'set a = x' Enter
+wait_for '^a = x'
+keys 'quit' Enter
+wait_for 'unsaved changes\.'
+keys 'n' Enter
+wait_for '^\[exit 0\]'; ok $? "no discards the edits and leaves"
+# and in a saved session, yes saves into its directory
+start
+wait_for '^normlab> ?$'
+keys 'open kept' Enter
+wait_for '^opened kept'
+keys 'set norm = x * 3' Enter
+wait_for '^norm = x \* 3'
+keys 'open! kept' Enter
+wait_for '^opened kept' ; ok $? "open! opens without asking"
+keys 'set norm = x * 4' Enter
+wait_for '^norm = x \* 4'
+keys 'open kept' Enter
+wait_for 'Save them to kept first\?'; ok $? "open asks, naming the session's directory"
+keys 'y' Enter
+wait_for '^saved kept/session\.json$'; ok $? "yes saves into the session's directory"
+wait_for '^opened kept'; ok $? "then the session is opened"
+grep -q '^norm = x \* 4$' "$TMP/kept/set.exprs"; ok $? "the edit was saved"
+keys 'quit' Enter
+wait_for '^\[exit 0\]'; ok $? "quit after open leaves (nothing unsaved)"
+
+# Tab completion: settings and their values; model files after load model
+mkdir -p "$TMP/models/sub"
+: >"$TMP/models/vit.safetensors"
+: >"$TMP/models/notes.txt"
+start
+wait_for '^normlab> ?$'
+keys 'setting th' Tab
+wait_for '^normlab> setting threads ?$'; ok $? "Tab completes a setting's name"
+keys C-u 'setting term d' Tab
+wait_for '^normlab> setting term dumb ?$'; ok $? "Tab completes a setting's value"
+keys C-u 'load model models/' Tab Tab
+wait_for 'vit\.safetensors'; ok $? "load model offers model files"
+if screen | grep -q 'notes\.txt'; then ok 1 "load model does not offer other files first"; else ok 0 "load model does not offer other files first"; fi
+keys C-u 'load model models/n' Tab
+wait_for '^normlab> load model models/notes\.txt ?$'; ok $? "without a model file, other files are offered"
+keys C-u 'quit' Enter
+wait_for '^\[exit 0\]'
 
 # history is bounded: the file keeps the last 1000 lines
 NORMLAB_HISTORY="$TMP/long-history"

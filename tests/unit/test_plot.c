@@ -72,7 +72,7 @@ static void test_png(void **state) {
   assert_non_null(mkdtemp(dir));
   char path[256];
   snprintf(path, sizeof path, "%s/out.png", dir);
-  nl_plot_series s[2] = {{"tanh(x)", xs, ys, N, 0}, {"it's 'quoted' \\ & {enh}_^", xs, zs, N, 1}};
+  nl_plot_series s[2] = {{"tanh(x)", xs, ys, N, 0, 0}, {"it's 'quoted' \\ & {enh}_^", xs, zs, N, 1, 0}};
   nl_plot_opts o = {.term = NL_PLOT_PNG, .output = path, .title = "layer 'x'", .xlabel = "x"};
   nl_plot_result r;
   nl_error err;
@@ -106,7 +106,7 @@ static void test_dumb(void **state) {
   char *text = NULL;
   size_t len = 0;
   FILE *mem = open_memstream(&text, &len);
-  nl_plot_series s = {"tanh_curve", xs, ys, N, 0};
+  nl_plot_series s = {"tanh_curve", xs, ys, N, 0, 0};
   nl_plot_opts o = {.term = NL_PLOT_DUMB, .title = "dumb title", .width = 70, .height = 20,
                     .text_out = mem};
   nl_plot_result r;
@@ -144,7 +144,7 @@ static void test_window_fallback(void **state) {
   assert_non_null(mkdtemp(dir));
   char path[256];
   snprintf(path, sizeof path, "%s/auto.png", dir);
-  nl_plot_series s = {"f", xs, ys, N, 0};
+  nl_plot_series s = {"f", xs, ys, N, 0, 0};
   nl_plot_result r;
   nl_error err;
   /* a window asked of a gnuplot without one: a clear error */
@@ -176,7 +176,7 @@ static void test_window_fallback(void **state) {
 static void test_errors(void **state) {
   (void)state;
   fill();
-  nl_plot_series s = {"bad\nname", xs, ys, N, 0};
+  nl_plot_series s = {"bad\nname", xs, ys, N, 0, 0};
   nl_plot_opts o = {.term = NL_PLOT_DUMB, .text_out = stdout};
   nl_plot_result r;
   nl_error err;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -636,6 +637,230 @@ static void test_session_save_open(void **state) {
   free(d);
 }
 
+/* Settings are a typed table: unknown names and bad values are refused,
+ * the value in effect comes from the session, the environment or the
+ * default, and says which. */
+static void test_settings_table(void **state) {
+  (void)state;
+  nl_session s;
+  nl_session_init(&s);
+  nl_error err;
+  nl_error_clear(&err);
+  unsetenv("GNUTERM");
+  assert_int_equal(nl_session_setting(&s, "threads", "-5", &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "threads: expects an integer from 1 to 256, got '-5'"));
+  assert_int_equal(nl_session_setting(&s, "threads", "0", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "threads", "257", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "threads", "4x", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "threads", "", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "threads", "256", &err), 0);
+  assert_int_equal(nl_session_setting(&s, "seed", "-1", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "seed", "2147483648", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "seed", "2147483647", &err), 0);
+  assert_int_equal(nl_session_setting(&s, "term", "svg", &err), -1);
+  assert_non_null(strstr(err.msg, "auto|window|png|dumb"));
+  assert_int_equal(nl_session_setting(&s, "timer", "yes", &err), -1);
+  assert_int_equal(nl_session_setting(&s, "colour", "red", &err), -1);
+  assert_non_null(strstr(err.msg, "unknown setting 'colour'"));
+  assert_int_equal(nl_session_setting(&s, "thread", "2", &err), -1);
+  assert_non_null(strstr(err.msg, "did you mean 'threads'"));
+  assert_int_equal(s.nsettings, 2); /* threads and seed: nothing refused was kept */
+
+  const char *from;
+  assert_string_equal(nl_session_setting_value(&s, "threads", &from), "256");
+  assert_string_equal(from, "session");
+  assert_string_equal(nl_session_context(&s, "seed"), "2147483647"); /* fills --seed */
+  assert_int_equal(nl_session_setting(&s, "seed", NULL, &err), 0);
+  assert_null(nl_session_setting_value(&s, "seed", &from)); /* unset: each command's own */
+  assert_null(nl_session_context(&s, "seed"));
+  assert_string_equal(nl_session_setting_value(&s, "term", &from), "auto");
+  assert_string_equal(from, "default");
+  setenv("GNUTERM", "pngcairo font 'x,9'", 1); /* gnuplot's name, first word */
+  assert_string_equal(nl_session_setting_value(&s, "term", &from), "png");
+  assert_string_equal(from, "GNUTERM");
+  assert_string_equal(nl_session_context(&s, "term"), "png"); /* fills plot --term */
+  setenv("GNUTERM", "dumb", 1);
+  assert_string_equal(nl_session_context(&s, "term"), "dumb");
+  setenv("GNUTERM", "svg", 1); /* not one plot draws: the default */
+  assert_string_equal(nl_session_setting_value(&s, "term", &from), "auto");
+  assert_string_equal(from, "default");
+  assert_int_equal(nl_session_setting(&s, "term", "window", &err), 0);
+  setenv("GNUTERM", "dumb", 1);
+  assert_string_equal(nl_session_setting_value(&s, "term", &from), "window"); /* session first */
+  unsetenv("GNUTERM");
+  nl_session_free(&s);
+}
+
+static void test_complete_settings(void **state) {
+  (void)state;
+  int files;
+  char **v = nl_complete_candidates(nl_repl_session(), "setting ", &files);
+  assert_int_equal(files, 0);
+  assert_int_equal(count(v), 4);
+  assert_true(has(v, "seed") && has(v, "threads") && has(v, "term") && has(v, "timer"));
+  nl_session_free_names(v);
+  v = nl_complete_candidates(nl_repl_session(), "setting t", &files);
+  assert_int_equal(count(v), 3);
+  nl_session_free_names(v);
+  v = nl_complete_candidates(nl_repl_session(), "setting term ", &files);
+  assert_int_equal(count(v), 4);
+  assert_true(has(v, "auto") && has(v, "window") && has(v, "png") && has(v, "dumb"));
+  nl_session_free_names(v);
+  v = nl_complete_candidates(nl_repl_session(), "setting timer o", &files);
+  assert_int_equal(count(v), 2);
+  assert_true(has(v, "on") && has(v, "off"));
+  nl_session_free_names(v);
+  v = nl_complete_candidates(nl_repl_session(), "setting --unset se", &files);
+  assert_int_equal(count(v), 1);
+  assert_true(has(v, "seed"));
+  nl_session_free_names(v);
+}
+
+/* File completion offers the files a word takes first: models after
+ * 'load model', sets after 'load exprs', directories for 'open'. */
+static void test_complete_files(void **state) {
+  (void)state;
+  char *d = tmpdir();
+  char p[4400], line[4400], want[4400];
+  const char *files_in[] = {"vit.safetensors", "set.exprs", "notes.txt", NULL};
+  for (int i = 0; files_in[i]; i++) {
+    snprintf(p, sizeof p, "%s/%s", d, files_in[i]);
+    write_text(p, "x");
+  }
+  snprintf(p, sizeof p, "%s/sub", d);
+  mkdir(p, 0777);
+  int files;
+  snprintf(line, sizeof line, "load model %s/", d);
+  char **v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(files, 1);
+  assert_int_equal(count(v), 2);
+  snprintf(want, sizeof want, "%s/vit.safetensors", d);
+  assert_true(has(v, want));
+  snprintf(want, sizeof want, "%s/sub", d);
+  assert_true(has(v, want));
+  nl_session_free_names(v);
+  snprintf(line, sizeof line, "load maps %s/v", d);
+  v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(count(v), 1);
+  nl_session_free_names(v);
+  snprintf(line, sizeof line, "load exprs %s/", d);
+  v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(count(v), 2);
+  snprintf(want, sizeof want, "%s/set.exprs", d);
+  assert_true(has(v, want));
+  nl_session_free_names(v);
+  snprintf(line, sizeof line, "eval --model %s/", d);
+  v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(count(v), 2); /* an option naming a model: the same */
+  nl_session_free_names(v);
+  snprintf(line, sizeof line, "open %s/", d);
+  v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(count(v), 1); /* directories */
+  nl_session_free_names(v);
+  snprintf(line, sizeof line, "load model %s/n", d); /* no model file: the others */
+  v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(count(v), 1);
+  snprintf(want, sizeof want, "%s/notes.txt", d);
+  assert_true(has(v, want));
+  nl_session_free_names(v);
+  snprintf(line, sizeof line, "source %s/", d); /* any file */
+  v = nl_complete_candidates(nl_repl_session(), line, &files);
+  assert_int_equal(count(v), 4);
+  nl_session_free_names(v);
+  rm_rf(d);
+  free(d);
+}
+
+/* A directory given with trailing slashes is kept without them, and
+ * paths in it are joined with one '/'; the errno of a path the user gave
+ * is the input's fault. */
+static void test_session_paths(void **state) {
+  (void)state;
+  char *d = tmpdir();
+  char dir[4400];
+  snprintf(dir, sizeof dir, "%s/s1//", d);
+  nl_session s;
+  nl_session_init(&s);
+  nl_error err;
+  assert_int_equal(nl_session_set_expr(&s, "a", "x", NULL, &err), 0);
+  assert_int_equal(nl_session_save(&s, dir, &err), 0);
+  char want[4400];
+  snprintf(want, sizeof want, "%s/s1", d);
+  assert_string_equal(s.dir, want);
+  char *p = nl_session_path(&s, "session.json");
+  snprintf(want, sizeof want, "%s/s1/session.json", d);
+  assert_string_equal(p, want);
+  free(p);
+  snprintf(want, sizeof want, "%s/s1/set.exprs", d);
+  assert_string_equal(s.exprs_path, want);
+  nl_session_free(&s);
+  char *j = nl_path_join("a//", "/b");
+  assert_string_equal(j, "a/b");
+  free(j);
+  j = nl_path_join("/", "b");
+  assert_string_equal(j, "/b");
+  free(j);
+  assert_int_equal(nl_errno_code(EACCES), NL_EINPUT);
+  assert_int_equal(nl_errno_code(ENOENT), NL_EINPUT);
+  assert_int_equal(nl_errno_code(EIO), NL_EIO);
+  rm_rf(d);
+  free(d);
+}
+
+/* Unsaved edits: the set's edits since it was loaded or saved; recording
+ * a search's fronts in the session's directory leaves them unsaved and
+ * set.exprs as it was. */
+static void test_session_unsaved_and_fronts(void **state) {
+  (void)state;
+  char *d = tmpdir();
+  char sdir[4400], fronts[4400], csv[4500], p[4500];
+  snprintf(sdir, sizeof sdir, "%s/sess", d);
+  snprintf(fronts, sizeof fronts, "%s/run", d);
+  mkdir(fronts, 0777);
+  snprintf(csv, sizeof csv, "%s/a.csv", fronts);
+  write_text(csv, "layer,seed,val_r2,expr\na,0,0.5,x\n");
+  nl_session s;
+  nl_session_init(&s);
+  nl_error err;
+  assert_false(nl_session_unsaved(&s));
+  assert_int_equal(nl_session_set_expr(&s, "a", "x", NULL, &err), 0);
+  assert_true(nl_session_unsaved(&s));
+  assert_int_equal(nl_session_undo(&s), 0);
+  assert_false(nl_session_unsaved(&s)); /* nothing left to lose */
+  assert_int_equal(nl_session_set_expr(&s, "a", "tanh(x)", NULL, &err), 0);
+  assert_int_equal(nl_session_record_fronts(&s, &err), -1); /* no directory yet */
+  assert_int_equal(nl_session_save(&s, sdir, &err), 0);
+  assert_false(nl_session_unsaved(&s));
+  assert_int_equal(nl_session_set_expr(&s, "a", "2 * x", NULL, &err), 0);
+  assert_int_equal(nl_session_load(&s, "fronts", fronts, &err), 0);
+  assert_int_equal(nl_session_record_fronts(&s, &err), 0);
+  assert_true(nl_session_unsaved(&s)); /* the edit is still unsaved */
+  snprintf(p, sizeof p, "%s/set.exprs", sdir);
+  char *text = nl_read_file(p, NULL, NULL);
+  assert_non_null(strstr(text, "a = tanh(x)\n"));
+  free(text);
+  snprintf(p, sizeof p, "%s/fronts/a.csv", sdir);
+  assert_true(nl_file_exists(p));
+  nl_session t;
+  nl_session_init(&t);
+  assert_int_equal(nl_session_open(&t, sdir, &err), 0);
+  assert_int_equal(t.nfronts, 1);
+  assert_string_equal(nl_session_find(&t, "a")->text, "tanh(x)");
+  /* a later search's fronts replace the earlier ones in the session */
+  write_text(csv, "layer,seed,val_r2,expr\nb,0,0.5,x\n");
+  snprintf(p, sizeof p, "%s/b.csv", fronts);
+  rename(csv, p);
+  assert_int_equal(nl_session_load(&s, "fronts", fronts, &err), 0);
+  assert_int_equal(nl_session_record_fronts(&s, &err), 0);
+  snprintf(p, sizeof p, "%s/fronts/a.csv", sdir);
+  assert_false(nl_file_exists(p));
+  nl_session_free(&t);
+  nl_session_free(&s);
+  rm_rf(d);
+  free(d);
+}
+
 int main(void) {
   nl_cli_setup(); /* the front-ends wired as the program wires them */
   const struct CMUnitTest tests[] = {
@@ -653,6 +878,11 @@ int main(void) {
       cmocka_unit_test(test_session_maps),
       cmocka_unit_test(test_session_fronts),
       cmocka_unit_test(test_session_save_open),
+      cmocka_unit_test(test_settings_table),
+      cmocka_unit_test(test_complete_settings),
+      cmocka_unit_test(test_complete_files),
+      cmocka_unit_test(test_session_paths),
+      cmocka_unit_test(test_session_unsaved_and_fronts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

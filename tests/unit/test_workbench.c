@@ -25,6 +25,9 @@
 #include "search/fit.h"
 #include "repl/repl.h"
 #include "search/dyt.h"
+#include "search/gp.h"
+#include "session/job.h"
+#include "base/fileio.h"
 
 static char g_dir[256];
 
@@ -479,6 +482,108 @@ static void test_complete_new_commands(void **state) {
   nl_session_free(s);
 }
 
+/* A background search's clock stops when it ends: the line reports the
+ * same seconds however long after the end it is read. */
+static void test_job_clock_stops(void **state) {
+  (void)state;
+  const char *m = write_maps("clock.maps", "L", f_atanh, 500);
+  nl_gp_config c;
+  nl_gp_config_default(&c);
+  c.pop = 20;
+  c.gens = 2;
+  char out[600];
+  snprintf(out, sizeof out, "%s/clock", g_dir);
+  nl_error err;
+  nl_error_clear(&err);
+  assert_int_equal(nl_job_start(&c, 1, m, "L", out, &err), 0);
+  for (int i = 0; i < 6000 && !nl_job_ended(); i++) usleep(5000);
+  assert_true(nl_job_ended());
+  char a[600], b[600];
+  assert_true(nl_job_line(a, sizeof a));
+  assert_non_null(strstr(a, "evolve ended"));
+  usleep(1300000);
+  assert_true(nl_job_line(b, sizeof b));
+  assert_string_equal(a, b);
+  nl_job_result r;
+  assert_int_equal(nl_job_join(&r), 0);
+  assert_int_equal(r.rc, 0);
+  assert_true(r.seconds < 1.3); /* the search's time, not the time until the join */
+  free(r.outdir);
+}
+
+static char *slurp(const char *fmt, const char *a) {
+  char p[700];
+  snprintf(p, sizeof p, fmt, g_dir, a);
+  char *t = nl_read_file(p, NULL, NULL);
+  assert_non_null(t);
+  return t;
+}
+
+/* 'setting seed' is evolve's --seed when none is given, in the
+ * foreground and in the background. */
+static void test_setting_seed_reaches_evolve(void **state) {
+  (void)state;
+  const char *m = write_maps("seed.maps", "L", f_wiggle, 1500);
+  int st;
+  char *out = runf(&st, "load maps %s; evolve --layer L --gens 3 --pop 30 --seed 5 --output %s/s5",
+                   m, g_dir);
+  assert_int_equal(st, 0);
+  free(out);
+  out = runf(&st, "load maps %s; evolve --layer L --gens 3 --pop 30 --output %s/s0", m, g_dir);
+  assert_int_equal(st, 0);
+  free(out);
+  out = runf(&st,
+             "load maps %s; setting seed 5; evolve --layer L --gens 3 --pop 30 --output %s/set; "
+             "evolve --layer L --gens 3 --pop 30 --output %s/bg &",
+             m, g_dir, g_dir);
+  assert_int_equal(st, 0);
+  free(out);
+  char *a = slurp("%s/%s/L.csv", "s5"), *b = slurp("%s/%s/L.csv", "s0");
+  char *c = slurp("%s/%s/L.csv", "set"), *d = slurp("%s/%s/L.csv", "bg");
+  assert_string_not_equal(a, b); /* the seed matters here */
+  assert_string_equal(c, a);
+  assert_string_equal(d, a);
+  out = runf(&st,
+             "load maps %s; setting seed 5; evolve --layer L --gens 3 --pop 30 --seed 0 "
+             "--output %s/given",
+             m, g_dir);
+  assert_int_equal(st, 0);
+  free(out);
+  char *e = slurp("%s/%s/L.csv", "given");
+  assert_string_equal(e, b); /* an option given beats the setting */
+  free(a), free(b), free(c), free(d), free(e);
+}
+
+/* After an evolve the session's directory records the fronts at once,
+ * but the set's edits are written only by 'save': they stay unsaved. */
+static void test_evolve_leaves_edits_unsaved(void **state) {
+  (void)state;
+  const char *m = write_maps("keep.maps", "L", f_atanh, 800);
+  int st;
+  char *out = runf(&st,
+                   "load maps %s; save %s/ks; set L = tanh(x); evolve --layer L --gens 2 --pop 20 "
+                   "--output %s/kf",
+                   m, g_dir, g_dir);
+  assert_int_equal(st, 0);
+  free(out);
+  char p[700];
+  snprintf(p, sizeof p, "%s/ks/session.json", g_dir);
+  char *j = nl_read_file(p, NULL, NULL);
+  assert_non_null(j);
+  assert_non_null(strstr(j, "\"fronts\": \"fronts\""));
+  free(j);
+  snprintf(p, sizeof p, "%s/ks/fronts/L.csv", g_dir);
+  assert_true(nl_file_exists(p));
+  snprintf(p, sizeof p, "%s/ks/set.exprs", g_dir);
+  assert_false(nl_file_exists(p)); /* the edit was not written */
+  /* and quit in a script refuses to drop it */
+  out = runf(&st, "load maps %s; open %s/ks; set L = tanh(x); evolve --layer L --gens 2 --pop 20 "
+                  "--output %s/kf; quit",
+             m, g_dir, g_dir);
+  assert_int_equal(st, 2);
+  free(out);
+}
+
 static int setup(void **state) {
   (void)state;
   const char *t = getenv("TMPDIR");
@@ -508,6 +613,9 @@ int main(void) {
       cmocka_unit_test(test_complete_new_commands),
       cmocka_unit_test(test_score_uses_search_split),
       cmocka_unit_test(test_background_in_scripts),
+      cmocka_unit_test(test_job_clock_stops),
+      cmocka_unit_test(test_setting_seed_reaches_evolve),
+      cmocka_unit_test(test_evolve_leaves_edits_unsaved),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
