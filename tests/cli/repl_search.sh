@@ -132,8 +132,8 @@ keys "evolve --layer L --pop 60 --gens 400 --output bg3 &" Enter
 wait_for '^\[evolve\] started in the background'
 keys "dashboard" Enter
 wait_for '^ evolve running: '; ok $? "the dashboard opens while the search runs"
-if screen | grep -q 'front R2 max'; then ok 1 "no front column before the search has one"; else ok 0 "no front column before the search has one"; fi
-wait_for 'front R2 max' 120; ok $? "the front's column appears when the search ends"
+if screen | grep -q 'front R² max'; then ok 1 "no front column before the search has one"; else ok 0 "no front column before the search has one"; fi
+wait_for 'front R² max' 120; ok $? "the front's column appears when the search ends"
 # layer, FLOPs, front R2, then val, DyT and bound R2
 screen | grep -Eq '^ L +[0-9]+ +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} +[01]\.[0-9]{4} ' && screen | grep -q 'Up/Down move'
 ok $? "still in the dashboard, the row shows the front's best R2"

@@ -60,7 +60,7 @@ for c in $("$NORMLAB" help | awk '/^Commands:/ {on=1; next} on && /^  [a-z]/ {pr
 done
 for c in $("$NORMLAB" -c help | awk '/^  [a-z]/ {print $1}'); do
   "$NORMLAB" -c "$c --zzzzzz" >/dev/null 2>"$TMP/e"
-  hint=$(sed -n "s/.*see '\\([a-z ]*\\)'.*/\\1/p" "$TMP/e")
+  hint=$(sed -n "s/.*see '\\([a-z! ]*\\)'.*/\\1/p" "$TMP/e")
   case "$hint" in
     "help $c") "$NORMLAB" -c "$hint" >/dev/null 2>&1 || bad="$bad prompt:$c($hint fails)" ;;
     *) bad="$bad prompt:$c(hint '$hint')" ;;

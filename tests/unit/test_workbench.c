@@ -487,15 +487,20 @@ static void test_complete_new_commands(void **state) {
 static void test_job_clock_stops(void **state) {
   (void)state;
   const char *m = write_maps("clock.maps", "L", f_atanh, 500);
-  nl_gp_config c;
-  nl_gp_config_default(&c);
-  c.pop = 20;
-  c.gens = 2;
+  nl_gp_campaign_opts o;
+  nl_gp_campaign_opts_init(&o);
+  o.cfg.pop = 20;
+  o.cfg.gens = 2;
+  o.cfg.tournament = 2;
   char out[600];
   snprintf(out, sizeof out, "%s/clock", g_dir);
+  o.maps = nl_xstrdup(m);
+  o.layer = nl_xstrdup("L");
+  o.output = nl_xstrdup(out);
   nl_error err;
   nl_error_clear(&err);
-  assert_int_equal(nl_job_start(&c, 1, m, "L", out, &err), 0);
+  assert_int_equal(nl_job_start(&o, &err), 0);
+  nl_gp_campaign_opts_free(&o);
   for (int i = 0; i < 6000 && !nl_job_ended(); i++) usleep(5000);
   assert_true(nl_job_ended());
   char a[600], b[600];
