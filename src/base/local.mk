@@ -6,4 +6,5 @@ libnormlab_a_SOURCES += \
 	src/base/fileio.c src/base/fileio.h \
 	src/base/interrupt.c src/base/interrupt.h \
 	src/base/progress.h \
-	src/base/threads.c src/base/threads.h
+	src/base/threads.c src/base/threads.h \
+	src/base/vmath.h

@@ -2,11 +2,9 @@
 libnormlab_a_SOURCES += \
 	src/train/layers.c src/train/layers.h \
 	src/train/attention.c \
-	src/train/exprnorm.c src/train/exprnorm.h \
 	src/train/loss.c src/train/loss.h \
 	src/train/optim.c src/train/optim.h \
 	src/train/augment.c src/train/augment.h \
-	src/train/fastmath.h \
 	src/train/vit_train.c src/train/vit_train.h \
 	src/app/bench_trainblock.c \
 	src/app/cmd_train.c src/app/bench_train.c
