@@ -22,3 +22,9 @@ NL_UNIT_TESTS += tests/unit/test_vit_train
 tests_unit_test_vit_train_SOURCES = tests/unit/test_vit_train.c
 tests_unit_test_vit_train_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_vit_train_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_forward_shared
+NL_UNIT_TESTS += tests/unit/test_forward_shared
+tests_unit_test_forward_shared_SOURCES = tests/unit/test_forward_shared.c
+tests_unit_test_forward_shared_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_forward_shared_LDADD = $(NL_TEST_LDADD)
