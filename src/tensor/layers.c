@@ -18,7 +18,7 @@
  * chunk order, so results are the same for any thread count. Small
  * problems run as one chunk on the calling thread. */
 #define ROWS_CHUNK_ELEMS 16384
-#define ROWS_PAR_MIN 65536
+#define ROWS_PAR_MIN 32768
 #define ROWS_MAX_CHUNKS 64
 
 typedef struct {

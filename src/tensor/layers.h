@@ -28,7 +28,7 @@
  * floats, zeroed (NULL when nacc is 0). */
 typedef void (*nl_rows_fn)(void *ctx, size_t r0, size_t r1, float *acc);
 /* Run fn over rows [0, rows) of width `width` in chunks fixed by the shape
- * (one chunk below 65,536 elements, else about 16,384 elements per chunk,
+ * (one chunk below 32,768 elements, else about 16,384 elements per chunk,
  * at most 64 chunks) over nl_parallel_for; the chunks' acc are then added
  * into acc (not cleared) in chunk order. */
 void nl_rows_run(nl_rows_fn fn, void *ctx, size_t rows, size_t width, int nacc, float *acc);
