@@ -106,8 +106,8 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
 /* ---- linear ---- */
 
 #define LIN_ROWS 256     /* rows of out per tile */
-#define LIN_MIN_TILES 8  /* below this many row tiles, split the columns too */
-#define LIN_COL_ALIGN 32 /* column tiles are a multiple of this */
+#define LIN_MIN_TILES 4  /* below this many row tiles, split the columns too */
+#define LIN_COL_ALIGN 16 /* column tiles are a multiple of this */
 
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                        int IC, int OC) {

@@ -45,8 +45,9 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
 
 /* ---- linear: out[N,OC] = inp[N,IC] @ w[OC,IC]^T + b[OC] ----
  * b may be NULL (no bias). Saves nothing: backward needs inp. Tiles of 256
- * rows of out; when that gives fewer than 8 tiles (small batches), the
- * output channels are split too, so that both cores of a batch of one work. */
+ * rows of out; when that gives fewer than 4 tiles (small batches), the
+ * output channels are split too (into 4 tiles at batch 1), so that more
+ * than one core works on a small batch. */
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                        int IC, int OC);
 
