@@ -6,7 +6,7 @@
 
 #include "app/bench_fused.h"
 #include "base/timer.h"
-#include "expr/vmath.h"
+#include "base/vmath.h"
 
 const char *const nl_bench_trees[NL_BENCH_NTREES] = {
     "0.698*clip(2.31*x) + 0.05*tanh(x)",

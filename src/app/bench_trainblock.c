@@ -1,6 +1,7 @@
 /* `normlab bench trainblock`: one ViT block forward and backward built from
- * the training layers (src/train), at vit_tiny_p4_fmnist's shape: 50 tokens,
- * width 192, 3 heads, MLP 768, LayerNorm, layer scale. The rate counts the
+ * the layer pairs (forward tensor/layers.h, backward train/layers.h), at
+ * vit_tiny_p4_fmnist's shape: 50 tokens, width 192, 3 heads, MLP 768,
+ * LayerNorm, layer scale. The rate counts the
  * matrix-product FLOPs of a training step (3x the forward's: forward, dX,
  * dW), set beside the measured sgemm peak. */
 #include <jansson.h>
@@ -35,18 +36,18 @@ static float *bt_buf(size_t n, nl_rng *r, float scale) {
 
 static void bt_forward(bt_state *s) {
   const int N = s->N, D = BT_D, H = BT_H;
-  nl_tr_layernorm_forward(s->ln1, s->m1, s->r1, s->x, s->nw, s->nb, N, D, 1e-6f);
-  nl_tr_linear_forward(s->qkv, s->ln1, s->wqkv, s->bqkv, N, D, 3 * D);
-  nl_tr_attention_forward(s->ao, s->att, s->qkv, s->B, BT_T, D, BT_NH);
-  nl_tr_linear_forward(s->pr, s->ao, s->wp, s->bp, N, D, D);
-  nl_tr_layerscale_forward(s->ls1, s->pr, s->g, N, D);
-  nl_tr_residual_forward(s->x1, s->x, s->ls1, (size_t)N * D);
-  nl_tr_layernorm_forward(s->ln2, s->m2, s->r2, s->x1, s->nw, s->nb, N, D, 1e-6f);
-  nl_tr_linear_forward(s->f1, s->ln2, s->w1, s->b1, N, D, H);
-  nl_tr_gelu_forward(s->g1, s->f1, (size_t)N * H);
-  nl_tr_linear_forward(s->f2, s->g1, s->w2, s->b2, N, H, D);
-  nl_tr_layerscale_forward(s->ls2, s->f2, s->g, N, D);
-  nl_tr_residual_forward(s->x2, s->x1, s->ls2, (size_t)N * D);
+  nl_layernorm_forward(s->ln1, s->m1, s->r1, s->x, s->nw, s->nb, N, D, 1e-6f);
+  nl_linear_forward(s->qkv, s->ln1, s->wqkv, s->bqkv, N, D, 3 * D);
+  nl_attention_forward(s->ao, s->att, s->qkv, s->B, BT_T, D, BT_NH);
+  nl_linear_forward(s->pr, s->ao, s->wp, s->bp, N, D, D);
+  nl_layerscale_forward(s->ls1, s->pr, s->g, N, D);
+  nl_residual_forward(s->x1, s->x, s->ls1, (size_t)N * D);
+  nl_layernorm_forward(s->ln2, s->m2, s->r2, s->x1, s->nw, s->nb, N, D, 1e-6f);
+  nl_linear_forward(s->f1, s->ln2, s->w1, s->b1, N, D, H);
+  nl_gelu_forward(s->g1, s->f1, (size_t)N * H);
+  nl_linear_forward(s->f2, s->g1, s->w2, s->b2, N, H, D);
+  nl_layerscale_forward(s->ls2, s->f2, s->g, N, D);
+  nl_residual_forward(s->x2, s->x1, s->ls2, (size_t)N * D);
 }
 
 /* s->dx holds dL/dx2 on entry and dL/dx on return. */

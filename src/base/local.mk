@@ -8,4 +8,5 @@ libnormlab_a_SOURCES += \
 	src/base/progress.h \
 	src/base/threads.c src/base/threads.h \
 	src/base/json.c src/base/json.h \
-	src/base/text.c src/base/text.h
+	src/base/text.c src/base/text.h \
+	src/base/vmath.h

@@ -2,8 +2,10 @@
 #include "base/threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/mem.h"
@@ -55,15 +57,22 @@ void nl_threads_leave(int outer) {
 /* A persistent pool: up to NL_THREADS_MAX-1 workers sleep on a condition
  * variable; nl_parallel_for publishes a job, the caller works on it too, and
  * returns when every index is done. Indices are handed out dynamically; a
- * nested call from inside a job runs serially on the calling thread. */
+ * nested call from inside a job runs serially on the calling thread.
+ * The forward and training passes hand out many short jobs back to back
+ * (one per layer, some under 100 us at batch 1), and waking a sleeping
+ * thread costs about as much as such a job: so an idle worker first polls
+ * for the next job for up to SPIN_NS before it sleeps, and the caller polls
+ * for the workers' end of a job likewise before it waits. */
+#define SPIN_NS 200000L
+
 typedef struct {
   pthread_mutex_t mu;
   pthread_cond_t wake;     /* a new job (or shutdown) */
   pthread_cond_t idle;     /* all workers left the current job */
   pthread_t *th;
   int nworkers;            /* pool threads, excluding callers */
-  unsigned long generation;/* bumped for every job */
-  int active;              /* workers still inside the current job */
+  atomic_ulong generation; /* bumped for every job (under mu; polled without) */
+  atomic_int active;       /* workers still inside the current job (likewise) */
   /* the current job */
   size_t n;
   atomic_size_t next;
@@ -92,6 +101,29 @@ static void run_indices(pool_t *p, int worker) {
   t_in_job = 0;
 }
 
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+
+/* Poll until generation differs from seen (want_change) or active is 0
+ * (!want_change), for at most SPIN_NS; returns whether that happened. */
+static int spin_for(pool_t *p, int want_change, unsigned long seen) {
+  double t0 = 0.0;
+  for (unsigned k = 0;; k++) {
+    if (want_change ? atomic_load(&p->generation) != seen : atomic_load(&p->active) == 0)
+      return 1;
+    sched_yield(); /* on a busy machine the thread waited for may need this core */
+    if ((k & 15) == 0) {
+      double t = now_ns();
+      if (k == 0) t0 = t;
+      else if (t - t0 > SPIN_NS) return 0;
+    }
+  }
+}
+
 static void *worker_main(void *arg) {
   int worker = ((worker_arg *)arg)->worker;
   free(arg);
@@ -99,13 +131,18 @@ static void *worker_main(void *arg) {
   unsigned long seen = 0;
   pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
-    seen = p->generation;
+    if (atomic_load(&p->generation) == seen) {
+      pthread_mutex_unlock(&p->mu);
+      spin_for(p, 1, seen);
+      pthread_mutex_lock(&p->mu);
+    }
+    while (atomic_load(&p->generation) == seen) pthread_cond_wait(&p->wake, &p->mu);
+    seen = atomic_load(&p->generation);
     if (worker > p->job_threads - 1) continue; /* not needed for this job */
     pthread_mutex_unlock(&p->mu);
     run_indices(p, worker);
     pthread_mutex_lock(&p->mu);
-    if (--p->active == 0) pthread_cond_signal(&p->idle);
+    if (atomic_fetch_sub(&p->active, 1) == 1) pthread_cond_signal(&p->idle);
   }
   return NULL;
 }
@@ -161,15 +198,16 @@ void nl_parallel_for_n(size_t n, int threads, nl_task_fn fn, void *user) {
   p->fn = fn;
   p->user = user;
   p->job_threads = helpers + 1;
-  p->active = helpers;
-  p->generation++;
+  atomic_store(&p->active, helpers);
+  atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->mu);
 
   run_indices(p, 0);
 
+  spin_for(p, 0, 0);
   pthread_mutex_lock(&p->mu);
-  while (p->active > 0) pthread_cond_wait(&p->idle, &p->mu);
+  while (atomic_load(&p->active) > 0) pthread_cond_wait(&p->idle, &p->mu);
   pthread_mutex_unlock(&p->mu);
   if (scope > 1) nl_blas_set_threads(scope);
   pthread_mutex_unlock(&g_call_mu);

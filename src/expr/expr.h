@@ -157,7 +157,7 @@ void nl_eval_ws_free(nl_eval_ws *ws);
 
 /* out[i] = f(x[i]) for i < n (out may be x). Float arithmetic with
  * vectorised approximations of tanh, sigmoid and exp (relative error about
- * 2e-7, see expr/vmath.h); NaN propagates through every operator. */
+ * 2e-7, see base/vmath.h); NaN propagates through every operator. */
 void nl_eval(const nl_prog *p, const float *x, float *out, size_t n, nl_eval_ws *ws);
 /* Value and derivative with respect to x: out[i] = f(x[i]), dx[i] = f'(x[i]). */
 void nl_eval_dx(const nl_prog *p, const float *x, float *out, float *dx, size_t n,

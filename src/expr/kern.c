@@ -4,7 +4,7 @@
  * the compiler cannot turn into selects). */
 #include "expr/kern.h"
 
-#include "expr/vmath.h"
+#include "base/vmath.h"
 
 #define A0 const float *restrict a0 = a[0]
 #define A1 const float *restrict a1 = a[1]

@@ -1,6 +1,6 @@
 # expr module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += \
-	src/expr/expr.h src/expr/local.h src/expr/kern.h src/expr/vmath.h \
+	src/expr/expr.h src/expr/local.h src/expr/kern.h \
 	src/expr/ops.c src/expr/kern.c src/expr/prog.c src/expr/parse.c \
 	src/expr/print.c src/expr/simplify.c src/expr/eval.c src/expr/cost.c \
 	src/expr/exprset.c

@@ -2,7 +2,7 @@
 libnormlab_a_SOURCES += \
 	src/model/safetensors.c src/model/safetensors.h \
 	src/model/vit.h src/model/vit_load.c src/model/vit_forward.c \
-	src/model/norm_expr.c src/model/norm_expr.h \
+	src/model/norm.c src/model/norm.h \
 	src/model/replace.c src/model/replace.h
 
 check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace

@@ -183,8 +183,11 @@ typedef int (*nl_norm_tap_fn)(const char *layer, int index, const float *x, cons
                               int batch, int tokens, int dim, void *user);
 
 /* Forward `n` images (n <= acts->batch), input [n, C, H, W] normalised.
- * Logits land in acts->logits. tap may be NULL. Runs on acts->threads
- * workers (base/threads.h); the result does not depend on that count. */
+ * Logits land in acts->logits. tap may be NULL. The layers are the forward
+ * functions of tensor/layers.h and nl_norm_forward (model/norm.h), the same
+ * the trainer runs (train/vit_train.c), so both give the same activations;
+ * runs on acts->threads workers (base/threads.h); bitwise the same for any
+ * thread count. */
 int nl_vit_forward(const nl_vit *m, nl_vit_acts *acts, const float *images, int n,
                    nl_norm_tap_fn tap, void *tap_user, nl_error *err);
 

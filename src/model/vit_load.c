@@ -9,7 +9,7 @@
 #include "base/fileio.h"
 #include "base/mem.h"
 #include "expr/expr.h"
-#include "model/norm_expr.h"
+#include "model/norm.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 

@@ -1,7 +1,7 @@
-/* Multi-head softmax self-attention, forward and backward, one GEMM triple
- * per (image, head). q, k, v are read in place from the qkv activation with
- * leading dimension 3*C: no transposes or copies. */
-/* Softmax loops vectorise with the fast exp (see layers.c for the flags). */
+/* Multi-head softmax self-attention, backward (the forward is
+ * nl_attention_forward in tensor/layers.c): four GEMMs and a softmax
+ * backward per (image, head). q, k, v are read in place from the qkv
+ * activation with leading dimension 3*C: no transposes or copies. */
 #pragma GCC optimize("tree-vectorize", "no-trapping-math")
 
 #include "train/layers.h"
@@ -11,48 +11,13 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
-#include "train/fastmath.h"
 
 typedef struct {
-  float *out, *att, *dqkv, *ws;
+  float *dqkv, *ws;
   const float *qkv, *dout, *catt;
   int T, C, NH, hd;
   float scale;
 } att_job;
-
-static void att_fwd_task(size_t i, int worker, void *user) {
-  (void)worker;
-  const att_job *j = user;
-  const int T = j->T, C = j->C, hd = j->hd, b = (int)(i / j->NH), h = (int)(i % j->NH);
-  const int ld = 3 * C;
-  const float *q = j->qkv + (size_t)b * T * ld + (size_t)h * hd;
-  const float *k = q + C, *v = q + 2 * C;
-  float *P = j->att + i * (size_t)T * T;
-  float *o = j->out + (size_t)b * T * C + (size_t)h * hd;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, j->scale, q, ld, k, ld, 0.0f,
-              P, T);
-  for (int r = 0; r < T; r++) {
-    float *p = P + (size_t)r * T;
-    float m = p[0];
-    for (int c = 1; c < T; c++) m = p[c] > m ? p[c] : m;
-    float s = 0.0f;
-    for (int c = 0; c < T; c++) {
-      p[c] = nl_tr_expf(p[c] - m);
-      s += p[c];
-    }
-    const float inv = 1.0f / s;
-    for (int c = 0; c < T; c++) p[c] *= inv;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f, o,
-              C);
-}
-
-void nl_tr_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
-                             int NH) {
-  att_job j = {.out = out, .att = att, .qkv = qkv, .T = T, .C = C, .NH = NH, .hd = C / NH};
-  j.scale = (float)(1.0 / sqrt((double)j.hd));
-  nl_parallel_for((size_t)B * NH, att_fwd_task, &j);
-}
 
 static void att_bwd_task(size_t i, int worker, void *user) {
   const att_job *j = user;

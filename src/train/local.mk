@@ -2,11 +2,9 @@
 libnormlab_a_SOURCES += \
 	src/train/layers.c src/train/layers.h \
 	src/train/attention.c \
-	src/train/exprnorm.c src/train/exprnorm.h \
 	src/train/loss.c src/train/loss.h \
 	src/train/optim.c src/train/optim.h \
 	src/train/augment.c src/train/augment.h \
-	src/train/fastmath.h \
 	src/train/vit_train.c src/train/vit_train.h \
 	src/train/evaluate.c src/train/evaluate.h \
 	src/train/train_opts.c src/train/train_opts.h
@@ -24,3 +22,9 @@ NL_UNIT_TESTS += tests/unit/test_vit_train
 tests_unit_test_vit_train_SOURCES = tests/unit/test_vit_train.c
 tests_unit_test_vit_train_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_vit_train_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_forward_shared
+NL_UNIT_TESTS += tests/unit/test_forward_shared
+tests_unit_test_forward_shared_SOURCES = tests/unit/test_forward_shared.c
+tests_unit_test_forward_shared_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_forward_shared_LDADD = $(NL_TEST_LDADD)

@@ -8,8 +8,8 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "model/norm.h"
 #include "model/safetensors.h"
-#include "train/exprnorm.h"
 #include "train/layers.h"
 #include "train/loss.h"
 
@@ -210,20 +210,10 @@ void nl_vt_free(nl_vit_trainer *t) {
 
 /* ---- norms ---- */
 
+/* the slot's forward, shared with inference (model/norm.h) */
 static void norm_fwd(nl_vit_trainer *t, nl_norm *n, float *out, float *mean, float *rstd,
                      float *fx, float *dfx, const float *x, int N) {
-  const int D = t->m->cfg.dim;
-  switch (n->kind) {
-    case NL_NORM_LAYERNORM:
-      nl_tr_layernorm_forward(out, mean, rstd, x, n->w, n->b, N, D, t->m->cfg.eps);
-      break;
-    case NL_NORM_DYT:
-      nl_tr_dyt_forward(out, x, *nl_vt_alpha(n), n->w, n->b, N, D);
-      break;
-    case NL_NORM_EXPR:
-      nl_tr_exprnorm_forward(out, fx, dfx, x, n->prog, n->w, n->b, N, D, &t->ws);
-      break;
-  }
+  nl_norm_forward(n, out, mean, rstd, fx, dfx, x, N, t->m->cfg.dim, t->m->cfg.eps, &t->ws);
 }
 
 /* dinp += d norm / d x applied to dout; norm w, b (and alpha) gradients
@@ -269,10 +259,10 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
     t->labels[b] = labels[b];
   }
   /* patch embedding: the patch projection lands in dt1 (scratch) */
-  nl_tr_im2col(t->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  nl_tr_linear_forward(t->dt1, t->patches, m->patch_w, m->patch_b, n * NP, KP, D);
-  nl_tr_tokens_forward(t->layer[0].res1, t->dt1, c->class_token ? m->cls_token : NULL,
-                       m->pos_embed, n, NP, D);
+  nl_im2col(t->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
+  nl_linear_forward(t->dt1, t->patches, m->patch_w, m->patch_b, n * NP, KP, D);
+  nl_tokens_forward(t->layer[0].res1, t->dt1, c->class_token ? m->cls_token : NULL,
+                    m->pos_embed, n, NP, D);
   const size_t per = (size_t)T * D;
   for (int l = 0; l < c->depth; l++) {
     nl_vt_layer *L = &t->layer[l];
@@ -283,38 +273,38 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
     nl_tr_droppath_mask(L->dp2, n, p, dp_rng != NULL, dp_rng);
     /* attention branch */
     norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
-    nl_tr_linear_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, 3 * D);
-    nl_tr_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
-    nl_tr_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
+    nl_linear_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, 3 * D);
+    nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+    nl_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
     const float *br = L->proj;
     if (bl->ls1) {
-      nl_tr_layerscale_forward(t->dt1, L->proj, bl->ls1, BT, D);
+      nl_layerscale_forward(t->dt1, L->proj, bl->ls1, BT, D);
       br = t->dt1;
     }
     nl_tr_droppath_forward(t->dt2, br, L->dp1, n, per);
-    nl_tr_residual_forward(L->res2, L->res1, t->dt2, (size_t)BT * D);
+    nl_residual_forward(L->res2, L->res1, t->dt2, (size_t)BT * D);
     /* MLP branch */
     norm_fwd(t, bl->norm2, L->n2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, L->res2, BT);
-    nl_tr_linear_forward(L->fc1, L->n2, bl->fc1_w, bl->fc1_b, BT, D, Hm);
-    nl_tr_gelu_forward(L->gelu, L->fc1, (size_t)BT * Hm);
-    nl_tr_linear_forward(L->fc2, L->gelu, bl->fc2_w, bl->fc2_b, BT, Hm, D);
+    nl_linear_forward(L->fc1, L->n2, bl->fc1_w, bl->fc1_b, BT, D, Hm);
+    nl_gelu_forward(L->gelu, L->fc1, (size_t)BT * Hm);
+    nl_linear_forward(L->fc2, L->gelu, bl->fc2_w, bl->fc2_b, BT, Hm, D);
     br = L->fc2;
     if (bl->ls2) {
-      nl_tr_layerscale_forward(t->dt1, L->fc2, bl->ls2, BT, D);
+      nl_layerscale_forward(t->dt1, L->fc2, bl->ls2, BT, D);
       br = t->dt1;
     }
     nl_tr_droppath_forward(t->dt2, br, L->dp2, n, per);
-    nl_tr_residual_forward(out, L->res2, t->dt2, (size_t)BT * D);
+    nl_residual_forward(out, L->res2, t->dt2, (size_t)BT * D);
   }
   /* pooling, final norm, head. The norms are row-wise, so the class-token
    * model normalises only the rows it keeps. */
   if (c->avg_pool)
-    nl_tr_pool_forward(t->fin_in, t->out, NL_TR_POOL_AVG, c->class_token, n, T, D);
+    nl_pool_forward(t->fin_in, t->out, NL_POOL_AVG, c->class_token, n, T, D);
   else
-    nl_tr_pool_forward(t->fin_in, t->out, NL_TR_POOL_TOKEN, 0, n, T, D);
+    nl_pool_forward(t->fin_in, t->out, NL_POOL_TOKEN, 0, n, T, D);
   norm_fwd(t, m->final_norm, t->fin, t->fin_mean, t->fin_rstd, t->fin_fx, t->fin_dfx, t->fin_in,
            n);
-  nl_tr_linear_forward(t->logits, t->fin, m->head_w, m->head_b, n, D, K);
+  nl_linear_forward(t->logits, t->fin, m->head_w, m->head_b, n, D, K);
   /* loss */
   memset(t->dlogits, 0, (size_t)n * K * sizeof(float));
   if (t->teacher) {
@@ -353,9 +343,9 @@ static void backward_pass(nl_vit_trainer *t, int n) {
            t->fin_dfx, n);
   memset(t->dres, 0, BTD * sizeof(float));
   if (c->avg_pool)
-    nl_tr_pool_backward(t->dres, t->dt1, NL_TR_POOL_AVG, c->class_token, n, T, D);
+    nl_tr_pool_backward(t->dres, t->dt1, NL_POOL_AVG, c->class_token, n, T, D);
   else
-    nl_tr_pool_backward(t->dres, t->dt1, NL_TR_POOL_TOKEN, 0, n, T, D);
+    nl_tr_pool_backward(t->dres, t->dt1, NL_POOL_TOKEN, 0, n, T, D);
   for (int l = c->depth - 1; l >= 0; l--) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];

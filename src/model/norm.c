@@ -1,0 +1,151 @@
+/* Norm slots: kinds and their forward. */
+#include "model/norm.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "base/mem.h"
+#include "base/threads.h"
+#include "expr/expr.h"
+#include "tensor/layers.h"
+
+void nl_norm_expr_release(nl_norm *n) {
+  if (n->prog) {
+    nl_prog_free(n->prog);
+    free(n->prog);
+  }
+  n->prog = NULL;
+  free(n->expr);
+  n->expr = NULL;
+}
+
+void nl_norm_set_layernorm(nl_vit *m, nl_norm *n) {
+  nl_norm_expr_release(n);
+  nl_vit_alpha_view(m, n, 0);
+  n->kind = NL_NORM_LAYERNORM;
+}
+
+void nl_norm_set_dyt(nl_vit *m, nl_norm *n, float alpha) {
+  nl_norm_expr_release(n);
+  nl_vit_alpha_view(m, n, 1);
+  n->kind = NL_NORM_DYT;
+  *n->alpha = alpha;
+}
+
+int nl_norm_set_expr(nl_vit *m, nl_norm *n, const struct nl_prog *p, nl_error *err) {
+  nl_prog c;
+  nl_prog_init(&c);
+  if (p) nl_prog_copy(&c, p);
+  if (!p || p->len < 1 || nl_prog_fix_sizes(&c) != 0) {
+    nl_prog_free(&c);
+    return nl_fail(err, NL_EINPUT, "%s: not a well-formed expression", n->name);
+  }
+  for (int k = 0; k < c.len; k++)
+    if (c.nodes[k].op == NL_OP_CONST && !isfinite(c.nodes[k].val)) {
+      nl_prog_free(&c);
+      return nl_fail(err, NL_EINPUT, "%s: the expression has a constant that is not finite",
+                     n->name);
+    }
+  /* the canonical form: what a saved checkpoint parses back */
+  char *text = nl_print(&c, NL_PRINT_EXACT);
+  nl_prog *q = nl_xmalloc(sizeof *q);
+  nl_prog_init(q);
+  nl_error e2;
+  if (nl_parse(text, 1, q, &e2) != 0) {
+    nl_prog_free(&c);
+    nl_prog_free(q);
+    free(q);
+    free(text);
+    return nl_fail(err, NL_EINPUT, "%s: the expression does not print back to text: %s", n->name,
+                   e2.msg);
+  }
+  nl_prog_free(&c);
+  nl_norm_expr_release(n);
+  nl_vit_alpha_view(m, n, 0);
+  n->prog = q;
+  n->expr = text;
+  n->kind = NL_NORM_EXPR;
+  return 0;
+}
+
+const char *nl_norm_kind_name(nl_norm_kind k) {
+  switch (k) {
+    case NL_NORM_LAYERNORM: return "layernorm";
+    case NL_NORM_DYT: return "dyt";
+    case NL_NORM_EXPR: return "expr";
+  }
+  return "?";
+}
+
+/* ---- forward ---- */
+
+/* Large inputs are evaluated in fixed chunks over the thread pool, one
+ * evaluation workspace per worker. */
+#define EXPR_CHUNK 16384
+#define EXPR_PAR_MIN 65536
+
+typedef struct {
+  const nl_prog *prog;
+  const float *inp;
+  float *fx, *dfx;
+  size_t n;
+  nl_eval_ws *ws;
+} ex_job;
+
+static void ex_task(size_t i, int worker, void *user) {
+  const ex_job *j = user;
+  size_t a = i * EXPR_CHUNK, len = j->n - a < EXPR_CHUNK ? j->n - a : EXPR_CHUNK;
+  if (j->dfx)
+    nl_eval_dx(j->prog, j->inp + a, j->fx + a, j->dfx + a, len, &j->ws[worker]);
+  else
+    nl_eval(j->prog, j->inp + a, j->fx + a, len, &j->ws[worker]);
+}
+
+static void eval_all(const nl_prog *prog, const float *inp, float *fx, float *dfx, size_t n,
+                     nl_eval_ws *ws) {
+  int nw = nl_threads_count(0);
+  if (n < EXPR_PAR_MIN || nw <= 1) {
+    nl_eval_ws own;
+    if (!ws) nl_eval_ws_init(ws = &own, prog->len);
+    if (dfx)
+      nl_eval_dx(prog, inp, fx, dfx, n, ws);
+    else
+      nl_eval(prog, inp, fx, n, ws);
+    if (ws == &own) nl_eval_ws_free(&own);
+    return;
+  }
+  nl_eval_ws *w = nl_xcalloc((size_t)nw, sizeof *w);
+  for (int k = 0; k < nw; k++) nl_eval_ws_init(&w[k], prog->len);
+  ex_job j = {prog, inp, fx, dfx, n, w};
+  nl_parallel_for((n + EXPR_CHUNK - 1) / EXPR_CHUNK, ex_task, &j);
+  for (int k = 0; k < nw; k++) nl_eval_ws_free(&w[k]);
+  free(w);
+}
+
+void nl_exprnorm_forward(float *out, float *fx, float *dfx, const float *inp,
+                         const nl_prog *prog, const float *w, const float *b, int N, int C,
+                         nl_eval_ws *ws) {
+  const size_t n = (size_t)N * C;
+  if (dfx) {
+    eval_all(prog, inp, fx, dfx, n, ws);
+    nl_pwnorm_forward(out, fx, w, b, N, C);
+  } else {
+    eval_all(prog, inp, out, NULL, n, ws);
+    nl_pwnorm_forward(out, out, w, b, N, C);
+  }
+}
+
+void nl_norm_forward(const nl_norm *n, float *out, float *mean, float *rstd, float *fx,
+                     float *dfx, const float *x, int N, int C, float eps, nl_eval_ws *ws) {
+  switch (n->kind) {
+    case NL_NORM_LAYERNORM:
+      nl_layernorm_forward(out, mean, rstd, x, n->w, n->b, N, C, eps);
+      break;
+    case NL_NORM_DYT:
+      nl_dyt_forward(out, x, *n->alpha, n->w, n->b, N, C);
+      break;
+    case NL_NORM_EXPR:
+      nl_exprnorm_forward(out, fx, dfx, x, n->prog, n->w, n->b, N, C, ws);
+      break;
+  }
+}
