@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/workbench.h"
 #include "base/text.h"
 
 const nl_cmd *nl_cmd_find(const char *name) {
@@ -27,19 +26,30 @@ void nl_cmd_register(const nl_cmd *cmd) {
   nl_commands[i + 1] = NULL;
 }
 
+/* The prompt's own commands, i = 0, 1, ... until NULL (set by the
+ * program's start-up; NULL: none known). */
+static const nl_cmd *(*session_command)(int i);
+
+void nl_cmd_set_session_commands(const nl_cmd *(*fn)(int i)) { session_command = fn; }
+
 const char *nl_cmd_suggest(const char *name, int session) {
   const char *cands[2 * NL_MAX_CMDS + 2];
   size_t n = 0;
   for (int i = 0; nl_commands[i]; i++) cands[n++] = nl_commands[i]->name;
   const nl_cmd *c;
-  for (int i = 0; session && (c = nl_wb_command(i)) != NULL && n < sizeof cands / sizeof *cands;
+  for (int i = 0; session && session_command && (c = session_command(i)) != NULL &&
+                  n < sizeof cands / sizeof *cands;
        i++)
     cands[n++] = c->name;
   return nl_closest(name, cands, n);
 }
 
 int nl_cmd_session_only(const char *name) {
-  return !nl_cmd_find(name) && nl_wb_find(name) != NULL;
+  if (nl_cmd_find(name) || !session_command) return 0;
+  const nl_cmd *c;
+  for (int i = 0; (c = session_command(i)) != NULL; i++)
+    if (strcmp(c->name, name) == 0) return 1;
+  return 0;
 }
 
 const char *nl_cmd_prefix(const nl_ctx *ctx) { return ctx && ctx->session ? "" : "normlab "; }

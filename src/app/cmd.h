@@ -108,6 +108,10 @@ const char *nl_cmd_suggest(const char *name, int session);
 const char *nl_cmd_prefix(const nl_ctx *ctx);
 /* 1 if `name` is a command of the prompt only (load, save, set, ...). */
 int nl_cmd_session_only(const char *name);
+/* The prompt's commands (i = 0, 1, ... until NULL) for the two calls
+ * above; the program's start-up (cli) sets it, so that the shell's table
+ * knows them without depending on the session's dispatcher. */
+void nl_cmd_set_session_commands(const nl_cmd *(*fn)(int i));
 /* Add a command to the table (after those there); registering one twice
  * is a no-op. Aborts when the table is full (a build-time limit). */
 void nl_cmd_register(const nl_cmd *cmd);

@@ -11,6 +11,7 @@ void nl_cli_setup(void) {
   if (done) return;
   done = 1;
   nl_cmd_register(&nl_cmd_lua);
+  nl_cmd_set_session_commands(nl_wb_command);
   nl_wb_register(&nl_cmd_dashboard);
   static const nl_wb_block lua_blocks = {nl_lua_block_opens, nl_lua_block_incomplete,
                                          nl_lua_block_run, nl_lua_shared_close};

@@ -24,18 +24,6 @@ int nl_cost_written(const nl_prog *p, const nl_cost_opts *o) {
   return total;
 }
 
-/* What the expression costs once constant subtrees are folded and
- * cancellations removed: what a deployment would compute. */
-int nl_cost(const nl_prog *p, const nl_cost_opts *o) {
-  nl_prog q;
-  nl_prog_init(&q);
-  nl_prog_copy(&q, p);
-  nl_simplify(&q);
-  int c = nl_cost_written(&q, o);
-  nl_prog_free(&q);
-  return c;
-}
-
 /* One pass over the token's d FP32 values. */
 nl_token_cost nl_cost_expr_token(int cost_per_element, int d) {
   nl_token_cost c = {(double)cost_per_element * d, 4.0 * d};

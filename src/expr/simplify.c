@@ -915,3 +915,15 @@ void nl_simplify(nl_prog *p) {
   free(A.memo);
   free(A.tab);
 }
+
+/* What the expression costs once constant subtrees are folded and
+ * cancellations removed: what a deployment would compute. */
+int nl_cost(const nl_prog *p, const nl_cost_opts *o) {
+  nl_prog q;
+  nl_prog_init(&q);
+  nl_prog_copy(&q, p);
+  nl_simplify(&q);
+  int c = nl_cost_written(&q, o);
+  nl_prog_free(&q);
+  return c;
+}

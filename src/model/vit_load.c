@@ -467,36 +467,6 @@ static int ends_with(const char *s, const char *suffix) {
   return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-static int tensor_index(const nl_vit *m, const char *name) {
-  for (int i = 0; i < m->ntensors; i++)
-    if (strcmp(m->tensors[i].name, name) == 0) return i;
-  return -1;
-}
-
-void nl_vit_alpha_view(nl_vit *m, const nl_norm *n, int on) {
-  if (!m || !m->tensors || !n->alpha) return;
-  char nm[96];
-  snprintf(nm, sizeof nm, "%s.alpha", n->name);
-  int at = tensor_index(m, nm);
-  if (!on && at >= 0) {
-    memmove(&m->tensors[at], &m->tensors[at + 1], sizeof(nl_param) * (size_t)(m->ntensors - at - 1));
-    m->ntensors--;
-  } else if (on && at < 0 && m->ntensors < m->tensors_cap) {
-    snprintf(nm, sizeof nm, "%s.bias", n->name);
-    int b = tensor_index(m, nm);
-    at = b >= 0 ? b + 1 : m->ntensors;
-    memmove(&m->tensors[at + 1], &m->tensors[at], sizeof(nl_param) * (size_t)(m->ntensors - at));
-    m->ntensors++;
-    nl_param *p = &m->tensors[at];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%.41s.alpha", n->name);
-    p->ndim = 1;
-    p->shape[0] = 1;
-    p->numel = 1;
-    p->offset = (size_t)(n->alpha - m->params);
-  }
-}
-
 /* Norm kinds from __metadata__ "norms" (see vit.h), else DyT where an
  * alpha tensor is in the file. `has_alpha[i]`: the file holds norms[i]'s
  * alpha. */
