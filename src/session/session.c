@@ -14,6 +14,7 @@
 
 #include "base/fileio.h"
 #include "base/mem.h"
+#include "model/safetensors.h"
 #include "model/maps.h"
 #include "model/vit.h"
 
@@ -67,44 +68,7 @@ static void replace_str(char **dst, const char *src) {
   *dst = v;
 }
 
-/* ---- safetensors headers (names only) ---- */
-
-static int st_header(const char *path, json_t **out, nl_error *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp)
-    return nl_fail(err, nl_errno_code(errno), "%s: cannot open: %s", path,
-                   strerror(errno));
-  unsigned char lenb[8];
-  if (fread(lenb, 1, 8, fp) != 8) {
-    fclose(fp);
-    return nl_fail(err, NL_EINPUT, "%s: not a safetensors file (shorter than 8 bytes)", path);
-  }
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; i--) n = (n << 8) | lenb[i];
-  struct stat st;
-  if (fstat(fileno(fp), &st) != 0 || n < 2 || n > 100u * 1024 * 1024 ||
-      n > (uint64_t)st.st_size - 8) {
-    fclose(fp);
-    return nl_fail(err, NL_EINPUT, "%s: not a safetensors file (bad header length %llu)", path,
-                   (unsigned long long)n);
-  }
-  char *h = nl_xmalloc((size_t)n);
-  size_t got = fread(h, 1, (size_t)n, fp);
-  fclose(fp);
-  if (got != n) {
-    free(h);
-    return nl_fail(err, NL_EIO, "%s: short read of the header", path);
-  }
-  json_error_t je;
-  json_t *j = json_loadb(h, (size_t)n, 0, &je);
-  free(h);
-  if (!j || !json_is_object(j)) {
-    json_decref(j);
-    return nl_fail(err, NL_EINPUT, "%s: safetensors header is not a JSON object", path);
-  }
-  *out = j;
-  return 0;
-}
+/* ---- the tensors of a safetensors file (model/safetensors.h: mapped, not read) ---- */
 
 static int ends_with(const char *s, const char *suf) {
   size_t a = strlen(s), b = strlen(suf);
@@ -118,13 +82,12 @@ static int cmp_str(const void *pa, const void *pb) {
 
 /* Layers of a mappings file: tensors "<layer>.x" with a "<layer>.y". */
 static int maps_layers(const char *path, char ***out, int *n, nl_error *err) {
-  json_t *h;
-  if (st_header(path, &h, err) != 0) return -1;
-  const char *key;
-  json_t *v;
+  nl_st_file f;
+  if (nl_st_open(&f, path, err) != 0) return -1;
   char **names = NULL;
   int k = 0;
-  json_object_foreach(h, key, v) {
+  for (int i = 0; i < f.n; i++) {
+    const char *key = f.t[i].name;
     /* "<layer>.x" with "<layer>.y", or "map_x.<layer>" with "map_y.<layer>"
      * (the reference files' naming) */
     char *ykey = nl_xstrdup(key), *layer = NULL;
@@ -136,7 +99,7 @@ static int maps_layers(const char *path, char ***out, int *n, nl_error *err) {
       ykey[4] = 'y';
       layer = nl_xstrdup(key + 6);
     }
-    int ok = layer && json_object_get(h, ykey) != NULL;
+    int ok = layer && nl_st_find(&f, ykey) != NULL;
     free(ykey);
     if (!ok) {
       free(layer);
@@ -145,7 +108,7 @@ static int maps_layers(const char *path, char ***out, int *n, nl_error *err) {
     names = nl_xrealloc(names, sizeof(char *) * (size_t)(k + 1));
     names[k++] = layer;
   }
-  json_decref(h);
+  nl_st_close(&f);
   if (k == 0) {
     free(names);
     return nl_fail(err, NL_EINPUT,
@@ -160,23 +123,20 @@ static int maps_layers(const char *path, char ***out, int *n, nl_error *err) {
 
 /* Norm layers of a model: 1-D "<...norm...>.weight" tensors with a bias. */
 static int model_layers(const char *path, char ***out, int *n, int *width, nl_error *err) {
-  json_t *h;
-  if (st_header(path, &h, err) != 0) return -1;
-  const char *key;
-  json_t *v;
+  nl_st_file f;
+  if (nl_st_open(&f, path, err) != 0) return -1;
   char **names = NULL;
   int k = 0;
-  json_object_foreach(h, key, v) {
-    if (!ends_with(key, ".weight")) continue;
-    size_t len = strlen(key) - 7;
-    char *layer = nl_xstrndup(key, len);
+  for (int i = 0; i < f.n; i++) {
+    const nl_st_tensor *t = &f.t[i];
+    if (!ends_with(t->name, ".weight")) continue;
+    size_t len = strlen(t->name) - 7;
+    char *layer = nl_xstrndup(t->name, len);
     const char *last = strrchr(layer, '.');
     last = last ? last + 1 : layer;
-    json_t *shape = json_object_get(v, "shape");
     char *bkey = nl_xmalloc(len + 6);
     snprintf(bkey, len + 6, "%s.bias", layer);
-    int ok = strstr(last, "norm") != NULL && json_is_array(shape) && json_array_size(shape) == 1 &&
-             json_object_get(h, bkey) != NULL;
+    int ok = strstr(last, "norm") != NULL && t->ndim == 1 && nl_st_find(&f, bkey) != NULL;
     free(bkey);
     if (!ok) {
       free(layer);
@@ -184,11 +144,9 @@ static int model_layers(const char *path, char ***out, int *n, int *width, nl_er
     }
     names = nl_xrealloc(names, sizeof(char *) * (size_t)(k + 1));
     names[k++] = layer;
-    json_t *d0 = json_array_get(shape, 0);
-    if (json_is_integer(d0) && json_integer_value(d0) > 0 && json_integer_value(d0) < (1 << 24))
-      *width = (int)json_integer_value(d0);
+    if (t->shape[0] > 0 && t->shape[0] < (1 << 24)) *width = (int)t->shape[0];
   }
-  json_decref(h);
+  nl_st_close(&f);
   qsort(names, (size_t)k, sizeof(char *), cmp_str);
   *out = names;
   *n = k;
