@@ -4,5 +4,5 @@ tests_unit_test_base_SOURCES = tests/unit/test_base.c
 tests_unit_test_base_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_base_LDADD = $(NL_TEST_LDADD)
 
-NL_CLI_TESTS += tests/cli/test_cli.sh
+NL_CLI_TESTS += tests/cli/test_cli.sh tests/cli/layers.sh
 EXTRA_DIST += $(NL_CLI_TESTS)

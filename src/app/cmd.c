@@ -12,6 +12,18 @@ const nl_cmd *nl_cmd_find(const char *name) {
   return NULL;
 }
 
+void nl_cmd_register(const nl_cmd *cmd) {
+  int i = 0;
+  for (; nl_commands[i]; i++)
+    if (nl_commands[i] == cmd) return;
+  if (i >= NL_MAX_CMDS) {
+    fprintf(stderr, "normlab: internal error: more than %d commands\n", NL_MAX_CMDS);
+    abort();
+  }
+  nl_commands[i] = cmd;
+  nl_commands[i + 1] = NULL;
+}
+
 static int opt_index(const nl_cmd *cmd, const char *name, size_t len) {
   for (int i = 0; cmd->opts && cmd->opts[i].name; i++)
     if (strlen(cmd->opts[i].name) == len && strncmp(cmd->opts[i].name, name, len) == 0) return i;

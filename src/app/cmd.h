@@ -74,10 +74,16 @@ typedef struct nl_cmd {
   int rest_positional;
 } nl_cmd;
 
-/* The table, terminated by NULL. */
-extern const nl_cmd *const nl_commands[];
+/* The table, terminated by NULL: the commands of src/app (commands.c),
+ * then those a front-end owns (the 'lua' command), registered at start-up
+ * by src/cli. */
+#define NL_MAX_CMDS 40
+extern const nl_cmd *nl_commands[NL_MAX_CMDS + 1];
 
 const nl_cmd *nl_cmd_find(const char *name);
+/* Add a command to the table (after those there); registering one twice
+ * is a no-op. Aborts when the table is full (a build-time limit). */
+void nl_cmd_register(const nl_cmd *cmd);
 
 /* Parse argv (argv[0] is the first argument after the command name). */
 int nl_args_parse(nl_args *a, const nl_cmd *cmd, int argc, char **argv, nl_ctx *ctx,

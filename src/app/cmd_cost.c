@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "app/cmd.h"
+#include "app/wb_local.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "expr/local.h"
@@ -64,26 +65,18 @@ static json_t *ref_json(nl_token_cost t, double layers, double tokens) {
                    (json_int_t)(t.read_bytes * layers * tokens));
 }
 
-static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  long d, L;
-  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
-  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
-  nl_exprset set;
-  nl_exprset_init(&set);
-  if (load(a, &set, err) != 0) {
-    nl_exprset_free(&set);
-    return -1;
-  }
-  if (set.n == 0) {
-    nl_exprset_free(&set);
-    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set", a->pos[0]);
-  }
+int nl_cost_report(nl_ctx *ctx, const nl_exprset *setp, long d, long L, int as_json) {
+  const nl_exprset set = *setp;
   nl_cost_opts co = {.clip_cost = 0};
   int n = set.n;
   double tot_flops = 0, tot_bytes = 0;
   int *cost = nl_xmalloc(sizeof(int) * (size_t)n);
+  /* counted (and shown) as simplified: folded constants, no cancellations */
+  nl_prog *simple = nl_xcalloc((size_t)n, sizeof(nl_prog));
   for (int i = 0; i < n; i++) {
-    cost[i] = nl_cost(&set.e[i].prog, &co);
+    nl_prog_copy(&simple[i], &set.e[i].prog);
+    nl_simplify(&simple[i]);
+    cost[i] = nl_cost(&simple[i], &co);
     nl_token_cost t = nl_cost_expr_token(cost[i], (int)d);
     tot_flops += t.flops * (double)L;
     tot_bytes += t.read_bytes * (double)L;
@@ -91,19 +84,21 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_token_cost ln = nl_cost_layernorm_token((int)d), dyt = nl_cost_dyt_token((int)d);
   double layers = n, tokens = (double)L;
 
-  if (nl_arg_flag(a, "json")) {
+  if (as_json) {
     json_t *root = json_object();
     json_object_set_new(root, "dim", json_integer(d));
     json_object_set_new(root, "tokens", json_integer(L));
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) {
       char *e = nl_print(&set.e[i].prog, NL_PRINT_EXACT);
+      char *se = nl_print(&simple[i], NL_PRINT_EXACT);
       nl_token_cost t = nl_cost_expr_token(cost[i], (int)d);
-      json_array_append_new(arr, json_pack("{s:s,s:s,s:i,s:I,s:I}", "name", set.e[i].name,
-                                           "expr", e, "flops_per_element", cost[i],
-                                           "flops_per_token", (json_int_t)t.flops,
+      json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:i,s:I,s:I}", "name", set.e[i].name,
+                                           "expr", e, "simplified", se, "flops_per_element",
+                                           cost[i], "flops_per_token", (json_int_t)t.flops,
                                            "read_bytes_per_token", (json_int_t)t.read_bytes));
       free(e);
+      free(se);
     }
     json_object_set_new(root, "layers", arr);
     json_object_set_new(root, "total",
@@ -120,14 +115,16 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     char **ex = nl_xmalloc(sizeof(char *) * (size_t)n);
     int wn = 5, we = 10;
     for (int i = 0; i < n; i++) {
-      ex[i] = nl_print(&set.e[i].prog, NL_PRINT_SHORT);
+      ex[i] = nl_print(&simple[i], NL_PRINT_SHORT);
       if (strlen(ex[i]) > 60) strcpy(ex[i] + 56, " ...");
       int l = (int)strlen(set.e[i].name);
       if (l > wn) wn = l;
       l = (int)strlen(ex[i]);
       if (l > we) we = l;
     }
-    fprintf(ctx->out, "cost per layer (d = %ld, FP32; clip counted as 0 FLOPs):\n\n", d);
+    fprintf(ctx->out,
+            "cost per layer (d = %ld, FP32; clip counted as 0 FLOPs; expressions simplified):\n\n",
+            d);
     fprintf(ctx->out, "  %-*s  %-*s  %10s  %12s  %12s\n", wn, "layer", we, "expression",
             "FLOPs/elem", "FLOPs/token", "bytes/token");
     for (int i = 0; i < n; i++) {
@@ -158,15 +155,37 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             tot_bytes / (dyt.read_bytes * layers * tokens));
   }
   free(cost);
-  nl_exprset_free(&set);
+  for (int i = 0; i < n; i++) nl_prog_free(&simple[i]);
+  free(simple);
   return 0;
+}
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  long d, L;
+  if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0) return -1;
+  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
+  nl_exprset set;
+  nl_exprset_init(&set);
+  if (load(a, &set, err) != 0) {
+    nl_exprset_free(&set);
+    return -1;
+  }
+  if (set.n == 0) {
+    nl_exprset_free(&set);
+    return nl_fail(err, NL_EINPUT, "%s: no expressions in the set", a->pos[0]);
+  }
+  int rc = nl_cost_report(ctx, &set, d, L, nl_arg_flag(a, "json"));
+  nl_exprset_free(&set);
+  return rc;
 }
 
 const nl_cmd nl_cmd_cost = {
     .name = "cost",
     .args = "FILE.exprs | EXPR...",
     .summary = "FLOPs and bytes per layer of an expression set vs LayerNorm and DyT",
-    .help = "Counts, for each layer's expression as written (not simplified), the FLOPs per\n"
+    .help = "Counts, for each layer's expression once simplified (constant subtrees folded,\n"
+            "cancellations such as x - x removed, like terms collected; the table shows the\n"
+            "simplified form, the JSON both), the FLOPs per\n"
             "element (+ - * / 1, tanh 23, sigmoid 22, exp 19, x^n n-1, neg, abs, clip 0),\n"
             "the FLOPs per token (cost*d) and the bytes read per token (4d, one FP32 pass),\n"
             "then totals over all layers for L tokens beside LayerNorm (5d+2 FLOPs, 8d bytes\n"

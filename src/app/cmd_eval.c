@@ -4,11 +4,9 @@
 
 #include "app/cmd.h"
 #include "app/model_path.h"
-#include "base/interrupt.h"
-#include "base/mem.h"
-#include "base/timer.h"
 #include "data/dataset.h"
 #include "model/vit.h"
+#include "train/evaluate.h"
 
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
@@ -21,12 +19,23 @@ static const nl_opt opts[] = {
     {0},
 };
 
-/* Rank of the true class: number of logits strictly above it. */
-static int rank_of(const float *l, int classes, int label) {
-  int r = 0;
-  for (int k = 0; k < classes; k++)
-    if (l[k] > l[label] || (l[k] == l[label] && k < label)) r++;
-  return r;
+typedef struct {
+  nl_ctx *ctx;
+  double last;
+} live;
+
+/* The front-end's callback and the terminal line, after every batch. */
+static int on_batch(const nl_progress *p, void *user) {
+  live *l = user;
+  nl_ctx *ctx = l->ctx;
+  if (ctx->progress && ctx->progress(p, ctx->progress_user)) return 1;
+  if (ctx->tty && (p->elapsed - l->last > 0.2 || p->done == p->total)) {
+    l->last = p->elapsed;
+    fprintf(ctx->err, "\reval: %ld/%ld images, top-1 %.2f %%, %.0f images/s   ", p->done, p->total,
+            100.0 * p->vals[0], p->elapsed > 0 ? p->done / p->elapsed : 0);
+    fflush(ctx->err);
+  }
+  return 0;
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -49,73 +58,30 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_vit_free(&m);
     return -1;
   }
-  const nl_vit_config *c = &m.cfg;
-  int rc = 0;
-  if (d.rows != c->img_size || d.cols != c->img_size) {
-    rc = nl_fail(err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", path, c->img_size,
-                 c->img_size, d.name, d.rows, d.cols);
-  } else if (d.classes > c->classes) {
-    rc = nl_fail(err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", path, c->classes,
-                 d.name, d.classes - 1);
-  }
-  nl_vit_acts acts;
-  if (!rc) rc = nl_vit_acts_init(&acts, c, (int)batch, 0, err);
-  if (rc) {
-    nl_dataset_free(&d);
-    nl_vit_free(&m);
-    return -1;
-  }
-  float *x = nl_xmalloc(sizeof(float) * (size_t)batch * c->in_chans * d.rows * d.cols);
-  long top1 = 0, top5 = 0, done = 0;
-  int k5 = c->classes < 5 ? c->classes : 5;
-  double t0 = nl_now(), last = 0;
-  int interrupted = 0;
-  for (int i = 0; i < d.n && !rc; i += (int)batch) {
-    if (nl_interrupted()) {
-      interrupted = 1;
-      break;
-    }
-    int n = d.n - i < batch ? d.n - i : (int)batch;
-    nl_dataset_normalize(&d, i, n, c->in_chans, c->nmean, c->mean, c->std, x);
-    rc = nl_vit_forward(&m, &acts, x, n, NULL, NULL, err);
-    if (rc) break;
-    for (int b = 0; b < n; b++) {
-      int r = rank_of(acts.logits + (size_t)b * c->classes, c->classes, d.labels[i + b]);
-      top1 += r == 0;
-      top5 += r < k5;
-    }
-    done += n;
-    double now = nl_now();
-    if (ctx->progress) { /* a front-end's live callback may stop the run */
-      nl_progress p = {"eval", d.name, done, d.n, now - t0, NULL, 0, NULL, NULL};
-      if (ctx->progress(&p, ctx->progress_user)) {
-        interrupted = 1;
-        break;
-      }
-    }
-    if (ctx->tty && (now - last > 0.2 || done == d.n)) {
-      last = now;
-      fprintf(ctx->err, "\reval: %ld/%d images, top-1 %.2f %%, %.0f images/s   ", done, d.n,
-              100.0 * top1 / done, done / (now - t0));
-      fflush(ctx->err);
-    }
-  }
-  double el = nl_now() - t0;
-  if (ctx->tty && done) fprintf(ctx->err, "\n");
+  live l = {ctx, -1};
+  nl_eval_opts o;
+  nl_eval_opts_default(&o);
+  o.batch = (int)batch;
+  o.interruptible = 1;
+  o.progress = on_batch;
+  o.progress_user = &l;
+  o.model_name = path;
+  nl_eval_result r;
+  int rc = nl_vit_evaluate(&m, &d, &o, &r, err);
+  if (ctx->tty && r.images) fprintf(ctx->err, "\n");
   if (!rc) {
-    double f1 = done ? (double)top1 / done : 0, f5 = done ? (double)top5 / done : 0;
-    double ips = el > 0 ? done / el : 0;
+    long done = r.images;
+    double f1 = done ? (double)r.top1 / done : 0, f5 = done ? (double)r.top5 / done : 0;
+    double ips = r.seconds > 0 ? done / r.seconds : 0;
     if (nl_arg_flag(a, "json"))
       fprintf(ctx->out,
               "{\"top1\": %.6f, \"top5\": %.6f, \"images\": %ld, \"images_per_second\": %.2f%s}\n",
-              f1, f5, done, ips, interrupted ? ", \"interrupted\": true" : "");
+              f1, f5, done, ips, r.stopped ? ", \"interrupted\": true" : "");
     else
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              path, d.name, 100 * f1, 100 * f5, done, ips, interrupted ? " [interrupted]" : "");
-    if (interrupted) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
+              path, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+    if (r.stopped) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
   }
-  free(x);
-  nl_vit_acts_free(&acts);
   nl_dataset_free(&d);
   nl_vit_free(&m);
   return rc;
@@ -128,7 +94,8 @@ const nl_cmd nl_cmd_eval = {
     .help = "Runs the model over the images of --data (fmnist:test or fmnist:train, from\n"
             "Debian's dataset-fashion-mnist), normalised with the model's mean/std, and\n"
             "prints top-1, top-5, the number of images and images/s. Ctrl-C stops early\n"
-            "and reports the images done so far.",
+            "and reports the images done so far. A model with NaN or infinite parameters,\n"
+            "or whose logits are not finite, is an error naming the tensor (exit 2).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

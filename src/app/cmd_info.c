@@ -4,6 +4,7 @@
 #include "app/cmd.h"
 #include "app/model_path.h"
 #include "model/vit.h"
+#include "train/evaluate.h"
 
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model file (instead of MODEL)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
@@ -74,6 +75,15 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       }
       fputc('}', o);
     }
+    fprintf(o, "], \"non_finite\": [");
+    for (int i = 0, k = 0; i < m.ntensors; i++) {
+      size_t nn, ni;
+      if (!nl_vit_tensor_nonfinite(&m, i, &nn, &ni)) continue;
+      fprintf(o, "%s{\"name\": ", k++ ? ", " : "");
+      json_str(o, m.tensors[i].name);
+      fprintf(o, ", \"count\": %zu, \"nan\": %zu, \"inf\": %zu, \"numel\": %zu}", nn + ni, nn,
+              ni, m.tensors[i].numel);
+    }
     fprintf(o, "]}\n");
   } else {
     fprintf(o, "model:        %s\n", path);
@@ -93,6 +103,12 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     for (int i = 0; i < c->nmean; i++) fprintf(o, "%s%g", i ? "," : "", (double)c->std[i]);
     fprintf(o, " (%s)\n", c->norm_source);
     fprintf(o, "parameters:   %zu\n", nl_vit_param_count(&m));
+    for (int i = 0; i < m.ntensors; i++) {
+      size_t nn, ni;
+      if (nl_vit_tensor_nonfinite(&m, i, &nn, &ni))
+        fprintf(o, "non-finite:   %s: %zu of %zu values (%zu NaN, %zu infinite)\n",
+                m.tensors[i].name, nn + ni, m.tensors[i].numel, nn, ni);
+    }
     fprintf(o, "FLOPs/image:  %.1f M (matrix products, multiply-add = 2)\n", flops * 1e-6);
     int count[3] = {0, 0, 0};
     for (int i = 0; i < m.nnorms; i++) count[m.norms[i].kind]++;
@@ -128,7 +144,8 @@ const nl_cmd nl_cmd_info = {
             "came from (__metadata__ model_args, config.json beside the file, or inferred\n"
             "from tensor shapes), the parameter count, the norm layers with their kind\n"
             "(LayerNorm, DyT with its alpha, or the expression of an adapted checkpoint)\n"
-            "and the matrix FLOPs per image.",
+            "and the matrix FLOPs per image. Tensors holding NaN or infinite values are\n"
+            "listed (non-finite, with their counts; \"non_finite\" in --json).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 1,

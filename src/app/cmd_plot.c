@@ -9,7 +9,8 @@
 #include <string.h>
 
 #include "app/cmd.h"
-#include "app/session.h"
+#include "search/fronts.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/safetensors.h"
@@ -44,6 +45,35 @@ static nl_plot_term term_of(const char *t) {
   return NL_PLOT_AUTO;
 }
 
+/* The members of one layer's front in the CSV files of `dir`: two numeric
+ * columns named xcol and ycol. A layer without rows is an error. */
+static int front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
+                        float **x, float **y, size_t *n, nl_error *err) {
+  nl_fronts fr;
+  if (nl_fronts_read(dir, layer, &fr, err) != 0) return -1;
+  const char *missing = !(fr.has & nl_front_col("layer"))  ? "layer"
+                        : !(fr.has & nl_front_col(xcol)) ? xcol
+                        : !(fr.has & nl_front_col(ycol)) ? ycol
+                                                         : NULL;
+  if (fr.n && missing) {
+    nl_fronts_free(&fr);
+    return nl_fail(err, NL_EINPUT, "%s: the header lacks a '%s' column", dir, missing);
+  }
+  if (fr.n == 0) {
+    nl_fronts_free(&fr);
+    return nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", dir, layer);
+  }
+  *x = nl_xmalloc(sizeof(float) * fr.n);
+  *y = nl_xmalloc(sizeof(float) * fr.n);
+  for (size_t i = 0; i < fr.n; i++) {
+    (*x)[i] = (float)nl_front_value(&fr.m[i], xcol);
+    (*y)[i] = (float)nl_front_value(&fr.m[i], ycol);
+  }
+  *n = fr.n;
+  nl_fronts_free(&fr);
+  return 0;
+}
+
 static int plot_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (a->npos != 2) return nl_fail(err, NL_EINPUT, "expects 'plot front LAYER'");
   const char *layer = a->pos[1];
@@ -51,9 +81,9 @@ static int plot_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!dir)
     return nl_fail(err, NL_EINPUT, "no fronts: give --fronts DIR (or 'load fronts DIR' first)");
   const char *xc = nl_arg_str(a, "x"), *yc = nl_arg_str(a, "y");
-  float *x, *y;
-  size_t n;
-  if (nl_sess_front_points(dir, layer, xc, yc, &x, &y, &n, err) != 0) return -1;
+  float *x = NULL, *y = NULL;
+  size_t n = 0;
+  if (front_points(dir, layer, xc, yc, &x, &y, &n, err) != 0) return -1;
   char title[512];
   snprintf(title, sizeof title, "Pareto front of %s (%zu members)", layer, n);
   nl_plot_opts po = {
@@ -168,7 +198,13 @@ static int plot_fx(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       goto out;
     }
     const char *epath = nl_arg_str(a, "exprs"), *mpath = nl_arg_str(a, "maps");
-    if (epath) {
+    if (ctx->session && !nl_arg_given(a, "exprs")) { /* the prompt's own set, as it is */
+      const nl_exprset_entry *e = nl_session_find(ctx->session, layer);
+      if (e) {
+        nl_prog_copy(&p, &e->prog);
+        have_prog = 1;
+      }
+    } else if (epath) {
       nl_exprset set;
       nl_exprset_init(&set);
       if (nl_exprset_load(epath, &set, err) != 0) goto out;

@@ -1,7 +1,6 @@
 /* normlab replace: every LayerNorm of a model becomes f(x) * w + b (an
  * expression set), DyT, or LayerNorm again; writes the adapted checkpoint. */
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +8,6 @@
 #include "app/cmd.h"
 #include "app/model_path.h"
 #include "base/mem.h"
-#include "expr/expr.h"
 #include "model/replace.h"
 #include "model/vit.h"
 
@@ -24,59 +22,11 @@ static const nl_opt opts[] = {
     {0},
 };
 
-/* The --set spec: what to replace with. Owns the set or the alphas. */
-typedef struct spec {
-  nl_replace_spec r;
-  nl_exprset set;
-  nl_dyt_alphas alphas;
-  const char *label; /* for the report */
-} spec;
-
-static int parse_spec(spec *s, const char *text, nl_error *err) {
-  memset(s, 0, sizeof *s);
-  nl_exprset_init(&s->set);
-  s->label = text;
-  if (strcmp(text, "ln") == 0 || strcmp(text, "layernorm") == 0) {
-    s->r.mode = NL_REPLACE_LAYERNORM;
-    return 0;
-  }
-  if (strcmp(text, "dyt") == 0 || strncmp(text, "dyt=", 4) == 0) {
-    s->r.mode = NL_REPLACE_DYT;
-    s->r.alpha = 0.5f;
-    if (text[3] == '\0') return 0;
-    const char *v = text + 4;
-    if (!*v) return nl_fail(err, NL_EINPUT, "--set dyt=: give an alpha or a JSON file of alphas");
-    char *end;
-    double x = strtod(v, &end);
-    if (*end == '\0') {
-      if (!isfinite(x) || fabs(x) > 3.4e38)
-        return nl_fail(err, NL_EINPUT, "--set %s: alpha is not a finite number", text);
-      s->r.alpha = (float)x;
-      return 0;
-    }
-    if (nl_dyt_alphas_load(&s->alphas, v, err)) return -1;
-    s->r.alphas = &s->alphas;
-    s->r.source = v;
-    return 0;
-  }
-  s->r.mode = NL_REPLACE_SET;
-  if (nl_exprset_load(text, &s->set, err)) return -1;
-  if (s->set.n == 0) return nl_fail(err, NL_EINPUT, "%s: the set has no expressions", text);
-  s->r.set = &s->set;
-  s->r.source = text;
-  return 0;
-}
-
-static void spec_free(spec *s) {
-  nl_exprset_free(&s->set);
-  nl_dyt_alphas_free(&s->alphas);
-}
-
-static void print_json(nl_ctx *ctx, const char *model, const char *out, const spec *s,
+static void print_json(nl_ctx *ctx, const char *model, const char *out, const char *label,
                        const nl_vit *m, const int *kept) {
   json_t *root = json_object(), *layers = json_array(), *kl = json_array();
   json_object_set_new(root, "model", json_string(model));
-  json_object_set_new(root, "set", json_string(s->label));
+  json_object_set_new(root, "set", json_string(label));
   json_object_set_new(root, "output", json_string(out));
   for (int i = 0; i < m->nnorms; i++) {
     const nl_norm *n = &m->norms[i];
@@ -93,8 +43,8 @@ static void print_json(nl_ctx *ctx, const char *model, const char *out, const sp
   json_decref(root);
 }
 
-static void print_table(nl_ctx *ctx, const char *out, const spec *s, const nl_vit *m,
-                        const int *kept) {
+static void print_table(nl_ctx *ctx, const char *out, const char *label,
+                        const nl_replace_spec *s, const nl_vit *m, const int *kept) {
   FILE *o = ctx->out;
   int w = 5, nkept = 0, nkln = 0, nrep = 0;
   for (int i = 0; i < m->nnorms; i++) {
@@ -117,7 +67,7 @@ static void print_table(nl_ctx *ctx, const char *out, const spec *s, const nl_vi
   fprintf(o, "%d of %d layers replaced", nrep, m->nnorms);
   if (nkept) {
     fprintf(o, "; %d kept %s (not in %s):", nkept, nkln == nkept ? "LayerNorm" : "as they were",
-            s->r.source ? s->r.source : s->label);
+            s->source ? s->source : label);
     for (int i = 0; i < m->nnorms; i++)
       if (kept[i]) fprintf(o, " %s", m->norms[i].name);
   }
@@ -135,27 +85,27 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (nl_arg_int_range(a, "heads", 1, 4096, &h, err)) return -1;
     lo.heads = (int)h;
   }
-  spec s;
-  if (parse_spec(&s, settext, err)) {
-    spec_free(&s);
-    return -1;
+  nl_replace_parsed s;
+  if (nl_replace_parse(&s, settext, err)) {
+    nl_replace_parsed_free(&s);
+    return nl_error_prefix(err, "--set");
   }
   const char *path = nl_model_path(ctx, a);
   nl_vit m;
   if (nl_vit_load(&m, path, &lo, err)) {
-    spec_free(&s);
+    nl_replace_parsed_free(&s);
     return -1;
   }
   int *kept = nl_xcalloc((size_t)m.nnorms, sizeof(int));
-  int rc = nl_vit_replace(&m, &s.r, kept, err);
+  int rc = nl_vit_replace(&m, &s.spec, kept, err);
   if (!rc) rc = nl_vit_save(&m, outpath, err);
   if (!rc) {
-    if (nl_arg_flag(a, "json")) print_json(ctx, path, outpath, &s, &m, kept);
-    else print_table(ctx, outpath, &s, &m, kept);
+    if (nl_arg_flag(a, "json")) print_json(ctx, path, outpath, settext, &m, kept);
+    else print_table(ctx, outpath, settext, &s.spec, &m, kept);
   }
   free(kept);
   nl_vit_free(&m);
-  spec_free(&s);
+  nl_replace_parsed_free(&s);
   return rc;
 }
 

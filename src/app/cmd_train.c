@@ -1,8 +1,10 @@
 /* `normlab train`: re-align (or train from scratch) a ViT on Fashion-MNIST
- * with the whole-model trainer (src/train/vit_train.h). Evaluates before
- * training and after every epoch, writes a checkpoint per epoch, the
- * optimizer state and a log into --output, resumes with --resume, and
- * saves and stops on Ctrl-C (exit 130). */
+ * with the whole-model trainer (src/train/vit_train.h). The settings are
+ * parsed by the library (train/train_opts.h, shared with Lua); evaluation
+ * is nl_vit_evaluate (train/evaluate.h). Evaluates before training and
+ * after every epoch, writes a checkpoint per epoch, the state (the run's
+ * one commit point) and a log into --output, resumes with --resume (same
+ * settings), and saves and stops on Ctrl-C (exit 130). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +23,9 @@
 #include "model/vit.h"
 #include "train/augment.h"
 #include "train/loss.h"
+#include "train/evaluate.h"
 #include "train/optim.h"
+#include "train/train_opts.h"
 #include "train/vit_train.h"
 
 static const nl_opt opts[] = {
@@ -34,8 +38,10 @@ static const nl_opt opts[] = {
     {"lr-affine", NL_OPT_NUM, "X", NULL, "learning rate of the norm affines (default --lr)", NULL,
      0},
     {"lr-alpha", NL_OPT_NUM, "X", NULL, "learning rate of DyT alphas (default --lr)", NULL, 0},
-    {"variant", NL_OPT_CHOICE, NULL, "full", "trained parameters: affine (norm w, b, alpha) or full",
-     "affine|full", 0},
+    {"variant", NL_OPT_CHOICE, NULL, "full",
+     "trained parameters: affine or A (norm w, b, alpha), full or F, D (full, distilled from "
+     "--teacher)",
+     NL_TRAIN_VARIANTS, 0},
     {"teacher", NL_OPT_STR, "FILE", NULL, "distil from this model's logits", NULL, NL_OPTF_PATH},
     {"tau", NL_OPT_NUM, "T", "4", "distillation temperature", NULL, 0},
     {"lambda", NL_OPT_NUM, "L", "0.5", "distillation weight: (1-L) CE + L tau^2 KL", NULL, 0},
@@ -61,81 +67,6 @@ static const nl_opt opts[] = {
     {"json", NL_OPT_FLAG, NULL, NULL, "print the log as one JSON object", NULL, 0},
     {0},
 };
-
-typedef struct {
-  long epochs, batch, warmup, limit, eval_limit, seed, threads;
-  double lr, lr_aff, lr_alpha, tau, lambda, wd, drop;
-  int affine, cosine, augment, random_init, resume, json;
-  const char *model, *teacher, *data, *eval, *out;
-} train_args;
-
-static int num_in(const nl_args *a, const char *name, double lo, double hi, int lo_open,
-                  double *v, nl_error *err) {
-  double x = nl_arg_num(a, name);
-  if (!isfinite(x) || x < lo || x > hi || (lo_open && x == lo))
-    return nl_fail(err, NL_EINPUT, "--%s: expected a number in %c%g, %g], got %g", name,
-                   lo_open ? '(' : '[', lo, hi, x);
-  *v = x;
-  return 0;
-}
-
-static int parse(const nl_args *a, nl_ctx *ctx, train_args *t, nl_error *err) {
-  memset(t, 0, sizeof *t);
-  if (nl_arg_int_range(a, "epochs", 1, 100000, &t->epochs, err) ||
-      nl_arg_int_range(a, "batch", 1, 65536, &t->batch, err) ||
-      nl_arg_int_range(a, "warmup", 0, 1000000000, &t->warmup, err) ||
-      nl_arg_int_range(a, "limit", 0, 1000000000, &t->limit, err) ||
-      nl_arg_int_range(a, "eval-limit", 0, 1000000000, &t->eval_limit, err) ||
-      nl_arg_int_range(a, "seed", 0, 2147483647, &t->seed, err))
-    return -1;
-  if (nl_arg_given(a, "threads") && nl_arg_int_range(a, "threads", 1, 256, &t->threads, err))
-    return -1;
-  if (num_in(a, "lr", 0, 10, 1, &t->lr, err) || num_in(a, "tau", 0, 1000, 1, &t->tau, err) ||
-      num_in(a, "lambda", 0, 1, 0, &t->lambda, err) || num_in(a, "wd", 0, 10, 0, &t->wd, err) ||
-      num_in(a, "drop-path", 0, 0.99, 0, &t->drop, err))
-    return -1;
-  t->lr_aff = t->lr_alpha = t->lr;
-  if (nl_arg_given(a, "lr-affine") && num_in(a, "lr-affine", 0, 10, 1, &t->lr_aff, err))
-    return -1;
-  if (nl_arg_given(a, "lr-alpha") && num_in(a, "lr-alpha", 0, 10, 1, &t->lr_alpha, err))
-    return -1;
-  if (nl_arg_flag(a, "augment") && nl_arg_flag(a, "no-augment"))
-    return nl_fail(err, NL_EINPUT, "--augment and --no-augment contradict each other");
-  t->augment = !nl_arg_flag(a, "no-augment");
-  t->affine = strcmp(nl_arg_str(a, "variant"), "affine") == 0;
-  t->cosine = strcmp(nl_arg_str(a, "schedule"), "cosine") == 0;
-  t->random_init = strcmp(nl_arg_str(a, "init"), "random") == 0;
-  t->resume = nl_arg_flag(a, "resume");
-  t->json = nl_arg_flag(a, "json");
-  t->teacher = nl_arg_str(a, "teacher");
-  if (!t->teacher && (nl_arg_given(a, "tau") || nl_arg_given(a, "lambda")))
-    return nl_fail(err, NL_EINPUT, "--tau and --lambda need --teacher");
-  t->data = nl_arg_str(a, "data");
-  t->eval = nl_arg_str(a, "eval");
-  if (!(t->out = nl_arg_need(a, "output", err))) return -1;
-  t->model = nl_model_path(ctx, a);
-  return 0;
-}
-
-/* ---- evaluation ---- */
-
-static int evaluate(const nl_vit *m, nl_vit_acts *acts, const float *x, const uint8_t *labels,
-                    int n, double *top1, double *top5, nl_error *err) {
-  const nl_vit_config *c = &m->cfg;
-  const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
-  long c1 = 0, c5 = 0;
-  int32_t lab[4096];
-  for (int i = 0; i < n; i += acts->batch) {
-    int b = n - i < acts->batch ? n - i : acts->batch;
-    if (nl_vit_forward(m, acts, x + (size_t)i * img, b, NULL, NULL, err)) return -1;
-    for (int k = 0; k < b; k++) lab[k] = labels[i + k];
-    c1 += nl_tr_topk_correct(acts->logits, lab, b, c->classes, 1);
-    c5 += nl_tr_topk_correct(acts->logits, lab, b, c->classes, c->classes < 5 ? c->classes : 5);
-  }
-  *top1 = n ? (double)c1 / n : 0;
-  *top5 = n ? (double)c5 / n : 0;
-  return 0;
-}
 
 /* ---- run directory ---- */
 
@@ -181,37 +112,18 @@ static int write_log(json_t *log, run_dir *rd, nl_error *err) {
   return rc;
 }
 
-/* Model and optimizer state at the current position (last.safetensors +
- * state.safetensors; the log rides in the state's metadata). */
+/* The position: state.safetensors first, the run's one commit point (model
+ * parameters, optimizer state and the log with the position, written
+ * atomically), then last.safetensors and train.json / train.csv, which are
+ * copies of what it holds. A resume reads only the state and rewrites the
+ * copies, so a kill between any two of these writes leaves a run that
+ * resumes consistently. */
 static int save_position(const nl_vit_trainer *t, json_t *log, run_dir *rd, nl_error *err) {
-  if (nl_vit_save(t->m, rd_path(rd, "last.safetensors"), err)) return -1;
   char *s = json_dumps(log, JSON_COMPACT | JSON_PRESERVE_ORDER);
   int rc = nl_vt_save_state(t, rd_path(rd, "state.safetensors"), s, err);
   free(s);
-  if (rc) return -1;
+  if (rc || nl_vit_save(t->m, rd_path(rd, "last.safetensors"), err)) return -1;
   return write_log(log, rd, err);
-}
-
-/* Copy the parameters of a checkpoint into m (same tensor table). */
-static int load_params(nl_vit *m, const char *path, nl_error *err) {
-  nl_vit c;
-  if (nl_vit_load(&c, path, NULL, err)) return -1;
-  int rc = 0;
-  if (c.ntensors != m->ntensors || c.nparams != m->nparams)
-    rc = nl_fail(err, NL_EINPUT, "%s does not hold the parameters of the model being trained",
-                 path);
-  for (int i = 0; i < m->ntensors && !rc; i++) {
-    const nl_param *p = &m->tensors[i];
-    const nl_param *q = NULL;
-    for (int j = 0; j < c.ntensors; j++)
-      if (strcmp(c.tensors[j].name, p->name) == 0) q = &c.tensors[j];
-    if (!q || q->numel != p->numel)
-      rc = nl_fail(err, NL_EINPUT, "%s: tensor %s is missing or has another shape", path, p->name);
-    else
-      memcpy(m->params + p->offset, c.params + q->offset, p->numel * sizeof(float));
-  }
-  nl_vit_free(&c);
-  return rc;
 }
 
 /* ---- the command ---- */
@@ -221,10 +133,8 @@ typedef struct {
   int have_m, have_t;
   nl_dataset tr, ev;
   int have_tr, have_ev;
-  float *xtr, *xev, *xb, *xa;
+  float *xtr, *xb, *xa;
   int32_t *yb;
-  nl_vit_acts eacts;
-  int have_eacts;
   nl_vit_trainer t;
   int have_t_;
   json_t *log;
@@ -232,8 +142,7 @@ typedef struct {
 
 static void cleanup(train_state *s) {
   if (s->have_t_) nl_vt_free(&s->t);
-  if (s->have_eacts) nl_vit_acts_free(&s->eacts);
-  free(s->xtr), free(s->xev), free(s->xb), free(s->xa), free(s->yb);
+  free(s->xtr), free(s->xb), free(s->xa), free(s->yb);
   if (s->have_tr) nl_dataset_free(&s->tr);
   if (s->have_ev) nl_dataset_free(&s->ev);
   if (s->have_t) nl_vit_free(&s->teacher);
@@ -241,15 +150,14 @@ static void cleanup(train_state *s) {
   if (s->log) json_decref(s->log);
 }
 
-static int load_data(nl_dataset *d, const char *spec, long limit, const nl_vit_config *c,
+/* Load a dataset the model can take; x (when not NULL) receives all of
+ * it, normalised. */
+static int load_data(nl_dataset *d, const char *spec, long limit, const nl_vit *m,
                      const char *model, float **x, nl_error *err) {
   if (nl_dataset_load(d, spec, 0, limit, err)) return -1;
-  if (d->rows != c->img_size || d->cols != c->img_size)
-    return nl_fail(err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", model, c->img_size,
-                   c->img_size, d->name, d->rows, d->cols);
-  if (d->classes > c->classes)
-    return nl_fail(err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", model,
-                   c->classes, d->name, d->classes - 1);
+  if (nl_vit_check_data(m, d, model, err)) return -1;
+  if (!x) return 0;
+  const nl_vit_config *c = &m->cfg;
   size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
   *x = nl_try_alloc((size_t)d->n * img, sizeof(float));
   if (!*x) return nl_fail(err, NL_ENOMEM, "cannot hold %d normalised images of %s", d->n, spec);
@@ -265,35 +173,116 @@ static json_t *epoch_row(long epoch, long steps, double lr, double loss, double 
                    "top1", t1, "top5", t5, "seconds", sec, "images_per_second", ips);
 }
 
-static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error *err) {
+/* Top-1 / top-5 of the model being trained on the evaluation data. */
+static int evaluate(const train_state *S, const nl_train_opts *A, double *t1, double *t5,
+                    nl_error *err) {
+  nl_eval_opts eo;
+  nl_eval_opts_default(&eo);
+  eo.batch = 256;
+  eo.threads = A->threads;
+  eo.model_name = A->model;
+  nl_eval_result r;
+  if (nl_vit_evaluate(&S->m, &S->ev, &eo, &r, err)) return -1;
+  *t1 = r.images ? (double)r.top1 / r.images : 0;
+  *t5 = r.images ? (double)r.top5 / r.images : 0;
+  return 0;
+}
+
+/* Continue the run in rd: the position, parameters, optimizer state and
+ * log from the state; the settings must be the run's (config: this
+ * command's). */
+static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *rd, json_t *config,
+                  long nb, long *epoch0, long *batch0, double *loss_sum, double *sec_sum,
+                  nl_error *err) {
+  char *meta = NULL, sp[sizeof rd->path];
+  snprintf(sp, sizeof sp, "%s", rd_path(rd, "state.safetensors"));
+  if (nl_vt_load_state(&S->t, sp, &meta, err)) return -1;
+  json_error_t je;
+  S->log = meta ? json_loads(meta, 0, &je) : NULL;
+  free(meta);
+  json_t *pos = S->log ? json_object_get(S->log, "position") : NULL;
+  json_t *saved = S->log ? json_object_get(S->log, "config") : NULL;
+  if (!pos || !json_is_array(json_object_get(S->log, "epochs")) || !json_is_object(saved))
+    return nl_fail(err, NL_EINPUT, "%s: the state holds no readable position", sp);
+  if (nl_train_config_check_resume(saved, config, rd->dir, err)) return -1;
+  *epoch0 = (long)json_integer_value(json_object_get(pos, "epoch"));
+  *batch0 = (long)json_integer_value(json_object_get(pos, "batch"));
+  *loss_sum = json_number_value(json_object_get(pos, "loss_sum"));
+  *sec_sum = json_number_value(json_object_get(pos, "seconds"));
+  long bpe = (long)json_integer_value(json_object_get(pos, "batches_per_epoch"));
+  if (bpe != nb)
+    return nl_fail(err, NL_EINPUT,
+                   "%s was run with %ld batches per epoch, this command gives %ld: keep --batch "
+                   "and --limit",
+                   rd->dir, bpe, nb);
+  long old = (long)json_integer_value(json_object_get(saved, "epochs"));
+  if (A->epochs < *epoch0 + (*batch0 > 0))
+    return nl_fail(err, NL_EINPUT,
+                   "--epochs %ld: the run in %s has already trained %ld epoch%s%s; give at least "
+                   "%ld",
+                   A->epochs, rd->dir, *epoch0, *epoch0 == 1 ? "" : "s",
+                   *batch0 ? " and part of the next" : "", *epoch0 + (*batch0 > 0));
+  if (old != A->epochs) { /* a changed length is recorded */
+    json_t *rs = json_object_get(S->log, "resumes");
+    if (!json_is_array(rs)) json_object_set_new(S->log, "resumes", rs = json_array());
+    json_array_append_new(rs, json_pack("{s:I, s:I, s:[I, I]}", "epoch", (json_int_t)*epoch0,
+                                        "batch", (json_int_t)*batch0, "epochs", (json_int_t)old,
+                                        (json_int_t)A->epochs));
+    json_object_set_new(saved, "epochs", json_integer((json_int_t)A->epochs));
+  }
+  if (nl_vit_check_finite(&S->m, sp, err)) return -1;
+  /* the copies of the state, whatever step they were left at */
+  if (nl_vit_save(&S->m, rd_path(rd, "last.safetensors"), err) || write_log(S->log, rd, err))
+    return -1;
+  fprintf(ctx->err, "train: resuming %s at epoch %ld, batch %ld of %ld\n", rd->dir, *epoch0 + 1,
+          *batch0, nb);
+  return 0;
+}
+
+static int train_run(nl_ctx *ctx, const nl_train_opts *A, train_state *S, nl_error *err) {
   if (nl_vit_load(&S->m, A->model, NULL, err)) return -1;
   S->have_m = 1;
   nl_vit *m = &S->m;
   const nl_vit_config *c = &m->cfg;
-  if (A->random_init) nl_vt_init_random(m, (uint64_t)A->seed);
   if (A->teacher) {
-    if (nl_vit_load(&S->teacher, A->teacher, NULL, err)) return nl_error_prefix(err, "--teacher");
+    if (nl_vit_load(&S->teacher, A->teacher, NULL, err) ||
+        nl_vit_check_finite(&S->teacher, A->teacher, err))
+      return nl_error_prefix(err, "--teacher");
     S->have_t = 1;
   }
   S->have_tr = 1;
-  if (load_data(&S->tr, A->data, A->limit, c, A->model, &S->xtr, err)) return -1;
+  if (load_data(&S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) return -1;
   S->have_ev = 1;
-  if (load_data(&S->ev, A->eval, A->eval_limit, c, A->model, &S->xev, err)) return -1;
+  if (load_data(&S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
   const int ntr = S->tr.n, B = (int)(A->batch < ntr ? A->batch : ntr);
   const long nb = ntr / B; /* full batches per epoch; the rest is dropped, as timm does */
   const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+  /* the settings as recorded, with the fingerprints of the models as given */
+  json_t *config = nl_train_config(A, m, S->have_t ? &S->teacher : NULL, ntr, B);
+  if (A->random_init) nl_vt_init_random(m, (uint64_t)A->seed);
   /* run directory */
   run_dir rd;
-  if (strlen(A->out) >= sizeof rd.dir)
+  if (strlen(A->output) >= sizeof rd.dir) {
+    json_decref(config);
     return nl_fail(err, NL_EINPUT, "--output: path too long");
-  snprintf(rd.dir, sizeof rd.dir, "%s", A->out);
-  if (nl_mkdir_p(rd.dir, err)) return -1;
-  int have_state = nl_file_exists(rd_path(&rd, "state.safetensors"));
-  if (have_state && !A->resume)
-    return nl_fail(err, NL_EINPUT,
+  }
+  snprintf(rd.dir, sizeof rd.dir, "%s", A->output);
+  int have_state = 0;
+  int rc = nl_mkdir_p(rd.dir, err);
+  if (!rc) {
+    have_state = nl_file_exists(rd_path(&rd, "state.safetensors"));
+    if (have_state && !A->resume)
+      rc = nl_fail(err, NL_EINPUT,
                    "%s already holds a run: add --resume to continue it, or choose another "
                    "--output",
                    rd.dir);
+  }
+  /* what an interrupted write left behind */
+  if (!rc && nl_atomic_cleanup(rd.dir, err) < 0) rc = -1;
+  if (rc) {
+    json_decref(config);
+    return -1;
+  }
   /* trainer */
   nl_vt_opts o;
   nl_vt_opts_default(&o);
@@ -301,76 +290,47 @@ static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error 
   o.train_groups = A->affine ? NL_TR_GROUP_BIT(NL_TR_GROUP_AFFINE) | NL_TR_GROUP_BIT(NL_TR_GROUP_ALPHA)
                              : NL_TR_GROUPS_ALL;
   o.lr[NL_TR_GROUP_BACKBONE] = (float)A->lr;
-  o.lr[NL_TR_GROUP_AFFINE] = (float)A->lr_aff;
+  o.lr[NL_TR_GROUP_AFFINE] = (float)A->lr_affine;
   o.lr[NL_TR_GROUP_ALPHA] = (float)A->lr_alpha;
   o.weight_decay = (float)A->wd;
-  o.drop_path = (float)A->drop;
+  o.drop_path = (float)A->drop_path;
   o.tau = (float)A->tau;
   o.lambda = (float)A->lambda;
-  if (nl_vt_init(&S->t, m, S->have_t ? &S->teacher : NULL, &o, err)) return -1;
+  if (nl_vt_init(&S->t, m, S->have_t ? &S->teacher : NULL, &o, err)) {
+    json_decref(config);
+    return -1;
+  }
   S->have_t_ = 1;
   nl_vit_trainer *t = &S->t;
-  int eb = S->ev.n < 256 ? (S->ev.n > 0 ? S->ev.n : 1) : 256;
-  if (nl_vit_acts_init(&S->eacts, c, eb, 0, err)) return -1;
-  S->have_eacts = 1;
   S->xb = nl_xmalloc((size_t)B * img * sizeof(float));
   S->xa = nl_xmalloc((size_t)B * img * sizeof(float));
   S->yb = nl_xmalloc((size_t)B * sizeof(int32_t));
-  const nl_tr_sched sch = nl_vt_schedule(A->cosine, A->warmup, A->epochs * nb);
   /* position */
   long epoch0 = 0, batch0 = 0;
   double loss_sum = 0, sec_sum = 0;
   if (have_state) {
-    if (load_params(m, rd_path(&rd, "last.safetensors"), err)) return -1;
-    char *meta = NULL;
-    if (nl_vt_load_state(t, rd_path(&rd, "state.safetensors"), &meta, err)) return -1;
-    json_error_t je;
-    S->log = meta ? json_loads(meta, 0, &je) : NULL;
-    free(meta);
-    json_t *pos = S->log ? json_object_get(S->log, "position") : NULL;
-    if (!pos || !json_is_array(json_object_get(S->log, "epochs")))
-      return nl_fail(err, NL_EINPUT, "%s: the state holds no readable position",
-                     rd_path(&rd, "state.safetensors"));
-    epoch0 = (long)json_integer_value(json_object_get(pos, "epoch"));
-    batch0 = (long)json_integer_value(json_object_get(pos, "batch"));
-    loss_sum = json_number_value(json_object_get(pos, "loss_sum"));
-    sec_sum = json_number_value(json_object_get(pos, "seconds"));
-    long bpe = (long)json_integer_value(json_object_get(pos, "batches_per_epoch"));
-    if (bpe != nb)
-      return nl_fail(err, NL_EINPUT,
-                     "%s was run with %ld batches per epoch, this command gives %ld: keep --batch "
-                     "and --limit",
-                     rd.dir, bpe, nb);
-    fprintf(ctx->err, "train: resuming %s at epoch %ld, batch %ld of %ld\n", rd.dir, epoch0 + 1,
-            batch0, nb);
+    rc = resume(ctx, A, S, &rd, config, nb, &epoch0, &batch0, &loss_sum, &sec_sum, err);
+    json_decref(config);
+    if (rc) return -1;
   } else {
     if (A->resume) fprintf(ctx->err, "train: nothing to resume in %s, starting\n", rd.dir);
     S->log = json_object();
-    json_object_set_new(
-        S->log, "config",
-        json_pack("{s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
-                  "s:I, s:s, s:b, s:s, s:I}",
-                  "model", A->model, "data", A->data, "eval", A->eval, "teacher", A->teacher,
-                  "variant", A->affine ? "affine" : "full", "epochs", (json_int_t)A->epochs,
-                  "batch", (json_int_t)B, "train_images", (json_int_t)ntr, "lr", A->lr,
-                  "lr_affine", A->lr_aff, "lr_alpha", A->lr_alpha, "wd", A->wd, "drop_path",
-                  A->drop, "tau", A->tau, "lambda", A->lambda, "warmup", (json_int_t)A->warmup,
-                  "schedule", A->cosine ? "cosine" : "constant", "augment", A->augment, "init",
-                  A->random_init ? "random" : "model", "seed", (json_int_t)A->seed));
+    json_object_set_new(S->log, "config", config);
     json_object_set_new(S->log, "epochs", json_array());
     double t1, t5, e0 = nl_now();
-    if (evaluate(m, &S->eacts, S->xev, S->ev.labels, S->ev.n, &t1, &t5, err)) return -1;
+    if (evaluate(S, A, &t1, &t5, err)) return -1;
     json_array_append_new(json_object_get(S->log, "epochs"),
                           epoch_row(0, 0, 0, -1, t1, t5, nl_now() - e0, 0));
     fprintf(ctx->err, "train: epoch 0 (before training): top-1 %.2f %%, top-5 %.2f %% on %d images\n",
             100 * t1, 100 * t5, S->ev.n);
   }
+  const nl_tr_sched sch = nl_vt_schedule(A->cosine, A->warmup, A->epochs * nb);
   json_t *rows = json_object_get(S->log, "epochs");
   const float pad = nl_tr_pad_value(c->mean[0], c->std[0]);
   const uint64_t seed = (uint64_t)A->seed;
   int *perm = nl_xmalloc((size_t)ntr * sizeof(int));
   nl_tr_aug *aug = nl_xmalloc((size_t)B * sizeof *aug);
-  int rc = 0, stopped = 0;
+  int stopped = 0;
   for (long e = epoch0 + 1; e <= A->epochs && !rc && !stopped; e++) {
     nl_rng pr;
     nl_rng_stream(&pr, seed, 0x100000000ull + (uint64_t)e);
@@ -434,7 +394,7 @@ static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error 
       break;
     }
     double t1, t5;
-    if (evaluate(m, &S->eacts, S->xev, S->ev.labels, S->ev.n, &t1, &t5, err)) {
+    if (evaluate(S, A, &t1, &t5, err)) {
       rc = -1;
       break;
     }
@@ -496,16 +456,35 @@ static int train_run(nl_ctx *ctx, const train_args *A, train_state *S, nl_error 
   return 0;
 }
 
+/* The options given on the command line, through the one parser of the
+ * training settings (train/train_opts.h), which Lua's model:train uses
+ * too. */
+static int parse(nl_ctx *ctx, const nl_args *a, nl_train_opts *o, nl_error *err) {
+  const nl_opt *ol = a->cmd->opts;
+  for (int i = 0; ol[i].name; i++)
+    if (a->given[i] && strcmp(ol[i].name, "model") &&
+        nl_train_opts_set(o, ol[i].name, ol[i].type == NL_OPT_FLAG ? NULL : a->val[i], err))
+      return -1;
+  const char *model = nl_model_path(ctx, a); /* given, the session's, or the bundled one */
+  if (nl_train_opts_set(o, "model", model, err)) return -1;
+  return nl_train_opts_finish(o, err);
+}
+
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  train_args A;
-  if (parse(a, ctx, &A, err)) return -1;
+  nl_train_opts A;
+  nl_train_opts_init(&A);
+  if (parse(ctx, a, &A, err)) {
+    nl_train_opts_free(&A);
+    return -1;
+  }
   train_state S;
   memset(&S, 0, sizeof S);
   int saved = nl_threads_get();
-  if (A.threads) nl_threads_set((int)A.threads);
+  if (A.threads) nl_threads_set(A.threads);
   int rc = train_run(ctx, &A, &S, err);
   if (A.threads) nl_threads_set(saved);
   cleanup(&S);
+  nl_train_opts_free(&A);
   return rc;
 }
 
@@ -518,9 +497,11 @@ const nl_cmd nl_cmd_train = {
         "norm affines w, b and DyT alphas, full trains everything. With --teacher the loss is\n"
         "(1-lambda) CE + lambda tau^2 KL(teacher || student). Evaluates top-1 / top-5 on --eval\n"
         "before training (epoch 0) and after every epoch; writes DIR/epoch-NNN.safetensors,\n"
-        "DIR/last.safetensors, the optimizer state DIR/state.safetensors and the log\n"
-        "DIR/train.json and DIR/train.csv. --resume continues where the run stopped; Ctrl-C\n"
-        "saves and stops (exit 130). Same --seed, same run.",
+        "DIR/last.safetensors, the state DIR/state.safetensors (parameters, optimizer, log:\n"
+        "the one commit point a resume reads) and the log DIR/train.json and DIR/train.csv.\n"
+        "--resume continues where the run stopped, with the run's settings: only --epochs,\n"
+        "--threads and --json may change. Ctrl-C saves and stops (exit 130). Same --seed,\n"
+        "same run.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

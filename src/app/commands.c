@@ -1,6 +1,8 @@
 /* The one command table. Each command lives in its own cmd_<name>.c file
  * and is listed here once, in the order help shows them (the pipeline's
- * order: model, mappings, search, cost, plots, then tools). */
+ * order: model, mappings, search, cost, plots, then tools). Commands that
+ * a front-end owns ('lua') are added after them by src/cli at start-up
+ * (nl_cmd_register). */
 #include "app/cmd.h"
 
 extern const nl_cmd nl_cmd_help;
@@ -16,9 +18,8 @@ extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
-extern const nl_cmd nl_cmd_lua;
 
-const nl_cmd *const nl_commands[] = {
+const nl_cmd *nl_commands[NL_MAX_CMDS + 1] = {
     &nl_cmd_help,
     &nl_cmd_info,
     &nl_cmd_eval,
@@ -32,6 +33,5 @@ const nl_cmd *const nl_commands[] = {
     &nl_cmd_cost,
     &nl_cmd_plot,
     &nl_cmd_bench,
-    &nl_cmd_lua,
     NULL,
 };

@@ -1,7 +1,7 @@
 libnormlab_a_SOURCES += \
 	src/app/cmd.c src/app/cmd.h \
+	src/app/workbench.c src/app/workbench.h src/app/wb_local.h \
 	src/app/commands.c \
-	src/app/main.h src/app/interactive.c \
 	src/app/cmd_help.c \
 	src/app/bench.h src/app/cmd_bench.c \
 	src/app/model_path.c src/app/model_path.h \
@@ -14,3 +14,13 @@ libnormlab_a_SOURCES += \
 # GP search command and benchmark.
 libnormlab_a_SOURCES += src/app/cmd_evolve.c src/app/bench_gp.c \
 	src/app/bench_fused.c src/app/bench_fused.h
+
+# Cost, training, plots.
+libnormlab_a_SOURCES += src/app/cmd_cost.c src/app/bench_expr.c \
+	src/app/bench_trainblock.c src/app/cmd_train.c src/app/bench_train.c \
+	src/app/cmd_plot.c
+
+# Command-line words, and the session commands of the prompt.
+libnormlab_a_SOURCES += src/app/split.c src/app/split.h \
+	src/app/session_cmds.c src/app/expr_cmds.c src/app/fit_cmds.c \
+	src/app/pipeline.c src/app/jobs.c

@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "base/fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,31 @@ void nl_atomic_abort(nl_atomic_file *af) {
   free(af->path);
   free(af->tmppath);
   memset(af, 0, sizeof *af);
+}
+
+/* "NAME.tmp.XXXXXX" with a non-empty NAME and six characters after ".tmp." */
+static int is_atomic_tmp(const char *name) {
+  size_t n = strlen(name);
+  return n > 11 && strncmp(name + n - 11, ".tmp.", 5) == 0;
+}
+
+int nl_atomic_cleanup(const char *dir, nl_error *err) {
+  DIR *d = opendir(dir);
+  if (!d) return nl_fail(err, NL_EIO, "%s: cannot read directory: %s", dir, strerror(errno));
+  int removed = 0;
+  struct dirent *de;
+  size_t dl = strlen(dir);
+  while ((de = readdir(d)) != NULL) {
+    if (!is_atomic_tmp(de->d_name)) continue;
+    size_t cap = dl + strlen(de->d_name) + 2;
+    char *p = nl_xmalloc(cap);
+    snprintf(p, cap, "%s/%s", dir, de->d_name);
+    struct stat st;
+    if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && unlink(p) == 0) removed++;
+    free(p);
+  }
+  closedir(d);
+  return removed;
 }
 
 int nl_write_file_atomic(const char *path, const void *data, size_t len, nl_error *err) {

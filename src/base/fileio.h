@@ -25,6 +25,11 @@ int nl_atomic_commit(nl_atomic_file *af, nl_error *err);
 /* Close and remove the temporary file; destination untouched. */
 void nl_atomic_abort(nl_atomic_file *af);
 
+/* Remove the temporary files an interrupted atomic write left in `dir`
+ * (names "NAME.tmp.XXXXXX", as nl_atomic_open makes them). Returns how
+ * many were removed, or -1 (err set) when dir cannot be read. */
+int nl_atomic_cleanup(const char *dir, nl_error *err);
+
 /* Write a buffer to `path` atomically. */
 int nl_write_file_atomic(const char *path, const void *data, size_t len, nl_error *err);
 

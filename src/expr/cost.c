@@ -1,9 +1,9 @@
-/* The cost model of Appendix F: FLOPs per element of an expression as
- * written, and per-token FLOPs and bytes read for expressions, LayerNorm
- * and DyT. */
+/* The cost model of Appendix F: FLOPs per element of an expression (as
+ * simplified, or as written), and per-token FLOPs and bytes read for
+ * expressions, LayerNorm and DyT. */
 #include "expr/expr.h"
 
-int nl_cost(const nl_prog *p, const nl_cost_opts *o) {
+int nl_cost_written(const nl_prog *p, const nl_cost_opts *o) {
   int clip = o ? o->clip_cost : 0;
   int total = 0;
   for (int i = 0; i < p->len; i++) {
@@ -22,6 +22,18 @@ int nl_cost(const nl_prog *p, const nl_cost_opts *o) {
     }
   }
   return total;
+}
+
+/* What the expression costs once constant subtrees are folded and
+ * cancellations removed: what a deployment would compute. */
+int nl_cost(const nl_prog *p, const nl_cost_opts *o) {
+  nl_prog q;
+  nl_prog_init(&q);
+  nl_prog_copy(&q, p);
+  nl_simplify(&q);
+  int c = nl_cost_written(&q, o);
+  nl_prog_free(&q);
+  return c;
 }
 
 /* One pass over the token's d FP32 values. */

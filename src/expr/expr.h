@@ -125,14 +125,21 @@ char *nl_print(const nl_prog *p, nl_print_style style);
 char *nl_print_sub(const nl_prog *p, int root, nl_print_style style);
 
 /* ---- simplification ---- */
-/* Constant folding and identities; never changes the value at any finite
- * x (up to float rounding of folded constants). In place.
- * Convention for identities that drop a subtree (e*0 -> 0, 0/e -> 0): they
- * apply only when interval analysis over every float x proves the dropped
- * subtree finite in double precision (so exp(x)*0 or (1/x)*0 stay).
- * The sign of a zero is not preserved (x + 0 -> x turns -0 into -0 where
- * the original gave +0), so a division by an exact zero may change which
- * infinity results. */
+/* Constant folding (any subtree without x, evaluated in double and rounded
+ * once to float), identities, cancellations (x - x, x + (-x), e/e) and the
+ * collection of like terms (a*e + b*e -> (a+b)*e, c1*(c2*e) -> (c1 c2)*e),
+ * repeated to a fixed point. In place. The result never costs more FLOPs
+ * (nl_cost_written, clip charged 0 or 1) and never has more nodes.
+ * Values are kept at every finite x up to float rounding (merged constants
+ * are rounded once; sums and products whose terms are collected are
+ * re-associated). A rule that drops a subtree (e*0, e - e, e/e, 0/e)
+ * applies only when an interval analysis of the float evaluation over
+ * every finite float x proves that subtree never NaN (and never infinite
+ * where inf*0 or inf - inf would be): exp(x)*0, x^30*0, (1/x)*0, x/x and
+ * exp(x) - exp(x) stay. A constant that would lose its value to underflow
+ * (1e-30*1e-30) is not formed. The sign of a zero is kept only where it is
+ * known; where the whole program folds to a constant, NaN or infinite x no
+ * longer propagate. See expr/simplify.c for the rules. */
 void nl_simplify(nl_prog *p);
 
 /* ---- evaluation ---- */
@@ -172,8 +179,12 @@ void nl_eval_jac(const nl_prog *p, const float *x, float *out, float *jac, size_
 typedef struct nl_cost_opts {
   int clip_cost;    /* FLOPs charged for clip: 0 when reporting, 1 in search */
 } nl_cost_opts;
-/* FLOPs per element of the expression as written (not simplified). */
+/* FLOPs per element of the expression once simplified (nl_simplify): what
+ * every command reports. */
 int nl_cost(const nl_prog *p, const nl_cost_opts *o);
+/* FLOPs per element of the expression as written (no simplification):
+ * cheap, for the search's complexity objective and before/after figures. */
+int nl_cost_written(const nl_prog *p, const nl_cost_opts *o);
 
 /* Per-token figures for width d: expression cost*d FLOPs, 4d bytes read;
  * LayerNorm 5d+2 FLOPs, 8d bytes; DyT 24d FLOPs, 4d bytes. */
@@ -191,6 +202,8 @@ typedef struct nl_exprset_entry {
   nl_prog prog;
   char *comment;   /* trailing comment without '#', or NULL */
   int line;        /* line of the text it was parsed from; 0 when set by a call */
+  char *text;      /* the expression as written (a file, the prompt), else as
+                    * printed (NL_PRINT_EXACT); what save writes */
 } nl_exprset_entry;
 
 typedef struct nl_exprset {
@@ -206,8 +219,18 @@ int nl_exprset_parse(const char *text, const char *filename, nl_exprset *s, nl_e
 int nl_exprset_load(const char *path, nl_exprset *s, nl_error *err);
 /* Atomic write, round-trip precision. */
 int nl_exprset_save(const nl_exprset *s, const char *path, nl_error *err);
-/* Add or replace an entry (copies name, prog, comment). */
+/* Add or replace an entry (copies name, prog, comment; its text is the
+ * printed prog). */
 void nl_exprset_set(nl_exprset *s, const char *name, const nl_prog *p, const char *comment);
+/* Add or replace an entry from an expression as written: parsed (errors
+ * name `origin`, when not NULL, and the column, with a caret), kept as
+ * written. The set is unchanged on error. */
+int nl_exprset_set_text(nl_exprset *s, const char *name, const char *text, const char *comment,
+                        const char *origin, nl_error *err);
+/* A deep copy (dst is overwritten, not freed). */
+void nl_exprset_copy(nl_exprset *dst, const nl_exprset *src);
+/* Remove an entry (the others keep their order); no-op when absent. */
+void nl_exprset_remove(nl_exprset *s, const char *name);
 const nl_exprset_entry *nl_exprset_find(const nl_exprset *s, const char *name);
 
 #endif

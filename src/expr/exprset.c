@@ -17,6 +17,7 @@ void nl_exprset_free(nl_exprset *s) {
   for (int i = 0; i < s->n; i++) {
     free(s->e[i].name);
     free(s->e[i].comment);
+    free(s->e[i].text);
     nl_prog_free(&s->e[i].prog);
   }
   free(s->e);
@@ -29,7 +30,8 @@ const nl_exprset_entry *nl_exprset_find(const nl_exprset *s, const char *name) {
   return NULL;
 }
 
-void nl_exprset_set(nl_exprset *s, const char *name, const nl_prog *p, const char *comment) {
+/* The entry of `name`, added (empty) when the set has none. */
+static nl_exprset_entry *entry(nl_exprset *s, const char *name) {
   nl_exprset_entry *e = (nl_exprset_entry *)nl_exprset_find(s, name);
   if (!e) {
     if (s->n == s->cap) {
@@ -39,13 +41,70 @@ void nl_exprset_set(nl_exprset *s, const char *name, const nl_prog *p, const cha
     e = &s->e[s->n++];
     e->name = nl_xstrdup(name);
     e->comment = NULL;
+    e->text = NULL;
     e->line = 0;
     nl_prog_init(&e->prog);
   }
+  return e;
+}
+
+static void set_comment(nl_exprset_entry *e, const char *comment) {
   char *c = comment ? nl_xstrdup(comment) : NULL;
   free(e->comment);
   e->comment = c;
+}
+
+void nl_exprset_set(nl_exprset *s, const char *name, const nl_prog *p, const char *comment) {
+  nl_exprset_entry *e = entry(s, name);
+  set_comment(e, comment);
   nl_prog_copy(&e->prog, p);
+  free(e->text);
+  e->text = nl_print(&e->prog, NL_PRINT_EXACT);
+}
+
+int nl_exprset_set_text(nl_exprset *s, const char *name, const char *text, const char *comment,
+                        const char *origin, nl_error *err) {
+  nl_prog p;
+  nl_prog_init(&p);
+  size_t len = strlen(text);
+  const char *nl = memchr(text, '\n', len);
+  if (nl_parse_span(text, len, origin, 1, 0, nl ? NULL : text, len, &p, err) != 0) {
+    nl_prog_free(&p);
+    return -1;
+  }
+  nl_exprset_entry *e = entry(s, name);
+  set_comment(e, comment);
+  nl_prog_free(&e->prog);
+  e->prog = p;
+  free(e->text);
+  e->text = nl_xstrdup(text);
+  e->line = 0;
+  return 0;
+}
+
+void nl_exprset_remove(nl_exprset *s, const char *name) {
+  for (int i = 0; i < s->n; i++)
+    if (strcmp(s->e[i].name, name) == 0) {
+      free(s->e[i].name);
+      free(s->e[i].comment);
+      free(s->e[i].text);
+      nl_prog_free(&s->e[i].prog);
+      memmove(&s->e[i], &s->e[i + 1], sizeof(*s->e) * (size_t)(s->n - i - 1));
+      s->n--;
+      return;
+    }
+}
+
+void nl_exprset_copy(nl_exprset *dst, const nl_exprset *src) {
+  nl_exprset_init(dst);
+  for (int i = 0; i < src->n; i++) {
+    const nl_exprset_entry *f = &src->e[i];
+    nl_exprset_entry *e = entry(dst, f->name);
+    set_comment(e, f->comment);
+    nl_prog_copy(&e->prog, &f->prog);
+    e->text = f->text ? nl_xstrdup(f->text) : nl_print(&f->prog, NL_PRINT_EXACT);
+    e->line = f->line;
+  }
 }
 
 static int name_char(char c) {
@@ -130,6 +189,13 @@ int nl_exprset_parse(const char *text, const char *filename, nl_exprset *s, nl_e
     first_line = nl_xrealloc(first_line, sizeof(int) * (size_t)s->cap);
     first_line[s->n - 1] = lineno;
     s->e[s->n - 1].line = lineno;
+    { /* the expression as written, without the blanks around it */
+      size_t ts = es, te = body;
+      while (ts < te && is_space(p[ts])) ts++;
+      while (te > ts && is_space(p[te - 1])) te--;
+      free(s->e[s->n - 1].text);
+      s->e[s->n - 1].text = nl_xstrndup(p + ts, te - ts);
+    }
     free(name);
     free(comment);
     p = next;
@@ -169,8 +235,11 @@ int nl_exprset_save(const nl_exprset *s, const char *path, nl_error *err) {
   if (nl_atomic_open(&af, path, err) != 0) return -1;
   fprintf(af.fp, "# normlab expression set: NAME = EXPR, one per line\n");
   for (int i = 0; i < s->n; i++) {
-    char *e = nl_print(&s->e[i].prog, NL_PRINT_EXACT);
-    fprintf(af.fp, "%s = %s", s->e[i].name, e);
+    /* the text as written, unless it could not be read back as one line */
+    const char *t = s->e[i].text;
+    int as_written = t && !strchr(t, '\n') && !strchr(t, '#');
+    char *e = as_written ? NULL : nl_print(&s->e[i].prog, NL_PRINT_EXACT);
+    fprintf(af.fp, "%s = %s", s->e[i].name, e ? e : t);
     if (s->e[i].comment) {
       /* a comment never spans lines */
       fprintf(af.fp, "  # ");

@@ -3,8 +3,7 @@ libnormlab_a_SOURCES += \
 	src/expr/expr.h src/expr/local.h src/expr/kern.h \
 	src/expr/ops.c src/expr/kern.c src/expr/prog.c src/expr/parse.c \
 	src/expr/print.c src/expr/simplify.c src/expr/eval.c src/expr/cost.c \
-	src/expr/exprset.c \
-	src/app/cmd_cost.c src/app/bench_expr.c
+	src/expr/exprset.c
 
 check_PROGRAMS += tests/unit/test_expr
 NL_UNIT_TESTS += tests/unit/test_expr

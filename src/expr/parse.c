@@ -163,6 +163,17 @@ static int parse_number(parser *P) {
   free(tmp);
   if (!isfinite(v) || (range && fabsf(v) > 1.0f))
     return fail_at(P, start, "number out of range (constants are single-precision floats)");
+  /* Constants are floats. One below the smallest float (about 1.4e-45)
+   * would silently become 0: refuse it. Subnormal floats (1e-40) are kept
+   * as the nearest float and printed back exactly. */
+  int nonzero = 0;
+  for (size_t k = start; k < i && P->s[k] != 'e' && P->s[k] != 'E'; k++)
+    nonzero |= P->s[k] >= '1' && P->s[k] <= '9';
+  if (nonzero && v == 0.0f)
+    return fail_at(P, start,
+                   "number %.*s is too small: below the smallest single-precision float "
+                   "(1.4e-45) it would become 0; write 0 or rescale",
+                   (int)(i - start > 40 ? 40 : i - start), P->s + start);
   P->pos = i;
   return push(P, NL_OP_CONST, v, 0, start);
 }

@@ -2,6 +2,7 @@
  * round-trip constants), C, PyTorch and LaTeX. Parentheses are kept exactly
  * where re-parsing would otherwise build a different tree, so
  * parse(print(p)) has p's structure. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +29,12 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
 }
 static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
-/* Shortest %.Ng (6 <= N <= 9) that reads back as the same float. */
+/* Shortest %.Ng (N <= 9) that reads back as the same float (subnormal
+ * floats such as 1e-40 need fewer digits than their %.6g form). */
 static void fmt_exact(char *buf, size_t n, float v) {
-  for (int prec = 6; prec <= 9; prec++) {
+  /* for normal floats a form shorter than %.6g that reads back is %.6g */
+  int from = v != 0.0f && fabsf(v) < FLT_MIN ? 1 : 6;
+  for (int prec = from; prec <= 9; prec++) {
     snprintf(buf, n, "%.*g", prec, (double)v);
     if (strtof(buf, NULL) == v) return;
   }

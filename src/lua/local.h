@@ -27,6 +27,7 @@ struct nl_lua {
 
 /* The host of a state (stored in the registry). */
 nl_lua *nl_lua_host(lua_State *L);
+void nl_lua_set_host(lua_State *L, nl_lua *s);
 
 /* Raise a Lua error "what: message" from an nl_error. Never returns. */
 int nl_lua_fail(lua_State *L, const char *what, const nl_error *err);

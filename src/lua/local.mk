@@ -1,7 +1,7 @@
 # lua module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += \
 	src/lua/nlua.h src/lua/local.h \
-	src/lua/lua_state.c src/lua/lua_cmd.c src/lua/lua_expr.c \
+	src/lua/lua_aux.c src/lua/lua_state.c src/lua/lua_cmd.c src/lua/lua_expr.c \
 	src/lua/lua_model.c src/lua/lua_maps.c src/lua/cmd_lua.c
 
 # The Lua-side library, found by require() in the source tree and installed.

@@ -7,7 +7,7 @@
 
 #include "base/mem.h"
 #include "lua/local.h"
-#include "repl/split.h"
+#include "app/split.h"
 
 void nl_lua_push_json(lua_State *L, json_t *j) {
   luaL_checkstack(L, 4, "JSON nesting");

@@ -307,25 +307,13 @@ static int s_get(lua_State *L) {
   return 2;
 }
 
-static void set_remove(nl_exprset *s, const char *name) {
-  for (int i = 0; i < s->n; i++)
-    if (strcmp(s->e[i].name, name) == 0) {
-      free(s->e[i].name);
-      free(s->e[i].comment);
-      nl_prog_free(&s->e[i].prog);
-      memmove(&s->e[i], &s->e[i + 1], sizeof(*s->e) * (size_t)(s->n - i - 1));
-      s->n--;
-      return;
-    }
-}
-
 /* s:set(layer, expr | text | nil [, comment]) */
 static int s_set(lua_State *L) {
   nl_exprset *s = nl_lua_check_exprset(L, 1);
   const char *name = luaL_checkstring(L, 2);
   if (!*name) return luaL_error(L, "exprset: empty layer name");
   if (lua_isnoneornil(L, 3)) {
-    set_remove(s, name);
+    nl_exprset_remove(s, name);
     return 0;
   }
   const char *comment = luaL_optstring(L, 4, NULL);

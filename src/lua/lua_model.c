@@ -2,6 +2,7 @@
  * in-memory norm changes, replacement (nl_vit_replace) and training
  * (the train command). */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +13,7 @@
 
 #include "app/model_path.h"
 #include "base/fileio.h"
-#include "base/interrupt.h"
 #include "base/mem.h"
-#include "base/timer.h"
 #include "data/dataset.h"
 #include "expr/expr.h"
 #include "lua/local.h"
@@ -22,6 +21,8 @@
 #include "model/maps.h"
 #include "model/replace.h"
 #include "model/vit.h"
+#include "train/evaluate.h"
+#include "train/train_opts.h"
 
 typedef struct lmodel {
   nl_vit m;
@@ -152,6 +153,19 @@ static int m_info(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "norm_layers");
+  lua_newtable(L);
+  for (int i = 0, k = 0; i < h->m.ntensors; i++) {
+    size_t nn, ni;
+    if (!nl_vit_tensor_nonfinite(&h->m, i, &nn, &ni)) continue;
+    lua_createtable(L, 0, 5);
+    set_str(L, "name", h->m.tensors[i].name);
+    set_int(L, "count", (lua_Integer)(nn + ni));
+    set_int(L, "nan", (lua_Integer)nn);
+    set_int(L, "inf", (lua_Integer)ni);
+    set_int(L, "numel", (lua_Integer)h->m.tensors[i].numel);
+    lua_rawseti(L, -2, ++k);
+  }
+  lua_setfield(L, -2, "non_finite");
   return 1;
 }
 
@@ -184,7 +198,11 @@ static nl_norm *find_norm(lua_State *L, lmodel *h, const char *name, const char 
 static void set_one(lua_State *L, lmodel *h, const char *layer, int idx, const char *what) {
   nl_norm *n = find_norm(L, h, layer, what);
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    nl_norm_set_dyt(&h->m, n, (float)lua_tonumber(L, idx));
+    lua_Number a = lua_tonumber(L, idx);
+    if (!isfinite((float)a)) /* NaN, an infinity, or beyond float */
+      luaL_error(L, "%s: layer '%s': DyT alpha %s is not a finite number", what, layer,
+                 lua_tostring(L, idx));
+    nl_norm_set_dyt(&h->m, n, (float)a);
     return;
   }
   if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "layernorm") == 0) {
@@ -242,13 +260,6 @@ static int m_path(lua_State *L) {
 
 /* ---- eval ---- */
 
-static int rank_of(const float *l, int classes, int label) {
-  int r = 0;
-  for (int k = 0; k < classes; k++)
-    if (l[k] > l[label] || (l[k] == l[label] && k < label)) r++;
-  return r;
-}
-
 /* model:eval{data=, offset=, limit=, batch=} -> {top1, top5, images, images_per_second} */
 static int m_eval(lua_State *L) {
   lmodel *h = check_model(L, 1);
@@ -259,54 +270,27 @@ static int m_eval(lua_State *L) {
   long offset = (long)nl_lua_opt_int(L, 2, "offset", 0, 0, 1000000000, W);
   long limit = (long)nl_lua_opt_int(L, 2, "limit", 0, 0, 1000000000, W);
   int batch = (int)nl_lua_opt_int(L, 2, "batch", 100, 1, 4096, W);
-  const nl_vit_config *c = &h->m.cfg;
   nl_error err;
   nl_error_clear(&err);
   nl_dataset d;
   if (nl_dataset_load(&d, spec, offset, limit, &err) != 0) return nl_lua_fail(L, W, &err);
-  int rc = 0;
-  if (d.rows != c->img_size || d.cols != c->img_size)
-    rc = nl_fail(&err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", h->path, c->img_size,
-                 c->img_size, d.name, d.rows, d.cols);
-  else if (d.classes > c->classes)
-    rc = nl_fail(&err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", h->path,
-                 c->classes, d.name, d.classes - 1);
-  nl_vit_acts acts;
-  if (!rc) rc = nl_vit_acts_init(&acts, c, batch, 0, &err);
-  if (rc) {
-    nl_dataset_free(&d);
-    return nl_lua_fail(L, W, &err);
-  }
-  float *x = nl_xmalloc(sizeof(float) * (size_t)batch * c->in_chans * d.rows * d.cols);
-  long top1 = 0, top5 = 0, done = 0;
-  int k5 = c->classes < 5 ? c->classes : 5;
-  double t0 = nl_now();
-  for (int i = 0; i < d.n && !rc; i += batch) {
-    if (nl_interrupted()) {
-      rc = nl_fail(&err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
-      break;
-    }
-    int n = d.n - i < batch ? d.n - i : batch;
-    nl_dataset_normalize(&d, i, n, c->in_chans, c->nmean, c->mean, c->std, x);
-    rc = nl_vit_forward(&h->m, &acts, x, n, NULL, NULL, &err);
-    if (rc) break;
-    for (int b = 0; b < n; b++) {
-      int r = rank_of(acts.logits + (size_t)b * c->classes, c->classes, d.labels[i + b]);
-      top1 += r == 0;
-      top5 += r < k5;
-    }
-    done += n;
-  }
-  double el = nl_now() - t0;
-  free(x);
-  nl_vit_acts_free(&acts);
+  nl_eval_opts o;
+  nl_eval_opts_default(&o);
+  o.batch = batch;
+  o.interruptible = 1;
+  o.model_name = h->path;
+  nl_eval_result r;
+  int rc = nl_vit_evaluate(&h->m, &d, &o, &r, &err);
+  if (!rc && r.stopped)
+    rc = nl_fail(&err, NL_EINTR, "interrupted after %ld of %d images", r.images, d.n);
   nl_dataset_free(&d);
   if (rc) return nl_lua_fail(L, W, &err);
+  long done = r.images;
   lua_createtable(L, 0, 4);
-  set_num(L, "top1", done ? (double)top1 / done : 0);
-  set_num(L, "top5", done ? (double)top5 / done : 0);
+  set_num(L, "top1", done ? (double)r.top1 / done : 0);
+  set_num(L, "top5", done ? (double)r.top5 / done : 0);
   set_int(L, "images", done);
-  set_num(L, "images_per_second", el > 0 ? done / el : 0);
+  set_num(L, "images_per_second", r.seconds > 0 ? done / r.seconds : 0);
   return 1;
 }
 
@@ -380,34 +364,6 @@ static int m_extract(lua_State *L) {
 /* ---- replace (a library call) and train (the train command) ---- */
 
 int nl_lua_cmd_argv(lua_State *L, int words, int n, int capture, int progress_fn);
-
-static int cmd_has_opt(const nl_cmd *c, const char *name) {
-  for (int k = 0; c->opts && c->opts[k].name; k++)
-    if (strcmp(c->opts[k].name, name) == 0) return 1;
-  return 0;
-}
-
-/* Append "--name value" to the words table (n words so far); a boolean
- * true is a bare flag, false is left out. */
-static int push_opt(lua_State *L, int words, int n, const nl_cmd *c, const char *name,
-                    int validx) {
-  if (!cmd_has_opt(c, name))
-    luaL_error(L, "model:%s: the %s command has no option --%s", c->name, c->name, name);
-  if (lua_isboolean(L, validx)) {
-    if (!lua_toboolean(L, validx)) return n;
-    lua_pushfstring(L, "--%s", name);
-    lua_rawseti(L, words, ++n);
-    return n;
-  }
-  if (!lua_isstring(L, validx))
-    luaL_error(L, "model:%s: option %s expects a string or a number", c->name, name);
-  lua_pushfstring(L, "--%s", name);
-  lua_rawseti(L, words, ++n);
-  lua_pushvalue(L, validx);
-  lua_tostring(L, -1);
-  lua_rawseti(L, words, ++n);
-  return n;
-}
 
 static const char *tmp_root(void) {
   const char *dir = getenv("TMPDIR");
@@ -497,10 +453,32 @@ static lmodel *push_copy(lua_State *L, lmodel *h, const char *what) {
   return c;
 }
 
+static int parsed_gc(lua_State *L) {
+  nl_replace_parsed *p = luaL_checkudata(L, 1, "normlab.replace_spec");
+  nl_replace_parsed_free(p);
+  memset(p, 0, sizeof *p);
+  return 0;
+}
+
+/* A parsed replacement spec on the stack, freed with the userdata (also
+ * when an error unwinds the call). */
+static nl_replace_parsed *push_parsed(lua_State *L) {
+  nl_replace_parsed *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  if (luaL_newmetatable(L, "normlab.replace_spec")) {
+    lua_pushcfunction(L, parsed_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return p;
+}
+
 /* model:replace(what [, {output=FILE}]) -> adapted model, kept layers
  * what: an exprset (each layer it names becomes its expression), a number
- * (DyT with that alpha everywhere), "dyt" or "dyt=ALPHA", "ln" or
- * "layernorm", or a table {LAYER = ALPHA, ...} of per-layer DyT alphas.
+ * (DyT with that alpha everywhere), a string in the grammar of `normlab
+ * replace --set` (nl_replace_parse: "ln", "dyt", "dyt=ALPHA",
+ * "dyt=FILE.json", "FILE.exprs"), or a table {LAYER = ALPHA, ...} of
+ * per-layer DyT alphas.
  * The model itself is left as it is; layers a set does not name keep
  * their norm and are returned in the second value. */
 static int m_replace(lua_State *L) {
@@ -518,22 +496,12 @@ static int m_replace(lua_State *L) {
     spec.mode = NL_REPLACE_DYT;
     spec.alpha = (float)lua_tonumber(L, 2);
   } else if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *w = lua_tostring(L, 2);
-    if (strcmp(w, "ln") == 0 || strcmp(w, "layernorm") == 0) {
-      spec.mode = NL_REPLACE_LAYERNORM;
-    } else if (strcmp(w, "dyt") == 0) {
-      spec.mode = NL_REPLACE_DYT;
-    } else if (strncmp(w, "dyt=", 4) == 0) {
-      char *end = NULL;
-      double a = strtod(w + 4, &end);
-      if (end == w + 4 || *end)
-        return luaL_error(L, "model:replace: '%s': expected dyt=ALPHA with a number", w);
-      spec.mode = NL_REPLACE_DYT;
-      spec.alpha = (float)a;
-    } else {
-      return luaL_error(L, "model:replace: '%s': expected an exprset, a number, \"dyt\", "
-                           "\"dyt=ALPHA\", \"ln\" or a table of alphas", w);
-    }
+    /* the grammar of `normlab replace --set`, parsed by the library */
+    nl_replace_parsed *p = push_parsed(L);
+    nl_error err;
+    nl_error_clear(&err);
+    if (nl_replace_parse(p, lua_tostring(L, 2), &err) != 0) return nl_lua_fail(L, "model:replace", &err);
+    spec = p->spec;
   } else if (lua_type(L, 2) == LUA_TTABLE) {
     int n = 0;
     lua_pushnil(L);
@@ -580,6 +548,46 @@ static int m_replace(lua_State *L) {
   return 2;
 }
 
+static int opts_gc(lua_State *L) {
+  nl_train_opts *o = luaL_checkudata(L, 1, "normlab.train_opts");
+  nl_train_opts_free(o);
+  return 0;
+}
+
+/* Training settings on the stack, freed with the userdata. */
+static nl_train_opts *push_train_opts(lua_State *L) {
+  nl_train_opts *o = lua_newuserdatauv(L, sizeof *o, 0);
+  memset(o, 0, sizeof *o);
+  if (luaL_newmetatable(L, "normlab.train_opts")) {
+    lua_pushcfunction(L, opts_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  nl_train_opts_init(o);
+  return o;
+}
+
+/* One option through the library's parser (the command line's), and its
+ * words "--name [value]" appended to the table `words` (n so far). value:
+ * the text, or NULL for a flag that is set. */
+static int add_opt(lua_State *L, nl_train_opts *o, int words, int n, const char *key,
+                   const char *value) {
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_train_opts_set(o, key, value, &err) != 0) nl_lua_fail(L, "model:train", &err);
+  char name[64];
+  snprintf(name, sizeof name, "--%s", key);
+  for (char *p = name; *p; p++)
+    if (*p == '_') *p = '-';
+  lua_pushstring(L, name);
+  lua_rawseti(L, words, ++n);
+  if (value) {
+    lua_pushstring(L, value);
+    lua_rawseti(L, words, ++n);
+  }
+  return n;
+}
+
 /* model:train{variant=A|F|D|affine|full, epochs=, lr=, teacher=, output=DIR,
  * on_epoch=function(e) ... end, <any other option of the train command>}
  * -> trained model, log (the run's train.json as a table).
@@ -587,7 +595,9 @@ static int m_replace(lua_State *L) {
  * full variant with distillation: it needs a teacher (a model handle or a
  * file). on_epoch gets {epoch, epochs, loss, top1, top5, seconds, lr};
  * returning false stops after that epoch. Without output the run
- * directory is temporary. */
+ * directory is temporary. The options go through the parser of the
+ * command line (nl_train_opts_set: the same checks and messages), then
+ * to the train command. */
 static int m_train(lua_State *L) {
   lmodel *h = check_model(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -595,85 +605,56 @@ static int m_train(lua_State *L) {
   const nl_cmd *c = nl_cmd_find("train");
   if (!c) return luaL_error(L, "train is not available in this build");
   int tmps = push_tmps(L); /* 3: temporary files, removed however this returns */
+  nl_train_opts *o = push_train_opts(L); /* 4 */
   lua_newtable(L);
-  int words = lua_gettop(L), n = 0; /* 4 */
+  int words = lua_gettop(L), n = 0; /* 5 */
   lua_pushstring(L, "train");
   lua_rawseti(L, words, ++n);
-  push_saved_copy(L, h, tmps, "model:train");
-  n = push_opt(L, words, n, c, "model", lua_gettop(L));
-  lua_pop(L, 1);
-  /* variant */
-  lua_getfield(L, 2, "variant");
-  const char *v = lua_isnil(L, -1) ? "full" : luaL_checkstring(L, -1);
-  int distil = 0;
-  if (strcmp(v, "A") == 0 || strcmp(v, "affine") == 0) v = "affine";
-  else if (strcmp(v, "F") == 0 || strcmp(v, "full") == 0) v = "full";
-  else if (strcmp(v, "D") == 0) v = "full", distil = 1;
-  else {
-    remove_tmps(L, tmps);
-    return luaL_error(L, "model:train: variant '%s': expected A, F, D, affine or full", v);
-  }
-  lua_pop(L, 1);
-  lua_pushstring(L, v);
-  n = push_opt(L, words, n, c, "variant", lua_gettop(L));
-  lua_pop(L, 1);
-  /* teacher */
-  lua_getfield(L, 2, "teacher");
-  if (lua_isnil(L, -1) && distil) {
-    remove_tmps(L, tmps);
-    return luaL_error(L, "model:train: variant D (distillation) needs teacher=MODEL");
-  }
-  if (luaL_testudata(L, -1, NL_LUA_MODEL)) {
-    push_saved_copy(L, check_model(L, lua_gettop(L)), tmps, "model:train");
-    n = push_opt(L, words, n, c, "teacher", lua_gettop(L));
-    lua_pop(L, 1);
-  } else if (!lua_isnil(L, -1)) {
-    n = push_opt(L, words, n, c, "teacher", lua_gettop(L));
-  }
-  lua_pop(L, 1);
-  /* run directory */
-  lua_getfield(L, 2, "output");
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s/normlab-lua-train-XXXXXX", tmp_root());
-    if (!mkdtemp(buf)) {
-      remove_tmps(L, tmps);
-      return luaL_error(L, "model:train: cannot create a directory in %s", tmp_root());
-    }
-    lua_pushfstring(L, "%s/", buf);
-    lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
-    lua_pushstring(L, buf);
-  } else {
-    luaL_checkstring(L, -1);
-  }
-  int dir = lua_gettop(L);
-  n = push_opt(L, words, n, c, "output", dir);
-  /* the other options as they are */
-  int fn = 0;
+  /* the options of the table, as the command line gives them */
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    if (!k) {
-      remove_tmps(L, tmps);
-      return luaL_error(L, "model:train: option keys must be names");
-    }
+    if (!k) return luaL_error(L, "model:train: option keys must be names");
     if (strcmp(k, "on_epoch") == 0) {
       luaL_checktype(L, -1, LUA_TFUNCTION);
-    } else if (strcmp(k, "variant") && strcmp(k, "teacher") && strcmp(k, "output") &&
-               strcmp(k, "model")) {
-      char opt[64];
-      snprintf(opt, sizeof opt, "%s", k);
-      for (char *p = opt; *p; p++)
-        if (*p == '_') *p = '-';
-      if (!cmd_has_opt(c, opt)) {
-        remove_tmps(L, tmps);
-        return luaL_error(L, "model:train: the train command has no option --%s", opt);
-      }
-      n = push_opt(L, words, n, c, opt, lua_gettop(L));
+    } else if (strcmp(k, "model") == 0) {
+      return luaL_error(L, "model:train: the model is the handle itself; model= is not an option");
+    } else if (strcmp(k, "teacher") == 0 && luaL_testudata(L, -1, NL_LUA_MODEL)) {
+      push_saved_copy(L, check_model(L, lua_gettop(L)), tmps, "model:train");
+      n = add_opt(L, o, words, n, k, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else if (lua_isboolean(L, -1)) {
+      if (lua_toboolean(L, -1)) n = add_opt(L, o, words, n, k, NULL);
+      else if (!nl_train_opts_known(k))
+        return luaL_error(L, "model:train: train has no option --%s", k);
+    } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+      lua_pushvalue(L, -1);
+      n = add_opt(L, o, words, n, k, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else {
+      return luaL_error(L, "model:train: option %s expects a string, a number or a boolean", k);
     }
     lua_pop(L, 1);
   }
+  /* run directory */
+  if (!o->output) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/normlab-lua-train-XXXXXX", tmp_root());
+    if (!mkdtemp(buf)) return luaL_error(L, "model:train: cannot create a directory in %s", tmp_root());
+    lua_pushfstring(L, "%s/", buf);
+    lua_rawseti(L, tmps, (lua_Integer)lua_rawlen(L, tmps) + 1);
+    n = add_opt(L, o, words, n, "output", buf);
+  }
+  lua_pushstring(L, o->output);
+  int dir = lua_gettop(L);
+  /* the model: this handle, as it is in memory */
+  push_saved_copy(L, h, tmps, "model:train");
+  n = add_opt(L, o, words, n, "model", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  nl_error err;
+  nl_error_clear(&err);
+  if (nl_train_opts_finish(o, &err) != 0) return nl_lua_fail(L, "model:train", &err);
+  int fn = 0;
   lua_getfield(L, 2, "on_epoch");
   if (lua_isfunction(L, -1)) fn = lua_gettop(L);
   else lua_pop(L, 1);
@@ -690,8 +671,6 @@ static int m_train(lua_State *L) {
     memset(t, 0, sizeof *t);
     luaL_setmetatable(L, NL_LUA_MODEL);
     nl_vit_load_opts lo = {h->m.cfg.heads};
-    nl_error err;
-    nl_error_clear(&err);
     rcl = nl_vit_load(&t->m, lua_tostring(L, -2), &lo, &err);
     if (rcl != 0) {
       remove_tmps(L, tmps);

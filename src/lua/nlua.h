@@ -52,4 +52,7 @@ void nl_lua_shared_setup(nl_lua_exec_fn exec);
 nl_lua *nl_lua_shared(nl_ctx *ctx, nl_error *err);
 void nl_lua_shared_close(void);
 
+/* The 'lua FILE [ARGS...]' command (cmd_lua.c; registered by src/cli). */
+extern const nl_cmd nl_cmd_lua;
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fileio.h"
 #include "base/mem.h"
 
 static int slot_index(const nl_vit *m, const char *name) {
@@ -176,4 +177,50 @@ int nl_dyt_alphas_load(nl_dyt_alphas *a, const char *path, nl_error *err) {
   json_decref(root);
   if (rc) nl_dyt_alphas_free(a);
   return rc;
+}
+
+/* ---- the spec's text ---- */
+
+#define SPEC_FORMS "FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln"
+
+int nl_replace_parse(nl_replace_parsed *p, const char *text, nl_error *err) {
+  memset(p, 0, sizeof *p);
+  nl_exprset_init(&p->set);
+  p->spec.alpha = 0.5f;
+  if (!text || !*text) return nl_fail(err, NL_EINPUT, "empty replacement: expected " SPEC_FORMS);
+  if (strcmp(text, "ln") == 0 || strcmp(text, "layernorm") == 0) {
+    p->spec.mode = NL_REPLACE_LAYERNORM;
+    return 0;
+  }
+  if (strcmp(text, "dyt") == 0 || strncmp(text, "dyt=", 4) == 0) {
+    p->spec.mode = NL_REPLACE_DYT;
+    if (text[3] == '\0') return 0;
+    const char *v = text + 4;
+    if (!*v) return nl_fail(err, NL_EINPUT, "dyt=: give an alpha or a JSON file of alphas");
+    char *end;
+    double x = strtod(v, &end);
+    if (end != v && *end == '\0') {
+      if (!isfinite(x) || fabs(x) > 3.4e38)
+        return nl_fail(err, NL_EINPUT, "%s: alpha is not a finite number", text);
+      p->spec.alpha = (float)x;
+      return 0;
+    }
+    if (nl_dyt_alphas_load(&p->alphas, v, err)) return -1;
+    p->spec.alphas = &p->alphas;
+    p->spec.source = v;
+    return 0;
+  }
+  if (!nl_file_exists(text))
+    return nl_fail(err, NL_EINPUT, "'%s': no such file; a replacement is " SPEC_FORMS, text);
+  p->spec.mode = NL_REPLACE_SET;
+  if (nl_exprset_load(text, &p->set, err)) return -1;
+  if (p->set.n == 0) return nl_fail(err, NL_EINPUT, "%s: the set has no expressions", text);
+  p->spec.set = &p->set;
+  p->spec.source = text;
+  return 0;
+}
+
+void nl_replace_parsed_free(nl_replace_parsed *p) {
+  nl_exprset_free(&p->set);
+  nl_dyt_alphas_free(&p->alphas);
 }

@@ -38,6 +38,26 @@ typedef struct nl_replace_spec {
  * for sets parsed from text); m is then unchanged. */
 int nl_vit_replace(nl_vit *m, const nl_replace_spec *spec, int *kept, nl_error *err);
 
+/* A replacement spec parsed from its text, the one grammar of `normlab
+ * replace --set` and of the string Lua's model:replace takes:
+ *   ln | layernorm   LayerNorm everywhere
+ *   dyt              DyT, alpha 0.5, everywhere
+ *   dyt=ALPHA        DyT with that (finite) alpha everywhere
+ *   dyt=FILE         per-layer alphas from JSON (nl_dyt_alphas_load)
+ *   FILE             an expression set (nl_exprset_load), not empty
+ * The struct owns the set or the alphas its spec points to; spec.source
+ * points into text, which must outlive it. */
+typedef struct nl_replace_parsed {
+  nl_replace_spec spec;
+  nl_exprset set;
+  nl_dyt_alphas alphas;
+} nl_replace_parsed;
+
+/* Parse text into p (always initialised: free it also after an error).
+ * NL_EINPUT naming the text, the file and line, or the entry. */
+int nl_replace_parse(nl_replace_parsed *p, const char *text, nl_error *err);
+void nl_replace_parsed_free(nl_replace_parsed *p);
+
 /* Read per-layer alphas from JSON: the output of `normlab dyt --json`
  * ({"layers": [{"name": ..., "alpha": ...}, ...]}) or an object
  * {"LAYER": ALPHA, ...}. Errors name the file and the entry. */

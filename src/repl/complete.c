@@ -1,11 +1,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "repl/complete.h"
 
-#include "app/session.h"
-#include "expr/expr.h"
-#include "repl/fit.h"
-#include "repl/repl.h"
-
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +8,13 @@
 
 #include <readline/readline.h>
 
-#include "app/session.h"
+#include "app/split.h"
+#include "app/workbench.h"
 #include "base/mem.h"
-#include "repl/repl.h"
-#include "repl/split.h"
+#include "expr/expr.h"
 #include "model/maps.h"
+#include "search/fit.h"
+#include "session/session.h"
 
 typedef struct list {
   char **v;
@@ -34,12 +31,12 @@ static void add(list *l, const char *s, size_t len) {
 
 static void add_commands(list *l) {
   const nl_cmd *c;
-  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++) add(l, c->name, strlen(c->name));
+  for (int i = 0; (c = nl_wb_command(i)) != NULL; i++) add(l, c->name, strlen(c->name));
   for (int i = 0; nl_commands[i]; i++) add(l, nl_commands[i]->name, strlen(nl_commands[i]->name));
 }
 
-static void add_layers(list *l) {
-  char **names = nl_session_layers(nl_repl_session());
+static void add_layers(list *l, const nl_session *s) {
+  char **names = nl_session_layers(s);
   for (int i = 0; names[i]; i++) add(l, names[i], strlen(names[i]));
   nl_session_free_names(names);
 }
@@ -65,24 +62,18 @@ static int is_metavar(const char *s, size_t len) {
  * "a|b|LAYER" offers the literals a and b and the layer names; FILE, DIR
  * and PATH ask for file names; COMMAND offers command names. */
 /* The node paths of a layer's current expression (fold's NODE). */
-static void add_node_paths(list *l, const char *layer) {
-  const nl_sess_entry *e = layer ? nl_session_find(nl_repl_session(), layer) : NULL;
+static void add_node_paths(list *l, const nl_session *s, const char *layer) {
+  const nl_exprset_entry *e = layer ? nl_session_find(s, layer) : NULL;
   if (!e) return;
-  nl_prog p;
-  nl_prog_init(&p);
-  nl_error err;
-  nl_error_clear(&err);
-  if (nl_parse(e->expr, 1, &p, &err) == 0)
-    for (int i = p.len - 1; i >= 0; i--) {
-      char *path = nl_fit_node_path(&p, i);
-      add(l, path, strlen(path));
-      free(path);
-    }
-  nl_prog_free(&p);
+  for (int i = e->prog.len - 1; i >= 0; i--) {
+    char *path = nl_fit_node_path(&e->prog, i);
+    add(l, path, strlen(path));
+    free(path);
+  }
 }
 
-static void add_positional(list *l, const char *synopsis, int index, int *files,
-                           const char *first) {
+static void add_positional(list *l, const nl_session *s, const char *synopsis, int index,
+                           int *files, const char *first) {
   if (!synopsis) return;
   char *syn = nl_xstrdup(synopsis);
   int k = 0;
@@ -99,9 +90,9 @@ static void add_positional(list *l, const char *synopsis, int index, int *files,
         const char *bar = memchr(p, '|', (size_t)(b - p));
         size_t len = bar ? (size_t)(bar - p) : (size_t)(b - p);
         if (is_metavar(p, len)) {
-          if (len == 5 && strncmp(p, "LAYER", 5) == 0) add_layers(l);
+          if (len == 5 && strncmp(p, "LAYER", 5) == 0) add_layers(l, s);
           else if (len == 7 && strncmp(p, "COMMAND", 7) == 0) add_commands(l);
-          else if (len == 4 && strncmp(p, "NODE", 4) == 0) add_node_paths(l, first);
+          else if (len == 4 && strncmp(p, "NODE", 4) == 0) add_node_paths(l, s, first);
           else if ((len == 4 && (strncmp(p, "FILE", 4) == 0 || strncmp(p, "PATH", 4) == 0)) ||
                    (len == 3 && strncmp(p, "DIR", 3) == 0))
             *files = 1;
@@ -124,18 +115,19 @@ static const nl_opt *find_opt(const nl_cmd *cmd, const char *word) {
   return NULL;
 }
 
-static void candidates(list *l, const nl_words *w, const char *text, int *files) {
+static void candidates(list *l, const nl_session *s, const nl_words *w, const char *text,
+                       int *files) {
   *files = 0;
   if (w->argc == 0) {
     add_commands(l);
     return;
   }
-  const nl_cmd *cmd = nl_repl_find(w->argv[0]);
+  const nl_cmd *cmd = nl_wb_find(w->argv[0]);
   if (!cmd) return;
   const nl_opt *prev = w->argc >= 2 ? find_opt(cmd, w->argv[w->argc - 1]) : NULL;
   if (prev && prev->type != NL_OPT_FLAG) {
     if (prev->type == NL_OPT_CHOICE) add_choices(l, prev->choices);
-    else if (prev->flags & NL_OPTF_LAYER) add_layers(l);
+    else if (prev->flags & NL_OPTF_LAYER) add_layers(l, s);
     else if (prev->flags & NL_OPTF_PATH) *files = 1;
     return;
   }
@@ -161,7 +153,7 @@ static void candidates(list *l, const nl_words *w, const char *text, int *files)
     if (npos == 0) first = w->argv[i];
     npos++;
   }
-  add_positional(l, cmd->args, npos, files, first);
+  add_positional(l, s, cmd->args, npos, files, first);
 }
 
 /* Natural order (blocks.2 before blocks.10), as the layers are listed. */
@@ -179,7 +171,7 @@ static void words_before(const char *line, nl_words *w) {
   }
 }
 
-char **nl_complete_candidates(const char *line, int *files) {
+char **nl_complete_candidates(const nl_session *s, const char *line, int *files) {
   nl_words w;
   int open;
   nl_split_tail(line, &w, &open);
@@ -190,7 +182,7 @@ char **nl_complete_candidates(const char *line, int *files) {
     w.argv[w.argc] = NULL;
   }
   list l = {NULL, 0};
-  candidates(&l, &w, text, files);
+  candidates(&l, s, &w, text, files);
   nl_words_clear(&w);
   list out = {NULL, 0};
   for (int i = 0; i < l.n; i++)
@@ -206,6 +198,7 @@ char **nl_complete_candidates(const char *line, int *files) {
 
 static list g_cands;
 static int g_index;
+static const nl_session *g_sess; /* the session completed against */
 
 static char *generator(const char *text, int state) {
   if (state == 0) g_index = 0;
@@ -228,7 +221,7 @@ static char **attempt(const char *text, int start, int end) {
   words_before(before, &w);
   free(before);
   int files = 0;
-  candidates(&g_cands, &w, text, &files);
+  candidates(&g_cands, g_sess, &w, text, &files);
   nl_words_clear(&w);
   if (files) {
     rl_sort_completion_matches = 1;
@@ -240,7 +233,8 @@ static char **attempt(const char *text, int start, int end) {
   return rl_completion_matches(text, generator);
 }
 
-void nl_complete_install(void) {
+void nl_complete_install(const nl_session *s) {
+  g_sess = s;
   rl_attempted_completion_function = attempt;
   rl_completer_word_break_characters = " \t\n;";
   rl_completer_quote_characters = "\"'";
@@ -251,4 +245,5 @@ void nl_complete_cleanup(void) {
   for (int i = 0; i < g_cands.n; i++) free(g_cands.v[i]);
   free(g_cands.v);
   g_cands = (list){NULL, 0};
+  g_sess = NULL;
 }

@@ -5,14 +5,17 @@
 #ifndef NL_REPL_COMPLETE_H
 #define NL_REPL_COMPLETE_H
 
-/* Install the completion function into readline. */
-void nl_complete_install(void);
+#include "session/session.h"
+
+/* Install the completion function into readline, completing against the
+ * session s (layer names, node paths). */
+void nl_complete_install(const nl_session *s);
 /* Free what completion keeps between calls. */
 void nl_complete_cleanup(void);
 
 /* The candidates for the word ending the text `line` (without readline):
  * NULL-terminated, caller frees with nl_session_free_names. *files is set
  * to 1 when file names should be completed instead. For tests. */
-char **nl_complete_candidates(const char *line, int *files);
+char **nl_complete_candidates(const nl_session *s, const char *line, int *files);
 
 #endif

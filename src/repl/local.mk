@@ -1,12 +1,7 @@
 # repl module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += \
-	src/app/session.c src/app/session.h src/app/session_fronts.c \
-	src/app/cmd_plot.c \
-	src/repl/split.c src/repl/split.h \
 	src/repl/complete.c src/repl/complete.h \
-	src/repl/repl.c src/repl/repl.h \
-	src/repl/repl_cmds.c src/repl/expr_cmds.c \
-	src/repl/fit.c src/repl/fit.h src/repl/fit_cmds.c src/repl/pipeline.c src/repl/jobs.c
+	src/repl/repl.c src/repl/repl.h
 
 check_PROGRAMS += tests/unit/test_repl
 NL_UNIT_TESTS += tests/unit/test_repl

@@ -11,12 +11,12 @@
 #include <readline/history.h>
 #include <readline/readline.h>
 
+#include "app/split.h"
+#include "app/workbench.h"
 #include "base/interrupt.h"
-#include "base/timer.h"
 #include "base/mem.h"
-#include "lua/nlua.h"
 #include "repl/complete.h"
-#include "repl/split.h"
+#include "session/job.h"
 
 #include "config.h"
 
@@ -30,207 +30,29 @@ static struct {
   char *hist_path;
   char *line;     /* line handed over by the readline callback */
   int line_ready; /* 1: line ready, 2: end of input */
-} R;
+} g_repl;
 
-static int g_exec_depth = 0;   /* commands running (source nests them) */
 static int g_source_depth = 0; /* scripts being sourced */
 
-nl_session *nl_repl_session(void) { return &R.sess; }
-void nl_repl_request_quit(void) { R.quit = 1; }
-int nl_repl_is_interactive(void) { return R.interactive; }
-const char *nl_repl_history_path(void) { return R.hist_path; }
-
-const nl_cmd *nl_repl_command(int i) {
-  int n = 0;
-  while (nl_repl_commands[n]) n++;
-  if (i < n) return nl_repl_commands[i];
-  int k;
-  for (k = 0; nl_repl_expr_commands[k]; k++)
-    if (k == i - n) return nl_repl_expr_commands[k];
-  n += k;
-  for (k = 0; nl_repl_fit_commands[k]; k++)
-    if (k == i - n) return nl_repl_fit_commands[k];
-  n += k;
-  for (k = 0; nl_repl_pipeline_commands[k]; k++)
-    if (k == i - n) return nl_repl_pipeline_commands[k];
-  n += k;
-  for (k = 0; nl_repl_job_commands[k]; k++)
-    if (k == i - n) return nl_repl_job_commands[k];
-  return NULL;
-}
-
-const nl_cmd *nl_repl_find(const char *name) {
-  const nl_cmd *c;
-  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
-    if (strcmp(c->name, name) == 0) return c;
-  return nl_cmd_find(name);
-}
-
-static int is_repl_only(const nl_cmd *cmd) {
-  const nl_cmd *c;
-  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
-    if (c == cmd) return 1;
-  return 0;
-}
-
-void nl_repl_help_command(FILE *out, const nl_cmd *cmd, int repl_only) {
-  if (!repl_only) {
-    nl_help_command(out, cmd);
-    return;
-  }
-  /* The shell's usage line says "normlab CMD"; session commands exist
-   * only at the prompt, so their usage omits it. */
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *mem = open_memstream(&buf, &len);
-  if (!mem) return;
-  nl_help_command(mem, cmd);
-  fclose(mem);
-  const char *p = buf;
-  if (strncmp(p, "usage: normlab ", 15) == 0) {
-    fputs("usage: ", out);
-    p += 15;
-  }
-  fputs(p, out);
-  free(buf);
-}
-
-/* Edit distance, for suggestions (short strings only). */
-static int distance(const char *a, const char *b) {
-  size_t n = strlen(a), m = strlen(b);
-  if (n > 30 || m > 30) return 99;
-  int d[31][31];
-  for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
-  for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
-  for (size_t i = 1; i <= n; i++)
-    for (size_t j = 1; j <= m; j++) {
-      int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-      if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-      if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-      d[i][j] = c;
-    }
-  return d[n][m];
-}
-
-/* The command closest to a mistyped name, or NULL. */
-static const char *suggest(const char *name) {
-  const char *best = NULL;
-  int bd = 3;
-  const nl_cmd *c;
-  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++) {
-    int d = distance(name, c->name);
-    if (d < bd) bd = d, best = c->name;
-  }
-  for (int i = 0; nl_commands[i]; i++) {
-    int d = distance(name, nl_commands[i]->name);
-    if (d < bd) bd = d, best = nl_commands[i]->name;
-  }
-  return bd <= (strlen(name) > 4 ? 2 : 1) ? best : NULL;
-}
-
-int nl_repl_exec(nl_ctx *ctx, int argc, char **argv) {
-  /* "normlab CMD ARGS" pasted from a shell line works too */
-  if (argc > 1 && strcmp(argv[0], "normlab") == 0) {
-    argc--;
-    argv++;
-  }
-  if (argc < 1) return 0;
-  nl_repl_job_poll(ctx);
-  if (argc > 1 && strcmp(argv[argc - 1], "&") == 0) { /* a background job */
-    nl_error err;
-    nl_error_clear(&err);
-    if (nl_repl_job_start(ctx, argc - 1, argv, &err) != 0) {
-      fprintf(ctx->err, "normlab %s: %s\n", argv[0], err.msg);
-      return nl_error_exit_status(&err);
-    }
-    return 0;
-  }
-  if (nl_repl_job_running()) {
-    /* commands that set the thread count or run BLAS on every core would
-     * race the search's thread pool: they wait for it */
-    static const char *const heavy[] = {"evolve", "eval", "forward", "extract", "bench", "train",
-                                        NULL};
-    for (int i = 0; heavy[i]; i++)
-      if (strcmp(argv[0], heavy[i]) == 0) {
-        fprintf(ctx->err,
-                "normlab %s: a background evolve is running; wait for it or 'stop' it first "
-                "('jobs' shows it)\n",
-                argv[0]);
-        return 2;
-      }
-  }
-  const nl_cmd *cmd = nl_repl_find(argv[0]);
-  if (!cmd) {
-    const char *near = suggest(argv[0]);
-    if (near)
-      fprintf(ctx->err, "normlab: unknown command '%s'; did you mean '%s'?\n", argv[0], near);
-    else
-      fprintf(ctx->err, "normlab: unknown command '%s' (type 'help')\n", argv[0]);
-    return 2;
-  }
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--") == 0) break;
-    if (cmd->rest_positional && argv[i][0] != '-') break;
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      nl_repl_help_command(ctx->out, cmd, is_repl_only(cmd));
-      return 0;
-    }
-  }
-  nl_error err;
-  nl_error_clear(&err);
-  nl_args a;
-  /* Only the outermost command (not those of a sourced script) clears the
-   * interrupt flag, so a Ctrl-C stops the whole script. */
-  int top = g_exec_depth == 0;
-  g_exec_depth++;
-  double t0 = nl_now();
-  int rc = nl_args_parse(&a, cmd, argc - 1, argv + 1, ctx, &err);
-  if (rc == 0) {
-    rc = cmd->run(ctx, &a, &err);
-    nl_repl_after_command(ctx, cmd, &a, rc, &err);
-  }
-  g_exec_depth--;
-  free(a.pos);
-  fflush(ctx->out);
-  const char *timer = nl_session_get_setting(&R.sess, "timer");
-  if (timer && strcmp(timer, "on") == 0)
-    fprintf(ctx->err, "time: %.3f s\n", nl_now() - t0);
-  int interrupted = nl_interrupted();
-  if (top) nl_interrupt_clear();
-  if (rc == 0 && interrupted && (!R.interactive || !top)) {
-    /* a script stops when interrupted, even between a command's steps */
-    rc = nl_fail(&err, NL_EINTR, "interrupted");
-  }
-  if (rc != 0) {
-    if (err.code == NL_OK) err.code = interrupted ? NL_EINTR : NL_EINTERNAL;
-    fprintf(ctx->err, "normlab %s: %s\n", cmd->name, err.msg[0] ? err.msg : "failed");
-    return nl_error_exit_status(&err);
-  }
-  if (interrupted && R.interactive) fprintf(ctx->err, "normlab %s: interrupted\n", cmd->name);
-  return 0;
-}
+nl_session *nl_repl_session(void) { return &g_repl.sess; }
 
 /* Run one input line (possibly several ';'-separated commands). Returns
  * the status of the first failing command, 0 when all succeeded. With
  * keep_going, later commands still run. */
 static int run_line(const char *line, int keep_going, const char *where) {
-  if (nl_lua_block_opens(line)) { /* lua { ... }: one command, as 'lua FILE' is */
-    g_exec_depth++;
-    int rc = nl_lua_block_run(R.ctx, line, where);
-    if (--g_exec_depth == 0) nl_interrupt_clear();
-    return rc;
-  }
+  if (nl_wb_block_opens(line)) /* lua { ... }: one command, as 'lua FILE' is */
+    return nl_wb_block_run(g_repl.ctx, line, where);
   nl_words *cmds;
   int n;
   nl_error err;
   nl_error_clear(&err);
   if (nl_split_line(line, &cmds, &n, &err) != 0) {
-    fprintf(R.ctx->err, "normlab: %s%s%s\n", where ? where : "", where ? ": " : "", err.msg);
+    fprintf(g_repl.ctx->err, "normlab: %s%s%s\n", where ? where : "", where ? ": " : "", err.msg);
     return 2;
   }
   int status = 0;
-  for (int i = 0; i < n && !R.quit; i++) {
-    int rc = nl_repl_exec(R.ctx, cmds[i].argc, cmds[i].argv);
+  for (int i = 0; i < n && !g_repl.quit; i++) {
+    int rc = nl_wb_exec(g_repl.ctx, cmds[i].argc, cmds[i].argv);
     if (rc != 0) {
       if (status == 0) status = rc;
       if (!keep_going || rc == 130) break;
@@ -244,7 +66,7 @@ static int run_line(const char *line, int keep_going, const char *where) {
  * glued (the backslash dropped); inside quotes the newline is kept. */
 static char *join_continued(char *line, const char *more) {
   size_t a = strlen(line), b = strlen(more);
-  int backslash = !nl_lua_block_opens(line) && nl_split_incomplete(line) == 2;
+  int backslash = !nl_wb_block_opens(line) && nl_split_incomplete(line) == 2;
   char *r = nl_xmalloc(a + b + 2);
   memcpy(r, line, a);
   if (backslash)
@@ -259,7 +81,7 @@ static char *join_continued(char *line, const char *more) {
 /* Whether the next line continues this one: an open quote, a trailing
  * backslash, or a "lua {" block without its closing brace. */
 static int line_incomplete(const char *line) {
-  if (nl_lua_block_opens(line)) return nl_lua_block_incomplete(line);
+  if (nl_wb_block_opens(line)) return nl_wb_block_incomplete(line);
   return nl_split_incomplete(line);
 }
 
@@ -270,16 +92,16 @@ static void history_setup(void) {
   using_history();
   stifle_history(NL_HISTORY_MAX);
   if (env) {
-    R.hist_path = *env ? nl_xstrdup(env) : NULL;
+    g_repl.hist_path = *env ? nl_xstrdup(env) : NULL;
   } else {
     const char *home = getenv("HOME");
     if (home && *home) {
       size_t n = strlen(home) + 24;
-      R.hist_path = nl_xmalloc(n);
-      snprintf(R.hist_path, n, "%s/.normlab_history", home);
+      g_repl.hist_path = nl_xmalloc(n);
+      snprintf(g_repl.hist_path, n, "%s/.normlab_history", home);
     }
   }
-  if (R.hist_path) read_history(R.hist_path);
+  if (g_repl.hist_path) read_history(g_repl.hist_path);
 }
 
 static void history_add(const char *raw) {
@@ -294,21 +116,30 @@ static void history_add(const char *raw) {
   if (!last || strcmp(last->line, line) != 0) {
     add_history(line);
     /* append at once, so history survives a crash or a kill */
-    if (R.hist_path) {
-      if (access(R.hist_path, F_OK) == 0)
-        append_history(1, R.hist_path);
+    if (g_repl.hist_path) {
+      if (access(g_repl.hist_path, F_OK) == 0)
+        append_history(1, g_repl.hist_path);
       else
-        write_history(R.hist_path);
+        write_history(g_repl.hist_path);
     }
   }
   free(line);
 }
 
+/* 'history N': the last N lines. */
+static void history_show(FILE *out, long n) {
+  HIST_ENTRY **list = history_list();
+  if (!list) return;
+  int len = history_length;
+  for (int i = len > n ? len - (int)n : 0; i < len; i++)
+    fprintf(out, "%5d  %s\n", i + history_base, list[i]->line);
+}
+
 static void history_finish(void) {
-  if (R.hist_path && access(R.hist_path, F_OK) == 0)
-    history_truncate_file(R.hist_path, NL_HISTORY_MAX);
-  free(R.hist_path);
-  R.hist_path = NULL;
+  if (g_repl.hist_path && access(g_repl.hist_path, F_OK) == 0)
+    history_truncate_file(g_repl.hist_path, NL_HISTORY_MAX);
+  free(g_repl.hist_path);
+  g_repl.hist_path = NULL;
   clear_history();
 }
 
@@ -330,15 +161,15 @@ static void install_winch(void) {
 }
 
 static void on_line(char *line) {
-  R.line = line;
-  R.line_ready = line ? 1 : 2;
+  g_repl.line = line;
+  g_repl.line_ready = line ? 1 : 2;
   /* Stop reading until the command has run: the terminal goes back to
    * its normal mode while commands print and Ctrl-C interrupts them. */
   rl_callback_handler_remove();
 }
 
 static char *make_prompt(void) {
-  char *name = nl_session_name(&R.sess);
+  char *name = nl_session_name(&g_repl.sess);
   size_t n = (name ? strlen(name) : 0) + 16;
   char *p = nl_xmalloc(n);
   if (name)
@@ -355,28 +186,28 @@ static char *make_prompt(void) {
  * read (returns NULL, *cancelled set); otherwise it discards the line and
  * starts a fresh prompt. */
 static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
-  R.line = NULL;
-  R.line_ready = 0;
+  g_repl.line = NULL;
+  g_repl.line_ready = 0;
   if (cancelled) *cancelled = 0;
   rl_callback_handler_install(prompt, on_line);
-  while (!R.line_ready) {
+  while (!g_repl.line_ready) {
     fd_set fds;
     FD_ZERO(&fds);
     FD_SET(fileno(rl_instream), &fds);
     struct timeval tv = {0, 500000};
-    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, nl_repl_job_running() ? &tv : NULL);
+    int r = select(fileno(rl_instream) + 1, &fds, NULL, NULL, nl_job_running() ? &tv : NULL);
     if (r == 0) { /* the background search ended: say so above the prompt */
-      if (nl_repl_job_running() && nl_repl_job_ended()) {
+      if (nl_job_running() && nl_job_ended()) {
         /* erase the prompt line, print, then draw it again as it was */
         fputs("\r\033[K", rl_outstream);
         fflush(rl_outstream);
-        nl_repl_job_poll(R.ctx);
-        fflush(R.ctx->out);
-        fflush(R.ctx->err);
+        nl_wb_job_poll(g_repl.ctx);
+        fflush(g_repl.ctx->out);
+        fflush(g_repl.ctx->err);
         rl_on_new_line();
         rl_redisplay();
       } else {
-        nl_repl_job_poll(R.ctx); /* a quiet checkpoint of finished searches */
+        nl_wb_job_poll(g_repl.ctx); /* a quiet checkpoint of finished searches */
       }
       continue;
     }
@@ -407,13 +238,13 @@ static char *read_line_cb(const char *prompt, int cancel, int *cancelled) {
         rl_on_new_line();
         rl_redisplay();
       } else {
-        nl_repl_job_poll(R.ctx); /* a quiet checkpoint of finished searches */
+        nl_wb_job_poll(g_repl.ctx); /* a quiet checkpoint of finished searches */
       }
       continue;
     }
     rl_callback_read_char();
   }
-  return R.line_ready == 1 ? R.line : NULL;
+  return g_repl.line_ready == 1 ? g_repl.line : NULL;
 }
 
 static char *read_line_interactive(int more) {
@@ -430,20 +261,20 @@ static void rl_setup(void) {
   /* show the matching '(' while typing expressions; ~/.inputrc may
    * override it in a "$if normlab" block */
   rl_variable_bind("blink-matching-paren", "on");
-  nl_complete_install();
+  nl_complete_install(&g_repl.sess);
 }
 
 static int run_interactive(void) {
   rl_setup();
   install_winch();
   history_setup();
-  fprintf(R.ctx->err, "normlab %s; type 'help' for commands, Ctrl-D or 'quit' to leave.\n",
+  fprintf(g_repl.ctx->err, "normlab %s; type 'help' for commands, Ctrl-D or 'quit' to leave.\n",
           PACKAGE_VERSION);
   int last = 0;
-  while (!R.quit) {
+  while (!g_repl.quit) {
     char *line = read_line_interactive(0);
     if (!line) {
-      fputc('\n', R.ctx->err);
+      fputc('\n', g_repl.ctx->err);
       break;
     }
     while (line_incomplete(line)) { /* open quote or trailing backslash */
@@ -472,7 +303,7 @@ static int prefill_hook(void) {
   return 0;
 }
 
-char *nl_repl_read_prefilled(const char *prompt, const char *initial) {
+static char *read_prefilled(const char *prompt, const char *initial) {
   g_prefill = initial;
   rl_startup_hook = prefill_hook;
   char *line = read_line_cb(prompt, 1, NULL);
@@ -485,7 +316,7 @@ char *nl_repl_read_prefilled(const char *prompt, const char *initial) {
 
 static int run_stream(FILE *in, const char *name, int keep_going);
 
-int nl_repl_source(const char *path, nl_error *err) {
+static int source_file(const char *path, nl_error *err) {
   if (g_source_depth >= 16) return nl_fail(err, NL_EINPUT, "%s: scripts nested too deeply", path);
   FILE *in = fopen(path, "r");
   if (!in) return nl_fail(err, NL_EINPUT, "%s: cannot open: %s", path, strerror(errno));
@@ -507,7 +338,7 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
   size_t cap = 0;
   ssize_t len;
   int lineno = 0, status = 0;
-  while (!R.quit && !nl_interrupted() && (len = getline(&line, &cap, in)) >= 0) {
+  while (!g_repl.quit && !nl_interrupted() && (len = getline(&line, &cap, in)) >= 0) {
     lineno++;
     if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
     if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
@@ -526,28 +357,34 @@ static int run_stream(FILE *in, const char *name, int keep_going) {
     if (rc != 0) {
       if (status == 0) status = rc;
       if (!keep_going || rc == 130) {
-        fprintf(R.ctx->err, "normlab: stopped at %s (exit %d)\n", where, rc);
+        fprintf(g_repl.ctx->err, "normlab: stopped at %s (exit %d)\n", where, rc);
         break;
       }
     }
   }
-  if (!R.quit && status == 0 && nl_interrupted()) {
-    fprintf(R.ctx->err, "normlab: interrupted after %s:%d\n", name, lineno);
+  if (!g_repl.quit && status == 0 && nl_interrupted()) {
+    fprintf(g_repl.ctx->err, "normlab: interrupted after %s:%d\n", name, lineno);
     status = 130;
   }
   free(line);
   return status;
 }
 
+static void request_quit(void) { g_repl.quit = 1; }
+
 int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
-  memset(&R, 0, sizeof R);
-  nl_session_init(&R.sess);
-  nl_repl_expr_init();
+  memset(&g_repl, 0, sizeof g_repl);
+  nl_session_init(&g_repl.sess);
   nl_ctx c = *ctx;
-  c.session = &R.sess;
-  c.context = nl_session_context;
-  R.ctx = &c;
-  nl_lua_shared_setup(nl_repl_exec);
+  g_repl.ctx = &c;
+  /* a person at the prompt, or a script (-c, -f, piped input) */
+  g_repl.interactive = !o->commands && !o->file && isatty(fileno(stdin));
+  nl_wb_frontend fe = {.interactive = g_repl.interactive,
+                       .quit = request_quit,
+                       .source = source_file,
+                       .read_prefilled = read_prefilled,
+                       .history = history_show};
+  nl_wb_begin(&c, &g_repl.sess, &fe);
   int status;
   if (o->commands) {
     status = run_line(o->commands, o->keep_going, NULL);
@@ -555,13 +392,13 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
     FILE *in = fopen(o->file, "r");
     if (!in) {
       fprintf(ctx->err, "normlab: %s: cannot open: %s\n", o->file, strerror(errno));
-      nl_session_free(&R.sess);
+      nl_wb_end(&c, 1);
+      nl_session_free(&g_repl.sess);
       return 2;
     }
     status = run_stream(in, o->file, o->keep_going);
     fclose(in);
-  } else if (!o->file && isatty(fileno(stdin))) {
-    R.interactive = 1;
+  } else if (g_repl.interactive) {
     c.tty = isatty(fileno(ctx->err));
     status = run_interactive();
   } else {
@@ -569,13 +406,7 @@ int nl_repl_main(nl_ctx *ctx, const nl_repl_opts *o) {
   }
   /* a script that ran to its end waits for its background search; the
    * prompt, and a script stopped by an error, stop it */
-  if (nl_repl_job_running()) {
-    int stop = R.interactive || status != 0;
-    if (stop) fprintf(ctx->err, "[evolve] stopping the background search\n");
-    nl_repl_job_end(&c, stop);
-  }
-  nl_repl_fit_cleanup();
-  nl_lua_shared_close();
-  nl_session_free(&R.sess);
+  nl_wb_end(&c, g_repl.interactive || status != 0);
+  nl_session_free(&g_repl.sess);
   return status;
 }

@@ -347,10 +347,13 @@ typedef struct search {
   double *node_evals; /* per worker */
 } search;
 
+/* The complexity objective counts the program as written: cheap, and it
+ * keeps penalising dead code that simplification would remove. The front
+ * is simplified before it is reported (see nl_gp_run). */
 static int complexity(const nl_gp_config *c, const nl_prog *p) {
   if (c->complexity == NL_GP_FLOPS) {
     nl_cost_opts o = {1};
-    return nl_cost(p, &o);
+    return nl_cost_written(p, &o);
   }
   return p->len;
 }
@@ -706,13 +709,35 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
   }
   if (!stopped && nl_interrupted()) stopped = 1;
   /* the front: archive members on validation */
-  res->nfront = ar.n;
-  res->front = nl_xcalloc((size_t)(ar.n ? ar.n : 1), sizeof(nl_gp_member));
   double vy = 0, my = 0;
   for (size_t i = 0; i < nv; i++) my += yv[i];
   my /= (double)nv;
   for (size_t i = 0; i < nv; i++) vy += (yv[i] - my) * (yv[i] - my);
   vy /= (double)nv;
+  /* the front as it will be written: simplified (constant subtrees folded,
+   * cancellations removed), measured on the simplified form; a member
+   * that simplifies to an earlier one's program is dropped */
+  {
+    int k = 0;
+    for (int i = 0; i < ar.n; i++) {
+      ind *e = &ar.a[i];
+      nl_simplify(&e->prog);
+      e->cx = complexity(c, &e->prog);
+      int dup = -1;
+      for (int j = 0; j < k && dup < 0; j++)
+        if (ar.a[j].prog.len == e->prog.len &&
+            memcmp(ar.a[j].prog.nodes, e->prog.nodes, sizeof(nl_node) * (size_t)e->prog.len) == 0)
+          dup = j;
+      if (dup < 0) {
+        ar.a[k++] = *e;
+      } else {
+        nl_prog_free(&e->prog);
+      }
+    }
+    ar.n = k;
+  }
+  res->nfront = ar.n;
+  res->front = nl_xcalloc((size_t)(ar.n ? ar.n : 1), sizeof(nl_gp_member));
   /* order by complexity, then fitness */
   for (int i = 1; i < ar.n; i++) {
     ind t = ar.a[i];

@@ -21,6 +21,7 @@
 #include "base/mem.h"
 #include "base/timer.h"
 #include "model/maps.h"
+#include "search/fronts.h"
 #include "search/gp.h"
 
 const char nl_gp_csv_header[] =
@@ -64,73 +65,6 @@ static char *path_fmt(const char *fmt, ...) {
   return s;
 }
 
-static void csv_field(FILE *fp, const char *s) {
-  if (strpbrk(s, ",\"\n\r") == NULL) {
-    fputs(s, fp);
-    return;
-  }
-  fputc('"', fp);
-  for (; *s; s++) {
-    if (*s == '"') fputc('"', fp);
-    fputc(*s, fp);
-  }
-  fputc('"', fp);
-}
-
-/* One row per member: layer, seed, rank, ..., expr. */
-static void write_rows(FILE *fp, const char *layer, int seed, const nl_gp_member *m, int n) {
-  for (int i = 0; i < n; i++) {
-    csv_field(fp, layer);
-    fprintf(fp, ",%d,%d,%d,%d,%.17g,%.17g,%.17g,%.17g,", seed, m[i].rank, m[i].nodes, m[i].flops,
-            m[i].train_fitness, m[i].val_fitness, m[i].val_mse, m[i].val_r2);
-    char *e = nl_print(&m[i].prog, NL_PRINT_EXACT);
-    fputc('"', fp);
-    for (const char *s = e; *s; s++) {
-      if (*s == '"') fputc('"', fp);
-      fputc(*s, fp);
-    }
-    fputs("\"\n", fp);
-    free(e);
-  }
-}
-
-/* Split one CSV line into at most nf fields (in place; quotes removed). */
-static int csv_split(char *line, char **f, int nf) {
-  int k = 0;
-  char *p = line;
-  while (k < nf) {
-    if (*p == '"') {
-      char *w = ++p;
-      f[k++] = w;
-      for (;;) {
-        if (*p == '\0') break;
-        if (*p == '"') {
-          if (p[1] == '"') {
-            *w++ = '"';
-            p += 2;
-            continue;
-          }
-          p++;
-          break;
-        }
-        *w++ = *p++;
-      }
-      *w = '\0';
-      /* w <= p: terminating here does not clobber the separator */
-      if (*p == ',') p++;
-      else if (*p) return -1;
-      else break;
-    } else {
-      f[k++] = p;
-      char *c = strchr(p, ',');
-      if (!c) break;
-      *c = '\0';
-      p = c + 1;
-    }
-  }
-  return k;
-}
-
 typedef struct part {
   nl_gp_member *m;
   int n;
@@ -151,29 +85,45 @@ static int part_read(const char *path, part *p, nl_error *err) {
   memset(p, 0, sizeof *p);
   char *text = nl_read_file(path, NULL, err);
   if (!text) return -1;
-  int rc = 0, lineno = 0, cap = 0;
-  char *save = NULL;
-  for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+  int rc = 0, lineno = 1, cap = 0;
+  /* line 1: "# normlab evolve part: ... finished=F ... seconds=S | SIGNATURE" */
+  char *eol = strchr(text, '\n');
+  if (eol) *eol = '\0';
+  size_t l = strlen(text);
+  if (l && text[l - 1] == '\r') text[l - 1] = '\0';
+  const char *tag = "# normlab evolve part: ";
+  if (strncmp(text, tag, strlen(tag)) != 0) {
+    free(text);
+    return nl_fail(err, NL_EINPUT, "%s:1: not a normlab evolve part file", path);
+  }
+  char *f = strstr(text, " finished="), *s = strstr(text, " seconds="), *g = strstr(text, " | ");
+  p->finished = f ? atoi(f + 10) : 0;
+  p->seconds = s ? strtod(s + 9, NULL) : 0;
+  p->sig = nl_xstrdup(g ? g + 3 : "");
+  const char *q = eol ? eol + 1 : text + l;
+  int nh = 0;
+  char **head = NULL;
+  if (*q) { /* line 2: the header */
     lineno++;
-    size_t l = strlen(line);
-    if (l && line[l - 1] == '\r') line[l - 1] = '\0';
-    if (lineno == 1) {
-      const char *tag = "# normlab evolve part: ";
-      if (strncmp(line, tag, strlen(tag)) != 0) {
-        rc = nl_fail(err, NL_EINPUT, "%s:1: not a normlab evolve part file", path);
-        break;
-      }
-      char *f = strstr(line, " finished="), *s = strstr(line, " seconds="),
-           *g = strstr(line, " | ");
-      p->finished = f ? atoi(f + 10) : 0;
-      p->seconds = s ? strtod(s + 9, NULL) : 0;
-      p->sig = nl_xstrdup(g ? g + 3 : "");
+    nh = nl_csv_record(&q, &head, &lineno);
+    if (nh < 0) rc = nl_fail(err, NL_EINPUT, "%s:%d: unterminated quote", path, lineno);
+    else nl_csv_free(head, nh);
+  }
+  while (rc == 0 && *q) {
+    int at = ++lineno;
+    char **fl;
+    int nf = nl_csv_record(&q, &fl, &lineno);
+    if (nf < 0) {
+      rc = nl_fail(err, NL_EINPUT, "%s:%d: unterminated quote", path, at);
+      break;
+    }
+    if (nf == 1 && fl[0][0] == '\0') { /* blank line */
+      nl_csv_free(fl, nf);
       continue;
     }
-    if (lineno == 2) continue; /* header */
-    char *fl[10];
-    if (csv_split(line, fl, 10) != 10) {
-      rc = nl_fail(err, NL_EINPUT, "%s:%d: expected 10 CSV fields", path, lineno);
+    if (nf != 10) {
+      nl_csv_free(fl, nf);
+      rc = nl_fail(err, NL_EINPUT, "%s:%d: expected 10 CSV fields", path, at);
       break;
     }
     if (p->n == cap) {
@@ -190,13 +140,14 @@ static int part_read(const char *path, part *p, nl_error *err) {
     m->val_mse = strtod(fl[7], NULL);
     m->val_r2 = strtod(fl[8], NULL);
     nl_prog_init(&m->prog);
-    if (nl_parse(fl[9], lineno, &m->prog, err) != 0) {
+    if (nl_parse(fl[9], at, &m->prog, err) != 0) {
       nl_prog_free(&m->prog);
       nl_error_prefix(err, "%s", path);
       rc = -1;
-      break;
+    } else {
+      p->n++;
     }
-    p->n++;
+    nl_csv_free(fl, nf);
   }
   free(text);
   if (rc != 0) part_free(p);
@@ -210,7 +161,7 @@ static int part_write(const char *path, const char *layer, int seed, const nl_gp
   fprintf(af.fp, "# normlab evolve part: layer=%s seed=%d finished=%d gens=%d seconds=%.6f | %s\n",
           layer, seed, r->finished, r->gens_done, r->seconds, sig);
   fprintf(af.fp, "%s\n", nl_gp_csv_header);
-  write_rows(af.fp, layer, seed, r->front, r->nfront);
+  nl_fronts_write_rows(af.fp, layer, seed, r->front, r->nfront);
   return nl_atomic_commit(&af, err);
 }
 
@@ -248,7 +199,7 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
       if (part_read(use, &p, err) != 0) {
         rc = -1;
       } else if (strcmp(p.sig, sig) == 0) {
-        write_rows(af.fp, layer, k, p.m, p.n);
+        nl_fronts_write_rows(af.fp, layer, k, p.m, p.n);
         ls->seconds += p.seconds;
         ls->seeds_done += p.finished && use == pf;
         int ch = nl_gp_select(p.m, p.n, c->cfg->select);
@@ -271,6 +222,10 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
     free(pp);
   }
   if (rc == 0 && have) {
+    nl_cost_opts rep = {0};
+    nl_simplify(&ls->prog); /* what chosen.exprs gets, and its figures */
+    ls->nodes = ls->prog.len;
+    ls->flops = nl_cost(&ls->prog, &rep);
     free(ls->expr);
     ls->expr = nl_print(&ls->prog, NL_PRINT_EXACT);
   }

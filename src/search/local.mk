@@ -20,5 +20,9 @@ tests_unit_test_gp_SOURCES = tests/unit/test_gp.c
 tests_unit_test_gp_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_gp_LDADD = $(NL_TEST_LDADD)
 
+# Fitting an expression's constants (Levenberg-Marquardt), fold, impact, R2;
+# the fronts CSV files.
+libnormlab_a_SOURCES += src/search/fit.c src/search/fit.h src/search/fronts.c
+
 # Command evolve.
 NL_CLI_TESTS += tests/cli/test_evolve.sh

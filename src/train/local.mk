@@ -6,8 +6,8 @@ libnormlab_a_SOURCES += \
 	src/train/optim.c src/train/optim.h \
 	src/train/augment.c src/train/augment.h \
 	src/train/vit_train.c src/train/vit_train.h \
-	src/app/bench_trainblock.c \
-	src/app/cmd_train.c src/app/bench_train.c
+	src/train/evaluate.c src/train/evaluate.h \
+	src/train/train_opts.c src/train/train_opts.h
 
 check_PROGRAMS += tests/unit/test_train_grad
 NL_UNIT_TESTS += tests/unit/test_train_grad

@@ -477,6 +477,13 @@ int nl_vt_save_state(const nl_vit_trainer *t, const char *path, const char *meta
       rc = nl_st_writer_add(w, name, p->w, 1, shape, err);
     }
   }
+  /* the model's parameters: the state is the run's one commit point */
+  for (int i = 0; i < t->m->ntensors && !rc; i++) {
+    const nl_param *p = &t->m->tensors[i];
+    char name[128];
+    snprintf(name, sizeof name, "param.%s", p->name);
+    rc = nl_st_writer_add(w, name, t->m->params + p->offset, p->ndim, p->shape, err);
+  }
   if (!rc) {
     char steps[32];
     snprintf(steps, sizeof steps, "%ld", o->t);
@@ -516,6 +523,25 @@ int nl_vt_load_state(nl_vit_trainer *t, const char *path, char **meta_json, nl_e
         nl_st_to_f32(x, dst[k]);
     }
   }
+  /* the model's parameters, all present before any is copied */
+  int nt = t->m->ntensors;
+  const nl_st_tensor **src = nl_xcalloc((size_t)(nt ? nt : 1), sizeof *src);
+  for (int i = 0; i < nt && !rc; i++) {
+    const nl_param *p = &t->m->tensors[i];
+    char name[128];
+    snprintf(name, sizeof name, "param.%s", p->name);
+    src[i] = nl_st_find(&f, name);
+    if (!src[i])
+      rc = nl_fail(err, NL_EINPUT,
+                   "%s: tensor %s is missing (a state of another model, or written by a normlab "
+                   "that kept the parameters only in last.safetensors: start a new run)",
+                   path, name);
+    else if (src[i]->numel != p->numel)
+      rc = nl_fail(err, NL_EINPUT, "%s: tensor %s has %zu values, the model's %zu", path, name,
+                   src[i]->numel, p->numel);
+  }
+  for (int i = 0; i < nt && !rc; i++) nl_st_to_f32(src[i], t->m->params + t->m->tensors[i].offset);
+  free(src);
   if (!rc) {
     o->t = st;
     if (meta_json) {

@@ -123,8 +123,12 @@ nl_tr_sched nl_vt_schedule(int cosine, long warmup, long total);
  * weight 1, bias 0; layer scale gamma 1e-5; DyT alpha kept. Seeded. */
 void nl_vt_init_random(nl_vit *m, uint64_t seed);
 
-/* Optimizer state (moments, step count, alphas) as a safetensors file, and
- * back; loading checks that the tensor table matches. */
+/* The training state as one safetensors file, and back: AdamW moments
+ * ("m.NAME", "v.NAME"), step count, DyT alphas ("value.NAME") and the
+ * model's parameters ("param.TENSOR", every tensor of t->m), so that a
+ * run resumes from this one file (written atomically) and never from a
+ * model and a state of different steps. Loading checks that the tensor
+ * table matches; after an error the trainer and model are to be discarded. */
 int nl_vt_save_state(const nl_vit_trainer *t, const char *path, const char *meta_json,
                      nl_error *err);
 /* meta_json (may be NULL) receives a malloc'd copy of the metadata string

@@ -1,6 +1,9 @@
 #include "tui/dashboard.h"
 
+#include "app/workbench.h"
 #include "base/interrupt.h"
+#include "base/mem.h"
+#include "session/job.h"
 
 #include <curses.h>
 #include <locale.h>
@@ -9,22 +12,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-static nl_dash_info_fn g_info;
-
 static void put_clipped(int y, int x, int width, const char *s);
-static nl_dash_status_fn g_status;
-static nl_dash_front_fn g_front;
-static nl_dash_scores_fn g_scores;
-void nl_dashboard_set_scores(nl_dash_scores_fn fn) { g_scores = fn; }
 
-void nl_dashboard_set_info(nl_dash_info_fn fn) { g_info = fn; }
-void nl_dashboard_set_status(nl_dash_status_fn fn) { g_status = fn; }
-void nl_dashboard_set_front(nl_dash_front_fn fn) { g_front = fn; }
+/* Details of a layer's expression: cost per element (-1 unknown), a text
+ * drawing of the tree and a problem with the expression (each NULL when
+ * absent; freed with the row). */
+typedef struct dash_info {
+  int flops;
+  char *tree;
+  char *error;
+} dash_info;
+
+static void info_of(const nl_prog *p, dash_info *out) {
+  out->tree = nl_wb_expr_tree(p);
+  out->flops = nl_wb_expr_cost(p);
+}
 
 /* The status line above the footer (a running search). */
 static void draw_status(int h, int w) {
   char line[600];
-  if (!g_status || h < 4 || !g_status(line, sizeof line)) return;
+  if (h < 4 || !nl_job_line(line, sizeof line)) return;
   attron(A_BOLD);
   mvhline(h - 2, 0, ' ', w);
   put_clipped(h - 2, 1, w - 2, line);
@@ -34,8 +41,8 @@ static void draw_status(int h, int w) {
 typedef struct row {
   const char *layer;
   const char *expr; /* NULL: none */
-  nl_dash_info info;
-  const nl_sess_front *front; /* NULL: no front for this layer */
+  dash_info info;
+  const nl_front_summary *front; /* NULL: no front for this layer */
   int scored;                 /* fit figures known */
   double val_r2, dyt_r2, bound_r2;
   int index;                  /* position in layer order */
@@ -144,7 +151,7 @@ static void draw_table(const row *rows, int n, int sel, int top, const char *tit
   refresh();
 }
 
-static void draw_detail(const row *r) {
+static void draw_detail(nl_session *s, const row *r) {
   int h, w;
   getmaxyx(stdscr, h, w);
   erase();
@@ -172,7 +179,7 @@ static void draw_detail(const row *r) {
     mvaddnstr(y++, 1, f, w - 2);
     if (r->front->best_expr && y < h - 2) mvaddnstr(y++, 3, r->front->best_expr, w - 4);
     int room = h - 3 - y < 12 ? h - 3 - y : 12;
-    char *plot = g_front && room >= 6 ? g_front(r->layer, w - 4, room) : NULL;
+    char *plot = room >= 6 ? nl_wb_front_plot(s, r->layer, w - 4, room) : NULL;
     if (plot) {
       y++;
       const char *p = plot;
@@ -213,16 +220,16 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     return nl_fail(err, NL_ENOMEM, "out of memory");
   }
   for (int i = 0; i < n; i++) {
-    const nl_sess_entry *e = nl_session_find(s, names[i]);
+    const nl_exprset_entry *e = nl_session_find(s, names[i]);
     rows[i].layer = names[i];
-    rows[i].expr = e ? e->expr : NULL;
+    rows[i].expr = e ? e->text : NULL;
     rows[i].info.flops = -1;
     rows[i].front = nl_session_front(s, names[i]);
     rows[i].index = i;
-    if (e && g_info) g_info(e->expr, &rows[i].info);
+    if (e) info_of(&e->prog, &rows[i].info);
     rows[i].scored =
-        g_scores && s->maps_path &&
-        g_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;
+        s->maps_path &&
+        nl_wb_layer_scores(s, names[i], &rows[i].val_r2, &rows[i].dyt_r2, &rows[i].bound_r2) == 0;
   }
   int with_scores = 0;
   for (int i = 0; i < n; i++) with_scores |= rows[i].scored;
@@ -257,7 +264,7 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
     if (sel < top) top = sel;
     if (sel >= top + body) top = sel - body + 1;
     if (detail && n > 0)
-      draw_detail(&rows[sel]);
+      draw_detail(s, &rows[sel]);
     else
       draw_table(rows, n, sel, top, title, s->nfronts > 0, with_scores, sort);
     int ch = getch();
@@ -304,3 +311,25 @@ int nl_dashboard_run(nl_session *s, nl_error *err) {
   nl_session_free_names(names);
   return 0;
 }
+
+/* ---- the 'dashboard' command of the prompt ---- */
+
+static const nl_opt no_opts[] = {{0}};
+
+static int run_dashboard(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  (void)a;
+  if (!nl_wb_interactive())
+    return nl_fail(err, NL_EINPUT, "the dashboard needs a terminal (interactive prompt)");
+  return nl_dashboard_run(ctx->session, err);
+}
+
+const nl_cmd nl_cmd_dashboard = {
+    .name = "dashboard",
+    .summary = "full-screen table of the layers and their expressions",
+    .help = "Arrow keys (or j/k) move, Enter shows a layer's detail, s changes the order,\n"
+            "q (or Esc, Ctrl-C) returns to the prompt.",
+    .opts = no_opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run_dashboard,
+};

@@ -1,7 +1,7 @@
 # tui module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += \
 	src/tui/dashboard.c src/tui/dashboard.h \
-	src/tui/progress.c src/tui/progress.h
+	src/tui/progress_line.c src/tui/progress_line.h
 
 check_PROGRAMS += tests/unit/test_progress
 NL_UNIT_TESTS += tests/unit/test_progress

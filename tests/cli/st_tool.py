@@ -4,6 +4,8 @@
   st_tool.py bad KIND OUT      write a malformed file of the given kind
   st_tool.py variant SRC OUT drop=NAME|add=NAME   copy a model, changing tensors
   st_tool.py maxdiff A B NAME  print max |A[NAME] - B[NAME]| (F32 tensors)
+  st_tool.py set SRC OUT NAME INDEX VALUE   copy a model with NAME[INDEX] = VALUE
+                               (F32; VALUE as Python's float(): nan, inf, -inf, 1.5)
 """
 import json, struct, sys
 
@@ -74,12 +76,25 @@ def variant(src, out, change):
     write(out, header, data)
 
 
+def set_value(src, out, name, index, value):
+    h, d = read(src)
+    e = h[name]
+    assert e['dtype'] == 'F32', e['dtype']
+    s, t = e['data_offsets']
+    assert 0 <= index < (t - s) // 4, index
+    d = bytearray(d)
+    struct.pack_into('<f', d, s + 4 * index, value)
+    write(out, h, bytes(d))
+
+
 if __name__ == '__main__':
     cmd = sys.argv[1]
     if cmd == 'bad':
         bad(sys.argv[2], sys.argv[3])
     elif cmd == 'variant':
         variant(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == 'set':
+        set_value(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
     elif cmd == 'maxdiff':
         x, y = f32(sys.argv[2], sys.argv[4]), f32(sys.argv[3], sys.argv[4])
         assert len(x) == len(y), (len(x), len(y))

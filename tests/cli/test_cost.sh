@@ -85,6 +85,42 @@ expect_err 'empty\.exprs: no expressions' "empty set explained"
 printf 'a = tanh(x)  # t\r\n\r\nb = x*x # m\r\n' >"$TMP/crlf.exprs"
 expect_status 0 "Windows line ends are accepted" "$NORMLAB" cost "$TMP/crlf.exprs"
 expect_out '^  b +x\*x +1 ' "second entry read"
+# constant subtrees and cancellations are folded before counting: the
+# examples of the defect report, FLOPs per element by hand (tanh 23,
+# sigmoid 22, + - * 1, clip 0): as written 23, 0, 2, 2, 2; once folded
+# sigmoid(-17.3082) = 1/(1 + e^17.3082) = 3.04e-08 is a constant (0),
+# clip(2.51) = 2.51 (0), x*(0.345*-0.552) = -0.19044*x (1), x + (-x + x) = x
+# (0), 0.3*(x - x) = 0 (0); exp(x) - exp(x) stays (inf - inf is NaN at
+# x > 88.7): 2*19 + 1 = 39
+cat >"$TMP/fold.exprs" <<'EOF2'
+a = sigmoid(-3.17*5.46)
+b = clip(2.51)
+c = x*(0.345*-0.552)
+d = x + (-x + x)
+e = 0.3*(x - x)
+f = exp(x) - exp(x)
+EOF2
+expect_status 0 "cost of foldable expressions" "$NORMLAB" cost "$TMP/fold.exprs"
+expect_out '^  a +3\.04e-08 +0 +0 +3,072$' "sigmoid(-3.17*5.46) is the constant 3.04e-08, 0 FLOPs"
+expect_out '^  b +2\.51 +0 +0 +3,072$' "clip(2.51) is 2.51, 0 FLOPs"
+expect_out '^  c +-0\.19\*x +1 +768 +3,072$' "x*(0.345*-0.552) is -0.19*x, 1 FLOP"
+expect_out '^  d +x +0 +0 +3,072$' "x + (-x + x) is x, 0 FLOPs"
+expect_out '^  e +0 +0 +0 +3,072$' "0.3*(x - x) is 0, 0 FLOPs"
+expect_out '^  f +exp\(x\) - exp\(x\) +39 +29,952 +3,072$' "exp(x) - exp(x) stays: 39 FLOPs"
+# the set: (1 + 39)*768*197 FLOPs
+expect_out '^  this set +6,051,840 +3,631,104$' "set totals count the folded forms"
+expect_status 0 "cost --json of foldable expressions" "$NORMLAB" cost --json "$TMP/fold.exprs"
+if command -v python3 >/dev/null 2>&1; then
+  ok "$([ "$(jget "$TMP/out" '[l["flops_per_element"] for l in d["layers"]]')" = "[0, 0, 1, 0, 0, 39]" ] && echo 0 || echo 1)" "JSON flops_per_element of the folded forms"
+  ok "$([ "$(jget "$TMP/out" 'd["layers"][3]["expr"], d["layers"][3]["simplified"]')" = "x + (-x + x) x" ] && echo 0 || echo 1)" "JSON keeps the written expression beside the simplified one"
+fi
+# constants are floats: one that would underflow to 0 is refused with its place
+printf 'a = x\nb = 1e-50*x\n' >"$TMP/tiny.exprs"
+expect_status 2 "a constant below the smallest float exits 2" "$NORMLAB" cost "$TMP/tiny.exprs"
+expect_err 'tiny\.exprs:2:5: number 1e-50 is too small' "the underflowing constant named with file, line and column"
+expect_status 0 "a subnormal constant is kept" "$NORMLAB" cost --json '1e-40*x'
+expect_out '"simplified": "1e-40\*x"' "1e-40 kept exactly"
+
 expect_status 2 "missing file exits 2" "$NORMLAB" cost "$TMP/none.exprs"
 expect_status 2 "bad --dim exits 2" "$NORMLAB" cost --dim 0 x
 expect_err -- '--dim must be between' "bad --dim explained"

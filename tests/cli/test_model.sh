@@ -64,6 +64,36 @@ expect_err "unknown data spec 'cifar:test'" "unknown data spec is named"
 NL_FMNIST_DIR=$TMP/nowhere expect_status 2 "eval without the dataset package" "$NORMLAB" eval --model "$SMALL"
 expect_err 'apt-get install dataset-fashion-mnist' "missing dataset names the package"
 
+# non-finite parameters and logits: an error naming the tensor, never a score
+# (a NaN logit compares false with every other, so it used to count as correct)
+$ST set "$SMALL" "$TMP/nan.safetensors" blocks.0.mlp.fc1.weight 5 nan
+$ST set "$SMALL" "$TMP/inf.safetensors" head.bias 3 inf
+expect_status 2 "eval of a model with a NaN weight exits 2" "$NORMLAB" eval \
+  --model "$TMP/nan.safetensors" --limit 200 --json
+expect_err 'tensor blocks\.0\.mlp\.fc1\.weight has 1 non-finite value of 16384 \(1 NaN, 0 infinite\)' \
+  "the error names the tensor and counts the NaN"
+[ ! -s "$TMP/out" ]; ok $? "no top-1 is printed for it"
+expect_status 2 "eval of a model with an infinite bias exits 2" "$NORMLAB" eval \
+  --model "$TMP/inf.safetensors" --limit 200
+expect_err 'tensor head\.bias has 1 non-finite value of 10 \(0 NaN, 1 infinite\)' \
+  "the error names the infinite tensor"
+expect_status 0 "info of the NaN model still works" "$NORMLAB" info "$TMP/nan.safetensors"
+expect_out '^non-finite: +blocks\.0\.mlp\.fc1\.weight: 1 of 16384 values \(1 NaN, 0 infinite\)$' \
+  "info lists the non-finite tensor with its count"
+expect_status 0 "info --json of the NaN model" "$NORMLAB" info --json "$TMP/nan.safetensors"
+expect_out '"non_finite": \[\{"name": "blocks\.0\.mlp\.fc1\.weight", "count": 1, "nan": 1, "inf": 0, "numel": 16384\}\]' \
+  "info --json lists it under non_finite"
+expect_status 0 "info --json of a finite model" "$NORMLAB" info --json "$SMALL"
+expect_out '"non_finite": \[\]' "a finite model has no non_finite entries"
+# finite parameters, non-finite logits: exp(100 x) overflows a float for x > 0.89
+printf 'blocks.3.norm1 = exp(100*x)\n' >"$TMP/overflow.exprs"
+expect_status 0 "replace with an overflowing function" "$NORMLAB" replace --model "$SMALL" \
+  --set "$TMP/overflow.exprs" --output "$TMP/overflow.safetensors"
+expect_status 2 "eval of a model whose logits are NaN exits 2" "$NORMLAB" eval \
+  --model "$TMP/overflow.safetensors" --limit 100 --json
+expect_err 'tensor logits is NaN for image 0 of fmnist:test .*output of norm layer blocks\.3\.norm1' \
+  "the error names the logits and the norm layer where the values stop being finite"
+
 # forward against the reference tensors
 expect_status 0 "forward with taps" "$NORMLAB" forward --model "$SMALL" \
   --input "$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors" --output "$TMP/fw.safetensors" --taps --batch 3

@@ -109,6 +109,14 @@ expect_status 2 "constant out of range" "$NORMLAB" replace --model "$SMALL" --se
 expect_err 'b4\.exprs:1:18: number out of range' "the out-of-range constant is named"
 expect_status 2 "dyt=nan" "$NORMLAB" replace --model "$SMALL" --set dyt=nan --output "$TMP/none.safetensors"
 expect_err 'alpha is not a finite number' "a NaN alpha is refused"
+# one grammar of the spec: Lua's model:replace parses the same text with the same messages
+printf 'local m = normlab.load_model(arg[1])\nfor i = 2, #arg do\n  local ok, e = pcall(m.replace, m, arg[i])\n  io.write(tostring(e):match("model:replace: (.*)"), "\\n")\nend\n' >"$TMP/spec.lua"
+for spec in dyt=nan dyt= "dyt=$TMP/nothing.json" "$TMP/nothing.exprs" "$TMP/b4.exprs"; do
+  "$NORMLAB" replace --model "$SMALL" --set "$spec" --output "$TMP/none.safetensors" 2>"$TMP/cli.err"
+  cli=$(sed -n '1s/^normlab replace: --set: //p' "$TMP/cli.err")
+  lua=$("$NORMLAB" lua "$TMP/spec.lua" "$SMALL" "$spec" 2>&1 | head -1)
+  [ -n "$cli" ] && [ "$cli" = "$lua" ]; ok $? "--set '$spec' and model:replace('$spec'): the same message ($lua)"
+done
 echo '{"layers": [{"name": "blocks.0.norm1", "alpha": 1.0}, {"name": "fc_norm", "alpha": 1.0}]}' >"$TMP/ba.json"
 expect_status 2 "alphas for an unknown layer" "$NORMLAB" replace --model "$SMALL" --set "dyt=$TMP/ba.json" --output "$TMP/none.safetensors"
 expect_err "unknown layer 'fc_norm'" "the unknown layer is named"
@@ -116,7 +124,7 @@ expect_status 2 "alphas file missing" "$NORMLAB" replace --model "$SMALL" --set 
 expect_status 2 "--set is required" "$NORMLAB" replace --model "$SMALL" --output "$TMP/none.safetensors"
 expect_status 2 "a set file that does not exist" "$NORMLAB" replace --model "$SMALL" --set "$TMP/nothing.exprs" --output "$TMP/none.safetensors"
 ok $([ ! -e "$TMP/none.safetensors" ]; echo $?) "no output file after the errors"
-left=$(ls -A "$TMP" | grep -v -E '\.(safetensors|exprs|json)$' | grep -v -E '^(out|err|meta)$' | tr '\n' ' ')
+left=$(ls -A "$TMP" | grep -v -E '\.(safetensors|exprs|json|lua)$' | grep -v -E '^(out|err|meta|cli\.err)$' | tr '\n' ' ')
 ok $([ -z "$left" ]; echo $?) "no temporary files left behind ($left)"
 
 # malformed norms metadata in a checkpoint: exit 2 naming the layer

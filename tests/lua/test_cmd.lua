@@ -68,7 +68,32 @@ T.ok(pl:norms()[25].kind == "dyt" and pl:norms()[25].alpha == 1.5 and pl:norms()
 T.ok(m:replace("ln"):eval{limit = 200}.top1 == m:eval{limit = 200}.top1, "model:replace('ln') keeps LayerNorm")
 T.raises("blocks.99.norm1", "a set naming an unknown layer is an error naming it", m.replace, m,
          nl.exprset{["blocks.99.norm1"] = "x"})
-T.raises("expected an exprset", "a bad replacement is an error", m.replace, m, "nope")
+T.raises("'nope': no such file; a replacement is FILE.exprs, dyt, dyt=ALPHA, dyt=FILE.json or ln",
+         "a bad replacement is an error listing the forms", m.replace, m, "nope")
+-- the string is the grammar of 'normlab replace --set': dyt=FILE and FILE.exprs too
+local af = dir .. "/alphas.json"
+local fh = assert(io.open(af, "w"))
+fh:write('{"blocks.0.norm1": 0.75, "norm": 1.25}')
+fh:close()
+local fa, fkept = m:replace("dyt=" .. af)
+T.ok(fa:norms()[1].kind == "dyt" and fa:norms()[1].alpha == 0.75 and fa:norms()[25].alpha == 1.25 and
+     fa:norms()[2].kind == "layernorm" and #fkept == 23,
+     "model:replace('dyt=FILE'): the file's alphas, the other layers kept")
+local sf = dir .. "/one.exprs"
+fh = assert(io.open(sf, "w"))
+fh:write("blocks.0.norm1 = tanh(4*x)\n")
+fh:close()
+T.ok(m:replace(sf):norms()[1].expr == rm:norms()[1].expr, "model:replace('FILE.exprs') reads the set")
+T.raises("dyt=nan: alpha is not a finite number", "model:replace('dyt=nan') is refused as on the command line",
+         m.replace, m, "dyt=nan")
+T.raises("alphas.json: 'blocks.0.norm1': alpha is not a number", "a bad alphas file is named with its entry",
+         m.replace, m, "dyt=" .. (function()
+           local bf = dir .. "/alphas.json"
+           local f = assert(io.open(bf, "w"))
+           f:write('{"blocks.0.norm1": "big"}')
+           f:close()
+           return bf
+         end)())
 os.execute("rm -rf '" .. dir .. "'")
 if nl.has_command("train") then
   local epochs, seen = 0, nil
@@ -87,12 +112,17 @@ if nl.has_command("train") then
        "the affine variant trains DyT alpha; the model itself is unchanged")
   local ok, err = pcall(dy.train, dy, opts{variant = "A", epochs = 2, on_epoch = function() error("epoch boom") end})
   T.ok(not ok and tostring(err):find("epoch boom", 1, true), "model:train: an error in on_epoch propagates")
-  T.raises("needs teacher", "variant D without a teacher is an error", dy.train, dy, opts{variant = "D"})
+  T.raises("variant D (distillation) needs --teacher", "variant D without a teacher is an error", dy.train, dy, opts{variant = "D"})
+  T.raises("--lr: expected a number in (0, 10], got -1", "a bad value is refused with the command line's message",
+           dy.train, dy, opts{lr = -1})
+  T.raises("--seed expects an integer, got '1.5'", "a non-integer is refused with the command line's message",
+           dy.train, dy, opts{seed = 1.5})
+  T.raises("model= is not an option", "model= is refused (the handle is the model)", dy.train, dy, opts{model = "x"})
   T.raises("no option --nope", "an unknown option is an error naming it", dy.train, dy, opts{nope = 1})
   local td = dy:train(opts{variant = "D", teacher = m, epochs = 1, lr = 1e-3})
   T.ok(getmetatable(td) ~= nil, "variant D distils from a teacher handle")
 else
   T.raises("train is not available in this build", "model:train says it is not available", m.train, m, {epochs = 1})
-  for i = 1, 7 do T.skip("model:train " .. i, "train is not in the command table") end
+  for i = 1, 10 do T.skip("model:train " .. i, "train is not in the command table") end
 end
 T.done()

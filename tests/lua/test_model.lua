@@ -101,6 +101,38 @@ T.ok(dm:norms()[1].kind == "layernorm", "set_norm(layer, 'layernorm') restores i
 local set = nl.exprset{["blocks.0.norm1"] = "tanh(4.5*x)", ["norm"] = "clip(x)"}
 T.ok(dm:apply(set) == 2 and dm:norms()[1].kind == "expr" and dm:norms()[1].expr == "tanh(4.5*x)", "apply(set) sets expression norms")
 T.raises("no norm layer 'blocks.77.norm1'", "apply names an unknown layer", dm.apply, dm, nl.exprset{["blocks.77.norm1"] = "x"})
+
+-- non-finite values: set_norm refuses them; eval refuses a model holding one
+for _, bad in ipairs({0/0, 1/0, -1/0, 1e300}) do
+  T.raises("layer 'blocks.0.norm1': DyT alpha", "set_norm(layer, " .. tostring(bad) .. ") is an error naming the layer",
+           dm.set_norm, dm, "blocks.0.norm1", bad)
+end
+T.ok(dm:norms()[1].kind == "expr", "a refused alpha leaves the layer as it was")
+-- a copy of the fixture with fc1.weight[5] = NaN, written by hand from the safetensors layout
+local function with_nan(src, dst, tensor, index)
+  local f = assert(io.open(src, "rb"))
+  local b = f:read("a")
+  f:close()
+  local n = string.unpack("<I8", b)
+  local h = nl.json_decode(b:sub(9, 8 + n))
+  local at = 8 + n + h[tensor].data_offsets[1] + 4 * index
+  local o = assert(io.open(dst, "wb"))
+  o:write(b:sub(1, at), string.pack("<f", 0/0), b:sub(at + 5))
+  o:close()
+end
+local nanbase = os.tmpname()
+local nanpath = nanbase .. ".safetensors"
+with_nan(FX .. "/" .. name .. ".safetensors", nanpath, "blocks.0.mlp.fc1.weight", 5)
+local nm = nl.load_model(nanpath)
+local nf = nm:info().non_finite
+T.ok(#nf == 1 and nf[1].name == "blocks.0.mlp.fc1.weight" and nf[1].nan == 1 and nf[1].count == 1,
+     "info().non_finite lists the NaN tensor with its count")
+T.ok(#m:info().non_finite == 0, "info().non_finite is empty for the fixture")
+T.raises("tensor blocks.0.mlp.fc1.weight has 1 non-finite value", "eval of a model with a NaN weight is an error naming the tensor",
+         nm.eval, nm, {limit = 100})
+nm:close()
+os.remove(nanpath)
+os.remove(nanbase)
 T.raises("cannot open", "load_model names a missing file", nl.load_model, "/nonexistent.safetensors")
 local saved = os.tmpname() .. ".safetensors"
 m:save(saved)

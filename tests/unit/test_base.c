@@ -103,6 +103,27 @@ static void test_atomic_write(void **state) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "test $(ls -A %s | wc -l) -eq 1", sub);
   assert_int_equal(system(cmd), 0);
+  /* A write killed before its rename leaves "NAME.tmp.XXXXXX": the cleanup
+   * removes exactly those, and what a real open left (by hand: a temporary
+   * that is never committed) */
+  assert_int_equal(nl_atomic_open(&af, path, &e), 0);
+  fputs("killed", af.fp);
+  fflush(af.fp);
+  const char *keep[] = {"a.tmp", "tmp.Ab12Cd", "b.tmp.long-suffix", ".tmp.Ab12Cd", "c.tmp.Ab1"};
+  for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+    snprintf(cmd, sizeof cmd, "touch '%s/%s'", sub, keep[i]);
+    assert_int_equal(system(cmd), 0);
+  }
+  snprintf(cmd, sizeof cmd, "touch '%s/train.json.tmp.Zz99Yy'", sub);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(nl_atomic_cleanup(sub, &e), 2);
+  snprintf(cmd, sizeof cmd, "test $(ls -A %s | wc -l) -eq 6", sub); /* file.txt + the five kept */
+  assert_int_equal(system(cmd), 0);
+  fclose(af.fp);
+  free(af.path);
+  free(af.tmppath);
+  assert_int_equal(nl_atomic_cleanup("/nonexistent/normlab-dir", &e), -1);
+  assert_int_equal(e.code, NL_EIO);
   /* Missing files are input errors naming the path. */
   assert_null(nl_read_file("/nonexistent/normlab.txt", &len, &e));
   assert_int_equal(e.code, NL_EINPUT);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/main.h"
 #include "app/cmd.h"
 #include "base/interrupt.h"
 #include "lua/nlua.h"
@@ -144,6 +145,7 @@ static void test_rest_positional(void **state) {
 }
 
 int main(void) {
+  nl_cli_setup(); /* the front-ends wired as the program wires them */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_block_opens),   cmocka_unit_test(test_block_incomplete),
       cmocka_unit_test(test_run_string),    cmocka_unit_test(test_run_file_args),

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "base/interrupt.h"
-#include "tui/progress.h"
+#include "tui/progress_line.h"
 
 static void test_format(void **state) {
   (void)state;

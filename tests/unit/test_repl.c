@@ -14,11 +14,13 @@
 
 #include <jansson.h>
 
-#include "app/session.h"
+#include "cli/main.h"
+#include "session/session.h"
 #include "base/fileio.h"
 #include "repl/complete.h"
+#include "search/fronts.h"
 #include "repl/repl.h"
-#include "repl/split.h"
+#include "app/split.h"
 
 static void test_split_quotes(void **state) {
   (void)state;
@@ -188,40 +190,40 @@ static int count(char **v) {
 static void test_complete(void **state) {
   (void)state;
   int files;
-  char **v = nl_complete_candidates("lo", &files);
+  char **v = nl_complete_candidates(nl_repl_session(), "lo", &files);
   assert_int_equal(count(v), 1);
   assert_string_equal(v[0], "load");
   assert_int_equal(files, 0);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("", &files); /* every command of both tables */
+  v = nl_complete_candidates(nl_repl_session(), "", &files); /* every command of both tables */
   assert_true(has(v, "help") && has(v, "bench") && has(v, "status") && has(v, "quit"));
   for (int i = 0; nl_commands[i]; i++) assert_true(has(v, nl_commands[i]->name));
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("load ", &files); /* literal choices of the synopsis */
+  v = nl_complete_candidates(nl_repl_session(), "load ", &files); /* literal choices of the synopsis */
   assert_true(has(v, "model") && has(v, "maps") && has(v, "exprs") && has(v, "fronts"));
   assert_int_equal(count(v), 4);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("load maps ", &files); /* FILE */
+  v = nl_complete_candidates(nl_repl_session(), "load maps ", &files); /* FILE */
   assert_int_equal(files, 1);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("bench --", &files); /* options from the table */
+  v = nl_complete_candidates(nl_repl_session(), "bench --", &files); /* options from the table */
   assert_true(has(v, "--model") && has(v, "--batch") && has(v, "--json") && has(v, "--help"));
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("bench --model ", &files); /* NL_OPTF_PATH */
+  v = nl_complete_candidates(nl_repl_session(), "bench --model ", &files); /* NL_OPTF_PATH */
   assert_int_equal(files, 1);
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("help sa", &files); /* COMMAND */
+  v = nl_complete_candidates(nl_repl_session(), "help sa", &files); /* COMMAND */
   assert_int_equal(count(v), 1);
   assert_string_equal(v[0], "save");
   nl_session_free_names(v);
 
-  v = nl_complete_candidates("frobnicate ", &files);
+  v = nl_complete_candidates(nl_repl_session(), "frobnicate ", &files);
   assert_int_equal(count(v), 0);
   nl_session_free_names(v);
 }
@@ -230,11 +232,11 @@ static void test_complete_layers(void **state) {
   (void)state;
   nl_session *s = nl_repl_session();
   nl_session_init(s);
-  nl_session_set_expr(s, "blocks.0.norm1", "tanh(x)", NULL);
-  nl_session_set_expr(s, "blocks.1.norm1", "x", NULL);
-  nl_session_set_expr(s, "norm", "x", NULL);
+  nl_session_set_expr(s, "blocks.0.norm1", "tanh(x)", NULL, NULL);
+  nl_session_set_expr(s, "blocks.1.norm1", "x", NULL, NULL);
+  nl_session_set_expr(s, "norm", "x", NULL, NULL);
   int files;
-  char **v = nl_complete_candidates("layers; show blocks.", &files);
+  char **v = nl_complete_candidates(nl_repl_session(), "layers; show blocks.", &files);
   assert_int_equal(files, 0);
   assert_int_equal(count(v), 2); /* the LAYER positional of show */
   assert_true(has(v, "blocks.0.norm1") && has(v, "blocks.1.norm1"));
@@ -264,71 +266,102 @@ static void rm_rf(const char *dir) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* The session's set is read by the one .exprs grammar (expr/exprset.c):
+ * each entry keeps its text as written and its comment; errors give the
+ * file, line and column. */
 static void test_set_parse(void **state) {
   (void)state;
-  nl_sess_set set;
+  nl_exprset set;
+  nl_exprset_init(&set);
   nl_error err;
   const char *text = "# header\n\nblocks.0.norm1 = tanh(1.5 * x)  # from seed 3\nnorm=x\n";
-  assert_int_equal(nl_sess_set_parse(text, "a.exprs", &set, &err), 0);
+  assert_int_equal(nl_exprset_parse(text, "a.exprs", &set, &err), 0);
   assert_int_equal(set.n, 2);
-  assert_string_equal(set.e[0].layer, "blocks.0.norm1");
-  assert_string_equal(set.e[0].expr, "tanh(1.5 * x)");
+  assert_string_equal(set.e[0].name, "blocks.0.norm1");
+  assert_string_equal(set.e[0].text, "tanh(1.5 * x)");
+  assert_int_equal(set.e[0].prog.len, 4); /* tanh(* 1.5 x) */
   assert_string_equal(set.e[0].comment, "from seed 3");
-  assert_string_equal(set.e[1].expr, "x");
+  assert_int_equal(set.e[0].line, 3);
+  assert_string_equal(set.e[1].text, "x");
   assert_null(set.e[1].comment);
-  char *out = nl_sess_set_format(&set);
-  assert_string_equal(out, "blocks.0.norm1 = tanh(1.5 * x)  # from seed 3\nnorm = x\n");
+  char *d = tmpdir();
+  char p[4200];
+  snprintf(p, sizeof p, "%s/out.exprs", d);
+  assert_int_equal(nl_exprset_save(&set, p, &err), 0);
+  char *out = nl_read_file(p, NULL, NULL);
+  assert_string_equal(out, "# normlab expression set: NAME = EXPR, one per line\n"
+                           "blocks.0.norm1 = tanh(1.5 * x)  # from seed 3\nnorm = x\n");
   free(out);
-  nl_sess_set_free(&set);
+  rm_rf(d);
+  free(d);
+  /* a set made by calls is written as printed, and a copy is deep */
+  nl_exprset copy;
+  nl_exprset_copy(&copy, &set);
+  nl_exprset_free(&set);
+  assert_string_equal(copy.e[0].text, "tanh(1.5 * x)");
+  assert_int_equal(nl_exprset_set_text(&copy, "norm", "2 *x", "hand", NULL, &err), 0);
+  assert_string_equal(nl_exprset_find(&copy, "norm")->text, "2 *x");
+  assert_int_equal(nl_exprset_set_text(&copy, "norm", "2 * (x", NULL, "typed", &err), -1);
+  assert_non_null(strstr(err.msg, "typed:1:7:"));
+  assert_string_equal(nl_exprset_find(&copy, "norm")->text, "2 *x"); /* unchanged */
+  nl_exprset_free(&copy);
 
-  assert_int_equal(nl_sess_set_parse("a = x\n\nb x\n", "f.exprs", &set, &err), -1);
-  assert_string_equal(err.msg, "f.exprs:3: expected 'LAYER = EXPR'");
-  assert_int_equal(nl_sess_set_parse("a = x\na = 2\n", "f.exprs", &set, &err), -1);
-  assert_non_null(strstr(err.msg, "f.exprs:2: layer 'a' appears twice"));
-  assert_int_equal(nl_sess_set_parse("a =   # nothing\n", "f.exprs", &set, &err), -1);
-  assert_non_null(strstr(err.msg, "f.exprs:1: missing expression"));
+  assert_int_equal(nl_exprset_parse("a = x\n\nb x\n", "f.exprs", &set, &err), -1);
+  assert_non_null(strstr(err.msg, "f.exprs:3:1: expected 'NAME = EXPR'"));
+  nl_exprset_free(&set);
+  assert_int_equal(nl_exprset_parse("a = x\na = 2\n", "f.exprs", &set, &err), -1);
+  assert_non_null(strstr(err.msg, "f.exprs:2:1: duplicate layer name 'a' (first defined on line 1)"));
+  nl_exprset_free(&set);
+  assert_int_equal(nl_exprset_parse("a =   # nothing\n", "f.exprs", &set, &err), -1);
+  assert_non_null(strstr(err.msg, "f.exprs:1:"));
+  nl_exprset_free(&set);
 }
 
 static void test_session_undo_and_context(void **state) {
   (void)state;
   nl_session s;
   nl_session_init(&s);
+  nl_error err;
   assert_null(nl_session_name(&s));
   assert_int_equal(nl_session_undo(&s), -1);
-  nl_session_set_expr(&s, "a", "x", NULL);
-  nl_session_set_expr(&s, "a", "tanh(x)", NULL);
-  nl_session_set_expr(&s, "b", "2 * x", "hand-made");
-  assert_string_equal(nl_session_find(&s, "a")->expr, "tanh(x)");
+  assert_int_equal(nl_session_set_expr(&s, "a", "x", NULL, &err), 0);
+  assert_int_equal(nl_session_set_expr(&s, "a", "tanh(x)", NULL, &err), 0);
+  assert_int_equal(nl_session_set_expr(&s, "b", "2 * x", "hand-made", &err), 0);
+  assert_string_equal(nl_session_find(&s, "a")->text, "tanh(x)");
+  assert_int_equal(nl_session_find(&s, "a")->prog.len, 2); /* parsed once, kept */
+  /* a bad expression changes nothing and is no undo step */
+  assert_int_equal(nl_session_set_expr(&s, "a", "tanh(", NULL, &err), -1);
+  assert_string_equal(nl_session_find(&s, "a")->text, "tanh(x)");
   assert_int_equal(nl_session_undo(&s), 0);
   assert_null(nl_session_find(&s, "b"));
   assert_int_equal(nl_session_undo(&s), 0);
-  assert_string_equal(nl_session_find(&s, "a")->expr, "x");
-  nl_session_set_expr(&s, "b", "2 * x", "hand-made");
+  assert_string_equal(nl_session_find(&s, "a")->text, "x");
+  assert_int_equal(nl_session_set_expr(&s, "b", "2 * x", "hand-made", &err), 0);
   /* a whole new set is one undo step */
-  nl_sess_set copy;
-  nl_sess_set_copy(&copy, &s.set);
-  free(copy.e[0].expr);
-  copy.e[0].expr = strdup("y");
-  free(copy.e[1].expr);
-  copy.e[1].expr = strdup("z");
+  nl_exprset copy;
+  nl_exprset_copy(&copy, &s.set);
+  assert_int_equal(nl_exprset_set_text(&copy, "a", "y", NULL, NULL, &err), -1); /* no y */
+  assert_int_equal(nl_exprset_set_text(&copy, "a", "x + 1", NULL, NULL, &err), 0);
+  assert_int_equal(nl_exprset_set_text(&copy, "b", "abs(x)", "hand-made", NULL, &err), 0);
   nl_session_replace_set(&s, &copy);
   assert_int_equal(copy.n, 0);
-  assert_string_equal(nl_session_find(&s, "b")->expr, "z");
+  assert_string_equal(nl_session_find(&s, "b")->text, "abs(x)");
   assert_string_equal(nl_session_find(&s, "b")->comment, "hand-made");
   assert_int_equal(nl_session_undo(&s), 0);
-  assert_string_equal(nl_session_find(&s, "a")->expr, "x");
-  assert_string_equal(nl_session_find(&s, "b")->expr, "2 * x");
+  assert_string_equal(nl_session_find(&s, "a")->text, "x");
+  assert_string_equal(nl_session_find(&s, "b")->text, "2 * x");
 
-  /* a modified set reaches commands as a file holding its text */
+  /* a modified set reaches the shell's commands as a file written by the
+   * one writer */
   const char *p = nl_session_context(&s, "exprs");
   assert_non_null(p);
   char *text = nl_read_file(p, NULL, NULL);
-  assert_string_equal(text, "a = x\nb = 2 * x  # hand-made\n");
+  assert_string_equal(text, "# normlab expression set: NAME = EXPR, one per line\n"
+                            "a = x\nb = 2 * x  # hand-made\n");
   free(text);
   char *keep = strdup(p);
   assert_null(nl_session_context(&s, "model"));
 
-  nl_error err;
   assert_int_equal(nl_session_setting(&s, "seed", "7", &err), 0);
   assert_string_equal(nl_session_context(&s, "seed"), "7");
   assert_int_equal(nl_session_setting(&s, "bad key", "1", &err), -1);
@@ -433,7 +466,7 @@ static void test_session_maps(void **state) {
   nl_error err;
   assert_int_equal(nl_session_load(&s, "maps", path, &err), 0);
   assert_int_equal(s.nmaps_layers, 2); /* lonely.x has no .y */
-  nl_session_set_expr(&s, "extra", "x", NULL);
+  nl_session_set_expr(&s, "extra", "x", NULL, &err);
   char **v = nl_session_layers(&s);
   assert_string_equal(v[0], "blocks.2.norm1");
   assert_string_equal(v[1], "blocks.10.norm1");
@@ -453,6 +486,15 @@ static void test_session_maps(void **state) {
   free(d);
 }
 
+/* The fronts of a directory, summarized per layer (as 'load fronts'). */
+static int read_summary(const char *dir, nl_front_summary **f, int *n, nl_error *err) {
+  nl_fronts rows;
+  if (nl_fronts_read(dir, NULL, &rows, err) != 0) return -1;
+  nl_fronts_summarize(&rows, f, n);
+  nl_fronts_free(&rows);
+  return 0;
+}
+
 static void test_session_fronts(void **state) {
   (void)state;
   char *d = tmpdir();
@@ -469,10 +511,10 @@ static void test_session_fronts(void **state) {
   write_text(p, "expr,val_r2,layer\r\n\"2 * x\",0.9,norm\r\n");
   snprintf(p, sizeof p, "%s/notes.txt", d);
   write_text(p, "not a front");
-  nl_sess_front *f;
+  nl_front_summary *f;
   int n;
   nl_error err;
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), 0);
+  assert_int_equal(read_summary(d, &f, &n, &err), 0);
   assert_int_equal(n, 2);
   assert_string_equal(f[0].layer, "blocks.0.norm1");
   assert_int_equal(f[0].members, 2);
@@ -482,7 +524,7 @@ static void test_session_fronts(void **state) {
   assert_int_equal(f[1].members, 2);
   assert_true(f[1].best_r2 == 0.9);
   assert_string_equal(f[1].best_expr, "2 * x");
-  nl_sess_fronts_free(f, n);
+  nl_front_summaries_free(f, n);
 
   nl_session s;
   nl_session_init(&s);
@@ -494,16 +536,16 @@ static void test_session_fronts(void **state) {
   write_text(p, "layer,val_r2\nnorm,0.5,extra\n");
   snprintf(p, sizeof p, "%s/c.csv", d);
   write_text(p, "layer,val_r2\nnorm,0.5,extra\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "c.csv:2: 3 fields, the header has 2"));
   write_text(p, "layer,val_r2\nnorm,high\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "c.csv:2: val_r2 'high' is not a number"));
   write_text(p, "layer,expr\nnorm,\"tanh(x)\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "c.csv:2: unterminated quote"));
   write_text(p, "seed,expr\n1,x\n");
-  assert_int_equal(nl_sess_fronts_read(d, &f, &n, &err), -1);
+  assert_int_equal(read_summary(d, &f, &n, &err), -1);
   assert_non_null(strstr(err.msg, "no 'layer' column"));
   rm_rf(d);
   free(d);
@@ -526,7 +568,7 @@ static void test_session_save_open(void **state) {
   nl_error err;
   assert_int_equal(nl_session_load(&s, "exprs", exprs, &err), 0);
   assert_int_equal(nl_session_load(&s, "fronts", fronts, &err), 0);
-  nl_session_set_expr(&s, "blocks.1.norm2", "clip(x)", NULL);
+  nl_session_set_expr(&s, "blocks.1.norm2", "clip(x)", NULL, &err);
   assert_int_equal(nl_session_setting(&s, "seed", "11", &err), 0);
   assert_int_equal(nl_session_setting(&s, "term", "dumb", &err), 0);
   const char *fx = getenv("NL_FIXTURES");
@@ -543,7 +585,8 @@ static void test_session_save_open(void **state) {
   assert_true(nl_file_exists(p));
   snprintf(p, sizeof p, "%s/set.exprs", sdir);
   char *text = nl_read_file(p, NULL, NULL);
-  assert_string_equal(text, "blocks.0.norm1 = tanh(x)\nnorm = x * 0.5  # half\nblocks.1.norm2 = clip(x)\n");
+  assert_string_equal(text, "# normlab expression set: NAME = EXPR, one per line\n"
+                           "blocks.0.norm1 = tanh(x)\nnorm = x * 0.5  # half\nblocks.1.norm2 = clip(x)\n");
   free(text);
 
   nl_session t;
@@ -551,8 +594,8 @@ static void test_session_save_open(void **state) {
   assert_int_equal(nl_session_open(&t, sdir, &err), 0);
   assert_int_equal(t.set.n, 3);
   for (int i = 0; i < 3; i++) {
-    assert_string_equal(t.set.e[i].layer, s.set.e[i].layer);
-    assert_string_equal(t.set.e[i].expr, s.set.e[i].expr);
+    assert_string_equal(t.set.e[i].name, s.set.e[i].name);
+    assert_string_equal(t.set.e[i].text, s.set.e[i].text);
   }
   assert_string_equal(t.set.e[1].comment, "half");
   assert_string_equal(nl_session_get_setting(&t, "seed"), "11");
@@ -594,6 +637,7 @@ static void test_session_save_open(void **state) {
 }
 
 int main(void) {
+  nl_cli_setup(); /* the front-ends wired as the program wires them */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_split_quotes),
       cmocka_unit_test(test_split_commands_and_comments),

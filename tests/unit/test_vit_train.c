@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,8 @@
 #include "model/safetensors.h"
 #include "model/vit.h"
 #include "train/augment.h"
+#include "train/evaluate.h"
+#include "train/train_opts.h"
 #include "train/vit_train.h"
 
 /* ---------------- a small random model, written and loaded ---------------- */
@@ -513,13 +517,21 @@ static void test_state_roundtrip(void **s) {
   snprintf(path, sizeof path, "/tmp/nl_vt_state_%d.safetensors", (int)getpid());
   assert_int_equal(nl_vt_save_state(&t, path, "{\"epoch\": 3}", &err), 0);
   float a = *m.blocks[1].norm2->alpha;
+  float *saved = malloc(m.nparams * sizeof(float));
+  memcpy(saved, m.params, m.nparams * sizeof(float));
   *m.blocks[1].norm2->alpha = 9.0f;
+  const float w5 = m.blocks[0].fc1_w[5];
+  m.blocks[0].fc1_w[5] = 42.0f; /* the model moves on; the state keeps its step */
+  m.head_b[1] = -7.0f;
   assert_int_equal(nl_vt_init(&u, &m, NULL, &o, &err), 0);
   char *meta = NULL;
   if (nl_vt_load_state(&u, path, &meta, &err)) fail_msg("%s", err.msg);
   assert_string_equal(meta, "{\"epoch\": 3}");
   assert_int_equal(u.opt.t, 1);
   assert_true(*m.blocks[1].norm2->alpha == a);
+  assert_true(m.blocks[0].fc1_w[5] == w5);
+  assert_memory_equal(m.params, saved, m.nparams * sizeof(float));
+  free(saved);
   assert_memory_equal(u.opt.m, t.opt.m, t.opt.total * sizeof(float));
   assert_memory_equal(u.opt.v, t.opt.v, t.opt.total * sizeof(float));
   free(meta);
@@ -527,6 +539,134 @@ static void test_state_roundtrip(void **s) {
   nl_vt_free(&u);
   nl_vt_free(&t);
   nl_vit_free(&m);
+}
+
+/* ---------------- evaluation ---------------- */
+
+/* Five 8x8 grey images with labels [1, 1, 0, 2, 1]. */
+static void small_data(nl_dataset *d) {
+  static uint8_t img[5 * 64], lab[5] = {1, 1, 0, 2, 1};
+  for (int i = 0; i < 5 * 64; i++) img[i] = (uint8_t)(i * 37 % 256);
+  memset(d, 0, sizeof *d);
+  snprintf(d->name, sizeof d->name, "five");
+  d->n = 5, d->rows = d->cols = 8, d->classes = 3;
+  d->images = img, d->labels = lab;
+}
+
+static void test_evaluate(void **s) {
+  (void)s;
+  nl_vit m;
+  load_small(&m, &SMALL, 41);
+  nl_dataset d;
+  small_data(&d);
+  /* head weight 0: every image's logits are the head bias */
+  memset(m.head_w, 0, sizeof(float) * 3 * 8);
+  m.head_b[0] = 0.1f, m.head_b[1] = 0.9f, m.head_b[2] = 0.5f;
+  nl_eval_opts o;
+  nl_eval_opts_default(&o);
+  o.batch = 2; /* batches 2, 2, 1 */
+  o.threads = 1;
+  nl_eval_result r;
+  nl_error err;
+  if (nl_vit_evaluate(&m, &d, &o, &r, &err)) fail_msg("%s", err.msg);
+  /* class 1 first: labels 1, 1, 1 right; top-5 of 3 classes: all */
+  assert_int_equal(r.images, 5);
+  assert_int_equal(r.top1, 3);
+  assert_int_equal(r.top5, 5);
+  assert_int_equal(r.stopped, 0);
+  /* a tie counts against the later class: 0 and 1 tie, label 1 is second */
+  m.head_b[0] = 0.9f;
+  if (nl_vit_evaluate(&m, &d, NULL, &r, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(r.top1, 1); /* only the label 0 */
+  /* a NaN parameter: refused, naming it */
+  m.head_b[2] = NAN;
+  assert_int_equal(nl_vit_evaluate(&m, &d, &o, &r, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "tensor head.bias has 1 non-finite value of 3 (1 NaN, 0 infinite)"));
+  size_t nn, ni;
+  int hb = -1;
+  for (int i = 0; i < m.ntensors; i++)
+    if (strcmp(m.tensors[i].name, "head.bias") == 0) hb = i;
+  assert_int_equal(nl_vit_tensor_nonfinite(&m, hb, &nn, &ni), 1);
+  assert_true(nn == 1 && ni == 0);
+  /* finite parameters whose logits overflow: refused, naming the logits */
+  m.head_b[2] = 0.5f;
+  for (int i = 0; i < 3 * 8; i++) m.head_w[i] = 3e38f;
+  assert_int_equal(nl_vit_evaluate(&m, &d, &o, &r, &err), -1);
+  assert_non_null(strstr(err.msg, "tensor logits is"));
+  assert_non_null(strstr(err.msg, "every norm layer's output is finite"));
+  /* a dataset of another size */
+  d.rows = d.cols = 28;
+  assert_int_equal(nl_vit_evaluate(&m, &d, &o, &r, &err), -1);
+  assert_non_null(strstr(err.msg, "expects 8x8 images but five has 28x28"));
+  d.rows = d.cols = 8, d.classes = 4;
+  assert_int_equal(nl_vit_check_data(&m, &d, "m", &err), -1);
+  assert_non_null(strstr(err.msg, "m has 3 classes but five has labels up to 3"));
+  nl_vit_free(&m);
+}
+
+/* ---------------- training settings ---------------- */
+
+static void test_train_opts(void **s) {
+  (void)s;
+  nl_train_opts o;
+  nl_error err;
+  nl_train_opts_init(&o);
+  assert_true(o.epochs == 1 && o.batch == 256 && o.lr == 0.0005 && o.augment && o.cosine);
+  assert_int_equal(nl_train_opts_set(&o, "lr", "2e-3", &err), 0);
+  assert_int_equal(nl_train_opts_set(&o, "eval_limit", "300", &err), 0); /* _ for - */
+  assert_int_equal(nl_train_opts_set(&o, "variant", "A", &err), 0);
+  assert_int_equal(nl_train_opts_set(&o, "threads", "3", &err), 0);
+  assert_int_equal(nl_train_opts_set(&o, "no-augment", NULL, &err), 0);
+  assert_int_equal(nl_train_opts_set(&o, "output", "/tmp/x", &err), 0);
+  assert_int_equal(nl_train_opts_finish(&o, &err), 0);
+  assert_true(o.lr == 2e-3 && o.lr_affine == 2e-3 && o.lr_alpha == 2e-3);
+  assert_true(o.eval_limit == 300 && o.affine && o.threads == 3 && !o.augment);
+  /* messages: the command line's wording */
+  assert_int_equal(nl_train_opts_set(&o, "lr", "0", &err), -1);
+  assert_string_equal(err.msg, "--lr: expected a number in (0, 10], got 0");
+  assert_int_equal(nl_train_opts_set(&o, "lr", "abc", &err), -1);
+  assert_string_equal(err.msg, "--lr expects a finite number, got 'abc'");
+  assert_int_equal(nl_train_opts_set(&o, "epochs", "0", &err), -1);
+  assert_string_equal(err.msg, "--epochs must be between 1 and 100000, got 0");
+  assert_int_equal(nl_train_opts_set(&o, "variant", "B", &err), -1);
+  assert_string_equal(err.msg, "--variant expects one of affine|full|A|F|D, got 'B'");
+  assert_int_equal(nl_train_opts_set(&o, "nope", "1", &err), -1);
+  assert_non_null(strstr(err.msg, "train has no option --nope"));
+  assert_int_equal(nl_train_opts_set(&o, "variant", "D", &err), 0);
+  assert_int_equal(nl_train_opts_finish(&o, &err), -1);
+  assert_string_equal(err.msg, "variant D (distillation) needs --teacher");
+  nl_train_opts_free(&o);
+  /* the resume check: lr differs (named with both values), epochs and threads may */
+  nl_train_opts a, b;
+  nl_train_opts_init(&a);
+  nl_train_opts_init(&b);
+  nl_train_opts_set(&a, "output", "d", &err);
+  nl_train_opts_set(&b, "output", "d", &err);
+  nl_train_opts_set(&b, "epochs", "5", &err);
+  nl_train_opts_set(&b, "threads", "2", &err);
+  nl_train_opts_finish(&a, &err);
+  nl_train_opts_finish(&b, &err);
+  nl_vit m;
+  load_small(&m, &SMALL, 43);
+  json_t *ca = nl_train_config(&a, &m, NULL, 100, 50), *cb = nl_train_config(&b, &m, NULL, 100, 50);
+  assert_int_equal(nl_train_config_check_resume(ca, cb, "d", &err), 0);
+  json_decref(cb);
+  nl_train_opts_set(&b, "seed", "9", &err);
+  cb = nl_train_config(&b, &m, NULL, 100, 50);
+  assert_int_equal(nl_train_config_check_resume(ca, cb, "d", &err), -1);
+  assert_non_null(strstr(err.msg, "--seed: the run in d was started with 0, this command gives 9"));
+  json_decref(cb);
+  nl_train_opts_set(&b, "seed", "0", &err);
+  m.head_b[0] += 1; /* another model */
+  cb = nl_train_config(&b, &m, NULL, 100, 50);
+  assert_int_equal(nl_train_config_check_resume(ca, cb, "d", &err), -1);
+  assert_non_null(strstr(err.msg, "--model:"));
+  json_decref(cb);
+  json_decref(ca);
+  nl_vit_free(&m);
+  nl_train_opts_free(&a);
+  nl_train_opts_free(&b);
 }
 
 /* ---------------- a short run on Fashion-MNIST lowers the loss ---------------- */
@@ -632,6 +772,7 @@ int main(void) {
       cmocka_unit_test(test_grad_avgpool), cmocka_unit_test(test_adamw_full),
       cmocka_unit_test(test_adamw_affine), cmocka_unit_test(test_state_roundtrip),
       cmocka_unit_test(test_schedule_points),
+      cmocka_unit_test(test_evaluate),     cmocka_unit_test(test_train_opts),
       cmocka_unit_test(test_short_run),    cmocka_unit_test(test_determinism),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

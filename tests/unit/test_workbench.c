@@ -17,11 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/main.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/maps.h"
 #include "repl/complete.h"
-#include "repl/fit.h"
+#include "search/fit.h"
 #include "repl/repl.h"
 #include "search/dyt.h"
 
@@ -457,22 +458,22 @@ static void test_complete_new_commands(void **state) {
   (void)state;
   nl_session *s = nl_repl_session();
   nl_session_init(s);
-  nl_session_set_expr(s, "blocks.0.norm1", "tanh(1.5 * x) + 2", NULL);
+  nl_session_set_expr(s, "blocks.0.norm1", "tanh(1.5 * x) + 2", NULL, NULL);
   int files, n;
   /* fold's NODE: the node paths of the layer's expression, not file names */
-  char **v = nl_complete_candidates("fold blocks.0.norm1 0.0", &files);
+  char **v = nl_complete_candidates(nl_repl_session(), "fold blocks.0.norm1 0.0", &files);
   assert_int_equal(files, 0);
   for (n = 0; v[n]; n++) {}
   assert_int_equal(n, 4); /* 0.0 0.0.0 0.0.0.0 0.0.0.1 */
   assert_true(has(v, "0.0") && has(v, "0.0.0.1"));
   nl_session_free_names(v);
-  v = nl_complete_candidates("pick blocks.0.norm1 k", &files);
+  v = nl_complete_candidates(nl_repl_session(), "pick blocks.0.norm1 k", &files);
   assert_true(has(v, "knee"));
   nl_session_free_names(v);
-  v = nl_complete_candidates("score a", &files);
+  v = nl_complete_candidates(nl_repl_session(), "score a", &files);
   assert_true(has(v, "all"));
   nl_session_free_names(v);
-  v = nl_complete_candidates("imp", &files);
+  v = nl_complete_candidates(nl_repl_session(), "imp", &files);
   assert_true(has(v, "impact"));
   nl_session_free_names(v);
   nl_session_free(s);
@@ -493,6 +494,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
+  nl_cli_setup(); /* the front-ends wired as the program wires them */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_paths),
       cmocka_unit_test(test_refit_recovers_constants),

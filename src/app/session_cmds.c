@@ -4,11 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <readline/history.h>
-
-#include "app/session.h"
-#include "repl/repl.h"
-#include "tui/dashboard.h"
+#include "session/session.h"
+#include "app/wb_local.h"
+#include "session/job.h"
 
 static const nl_opt no_opts[] = {{0}};
 
@@ -16,10 +14,10 @@ static const nl_opt no_opts[] = {{0}};
 
 static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (a->npos == 1) {
-    const nl_cmd *c = nl_repl_find(a->pos[0]);
+    const nl_cmd *c = nl_wb_find(a->pos[0]);
     if (!c) return nl_fail(err, NL_EINPUT, "unknown command '%s'", a->pos[0]);
     int repl_only = nl_cmd_find(a->pos[0]) == NULL;
-    nl_repl_help_command(ctx->out, c, repl_only);
+    nl_wb_help_command(ctx->out, c, repl_only);
     return 0;
   }
   fprintf(ctx->out, "Commands (also 'normlab CMD ...' from the shell):\n");
@@ -27,7 +25,7 @@ static int run_help(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(ctx->out, "  %-10s %s\n", nl_commands[i]->name, nl_commands[i]->summary);
   fprintf(ctx->out, "\nSession commands:\n");
   const nl_cmd *c;
-  for (int i = 0; (c = nl_repl_command(i)) != NULL; i++)
+  for (int i = 0; (c = nl_wb_command(i)) != NULL; i++)
     if (strcmp(c->name, "help") != 0 && !nl_cmd_find(c->name)) /* not the shell's again */
       fprintf(ctx->out, "  %-10s %s\n", c->name, c->summary);
   fprintf(ctx->out,
@@ -51,8 +49,6 @@ static const nl_cmd cmd_help = {
 
 static int run_load(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
-  /* every expression of a set is checked by the expression engine first */
-  if (strcmp(a->pos[0], "exprs") == 0 && nl_repl_check_exprs(a->pos[1], err) != 0) return -1;
   if (nl_session_load(s, a->pos[0], a->pos[1], err) != 0) return -1;
   if (strcmp(a->pos[0], "model") == 0)
     fprintf(ctx->out, "model %s: %d norm layers\n", s->model_path, s->nmodel_layers);
@@ -112,7 +108,7 @@ static int run_status(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   for (int i = 0; i < s->nsettings; i++)
     fprintf(o, "setting  %s = %s\n", s->settings[i].key, s->settings[i].value);
   char job[600];
-  if (nl_repl_job_line(job, sizeof job)) fprintf(o, "job      %s\n", job);
+  if (nl_job_line(job, sizeof job)) fprintf(o, "job      %s\n", job);
   return 0;
 }
 
@@ -242,7 +238,9 @@ static const nl_cmd cmd_undo = {
 
 static int run_source(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   (void)ctx;
-  return nl_repl_source(a->pos[0], err);
+  const nl_wb_frontend *fe = nl_wb_fe();
+  if (!fe->source) return nl_fail(err, NL_EINPUT, "'source' needs the prompt");
+  return fe->source(a->pos[0], err);
 }
 
 static const nl_cmd cmd_source = {
@@ -262,11 +260,7 @@ static const nl_cmd cmd_source = {
 static int run_history(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   long n;
   if (nl_arg_int_range(a, "count", 1, 100000, &n, err) != 0) return -1;
-  HIST_ENTRY **list = history_list();
-  if (!list) return 0;
-  int len = history_length;
-  for (int i = len > n ? len - (int)n : 0; i < len; i++)
-    fprintf(ctx->out, "%5d  %s\n", i + history_base, list[i]->line);
+  if (nl_wb_fe()->history) nl_wb_fe()->history(ctx->out, n);
   return 0;
 }
 
@@ -289,7 +283,7 @@ static int run_quit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   (void)ctx;
   (void)a;
   (void)err;
-  nl_repl_request_quit();
+  if (nl_wb_fe()->quit) nl_wb_fe()->quit();
   return 0;
 }
 
@@ -300,26 +294,6 @@ static const nl_cmd cmd_quit = {
     .min_pos = 0,
     .max_pos = 0,
     .run = run_quit,
-};
-
-/* ---- dashboard ---- */
-
-static int run_dashboard(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  (void)a;
-  if (!nl_repl_is_interactive())
-    return nl_fail(err, NL_EINPUT, "the dashboard needs a terminal (interactive prompt)");
-  return nl_dashboard_run(ctx->session, err);
-}
-
-static const nl_cmd cmd_dashboard = {
-    .name = "dashboard",
-    .summary = "full-screen table of the layers and their expressions",
-    .help = "Arrow keys (or j/k) move, Enter shows a layer's detail, s changes the order,\n"
-            "q (or Esc, Ctrl-C) returns to the prompt.",
-    .opts = no_opts,
-    .min_pos = 0,
-    .max_pos = 0,
-    .run = run_dashboard,
 };
 
 /* ---- layers ---- */
@@ -339,11 +313,11 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(ctx->out, "%5s  %s\n", "FLOPs", "expression");
   }
   for (int i = 0; names[i]; i++) {
-    const nl_sess_entry *e = nl_session_find(s, names[i]);
+    const nl_exprset_entry *e = nl_session_find(s, names[i]);
     fprintf(ctx->out, "%-*s ", w, names[i]);
     if (maps) {
       double v, d, b;
-      if (nl_repl_layer_scores(s, names[i], &v, &d, &b) == 0) {
+      if (nl_wb_layer_scores(s, names[i], &v, &d, &b) == 0) {
         if (isnan(v))
           fprintf(ctx->out, "%8s ", "-");
         else
@@ -354,18 +328,18 @@ static int run_layers(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       }
     }
     if (s->nfronts) {
-      const nl_sess_front *f = nl_session_front(s, names[i]);
+      const nl_front_summary *f = nl_session_front(s, names[i]);
       if (f && !isnan(f->best_r2))
         fprintf(ctx->out, "%8.5f ", f->best_r2);
       else
         fprintf(ctx->out, "%8s ", "-");
     }
-    int c = e ? nl_repl_expr_cost(e->expr) : -1;
+    int c = e ? nl_wb_expr_cost(&e->prog) : -1;
     if (c >= 0)
       fprintf(ctx->out, "%5d  ", c);
     else
       fprintf(ctx->out, "%5s  ", "-");
-    fprintf(ctx->out, "%s\n", e ? e->expr : "(LayerNorm)");
+    fprintf(ctx->out, "%s\n", e ? e->text : "(LayerNorm)");
   }
   if (!names[0]) fprintf(ctx->err, "no layers: load a model, mappings or an expression set\n");
   nl_session_free_names(names);
@@ -390,7 +364,7 @@ static const nl_cmd cmd_layers = {
 static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *layer = a->pos[0];
-  const nl_sess_entry *e = nl_session_find(s, layer);
+  const nl_exprset_entry *e = nl_session_find(s, layer);
   if (!e) {
     char **names = nl_session_layers(s);
     int known = 0;
@@ -400,11 +374,11 @@ static int run_show(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(ctx->out, "%s = (LayerNorm: no expression set)\n", layer);
     return 0;
   }
-  fprintf(ctx->out, "%s = %s\n", e->layer, e->expr);
+  fprintf(ctx->out, "%s = %s\n", e->name, e->text);
   if (e->comment) fprintf(ctx->out, "# %s\n", e->comment);
-  if (nl_repl_show_details(ctx, e->expr, err) != 0) return -1;
+  nl_wb_show_details(ctx, &e->prog);
   double v, d, b;
-  if (s->maps_path && nl_repl_layer_scores(s, layer, &v, &d, &b) == 0)
+  if (s->maps_path && nl_wb_layer_scores(s, layer, &v, &d, &b) == 0)
     fprintf(ctx->out, "fit: val R2 %.5f, DyT R2 %.5f, bound R2 %.5f (see 'score %s')\n", v, d, b,
             layer);
   return 0;
@@ -420,8 +394,8 @@ static const nl_cmd cmd_show = {
     .run = run_show,
 };
 
-const nl_cmd *const nl_repl_commands[] = {
+const nl_cmd *const nl_wb_session_commands[] = {
     &cmd_help,    &cmd_load,    &cmd_unload,    &cmd_status, &cmd_layers, &cmd_show, &cmd_undo,
-    &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_source,  &cmd_dashboard,
+    &cmd_save,    &cmd_open,    &cmd_setting,   &cmd_source,
     &cmd_history, &cmd_quit,    NULL,
 };

@@ -1,5 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
-#include "app/session.h"
+#include "session/session.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -23,29 +23,8 @@ static void free_names(char **v, int n) {
   free(v);
 }
 
-void nl_sess_set_free(nl_sess_set *set) {
-  for (int i = 0; i < set->n; i++) {
-    free(set->e[i].layer);
-    free(set->e[i].expr);
-    free(set->e[i].comment);
-  }
-  free(set->e);
-  set->e = NULL;
-  set->n = 0;
-}
-
-void nl_sess_set_copy(nl_sess_set *dst, const nl_sess_set *src) {
-  dst->n = src->n;
-  dst->e = src->n ? nl_xcalloc((size_t)src->n, sizeof(nl_sess_entry)) : NULL;
-  for (int i = 0; i < src->n; i++) {
-    dst->e[i].layer = nl_xstrdup(src->e[i].layer);
-    dst->e[i].expr = nl_xstrdup(src->e[i].expr);
-    dst->e[i].comment = src->e[i].comment ? nl_xstrdup(src->e[i].comment) : NULL;
-  }
-}
-
 static void clear_undo(nl_session *s) {
-  for (int i = 0; i < s->nundo; i++) nl_sess_set_free(&s->undo[i]);
+  for (int i = 0; i < s->nundo; i++) nl_exprset_free(&s->undo[i]);
   free(s->undo);
   s->undo = NULL;
   s->nundo = 0;
@@ -71,12 +50,12 @@ void nl_session_free(nl_session *s) {
     free(s->settings[i].value);
   }
   free(s->settings);
-  nl_sess_set_free(&s->set);
+  nl_exprset_free(&s->set);
   clear_undo(s);
   free_names(s->model_layers, s->nmodel_layers);
   free_names(s->maps_layers, s->nmaps_layers);
   drop_tmp(s);
-  nl_sess_fronts_free(s->fronts, s->nfronts);
+  nl_front_summaries_free(s->fronts, s->nfronts);
   memset(s, 0, sizeof *s);
 }
 
@@ -214,150 +193,52 @@ static int model_layers(const char *path, char ***out, int *n, int *width, nl_er
   return 0;
 }
 
-/* ---- expression-set text ---- */
+/* ---- the expression set ---- */
 
-static char *trim(char *a, char *b) { /* [a, b) trimmed, new string */
-  while (a < b && isspace((unsigned char)*a)) a++;
-  while (b > a && isspace((unsigned char)b[-1])) b--;
-  return nl_xstrndup(a, (size_t)(b - a));
-}
-
-static int valid_layer_name(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if (!isalnum((unsigned char)*s) && *s != '_' && *s != '.' && *s != '-') return 0;
-  return 1;
-}
-
-static void set_put(nl_sess_set *set, char *layer, char *expr, char *comment) {
-  for (int i = 0; i < set->n; i++)
-    if (strcmp(set->e[i].layer, layer) == 0) {
-      free(set->e[i].expr);
-      free(set->e[i].comment);
-      free(layer);
-      set->e[i].expr = expr;
-      set->e[i].comment = comment;
-      return;
-    }
-  set->e = nl_xrealloc(set->e, sizeof(nl_sess_entry) * (size_t)(set->n + 1));
-  set->e[set->n++] = (nl_sess_entry){layer, expr, comment};
-}
-
-int nl_sess_set_parse(const char *text, const char *filename, nl_sess_set *out, nl_error *err) {
-  nl_sess_set set = {NULL, 0};
-  char *copy = nl_xstrdup(text);
-  char *line = copy;
-  int lineno = 0;
-  while (line) {
-    char *nl = strchr(line, '\n');
-    if (nl) *nl = '\0';
-    lineno++;
-    char *hash = strchr(line, '#');
-    char *end = hash ? hash : line + strlen(line);
-    char *eq = memchr(line, '=', (size_t)(end - line));
-    char *whole = trim(line, end);
-    int blank = whole[0] == '\0';
-    free(whole);
-    if (!blank) {
-      if (!eq) {
-        free(copy);
-        nl_sess_set_free(&set);
-        return nl_fail(err, NL_EINPUT, "%s:%d: expected 'LAYER = EXPR'", filename, lineno);
-      }
-      char *layer = trim(line, eq);
-      char *expr = trim(eq + 1, end);
-      if (!valid_layer_name(layer) || !*expr) {
-        nl_fail(err, NL_EINPUT, "%s:%d: %s", filename, lineno,
-                !*expr ? "missing expression after '='" : "bad layer name before '='");
-        free(layer);
-        free(expr);
-        free(copy);
-        nl_sess_set_free(&set);
-        return -1;
-      }
-      for (int i = 0; i < set.n; i++)
-        if (strcmp(set.e[i].layer, layer) == 0) {
-          nl_fail(err, NL_EINPUT, "%s:%d: layer '%s' appears twice", filename, lineno, layer);
-          free(layer);
-          free(expr);
-          free(copy);
-          nl_sess_set_free(&set);
-          return -1;
-        }
-      char *comment = NULL;
-      if (hash) {
-        comment = trim(hash + 1, hash + strlen(hash));
-        if (!*comment) {
-          free(comment);
-          comment = NULL;
-        }
-      }
-      set_put(&set, layer, expr, comment);
-    }
-    line = nl ? nl + 1 : NULL;
-  }
-  free(copy);
-  *out = set;
-  return 0;
-}
-
-char *nl_sess_set_format(const nl_sess_set *set) {
-  size_t cap = 64, n = 0;
-  char *s = nl_xmalloc(cap);
-  s[0] = '\0';
-  for (int i = 0; i < set->n; i++) {
-    const nl_sess_entry *e = &set->e[i];
-    size_t need = strlen(e->layer) + strlen(e->expr) + (e->comment ? strlen(e->comment) : 0) + 16;
-    if (n + need >= cap) {
-      cap = (n + need) * 2;
-      s = nl_xrealloc(s, cap);
-    }
-    n += (size_t)snprintf(s + n, cap - n, "%s = %s%s%s\n", e->layer, e->expr,
-                          e->comment ? "  # " : "", e->comment ? e->comment : "");
-  }
-  return s;
-}
-
-const nl_sess_entry *nl_session_find(const nl_session *s, const char *layer) {
-  for (int i = 0; i < s->set.n; i++)
-    if (strcmp(s->set.e[i].layer, layer) == 0) return &s->set.e[i];
-  return NULL;
+const nl_exprset_entry *nl_session_find(const nl_session *s, const char *layer) {
+  return nl_exprset_find(&s->set, layer);
 }
 
 static void push_undo(nl_session *s) {
   if (s->nundo == NL_SESSION_UNDO_MAX) {
-    nl_sess_set_free(&s->undo[0]);
-    memmove(s->undo, s->undo + 1, sizeof(nl_sess_set) * (size_t)(s->nundo - 1));
+    nl_exprset_free(&s->undo[0]);
+    memmove(s->undo, s->undo + 1, sizeof(nl_exprset) * (size_t)(s->nundo - 1));
     s->nundo--;
   }
-  s->undo = nl_xrealloc(s->undo, sizeof(nl_sess_set) * (size_t)(s->nundo + 1));
-  nl_sess_set_copy(&s->undo[s->nundo++], &s->set);
+  s->undo = nl_xrealloc(s->undo, sizeof(nl_exprset) * (size_t)(s->nundo + 1));
+  nl_exprset_copy(&s->undo[s->nundo++], &s->set);
 }
 
-void nl_session_set_expr(nl_session *s, const char *layer, const char *expr,
-                         const char *comment) {
+int nl_session_set_expr(nl_session *s, const char *layer, const char *expr, const char *comment,
+                        nl_error *err) {
+  nl_exprset next;
+  nl_exprset_copy(&next, &s->set);
+  const nl_exprset_entry *old = nl_session_find(s, layer);
+  if (nl_exprset_set_text(&next, layer, expr, comment ? comment : old ? old->comment : NULL,
+                          NULL, err) != 0) {
+    nl_exprset_free(&next);
+    return -1;
+  }
   push_undo(s);
-  const nl_sess_entry *old = nl_session_find(s, layer);
-  char *c = comment ? nl_xstrdup(comment)
-                    : (old && old->comment ? nl_xstrdup(old->comment) : NULL);
-  set_put(&s->set, nl_xstrdup(layer), nl_xstrdup(expr), c);
+  nl_exprset_free(&s->set);
+  s->set = next;
   s->set_modified = 1;
   drop_tmp(s);
+  return 0;
 }
 
-void nl_session_replace_set(nl_session *s, nl_sess_set *set) {
+void nl_session_replace_set(nl_session *s, nl_exprset *set) {
   push_undo(s);
-  nl_sess_set_free(&s->set);
+  nl_exprset_free(&s->set);
   s->set = *set;
-  set->e = NULL;
-  set->n = 0;
+  nl_exprset_init(set);
   s->set_modified = 1;
   drop_tmp(s);
 }
 
 int nl_session_undo(nl_session *s) {
   if (s->nundo == 0) return -1;
-  nl_sess_set_free(&s->set);
+  nl_exprset_free(&s->set);
   s->set = s->undo[--s->nundo];
   s->set_modified = 1;
   drop_tmp(s);
@@ -419,14 +300,14 @@ static int load_one(nl_session *s, const char *what, const char *path, nl_error 
     return 0;
   }
   if (strcmp(what, "exprs") == 0) {
-    char *text = nl_read_file(path, NULL, err);
-    if (!text) return -1;
-    nl_sess_set set;
-    int rc = nl_sess_set_parse(text, path, &set, err);
-    free(text);
-    if (rc != 0) return -1;
+    nl_exprset set;
+    nl_exprset_init(&set);
+    if (nl_exprset_load(path, &set, err) != 0) {
+      nl_exprset_free(&set);
+      return -1;
+    }
     push_undo(s);
-    nl_sess_set_free(&s->set);
+    nl_exprset_free(&s->set);
     s->set = set;
     s->set_modified = 0;
     drop_tmp(s);
@@ -435,16 +316,21 @@ static int load_one(nl_session *s, const char *what, const char *path, nl_error 
   }
   if (strcmp(what, "fronts") == 0) {
     if (!is_dir(path)) return nl_fail(err, NL_EINPUT, "%s: not a directory", path);
-    nl_sess_front *f;
-    int n;
-    if (nl_sess_fronts_read(path, &f, &n, err) != 0) return -1;
-    nl_sess_fronts_free(s->fronts, s->nfronts);
-    s->fronts = f;
-    s->nfronts = n;
+    nl_fronts rows;
+    if (nl_fronts_read(path, NULL, &rows, err) != 0) return -1;
+    nl_front_summaries_free(s->fronts, s->nfronts);
+    nl_fronts_summarize(&rows, &s->fronts, &s->nfronts);
+    nl_fronts_free(&rows);
     replace_str(&s->fronts_dir, path);
     return 0;
   }
   return nl_fail(err, NL_EINPUT, "cannot load '%s' (expected model, maps, exprs or fronts)", what);
+}
+
+const nl_front_summary *nl_session_front(const nl_session *s, const char *layer) {
+  for (int i = 0; i < s->nfronts; i++)
+    if (strcmp(s->fronts[i].layer, layer) == 0) return &s->fronts[i];
+  return NULL;
 }
 
 int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
@@ -467,7 +353,7 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
   }
   if (all || strcmp(what, "exprs") == 0) {
     if (s->set.n) push_undo(s);
-    nl_sess_set_free(&s->set);
+    nl_exprset_free(&s->set);
     replace_str(&s->exprs_path, NULL);
     s->set_modified = 0;
     drop_tmp(s);
@@ -475,7 +361,7 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err) {
   }
   if (all || strcmp(what, "fronts") == 0) {
     replace_str(&s->fronts_dir, NULL);
-    nl_sess_fronts_free(s->fronts, s->nfronts);
+    nl_front_summaries_free(s->fronts, s->nfronts);
     s->fronts = NULL;
     s->nfronts = 0;
     known = 1;
@@ -518,12 +404,10 @@ const char *nl_session_context(void *session, const char *key) {
       snprintf(tmpl, sizeof tmpl, "%s/normlab-set.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
       int fd = mkstemp(tmpl);
       if (fd < 0) return NULL;
-      char *text = nl_sess_set_format(&s->set);
-      size_t len = strlen(text);
-      ssize_t w = write(fd, text, len);
-      free(text);
       close(fd);
-      if (w < 0 || (size_t)w != len) {
+      nl_error err;
+      nl_error_clear(&err);
+      if (nl_exprset_save(&s->set, tmpl, &err) != 0) {
         unlink(tmpl);
         return NULL;
       }
@@ -544,8 +428,8 @@ char **nl_session_layers(const nl_session *s) {
   for (int i = 0; i < nbase; i++) v[n++] = nl_xstrdup(base[i]);
   for (int i = 0; i < s->set.n; i++) {
     int seen = 0;
-    for (int k = 0; k < nbase && !seen; k++) seen = strcmp(base[k], s->set.e[i].layer) == 0;
-    if (!seen) v[n++] = nl_xstrdup(s->set.e[i].layer);
+    for (int k = 0; k < nbase && !seen; k++) seen = strcmp(base[k], s->set.e[i].name) == 0;
+    if (!seen) v[n++] = nl_xstrdup(s->set.e[i].name);
   }
   v[n] = NULL;
   return v;
@@ -714,11 +598,9 @@ int nl_session_save(nl_session *s, const char *dir, nl_error *err) {
 
   }
   if (rc == 0 && (s->set.n || s->exprs_path)) {
-    char *text = nl_sess_set_format(&s->set);
     char *dst = join(dir, "set.exprs");
-    rc = nl_write_file_atomic(dst, text, strlen(text), err);
+    rc = nl_exprset_save(&s->set, dst, err);
     free(dst);
-    free(text);
     json_object_set_new(j, "exprs", json_string("set.exprs"));
 
   }

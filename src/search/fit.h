@@ -10,8 +10,8 @@
  *
  * Nodes are addressed by paths as 'show' draws the tree: "0" is the root,
  * "0.1" its second operand, "0.1.0" that node's first operand. */
-#ifndef NL_REPL_FIT_H
-#define NL_REPL_FIT_H
+#ifndef NL_SEARCH_FIT_H
+#define NL_SEARCH_FIT_H
 
 #include <stddef.h>
 

@@ -12,12 +12,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/maps.h"
-#include "repl/fit.h"
-#include "repl/repl.h"
+#include "search/fit.h"
+#include "search/fronts.h"
+#include "app/wb_local.h"
 #include "search/dyt.h"
 #include "search/gp.h"
 
@@ -41,7 +42,7 @@ static struct {
   lpts *l;
 } C;
 
-void nl_repl_fit_cleanup(void) {
+void nl_wb_fit_cleanup(void) {
   if (C.l)
     for (int i = 0; i < C.m.nlayers; i++) {
       free(C.l[i].xt);
@@ -72,7 +73,7 @@ static const nl_maps *maps_of(nl_session *s, nl_error *err) {
   if (C.path && strcmp(C.path, s->maps_path) == 0 && C.st.st_mtime == st.st_mtime &&
       C.st.st_size == st.st_size && C.st.st_ino == st.st_ino && C.seed == seed)
     return &C.m;
-  nl_repl_fit_cleanup();
+  nl_wb_fit_cleanup();
   nl_maps m;
   if (nl_maps_load(&m, s->maps_path, err) != 0) return NULL;
   C.m = m;
@@ -138,23 +139,20 @@ static lpts *points_of(nl_session *s, const char *layer, nl_error *err) {
   return p;
 }
 
-static int parse_expr(const char *layer, const char *text, nl_prog *p, nl_error *err) {
+/* A copy of an entry's tree (the caller frees it). */
+static void entry_prog(const nl_exprset_entry *e, nl_prog *p) {
   nl_prog_init(p);
-  if (nl_parse(text, 1, p, err) != 0) {
-    nl_prog_free(p);
-    nl_error_prefix(err, "%s", layer);
-    return -1;
-  }
-  return 0;
+  nl_prog_copy(p, &e->prog);
 }
 
-/* The layer's current expression, parsed. */
+/* The layer's current expression (a copy). */
 static int current(nl_session *s, const char *layer, nl_prog *p, nl_error *err) {
-  const nl_sess_entry *e = nl_session_find(s, layer);
+  const nl_exprset_entry *e = nl_session_find(s, layer);
   if (!e)
     return nl_fail(err, NL_EINPUT, "layer '%s' has no expression ('set %s = EXPR' or 'pick')",
                    layer, layer);
-  return parse_expr(layer, e->expr, p, err);
+  entry_prog(e, p);
+  return 0;
 }
 
 static int cost_of(const nl_prog *p) {
@@ -168,7 +166,7 @@ static void clip_text(char *t, size_t max) {
 }
 
 /* Fit figures of one layer, for 'layers' and 'score'. */
-int nl_repl_layer_scores(nl_session *s, const char *layer, double *val_r2, double *dyt_r2,
+int nl_wb_layer_scores(nl_session *s, const char *layer, double *val_r2, double *dyt_r2,
                          double *bound_r2) {
   nl_error err;
   nl_error_clear(&err);
@@ -178,12 +176,8 @@ int nl_repl_layer_scores(nl_session *s, const char *layer, double *val_r2, doubl
   if (!p) return -1;
   *dyt_r2 = p->dyt_r2;
   *bound_r2 = p->bound_r2;
-  const nl_sess_entry *e = nl_session_find(s, layer);
-  nl_prog pr;
-  if (e && parse_expr(layer, e->expr, &pr, &err) == 0) {
-    *val_r2 = nl_fit_r2(&pr, p->xv, p->yv, p->nv);
-    nl_prog_free(&pr);
-  }
+  const nl_exprset_entry *e = nl_session_find(s, layer);
+  if (e) *val_r2 = nl_fit_r2(&e->prog, p->xv, p->yv, p->nv);
   return 0;
 }
 
@@ -246,15 +240,8 @@ static int run_score(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (!all && strcmp(name, a->pos[0]) != 0) continue;
     lpts *p = points_of(s, name, err);
     if (!p) return -1;
-    const nl_sess_entry *e = nl_session_find(s, name);
-    nl_prog pr;
-    int have = 0;
-    if (e) {
-      if (parse_expr(name, e->expr, &pr, err) != 0) return -1;
-      have = 1;
-    }
-    score_row(ctx, w, name, p, have ? &pr : NULL, &sv, &sd, &cnt);
-    if (have) nl_prog_free(&pr);
+    const nl_exprset_entry *e = nl_session_find(s, name);
+    score_row(ctx, w, name, p, e ? &e->prog : NULL, &sv, &sd, &cnt);
   }
   if (all)
     fprintf(ctx->out, "mean over %d layers with an expression: val R2 %.5f, DyT R2 %.5f\n", cnt,
@@ -289,11 +276,12 @@ static const nl_opt refit_opts[] = {
     {0},
 };
 
-static void set_result(nl_ctx *ctx, const char *layer, const nl_prog *p) {
+static int set_result(nl_ctx *ctx, const char *layer, const nl_prog *p, nl_error *err) {
   char *t = nl_print(p, NL_PRINT_EXACT);
-  nl_session_set_expr(ctx->session, layer, t, NULL);
-  fprintf(ctx->out, "%s = %s  (%d FLOPs/elem)\n", layer, t, cost_of(p));
+  int rc = nl_session_set_expr(ctx->session, layer, t, NULL, err);
+  if (rc == 0) fprintf(ctx->out, "%s = %s  (%d FLOPs/elem)\n", layer, t, cost_of(p));
   free(t);
+  return rc;
 }
 
 static int run_refit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -319,8 +307,10 @@ static int run_refit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!(f1 < f0)) {
     fprintf(ctx->out, "%s: the constants are already at their best (train %s %.6g)\n", layer,
             gamma > 0 ? "F" : "MSE", f0);
+  } else if (set_result(ctx, layer, &p, err) != 0) {
+    nl_prog_free(&p);
+    return -1;
   } else {
-    set_result(ctx, layer, &p);
     fprintf(ctx->out, "train %s %.6g -> %.6g; val R2 %.5f -> %.5f\n", gamma > 0 ? "F" : "MSE",
             f0, f1, r2_before, r2_after);
   }
@@ -364,11 +354,12 @@ static int run_fold(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   char *sub = nl_print_sub(&p, node, NL_PRINT_SHORT);
   fprintf(ctx->out, "folded %s (%s) to %.9g\n", a->pos[1], sub, (double)v);
   free(sub);
-  set_result(ctx, layer, &q);
-  fprintf(ctx->out, "val R2 %.5f -> %.5f\n", r2_before, nl_fit_r2(&q, pt->xv, pt->yv, pt->nv));
+  int rc = set_result(ctx, layer, &q, err);
+  if (rc == 0)
+    fprintf(ctx->out, "val R2 %.5f -> %.5f\n", r2_before, nl_fit_r2(&q, pt->xv, pt->yv, pt->nv));
   nl_prog_free(&q);
   nl_prog_free(&p);
-  return 0;
+  return rc;
 }
 
 static const nl_cmd cmd_fold = {
@@ -440,7 +431,7 @@ static const nl_cmd cmd_impact = {
 /* ---- front / pick ---- */
 
 static int cmp_member(const void *pa, const void *pb) {
-  const nl_sess_member *a = pa, *b = pb;
+  const nl_front_member *a = pa, *b = pb;
   if (a->flops != b->flops) return a->flops < b->flops ? -1 : 1;
   double x = isnan(a->val_mse) ? INFINITY : a->val_mse;
   double y = isnan(b->val_mse) ? INFINITY : b->val_mse;
@@ -451,35 +442,46 @@ static int cmp_member(const void *pa, const void *pb) {
 
 /* The layer's members in listing order, with the knee and minval picks
  * (indices, 0-based). */
-static int members_of(nl_session *s, const char *layer, nl_sess_member **m, size_t *n,
-                      int *knee, int *minval, nl_error *err) {
+static int members_of(nl_session *s, const char *layer, nl_fronts *fr, int *knee, int *minval,
+                      nl_error *err) {
   if (!s->fronts_dir) return nl_fail(err, NL_EINPUT, "no fronts: 'load fronts DIR' first");
-  if (nl_sess_front_members(s->fronts_dir, layer, m, n, err) != 0) return -1;
-  qsort(*m, *n, sizeof **m, cmp_member);
-  nl_gp_member *g = nl_xcalloc(*n, sizeof *g);
-  for (size_t i = 0; i < *n; i++) {
-    const nl_sess_member *x = &(*m)[i];
+  if (nl_fronts_read(s->fronts_dir, layer, fr, err) != 0) return -1;
+  if (fr->n && !(fr->has & nl_front_col("expr"))) {
+    nl_fronts_free(fr);
+    return nl_fail(err, NL_EINPUT, "%s: the header has no 'expr' column", s->fronts_dir);
+  }
+  if (fr->n == 0) {
+    nl_fronts_free(fr);
+    return nl_fail(err, NL_EINPUT, "%s: no front members for layer '%s'", s->fronts_dir, layer);
+  }
+  nl_front_member *m = fr->m;
+  size_t n = fr->n;
+  qsort(m, n, sizeof *m, cmp_member);
+  nl_gp_member *g = nl_xcalloc(n, sizeof *g);
+  for (size_t i = 0; i < n; i++) {
+    const nl_front_member *x = &m[i];
     g[i].nodes = x->nodes;
     g[i].flops = x->flops;
     g[i].val_fitness = isnan(x->val_fitness) ? x->val_mse : x->val_fitness;
     if (isnan(g[i].val_fitness)) g[i].val_fitness = INFINITY;
     g[i].val_mse = isnan(x->val_mse) ? INFINITY : x->val_mse;
   }
-  *minval = nl_gp_select(g, (int)*n, NL_GP_MINVAL);
-  *knee = nl_gp_select(g, (int)*n, NL_GP_KNEE);
+  *minval = nl_gp_select(g, (int)n, NL_GP_MINVAL);
+  *knee = nl_gp_select(g, (int)n, NL_GP_KNEE);
   free(g);
   return 0;
 }
 
 static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
-  nl_sess_member *m;
-  size_t n;
+  nl_fronts fr;
   int knee, minval;
-  if (members_of(ctx->session, a->pos[0], &m, &n, &knee, &minval, err) != 0) return -1;
+  if (members_of(ctx->session, a->pos[0], &fr, &knee, &minval, err) != 0) return -1;
+  nl_front_member *m = fr.m;
+  size_t n = fr.n;
   fprintf(ctx->out, "%4s %4s %4s %5s %5s %11s %11s %8s  %-6s  %s\n", "#", "seed", "rank",
           "nodes", "flops", "val F", "val MSE", "val R2", "pick", "expression");
   for (size_t i = 0; i < n; i++) {
-    const nl_sess_member *x = &m[i];
+    const nl_front_member *x = &m[i];
     const char *mark = (int)i == knee && (int)i == minval ? "both" : (int)i == knee ? "knee"
                        : (int)i == minval                   ? "minval"
                                                             : "";
@@ -488,7 +490,7 @@ static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   fprintf(ctx->out, "%zu members; 'pick %s N|knee|minval' sets the layer's expression\n", n,
           a->pos[0]);
-  nl_sess_members_free(m, n);
+  nl_fronts_free(&fr);
   return 0;
 }
 
@@ -509,10 +511,11 @@ static const nl_cmd cmd_front = {
 static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *layer = a->pos[0], *which = a->pos[1];
-  nl_sess_member *m;
-  size_t n;
+  nl_fronts fr;
   int knee, minval;
-  if (members_of(s, layer, &m, &n, &knee, &minval, err) != 0) return -1;
+  if (members_of(s, layer, &fr, &knee, &minval, err) != 0) return -1;
+  nl_front_member *m = fr.m;
+  size_t n = fr.n;
   long idx = -1;
   if (strcmp(which, "knee") == 0) {
     idx = knee;
@@ -522,26 +525,23 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     char *end;
     long v = strtol(which, &end, 10);
     if (end == which || *end || v < 1 || (size_t)v > n) {
-      nl_sess_members_free(m, n);
+      nl_fronts_free(&fr);
       return nl_fail(err, NL_EINPUT, "pick: '%s' is not knee, minval or a member number 1..%zu",
                      which, n);
     }
     idx = v - 1;
   }
-  nl_prog p;
-  if (parse_expr(layer, m[idx].expr, &p, err) != 0) {
-    nl_error_prefix(err, "%s: front member %ld", s->fronts_dir, idx + 1);
-    nl_sess_members_free(m, n);
-    return -1;
-  }
   char comment[96];
   snprintf(comment, sizeof comment, " front #%ld%s%s, val R2 %.5f", idx + 1,
            idx == knee ? " knee" : "", idx == minval ? " minval" : "", m[idx].val_r2);
-  nl_session_set_expr(s, layer, m[idx].expr, comment);
+  if (nl_session_set_expr(s, layer, m[idx].expr, comment, err) != 0) {
+    nl_error_prefix(err, "%s: front member %ld: %s", s->fronts_dir, idx + 1, layer);
+    nl_fronts_free(&fr);
+    return -1;
+  }
   fprintf(ctx->out, "%s = %s  (#%ld, %d FLOPs/elem, val R2 %.5f)\n", layer, m[idx].expr, idx + 1,
-          cost_of(&p), m[idx].val_r2);
-  nl_prog_free(&p);
-  nl_sess_members_free(m, n);
+          cost_of(&nl_session_find(s, layer)->prog), m[idx].val_r2);
+  nl_fronts_free(&fr);
   return 0;
 }
 
@@ -559,15 +559,15 @@ static const nl_cmd cmd_pick = {
 
 /* ---- the front as a text plot (the dashboard's detail view) ---- */
 
-char *nl_repl_front_plot(const char *layer, int width, int height) {
-  nl_session *s = nl_repl_session();
-  nl_sess_member *m;
-  size_t n;
+char *nl_wb_front_plot(nl_session *s, const char *layer, int width, int height) {
+  nl_fronts fr;
   int knee, minval;
   nl_error err;
   nl_error_clear(&err);
   if (!s || !s->fronts_dir || width < 24 || height < 6) return NULL;
-  if (members_of(s, layer, &m, &n, &knee, &minval, &err) != 0) return NULL;
+  if (members_of(s, layer, &fr, &knee, &minval, &err) != 0) return NULL;
+  nl_front_member *m = fr.m;
+  size_t n = fr.n;
   double f0 = INFINITY, f1 = -INFINITY, e0 = INFINITY, e1 = -INFINITY;
   for (size_t i = 0; i < n; i++) {
     if (!isfinite(m[i].val_mse) || m[i].flops < 0) continue;
@@ -577,7 +577,7 @@ char *nl_repl_front_plot(const char *layer, int width, int height) {
     if (m[i].val_mse > e1) e1 = m[i].val_mse;
   }
   if (!(f0 <= f1)) {
-    nl_sess_members_free(m, n);
+    nl_fronts_free(&fr);
     return NULL;
   }
   /* MSEs spanning more than a decade are drawn on a log scale */
@@ -600,7 +600,7 @@ char *nl_repl_front_plot(const char *layer, int width, int height) {
   FILE *o = open_memstream(&buf, &len);
   if (!o) {
     free(grid);
-    nl_sess_members_free(m, n);
+    nl_fronts_free(&fr);
     return NULL;
   }
   fprintf(o, "front: val MSE%s against FLOPs/elem (K knee, M minval, %zu members)\n",
@@ -619,10 +619,10 @@ char *nl_repl_front_plot(const char *layer, int width, int height) {
   fprintf(o, "\n%9s %-*.0f%*.0f\n", "", gw / 2, f0, gw - gw / 2, f1);
   fclose(o);
   free(grid);
-  nl_sess_members_free(m, n);
+  nl_fronts_free(&fr);
   return buf;
 }
 
-const nl_cmd *const nl_repl_fit_commands[] = {
+const nl_cmd *const nl_wb_fit_commands[] = {
     &cmd_score, &cmd_refit, &cmd_fold, &cmd_impact, &cmd_front, &cmd_pick, NULL,
 };

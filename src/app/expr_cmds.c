@@ -5,11 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
 #include "expr/expr.h"
-#include "repl/repl.h"
-#include "tui/dashboard.h"
+#include "app/wb_local.h"
 
 static const nl_opt no_opts[] = {{0}};
 
@@ -81,20 +80,17 @@ static char *tree_text(const nl_prog *p) {
   return buf;
 }
 
-int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
-  nl_prog p;
-  nl_prog_init(&p);
-  if (nl_parse(expr, 1, &p, err) != 0) {
-    nl_prog_free(&p);
-    return -1;
-  }
-  char *t = tree_text(&p);
+void nl_wb_show_details(nl_ctx *ctx, const nl_prog *p) {
+  char *t = tree_text(p);
   if (t) fputs(t, ctx->out);
   free(t);
   nl_session *s = ctx->session;
-  int c = cost_of(&p);
-  fprintf(ctx->out, "cost: %d FLOPs per element, %d nodes, depth %d", c, p.len,
-          nl_prog_depth(&p));
+  int c = cost_of(p);
+  nl_cost_opts co = {.clip_cost = 0};
+  int w = nl_cost_written(p, &co);
+  fprintf(ctx->out, "cost: %d FLOPs per element", c);
+  if (w != c) fprintf(ctx->out, " (simplified; %d as written)", w);
+  fprintf(ctx->out, ", %d nodes, depth %d", p->len, nl_prog_depth(p));
   if (s && s->model_width > 0) {
     int d = s->model_width;
     nl_token_cost e = nl_cost_expr_token(c, d), ln = nl_cost_layernorm_token(d),
@@ -105,48 +101,11 @@ int nl_repl_show_details(nl_ctx *ctx, const char *expr, nl_error *err) {
             d, e.flops, e.read_bytes, ln.flops, ln.read_bytes, dyt.flops, dyt.read_bytes);
   }
   fputc('\n', ctx->out);
-  nl_prog_free(&p);
-  return 0;
 }
 
-static void dash_info(const char *expr, nl_dash_info *out) {
-  nl_prog p;
-  nl_prog_init(&p);
-  nl_error err;
-  nl_error_clear(&err);
-  if (nl_parse(expr, 1, &p, &err) != 0) {
-    out->error = nl_xstrdup(err.msg);
-  } else {
-    out->flops = cost_of(&p);
-    out->tree = tree_text(&p);
-  }
-  nl_prog_free(&p);
-}
+char *nl_wb_expr_tree(const nl_prog *p) { return tree_text(p); }
 
-int nl_repl_expr_cost(const char *expr) {
-  nl_prog p;
-  nl_prog_init(&p);
-  nl_error err;
-  nl_error_clear(&err);
-  int c = nl_parse(expr, 1, &p, &err) == 0 ? cost_of(&p) : -1;
-  nl_prog_free(&p);
-  return c;
-}
-
-void nl_repl_expr_init(void) {
-  nl_dashboard_set_info(dash_info);
-  nl_dashboard_set_status(nl_repl_job_line);
-  nl_dashboard_set_front(nl_repl_front_plot);
-  nl_dashboard_set_scores(nl_repl_layer_scores);
-}
-
-int nl_repl_check_exprs(const char *path, nl_error *err) {
-  nl_exprset set;
-  nl_exprset_init(&set);
-  int rc = nl_exprset_load(path, &set, err);
-  nl_exprset_free(&set);
-  return rc;
-}
+int nl_wb_expr_cost(const nl_prog *p) { return cost_of(p); }
 
 /* ---- set / edit ---- */
 
@@ -168,15 +127,8 @@ static int check_layer(nl_session *s, const char *layer, nl_error *err) {
 }
 
 static int apply(nl_ctx *ctx, const char *layer, const char *text, nl_error *err) {
-  nl_prog p;
-  nl_prog_init(&p);
-  if (nl_parse(text, 1, &p, err) != 0) {
-    nl_prog_free(&p);
-    return -1;
-  }
-  int c = cost_of(&p);
-  nl_prog_free(&p);
-  nl_session_set_expr(ctx->session, layer, text, NULL);
+  if (nl_session_set_expr(ctx->session, layer, text, NULL, err) != 0) return -1;
+  int c = cost_of(&nl_session_find(ctx->session, layer)->prog);
   fprintf(ctx->out, "%s = %s  (%d FLOPs/elem)\n", layer, text, c);
   return 0;
 }
@@ -223,24 +175,24 @@ static const nl_cmd cmd_set = {
 static int run_edit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
   const char *layer = a->pos[0];
-  if (!nl_repl_is_interactive())
+  if (!nl_wb_interactive() || !nl_wb_fe()->read_prefilled)
     return nl_fail(err, NL_EINPUT, "edit needs a terminal; use 'set %s = EXPR'", layer);
   if (check_layer(s, layer, err) != 0) return -1;
-  const nl_sess_entry *e = nl_session_find(s, layer);
-  char *text = nl_xstrdup(e ? e->expr : "");
+  const nl_exprset_entry *e = nl_session_find(s, layer);
+  char *text = nl_xstrdup(e ? e->text : "");
   size_t n = strlen(layer) + 8;
   char *prompt = nl_xmalloc(n);
   snprintf(prompt, n, "%s = ", layer);
   int rc = 0;
   for (;;) {
-    char *line = nl_repl_read_prefilled(prompt, text);
+    char *line = nl_wb_fe()->read_prefilled(prompt, text);
     if (!line) {
       fprintf(ctx->out, "%s unchanged\n", layer);
       break;
     }
     free(text);
     text = line;
-    if (e && strcmp(text, e->expr) == 0) {
+    if (e && strcmp(text, e->text) == 0) {
       fprintf(ctx->out, "%s unchanged\n", layer);
       break;
     }
@@ -269,26 +221,25 @@ static const nl_cmd cmd_edit = {
 
 /* ---- simplify ---- */
 
-/* Simplify one expression; returns the new text (caller frees) or NULL on
- * a parse error. Prints the change. */
-static char *simplify_text(nl_ctx *ctx, const char *layer, const char *expr, nl_error *err) {
+/* Simplify one entry of `set` in place; prints the change. */
+static void simplify_entry(nl_ctx *ctx, nl_exprset *set, int i) {
+  const nl_exprset_entry *e = &set->e[i];
   nl_prog p;
   nl_prog_init(&p);
-  if (nl_parse(expr, 1, &p, err) != 0) {
-    nl_prog_free(&p);
-    nl_error_prefix(err, "%s", layer);
-    return NULL;
-  }
-  int before = cost_of(&p);
+  nl_prog_copy(&p, &e->prog);
+  nl_cost_opts co = {.clip_cost = 0};
+  int before = nl_cost_written(&p, &co);
   nl_simplify(&p);
   int after = cost_of(&p);
   char *text = nl_print(&p, NL_PRINT_EXACT);
+  if (strcmp(text, e->text) == 0) {
+    fprintf(ctx->out, "%s = %s  (already simple, %d FLOPs/elem)\n", e->name, text, after);
+  } else {
+    fprintf(ctx->out, "%s = %s  (%d -> %d FLOPs/elem)\n", e->name, text, before, after);
+    nl_exprset_set(set, e->name, &p, e->comment);
+  }
+  free(text);
   nl_prog_free(&p);
-  if (strcmp(text, expr) == 0)
-    fprintf(ctx->out, "%s = %s  (already simple, %d FLOPs/elem)\n", layer, text, after);
-  else
-    fprintf(ctx->out, "%s = %s  (%d -> %d FLOPs/elem)\n", layer, text, before, after);
-  return text;
 }
 
 static int run_simplify(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -298,30 +249,22 @@ static int run_simplify(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (!nl_session_find(s, a->pos[i]))
       return nl_fail(err, NL_EINPUT, "layer '%s' has no expression", a->pos[i]);
   /* all changes form one undo step */
-  nl_sess_set next;
-  nl_sess_set_copy(&next, &s->set);
+  nl_exprset next;
+  nl_exprset_copy(&next, &s->set);
   int changed = 0;
   for (int i = 0; i < next.n; i++) {
     int wanted = a->npos == 0;
-    for (int k = 0; k < a->npos && !wanted; k++) wanted = strcmp(a->pos[k], next.e[i].layer) == 0;
+    for (int k = 0; k < a->npos && !wanted; k++) wanted = strcmp(a->pos[k], next.e[i].name) == 0;
     if (!wanted) continue;
-    char *text = simplify_text(ctx, next.e[i].layer, next.e[i].expr, err);
-    if (!text) {
-      nl_sess_set_free(&next);
-      return -1;
-    }
-    if (strcmp(text, next.e[i].expr) != 0) {
-      free(next.e[i].expr);
-      next.e[i].expr = text;
-      changed++;
-    } else {
-      free(text);
-    }
+    char *old = nl_xstrdup(next.e[i].text);
+    simplify_entry(ctx, &next, i);
+    changed += strcmp(old, next.e[i].text) != 0;
+    free(old);
   }
   if (changed)
     nl_session_replace_set(s, &next);
   else
-    nl_sess_set_free(&next);
+    nl_exprset_free(&next);
   return 0;
 }
 
@@ -336,6 +279,6 @@ static const nl_cmd cmd_simplify = {
     .run = run_simplify,
 };
 
-const nl_cmd *const nl_repl_expr_commands[] = {
+const nl_cmd *const nl_wb_expr_commands[] = {
     &cmd_set, &cmd_edit, &cmd_simplify, NULL,
 };

@@ -1,4 +1,4 @@
-#include "repl/split.h"
+#include "app/split.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/session.h"
+#include "session/session.h"
 #include "base/mem.h"
-#include "repl/repl.h"
+#include "app/wb_local.h"
 
 extern const nl_cmd nl_cmd_cost;
 
@@ -27,28 +27,28 @@ static const nl_opt cost_opts[] = {
 
 static int run_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
-  nl_args b = *a;
-  char *one[1];
-  char dim[24];
-  if (a->npos == 0) {
-    if (s->set.n == 0)
-      return nl_fail(err, NL_EINPUT,
-                     "no expressions in the session: 'load exprs FILE', 'set' or 'pick' "
-                     "(or 'cost FILE.exprs | EXPR...')");
-    const char *path = nl_session_context(s, "exprs");
-    if (!path) return nl_fail(err, NL_EIO, "cannot write the session's set to a temporary file");
-    one[0] = (char *)path;
-    b.pos = one;
-    b.npos = 1;
+  if (a->npos > 0) { /* a file or expressions, as the shell, at the model's width */
+    nl_args b = *a;
+    char dim[24];
+    if (!nl_arg_given(a, "dim") && s->model_width > 0)
+      for (int i = 0; a->cmd->opts[i].name; i++)
+        if (strcmp(a->cmd->opts[i].name, "dim") == 0) {
+          snprintf(dim, sizeof dim, "%d", s->model_width);
+          b.val[i] = dim;
+        }
+    return nl_cmd_cost.run(ctx, &b, err);
   }
-  if (!nl_arg_given(a, "dim") && s->model_width > 0) {
-    for (int i = 0; a->cmd->opts[i].name; i++)
-      if (strcmp(a->cmd->opts[i].name, "dim") == 0) {
-        snprintf(dim, sizeof dim, "%d", s->model_width);
-        b.val[i] = dim;
-      }
-  }
-  return nl_cmd_cost.run(ctx, &b, err);
+  if (s->set.n == 0)
+    return nl_fail(err, NL_EINPUT,
+                   "no expressions in the session: 'load exprs FILE', 'set' or 'pick' "
+                   "(or 'cost FILE.exprs | EXPR...')");
+  long d, L;
+  if (!nl_arg_given(a, "dim") && s->model_width > 0)
+    d = s->model_width;
+  else if (nl_arg_int_range(a, "dim", 1, 1L << 20, &d, err) != 0)
+    return -1;
+  if (nl_arg_int_range(a, "tokens", 1, 1L << 24, &L, err) != 0) return -1;
+  return nl_cost_report(ctx, &s->set, d, L, nl_arg_flag(a, "json"));
 }
 
 static const nl_cmd cmd_cost = {
@@ -66,7 +66,7 @@ static const nl_cmd cmd_cost = {
     .run = run_cost,
 };
 
-const nl_cmd *const nl_repl_pipeline_commands[] = {&cmd_cost, NULL};
+const nl_cmd *const nl_wb_pipeline_commands[] = {&cmd_cost, NULL};
 
 /* ---- after evolve ---- */
 
@@ -83,7 +83,7 @@ static int has_csv(const char *dir) {
   return found;
 }
 
-void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir) {
+void nl_wb_fronts_arrived(nl_ctx *ctx, const char *outdir) {
   nl_session *s = ctx->session;
   if (!s || !outdir || !has_csv(outdir)) return;
   fflush(ctx->out); /* the search's table first */
@@ -108,11 +108,11 @@ void nl_repl_fronts_arrived(nl_ctx *ctx, const char *outdir) {
   }
 }
 
-void nl_repl_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
+void nl_wb_after_command(nl_ctx *ctx, const nl_cmd *cmd, const nl_args *a, int rc,
                            const nl_error *cmd_err) {
   if (!ctx->session || strcmp(cmd->name, "evolve") != 0) return;
   /* a finished or interrupted search: its fronts (partial ones included)
    * become the session's */
   if (rc != 0 && cmd_err->code != NL_EINTR) return;
-  nl_repl_fronts_arrived(ctx, nl_arg_str(a, "output"));
+  nl_wb_fronts_arrived(ctx, nl_arg_str(a, "output"));
 }

@@ -1,6 +1,6 @@
 /* Without a command: the REPL (a terminal), or a script from -f, -c or
  * piped input. */
-#include "app/main.h"
+#include "cli/main.h"
 #include "repl/repl.h"
 
 int nl_main_interactive(nl_ctx *ctx, const nl_main_opts *o) {

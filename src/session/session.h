@@ -3,35 +3,19 @@
  * expression set with an undo history. A session is saved to a directory
  * holding session.json and the artifacts, and reopened from it.
  *
- * The expression set is kept as text ("NAME = EXPR  # comment" per entry),
- * exactly as a person edits it; callers that need trees parse it. */
-#ifndef NL_APP_SESSION_H
-#define NL_APP_SESSION_H
+ * The expression set is an nl_exprset (expr/expr.h): parsed once, when it
+ * is loaded or an entry is set, each entry keeping its tree, its text as
+ * written and its comment; it is read and written by expr/exprset.c. */
+#ifndef NL_SESSION_SESSION_H
+#define NL_SESSION_SESSION_H
 
 #include "base/error.h"
-
-typedef struct nl_sess_entry {
-  char *layer;
-  char *expr;    /* expression text */
-  char *comment; /* without '#', or NULL */
-} nl_sess_entry;
-
-typedef struct nl_sess_set {
-  nl_sess_entry *e;
-  int n;
-} nl_sess_set;
+#include "expr/expr.h"
+#include "search/fronts.h"
 
 typedef struct nl_sess_kv {
   char *key, *value;
 } nl_sess_kv;
-
-/* Summary of one layer's Pareto front (the CSV files of the fronts directory). */
-typedef struct nl_sess_front {
-  char *layer;
-  int members;       /* rows for this layer (all seeds) */
-  double best_r2;    /* highest val_r2 (NAN when the column is absent) */
-  char *best_expr;   /* expression of that row, or NULL */
-} nl_sess_front;
 
 typedef struct nl_session {
   char *model_path;  /* NULL: none */
@@ -42,16 +26,16 @@ typedef struct nl_session {
   char *origin[4];   /* where model, maps, exprs, fronts were first loaded from */
   nl_sess_kv *settings;
   int nsettings;
-  nl_sess_set set;   /* current expression set */
+  nl_exprset set;    /* current expression set */
   int set_modified;  /* changed since loaded or saved */
-  nl_sess_set *undo; /* earlier versions of the set, newest last */
+  nl_exprset *undo;  /* earlier versions of the set, newest last */
   int nundo;
   char **model_layers; /* norm layers of the model (from tensor names) */
   int nmodel_layers;
   int model_width;     /* embedding width (length of a norm weight), 0: unknown */
   char **maps_layers;  /* layers of the mappings file */
   int nmaps_layers;
-  nl_sess_front *fronts; /* per layer, from the fronts directory's CSV files */
+  nl_front_summary *fronts; /* per layer, from the fronts directory's CSV files */
   int nfronts;
   char *tmp_exprs;     /* private file holding a modified set for commands */
 } nl_session;
@@ -75,8 +59,9 @@ int nl_session_unload(nl_session *s, const char *what, nl_error *err);
 char *nl_session_name(const nl_session *s);
 
 /* Values for NL_OPTF_SESSION options (the nl_ctx.context callback): "model",
- * "maps", "fronts", "exprs" (the current set, written to a private file if
- * it was modified), else a setting of that name. NULL when unknown. */
+ * "maps", "fronts", "exprs" (the current set's file; a modified set is
+ * written to a private file for the shell's commands that read one), else a
+ * setting of that name. NULL when unknown. */
 const char *nl_session_context(void *session, const char *key);
 
 /* Layer names: the mappings' layers, else the model's norm layers, then
@@ -86,54 +71,24 @@ char **nl_session_layers(const nl_session *s);
 void nl_session_free_names(char **names);
 
 /* The front summary of a layer, or NULL. */
-const nl_sess_front *nl_session_front(const nl_session *s, const char *layer);
-/* Read the fronts CSV files of a directory (columns found by name in the
- * header line: layer, val_r2, expr; RFC 4180 quoting). Errors name the
- * file and line. For tests and 'load fronts'. */
-int nl_sess_fronts_read(const char *dir, nl_sess_front **out, int *n, nl_error *err);
-void nl_sess_fronts_free(nl_sess_front *f, int n);
-/* The members of one layer's front in the CSV files of `dir`: two numeric
- * columns named xcol and ycol (for plots). Arrays are malloc'ed; a layer
- * without rows is an NL_EINPUT error. */
-int nl_sess_front_points(const char *dir, const char *layer, const char *xcol, const char *ycol,
-                         float **x, float **y, size_t *n, nl_error *err);
-
-/* Every member of one layer's front (all seeds) from the CSV files of
- * `dir`, in file order. Columns are found by name; expr is required, the
- * numeric ones (seed, rank, nodes, flops, train_fitness, val_fitness,
- * val_mse, val_r2) read as NAN / -1 when absent. A layer without rows is
- * an NL_EINPUT error naming the directory. */
-typedef struct nl_sess_member {
-  int seed, rank, nodes, flops;
-  double train_fitness, val_fitness, val_mse, val_r2;
-  char *expr;
-} nl_sess_member;
-int nl_sess_front_members(const char *dir, const char *layer, nl_sess_member **out, size_t *n,
-                          nl_error *err);
-void nl_sess_members_free(nl_sess_member *m, size_t n);
+const nl_front_summary *nl_session_front(const nl_session *s, const char *layer);
 
 /* Settings (free-form key/value; keys [A-Za-z0-9_-]+). value NULL removes. */
 int nl_session_setting(nl_session *s, const char *key, const char *value, nl_error *err);
 const char *nl_session_get_setting(const nl_session *s, const char *key);
 
 /* The expression set. */
-const nl_sess_entry *nl_session_find(const nl_session *s, const char *layer);
-/* Replace or add an entry; the previous set goes on the undo stack. */
-void nl_session_set_expr(nl_session *s, const char *layer, const char *expr,
-                         const char *comment);
+const nl_exprset_entry *nl_session_find(const nl_session *s, const char *layer);
+/* Replace or add an entry from its text as written (parsed here: errors
+ * give the column with a caret); the previous set goes on the undo stack.
+ * A NULL comment keeps the entry's comment. */
+int nl_session_set_expr(nl_session *s, const char *layer, const char *expr, const char *comment,
+                        nl_error *err);
 /* Replace the whole set in one step (one undo step); takes ownership of
  * *set and leaves it empty. */
-void nl_session_replace_set(nl_session *s, nl_sess_set *set);
-void nl_sess_set_copy(nl_sess_set *dst, const nl_sess_set *src);
+void nl_session_replace_set(nl_session *s, nl_exprset *set);
 /* Restore the previous set; -1 when there is nothing to undo. */
 int nl_session_undo(nl_session *s);
-/* Parse expression-set text (lines "NAME = EXPR  # comment"; '#' lines and
- * blank lines ignored). Errors name the file and line. */
-int nl_sess_set_parse(const char *text, const char *filename, nl_sess_set *out,
-                      nl_error *err);
-/* Text of a set (one "NAME = EXPR" line per entry). Caller frees. */
-char *nl_sess_set_format(const nl_sess_set *set);
-void nl_sess_set_free(nl_sess_set *set);
 
 /* Save to directory `dir` (created if needed): artifacts are hard-linked or
  * copied in atomically, the set is written to set.exprs, and session.json

@@ -5,8 +5,8 @@
  * redrawn in place (carriage return), at most ten times a second, and
  * erased when the job ends. Its callback has the nl_progress_fn shape and
  * returns non-zero after Ctrl-C, so the job stops at its next safe point. */
-#ifndef NL_TUI_PROGRESS_H
-#define NL_TUI_PROGRESS_H
+#ifndef NL_TUI_PROGRESS_LINE_H
+#define NL_TUI_PROGRESS_LINE_H
 
 #include <stdio.h>
 

@@ -4,8 +4,8 @@
  * separating commands, an unquoted '#' at the start of a word starting a
  * comment that runs to the end of the line, and an unquoted '~' starting a
  * word ("~" or "~/...") standing for $HOME. */
-#ifndef NL_REPL_SPLIT_H
-#define NL_REPL_SPLIT_H
+#ifndef NL_APP_SPLIT_H
+#define NL_APP_SPLIT_H
 
 #include "base/error.h"
 

@@ -1,7 +1,7 @@
 /* Levenberg-Marquardt on an expression's constants; node paths; folding
  * a subtree to its best constant. */
 #define _POSIX_C_SOURCE 200809L
-#include "repl/fit.h"
+#include "search/fit.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
-#include "tui/progress.h"
+#include "tui/progress_line.h"
 
 #include <stdlib.h>
 #include <string.h>

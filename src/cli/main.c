@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "app/cmd.h"
-#include "app/main.h"
+#include "cli/main.h"
 #include "base/interrupt.h"
 #include "base/threads.h"
 
@@ -14,6 +14,7 @@ int main(int argc, char **argv) {
   int i = 1;
   int threads = 0;
   nl_main_opts mo = {0};
+  nl_cli_setup();
   while (i < argc && argv[i][0] == '-') {
     if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
       printf("normlab %s\n", PACKAGE_VERSION);

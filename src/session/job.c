@@ -1,0 +1,153 @@
+/* The background search: a GP campaign on a thread (see job.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "session/job.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/interrupt.h"
+#include "base/mem.h"
+#include "base/timer.h"
+#include "model/maps.h"
+
+static struct {
+  int active; /* a thread was started and not yet joined */
+  pthread_t th;
+  atomic_int done, stop;
+  pthread_mutex_t mu;
+  nl_gp_progress prog; /* last progress (layer copied into layer[]) */
+  char layer[256];
+  int have_prog;
+  nl_gp_config cfg;
+  nl_maps maps;
+  char *one_layer;
+  const char *layers[1];
+  int nlayers, seeds;
+  char *outdir;
+  nl_gp_summary sum;
+  nl_error err;
+  int rc;
+  double t0;
+} J = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+int nl_job_running(void) { return J.active; }
+int nl_job_ended(void) { return J.active && atomic_load(&J.done); }
+void nl_job_stop(void) { atomic_store(&J.stop, 1); }
+const char *nl_job_outdir(void) { return J.active ? J.outdir : NULL; }
+
+static int on_progress(const nl_gp_progress *p, void *user) {
+  (void)user;
+  pthread_mutex_lock(&J.mu);
+  J.prog = *p;
+  snprintf(J.layer, sizeof J.layer, "%s", p->layer ? p->layer : "");
+  J.prog.layer = J.layer;
+  J.have_prog = 1;
+  pthread_mutex_unlock(&J.mu);
+  return atomic_load(&J.stop);
+}
+
+static void *job_main(void *arg) {
+  (void)arg;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGWINCH);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  nl_interrupt_ignore_thread();
+  nl_gp_campaign cam = {&J.cfg, &J.maps, J.nlayers ? J.layers : NULL, J.nlayers, J.seeds,
+                        J.outdir, on_progress, NULL};
+  nl_error_clear(&J.err);
+  J.rc = nl_gp_campaign_run(&cam, &J.sum, &J.err);
+  atomic_store(&J.done, 1);
+  return NULL;
+}
+
+int nl_job_start(const nl_gp_config *cfg, int seeds, const char *maps, const char *layer,
+                 const char *outdir, nl_error *err) {
+  if (J.active)
+    return nl_fail(err, NL_EINPUT, "a background evolve is running ('jobs', 'stop')");
+  J.cfg = *cfg;
+  J.seeds = seeds;
+  if (nl_maps_load(&J.maps, maps, err) != 0) return -1;
+  J.nlayers = 0;
+  if (layer) {
+    if (nl_maps_index(&J.maps, layer) < 0) {
+      nl_fail(err, NL_EINPUT, "%s: no layer '%s'", maps, layer);
+      nl_maps_free(&J.maps);
+      return -1;
+    }
+    J.one_layer = nl_xstrdup(layer);
+    J.layers[0] = J.one_layer;
+    J.nlayers = 1;
+  }
+  J.outdir = nl_xstrdup(outdir);
+  atomic_store(&J.done, 0);
+  atomic_store(&J.stop, 0);
+  J.have_prog = 0;
+  J.t0 = nl_now();
+  memset(&J.sum, 0, sizeof J.sum);
+  if (pthread_create(&J.th, NULL, job_main, NULL) != 0) {
+    nl_fail(err, NL_EINTERNAL, "cannot start a thread for the background evolve");
+    nl_maps_free(&J.maps);
+    free(J.outdir);
+    free(J.one_layer);
+    J.outdir = J.one_layer = NULL;
+    return -1;
+  }
+  J.active = 1;
+  return 0;
+}
+
+/* "evolve running: [1/4] blocks.0.norm1 seed 0  gen 3/50 ..." */
+int nl_job_line(char *buf, size_t n) {
+  if (!J.active) return 0;
+  int done = atomic_load(&J.done), stopping = atomic_load(&J.stop);
+  pthread_mutex_lock(&J.mu);
+  if (J.have_prog)
+    snprintf(buf, n,
+             "evolve %s: [%d/%d] %s seed %d  gen %d/%d  best F %.5g  front %d  %.3g node-evals/s  "
+             "%.0f s",
+             done ? "ended" : stopping ? "stopping" : "running", J.prog.task + 1, J.prog.ntasks,
+             J.prog.layer, J.prog.seed, J.prog.gen, J.prog.gens, J.prog.best_fitness,
+             J.prog.front_size, J.prog.node_evals_per_s, nl_now() - J.t0);
+  else
+    snprintf(buf, n, "evolve %s: starting, results in %s", done ? "ended" : "running", J.outdir);
+  pthread_mutex_unlock(&J.mu);
+  return 1;
+}
+
+int nl_job_task(void) {
+  pthread_mutex_lock(&J.mu);
+  int task = J.have_prog ? J.prog.task : 0;
+  pthread_mutex_unlock(&J.mu);
+  return task;
+}
+
+int nl_job_join(nl_job_result *r) {
+  memset(r, 0, sizeof *r);
+  if (!J.active) return -1;
+  pthread_join(J.th, NULL);
+  J.active = 0;
+  r->rc = J.rc;
+  r->err = J.err;
+  r->stopped = J.rc != 0 && J.err.code == NL_EINTR;
+  r->seconds = nl_now() - J.t0;
+  double sr2 = 0;
+  for (int i = 0; i < J.sum.nlayers; i++)
+    if (J.sum.layers[i].expr && isfinite(J.sum.layers[i].val_r2)) {
+      sr2 += J.sum.layers[i].val_r2;
+      r->nfronts++;
+    }
+  r->mean_val_r2 = r->nfronts ? sr2 / r->nfronts : NAN;
+  r->outdir = J.outdir;
+  nl_gp_summary_free(&J.sum);
+  nl_maps_free(&J.maps);
+  free(J.one_layer);
+  J.outdir = J.one_layer = NULL;
+  return 0;
+}

@@ -1,0 +1,55 @@
+/* A search in the background of a session: one GP campaign (search/gp.h)
+ * on a thread while the front-end stays usable. One job at a time.
+ *
+ * The job owns its own copy of the mappings and never touches the session
+ * (only the caller's thread does); it reports its progress into a record
+ * that nl_job_line reads under a lock. Ctrl-C is the foreground's: the
+ * job's thread blocks SIGINT and SIGWINCH and ignores the interrupt flag,
+ * and is stopped by nl_job_stop (after the current generation, keeping the
+ * partial front). */
+#ifndef NL_SESSION_JOB_H
+#define NL_SESSION_JOB_H
+
+#include <stddef.h>
+
+#include "base/error.h"
+#include "search/gp.h"
+
+/* Start the search: `cfg` and `seeds` as checked by the caller, the
+ * mappings file `maps`, one `layer` (NULL: every layer of the mappings),
+ * results in `outdir`. NL_EINPUT when a job is running, the mappings
+ * cannot be read or lack the layer. */
+int nl_job_start(const nl_gp_config *cfg, int seeds, const char *maps, const char *layer,
+                 const char *outdir, nl_error *err);
+/* 1 from nl_job_start until nl_job_join. */
+int nl_job_running(void);
+/* Running, and its thread has finished (nl_job_join will not wait). */
+int nl_job_ended(void);
+/* Ask the search to stop after its current generation. */
+void nl_job_stop(void);
+/* One line on the job ("evolve running: [1/4] blocks.0.norm1 seed 0 gen
+ * 3/50 ...") into buf; 0 when there is none. */
+int nl_job_line(char *buf, size_t n);
+/* The index of the layer-seed the search is on (0 before its first
+ * report): it grows each time one search of the campaign has finished. */
+int nl_job_task(void);
+/* The output directory of the running job, NULL when there is none. */
+const char *nl_job_outdir(void);
+
+/* How a job ended. */
+typedef struct nl_job_result {
+  int rc;              /* 0, or -1 with err */
+  nl_error err;
+  int stopped;         /* stopped (nl_job_stop) rather than failed */
+  double seconds;      /* since it started */
+  int nfronts;         /* layers with a front */
+  double mean_val_r2;  /* over those layers (NAN when none) */
+  char *outdir;        /* owned by the caller */
+} nl_job_result;
+
+/* Wait for the thread to end (after nl_job_stop, or when it has ended)
+ * and release the job; fills r. Nothing to do when no job runs (returns
+ * -1). */
+int nl_job_join(nl_job_result *r);
+
+#endif
