@@ -64,4 +64,30 @@ expect_status 2 "a NaN in the model" "$NORMLAB" calibrate --model "$TMP/nan.safe
   --images 8 --output "$TMP/x5.safetensors"
 expect_err 'blocks\.2\.attn\.qkv\.weight has 1 non-finite value' "names the tensor"
 [ ! -e "$TMP/x5.safetensors" ]; ok $? "nothing written"
+# Lua: model:calibrate returns a calibrated copy and the figures; the model stays
+cat >"$TMP/c.lua" <<L
+local a = normlab.load_model("$TMP/a.safetensors")
+local c, r = a:calibrate{teacher = "$SMALL", images = 32, epochs = 2, batch = 16, lr = 0.01}
+local function forms(m)
+  local t = {}
+  for _, n in ipairs(m:norms()) do t[#t + 1] = n.name .. " " .. (n.expr or n.kind) end
+  return t
+end
+local fa, fc = forms(a), forms(c)
+local same, moved = true, false
+for i = 1, #fa do
+  local ma, mc = fa[i]:gsub("[-%d.e]+", "N"), fc[i]:gsub("[-%d.e]+", "N")
+  same = same and ma == mc
+  moved = moved or fa[i] ~= fc[i]
+end
+print("forms", same, "moved", moved, "epochs", #r.epoch_kl, "constants", r.constants,
+      "lower", r.kl_after < r.kl_before)
+print("model kept", forms(normlab.load_model("$TMP/a.safetensors"))[1] == fa[1])
+local ok, e = pcall(function() return a:calibrate{teacher = "$SMALL", what = "bogus"} end)
+print(e)
+L
+expect_status 0 "Lua model:calibrate" "$NORMLAB" lua "$TMP/c.lua"
+expect_out '^forms	true	moved	true	epochs	2	constants	14	lower	true$' "the copy keeps the forms, moves the constants, lowers the KL"
+expect_out '^model kept	true$' "the model itself is unchanged"
+expect_out "what = 'bogus': want consts, affine or both" "a bad what is named"
 done_testing
