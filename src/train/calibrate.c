@@ -249,7 +249,8 @@ static int run(nl_vit *m, const nl_vit *teacher, const nl_dataset *d, const nl_c
   int rc = 0;
   /* the teacher's logits, once */
   nl_vit_acts a;
-  if (nl_vit_acts_init(&a, &teacher->cfg, batch, 0, err)) rc = -1;
+  const int have_a = nl_vit_acts_init(&a, &teacher->cfg, batch, 0, err) == 0;
+  if (!have_a) rc = -1;
   for (int i = 0; !rc && i < d->n; i += batch) {
     int n = d->n - i < batch ? d->n - i : batch;
     for (int b = 0; b < n; b++) idx[b] = i + b;
@@ -260,7 +261,7 @@ static int run(nl_vit *m, const nl_vit *teacher, const nl_dataset *d, const nl_c
     }
     memcpy(tlog + (size_t)i * K, a.logits, sizeof(float) * (size_t)n * K);
   }
-  if (!rc) nl_vit_acts_free(&a);
+  if (have_a) nl_vit_acts_free(&a);
   calib c;
   int have_c = 0;
   if (!rc) {
