@@ -47,7 +47,7 @@ typedef struct nl_calib_opts {
   void *progress_user;
 } nl_calib_opts;
 
-/* consts, 5 epochs, batch 64, lr 5e-3, tau NL_TR_KD_TAU, seed 0, the
+/* consts, 10 epochs, batch 64, lr 1e-2, tau 1, seed 0, the
  * process's threads, not interruptible, no progress. */
 void nl_calib_opts_default(nl_calib_opts *o);
 

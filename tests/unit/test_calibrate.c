@@ -242,6 +242,7 @@ static void test_calibrate_lowers_kl(void **st) {
   o.epochs = 3;
   o.batch = 32;
   o.lr = 1e-2f;
+  o.tau = 4.0f;
   o.threads = 2;
   nl_calib_result r;
   if (nl_vit_calibrate(&m, &t, &d, &o, &r, &err)) fail_msg("%s", err.msg);
