@@ -71,8 +71,8 @@ void nl_calib_result_free(nl_calib_result *r);
  * hold a non-finite parameter. NL_EINPUT for a bad option (what, epochs,
  * batch, lr, tau), a teacher of another shape, data the model cannot take,
  * nothing to tune (consts without any expression constant), a non-finite
- * parameter, or a loss that is no longer finite (m is then left with the
- * numbers of the last finite step). On success m holds the calibrated
+ * parameter, or a loss that is no longer finite (m is then left as the
+ * last step made it: do not save it). On success m holds the calibrated
  * numbers, and every expression slot's text (nl_norm.expr, what nl_vit_save
  * records) is updated; the trees are unchanged. */
 int nl_vit_calibrate(nl_vit *m, const nl_vit *teacher, const nl_dataset *d,
