@@ -9,6 +9,7 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_info.c src/app/cmd_eval.c src/app/cmd_forward.c \
 	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c \
 	src/app/cmd_replace.c \
+	src/app/cmd_calibrate.c \
 	src/app/bench_extract.c
 
 # GP search command and benchmark.

@@ -21,6 +21,7 @@
 #include "model/maps.h"
 #include "model/replace.h"
 #include "model/vit.h"
+#include "train/calibrate.h"
 #include "train/evaluate.h"
 #include "train/train_opts.h"
 
@@ -604,6 +605,84 @@ static int add_opt(lua_State *L, nl_train_opts *o, int words, int n, const char 
   return n;
 }
 
+/* ---- calibrate ---- */
+
+/* model:calibrate{teacher=MODEL|FILE, images=512, what="consts"|"affine"|"both",
+ * epochs=5, lr=0.005, tau=4, batch=64, seed=0, threads=0, output=FILE}
+ * -> calibrated copy, {kl_before, kl_after, epoch_kl = {...}, constants,
+ * images, seconds}. The model itself is left as it is. */
+static int m_calibrate(lua_State *L) {
+  lmodel *h = check_model(L, 1);
+  static const char *const keys[] = {"teacher", "images", "what", "epochs", "lr", "tau",
+                                     "batch", "seed", "threads", "output", NULL};
+  const char *W = "model:calibrate";
+  luaL_checktype(L, 2, LUA_TTABLE);
+  nl_lua_check_keys(L, 2, W, keys);
+  nl_calib_opts o;
+  nl_calib_opts_default(&o);
+  long images = (long)nl_lua_opt_int(L, 2, "images", 512, 1, 60000, W);
+  const char *what = nl_lua_opt_str(L, 2, "what", "consts", W);
+  if (strcmp(what, "consts") == 0) o.what = NL_CALIB_CONSTS;
+  else if (strcmp(what, "affine") == 0) o.what = NL_CALIB_AFFINE;
+  else if (strcmp(what, "both") == 0) o.what = NL_CALIB_BOTH;
+  else return luaL_error(L, "%s: what = '%s': want consts, affine or both", W, what);
+  o.epochs = (int)nl_lua_opt_int(L, 2, "epochs", o.epochs, 1, 100000, W);
+  o.lr = (float)nl_lua_opt_num(L, 2, "lr", o.lr, W);
+  o.tau = (float)nl_lua_opt_num(L, 2, "tau", o.tau, W);
+  o.batch = (int)nl_lua_opt_int(L, 2, "batch", o.batch, 1, 4096, W);
+  o.seed = (uint64_t)nl_lua_opt_int(L, 2, "seed", 0, 0, INT64_MAX, W);
+  o.threads = (int)nl_lua_opt_int(L, 2, "threads", 0, 0, 4096, W);
+  if (!o.threads) o.threads = nl_lua_threads(L);
+  o.interruptible = 1;
+  const char *out = nl_lua_opt_str(L, 2, "output", NULL, W);
+  /* the teacher: a handle or a file (loaded into a handle the GC frees) */
+  lua_getfield(L, 2, "teacher");
+  lmodel *t;
+  if (luaL_testudata(L, -1, NL_LUA_MODEL)) {
+    t = check_model(L, -1);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    push_model(L, lua_tostring(L, -1), 0, W);
+    t = lua_touserdata(L, -1);
+  } else {
+    return luaL_error(L, "%s: teacher (a model or a file) is required", W);
+  }
+  nl_error err;
+  nl_error_clear(&err);
+  nl_dataset d;
+  if (nl_dataset_load(&d, "fmnist:train", 0, images, &err) != 0) return nl_lua_fail(L, W, &err);
+  lmodel *c = push_copy(L, h, W);
+  int cidx = lua_gettop(L);
+  nl_calib_result r;
+  int rc = nl_vit_calibrate(&c->m, &t->m, &d, &o, &r, &err);
+  int n = d.n;
+  nl_dataset_free(&d);
+  if (!rc && r.stopped) rc = nl_fail(&err, NL_EINTR, "interrupted after %d epochs", r.epochs_done);
+  if (!rc && out) rc = nl_vit_save(&c->m, out, &err);
+  if (rc) {
+    nl_calib_result_free(&r);
+    return nl_lua_fail(L, W, &err);
+  }
+  if (out) {
+    free(c->path);
+    c->path = nl_xstrdup(out);
+  }
+  lua_pushvalue(L, cidx);
+  lua_createtable(L, 0, 6);
+  set_num(L, "kl_before", r.kl_before);
+  set_num(L, "kl_after", r.kl_after);
+  set_int(L, "constants", r.nconsts);
+  set_int(L, "images", n);
+  set_num(L, "seconds", r.seconds);
+  lua_createtable(L, r.epochs_done, 0);
+  for (int e = 0; e < r.epochs_done; e++) {
+    lua_pushnumber(L, r.epoch_kl[e]);
+    lua_rawseti(L, -2, e + 1);
+  }
+  lua_setfield(L, -2, "epoch_kl");
+  nl_calib_result_free(&r);
+  return 2;
+}
+
 /* model:train{variant=A|F|D|affine|full, epochs=, lr=, teacher=, output=DIR,
  * on_epoch=function(e) ... end, <any other option of the train command>}
  * -> trained model, log (the run's train.json as a table).
@@ -716,7 +795,7 @@ void nl_lua_open_model(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"info", m_info},       {"norms", m_norms}, {"eval", m_eval},       {"extract", m_extract},
       {"set_norm", m_set_norm}, {"apply", m_apply}, {"save", m_save},     {"path", m_path},
-      {"replace", m_replace}, {"train", m_train}, {"close", m_gc},       {NULL, NULL},
+      {"replace", m_replace}, {"train", m_train}, {"calibrate", m_calibrate}, {"close", m_gc},       {NULL, NULL},
   };
   static const luaL_Reg meta[] = {{"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, NL_LUA_MODEL);

@@ -177,6 +177,51 @@ void nl_tr_pwnorm_backward(float *dinp, float *dw, float *db, const float *dout,
   free(acc);
 }
 
+/* ---- expression constants ---- */
+
+typedef struct {
+  const float *dout, *inp, *w;
+  const nl_prog *prog;
+  int C, K;
+} cgrad_ctx;
+
+/* acc[k] += sum over rows [r0, r1) of dout * w * df/dc_k, in sub-chunks of
+ * NL_EVAL_CHUNK elements, summed in double. */
+static void cgrad_kern(void *p, size_t r0, size_t r1, float *acc) {
+  const cgrad_ctx *k = p;
+  const int C = k->C, K = k->K;
+  nl_eval_ws ws;
+  nl_eval_ws_init(&ws, k->prog->len);
+  float *jac = nl_xmalloc(sizeof(float) * (size_t)K * NL_EVAL_CHUNK);
+  double *sum = nl_xcalloc((size_t)K, sizeof(double));
+  const size_t e1 = r1 * (size_t)C;
+  for (size_t e0 = r0 * (size_t)C; e0 < e1; e0 += NL_EVAL_CHUNK) {
+    size_t n = e1 - e0 < NL_EVAL_CHUNK ? e1 - e0 : NL_EVAL_CHUNK;
+    nl_eval_jac(k->prog, k->inp + e0, NULL, jac, n, &ws);
+    for (int c = 0; c < K; c++) {
+      const float *jc = jac + (size_t)c * n;
+      double s = 0.0;
+      for (size_t i = 0; i < n; i++) s += (double)(k->dout[e0 + i] * k->w[(e0 + i) % C] * jc[i]);
+      sum[c] += s;
+    }
+  }
+  for (int c = 0; c < K; c++) acc[c] += (float)sum[c];
+  free(sum);
+  free(jac);
+  nl_eval_ws_free(&ws);
+}
+
+void nl_tr_exprnorm_const_backward(float *dc, const float *dout, const float *inp,
+                                   const nl_prog *prog, const float *w, int N, int C) {
+  int K = nl_prog_nconst(prog);
+  if (K == 0 || N <= 0) return;
+  cgrad_ctx k = {dout, inp, w, prog, C, K};
+  float *acc = nl_xcalloc((size_t)K, sizeof(float));
+  nl_rows_run(cgrad_kern, &k, (size_t)N, (size_t)C, K, acc);
+  scatter_add(dc, acc, K);
+  free(acc);
+}
+
 /* ---- GELU (exact, erf) ---- */
 
 NL_VKERNEL static void gelu_bwd_kern(void *p, size_t r0, size_t r1, float *acc) {

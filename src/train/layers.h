@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "base/rng.h"
+#include "expr/expr.h"
 #include "tensor/layers.h"
 
 /* ---- linear (forward nl_linear_forward) ----
@@ -50,6 +51,15 @@ void nl_tr_dyt_backward(float *dinp, float *dalpha, float *dw, float *db, const 
  * Gradient pointers may be NULL. */
 void nl_tr_pwnorm_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *fx, const float *dfx, const float *w, int N, int C);
+
+/* ---- expression constants of a point-wise norm ----
+ * For out = f(x; c) * w + b over inp [N, C] (the slot's input x):
+ * dc[k] += sum_{rows, channels} dout * w[channel] * df/dc_k (x), k over
+ * the nl_prog_nconst(prog) constants in nl_prog_get_consts order, with
+ * df/dc_k from nl_eval_jac. Summed in double per fixed chunk of rows,
+ * chunks added in order: the same for any thread count. */
+void nl_tr_exprnorm_const_backward(float *dc, const float *dout, const float *inp,
+                                   const nl_prog *prog, const float *w, int N, int C);
 
 /* ---- exact GELU (forward nl_gelu_forward) ----
  * Needs inp: dinp += dout * gelu'(x), n elements. */

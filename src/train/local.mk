@@ -7,6 +7,7 @@ libnormlab_a_SOURCES += \
 	src/train/augment.c src/train/augment.h \
 	src/train/vit_train.c src/train/vit_train.h \
 	src/train/evaluate.c src/train/evaluate.h \
+	src/train/calibrate.c src/train/calibrate.h \
 	src/train/train_opts.c src/train/train_opts.h
 
 check_PROGRAMS += tests/unit/test_train_grad
@@ -15,7 +16,7 @@ tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
 tests_unit_test_train_grad_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_train_grad_LDADD = $(NL_TEST_LDADD)
 
-NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh tests/cli/test_train.sh
+NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh tests/cli/test_train.sh tests/cli/test_calibrate.sh
 
 check_PROGRAMS += tests/unit/test_vit_train
 NL_UNIT_TESTS += tests/unit/test_vit_train
@@ -28,3 +29,9 @@ NL_UNIT_TESTS += tests/unit/test_forward_shared
 tests_unit_test_forward_shared_SOURCES = tests/unit/test_forward_shared.c
 tests_unit_test_forward_shared_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_forward_shared_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_calibrate
+NL_UNIT_TESTS += tests/unit/test_calibrate
+tests_unit_test_calibrate_SOURCES = tests/unit/test_calibrate.c
+tests_unit_test_calibrate_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_calibrate_LDADD = $(NL_TEST_LDADD)

@@ -235,6 +235,9 @@ static void norm_bwd(nl_vit_trainer *t, nl_norm *n, float *dinp, const float *do
       break;
     case NL_NORM_EXPR:
       nl_tr_pwnorm_backward(dinp, dw, db, dout, fx, dfx, n->w, N, D);
+      if (t->cgrad)
+        nl_tr_exprnorm_const_backward(t->cgrad + t->cgrad_off[n - t->m->norms], dout, x, n->prog,
+                                      n->w, N, D);
       break;
   }
 }

@@ -77,6 +77,12 @@ typedef struct nl_vit_trainer {
   nl_eval_ws ws;
   int32_t *labels;        /* [B] copy of the step's labels */
   size_t nbytes;          /* bytes of activations and scratch */
+  /* expression constants (calibration): NULL unless the caller sets them;
+   * then the backward also adds dL/dc of slot i's constants into
+   * cgrad + cgrad_off[i] (nl_tr_exprnorm_const_backward), the caller
+   * zeroing cgrad before each backward */
+  float *cgrad;
+  const int *cgrad_off;   /* [m->nnorms] */
   /* last step */
   double loss, ce, kl;
 } nl_vit_trainer;
