@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "base/json.h"
 #include "app/model_path.h"
 #include "data/dataset.h"
 #include "model/vit.h"
@@ -143,8 +144,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
         json_object_set_new(root, "top1_after", json_real(after));
       }
       json_object_set_new(root, "seconds", json_real(r.seconds));
-      json_dumpf(root, ctx->out, JSON_PRESERVE_ORDER);
-      fputc('\n', ctx->out);
+      nl_json_print(ctx->out, root);
       json_decref(root);
     } else {
       fprintf(ctx->out, "calibrated %d constants%s on %d images in %.1f s: KL %.6f -> %.6f\n",
