@@ -60,18 +60,6 @@ static int opt_index(const nl_cmd *cmd, const char *name, size_t len) {
   return -1;
 }
 
-static int choice_ok(const char *choices, const char *v) {
-  size_t n = strlen(v);
-  const char *p = choices;
-  while (p && *p) {
-    const char *bar = strchr(p, '|');
-    size_t len = bar ? (size_t)(bar - p) : strlen(p);
-    if (len == n && strncmp(p, v, n) == 0) return 1;
-    p = bar ? bar + 1 : NULL;
-  }
-  return 0;
-}
-
 static int check_value(const nl_cmd *cmd, const nl_opt *o, const char *v, nl_error *err) {
   char *end;
   switch (o->type) {
@@ -89,7 +77,7 @@ static int check_value(const nl_cmd *cmd, const nl_opt *o, const char *v, nl_err
       break;
     }
     case NL_OPT_CHOICE:
-      if (!choice_ok(o->choices, v))
+      if (nl_choice_index(o->choices, v) < 0)
         return nl_fail(err, NL_EINPUT, "--%s expects one of %s, got '%s'", o->name, o->choices, v);
       break;
     default:

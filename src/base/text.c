@@ -48,3 +48,15 @@ const char *nl_getenv(const char *name, const char *old) {
   if (!v && old) v = getenv(old);
   return v;
 }
+
+int nl_choice_index(const char *choices, const char *v) {
+  size_t n = strlen(v);
+  int i = 0;
+  for (const char *p = choices; p && *p; i++) {
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len == n && strncmp(p, v, n) == 0) return i;
+    p = bar ? bar + 1 : NULL;
+  }
+  return -1;
+}

@@ -21,4 +21,7 @@ const char *nl_closest(const char *word, const char *const *cands, size_t n);
  * none). */
 const char *nl_getenv(const char *name, const char *old);
 
+/* Index of v among the choices "a|b|c" (exact match), or -1. */
+int nl_choice_index(const char *choices, const char *v);
+
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/mem.h"
+#include "base/text.h"
 #include "base/threads.h"
 
 typedef enum { K_STR, K_INT, K_U64, K_NUM, K_FLAG, K_CHOICE } kind;
@@ -77,19 +78,6 @@ int nl_gp_campaign_opts_known(const char *key) {
   return find(key, name, sizeof name) != NULL;
 }
 
-/* Index of v among the choices "a|b|c", or -1. */
-static int choice_index(const char *choices, const char *v) {
-  size_t n = strlen(v);
-  int i = 0;
-  for (const char *p = choices; p && *p; i++) {
-    const char *bar = strchr(p, '|');
-    size_t len = bar ? (size_t)(bar - p) : strlen(p);
-    if (len == n && strncmp(p, v, n) == 0) return i;
-    p = bar ? bar + 1 : NULL;
-  }
-  return -1;
-}
-
 int nl_gp_campaign_opts_set(nl_gp_campaign_opts *o, const char *key, const char *value,
                             nl_error *err) {
   char name[64];
@@ -140,7 +128,7 @@ int nl_gp_campaign_opts_set(nl_gp_campaign_opts *o, const char *key, const char 
       break;
     }
     case K_CHOICE: {
-      int i = choice_index(s->choices, value);
+      int i = nl_choice_index(s->choices, value);
       if (i < 0)
         return nl_fail(err, NL_EINPUT, "--%s expects one of %s, got '%s'", s->name, s->choices,
                        value);

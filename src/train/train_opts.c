@@ -108,17 +108,6 @@ int nl_train_opts_known(const char *key) {
   return find(key, name, sizeof name) != NULL;
 }
 
-static int choice_ok(const char *choices, const char *v) {
-  size_t n = strlen(v);
-  for (const char *p = choices; p && *p;) {
-    const char *bar = strchr(p, '|');
-    size_t len = bar ? (size_t)(bar - p) : strlen(p);
-    if (len == n && strncmp(p, v, n) == 0) return 1;
-    p = bar ? bar + 1 : NULL;
-  }
-  return 0;
-}
-
 int nl_train_opts_set(nl_train_opts *o, const char *key, const char *value, nl_error *err) {
   char name[64];
   const ospec *s = find(key, name, sizeof name);
@@ -170,7 +159,7 @@ int nl_train_opts_set(nl_train_opts *o, const char *key, const char *value, nl_e
       break;
     }
     case K_CHOICE:
-      if (!choice_ok(s->choices, value))
+      if (nl_choice_index(s->choices, value) < 0)
         return nl_fail(err, NL_EINPUT, "--%s expects one of %s, got '%s'", s->name, s->choices,
                        value);
       if (strcmp(s->name, "variant") == 0) {

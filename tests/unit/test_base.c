@@ -341,6 +341,13 @@ static void test_closest(void **state) {
   const char *const two[] = {"loading", "locking"};
   assert_null(nl_closest("lo", two, 2)); /* a prefix of two names: no choice */
   assert_null(nl_closest("status", cmds, 6)); /* itself is not a suggestion */
+  /* choices "a|b|c": exact matches only, by position */
+  assert_int_equal(nl_choice_index("nodes|flops", "flops"), 1);
+  assert_int_equal(nl_choice_index("nodes|flops", "nodes"), 0);
+  assert_int_equal(nl_choice_index("nodes|flops", "node"), -1);
+  assert_int_equal(nl_choice_index("nodes|flops", "flopsx"), -1);
+  assert_int_equal(nl_choice_index("nodes|flops", ""), -1);
+  assert_int_equal(nl_choice_index("a||b", "b"), 2);
   setenv("NL_TEST_OLD_NAME", "old", 1);
   unsetenv("NL_TEST_NEW_NAME");
   assert_string_equal(nl_getenv("NL_TEST_NEW_NAME", "NL_TEST_OLD_NAME"), "old");
