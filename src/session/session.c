@@ -697,28 +697,35 @@ static int get_name(json_t *j, const char *key, const char *dir, char **out, nl_
   return 0;
 }
 
-int nl_session_open(nl_session *s, const char *dir, nl_error *err) {
-  char *path = join(dir, NL_SESSION_FILE);
+/* The session.json at path, checked: a JSON object of a supported
+ * version. NULL with err set otherwise (errors name the file). */
+static json_t *read_session_file(const char *path, nl_error *err) {
   char *text = nl_read_file(path, NULL, err);
-  if (!text) {
-    free(path);
-    return -1;
-  }
+  if (!text) return NULL;
   json_error_t je;
   json_t *j = json_loads(text, 0, &je);
   free(text);
-  if (!j || !json_is_object(j) || !json_is_integer(json_object_get(j, "normlab_session"))) {
-    if (j)
-      nl_fail(err, NL_EINPUT, "%s: not a normlab session file", path);
-    else
-      nl_fail(err, NL_EINPUT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+  if (!j) {
+    nl_fail(err, NL_EINPUT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    return NULL;
+  }
+  if (!json_is_object(j) || !json_is_integer(json_object_get(j, "normlab_session"))) {
     json_decref(j);
-    free(path);
-    return -1;
+    nl_fail(err, NL_EINPUT, "%s: not a normlab session file", path);
+    return NULL;
   }
   if (json_integer_value(json_object_get(j, "normlab_session")) != 1) {
     json_decref(j);
     nl_fail(err, NL_EINPUT, "%s: unsupported session version", path);
+    return NULL;
+  }
+  return j;
+}
+
+int nl_session_open(nl_session *s, const char *dir, nl_error *err) {
+  char *path = join(dir, NL_SESSION_FILE);
+  json_t *j = read_session_file(path, err);
+  if (!j) {
     free(path);
     return -1;
   }
@@ -792,17 +799,8 @@ int nl_session_record_fronts(nl_session *s, nl_error *err) {
   if (!s->dir) return nl_fail(err, NL_EINPUT, "the session has no directory: 'save DIR' first");
   if (!s->fronts_dir) return nl_fail(err, NL_EINPUT, "the session holds no fronts");
   char *path = join(s->dir, NL_SESSION_FILE);
-  char *text = nl_read_file(path, NULL, err);
-  if (!text) {
-    free(path);
-    return -1;
-  }
-  json_error_t je;
-  json_t *j = json_loads(text, 0, &je);
-  free(text);
-  if (!j || !json_is_object(j) || !json_is_integer(json_object_get(j, "normlab_session"))) {
-    json_decref(j);
-    nl_fail(err, NL_EINPUT, "%s: not a normlab session file", path);
+  json_t *j = read_session_file(path, err);
+  if (!j) {
     free(path);
     return -1;
   }
