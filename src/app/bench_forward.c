@@ -50,12 +50,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
     double peak = nl_bench_sgemm_peak(threads);
     if (nl_arg_flag(a, "json")) {
-      json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o}", "bench", "forward",
+      json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o}", "bench", "forward",
                             "model", path, "batch", (json_int_t)batch, "threads",
                             threads, "images_per_second", nl_json_rounded(ips, 2),
                             "gflops", nl_json_rounded(gf, 2), "sgemm_peak_gflops",
                             nl_json_rounded(peak, 2), "fraction_of_peak",
-                            nl_json_rounded(gf / peak, 4));
+                            nl_json_rounded(gf / peak, 4), "fma_peak_gflops",
+                            nl_json_rounded(nl_bench_fma_peak(threads), 2));
       nl_json_print(ctx->out, j);
       json_decref(j);
     } else {
@@ -68,6 +69,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
               nl_vit_flops_per_image(c) * 1e-6, gf);
       fprintf(ctx->out, "sgemm peak (1024^3, %d threads): %.1f GFLOP/s -> %.1f %% of peak\n",
               threads, peak, 100 * gf / peak);
+      fprintf(ctx->out, "FMA peak (%d threads): %.1f GFLOP/s -> %.1f %% of it\n", threads,
+              nl_bench_fma_peak(threads), 100 * gf / nl_bench_fma_peak(threads));
     }
   }
   free(x);

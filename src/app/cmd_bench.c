@@ -19,6 +19,7 @@ extern const nl_bench nl_bench_extract;
 extern const nl_bench nl_bench_trainblock;
 extern const nl_bench nl_bench_train;
 extern const nl_bench nl_bench_gp;
+extern const nl_bench nl_bench_peak;
 
 static const nl_bench *const benches[] = {
     &nl_bench_expr,
@@ -27,6 +28,7 @@ static const nl_bench *const benches[] = {
     &nl_bench_trainblock,
     &nl_bench_train,
     &nl_bench_gp,
+    &nl_bench_peak,
     NULL,
 };
 
@@ -49,8 +51,11 @@ void nl_bench_print_machine(nl_ctx *ctx) {
     }
     fclose(fp);
   }
+  const int threads = nl_threads_count(ctx->threads);
   fprintf(ctx->out, "machine: %s, %d cores online, %d threads in use\n", model, nl_cpu_count(),
-          nl_threads_count(ctx->threads));
+          threads);
+  fprintf(ctx->out, "FP32 FMA peak (bench peak): %.1f GFLOP/s on %d threads\n",
+          nl_bench_fma_peak(threads), threads);
 }
 
 double nl_bench_sgemm_peak(int threads) {

@@ -5,7 +5,7 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_help.c \
 	src/app/bench.h src/app/cmd_bench.c \
 	src/app/model_path.c src/app/model_path.h \
-	src/app/bench_forward.c \
+	src/app/bench_forward.c src/app/bench_peak.c \
 	src/app/cmd_info.c src/app/cmd_eval.c src/app/cmd_forward.c \
 	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c \
 	src/app/cmd_replace.c \

@@ -108,6 +108,25 @@ run python3 -c "import json,sys; d=json.load(open('$TMP/bench.json')); n=[b['nam
 sys.exit(not ({'expr','forward','extract','train','gp'} <= set(n) and all(b['summary'] for b in d['benchmarks'])))"
 ok "$rc" "bench list --json names the benchmarks with their summaries"
 
+# bench peak: the vector unit it measures is the one /proc/cpuinfo reports
+expect_status 0 "bench peak --json" "$NORMLAB" --threads 1 bench peak --json
+cp "$TMP/out" "$TMP/peak.json"
+run python3 -c "
+import json, sys
+d = json.load(open('$TMP/peak.json'))
+flags = set()
+for line in open('/proc/cpuinfo'):
+    if line.startswith('flags'):
+        flags = set(line.split(':', 1)[1].split()); break
+want = 'AVX-512' if 'avx512f' in flags else 'AVX2+FMA' if {'avx2', 'fma'} <= flags else 'scalar'
+ok = (d['isa'] == want and d['threads'] == 1 and d['fma_gflops_one_core'] > 0
+      and d['fma_gflops_all_threads'] > 0 and d['sgemm_peak_gflops'] > 0
+      and abs(d['sgemm_fraction_of_fma'] - d['sgemm_peak_gflops'] / d['fma_gflops_all_threads']) < 1e-3)
+sys.exit(0 if ok else 1)"
+ok "$rc" "bench peak measures the vector unit /proc/cpuinfo names, with positive figures"
+expect_status 0 "bench forward prints the FMA peak beside the sgemm peak" "$NORMLAB" --threads 1 bench forward --model "$NL_FIXTURES/vit_small_p7_fmnist.safetensors" --batch 2 --seconds 0.2
+expect_out "FMA peak \\(1 threads\\): [0-9.]+ GFLOP/s" "bench forward names the FMA peak"
+
 # JSON printed one way: one line, reals as the shortest decimal that reads
 # back the same (Python's repr is that), single-precision values as the
 # float's own shortest decimal
