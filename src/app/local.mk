@@ -14,7 +14,8 @@ libnormlab_a_SOURCES += \
 
 # GP search command and benchmark.
 libnormlab_a_SOURCES += src/app/cmd_evolve.c src/app/bench_gp.c \
-	src/app/bench_fused.c src/app/bench_fused.h
+	src/app/bench_fused.c src/app/bench_fused.h \
+	src/app/bench_norm.c src/app/bench_norm.h
 
 # Cost, training, plots.
 libnormlab_a_SOURCES += src/app/cmd_cost.c src/app/bench_expr.c \
