@@ -19,6 +19,7 @@ libnormlab_a_SOURCES += src/app/cmd_evolve.c src/app/bench_gp.c \
 
 # Cost, training, plots.
 libnormlab_a_SOURCES += src/app/cmd_cost.c src/app/bench_expr.c \
+	src/app/cost_model.c src/app/cost_local.h \
 	src/app/bench_trainblock.c src/app/cmd_train.c src/app/bench_train.c \
 	src/app/cmd_plot.c
 
