@@ -313,7 +313,13 @@ const nl_cmd nl_cmd_cost = {
             "then totals over all layers for L tokens beside LayerNorm (5d+2 FLOPs, 8d bytes\n"
             "per token) and DyT (24d FLOPs, 4d bytes). The set is --set FILE (NAME = EXPR\n"
             "per line; a lone FILE.exprs argument is read the same way) or expressions given\n"
-            "as arguments, named expr1, expr2, ...",
+            "as arguments, named expr1, expr2, ...\n"
+            "--measure adds each slot's measured ns per token (and LayerNorm's, DyT's).\n"
+            "--model M: the model's per-block table per image at --batch B (patch_embed;\n"
+            "norm1, qkv, attention, proj, norm2, fc1, gelu, fc2, residual per block; norm,\n"
+            "head): FLOPs, parameters, bytes read (weights at their stored width / B, plus\n"
+            "input activations), the norm slots following --set (replace's SPEC: FILE.exprs,\n"
+            "dyt, ln); --per-block for every block's rows, --measure for time per part.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = -1,

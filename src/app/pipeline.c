@@ -54,7 +54,8 @@ static const nl_cmd cmd_cost = {
             "config); the table says where each came from. Each layer's FLOPs/elem (tanh\n"
             "23, sigmoid 22, exp 19, + - * / 1, clip 0), per token cost*d FLOPs and 4d\n"
             "bytes, totals beside LayerNorm (5d+2 FLOPs, 8d bytes per token) and DyT (24d,\n"
-            "4d).",
+            "4d). --model M: the model's per-block table (see 'man normlab'), its norms\n"
+            "following --set or the session's set.",
     .opts = cost_opts,
     .min_pos = 0,
     .max_pos = -1,
