@@ -20,6 +20,7 @@ extern const nl_bench nl_bench_trainblock;
 extern const nl_bench nl_bench_train;
 extern const nl_bench nl_bench_gp;
 extern const nl_bench nl_bench_peak;
+extern const nl_bench nl_bench_norm;
 
 static const nl_bench *const benches[] = {
     &nl_bench_expr,
@@ -29,6 +30,7 @@ static const nl_bench *const benches[] = {
     &nl_bench_train,
     &nl_bench_gp,
     &nl_bench_peak,
+    &nl_bench_norm,
     NULL,
 };
 
@@ -97,6 +99,11 @@ static const nl_opt opts[] = {
     {"batch", NL_OPT_INT, "B", "64", "batch size", NULL, 0},
     {"seconds", NL_OPT_NUM, "S", "3", "approximate measuring time", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    {"set", NL_OPT_STR, "FILE", NULL, "norm: expression set (default: the session's, else built-in)",
+     NULL, NL_OPTF_PATH},
+    {"dim", NL_OPT_INT, "D", NULL, "norm: only this width (default: 64, 192 and 768)", NULL, 0},
+    {"tokens", NL_OPT_INT, "T", NULL, "norm: only this token count (default: sizes in L1, L2, memory)",
+     NULL, 0},
     {0},
 };
 

@@ -14,10 +14,12 @@ libnormlab_a_SOURCES += \
 
 # GP search command and benchmark.
 libnormlab_a_SOURCES += src/app/cmd_evolve.c src/app/bench_gp.c \
-	src/app/bench_fused.c src/app/bench_fused.h
+	src/app/bench_fused.c src/app/bench_fused.h \
+	src/app/bench_norm.c src/app/bench_norm.h
 
 # Cost, training, plots.
 libnormlab_a_SOURCES += src/app/cmd_cost.c src/app/bench_expr.c \
+	src/app/cost_model.c src/app/cost_local.h \
 	src/app/bench_trainblock.c src/app/cmd_train.c src/app/bench_train.c \
 	src/app/cmd_plot.c
 

@@ -23,12 +23,20 @@ static const nl_opt cost_opts[] = {
     {"tokens", NL_OPT_INT, "L", "197",
      "tokens per image (default: the loaded model's, else 197: ViT-B/16 at 224x224)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    {"model", NL_OPT_STR, "FILE", NULL, "per-block table of this model (--set: replace's SPEC)",
+     NULL, NL_OPTF_PATH},
+    {"batch", NL_OPT_INT, "B", "1", "batch size: weights' bytes per image are theirs / B", NULL,
+     0},
+    {"per-block", NL_OPT_FLAG, NULL, NULL, "with --model: every block's rows", NULL, 0},
+    {"measure", NL_OPT_FLAG, NULL, NULL, "add measured time (per layer, or per part with --model)",
+     NULL, 0},
+    {"seconds", NL_OPT_NUM, "S", "2", "measuring time for --measure", NULL, 0},
     {0},
 };
 
 static int run_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_session *s = ctx->session;
-  if (a->npos == 0 && s->set.n == 0)
+  if (a->npos == 0 && s->set.n == 0 && !nl_arg_given(a, "model"))
     return nl_fail(err, NL_EINPUT,
                    "no expressions in the session: 'load exprs FILE', 'set' or 'pick' "
                    "(or 'cost --set FILE | EXPR...')");
@@ -46,7 +54,8 @@ static const nl_cmd cmd_cost = {
             "config); the table says where each came from. Each layer's FLOPs/elem (tanh\n"
             "23, sigmoid 22, exp 19, + - * / 1, clip 0), per token cost*d FLOPs and 4d\n"
             "bytes, totals beside LayerNorm (5d+2 FLOPs, 8d bytes per token) and DyT (24d,\n"
-            "4d).",
+            "4d). --model M: the model's per-block table (see 'man normlab'), its norms\n"
+            "following --set or the session's set.",
     .opts = cost_opts,
     .min_pos = 0,
     .max_pos = -1,

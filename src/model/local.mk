@@ -3,10 +3,16 @@ libnormlab_a_SOURCES += \
 	src/model/safetensors.c src/model/safetensors.h \
 	src/model/vit.h src/model/vit_load.c src/model/vit_forward.c \
 	src/model/norm.c src/model/norm.h \
-	src/model/replace.c src/model/replace.h
+	src/model/replace.c src/model/replace.h \
+	src/model/blockcost.c src/model/blockcost.h
 
 check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
 NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
+check_PROGRAMS += tests/unit/test_normcost
+NL_UNIT_TESTS += tests/unit/test_normcost
+tests_unit_test_normcost_SOURCES = tests/unit/test_normcost.c
+tests_unit_test_normcost_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_normcost_LDADD = $(NL_TEST_LDADD)
 tests_unit_test_replace_SOURCES = tests/unit/test_replace.c
 tests_unit_test_replace_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_replace_LDADD = $(NL_TEST_LDADD)
@@ -18,6 +24,7 @@ tests_unit_test_vit_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_vit_LDADD = $(NL_TEST_LDADD)
 
 NL_CLI_TESTS += tests/cli/test_model.sh tests/cli/test_fuzz_safetensors.sh tests/cli/test_replace.sh
+NL_CLI_TESTS += tests/cli/test_cost_model.sh tests/cli/test_bench_norm.sh
 EXTRA_DIST += tests/cli/st_tool.py tests/fuzz/fuzz_safetensors.c tests/fuzz/safetensors.dict \
 	tests/fuzz/corpus_safetensors samples/models/vit_small_p7_fmnist.safetensors samples/models/README.md
 # Mappings files and their extraction from a model's norm taps.

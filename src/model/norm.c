@@ -9,6 +9,7 @@
 #include "base/mem.h"
 #include "base/threads.h"
 #include "expr/expr.h"
+#include "tensor/kernels.h"
 #include "tensor/layers.h"
 
 /* ---- the DyT alpha tensor in the model's tensor list ---- */
@@ -114,60 +115,63 @@ const char *nl_norm_kind_name(nl_norm_kind k) {
 
 /* ---- forward ---- */
 
-/* Large inputs are evaluated in fixed chunks over the thread pool, one
- * evaluation workspace per worker. */
+/* The slot runs in chunks of whole rows, about EXPR_CHUNK elements each
+ * (over the thread pool when large, one evaluation workspace per worker):
+ * each chunk is evaluated and its affine applied while it is still in
+ * cache, so the slot is one pass over memory (x read once, out written
+ * once; fx and dfx written once when training). Element-wise: the result
+ * does not depend on the chunks or the thread count. */
 #define EXPR_CHUNK 16384
 #define EXPR_PAR_MIN 65536
 
 typedef struct {
   const nl_prog *prog;
-  const float *inp;
-  float *fx, *dfx;
-  size_t n;
+  const float *inp, *w, *b;
+  float *out, *fx, *dfx;
+  size_t N, rows; /* rows in all, rows per chunk */
+  int C;
   nl_eval_ws *ws;
 } ex_job;
 
-static void ex_task(size_t i, int worker, void *user) {
-  const ex_job *j = user;
-  size_t a = i * EXPR_CHUNK, len = j->n - a < EXPR_CHUNK ? j->n - a : EXPR_CHUNK;
+/* Chunk i: f (and f') of its rows into fx (dfx), then out = fx * w + b;
+ * without fx, f goes into out and the affine is in place. */
+static void ex_chunk(const ex_job *j, size_t i, nl_eval_ws *ws) {
+  size_t r0 = i * j->rows, nr = j->N - r0 < j->rows ? j->N - r0 : j->rows;
+  size_t a = r0 * (size_t)j->C, len = nr * (size_t)j->C;
+  float *f = j->fx ? j->fx + a : j->out + a;
   if (j->dfx)
-    nl_eval_dx(j->prog, j->inp + a, j->fx + a, j->dfx + a, len, &j->ws[worker]);
+    nl_eval_dx(j->prog, j->inp + a, f, j->dfx + a, len, ws);
   else
-    nl_eval(j->prog, j->inp + a, j->fx + a, len, &j->ws[worker]);
+    nl_eval(j->prog, j->inp + a, f, len, ws);
+  nl_affine_rows(j->out + a, f, j->w, j->b, nr, j->C);
 }
 
-static void eval_all(const nl_prog *prog, const float *inp, float *fx, float *dfx, size_t n,
-                     nl_eval_ws *ws) {
-  int nw = nl_threads_count(0);
-  if (n < EXPR_PAR_MIN || nw <= 1) {
-    nl_eval_ws own;
-    if (!ws) nl_eval_ws_init(ws = &own, prog->len);
-    if (dfx)
-      nl_eval_dx(prog, inp, fx, dfx, n, ws);
-    else
-      nl_eval(prog, inp, fx, n, ws);
-    if (ws == &own) nl_eval_ws_free(&own);
-    return;
-  }
-  nl_eval_ws *w = nl_xcalloc((size_t)nw, sizeof *w);
-  for (int k = 0; k < nw; k++) nl_eval_ws_init(&w[k], prog->len);
-  ex_job j = {prog, inp, fx, dfx, n, w};
-  nl_parallel_for((n + EXPR_CHUNK - 1) / EXPR_CHUNK, ex_task, &j);
-  for (int k = 0; k < nw; k++) nl_eval_ws_free(&w[k]);
-  free(w);
+static void ex_task(size_t i, int worker, void *user) {
+  const ex_job *j = user;
+  ex_chunk(j, i, &j->ws[worker]);
 }
 
 void nl_exprnorm_forward(float *out, float *fx, float *dfx, const float *inp,
                          const nl_prog *prog, const float *w, const float *b, int N, int C,
                          nl_eval_ws *ws) {
-  const size_t n = (size_t)N * C;
-  if (dfx) {
-    eval_all(prog, inp, fx, dfx, n, ws);
-    nl_pwnorm_forward(out, fx, w, b, N, C);
-  } else {
-    eval_all(prog, inp, out, NULL, n, ws);
-    nl_pwnorm_forward(out, out, w, b, N, C);
+  if (N < 1 || C < 1) return;
+  const size_t n = (size_t)N * C, rows = EXPR_CHUNK / (size_t)C ? EXPR_CHUNK / (size_t)C : 1;
+  ex_job j = {prog, inp, w, b, out, dfx ? fx : NULL, dfx, (size_t)N, rows, C, NULL};
+  const size_t nch = ((size_t)N + rows - 1) / rows;
+  int nw = nl_threads_count(0);
+  if (n < EXPR_PAR_MIN || nw <= 1 || nch == 1) {
+    nl_eval_ws own;
+    if (!ws) nl_eval_ws_init(ws = &own, prog->len);
+    for (size_t i = 0; i < nch; i++) ex_chunk(&j, i, ws);
+    if (ws == &own) nl_eval_ws_free(&own);
+    return;
   }
+  nl_eval_ws *wk = nl_xcalloc((size_t)nw, sizeof *wk);
+  for (int k = 0; k < nw; k++) nl_eval_ws_init(&wk[k], prog->len);
+  j.ws = wk;
+  nl_parallel_for(nch, ex_task, &j);
+  for (int k = 0; k < nw; k++) nl_eval_ws_free(&wk[k]);
+  free(wk);
 }
 
 void nl_norm_forward(const nl_norm *n, float *out, float *mean, float *rstd, float *fx,

@@ -156,6 +156,31 @@ typedef struct nl_vit_layer_acts {
   float *fc2;           /* fc2 output (before layer scale) */
 } nl_vit_layer_acts;
 
+/* The parts of the forward pass, for the cost table (model/blockcost.h) and
+ * its timing (nl_vit_acts.part_s): the block parts (NORM1 .. RESIDUAL: the
+ * two residual adds and layer scales) and the parts outside the blocks. */
+typedef enum nl_vit_part {
+  NL_PART_PATCH = 0, /* im2col and the patch projection, class token and positions */
+  NL_PART_NORM1,
+  NL_PART_QKV,
+  NL_PART_ATTN, /* scores, softmax, value product */
+  NL_PART_PROJ,
+  NL_PART_NORM2,
+  NL_PART_FC1,
+  NL_PART_GELU,
+  NL_PART_FC2,
+  NL_PART_RESIDUAL,
+  NL_PART_NORM, /* the final norm */
+  NL_PART_HEAD, /* pooling and the head */
+  NL_PART_COUNT
+} nl_vit_part;
+/* "patch_embed", "norm1", ..., "residual", "norm", "head". */
+const char *nl_vit_part_name(nl_vit_part p);
+/* Index of (part, block) in a part_s array: block parts at
+ * (1 + block) * NL_PART_COUNT + part, the others (block -1) at part. */
+#define nl_vit_part_index(part, block) ((size_t)((block) + 1) * NL_PART_COUNT + (size_t)(part))
+#define nl_vit_part_slots(depth) ((size_t)((depth) + 1) * NL_PART_COUNT)
+
 typedef struct nl_vit_acts {
   int batch;            /* capacity in images */
   int keep_all;         /* 1: every layer has its own buffers */
@@ -166,6 +191,10 @@ typedef struct nl_vit_acts {
   float *pooled;        /* [B, D]: mean of patch tokens (avg) or token 0 of normed */
   float *logits;        /* [B, classes] */
   float *mem;
+  /* Optional (NULL after nl_vit_acts_init): seconds spent in each part of
+   * the pass, added to part_s[nl_vit_part_index(part, block)]
+   * (nl_vit_part_slots(depth) doubles, the caller's). */
+  double *part_s;
   int threads;          /* worker threads of the passes run on these buffers
                          * (0 after nl_vit_acts_init: nl_threads_default()) */
 } nl_vit_acts;

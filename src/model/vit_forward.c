@@ -5,6 +5,7 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "base/timer.h"
 #include "model/norm.h"
 #include "model/vit.h"
 #include "tensor/layers.h"
@@ -99,27 +100,52 @@ static void branch_add(float *out, const float *x, const float *y, const float *
   nl_residual_forward(out, x, y, (size_t)rows * d);
 }
 
+/* Part timing: with ps (a part_s array) add the time since *t to
+ * ps[index] and restart *t. */
+static void part_done(double *ps, size_t index, double *t) {
+  if (!ps) return;
+  double now = nl_now();
+  ps[index] += now - *t;
+  *t = now;
+}
+
 static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
-                         float *scratch, int n, nl_norm_tap_fn tap, void *user, nl_error *err) {
+                         float *scratch, int n, nl_norm_tap_fn tap, void *user, double *ps,
+                         nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   const nl_vit_block *B = &m->blocks[l];
   const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, rows = n * T;
+  double t = ps ? nl_now() : 0;
+#define DONE(part) part_done(ps, nl_vit_part_index(part, l), &t)
   /* attention branch */
   nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
                   c->eps, NULL);
+  DONE(NL_PART_NORM1);
   if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
+  if (ps) t = nl_now();
   nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
+  DONE(NL_PART_QKV);
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+  DONE(NL_PART_ATTN);
   nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
+  DONE(NL_PART_PROJ);
   branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
+  DONE(NL_PART_RESIDUAL);
   /* MLP branch */
   nl_norm_forward(B->norm2, L->ln2, L->ln2_mean, L->ln2_rstd, NULL, NULL, L->res2, rows, D,
                   c->eps, NULL);
+  DONE(NL_PART_NORM2);
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
+  if (ps) t = nl_now();
   nl_linear_forward(L->fc1, L->ln2, B->fc1_w, B->fc1_b, rows, D, Hm);
+  DONE(NL_PART_FC1);
   nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
+  DONE(NL_PART_GELU);
   nl_linear_forward(L->fc2, L->gelu, B->fc2_w, B->fc2_b, rows, Hm, D);
+  DONE(NL_PART_FC2);
   branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
+  DONE(NL_PART_RESIDUAL);
+#undef DONE
   return 0;
 }
 
@@ -130,31 +156,41 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
   const int T = c->tokens, D = c->dim, NP = c->npatch, pre = c->class_token;
   const int KP = c->in_chans * c->patch * c->patch;
+  double *ps = a->part_s, t = ps ? nl_now() : 0;
   /* a->normed is free until the final norm: scratch for the patch
    * projection ([n * npatch, D] fits in [B, T, D]) and the layer scales */
   nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
   nl_linear_forward(a->normed, a->patches, m->patch_w, m->patch_b, n * NP, KP, D);
   nl_tokens_forward(a->layer[0].res1, a->normed, pre ? m->cls_token : NULL, m->pos_embed, n, NP,
                     D);
+  part_done(ps, nl_vit_part_index(NL_PART_PATCH, -1), &t);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
-    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, err)) return -1;
+    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, ps, err)) return -1;
   }
+  if (ps) t = nl_now();
   const nl_norm *fn = m->final_norm;
   if (!c->avg_pool) {
     /* every token through the final norm (the taps see them all), then the
      * class token; row-wise, so token 0 is what the trainer computes */
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->out, n * T, D,
                     c->eps, NULL);
+    part_done(ps, nl_vit_part_index(NL_PART_NORM, -1), &t);
     if (tap_call(tap, user, m, fn, a->out, a->normed, n, T, err)) return -1;
+    if (ps) t = nl_now();
     nl_pool_forward(a->pooled, a->normed, NL_POOL_TOKEN, 0, n, T, D);
     nl_linear_forward(a->logits, a->pooled, m->head_w, m->head_b, n, D, c->classes);
+    part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   } else {
     nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, pre, n, T, D);
+    part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->pooled, n, D,
                     c->eps, NULL);
+    part_done(ps, nl_vit_part_index(NL_PART_NORM, -1), &t);
     if (tap_call(tap, user, m, fn, a->pooled, a->normed, n, 1, err)) return -1;
+    if (ps) t = nl_now();
     nl_linear_forward(a->logits, a->normed, m->head_w, m->head_b, n, D, c->classes);
+    part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   }
   return 0;
 }
