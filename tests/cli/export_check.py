@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""Checks of normlab export for tests/cli/test_export.sh (needs torch and numpy).
+
+  export_check.py logits DIR REF OUT TOL
+      load DIR/model.py, run REF's `inputs` through load(DIR), compare with
+      OUT's `logits` (normlab forward): max |diff| <= TOL; prints it
+  export_check.py cnorm DIR TAPS MODEL TOL
+      compile DIR/norms.c (cc -O2 -shared), apply every slot's function to
+      TAPS' ln_in.<slot> with MODEL's <slot>.weight/.bias, compare with
+      TAPS' ln_out.<slot>: |diff| <= TOL * max(|ref|, 1) everywhere
+  export_check.py onnx DIR
+      onnx.checker on DIR/model.onnx; with onnxruntime, its logits against
+      the PyTorch module's
+Safetensors are read here with numpy, independently of the code under test.
+"""
+import ctypes
+import importlib.util
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+
+def st_read(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        h = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    types = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "U8": np.uint8, "I64": np.int64}
+    for k, v in h.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(data[a:b], dtype=types[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+def load_module(d):
+    spec = importlib.util.spec_from_file_location("exported_model", os.path.join(d, "model.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def logits(d, ref, out, tol):
+    import torch
+    torch.set_num_threads(1)
+    mod = load_module(d)
+    net = mod.load(d)
+    x = torch.from_numpy(st_read(ref)["inputs"].astype(np.float32).copy())
+    with torch.no_grad():
+        y = net(x).numpy()
+    want = st_read(out)["logits"]
+    diff = float(np.max(np.abs(y - want)))
+    print(f"max |logits - normlab| = {diff:.3g} (largest logit {float(np.max(np.abs(want))):.3g})")
+    return 0 if diff <= tol and np.all(np.isfinite(y)) else 1
+
+
+def cnorm(d, taps, model, tol):
+    so = os.path.join(d, "libnorms.so")
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", so,
+                    os.path.join(d, "norms.c"), "-lm"], check=True)
+    lib = ctypes.CDLL(so)
+    t = st_read(taps)
+    w = st_read(model)
+    worst, n = 0.0, 0
+    fp = ctypes.POINTER(ctypes.c_float)
+    for key in sorted(t):
+        if not key.startswith("ln_in."):
+            continue
+        slot = key[len("ln_in."):]
+        x = np.ascontiguousarray(t[key], dtype=np.float32)
+        want = t["ln_out." + slot]
+        wt = np.ascontiguousarray(w[slot + ".weight"], dtype=np.float32)
+        bs = np.ascontiguousarray(w[slot + ".bias"], dtype=np.float32)
+        dim = wt.shape[0]
+        rows = x.reshape(-1, dim)
+        y = np.zeros_like(rows)
+        fn = getattr(lib, "nl_norm_" + slot.replace(".", "_"))
+        for r in range(rows.shape[0]):
+            fn(y[r].ctypes.data_as(fp), rows[r].ctypes.data_as(fp), wt.ctypes.data_as(fp),
+               bs.ctypes.data_as(fp), ctypes.c_int(dim))
+        ref = want.reshape(-1, dim)
+        rel = float(np.max(np.abs(y - ref) / np.maximum(np.abs(ref), 1.0)))
+        worst = max(worst, rel)
+        n += 1
+    print(f"{n} slots, worst relative difference {worst:.3g}")
+    return 0 if n > 0 and worst <= tol else 1
+
+
+def onnx_check(d):
+    import onnx
+    m = onnx.load(os.path.join(d, "model.onnx"))
+    onnx.checker.check_model(m)
+    print(f"onnx.checker: ok ({len(m.graph.node)} nodes, opset {m.opset_import[0].version})")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime absent: checked and loaded only")
+        return 0
+    import torch
+    mod = load_module(d)
+    net = mod.load(d)
+    c = mod.CONFIG
+    x = torch.randn(2, c["in_chans"], c["img_size"], c["img_size"])
+    sess = onnxruntime.InferenceSession(os.path.join(d, "model.onnx"))
+    y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = net(x).numpy()
+    diff = float(np.max(np.abs(y - want)))
+    print(f"onnxruntime vs torch: max |diff| {diff:.3g}")
+    return 0 if diff <= 1e-4 else 1
+
+
+def main(a):
+    if a[0] == "logits":
+        return logits(a[1], a[2], a[3], float(a[4]))
+    if a[0] == "cnorm":
+        return cnorm(a[1], a[2], a[3], float(a[4]))
+    if a[0] == "onnx":
+        return onnx_check(a[1])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
