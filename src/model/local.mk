@@ -42,3 +42,5 @@ EXTRA_DIST += tests/cli/export_check.py tests/data/export_ops.exprs
 # the Python helpers normlab runs or documents, installed beside the models
 nlscriptsdir = $(pkgdatadir)/scripts
 dist_nlscripts_SCRIPTS = scripts/export-onnx
+NL_CLI_TESTS += tests/cli/test_realign.sh
+dist_nlscripts_SCRIPTS += scripts/realign-ddp

@@ -1,9 +1,15 @@
 #!/usr/bin/python3
 """Checks of normlab export for tests/cli/test_export.sh (needs torch and numpy).
 
-  export_check.py logits DIR REF OUT TOL
-      load DIR/model.py, run REF's `inputs` through load(DIR), compare with
-      OUT's `logits` (normlab forward): max |diff| <= TOL; prints it
+  export_check.py logits DIR REF OUT TOL [WEIGHTS]
+      load DIR/model.py, run REF's `inputs` through load(DIR) (or
+      load(WEIGHTS)), compare with OUT's `logits` (normlab forward):
+      max |diff| <= TOL; prints it
+  export_check.py same A B
+      the tensors of safetensors files A and B are bitwise the same
+  export_check.py falls RUN_JSON
+      the mean loss of the last epoch of realign-ddp's train.json is below
+      the first's
   export_check.py cnorm DIR TAPS MODEL TOL
       compile DIR/norms.c (cc -O2 -shared), apply every slot's function to
       TAPS' ln_in.<slot> with MODEL's <slot>.weight/.bias, compare with
@@ -46,11 +52,11 @@ def load_module(d):
     return mod
 
 
-def logits(d, ref, out, tol):
+def logits(d, ref, out, tol, weights=None):
     import torch
     torch.set_num_threads(1)
     mod = load_module(d)
-    net = mod.load(d)
+    net = mod.load(weights or d)
     x = torch.from_numpy(st_read(ref)["inputs"].astype(np.float32).copy())
     with torch.no_grad():
         y = net(x).numpy()
@@ -118,7 +124,17 @@ def onnx_check(d):
 
 def main(a):
     if a[0] == "logits":
-        return logits(a[1], a[2], a[3], float(a[4]))
+        return logits(a[1], a[2], a[3], float(a[4]), a[5] if len(a) > 5 else None)
+    if a[0] == "same":
+        x, y = st_read(a[1]), st_read(a[2])
+        diff = [k for k in x if k not in y or not np.array_equal(x[k], y[k])]
+        print(f"{len(x)} tensors, {len(diff)} differ {diff[:5]}")
+        return 0 if not diff and len(x) == len(y) and len(x) > 0 else 1
+    if a[0] == "falls":
+        ep = json.load(open(a[1]))["epochs"]
+        first, last = ep[1]["loss"], ep[-1]["loss"]
+        print(f"loss {first:.4f} in epoch 1, {last:.4f} in epoch {len(ep) - 1}")
+        return 0 if len(ep) > 2 and last < first else 1
     if a[0] == "cnorm":
         return cnorm(a[1], a[2], a[3], float(a[4]))
     if a[0] == "onnx":
