@@ -5,13 +5,19 @@
       load DIR/model.py, run REF's `inputs` through load(DIR) (or
       load(WEIGHTS)), compare with OUT's `logits` (normlab forward):
       max |diff| <= TOL; prints it
+  export_check.py variant SRC OUT
+      SRC with average pooling (norm -> fc_norm) and layer scale (ls1.gamma,
+      ls2.gamma drawn in [0.5, 1.5]): the timm options the fixtures lack
+  export_check.py swap DIR
+      timm_swap_norms on a model whose slots are plain nn.LayerNorm (as in
+      timm's class), then the weights: logits equal load(DIR)'s
   export_check.py same A B
       the tensors of safetensors files A and B are bitwise the same
   export_check.py falls RUN_JSON
       the mean loss of the last epoch of realign-ddp's train.json is below
       the first's
   export_check.py cnorm DIR TAPS MODEL TOL
-      compile DIR/norms.c (cc -O2 -shared), apply every slot's function to
+      compile DIR/norms.c (cc -O3 -fno-trapping-math -shared, as norms.h advises), apply every slot's function to
       TAPS' ln_in.<slot> with MODEL's <slot>.weight/.bias, compare with
       TAPS' ln_out.<slot>: |diff| <= TOL * max(|ref|, 1) everywhere
   export_check.py onnx DIR
@@ -68,7 +74,8 @@ def logits(d, ref, out, tol, weights=None):
 
 def cnorm(d, taps, model, tol):
     so = os.path.join(d, "libnorms.so")
-    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", so,
+    subprocess.run(["cc", "-std=c99", "-O3", "-fno-trapping-math", "-Wall", "-Wextra", "-Werror",
+                    "-pedantic", "-shared", "-fPIC", "-o", so,
                     os.path.join(d, "norms.c"), "-lm"], check=True)
     lib = ctypes.CDLL(so)
     t = st_read(taps)
@@ -122,9 +129,70 @@ def onnx_check(d):
     return 0 if diff <= 1e-4 else 1
 
 
+def variant(src, out):
+    with open(src, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        h = json.loads(f.read(n))
+    meta = h["__metadata__"]
+    ts = st_read(src)
+    rng = np.random.default_rng(1)
+    d = ts["cls_token"].shape[-1]
+    res = {}
+    for k in h:
+        if k == "__metadata__":
+            continue
+        v = ts[k].astype(np.float32)
+        res["fc_" + k if k.startswith("norm.") else k] = v
+        for a, g in (("attn.proj.bias", "ls1.gamma"), ("mlp.fc2.bias", "ls2.gamma")):
+            if k.endswith(a):
+                res[k.replace(a, g)] = rng.uniform(0.5, 1.5, d).astype(np.float32)
+    ma = json.loads(meta["model_args"])
+    ma["global_pool"] = "avg"
+    ma["init_values"] = 1e-5
+    meta["model_args"] = json.dumps(ma)
+    hdr, blobs, off = {"__metadata__": meta}, [], 0
+    for k, v in res.items():
+        b = np.ascontiguousarray(v).tobytes()
+        hdr[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    hb = json.dumps(hdr).encode()
+    hb += b" " * (-len(hb) % 8)
+    with open(out, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)) + hb + b"".join(blobs))
+    return 0
+
+
+def swap(d):
+    import torch
+    from torch import nn
+    mod = load_module(d)
+    want_net = mod.load(d)
+    net = mod.build()
+    eps = mod.CONFIG["eps"]
+    for name in mod.SLOTS:  # timm's own modules in the slots
+        parent, _, leaf = name.rpartition(".")
+        owner = net.get_submodule(parent) if parent else net
+        setattr(owner, leaf, nn.LayerNorm(mod.CONFIG["embed_dim"], eps=eps))
+    mod.timm_swap_norms(net)
+    net.load_state_dict(mod.read_safetensors(os.path.join(d, "model.safetensors"))[0])
+    net.eval()
+    c = mod.CONFIG
+    x = torch.randn(3, c["in_chans"], c["img_size"], c["img_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = float((net(x) - want_net(x)).abs().max())
+    kinds = sorted({type(m).__name__ for n, m in net.named_modules() if n in mod.SLOTS})
+    print(f"after timm_swap_norms: slot modules {kinds}, max |logits diff| {diff:.3g}")
+    return 0 if diff == 0.0 else 1
+
+
 def main(a):
     if a[0] == "logits":
         return logits(a[1], a[2], a[3], float(a[4]), a[5] if len(a) > 5 else None)
+    if a[0] == "variant":
+        return variant(a[1], a[2])
+    if a[0] == "swap":
+        return swap(a[1])
     if a[0] == "same":
         x, y = st_read(a[1]), st_read(a[2])
         diff = [k for k in x if k not in y or not np.array_equal(x[k], y[k])]

@@ -70,6 +70,23 @@ expect_status 0 "PyTorch logits equal timm's within 1e-4" "$PY" "$CHECK" logits 
 expect_status 0 "export --set" "$NORMLAB" export --model "$SMALL" --set "$OPS" --to pytorch --output "$TMP/pt_set"
 expect_status 0 "export --set gives the replaced model's logits" "$PY" "$CHECK" logits "$TMP/pt_set" "$REF" "$TMP/expr_fwd.safetensors" 1e-4
 grep -q 'persistent=False' "$TMP/pt_expr/model.py"; ok $? "expression constants are a non-persistent buffer"
+# timm's options the fixtures lack: average pooling with fc_norm, layer scale
+expect_status 0 "a variant with avg pooling and layer scale" "$PY" "$CHECK" variant "$SMALL" "$TMP/avg.safetensors"
+sed 's/^norm = /fc_norm = /' "$OPS" >"$TMP/avg.exprs"
+expect_status 0 "replace (avg)" "$NORMLAB" replace --model "$TMP/avg.safetensors" --set "$TMP/avg.exprs" --output "$TMP/avgx.safetensors"
+"$NORMLAB" forward --model "$TMP/avgx.safetensors" --input "$REF" --output "$TMP/avgx_fwd.safetensors" --taps
+expect_status 0 "export --to pytorch (avg, layer scale)" "$NORMLAB" export --model "$TMP/avgx.safetensors" --to pytorch --output "$TMP/pt_avg"
+expect_status 0 "PyTorch logits equal normlab's within 1e-4 (avg, layer scale)" "$PY" "$CHECK" logits "$TMP/pt_avg" "$REF" "$TMP/avgx_fwd.safetensors" 1e-4
+sed 's/^/# /' "$TMP/out"
+if command -v cc >/dev/null; then
+  expect_status 0 "export --to c (fc_norm)" "$NORMLAB" export --model "$TMP/avgx.safetensors" --to c --output "$TMP/c_avg"
+  expect_status 0 "C norms equal normlab's within 1e-6 relative (fc_norm)" "$PY" "$CHECK" cnorm "$TMP/c_avg" "$TMP/avgx_fwd.safetensors" "$TMP/avgx.safetensors" 1e-6
+fi
+# into timm's class: timm_swap_norms puts the slots where timm has its LayerNorms
+for k in expr avg; do
+  expect_status 0 "timm_swap_norms, then the weights: the export's logits ($k)" "$PY" "$CHECK" swap "$TMP/pt_$k"
+  sed 's/^/# /' "$TMP/out"
+done
 # a second export into the same directory replaces it
 expect_status 0 "export over an earlier export" "$NORMLAB" export --model "$TMP/dyt.safetensors" --to pytorch --output "$TMP/pt_set"
 grep -q 'functools.partial(DyT, alpha=0.699999988)' "$TMP/pt_set/model.py"; ok $? "the earlier export was replaced"
