@@ -11,6 +11,8 @@
   export_check.py swap DIR
       timm_swap_norms on a model whose slots are plain nn.LayerNorm (as in
       timm's class), then the weights: logits equal load(DIR)'s
+  export_check.py imagefolder FMNIST_DIR OUT N
+      OUT/<label>/<i>.png: the first N Fashion-MNIST test images (PIL)
   export_check.py same A B
       the tensors of safetensors files A and B are bitwise the same
   export_check.py falls RUN_JSON
@@ -186,6 +188,20 @@ def swap(d):
     return 0 if diff == 0.0 else 1
 
 
+def imagefolder(src, out, n):
+    import gzip
+    from PIL import Image
+    with gzip.open(os.path.join(src, "t10k-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(os.path.join(src, "t10k-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+    for i in range(n):
+        d = os.path.join(out, f"class{y[i]}")
+        os.makedirs(d, exist_ok=True)
+        Image.fromarray(x[i]).save(os.path.join(d, f"{i:05d}.png"))
+    return 0
+
+
 def main(a):
     if a[0] == "logits":
         return logits(a[1], a[2], a[3], float(a[4]), a[5] if len(a) > 5 else None)
@@ -193,6 +209,8 @@ def main(a):
         return variant(a[1], a[2])
     if a[0] == "swap":
         return swap(a[1])
+    if a[0] == "imagefolder":
+        return imagefolder(a[1], a[2], int(a[3]))
     if a[0] == "same":
         x, y = st_read(a[1]), st_read(a[2])
         diff = [k for k in x if k not in y or not np.array_equal(x[k], y[k])]

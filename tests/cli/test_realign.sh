@@ -32,11 +32,19 @@ expect_status 0 "replace" "$NORMLAB" replace --model "$SMALL" --set "$OPS" --out
 expect_status 0 "export --to pytorch" "$NORMLAB" export --model "$TMP/expr.safetensors" --to pytorch --output "$TMP/pt"
 
 # gradients of one step: normlab (train --dump-grads) against the exported module
-for v in full affine; do
+# (NL_TEST_QUICK=1: the full variant only)
+variants="full affine"
+[ "${NL_TEST_QUICK:-0}" = 1 ] && variants=full
+for v in $variants; do
   expect_status 0 "train --dump-grads ($v)" "$NORMLAB" --threads 2 train --model "$TMP/expr.safetensors" --variant $v --images 16 --batch 16 --drop-path 0 --eval-images 1 --output "$TMP/run_$v" --dump-grads "$TMP/grads_$v.safetensors"
   expect_status 0 "gradients equal within 1e-4 relative ($v)" "$PY" "$RA" --export "$TMP/pt" --variant $v --grad-check "$TMP/grads_$v.safetensors"
   sed 's/^/# /' "$TMP/out"
 done
+# D: distilled from the original model (its export is the teacher)
+"$NORMLAB" export --model "$SMALL" --to pytorch --output "$TMP/pt_teacher" >/dev/null
+expect_status 0 "train --dump-grads (D)" "$NORMLAB" --threads 2 train --model "$TMP/expr.safetensors" --variant D --teacher "$SMALL" --tau 2 --lambda 0.7 --images 16 --batch 16 --drop-path 0 --eval-images 1 --output "$TMP/run_D" --dump-grads "$TMP/grads_D.safetensors"
+expect_status 0 "gradients equal within 1e-4 relative (D, tau 2, lambda 0.7)" "$PY" "$RA" --export "$TMP/pt" --variant D --teacher "$TMP/pt_teacher" --tau 2 --lambda 0.7 --grad-check "$TMP/grads_D.safetensors"
+sed 's/^/# /' "$TMP/out"
 # the check can fail: a different model's gradients differ
 "$NORMLAB" export --model "$TMP/dyt.safetensors" --to pytorch --output "$TMP/pt_dyt" >/dev/null
 expect_status 1 "another model's gradients differ" "$PY" "$RA" --export "$TMP/pt_dyt" --grad-check "$TMP/grads_full.safetensors"
@@ -59,4 +67,16 @@ expect_status 0 "normlab evaluates the checkpoint" "$NORMLAB" eval --model "$TMP
 expect_status 0 "normlab forward on the checkpoint" "$NORMLAB" forward --model "$TMP/ddp/last.safetensors" --input "$REF" --output "$TMP/ddp_fwd.safetensors"
 expect_status 0 "its logits equal PyTorch's within 1e-4" "$PY" "$CHECK" logits "$TMP/pt" "$REF" "$TMP/ddp_fwd.safetensors" 1e-4 "$TMP/ddp/last.safetensors"
 sed 's/^/# /' "$TMP/out"
+
+# ImageFolder data (PNGs of Fashion-MNIST test images), one process
+if [ "${NL_TEST_QUICK:-0}" = 1 ]; then
+  echo "ok $((_n = _n + 1)) # SKIP realign-ddp on an image folder: NL_TEST_QUICK"
+  done_testing
+  exit $?
+fi
+expect_status 0 "an image folder" "$PY" "$CHECK" imagefolder "$FM" "$TMP/folder" 24
+expect_status 0 "realign-ddp --data imagefolder:DIR (one process)" "$PY" "$RA" --export "$TMP/pt" --data "imagefolder:$TMP/folder" --eval "imagefolder:$TMP/folder" --batch 8 --epochs 1 --workers 0 --output "$TMP/ifo"
+expect_status 0 "normlab evaluates its checkpoint" "$NORMLAB" eval --model "$TMP/ifo/last.safetensors" --images 16
+expect_status 1 "a missing image folder is an error naming it" "$PY" "$RA" --export "$TMP/pt" --data "imagefolder:$TMP/nofolder" --output "$TMP/ifo2"
+expect_err "nofolder" "the error names the folder"
 done_testing
