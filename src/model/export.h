@@ -18,9 +18,9 @@
  *                      "<slot>.alpha", norm kinds in __metadata__).
  *   README.md          how to load it, also into timm's own class.
  * C (nl_export_c): norms.h and norms.c, one function per norm slot,
- *   void PREFIX_<slot>(float *restrict y, const float *restrict x,
+ *   void nl_norm_<slot>(float *restrict y, const float *restrict in,
  *                      const float *restrict w, const float *restrict b, int d)
- *   computing y = f(x) * w + b over one token of d floats (LayerNorm slots:
+ *   computing y = f(x) * w + b over one token x = in[0..d-1] (LayerNorm slots:
  *   the LayerNorm with its eps), with the element-wise functions normlab's
  *   own kernels use (base/vmath.h: exp, tanh, sigmoid as branch-free
  *   float code; libm's sqrtf for LayerNorm only), so the loops vectorise and the results match
