@@ -412,6 +412,7 @@ static int py_generated(FILE *o, const nl_vit *m, const char *st_path, nl_error 
   nl_st_close(&f);
   char *mt = json_dumps(meta, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_ENSURE_ASCII);
   json_decref(meta);
+  if (!mt) return nl_fail(err, NL_ENOMEM, "%s: cannot print its metadata", st_path);
   fprintf(o, "CONFIG = {\"img_size\": %d, \"patch_size\": %d, \"in_chans\": %d, "
              "\"num_classes\": %d, \"embed_dim\": %d, \"depth\": %d, \"num_heads\": %d, "
              "\"mlp_hidden\": %d, \"qkv_bias\": %s, \"class_token\": %s, "

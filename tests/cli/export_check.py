@@ -13,6 +13,10 @@
       timm's class), then the weights: logits equal load(DIR)'s
   export_check.py imagefolder FMNIST_DIR OUT N
       OUT/<label>/<i>.png: the first N Fashion-MNIST test images (PIL)
+  export_check.py augment REALIGN_DDP
+      realign-ddp's batch augmentation against normlab's rule written out
+      (train/augment.c: source column (flip ? W-1-x : x) + dx - 2, row
+      y + dy - 2, outside: the pad value)
   export_check.py same A B
       the tensors of safetensors files A and B are bitwise the same
   export_check.py falls RUN_JSON
@@ -202,6 +206,33 @@ def imagefolder(src, out, n):
     return 0
 
 
+def augment(script):
+    import importlib.machinery
+    import torch
+    loader = importlib.machinery.SourceFileLoader("realign_ddp", script)
+    spec = importlib.util.spec_from_loader("realign_ddp", loader)
+    ra = importlib.util.module_from_spec(spec)
+    loader.exec_module(ra)
+    x = torch.randn(16, 2, 5, 7)
+    out = ra.pad_crop_flip(x, -9.0, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the same draws, in the script's order
+    B, C, H, W = x.shape
+    dy = torch.randint(0, 5, (B, 1), generator=g)
+    dx = torch.randint(0, 5, (B, 1), generator=g)
+    fl = torch.rand(B, 1, generator=g) < 0.5
+    ref = torch.full_like(x, -9.0)
+    for b in range(B):
+        for y in range(H):
+            for c in range(W):
+                sy = y + int(dy[b, 0]) - 2
+                sx = (W - 1 - c if fl[b, 0] else c) + int(dx[b, 0]) - 2
+                if 0 <= sy < H and 0 <= sx < W:
+                    ref[b, :, y, c] = x[b, :, sy, sx]
+    diff = float((out - ref).abs().max())
+    print(f"{B} images, {int(fl.sum())} flipped: max |diff| {diff}")
+    return 0 if diff == 0.0 and 0 < int(fl.sum()) < B else 1
+
+
 def main(a):
     if a[0] == "logits":
         return logits(a[1], a[2], a[3], float(a[4]), a[5] if len(a) > 5 else None)
@@ -211,6 +242,8 @@ def main(a):
         return swap(a[1])
     if a[0] == "imagefolder":
         return imagefolder(a[1], a[2], int(a[3]))
+    if a[0] == "augment":
+        return augment(a[1])
     if a[0] == "same":
         x, y = st_read(a[1]), st_read(a[2])
         diff = [k for k in x if k not in y or not np.array_equal(x[k], y[k])]

@@ -49,13 +49,17 @@ sed 's/^/# /' "$TMP/out"
 "$NORMLAB" export --model "$TMP/dyt.safetensors" --to pytorch --output "$TMP/pt_dyt" >/dev/null
 expect_status 1 "another model's gradients differ" "$PY" "$RA" --export "$TMP/pt_dyt" --grad-check "$TMP/grads_full.safetensors"
 
+# the augmentation (random crop from a 2-pixel pad, flip) is normlab's
+expect_status 0 "realign-ddp's augmentation follows normlab's rule" "$PY" "$CHECK" augment "$RA"
+sed 's/^/# /' "$TMP/out"
+
 # two ranks over gloo (torchrun's own --redirects/--tee given: Debian 12's
 # torch 1.13 on Python 3.11 fails on their defaults)
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 run env OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nnodes 1 --nproc_per_node 2 \
   --rdzv_backend c10d --rdzv_endpoint "127.0.0.1:$port" --redirects 2 --tee 2 --log_dir "$TMP/ddplogs" \
   "$RA" --backend gloo --export "$TMP/pt" --variant full --images 64 --batch 16 --epochs 2 \
-  --no-augment --lr 1e-3 --eval-images 64 --save-every-rank --output "$TMP/ddp"
+  --lr 1e-3 --eval-images 64 --save-every-rank --output "$TMP/ddp"
 ok $rc "torchrun --nproc_per_node 2: realign-ddp over gloo"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$TMP/err" | tail -15
 grep 'realign-ddp: epoch' "$TMP/out" "$TMP/err" | sed 's/^/# /'
