@@ -20,6 +20,7 @@
 #include "base/rng.h"
 #include "base/timer.h"
 #include "data/dataset.h"
+#include "model/safetensors.h"
 #include "model/vit.h"
 #include "train/augment.h"
 #include "train/loss.h"
@@ -71,6 +72,9 @@ static const nl_opt opts[] = {
      "loaded)",
      NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print the log as one JSON object", NULL, 0},
+    {"dump-grads", NL_OPT_STR, "FILE", NULL,
+     "write the first step's batch and gradients to FILE (safetensors) and stop", NULL,
+     NL_OPTF_PATH},
     {0},
 };
 
@@ -146,7 +150,33 @@ typedef struct {
   nl_vit_trainer t;
   int have_t_;
   json_t *log;
+  const char *dump_grads; /* --dump-grads FILE, or NULL */
 } train_state;
+
+/* --dump-grads: the batch of the step just taken ("inputs" [B, C, H, W] as
+ * trained on, "labels" I32 [B]) and the gradient of every tensor
+ * ("grad.NAME", zero for frozen groups), with the loss in __metadata__. */
+static int dump_grads(const train_state *S, int B, const char *path, nl_error *err) {
+  const nl_vit *m = &S->m;
+  const nl_vit_config *c = &m->cfg;
+  nl_st_writer *w = nl_st_writer_new();
+  int64_t xs[4] = {B, c->in_chans, c->img_size, c->img_size}, ys[1] = {B};
+  int rc = nl_st_writer_add(w, "inputs", S->xb, 4, xs, err);
+  if (!rc) rc = nl_st_writer_add_raw(w, "labels", NL_DT_I32, S->yb, 1, ys, err);
+  char name[64];
+  for (int i = 0; !rc && i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    snprintf(name, sizeof name, "grad.%s", p->name);
+    rc = nl_st_writer_add(w, name, S->t.grad + p->offset, p->ndim, p->shape, err);
+  }
+  char meta[160];
+  snprintf(meta, sizeof meta, "{\"loss\": %.9g, \"ce\": %.9g, \"kl\": %.9g}", S->t.loss,
+           S->t.ce, S->t.kl);
+  nl_st_writer_meta(w, "step", meta);
+  if (!rc) rc = nl_st_writer_save(w, path, err);
+  nl_st_writer_free(w);
+  return rc ? nl_error_prefix(err, "--dump-grads") : 0;
+}
 
 static void cleanup(train_state *s) {
   if (s->have_t_) nl_vt_free(&s->t);
@@ -386,6 +416,14 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         rc = nl_error_prefix(err, "epoch %ld, batch %ld", e, b);
         break;
       }
+      if (S->dump_grads) { /* a check against other trainers: one step, then stop */
+        free(perm);
+        free(aug);
+        if (dump_grads(S, B, S->dump_grads, err)) return -1;
+        fprintf(ctx->out, "wrote the batch and gradients of step %ld (loss %.6f) to %s\n", step + 1,
+                t->loss, S->dump_grads);
+        return 0;
+      }
       loss_sum += t->loss;
       double now = nl_now();
       if (ctx->tty ? now - last > 0.5 : now - last > 30 || b + 1 == nb) {
@@ -477,6 +515,7 @@ static int parse(nl_ctx *ctx, const nl_args *a, nl_train_opts *o, nl_error *err)
   const nl_opt *ol = a->cmd->opts;
   for (int i = 0; ol[i].name; i++)
     if (a->val[i] && strcmp(ol[i].name, "model") && strcmp(ol[i].name, "set") &&
+        strcmp(ol[i].name, "dump-grads") &&
         /* given, or from the session */
         nl_train_opts_set(o, ol[i].name, ol[i].type == NL_OPT_FLAG ? NULL : a->val[i], err))
       return -1;
@@ -501,6 +540,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   train_state S;
   memset(&S, 0, sizeof S);
   if (!A.threads) A.threads = ctx->threads;
+  S.dump_grads = nl_arg_str(a, "dump-grads");
   int rc = train_run(ctx, &A, &norms, &S, err);
   cleanup(&S);
   nl_model_norms_free(&norms);

@@ -117,6 +117,8 @@ typedef enum {
   NL_PRINT_C,         /* C expression over float x (tanhf, ...) */
   NL_PRINT_TORCH,     /* PyTorch expression over tensor x */
   NL_PRINT_LATEX,
+  NL_PRINT_TORCH_BUF, /* PyTorch with constant k (postfix order) as c[k], for a
+                       * module that keeps its constants in a buffer c */
 } nl_print_style;
 
 /* Canonical infix with minimal parentheses. Caller frees. */

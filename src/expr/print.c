@@ -84,7 +84,7 @@ static void children(const nl_prog *p, int i, int *c) {
 
 static int prec_of(const nl_prog *p, int i, nl_print_style st) {
   const nl_node *n = &p->nodes[i];
-  if (n->op == NL_OP_CONST) return signbit(n->val) ? 3 : 5;
+  if (n->op == NL_OP_CONST) return signbit(n->val) && st != NL_PRINT_TORCH_BUF ? 3 : 5;
   if (n->op == NL_OP_POW && st == NL_PRINT_C) return 5;
   if (n->op == NL_OP_DIV && st == NL_PRINT_LATEX) return 5;
   return nl_ops[n->op].prec;
@@ -96,6 +96,7 @@ static const char *fmt_of(const nl_node *n, nl_print_style st) {
     case NL_PRINT_C:
       return o->c_fmt;
     case NL_PRINT_TORCH:
+    case NL_PRINT_TORCH_BUF:
       return o->torch_fmt;
     case NL_PRINT_LATEX:
       return o->latex_fmt;
@@ -121,7 +122,8 @@ static void operand(sbuf *b, const nl_prog *p, int i, int need, int no_minus,
   int paren = prec_of(p, i, st) < need;
   if (!paren && no_minus) {
     const nl_node *n = &p->nodes[i];
-    paren = (n->op == NL_OP_NEG) || (n->op == NL_OP_CONST && signbit(n->val));
+    paren = (n->op == NL_OP_NEG) ||
+            (n->op == NL_OP_CONST && signbit(n->val) && st != NL_PRINT_TORCH_BUF);
   }
   if (paren) sb_puts(b, st == NL_PRINT_LATEX ? "\\left(" : "(");
   print_rec(b, p, i, st);
@@ -132,6 +134,13 @@ static void print_rec(sbuf *b, const nl_prog *p, int i, nl_print_style st) {
   const nl_node *n = &p->nodes[i];
   const nl_opinfo *o = &nl_ops[n->op];
   char t[96];
+  if (n->op == NL_OP_CONST && st == NL_PRINT_TORCH_BUF) { /* c[k]: k-th constant */
+    int k = 0;
+    for (int j = 0; j < i; j++) k += p->nodes[j].op == NL_OP_CONST;
+    snprintf(t, sizeof t, "c[%d]", k);
+    sb_puts(b, t);
+    return;
+  }
   if (n->op == NL_OP_CONST) {
     fmt_const(t, sizeof t, n->val, st);
     sb_puts(b, t);

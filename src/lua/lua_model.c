@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "expr/expr.h"
 #include "lua/local.h"
+#include "model/export.h"
 #include "model/extract.h"
 #include "model/maps.h"
 #include "model/replace.h"
@@ -250,6 +251,21 @@ static int m_save(lua_State *L) {
   nl_error err;
   nl_error_clear(&err);
   if (nl_vit_save(&h->m, luaL_checkstring(L, 2), &err) != 0) return nl_lua_fail(L, "model:save", &err);
+  lua_pushvalue(L, 1);
+  return 1;
+}
+
+/* model:export(dir, [to]) -> model: the model as it is in memory, as
+ * `normlab export --to pytorch` (default) or `--to c` writes it */
+static int m_export(lua_State *L) {
+  lmodel *h = check_model(L, 1);
+  const char *dir = luaL_checkstring(L, 2);
+  static const char *const tos[] = {"pytorch", "c", NULL};
+  int to = luaL_checkoption(L, 3, "pytorch", tos);
+  nl_error err;
+  nl_error_clear(&err);
+  int rc = to == 1 ? nl_export_c(&h->m, dir, &err) : nl_export_pytorch(&h->m, dir, &err);
+  if (rc != 0) return nl_lua_fail(L, "model:export", &err);
   lua_pushvalue(L, 1);
   return 1;
 }
@@ -795,6 +811,7 @@ void nl_lua_open_model(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"info", m_info},       {"norms", m_norms}, {"eval", m_eval},       {"extract", m_extract},
       {"set_norm", m_set_norm}, {"apply", m_apply}, {"save", m_save},     {"path", m_path},
+      {"export", m_export},
       {"replace", m_replace}, {"train", m_train}, {"calibrate", m_calibrate}, {"close", m_gc},       {NULL, NULL},
   };
   static const luaL_Reg meta[] = {{"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};

@@ -42,3 +42,12 @@ tests_unit_test_extract_LDADD = $(NL_TEST_LDADD)
 # the bundled default model, installed beside the other data
 nlmodelsdir = $(pkgdatadir)/models
 nlmodels_DATA = samples/models/vit_small_p7_fmnist.safetensors
+# Export to PyTorch and C (model/export.h).
+libnormlab_a_SOURCES += src/model/export.c src/model/export.h
+NL_CLI_TESTS += tests/cli/test_export.sh
+EXTRA_DIST += tests/cli/export_check.py tests/data/export_ops.exprs
+# the Python helpers normlab runs or documents, installed beside the models
+nlscriptsdir = $(pkgdatadir)/scripts
+dist_nlscripts_SCRIPTS = scripts/export-onnx
+NL_CLI_TESTS += tests/cli/test_realign.sh
+dist_nlscripts_SCRIPTS += scripts/realign-ddp

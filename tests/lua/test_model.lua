@@ -98,6 +98,24 @@ else
 end
 dm:set_norm("blocks.0.norm1", "layernorm")
 T.ok(dm:norms()[1].kind == "layernorm", "set_norm(layer, 'layernorm') restores it")
+-- export of the model in memory: the fixture's alphas in the generated code
+local edir = os.tmpname() .. ".export"
+T.ok(dm:export(edir, "c") == dm, "model:export(dir, 'c') returns the model")
+local h = io.open(edir .. "/norms.h"):read("a")
+local nproto = select(2, h:gsub("void nl_norm_[%w_]+%(float %*restrict y", ""))
+T.ok(nproto == #fx.ln_layers, "norms.h: one function per norm layer (" .. nproto .. ")")
+local c = io.open(edir .. "/norms.c"):read("a")
+local a2 = tonumber(c:match("nl_norm_blocks_0_norm2%(.-DyT: tanh%(([%d.e+-]+) x%)"))
+T.close(a2, by["blocks.0.norm2"].alpha, 1e-6, "norms.c: blocks.0.norm2 is DyT at the alpha set")
+T.ok(c:find("LayerNorm, eps", 1, true) ~= nil, "norms.c: blocks.0.norm1 is a LayerNorm again")
+dm:export(edir, "pytorch")
+local py = io.open(edir .. "/model.py"):read("a")
+T.ok(select(2, py:gsub("functools.partial%(DyT, alpha=", "")) == #fx.ln_layers - 1,
+     "model.py: DyT modules in the other slots")
+T.ok(io.open(edir .. "/norms.c") == nil, "an export over an export replaces it")
+T.raises("invalid option", "model:export: an unknown format is an error", dm.export, dm, edir, "tflite")
+for _, f in ipairs{"model.py", "model.safetensors", "README.md"} do os.remove(edir .. "/" .. f) end
+os.remove(edir)
 local set = nl.exprset{["blocks.0.norm1"] = "tanh(4.5*x)", ["norm"] = "clip(x)"}
 T.ok(dm:apply(set) == 2 and dm:norms()[1].kind == "expr" and dm:norms()[1].expr == "tanh(4.5*x)", "apply(set) sets expression norms")
 T.raises("no norm layer 'blocks.77.norm1'", "apply names an unknown layer", dm.apply, dm, nl.exprset{["blocks.77.norm1"] = "x"})

@@ -450,6 +450,13 @@ static void test_print(void **state) {
   check_print("tanh(x)*2 + clip(x)", NL_PRINT_TORCH,
               "torch.tanh(x)*2 + torch.clamp(x, -5.0, 5.0)");
   check_print("(x+1)^3*sigmoid(x)", NL_PRINT_TORCH, "(x + 1)**3*torch.sigmoid(x)");
+  /* constants as c[k] of a buffer, k in postfix order; never parenthesised */
+  check_print("x^3 - -0.5", NL_PRINT_TORCH_BUF, "x**3 - c[0]");
+  check_print("x - -2", NL_PRINT_TORCH_BUF, "x - c[0]");
+  check_print("(-2)^2*x", NL_PRINT_TORCH_BUF, "c[0]**2*x");
+  check_print("clip(x, -1, 2)*0.5 + 1", NL_PRINT_TORCH_BUF,
+              "torch.clamp(x, c[0], c[1])*c[2] + c[3]");
+  check_print("-(x*2) + tanh(3*x)", NL_PRINT_TORCH_BUF, "-(x*c[0]) + torch.tanh(c[1]*x)");
   check_print("(x+1)/2", NL_PRINT_LATEX, "\\frac{x + 1}{2}");
   check_print("tanh(x)*x^2", NL_PRINT_LATEX, "\\tanh\\left(x\\right) \\cdot x^{2}");
   check_print("(-2)^2", NL_PRINT_LATEX, "\\left(-2\\right)^{2}");
