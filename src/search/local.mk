@@ -26,7 +26,7 @@ tests_unit_test_gp_LDADD = $(NL_TEST_LDADD)
 libnormlab_a_SOURCES += src/search/fit.c src/search/fit.h src/search/fronts.c
 
 # Command evolve.
-NL_CLI_TESTS += tests/cli/test_evolve.sh
+NL_CLI_TESTS += tests/cli/test_evolve.sh tests/cli/test_budget.sh
 
 check_PROGRAMS += tests/unit/test_budget
 NL_UNIT_TESTS += tests/unit/test_budget
