@@ -474,8 +474,9 @@ static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     const char *mark = (int)i == knee && (int)i == minval ? "both" : (int)i == knee ? "knee"
                        : (int)i == minval                   ? "minval"
                                                             : "";
-    fprintf(ctx->out, "%4zu %4d %4d %5d %5d %11.6g %11.6g %8.5f  %-6s  %s\n", i + 1, x->seed,
-            x->rank, x->nodes, x->flops, x->val_fitness, x->val_mse, x->val_r2, mark, x->expr);
+    fprintf(ctx->out, "%4zu %4d %4d %5d %5d %11.6g %11.6g %8.5f  %-6s  %s%s%s\n", i + 1, x->seed,
+            x->rank, x->nodes, x->flops, x->val_fitness, x->val_mse, x->val_r2, mark, x->expr,
+            x->origin ? "  # " : "", x->origin ? nl_gp_origin_name(x->origin) : "");
   }
   fprintf(ctx->out, "%zu members; 'pick %s N|knee|minval' sets the layer's expression\n", n,
           a->pos[0]);
@@ -490,7 +491,9 @@ static const nl_cmd cmd_front = {
     .help = "Members of all seeds, ordered by FLOPs then validation MSE, numbered from 1.\n"
             "'minval' marks the lowest validation fitness (ties: fewer nodes), 'knee' the\n"
             "knee of the (FLOPs, val MSE) non-dominated set: the member farthest from the\n"
-            "line through its two ends, both axes scaled to [0, 1] (as evolve --select).",
+            "line through its two ends, both axes scaled to [0, 1] (as evolve --select).\n"
+            "Members given by evolve --init or sent by 'inject' end with '# seed' or\n"
+            "'# injected'.",
     .opts = no_opts,
     .min_pos = 1,
     .max_pos = 1,

@@ -71,6 +71,9 @@ awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /[0-9]/) v[++n] = $i }
                && (v[4] - 0.5)^2 < 4e-4) }' "$TMP/nums"
 ok $? "the chosen constants are the generator's"
 
+expect_status 0 "front lists the members" "$NORMLAB" -c "load fronts $TMP/ev; front L"
+expect_out "clip\(x, -0.7, 0.5\)  # seed$" "front marks the seed's members"
+
 # ---- a front with no member within the budget ----
 # rewrite the finished part's members to one tanh (23 FLOPs): rerunning
 # the same command re-selects from disk and names the cheapest cost
