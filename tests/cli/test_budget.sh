@@ -43,6 +43,21 @@ expect_status 2 "--init with more nodes than --max-nodes exits 2" "$NORMLAB" evo
   --output "$TMP/o" --init "$TMP/long.exprs" --max-nodes 10
 expect_err "long.exprs:1: L's expression has 21 nodes, more than --max-nodes 10" "the error names file, line and limit"
 
+# ---- scripts/pwl-seeds: one 5-FLOP piecewise-linear seed per layer ----
+run sh "$NL_SRCDIR/scripts/pwl-seeds" "$M" "$NORMLAB"
+ok "$rc" "pwl-seeds runs"
+cp "$TMP/out" "$TMP/pwl.exprs"
+# x is uniform on [-2, 2]: s = 4/sqrt(12) = 1.1547 (sample std within 2 %)
+sed -n 's/^L = \(.*\)$/\1/p' "$TMP/pwl.exprs" | tr -c '0-9.\n-' ' ' | awk '{
+  s = 2 / sqrt(3); ok = NF == 7
+  want[1] = 0.05 / s; want[2] = 0.6 / s; want[3] = -s; want[4] = s; want[5] = 0.3 / s
+  want[6] = -3 * s; want[7] = 3 * s
+  for (i = 1; i <= 7; i++) if ((($i - want[i]) / want[i])^2 > 4e-4) ok = 0
+  exit !ok }'
+ok $? "the seed is a*x + b*clip(x, -s, s) + c*clip(x, -3s, 3s) with the layer's x std"
+expect_status 0 "cost of the seeds" "$NORMLAB" cost "$TMP/pwl.exprs"
+expect_out "^  L +.* 5 +[0-9,]+ +[0-9,]+$" "the seed costs 5 FLOPs per element"
+
 # ---- --init: the exact generating function wins, origin seed ----
 printf 'L = 0.3*x + 1.7*clip(x, -0.7, 0.5)  # the generator\nother = x\n' >"$TMP/seed.exprs"
 expect_status 0 "evolve --init --select budget=ln --max-flops ln" "$NORMLAB" evolve --maps "$M" \
