@@ -89,6 +89,28 @@ ok $? "the chosen constants are the generator's"
 expect_status 0 "front lists the members" "$NORMLAB" -c "load fronts $TMP/ev; front L"
 expect_out "clip\(x, -0.7, 0.5\)  # seed$" "front marks the seed's members"
 
+# ---- Lua: the same options ----
+cat >"$TMP/b.lua" <<LUA
+local nl = require "normlab"
+local m = nl.load_maps("$M")
+local r = nl.evolve(m, {pop = 30, gens = 4, threads = 1, penalty = 0, select = "budget=ln",
+                        max_flops = "ln", init = "$TMP/seed.exprs"})
+local l = r.layers[1]
+print("lua:", l.name, l.flops, l.origin, string.format("%.6f", l.val_r2))
+local c = nl.evolve(m, {pop = 30, gens = 2, threads = 1, select = "budget=ln", max_flops = "ln",
+                        init = "$TMP/seed.exprs", output = "$TMP/lev"})
+print("campaign:", c.layers[1].name, c.layers[1].flops)
+local ok, e = pcall(nl.evolve, m, {select = "budget=zero"})
+print("bad:", e)
+ok, e = pcall(nl.evolve, m, {init = "$TMP/bad.exprs"})
+print("badinit:", e)
+LUA
+expect_status 0 "normlab.evolve with select, max_flops and init" "$NORMLAB" lua "$TMP/b.lua"
+expect_out "^lua:	L	[0-5]	seed	0.99" "in memory: the seed's member, within 5 FLOPs"
+expect_out "^campaign:	L	[0-5]$" "a campaign with a budget"
+expect_out "^bad:.*--select: budget expects a number" "a bad budget is an error"
+expect_out "^badinit:.*bad.exprs:3" "a bad init file is an error naming file and line"
+
 # ---- a front with no member within the budget ----
 # rewrite the finished part's members to one tanh (23 FLOPs): rerunning
 # the same command re-selects from disk and names the cheapest cost
