@@ -90,7 +90,7 @@ int nl_gp_config_check(const nl_gp_config *c, nl_error *err) {
     s += c->op_weight[k];
   }
   NEED(s > 0, "operator weights must not all be 0");
-  NEED(c->budget == NL_GP_LN || (c->budget > 0 && isfinite(c->budget)),
+  NEED(c->select != NL_GP_BUDGET || c->budget == NL_GP_LN || (c->budget > 0 && isfinite(c->budget)),
        "the budget must be > 0 FLOPs per element or ln, got %g", c->budget);
   NEED(c->max_flops == NL_GP_LN || (c->max_flops >= 0 && isfinite(c->max_flops)),
        "max-flops must be > 0 FLOPs per element or ln, got %g", c->max_flops);

@@ -76,6 +76,19 @@ int nl_job_inject(const char *layer, const nl_prog *p, nl_error *err) {
   int searched = J.nlayers ? strcmp(J.one_layer, layer) == 0 : nl_maps_index(&J.maps, layer) >= 0;
   if (!searched)
     return nl_fail(err, NL_EINPUT, "the background evolve does not search layer '%s'", layer);
+  /* a layer whose searches are over would never take it */
+  pthread_mutex_lock(&J.mu);
+  int over = 0;
+  if (J.have_prog && !J.nlayers && J.seeds > 0)
+    over = nl_maps_index(&J.maps, layer) < J.prog.task / J.seeds;
+  char now[256];
+  snprintf(now, sizeof now, "%s", J.layer);
+  pthread_mutex_unlock(&J.mu);
+  if (over)
+    return nl_fail(err, NL_EINPUT,
+                   "the background evolve has finished layer '%s' (it is on %s); seed a new run "
+                   "with --init instead",
+                   layer, now);
   if (p->len > J.cfg.max_nodes)
     return nl_fail(err, NL_EINPUT,
                    "%s's expression has %d nodes, more than the search's --max-nodes %d", layer,
