@@ -34,8 +34,12 @@ static const nl_opt opts[] = {
     {"const-points", NL_OPT_INT, "N", "4096",
      "training points the Adam steps see (fixed subsample; 0: all)", NULL, 0},
     {"complexity", NL_OPT_CHOICE, NULL, "nodes", "second objective", "nodes|flops", 0},
-    {"select", NL_OPT_CHOICE, NULL, "minval", "expression chosen from a front", "minval|knee",
-     0},
+    {"select", NL_OPT_STR, "HOW", "minval",
+     "chosen from a front: minval|knee|budget=F|budget=ln", NULL, 0},
+    {"max-flops", NL_OPT_STR, "F|ln", NULL,
+     "search-time FLOPs/element limit (ln: 5 + 2/d)", NULL, 0},
+    {"init", NL_OPT_STR, "FILE", NULL, "expressions (.exprs) seeding each layer's population",
+     NULL, NL_OPTF_PATH},
     {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL,
      NL_OPTF_SESSION},
     {"recompute", NL_OPT_FLAG, NULL, NULL,
@@ -89,10 +93,18 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_gp_campaign_opts_free(&o);
     return -1;
   }
+  nl_exprset init;
+  nl_exprset_init(&init);
+  if (o.init && nl_exprset_load(o.init, &init, err) != 0) {
+    nl_maps_free(&m);
+    nl_gp_campaign_opts_free(&o);
+    return -1;
+  }
   const char *one[1] = {o.layer};
   nl_gp_campaign cam = {.cfg = &o.cfg, .maps = &m, .layers = o.layer ? one : NULL,
                         .nlayers = o.layer ? 1 : 0, .seeds = o.seeds, .outdir = outdir,
-                        .recompute = o.recompute};
+                        .recompute = o.recompute, .init = o.init ? &init : NULL,
+                        .init_path = o.init};
   live lv = {ctx, 0};
   if (ctx->tty) {
     cam.progress = progress;
@@ -101,6 +113,12 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_gp_summary s;
   int rc = nl_gp_campaign_run(&cam, &s, err);
   if (lv.shown) fputc('\n', ctx->err);
+  for (int i = 0; rc == 0 && i < s.nlayers; i++)
+    if (s.layers[i].over_budget)
+      fprintf(ctx->err,
+              "evolve: layer %s: no front member within the budget of %.4g FLOPs per element "
+              "(the cheapest costs %d); left out of %s/chosen.exprs (try --max-flops)\n",
+              s.layers[i].name, s.layers[i].limit, s.layers[i].cheapest, outdir);
   if (rc == 0) {
     double sr2 = 0;
     int nr = 0;
@@ -115,9 +133,16 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       for (int i = 0; i < s.nlayers; i++) {
         const nl_gp_layer_summary *l = &s.layers[i];
         json_array_append_new(
-            ls, json_pack("{s:s,s:s,s:f,s:f,s:i,s:i,s:f}", "name", l->name, "expr",
+            ls, json_pack("{s:s,s:s,s:f,s:f,s:i,s:i,s:f,s:s}", "name", l->name, "expr",
                           l->expr ? l->expr : "", "val_mse", l->val_mse, "val_r2", l->val_r2,
-                          "flops", l->flops, "nodes", l->nodes, "seconds", l->seconds));
+                          "flops", l->flops, "nodes", l->nodes, "seconds", l->seconds, "origin",
+                          nl_gp_origin_name(l->origin)));
+        json_t *jl = json_array_get(ls, json_array_size(ls) - 1);
+        if (l->limit > 0) {
+          json_object_set_new(jl, "budget", json_real(l->limit));
+          json_object_set_new(jl, "refit", json_boolean(l->refitted));
+          if (l->over_budget) json_object_set_new(jl, "cheapest", json_integer(l->cheapest));
+        }
       }
       json_object_set_new(root, "layers", ls);
       json_object_set_new(root, "mean_val_r2", json_real(isfinite(mean) ? mean : 0));
@@ -144,6 +169,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
   }
   nl_gp_summary_free(&s);
+  nl_exprset_free(&init);
   nl_maps_free(&m);
   nl_gp_campaign_opts_free(&o);
   return rc;
@@ -167,15 +193,28 @@ const nl_cmd nl_cmd_evolve = {
         "DIR receives LAYER.csv (the fronts of all seeds: layer,seed,rank,nodes,flops,\n"
         "train_fitness,val_fitness,val_mse,val_r2,expr) and chosen.exprs (per layer the\n"
         "selection of the seed with the lowest validation F; --select minval: lowest\n"
-        "validation F on the front, knee: knee of the (flops, val MSE) front; the entries\n"
-        "of layers not searched are kept). Each layer-seed is written to DIR/parts/ when\n"
+        "validation F on the front, knee: knee of the (flops, val MSE) front, budget=F:\n"
+        "lowest validation F among the members costing at most F FLOPs per element on\n"
+        "the simplified tree (clip 0, as 'cost' prints), budget=ln: at most LayerNorm's\n"
+        "5 + 2/d (d from the mappings' width metadata; unknown: 5); the chosen member is\n"
+        "simplified and its constants re-fitted by Levenberg-Marquardt on the training\n"
+        "points, kept when validation F is not worse; a layer with no member within the\n"
+        "budget is named with the cheapest cost found and left out; the entries\n"
+        "of layers not searched are kept). --max-flops F|ln limits the search itself:\n"
+        "a candidate costing more (or with a clip(a, lo, hi) whose bounds depend on x)\n"
+        "gets F = inf, operators costing more are not drawn, and clip(a, lo, hi) with\n"
+        "constant bounds joins the operators. --init FILE.exprs puts the expression\n"
+        "named like a layer into that layer's initial population; the fronts' origin\n"
+        "column tells the search's members from such seeds and from expressions sent by\n"
+        "'inject LAYER' at the prompt into 'evolve ... &'.\n"
+        "Each layer-seed is written to DIR/parts/ when\n"
         "done, with the mappings' fingerprint and the settings; rerunning the same command\n"
         "skips finished work, and a part from other mappings or settings is an error\n"
         "naming it (--recompute: search it again). A layer whose y is constant is an\n"
         "error. Ctrl-C stops after the current generation and keeps its front as a\n"
         "partial result. Same seed, same result, for any thread count.\n"
         "JSON: {\"layers\":[{\"name\",\"expr\",\"val_mse\",\"val_r2\",\"flops\",\"nodes\","
-        "\"seconds\"}],\n\"mean_val_r2\",\"seconds\"}.",
+        "\"seconds\",\"origin\"[,\"budget\",\"refit\",\"cheapest\"]}],\n\"mean_val_r2\",\"seconds\"}.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

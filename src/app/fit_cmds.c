@@ -474,8 +474,9 @@ static int run_front(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     const char *mark = (int)i == knee && (int)i == minval ? "both" : (int)i == knee ? "knee"
                        : (int)i == minval                   ? "minval"
                                                             : "";
-    fprintf(ctx->out, "%4zu %4d %4d %5d %5d %11.6g %11.6g %8.5f  %-6s  %s\n", i + 1, x->seed,
-            x->rank, x->nodes, x->flops, x->val_fitness, x->val_mse, x->val_r2, mark, x->expr);
+    fprintf(ctx->out, "%4zu %4d %4d %5d %5d %11.6g %11.6g %8.5f  %-6s  %s%s%s\n", i + 1, x->seed,
+            x->rank, x->nodes, x->flops, x->val_fitness, x->val_mse, x->val_r2, mark, x->expr,
+            x->origin ? "  # " : "", x->origin ? nl_gp_origin_name(x->origin) : "");
   }
   fprintf(ctx->out, "%zu members; 'pick %s N|knee|minval' sets the layer's expression\n", n,
           a->pos[0]);
@@ -490,7 +491,9 @@ static const nl_cmd cmd_front = {
     .help = "Members of all seeds, ordered by FLOPs then validation MSE, numbered from 1.\n"
             "'minval' marks the lowest validation fitness (ties: fewer nodes), 'knee' the\n"
             "knee of the (FLOPs, val MSE) non-dominated set: the member farthest from the\n"
-            "line through its two ends, both axes scaled to [0, 1] (as evolve --select).",
+            "line through its two ends, both axes scaled to [0, 1] (as evolve --select).\n"
+            "Members given by evolve --init or sent by 'inject' end with '# seed' or\n"
+            "'# injected'.",
     .opts = no_opts,
     .min_pos = 1,
     .max_pos = 1,
@@ -506,23 +509,51 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_front_member *m = fr.m;
   size_t n = fr.n;
   long idx = -1;
+  double limit = 0;
   if (strcmp(which, "knee") == 0) {
     idx = knee;
   } else if (strcmp(which, "minval") == 0) {
     idx = minval;
+  } else if (strncmp(which, "budget", 6) == 0) {
+    nl_gp_selection how;
+    double b = 0;
+    if (nl_gp_selection_parse(which, "pick", &how, &b, err) != 0) {
+      nl_fronts_free(&fr);
+      return -1;
+    }
+    /* the width d for budget=ln: the session's model, else unknown (5) */
+    int d = s->model_width;
+    limit = nl_gp_limit(b, d);
+    int cheapest = -1;
+    idx = nl_fronts_select_within(m, n, limit, &cheapest, err);
+    if (idx == -2) {
+      nl_error_prefix(err, "%s", s->fronts_dir);
+      nl_fronts_free(&fr);
+      return -1;
+    }
+    if (idx < 0) {
+      nl_fronts_free(&fr);
+      return nl_fail(err, NL_EINPUT,
+                     "pick: no member of %s's front costs at most %.4g FLOPs per element (the "
+                     "cheapest costs %d)",
+                     layer, limit, cheapest);
+    }
   } else {
     char *end;
     long v = strtol(which, &end, 10);
     if (end == which || *end || v < 1 || (size_t)v > n) {
       nl_fronts_free(&fr);
-      return nl_fail(err, NL_EINPUT, "pick: '%s' is not knee, minval or a member number 1..%zu",
+      return nl_fail(err, NL_EINPUT,
+                     "pick: '%s' is not knee, minval, budget=F, budget=ln or a member number "
+                     "1..%zu",
                      which, n);
     }
     idx = v - 1;
   }
-  char comment[96];
-  snprintf(comment, sizeof comment, " front #%ld%s%s, val R² %.5f", idx + 1,
-           idx == knee ? " knee" : "", idx == minval ? " minval" : "", m[idx].val_r2);
+  char comment[128], bud[48] = "";
+  if (limit > 0) snprintf(bud, sizeof bud, " budget %.4g", limit);
+  snprintf(comment, sizeof comment, " front #%ld%s%s%s, val R² %.5f", idx + 1,
+           idx == knee ? " knee" : "", idx == minval ? " minval" : "", bud, m[idx].val_r2);
   if (nl_session_set_expr(s, layer, m[idx].expr, comment, err) != 0) {
     nl_error_prefix(err, "%s: front member %ld: %s", s->fronts_dir, idx + 1, layer);
     nl_fronts_free(&fr);
@@ -536,10 +567,13 @@ static int run_pick(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
 static const nl_cmd cmd_pick = {
     .name = "pick",
-    .args = "LAYER N|knee|minval",
+    .args = "LAYER N|knee|minval|budget=F|budget=ln",
     .summary = "set a layer's expression from its front",
     .help = "N is a member's number as 'front LAYER' lists it; knee and minval as marked\n"
-            "there. 'undo' restores the previous expression.",
+            "there; budget=F the lowest validation fitness among the members costing at most\n"
+            "F FLOPs per element on the simplified tree (as 'cost' counts), budget=ln at\n"
+            "most LayerNorm's 5 + 2/d (d the loaded model's width; without a model 5), as\n"
+            "evolve --select does. 'undo' restores the previous expression.",
     .opts = no_opts,
     .min_pos = 2,
     .max_pos = 2,

@@ -144,4 +144,32 @@ static const nl_cmd cmd_stop = {
     .run = run_stop,
 };
 
-const nl_cmd *const nl_wb_job_commands[] = {&cmd_jobs, &cmd_stop, NULL};
+static int run_inject(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  const char *layer = a->pos[0];
+  const nl_exprset_entry *e = ctx->session ? nl_session_find(ctx->session, layer) : NULL;
+  if (!e)
+    return nl_fail(err, NL_EINPUT,
+                   "layer '%s' has no expression in the session's set ('set %s = EXPR' first)",
+                   layer, layer);
+  if (nl_job_inject(layer, &e->prog, err) != 0) return -1;
+  fprintf(ctx->out, "[evolve] %s = %s sent; the search of %s takes it at its next generation\n",
+          layer, e->text ? e->text : "", layer);
+  return 0;
+}
+
+static const nl_cmd cmd_inject = {
+    .name = "inject",
+    .args = "LAYER",
+    .summary = "send a layer's expression into the running background search",
+    .help = "The session set's current expression for LAYER joins the population of the\n"
+            "background search ('evolve ... &') of that layer at its next generation (when\n"
+            "the layer's search has not started yet, at its first), replacing its worst\n"
+            "member; the fronts mark it, and its descendants with the same tree, with the\n"
+            "origin 'injected'. It must fit the search's --max-nodes.",
+    .opts = no_opts,
+    .min_pos = 1,
+    .max_pos = 1,
+    .run = run_inject,
+};
+
+const nl_cmd *const nl_wb_job_commands[] = {&cmd_jobs, &cmd_stop, &cmd_inject, NULL};

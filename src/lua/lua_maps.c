@@ -268,6 +268,8 @@ static void push_member(lua_State *L, const nl_gp_member *m) {
   lua_setfield(L, -2, "val_mse");
   lua_pushnumber(L, m->val_r2);
   lua_setfield(L, -2, "val_r2");
+  lua_pushstring(L, nl_gp_origin_name(m->origin));
+  lua_setfield(L, -2, "origin");
 }
 
 /* The settings of normlab.evolve's options table at index o, through the
@@ -437,6 +439,18 @@ static int l_evolve(lua_State *L) {
   double t0 = nl_now();
   nl_error err;
   nl_error_clear(&err);
+  /* init=FILE.exprs: the layers' seeds, owned by the Lua stack */
+  const nl_exprset *init = NULL;
+  if (opts->init) {
+    nl_exprset is;
+    nl_exprset_init(&is);
+    if (nl_exprset_load(opts->init, &is, &err) != 0) {
+      nl_exprset_free(&is);
+      return nl_lua_fail(L, "normlab.evolve", &err);
+    }
+    nl_lua_push_exprset_owned(L, &is);
+    init = nl_lua_check_exprset(L, lua_gettop(L));
+  }
   int rc = 0, stopped = 0;
   if (outdir) {
     /* a campaign: fronts on disk, resumable */
@@ -448,7 +462,8 @@ static int l_evolve(lua_State *L) {
     }
     nl_gp_campaign cam = {.cfg = &cfg, .maps = m, .layers = lnames, .nlayers = nl,
                           .seeds = seeds, .outdir = outdir, .progress = cb.fn ? on_gen : NULL,
-                          .user = &cb, .recompute = opts->recompute};
+                          .user = &cb, .recompute = opts->recompute, .init = init,
+                          .init_path = opts->init};
     nl_gp_summary s;
     rc = nl_gp_campaign_run(&cam, &s, &err);
     free(lnames);
@@ -493,7 +508,10 @@ static int l_evolve(lua_State *L) {
         nl_gp_result r;
         cb.task = task++;
         cb.ntasks = nl * seeds;
-        if (nl_gp_run(&cfg, Ly->name, Ly->x, Ly->y, Ly->n, k, cb.fn ? on_gen : NULL, &cb, &r, &err) != 0) {
+        const nl_exprset_entry *ie = init ? nl_exprset_find(init, Ly->name) : NULL;
+        nl_gp_extra xtra = {ie ? &ie->prog : NULL, ie ? 1 : 0, NULL, NULL};
+        if (nl_gp_run_with(&cfg, &xtra, Ly->name, Ly->x, Ly->y, Ly->n, k, cb.fn ? on_gen : NULL,
+                           &cb, &r, &err) != 0) {
           nl_error_prefix(&err, "layer %s seed %d", Ly->name, k);
           rc = -1;
           break;

@@ -224,5 +224,7 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
   nl_maps_set_meta(out, "points", v);
   snprintf(v, sizeof v, "%llu", (unsigned long long)e.seed);
   nl_maps_set_meta(out, "seed", v);
+  snprintf(v, sizeof v, "%d", m->cfg.dim); /* the norms' width d (LayerNorm's 5 + 2/d) */
+  nl_maps_set_meta(out, "width", v);
   return 0;
 }

@@ -12,7 +12,7 @@
 #include "base/text.h"
 #include "base/threads.h"
 
-typedef enum { K_STR, K_INT, K_U64, K_NUM, K_FLAG, K_CHOICE } kind;
+typedef enum { K_STR, K_INT, K_U64, K_NUM, K_FLAG, K_CHOICE, K_SELECT, K_LIMIT } kind;
 
 /* One option: its name, type, accepted range and where it lands. */
 typedef struct {
@@ -42,7 +42,9 @@ static const ospec specs[] = {
     {"const-lr", K_NUM, 0, INFINITY, 1, OFF(cfg.const_lr), NULL},
     {"const-points", K_INT, 0, 1000000000, 0, OFF(cfg.const_points), NULL},
     {"complexity", K_CHOICE, 0, 0, 0, OFF(cfg.complexity), "nodes|flops"},
-    {"select", K_CHOICE, 0, 0, 0, OFF(cfg.select), "minval|knee"},
+    {"select", K_SELECT, 0, 0, 0, OFF(cfg.select), NULL},
+    {"max-flops", K_LIMIT, 0, 0, 0, OFF(cfg.max_flops), NULL},
+    {"init", K_STR, 0, 0, 0, OFF(init), NULL},
     {"threads", K_INT, 1, NL_THREADS_MAX, 0, OFF(cfg.threads), NULL},
     {"recompute", K_FLAG, 0, 0, 0, OFF(recompute), NULL},
     {"json", K_FLAG, 0, 0, 0, OFF(json), NULL},
@@ -59,6 +61,7 @@ void nl_gp_campaign_opts_free(nl_gp_campaign_opts *o) {
   free(o->maps);
   free(o->output);
   free(o->layer);
+  free(o->init);
   memset(o, 0, sizeof *o);
 }
 
@@ -137,6 +140,28 @@ int nl_gp_campaign_opts_set(nl_gp_campaign_opts *o, const char *key, const char 
                      "choices in enum order");
       if (strcmp(s->name, "complexity") == 0) o->cfg.complexity = (nl_gp_complexity)i;
       else o->cfg.select = (nl_gp_selection)i;
+      break;
+    }
+    case K_SELECT: {
+      char what[80];
+      snprintf(what, sizeof what, "--%s", s->name);
+      if (nl_gp_selection_parse(value, what, &o->cfg.select, &o->cfg.budget, err) != 0) return -1;
+      break;
+    }
+    case K_LIMIT: {
+      double *dst = (double *)(base + s->off);
+      if (strcmp(value, "ln") == 0) {
+        *dst = NL_GP_LN;
+        break;
+      }
+      errno = 0;
+      double v = strtod(value, &end);
+      if (*value == '\0' || *end != '\0' || errno == ERANGE || !isfinite(v) || v < 0)
+        return nl_fail(err, NL_EINPUT,
+                       "--%s expects a number of FLOPs per element >= 0 (0: no limit) or 'ln' "
+                       "(LayerNorm's 5 + 2/d), got '%s'",
+                       s->name, value);
+      *dst = v;
       break;
     }
   }

@@ -9,8 +9,9 @@
  *   max-nodes 1..1000, init-depth 1..30, tournament 1..pop,
  *   const-steps 0..100000, const-top 0..1000000, const-points 0..1e9,
  *   penalty >= 0, const-lr > 0, threads 1..256,
- *   complexity nodes|flops, select minval|knee;
- * maps, output, layer take any text (layer "all": every layer); the flags
+ *   complexity nodes|flops, select minval|knee|budget=F|budget=ln (F > 0),
+ *   max-flops F|ln (F >= 0, 0: no limit);
+ * maps, output, layer, init take any text (layer "all": every layer); the flags
  * recompute and json take no value (or "1"/"true", "0"/"false"). */
 #ifndef NL_SEARCH_CAMPAIGN_OPTS_H
 #define NL_SEARCH_CAMPAIGN_OPTS_H
@@ -24,6 +25,8 @@ typedef struct nl_gp_campaign_opts {
   char *maps;        /* mappings file; NULL: not given; owned */
   char *output;      /* result directory; NULL: not given; owned */
   char *layer;       /* the one layer to search; NULL: every layer; owned */
+  char *init;        /* expressions (.exprs) seeding the layers' initial
+                        populations; NULL: none; owned */
   int recompute;     /* search again the finished parts that were computed
                         from other mappings or with other settings, rather
                         than refuse (nl_gp_campaign.recompute) */

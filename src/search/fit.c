@@ -278,3 +278,45 @@ double nl_fit_r2(const nl_prog *p, const float *x, const float *y, size_t n) {
   nl_eval_ws_free(&ws);
   return 1.0 - mse / var;
 }
+
+/* ---- re-fit after simplification (the chosen member of a budget) ---- */
+
+int nl_fit_polish(nl_prog *p, const nl_gp_config *c, const char *layer, const float *x,
+                  const float *y, size_t n, int iters, nl_fit_polish_info *info) {
+  memset(info, 0, sizeof *info);
+  nl_simplify(p);
+  if (n < 2) return 0;
+  size_t *perm = nl_xmalloc(sizeof(size_t) * n), nt;
+  nl_gp_split(c, layer, n, perm, &nt);
+  size_t nv = n - nt;
+  float *xt = nl_xmalloc(sizeof(float) * n), *yt = nl_xmalloc(sizeof(float) * n);
+  double amax = 0;
+  for (size_t i = 0; i < n; i++) {
+    xt[i] = x[perm[i]];
+    yt[i] = y[perm[i]];
+    if (i < nt && fabs(xt[i]) > amax) amax = fabs(xt[i]);
+  }
+  free(perm);
+  /* the search's F: MSE plus its pull-to-zero term, delta from the training points */
+  nl_fit_pts tr = {xt, yt, nt, c->penalty, c->delta_scale * amax};
+  nl_fit_pts va = {xt + nt, yt + nt, nv, c->penalty, c->delta_scale * amax};
+  info->val_before = nl_fit_objective(p, &va);
+  nl_prog q;
+  nl_prog_init(&q);
+  nl_prog_copy(&q, p);
+  nl_fit_consts(&q, &tr, NULL, iters);
+  info->val_after = nl_fit_objective(&q, &va);
+  if (info->val_after <= info->val_before && nl_prog_nconst(&q) > 0) {
+    info->kept = memcmp(q.nodes, p->nodes, sizeof(nl_node) * (size_t)p->len) != 0;
+    nl_prog_copy(p, &q);
+  } else {
+    info->val_after = info->val_before;
+  }
+  nl_prog_free(&q);
+  info->val_r2 = nl_fit_r2(p, xt + nt, yt + nt, nv);
+  nl_fit_pts mse = {xt + nt, yt + nt, nv, 0, 0};
+  info->val_mse = nl_fit_objective(p, &mse);
+  free(xt);
+  free(yt);
+  return info->kept;
+}

@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "expr/expr.h"
+#include "search/gp.h"
 
 /* Points and the penalty of one fit. */
 typedef struct nl_fit_pts {
@@ -47,6 +48,22 @@ int nl_fit_children(const nl_prog *p, int node, int *ch);
  * one constant (the others stay). out receives the new program; *value
  * the constant. Returns F of the result. */
 double nl_fit_fold(const nl_prog *p, int node, const nl_fit_pts *d, nl_prog *out, float *value);
+
+/* The polish of a chosen member (evolve --select budget=...): p is
+ * simplified (constants folded, nl_simplify), then its constants are
+ * re-fitted by Levenberg-Marquardt (nl_fit_consts, at most `iters`
+ * iterations) on the layer's training points of the search's split
+ * (nl_gp_split with c's seed and validation share) on the search's F (c's
+ * penalty, delta = c->delta_scale * max|x_train|). The re-fitted constants
+ * are kept only when F on the validation points does not get worse.
+ * info: validation F before and after, and the final validation MSE and
+ * R^2. Returns 1 when the constants changed. */
+typedef struct nl_fit_polish_info {
+  double val_before, val_after, val_mse, val_r2;
+  int kept;
+} nl_fit_polish_info;
+int nl_fit_polish(nl_prog *p, const nl_gp_config *c, const char *layer, const float *x,
+                  const float *y, size_t n, int iters, nl_fit_polish_info *info);
 
 /* R^2 = 1 - MSE / Var(y) of p on n points (NAN when Var(y) is 0). */
 double nl_fit_r2(const nl_prog *p, const float *x, const float *y, size_t n);

@@ -101,7 +101,7 @@ void nl_fronts_write_rows(FILE *fp, const char *layer, int seed, const nl_gp_mem
       if (*s == '"') fputc('"', fp);
       fputc(*s, fp);
     }
-    fputs("\"\n", fp);
+    fprintf(fp, "\",%s\n", nl_gp_origin_name(m[i].origin));
     free(e);
   }
   nl_prog_free(&sp);
@@ -111,8 +111,12 @@ void nl_fronts_write_rows(FILE *fp, const char *layer, int seed, const nl_gp_mem
 
 /* The columns of the format, in header order. */
 static const char *const cols[] = {"layer",         "seed",        "rank",    "nodes",  "flops",
-                                   "train_fitness", "val_fitness", "val_mse", "val_r2", "expr"};
-enum { C_LAYER, C_SEED, C_RANK, C_NODES, C_FLOPS, C_TRAIN, C_VALF, C_MSE, C_R2, C_EXPR, NCOLS };
+                                   "train_fitness", "val_fitness", "val_mse", "val_r2", "expr",
+                                   "origin"};
+enum {
+  C_LAYER, C_SEED, C_RANK, C_NODES, C_FLOPS, C_TRAIN, C_VALF, C_MSE, C_R2, C_EXPR, C_ORIGIN,
+  NCOLS
+};
 
 unsigned nl_front_col(const char *name) {
   for (int c = 0; c < NCOLS; c++)
@@ -215,6 +219,21 @@ static int read_file(const char *path, const char *layer, nl_fronts *out, size_t
         m->val_mse = v[C_MSE];
         m->val_r2 = v[C_R2];
         m->expr = at_col[C_EXPR] >= 0 ? nl_xstrdup(f[at_col[C_EXPR]]) : NULL;
+        /* files without the column (older ones) are the search's */
+        m->origin = NL_GP_ORIGIN_SEARCH;
+        if (at_col[C_ORIGIN] >= 0) {
+          const char *o = f[at_col[C_ORIGIN]];
+          int k = *o ? nl_gp_origin_parse(o) : NL_GP_ORIGIN_SEARCH;
+          if (k < 0) {
+            rc = nl_fail(err, NL_EINPUT, "%s:%d: origin '%s' is not search, seed or injected",
+                         path, at, o);
+            free(m->layer);
+            free(m->expr);
+            out->n--;
+          } else {
+            m->origin = k;
+          }
+        }
       }
     }
     nl_csv_free(f, nf);
@@ -307,4 +326,27 @@ int nl_fronts_select(const nl_front_member *m, size_t n, nl_gp_selection how) {
   int k = nl_gp_select(g, (int)n, how);
   free(g);
   return k;
+}
+
+int nl_fronts_select_within(const nl_front_member *m, size_t n, double max_flops, int *cheapest,
+                            nl_error *err) {
+  nl_gp_member *g = nl_xcalloc(n ? n : 1, sizeof *g);
+  int rc = 0;
+  size_t k = 0;
+  for (; k < n && rc == 0; k++) {
+    nl_prog_init(&g[k].prog);
+    if (!m[k].expr) {
+      rc = nl_fail(err, NL_EINPUT, "front member %zu of %s has no expression", k + 1, m[k].layer);
+    } else if (nl_parse(m[k].expr, 1, &g[k].prog, err) != 0) {
+      nl_error_prefix(err, "front member %zu of %s", k + 1, m[k].layer);
+      rc = -1;
+    }
+    g[k].nodes = m[k].nodes;
+    g[k].val_fitness = isnan(m[k].val_fitness) ? m[k].val_mse : m[k].val_fitness;
+    if (isnan(g[k].val_fitness)) g[k].val_fitness = INFINITY;
+  }
+  int best = rc == 0 ? nl_gp_select_within(g, (int)n, max_flops, cheapest) : -1;
+  for (size_t i = 0; i < k; i++) nl_prog_free(&g[i].prog);
+  free(g);
+  return rc == 0 ? best : -2;
 }

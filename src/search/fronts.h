@@ -1,7 +1,11 @@
 /* The fronts files: CSV (RFC 4180 quoting), one row per Pareto member,
  * with the header nl_gp_csv_header (search/gp.h):
  *
- *   layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr
+ *   layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr,origin
+ *
+ * origin says where the member came from (search, seed, injected:
+ * nl_gp_origin); files written before it existed lack the column, and
+ * their members read as the search's.
  *
  * The writer (the campaign's parts and merged LAYER.csv files, see
  * gp_campaign.c) and the one reader of a fronts directory live here, over
@@ -30,7 +34,7 @@ void nl_csv_field(FILE *fp, const char *s);
 /* ---- writing ---- */
 
 /* One row per member: layer, seed, rank, nodes, flops, the fitness
- * figures (%.17g) and the expression (always quoted). */
+ * figures (%.17g), the expression (always quoted) and the origin. */
 void nl_fronts_write_rows(FILE *fp, const char *layer, int seed, const nl_gp_member *m, int n);
 
 /* ---- reading a directory ---- */
@@ -42,6 +46,7 @@ typedef struct nl_front_member {
   int seed, rank, nodes, flops;
   double train_fitness, val_fitness, val_mse, val_r2;
   char *expr;
+  int origin;    /* nl_gp_origin; NL_GP_ORIGIN_SEARCH when the column is absent */
 } nl_front_member;
 
 /* The rows of the *.csv files of a directory (files in name order, rows
@@ -78,6 +83,15 @@ typedef struct nl_front_summary {
  * the column is absent; ties: fewer nodes), knee the knee of the (flops,
  * val_mse) non-dominated set. -1 when n is 0. */
 int nl_fronts_select(const nl_front_member *m, size_t n, nl_gp_selection how);
+
+/* evolve --select budget=F and 'pick LAYER budget=F': the member with the
+ * lowest val_fitness (val_mse where absent) among those whose expression
+ * costs at most max_flops (nl_cost on the parsed, simplified tree, clip 0;
+ * the flops column is not trusted). -1 when none does (*cheapest, may be
+ * NULL: the lowest cost found, -1 when n is 0); -2 with err when an
+ * expression does not parse. */
+int nl_fronts_select_within(const nl_front_member *m, size_t n, double max_flops, int *cheapest,
+                            nl_error *err);
 
 /* One summary per layer, in the order layers first appear. */
 void nl_fronts_summarize(const nl_fronts *f, nl_front_summary **out, int *n);

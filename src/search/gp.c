@@ -1,6 +1,7 @@
 /* The GP search of one layer-seed: initialisation, variation, evaluation,
  * constant refinement, NSGA-II survival, the archive and the final front. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,8 +13,25 @@
 #include "search/gp.h"
 #include "search/gp_local.h"
 
-const nl_op nl_gp_ops[NL_GP_NOPS] = {NL_OP_ADD,  NL_OP_MUL,     NL_OP_NEG,
-                                     NL_OP_TANH, NL_OP_SIGMOID, NL_OP_CLIP};
+const nl_op nl_gp_ops[NL_GP_NOPS] = {NL_OP_ADD,     NL_OP_MUL,  NL_OP_NEG,  NL_OP_TANH,
+                                     NL_OP_SIGMOID, NL_OP_CLIP, NL_OP_CLIP3};
+
+static const char *const origin_names[] = {"search", "seed", "injected"};
+
+const char *nl_gp_origin_name(int origin) {
+  return origin >= 0 && origin <= NL_GP_ORIGIN_INJECTED ? origin_names[origin] : "search";
+}
+
+int nl_gp_origin_parse(const char *s) {
+  for (int k = 0; k <= NL_GP_ORIGIN_INJECTED; k++)
+    if (strcmp(s, origin_names[k]) == 0) return k;
+  return -1;
+}
+
+double nl_gp_limit(double limit, int width) {
+  if (limit != NL_GP_LN) return limit;
+  return width > 0 ? 5.0 + 2.0 / width : 5.0;
+}
 
 void nl_gp_config_default(nl_gp_config *c) {
   memset(c, 0, sizeof *c);
@@ -31,11 +49,13 @@ void nl_gp_config_default(nl_gp_config *c) {
   c->val_frac = 0.1;
   c->p_cross = 0.9;
   c->p_mut = 0.3;
-  const double w[NL_GP_NOPS] = {0.28, 0.26, 0.08, 0.20, 0.10, 0.08};
+  const double w[NL_GP_NOPS] = {0.28, 0.26, 0.08, 0.20, 0.10, 0.08, 0.0};
   for (int k = 0; k < NL_GP_NOPS; k++) c->op_weight[k] = w[k];
   c->p_leaf_x = 0.5;
   c->complexity = NL_GP_NODES;
   c->select = NL_GP_MINVAL;
+  c->budget = NL_GP_LN;
+  c->max_flops = 0;
   c->seed = 0;
 }
 
@@ -70,6 +90,11 @@ int nl_gp_config_check(const nl_gp_config *c, nl_error *err) {
     s += c->op_weight[k];
   }
   NEED(s > 0, "operator weights must not all be 0");
+  NEED(c->select != NL_GP_BUDGET || c->budget == NL_GP_LN || (c->budget > 0 && isfinite(c->budget)),
+       "the budget must be > 0 FLOPs per element or ln, got %g", c->budget);
+  NEED(c->max_flops == NL_GP_LN || (c->max_flops >= 0 && isfinite(c->max_flops)),
+       "max-flops must be > 0 FLOPs per element or ln, got %g", c->max_flops);
+  NEED(c->width >= 0, "the layer width must be >= 0, got %d", c->width);
   NEED(c->threads >= 0 && c->threads <= NL_THREADS_MAX, "threads must be between 1 and %d, got %d",
        NL_THREADS_MAX, c->threads);
 #undef NEED
@@ -115,20 +140,43 @@ double nl_gp_fitness_grad(const nl_prog *p, const float *x, const float *y, size
 
 /* ---- random trees ---- */
 
+/* The search-time FLOP limit (0: none). */
+static double flop_limit(const nl_gp_config *c) {
+  return c->max_flops == 0 ? 0 : nl_gp_limit(c->max_flops, c->width);
+}
+
+/* The weight operator k is drawn with: none for an operator that alone
+ * costs more than the FLOP limit; clip(a, lo, hi) 0.15 under a limit when
+ * its weight is 0. */
+static double opw(const nl_gp_config *c, int k) {
+  double lim = flop_limit(c);
+  if (lim > 0 && nl_ops[nl_gp_ops[k]].cost > lim) return 0;
+  if (nl_gp_ops[k] == NL_OP_CLIP3 && lim > 0 && c->op_weight[k] == 0) return 0.15;
+  return c->op_weight[k];
+}
+
 static nl_op pick_op(const nl_gp_config *c, nl_rng *r, int max_arity) {
   double s = 0;
   for (int k = 0; k < NL_GP_NOPS; k++)
-    if (nl_ops[nl_gp_ops[k]].arity <= max_arity) s += c->op_weight[k];
+    if (nl_ops[nl_gp_ops[k]].arity <= max_arity) s += opw(c, k);
   if (s <= 0) return NL_OP_COUNT;
   double u = nl_rng_uniform(r) * s;
   nl_op last = NL_OP_COUNT;
   for (int k = 0; k < NL_GP_NOPS; k++) {
-    if (nl_ops[nl_gp_ops[k]].arity > max_arity || c->op_weight[k] <= 0) continue;
+    double w = opw(c, k);
+    if (nl_ops[nl_gp_ops[k]].arity > max_arity || w <= 0) continue;
     last = nl_gp_ops[k];
-    if (u < c->op_weight[k]) return last;
-    u -= c->op_weight[k];
+    if (u < w) return last;
+    u -= w;
   }
   return last;
+}
+
+/* Two sorted N(0, 2) constants: the bounds of a new clip(a, lo, hi). */
+static void push_bounds(nl_rng *r, nl_prog *p) {
+  float a = (float)(2.0 * nl_rng_normal(r)), b = (float)(2.0 * nl_rng_normal(r));
+  nl_prog_push(p, NL_OP_CONST, a < b ? a : b, 0);
+  nl_prog_push(p, NL_OP_CONST, a < b ? b : a, 0);
 }
 
 static void push_leaf(const nl_gp_config *c, nl_rng *r, nl_prog *p) {
@@ -147,10 +195,16 @@ static int gen_tree(const nl_gp_config *c, nl_rng *r, nl_prog *p, int depth, int
     /* grow: a leaf with the share of terminals among all primitives */
     leaf = nl_rng_uniform(r) < 0.3;
   }
-  nl_op op = leaf ? NL_OP_COUNT : pick_op(c, r, budget >= 3 ? 2 : 1);
+  nl_op op = leaf ? NL_OP_COUNT : pick_op(c, r, budget >= 4 ? 3 : budget >= 3 ? 2 : 1);
   if (op == NL_OP_COUNT) {
     push_leaf(c, r, p);
     return 1;
+  }
+  if (op == NL_OP_CLIP3) { /* constant bounds */
+    int used = gen_tree(c, r, p, depth - 1, full, budget - 3);
+    push_bounds(r, p);
+    nl_prog_push(p, op, 0, 0);
+    return used + 3;
   }
   int arity = nl_ops[op].arity, used = 0;
   for (int k = 0; k < arity; k++) {
@@ -237,17 +291,18 @@ static void mutate_point(const nl_gp_config *c, nl_rng *r, nl_prog *p) {
   /* another operator of the same arity, by weight */
   double s = 0;
   for (int k = 0; k < NL_GP_NOPS; k++)
-    if (nl_ops[nl_gp_ops[k]].arity == n->arity && nl_gp_ops[k] != n->op) s += c->op_weight[k];
+    if (nl_ops[nl_gp_ops[k]].arity == n->arity && nl_gp_ops[k] != n->op) s += opw(c, k);
   if (s <= 0) return;
   double u = nl_rng_uniform(r) * s;
+  int last = -1;
   for (int k = 0; k < NL_GP_NOPS; k++) {
-    if (nl_ops[nl_gp_ops[k]].arity != n->arity || nl_gp_ops[k] == n->op) continue;
-    if (u < c->op_weight[k] || k == NL_GP_NOPS - 1) {
-      n->op = (uint8_t)nl_gp_ops[k];
-      return;
-    }
-    u -= c->op_weight[k];
+    if (nl_ops[nl_gp_ops[k]].arity != n->arity || nl_gp_ops[k] == n->op || opw(c, k) <= 0)
+      continue;
+    last = k;
+    if (u < opw(c, k)) break;
+    u -= opw(c, k);
   }
+  if (last >= 0) n->op = (uint8_t)nl_gp_ops[last];
 }
 
 /* Hoist: the tree becomes one of its own subtrees. */
@@ -330,6 +385,7 @@ void nl_gp_vary(const nl_gp_config *c, nl_rng *r, const nl_prog *a, const nl_pro
 
 typedef struct ind {
   nl_prog prog;
+  int origin;   /* nl_gp_origin */
   double fit;
   int cx;       /* complexity objective */
   int rank;
@@ -360,10 +416,33 @@ static int complexity(const nl_gp_config *c, const nl_prog *p) {
   return p->len;
 }
 
+/* Does every clip(a, lo, hi) of p have bounds without x? */
+static int const_bounds(const nl_prog *p) {
+  for (int i = 0; i < p->len; i++) {
+    if (p->nodes[i].op != NL_OP_CLIP3) continue;
+    int hi = i - 1, lo = hi - p->nodes[hi].size; /* roots of the bound subtrees */
+    int start = lo - p->nodes[lo].size + 1;
+    for (int j = start; j < i; j++)
+      if (p->nodes[j].op == NL_OP_X) return 0;
+  }
+  return 1;
+}
+
+/* Within the search-time FLOP limit (always, without one)? */
+static int feasible(const nl_gp_config *c, const nl_prog *p) {
+  double lim = flop_limit(c);
+  if (lim <= 0) return 1;
+  if (!const_bounds(p)) return 0;
+  nl_cost_opts rep = {0};
+  return nl_cost(p, &rep) <= lim;
+}
+
 static void eval_task(size_t i, int w, void *u) {
   search *s = u;
   ind *d = &s->v[s->todo[i]];
-  d->fit = nl_gp_fitness(&d->prog, s->xt, s->yt, s->nt, s->c->penalty, s->delta, &s->ws[w]);
+  d->fit = feasible(s->c, &d->prog) ? nl_gp_fitness(&d->prog, s->xt, s->yt, s->nt,
+                                                    s->c->penalty, s->delta, &s->ws[w])
+                                    : INFINITY;
   d->cx = complexity(s->c, &d->prog);
   d->evaluated = 1;
   s->node_evals[w] += (double)d->prog.len * (double)s->nt;
@@ -627,6 +706,43 @@ int nl_gp_check_points(const nl_gp_config *c, const char *layer, const float *x,
 int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const float *y, size_t n,
               int seed_index, nl_gp_progress_fn cb, void *user, nl_gp_result *res,
               nl_error *err) {
+  return nl_gp_run_with(c, NULL, layer, x, y, n, seed_index, cb, user, res, err);
+}
+
+/* Same operators and x leaves at every node (constants may differ)? */
+static int same_tree(const nl_prog *a, const nl_prog *b) {
+  if (a->len != b->len) return 0;
+  for (int i = 0; i < a->len; i++)
+    if (a->nodes[i].op != b->nodes[i].op || a->nodes[i].ival != b->nodes[i].ival) return 0;
+  return 1;
+}
+
+/* Take the injected programs into the population: each replaces one of
+ * the last individuals (the worst after survival), evaluated at once. */
+static void take_injected(const nl_gp_extra *x, const char *layer, search *s, ind *v, int N,
+                          archive *ar) {
+  if (!x || !x->inject) return;
+  nl_prog p;
+  nl_prog_init(&p);
+  int slot = N - 1;
+  while (slot >= 0 && x->inject(layer, &p, x->inject_user)) {
+    if (p.len < 1 || p.len > s->c->max_nodes) continue;
+    ind *d = &v[slot--];
+    nl_prog_copy(&d->prog, &p);
+    d->origin = NL_GP_ORIGIN_INJECTED;
+    int one = (int)(d - v);
+    s->v = v;
+    s->todo = &one;
+    eval_task(0, 0, s);
+    archive_add(ar, d);
+  }
+  if (slot < N - 1) rank_crowd(v, N);
+  nl_prog_free(&p);
+}
+
+int nl_gp_run_with(const nl_gp_config *c, const nl_gp_extra *xtra, const char *layer,
+                   const float *x, const float *y, size_t n, int seed_index,
+                   nl_gp_progress_fn cb, void *user, nl_gp_result *res, nl_error *err) {
   memset(res, 0, sizeof *res);
   if (nl_gp_config_check(c, err) != 0) return -1;
   if (nl_gp_check_points(c, layer, x, y, n, err) != 0) return -1;
@@ -689,6 +805,13 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
     gen_tree(c, &r, &v[i].prog, depth, i % 2 == 0, c->max_nodes);
     todo[i] = i;
   }
+  /* the given seeds take the first places */
+  for (int k = 0, i = 0; xtra && k < xtra->nseeds && i < N; k++) {
+    const nl_prog *sp = &xtra->seeds[k];
+    if (sp->len < 1 || sp->len > c->max_nodes) continue;
+    nl_prog_copy(&v[i].prog, sp);
+    v[i++].origin = NL_GP_ORIGIN_SEED;
+  }
   for (int i = N; i < 2 * N; i++) nl_prog_init(&v[i].prog);
   run_parallel(&s, v, todo, N, eval_task);
   archive ar = {0};
@@ -700,12 +823,18 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
       stopped = 1;
       break;
     }
+    take_injected(xtra, layer, &s, v, N, &ar);
     /* offspring */
     for (int k = 0; k < N; k++) {
       ind *o = &v[N + k];
       const ind *a = &v[tournament(c, &r, v, N)];
       const ind *b = &v[tournament(c, &r, v, N)];
       nl_gp_vary(c, &r, &a->prog, &b->prog, &o->prog);
+      /* a copy of a seed or an injected member with other constants
+       * keeps its origin */
+      o->origin = same_tree(&o->prog, &a->prog)   ? a->origin
+                  : same_tree(&o->prog, &b->prog) ? b->origin
+                                                  : NL_GP_ORIGIN_SEARCH;
       o->evaluated = 0;
       o->fit = a->fit;
       o->cx = a->cx;
@@ -788,6 +917,7 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
   for (int i = 0; i < ar.n; i++) {
     nl_gp_member *m = &res->front[i];
     m->prog = ar.a[i].prog;
+    m->origin = ar.a[i].origin;
     m->nodes = m->prog.len;
     m->flops = nl_cost(&m->prog, &rep);
     m->train_fitness = ar.a[i].fit;
@@ -804,7 +934,10 @@ int nl_gp_run(const nl_gp_config *c, const char *layer, const float *x, const fl
   free(obj);
   free(rank);
   free(ar.a);
-  res->chosen = nl_gp_select(res->front, res->nfront, c->select);
+  res->chosen = c->select == NL_GP_BUDGET
+                    ? nl_gp_select_within(res->front, res->nfront,
+                                          nl_gp_limit(c->budget, c->width), NULL)
+                    : nl_gp_select(res->front, res->nfront, c->select);
   res->gens_done = gen;
   res->finished = !stopped;
   res->seconds = nl_now() - t0;
@@ -875,4 +1008,55 @@ int nl_gp_select(const nl_gp_member *m, int n, nl_gp_selection how) {
   free(obj);
   free(rank);
   return knee;
+}
+
+int nl_gp_select_within(const nl_gp_member *m, int n, double max_flops, int *cheapest) {
+  int best = -1, low = -1;
+  nl_cost_opts rep = {0};
+  for (int i = 0; i < n; i++) {
+    int cost = nl_cost(&m[i].prog, &rep); /* on the simplified tree, whatever m[i].flops says */
+    if (low < 0 || cost < low) low = cost;
+    if (cost > max_flops) continue;
+    if (best < 0 || m[i].val_fitness < m[best].val_fitness ||
+        (m[i].val_fitness == m[best].val_fitness && m[i].nodes < m[best].nodes))
+      best = i;
+  }
+  if (cheapest) *cheapest = low;
+  return best;
+}
+
+int nl_gp_selection_parse(const char *text, const char *what, nl_gp_selection *how,
+                          double *budget, nl_error *err) {
+  if (strcmp(text, "minval") == 0 || strcmp(text, "knee") == 0) {
+    *how = text[0] == 'm' ? NL_GP_MINVAL : NL_GP_KNEE;
+    return 0;
+  }
+  if (strncmp(text, "budget=", 7) == 0) {
+    const char *v = text + 7;
+    if (strcmp(v, "ln") == 0) {
+      *how = NL_GP_BUDGET;
+      *budget = NL_GP_LN;
+      return 0;
+    }
+    char *end;
+    double b = strtod(v, &end);
+    if (*v && *end == '\0' && isfinite(b) && b > 0) {
+      *how = NL_GP_BUDGET;
+      *budget = b;
+      return 0;
+    }
+    return nl_fail(err, NL_EINPUT,
+                   "%s: budget expects a number of FLOPs per element > 0 or 'ln' "
+                   "(LayerNorm's 5 + 2/d), got '%s'",
+                   what, v);
+  }
+  return nl_fail(err, NL_EINPUT, "%s expects one of minval|knee|budget=F|budget=ln, got '%s'",
+                 what, text);
+}
+
+void nl_gp_selection_format(nl_gp_selection how, double budget, char *buf, size_t n) {
+  if (how == NL_GP_KNEE) snprintf(buf, n, "knee");
+  else if (how != NL_GP_BUDGET) snprintf(buf, n, "minval");
+  else if (budget == NL_GP_LN) snprintf(buf, n, "budget=ln");
+  else snprintf(buf, n, "budget=%g", budget);
 }

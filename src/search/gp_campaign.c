@@ -26,15 +26,17 @@
 #include "base/timer.h"
 #include "model/maps.h"
 #include "search/fronts.h"
+#include "search/fit.h"
 #include "search/gp.h"
 
 const char nl_gp_csv_header[] =
-    "layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr";
+    "layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr,origin";
 
 /* The mappings' fingerprint and the settings that change a search's
  * result, as space-separated KEY=VALUE words. */
-static void signature(const nl_gp_config *c, uint64_t maps, char *buf, size_t len) {
-  snprintf(buf, len,
+static void signature(const nl_gp_config *c, uint64_t maps, uint64_t init, char *buf,
+                      size_t len) {
+  int at = snprintf(buf, len,
            "maps=%016llx pop=%d gens=%d max_nodes=%d init_depth=%d tournament=%d penalty=%.17g "
            "delta_scale=%.17g const_steps=%d const_top=%d const_lr=%.17g const_points=%d "
            "val_frac=%.17g p_cross=%.17g p_mut=%.17g w=%.6g,%.6g,%.6g,%.6g,%.6g,%.6g "
@@ -45,6 +47,32 @@ static void signature(const nl_gp_config *c, uint64_t maps, char *buf, size_t le
            c->val_frac, c->p_cross, c->p_mut, c->op_weight[0], c->op_weight[1], c->op_weight[2],
            c->op_weight[3], c->op_weight[4], c->op_weight[5], c->p_leaf_x,
            c->complexity == NL_GP_FLOPS ? "flops" : "nodes", (unsigned long long)c->seed);
+  /* the settings added later appear only when used, so that older parts
+   * keep their signature */
+  if (at < 0 || (size_t)at >= len) return;
+  if (c->max_flops != 0)
+    at += snprintf(buf + at, len - (size_t)at, " max_flops=%.17g",
+                   nl_gp_limit(c->max_flops, c->width));
+  if (c->op_weight[6] != 0 && (size_t)at < len)
+    at += snprintf(buf + at, len - (size_t)at, " w_clip3=%.6g", c->op_weight[6]);
+  if (init && (size_t)at < len)
+    snprintf(buf + at, len - (size_t)at, " init=%016llx", (unsigned long long)init);
+}
+
+/* Fingerprint of an initial population file's entries (names and
+ * round-trip text), 0 when there is none. */
+static uint64_t init_fingerprint(const nl_exprset *s) {
+  if (!s || s->n == 0) return 0;
+  uint64_t h = 1469598103934665603ULL;
+  for (int k = 0; k < s->n; k++) {
+    char *t = nl_print(&s->e[k].prog, NL_PRINT_EXACT);
+    for (const char *q = s->e[k].name; *q; q++) h = (h ^ (uint8_t)*q) * 1099511628211ULL;
+    h = (h ^ '=') * 1099511628211ULL;
+    for (const char *q = t; *q; q++) h = (h ^ (uint8_t)*q) * 1099511628211ULL;
+    h = (h ^ '\n') * 1099511628211ULL;
+    free(t);
+  }
+  return h ? h : 1;
 }
 
 /* The value of word KEY= in a signature (length in *n), or NULL. */
@@ -183,9 +211,9 @@ static int part_read(const char *path, part *p, nl_error *err) {
       nl_csv_free(fl, nf);
       continue;
     }
-    if (nf != 10) {
+    if (nf != 10 && nf != 11) { /* origin (the 11th) came later */
       nl_csv_free(fl, nf);
-      rc = nl_fail(err, NL_EINPUT, "%s:%d: expected 10 CSV fields", path, at);
+      rc = nl_fail(err, NL_EINPUT, "%s:%d: expected 11 CSV fields", path, at);
       break;
     }
     if (p->n == cap) {
@@ -201,6 +229,7 @@ static int part_read(const char *path, part *p, nl_error *err) {
     m->val_fitness = strtod(fl[6], NULL);
     m->val_mse = strtod(fl[7], NULL);
     m->val_r2 = strtod(fl[8], NULL);
+    m->origin = nf > 10 && nl_gp_origin_parse(fl[10]) > 0 ? nl_gp_origin_parse(fl[10]) : 0;
     nl_prog_init(&m->prog);
     if (nl_parse(fl[9], at, &m->prog, err) != 0) {
       nl_prog_free(&m->prog);
@@ -264,7 +293,13 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
         nl_fronts_write_rows(af.fp, layer, k, p.m, p.n);
         ls->seconds += p.seconds;
         ls->seeds_done += p.finished && use == pf;
-        int ch = nl_gp_select(p.m, p.n, c->cfg->select);
+        int ch, cheap = -1;
+        if (c->cfg->select == NL_GP_BUDGET) {
+          ch = nl_gp_select_within(p.m, p.n, ls->limit, &cheap);
+          if (cheap >= 0 && (ls->cheapest < 0 || cheap < ls->cheapest)) ls->cheapest = cheap;
+        } else {
+          ch = nl_gp_select(p.m, p.n, c->cfg->select);
+        }
         if (ch >= 0 && (!have || p.m[ch].val_fitness < ls->val_fitness)) {
           have = 1;
           nl_prog_copy(&ls->prog, &p.m[ch].prog);
@@ -274,6 +309,7 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
           ls->val_fitness = p.m[ch].val_fitness;
           ls->val_mse = p.m[ch].val_mse;
           ls->val_r2 = p.m[ch].val_r2;
+          ls->origin = p.m[ch].origin;
         }
         part_free(&p);
       } else {
@@ -282,6 +318,18 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
     }
     free(pf);
     free(pp);
+  }
+  if (c->cfg->select == NL_GP_BUDGET) ls->over_budget = rc == 0 && !have && ls->cheapest >= 0;
+  if (rc == 0 && have && c->cfg->select == NL_GP_BUDGET) {
+    /* simplified, constants re-fitted (kept when validation F is not worse) */
+    const nl_maps_layer *L = nl_maps_find(c->maps, layer);
+    nl_fit_polish_info pi;
+    if (L && nl_fit_polish(&ls->prog, c->cfg, layer, L->x, L->y, L->n, 100, &pi)) {
+      ls->refitted = 1;
+      ls->val_fitness = pi.val_after;
+      ls->val_mse = pi.val_mse;
+      ls->val_r2 = pi.val_r2;
+    }
   }
   if (rc == 0 && have) {
     nl_cost_opts rep = {0};
@@ -315,15 +363,22 @@ static int write_chosen(const nl_gp_campaign *c, const nl_gp_summary *s, const n
     for (int i = 0; i < s->nlayers && !l; i++)
       if (strcmp(s->layers[i].name, name) == 0 && s->layers[i].expr) l = &s->layers[i];
     if (l) {
-      char com[256];
+      char com[320], bud[96] = "";
+      if (l->limit > 0)
+        snprintf(bud, sizeof bud, " budget=%.4g%s%s", l->limit, l->refitted ? " refit" : "",
+                 l->origin ? (l->origin == NL_GP_ORIGIN_SEED ? " origin=seed" : " origin=injected")
+                           : "");
       snprintf(com, sizeof com,
-               "seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s", l->seed,
-               l->nodes, l->flops, l->val_mse, l->val_r2, l->val_fitness,
+               "seed=%d nodes=%d flops=%d val_mse=%.6g val_r2=%.6f val_fitness=%.6g%s%s", l->seed,
+               l->nodes, l->flops, l->val_mse, l->val_r2, l->val_fitness, bud,
                l->seeds_done < c->seeds ? " partial" : "");
       nl_exprset_set(&set, l->name, &l->prog, com);
     } else {
+      int over = 0; /* a layer over budget this run keeps no older entry */
+      for (int i = 0; i < s->nlayers; i++)
+        if (strcmp(s->layers[i].name, name) == 0 && s->layers[i].over_budget) over = 1;
       const nl_exprset_entry *e = nl_exprset_find(kept, name);
-      if (e) nl_exprset_set(&set, e->name, &e->prog, e->comment);
+      if (e && !over) nl_exprset_set(&set, e->name, &e->prog, e->comment);
     }
   }
   for (int k = 0; k < kept->n; k++)
@@ -451,10 +506,44 @@ static int wrap_cb(const nl_gp_progress *p, void *u) {
   return r;
 }
 
-int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err) {
+/* The layers' width d (for NL_GP_LN limits): the configuration's, else
+ * the mappings' "width" metadata, else 0 (unknown). */
+static int maps_width(const nl_gp_config *cfg, const nl_maps *m) {
+  if (cfg->width > 0) return cfg->width;
+  const char *w = nl_maps_get_meta(m, "width");
+  long v = w ? strtol(w, NULL, 10) : 0;
+  return v > 0 && v < 1000000 ? (int)v : 0;
+}
+
+static int campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err);
+
+int nl_gp_campaign_run(const nl_gp_campaign *c0, nl_gp_summary *out, nl_error *err) {
+  nl_gp_config cfg = *c0->cfg;
+  cfg.width = maps_width(c0->cfg, c0->maps);
+  nl_gp_campaign c = *c0;
+  c.cfg = &cfg;
+  return campaign_run(&c, out, err);
+}
+
+/* A seed of the initial population must fit the search's node limit. */
+static int check_init(const nl_gp_campaign *c, nl_error *err) {
+  if (!c->init) return 0;
+  for (int k = 0; k < c->init->n; k++) {
+    const nl_exprset_entry *e = &c->init->e[k];
+    if (e->prog.len > c->cfg->max_nodes)
+      return nl_fail(err, NL_EINPUT,
+                     "%s:%d: %s's expression has %d nodes, more than --max-nodes %d",
+                     c->init_path ? c->init_path : "init", e->line, e->name, e->prog.len,
+                     c->cfg->max_nodes);
+  }
+  return 0;
+}
+
+static int campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *err) {
   memset(out, 0, sizeof *out);
   double t0 = nl_now();
   if (nl_gp_config_check(c->cfg, err) != 0) return -1;
+  if (check_init(c, err) != 0) return -1;
   if (c->seeds < 1) return nl_fail(err, NL_EINPUT, "seeds must be >= 1, got %d", c->seeds);
   const nl_maps *m = c->maps;
   int nl = c->layers ? c->nlayers : m->nlayers;
@@ -482,7 +571,7 @@ int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *er
     return -1;
   }
   char sig[1024];
-  signature(c->cfg, nl_maps_fingerprint(m), sig, sizeof sig);
+  signature(c->cfg, nl_maps_fingerprint(m), init_fingerprint(c->init), sig, sizeof sig);
   /* what the directory already holds */
   nl_exprset kept;
   nl_exprset_init(&kept);
@@ -501,6 +590,9 @@ int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *er
   for (int i = 0; i < nl; i++) {
     out->layers[i].name = nl_xstrdup(m->layers[li[i]].name);
     nl_prog_init(&out->layers[i].prog);
+    out->layers[i].cheapest = -1;
+    if (c->cfg->select == NL_GP_BUDGET)
+      out->layers[i].limit = nl_gp_limit(c->cfg->budget, c->cfg->width);
   }
   int stopped = 0;
   wrap w = {c, 0, nl * c->seeds, 0};
@@ -526,7 +618,10 @@ int nl_gp_campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *er
         stopped = 1;
       } else {
         nl_gp_result r;
-        if (nl_gp_run(c->cfg, L->name, L->x, L->y, L->n, k, wrap_cb, &w, &r, err) != 0) {
+        const nl_exprset_entry *ie = c->init ? nl_exprset_find(c->init, L->name) : NULL;
+        nl_gp_extra xtra = {ie ? &ie->prog : NULL, ie ? 1 : 0, c->inject, c->inject_user};
+        if (nl_gp_run_with(c->cfg, &xtra, L->name, L->x, L->y, L->n, k, wrap_cb, &w, &r, err) !=
+            0) {
           nl_error_prefix(err, "layer %s seed %d", L->name, k);
           rc = -1;
         } else {

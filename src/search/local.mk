@@ -26,4 +26,10 @@ tests_unit_test_gp_LDADD = $(NL_TEST_LDADD)
 libnormlab_a_SOURCES += src/search/fit.c src/search/fit.h src/search/fronts.c
 
 # Command evolve.
-NL_CLI_TESTS += tests/cli/test_evolve.sh
+NL_CLI_TESTS += tests/cli/test_evolve.sh tests/cli/test_budget.sh
+
+check_PROGRAMS += tests/unit/test_budget
+NL_UNIT_TESTS += tests/unit/test_budget
+tests_unit_test_budget_SOURCES = tests/unit/test_budget.c
+tests_unit_test_budget_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_budget_LDADD = $(NL_TEST_LDADD)

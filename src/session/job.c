@@ -30,6 +30,9 @@ static struct {
   int nlayers, seeds, recompute;
   char *outdir;
   nl_gp_summary sum;
+  nl_exprset init;     /* --init: the initial population's expressions */
+  char *init_path;
+  nl_exprset queue;    /* injected expressions not yet taken (under mu) */
   nl_error err;
   int rc;
   double t0, t1; /* started; ended (set before done) */
@@ -51,6 +54,51 @@ static int on_progress(const nl_gp_progress *p, void *user) {
   return atomic_load(&J.stop);
 }
 
+/* The campaign's source of injected expressions: the queued entry of
+ * the layer being searched, if any (taken once). */
+static int take_inject(const char *layer, nl_prog *out, void *user) {
+  (void)user;
+  int got = 0;
+  pthread_mutex_lock(&J.mu);
+  const nl_exprset_entry *e = nl_exprset_find(&J.queue, layer);
+  if (e) {
+    nl_prog_copy(out, &e->prog);
+    nl_exprset_remove(&J.queue, layer);
+    got = 1;
+  }
+  pthread_mutex_unlock(&J.mu);
+  return got;
+}
+
+int nl_job_inject(const char *layer, const nl_prog *p, nl_error *err) {
+  if (!J.active || atomic_load(&J.done))
+    return nl_fail(err, NL_EINPUT, "no background evolve is running ('evolve ... &' starts one)");
+  int searched = J.nlayers ? strcmp(J.one_layer, layer) == 0 : nl_maps_index(&J.maps, layer) >= 0;
+  if (!searched)
+    return nl_fail(err, NL_EINPUT, "the background evolve does not search layer '%s'", layer);
+  /* a layer whose searches are over would never take it */
+  pthread_mutex_lock(&J.mu);
+  int over = 0;
+  if (J.have_prog && !J.nlayers && J.seeds > 0)
+    over = nl_maps_index(&J.maps, layer) < J.prog.task / J.seeds;
+  char now[256];
+  snprintf(now, sizeof now, "%s", J.layer);
+  pthread_mutex_unlock(&J.mu);
+  if (over)
+    return nl_fail(err, NL_EINPUT,
+                   "the background evolve has finished layer '%s' (it is on %s); seed a new run "
+                   "with --init instead",
+                   layer, now);
+  if (p->len > J.cfg.max_nodes)
+    return nl_fail(err, NL_EINPUT,
+                   "%s's expression has %d nodes, more than the search's --max-nodes %d", layer,
+                   p->len, J.cfg.max_nodes);
+  pthread_mutex_lock(&J.mu);
+  nl_exprset_set(&J.queue, layer, p, NULL);
+  pthread_mutex_unlock(&J.mu);
+  return 0;
+}
+
 static void *job_main(void *arg) {
   (void)arg;
   sigset_t set;
@@ -61,7 +109,9 @@ static void *job_main(void *arg) {
   nl_interrupt_ignore_thread();
   nl_gp_campaign cam = {.cfg = &J.cfg, .maps = &J.maps, .layers = J.nlayers ? J.layers : NULL,
                         .nlayers = J.nlayers, .seeds = J.seeds, .outdir = J.outdir,
-                        .progress = on_progress, .recompute = J.recompute};
+                        .progress = on_progress, .recompute = J.recompute,
+                        .init = J.init_path ? &J.init : NULL, .init_path = J.init_path,
+                        .inject = take_inject};
   nl_error_clear(&J.err);
   J.rc = nl_gp_campaign_run(&cam, &J.sum, &J.err);
   J.t1 = nl_now(); /* the clock stops here */
@@ -75,11 +125,26 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
   J.cfg = o->cfg;
   J.seeds = o->seeds;
   J.recompute = o->recompute;
-  if (nl_maps_load(&J.maps, o->maps, err) != 0) return -1;
+  nl_exprset_init(&J.init);
+  nl_exprset_init(&J.queue);
+  J.init_path = NULL;
+  if (o->init) {
+    if (nl_exprset_load(o->init, &J.init, err) != 0) return -1;
+    J.init_path = nl_xstrdup(o->init);
+  }
+  if (nl_maps_load(&J.maps, o->maps, err) != 0) {
+    nl_exprset_free(&J.init);
+    free(J.init_path);
+    J.init_path = NULL;
+    return -1;
+  }
   J.nlayers = 0;
   if (o->layer) {
     if (nl_gp_campaign_check_layer(&J.maps, o->layer, err) != 0) {
       nl_maps_free(&J.maps);
+      nl_exprset_free(&J.init);
+      free(J.init_path);
+      J.init_path = NULL;
       return -1;
     }
     J.one_layer = nl_xstrdup(o->layer);
@@ -95,6 +160,9 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
   if (pthread_create(&J.th, NULL, job_main, NULL) != 0) {
     nl_fail(err, NL_EINTERNAL, "cannot start a thread for the background evolve");
     nl_maps_free(&J.maps);
+    nl_exprset_free(&J.init);
+    free(J.init_path);
+    J.init_path = NULL;
     free(J.outdir);
     free(J.one_layer);
     J.outdir = J.one_layer = NULL;
@@ -149,6 +217,12 @@ int nl_job_join(nl_job_result *r) {
   r->outdir = J.outdir;
   nl_gp_summary_free(&J.sum);
   nl_maps_free(&J.maps);
+  nl_exprset_free(&J.init);
+  free(J.init_path);
+  J.init_path = NULL;
+  pthread_mutex_lock(&J.mu);
+  nl_exprset_free(&J.queue);
+  pthread_mutex_unlock(&J.mu);
   free(J.one_layer);
   J.outdir = J.one_layer = NULL;
   return 0;

@@ -35,6 +35,11 @@ int nl_job_line(char *buf, size_t n);
 /* The index of the layer-seed the search is on (0 before its first
  * report): it grows each time one search of the campaign has finished. */
 int nl_job_task(void);
+/* Send an expression into the running search of `layer` (the campaign
+ * adds it to that layer's population at its next generation; one queued
+ * per layer, a newer one replaces it). NL_EINPUT when no job runs, the job
+ * does not search the layer, or p has more nodes than its --max-nodes. */
+int nl_job_inject(const char *layer, const nl_prog *p, nl_error *err);
 /* The output directory of the running job, NULL when there is none. */
 const char *nl_job_outdir(void);
 

@@ -33,8 +33,8 @@ if have_fixtures; then
   [ -f "$TMP/ev/$L.csv" ]; ok $? "the layer's fronts CSV exists"
   [ -f "$TMP/ev/chosen.exprs" ]; ok $? "chosen.exprs exists"
   head -1 "$TMP/ev/$L.csv" | grep -qx \
-    'layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr'
-  ok $? "the CSV header has the ten columns"
+    'layer,seed,rank,nodes,flops,train_fitness,val_fitness,val_mse,val_r2,expr,origin'
+  ok $? "the CSV header has the eleven columns"
   awk -F, 'NR > 1 && $1 == "blocks.0.norm1" && ($2 == 0 || $2 == 1) && $4 >= 1 && $4 <= 20 \
     { n++ } END { exit !(n >= 2 && n == NR - 1) }' "$TMP/ev/$L.csv"
   ok $? "every row names the layer, a seed 0 or 1, at most 20 nodes"
@@ -48,11 +48,11 @@ if have_fixtures; then
 import json, sys
 d = json.load(open('$TMP/ev.json'))
 l = d['layers'][0]
-ok = set(l) == {'name','expr','val_mse','val_r2','flops','nodes','seconds'} and \
+ok = set(l) == {'name','expr','val_mse','val_r2','flops','nodes','seconds','origin'} and \
   l['name'] == '$L' and 0 < l['val_r2'] <= 1 and abs(d['mean_val_r2'] - l['val_r2']) < 1e-12 \
   and 'seconds' in d and 1 <= l['nodes'] <= 20
 sys.exit(not ok)"
-    ok "$rc" "JSON has layers[{name,expr,val_mse,val_r2,flops,nodes,seconds}], mean_val_r2, seconds"
+    ok "$rc" "JSON has layers[{name,expr,val_mse,val_r2,flops,nodes,seconds,origin}], mean_val_r2, seconds"
   fi
   cp "$TMP/ev/$L.csv" "$TMP/first.csv"
   expect_status 0 "rerunning the same command resumes" "$NORMLAB" evolve --maps "$M" \

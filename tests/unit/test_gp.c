@@ -498,7 +498,7 @@ static void test_campaign_opts(void **state) {
   expect_set_error("const-lr", "0", "--const-lr must be > 0, got 0");
   expect_set_error("const-lr", "inf", "--const-lr expects a finite number, got 'inf'");
   expect_set_error("complexity", "bits", "--complexity expects one of nodes|flops, got 'bits'");
-  expect_set_error("select", "best", "--select expects one of minval|knee, got 'best'");
+  expect_set_error("select", "best", "--select expects one of minval|knee|budget=F|budget=ln, got 'best'");
   expect_set_error("json", "yes", "option --json takes no value");
   expect_set_error("gens", NULL, "option --gens needs a value");
 }
