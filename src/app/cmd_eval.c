@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/json.h"
 #include "data/dataset.h"
@@ -12,7 +13,8 @@
 
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
-    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "data spec: fmnist:test or fmnist:train", NULL, 0},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "data spec: " NL_DATA_SPEC_HELP, NULL, 0},
+    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "leave out images that fail to decode (reported); else an error", NULL, 0},
     {"offset", NL_OPT_INT, "N", "0", "skip the first N images", NULL, 0},
     {"images", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
     {"batch", NL_OPT_INT, "B", "100", "images per forward pass", NULL, 0},
@@ -81,7 +83,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   else
     snprintf(what, sizeof what, "%s", path);
   nl_dataset d;
-  if (nl_dataset_load(&d, nl_arg_str(a, "data"), offset, limit, err)) {
+  if (nl_app_load_data(ctx, nl_arg_str(a, "data"), offset, limit, &m.cfg, nl_arg_flag(a, "skip-bad"), &d, err)) {
     nl_vit_free(&m);
     nl_model_norms_free(&norms);
     return -1;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/fileio.h"
 #include "base/interrupt.h"
@@ -160,9 +161,9 @@ static void cleanup(train_state *s) {
 
 /* Load a dataset the model can take; x (when not NULL) receives all of
  * it, normalised. */
-static int load_data(nl_dataset *d, const char *spec, long limit, const nl_vit *m,
+static int load_data(nl_ctx *ctx, nl_dataset *d, const char *spec, long limit, const nl_vit *m,
                      const char *model, float **x, nl_error *err) {
-  if (nl_dataset_load(d, spec, 0, limit, err)) return -1;
+  if (nl_app_load_data(ctx, spec, 0, limit, &m->cfg, 0, d, err)) return -1;
   if (nl_vit_check_data(m, d, model, err)) return -1;
   if (!x) return 0;
   const nl_vit_config *c = &m->cfg;
@@ -266,9 +267,9 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     S->have_t = 1;
   }
   S->have_tr = 1;
-  if (load_data(&S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) return -1;
+  if (load_data(ctx, &S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) return -1;
   S->have_ev = 1;
-  if (load_data(&S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
+  if (load_data(ctx, &S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
   const int ntr = S->tr.n, B = (int)(A->batch < ntr ? A->batch : ntr);
   const long nb = ntr / B; /* full batches per epoch; the rest is dropped, as timm does */
   const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;

@@ -1,5 +1,7 @@
 # data module: sources and tests (appended to the variables in Makefile.am)
-libnormlab_a_SOURCES += src/data/dataset.c src/data/dataset.h
+libnormlab_a_SOURCES += src/data/dataset.c src/data/dataset.h \
+	src/data/image.c src/data/image.h src/data/transform.c src/data/transform.h \
+	src/data/folder.c src/data/folder.h
 
 check_PROGRAMS += tests/unit/test_data
 NL_UNIT_TESTS += tests/unit/test_data

@@ -1,6 +1,8 @@
 /* The evaluation loop (see evaluate.h). */
 #include "train/evaluate.h"
 
+#include "data/transform.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +24,13 @@ void nl_eval_opts_default(nl_eval_opts *o) {
 
 static const char *name_of(const char *model_name) { return model_name ? model_name : "the model"; }
 
+void nl_vit_data_opts(const nl_vit_config *c, nl_data_opts *o) {
+  nl_data_opts_default(o, c->img_size, c->in_chans);
+  if (c->crop_pct > 0) o->crop_pct = c->crop_pct;
+  int ip = nl_interp_parse(c->interpolation);
+  if (ip >= 0) o->interp = ip;
+}
+
 int nl_vit_check_data(const nl_vit *m, const nl_dataset *d, const char *model_name,
                       nl_error *err) {
   const nl_vit_config *c = &m->cfg;
@@ -29,6 +38,9 @@ int nl_vit_check_data(const nl_vit *m, const nl_dataset *d, const char *model_na
   if (d->rows != c->img_size || d->cols != c->img_size)
     return nl_fail(err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", mn, c->img_size,
                    c->img_size, d->name, d->rows, d->cols);
+  if (d->channels > 1 && d->channels != c->in_chans)
+    return nl_fail(err, NL_EINPUT, "%s takes %d input channels but %s has %d", mn, c->in_chans,
+                   d->name, d->channels);
   if (d->classes > c->classes)
     return nl_fail(err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", mn,
                    c->classes, d->name, d->classes - 1);

@@ -35,6 +35,10 @@ typedef struct nl_eval_result {
   int stopped;           /* 1: stopped early (interrupt or progress); the counts so far */
 } nl_eval_result;
 
+/* The data options (data/dataset.h) that give m's input: its size,
+ * channels, crop_pct and interpolation; evaluation transform, threads 0. */
+void nl_vit_data_opts(const nl_vit_config *c, nl_data_opts *o);
+
 /* batch 100, the default threads, not interruptible, no progress. */
 void nl_eval_opts_default(nl_eval_opts *o);
 
