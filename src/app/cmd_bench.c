@@ -19,6 +19,7 @@ extern const nl_bench nl_bench_extract;
 extern const nl_bench nl_bench_trainblock;
 extern const nl_bench nl_bench_train;
 extern const nl_bench nl_bench_gp;
+extern const nl_bench nl_bench_data;
 
 static const nl_bench *const benches[] = {
     &nl_bench_expr,
@@ -27,6 +28,7 @@ static const nl_bench *const benches[] = {
     &nl_bench_trainblock,
     &nl_bench_train,
     &nl_bench_gp,
+    &nl_bench_data,
     NULL,
 };
 
@@ -92,6 +94,13 @@ static const nl_opt opts[] = {
     {"batch", NL_OPT_INT, "B", "64", "batch size", NULL, 0},
     {"seconds", NL_OPT_NUM, "S", "3", "approximate measuring time", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    /* bench data */
+    {"data", NL_OPT_STR, "SPEC", NULL, "bench data: images (imagefolder:DIR, cifar10:DIR[:test])", NULL, NL_OPTF_PATH},
+    {"images", NL_OPT_INT, "N", "0", "bench data: at most N images (0: all)", NULL, 0},
+    {"train", NL_OPT_FLAG, NULL, NULL, "bench data: RandomResizedCrop + flip instead of the eval transform", NULL, 0},
+    {"seed", NL_OPT_INT, "S", "0", "bench data: seed of the training crops", NULL, 0},
+    {"dump", NL_OPT_STR, "FILE", NULL, "bench data: write the transformed images (safetensors, U8)", NULL, NL_OPTF_PATH},
+    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "bench data: leave out images that fail to decode", NULL, 0},
     {0},
 };
 

@@ -54,6 +54,8 @@ typedef struct nl_data_opts {
   void *warn_user;
   nl_progress_fn progress; /* task "decode", every few hundred images; may be NULL */
   void *progress_user;
+  int32_t *boxes;    /* train, when not NULL: per kept image its crop box i, j, h, w
+                      * (in the decoded image) and flip, 5 ints (room for all) */
 } nl_data_opts;
 
 /* Defaults for a model of size x size x channels: crop_pct 1, bicubic. */

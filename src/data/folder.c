@@ -33,7 +33,7 @@ typedef struct listing {
 
 static void listing_free(listing *l) {
   for (int i = 0; i < l->n; i++) free(l->e[i].path);
-  for (int i = 0; i < l->nclasses; i++) free(l->classes[i]);
+  for (int i = 0; l->classes && i < l->nclasses; i++) free(l->classes[i]);
   free(l->e);
   free(l->classes);
   free(l->blob);
@@ -211,6 +211,7 @@ typedef struct job {
   const nl_data_opts *o;
   long first;          /* index in the listing of task 0 */
   uint8_t *out;        /* per task one image at the model's size */
+  int32_t *boxes;      /* per task 5 ints (train) */
   size_t img;          /* bytes of one */
   char **msg;          /* per task: the error, or NULL */
 } job;
@@ -238,6 +239,8 @@ static void decode_one(size_t t, int worker, void *user) {
     nl_crop box;
     nl_rrc_params(im.w, im.h, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0, &r, &box);
     box.flip = nl_rng_uniform(&r) < 0.5;
+    int32_t *bx = j->boxes + 5 * t;
+    bx[0] = box.i, bx[1] = box.j, bx[2] = box.h, bx[3] = box.w, bx[4] = box.flip;
     nl_tf_train(&im, &box, j->o->size, j->o->interp, out);
   } else {
     nl_tf_eval(&im, j->o->size, j->o->crop_pct, j->o->interp, out);
@@ -283,11 +286,12 @@ int nl_folder_load(nl_dataset *d, const char *spec, long offset, long limit,
   /* chunks: progress and an orderly first error between them */
   const long chunk = 256;
   char **msg = nl_xcalloc((size_t)chunk, sizeof(char *));
+  int32_t *boxes = nl_xcalloc((size_t)chunk * 5, sizeof(int32_t));
   double t0 = nl_now();
   long kept = 0;
   for (long at = 0; at < keep && !rc; at += chunk) {
     long n = keep - at < chunk ? keep - at : chunk;
-    job j = {&l, o, offset + at, d->images + (size_t)kept * img, img, msg};
+    job j = {&l, o, offset + at, d->images + (size_t)kept * img, boxes, img, msg};
     /* decode into the free slots from `kept` on; bad ones are squeezed out below */
     nl_parallel_for_n((size_t)n, o->threads, decode_one, &j);
     for (long t = 0; t < n; t++) {
@@ -302,6 +306,7 @@ int nl_folder_load(nl_dataset *d, const char *spec, long offset, long limit,
       }
       uint8_t *dst = d->images + (size_t)kept * img, *src = j.out + (size_t)t * img;
       if (dst != src) memmove(dst, src, img);
+      if (o->boxes) memcpy(o->boxes + 5 * kept, boxes + 5 * t, 5 * sizeof(int32_t));
       d->labels[kept++] = e->label;
     }
     if (!rc && o->progress) {
@@ -311,6 +316,7 @@ int nl_folder_load(nl_dataset *d, const char *spec, long offset, long limit,
     }
   }
   free(msg);
+  free(boxes);
   listing_free(&l);
   d->n = (int)kept;
   if (!rc && kept == 0)

@@ -8,3 +8,4 @@ NL_UNIT_TESTS += tests/unit/test_data
 tests_unit_test_data_SOURCES = tests/unit/test_data.c
 tests_unit_test_data_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_data_LDADD = $(NL_TEST_LDADD)
+NL_CLI_TESTS += tests/cli/test_data.sh

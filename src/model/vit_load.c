@@ -324,7 +324,8 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
     snprintf(c->source, sizeof c->source, "inferred from tensor shapes");
   }
   free(cfg_path);
-  if (c->img_size && !c->size_source[0]) snprintf(c->size_source, sizeof c->size_source, "model_args img_size");
+  if (c->img_size && !c->size_source[0])
+    snprintf(c->size_source, sizeof c->size_source, "%.80s img_size", c->source);
   if (c->img_size == 0) {
     c->img_size = img_inferred;
     snprintf(c->size_source, sizeof c->size_source, "inferred from pos_embed and the patch size");
