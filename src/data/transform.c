@@ -102,40 +102,61 @@ static int coeffs(int in_size, int out_size, int interp, int **bounds, int32_t *
   return ksize;
 }
 
+/* The vertical pass's inner loops, vectorised on purpose (the rest of
+ * normlab builds at -O2, whose cost model leaves these scalar). */
+__attribute__((optimize("O3"))) static void row_fma(int32_t *restrict acc,
+                                                    const uint8_t *restrict r, int32_t w,
+                                                    size_t n) {
+  for (size_t q = 0; q < n; q++) acc[q] += r[q] * w;
+}
+
+__attribute__((optimize("O3"))) static void row_clip(uint8_t *restrict o,
+                                                     const int32_t *restrict acc, size_t n) {
+  for (size_t q = 0; q < n; q++) {
+    int32_t v = acc[q] >> PRECISION_BITS;
+    o[q] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+  }
+}
+
 static inline uint8_t clip8(int32_t v) {
   v >>= PRECISION_BITS;
   return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-void nl_resample(const nl_image *in, int x0, int y0, int bw, int bh, int ow, int oh, int interp,
-                 nl_image *out) {
+/* PIL's resize of the box (x0, y0, bw, bh) of in to ow x oh, computing only
+ * the output window (wx, wy, ww, wh) into out (ww * wh * c bytes,
+ * interleaved): each output pixel depends on its own weights only, so the
+ * window equals the same part of the whole resized image. */
+static void resample_window(const nl_image *in, int x0, int y0, int bw, int bh, int ow, int oh,
+                            int interp, int wx, int wy, int ww, int wh, uint8_t *out) {
   const int C = in->c;
-  const size_t istride = (size_t)in->w * C;
+  const size_t istride = (size_t)in->w * C, ostride = (size_t)ww * C;
   const uint8_t *src = in->px + (size_t)y0 * istride + (size_t)x0 * C;
-  out->w = ow, out->h = oh, out->c = C;
-  out->px = nl_xmalloc((size_t)ow * oh * C + 1);
-  if (ow == bw && oh == bh) { /* PIL returns a copy */
-    for (int y = 0; y < oh; y++) memcpy(out->px + (size_t)y * ow * C, src + y * istride, (size_t)ow * C);
+  const int need_h = ow != bw, need_v = oh != bh;
+  if (!need_h && !need_v) { /* PIL returns a copy */
+    for (int y = 0; y < wh; y++)
+      memcpy(out + y * ostride, src + (size_t)(y + wy) * istride + (size_t)wx * C, ostride);
     return;
   }
-  int *bh_, *bv;
-  int32_t *kh, *kv;
-  int ksh = coeffs(bw, ow, interp, &bh_, &kh), ksv = coeffs(bh, oh, interp, &bv, &kv);
-  int need_h = ow != bw, need_v = oh != bh;
-  /* rows of the box the vertical pass reads */
-  int yfirst = need_v ? bv[0] : 0, ylast = need_v ? bv[2 * oh - 2] + bv[2 * oh - 1] : bh;
-  const uint8_t *mid = src;
-  size_t mstride = istride;
+  int *bh_ = NULL, *bv = NULL;
+  int32_t *kh = NULL, *kv = NULL;
+  int ksh = need_h ? coeffs(bw, ow, interp, &bh_, &kh) : 0;
+  int ksv = need_v ? coeffs(bh, oh, interp, &bv, &kv) : 0;
+  /* rows of the box the vertical pass reads for the window's rows */
+  int yfirst = need_v ? bv[2 * wy] : wy;
+  int ylast = need_v ? bv[2 * (wy + wh - 1)] + bv[2 * (wy + wh - 1) + 1] : wy + wh;
+  const uint8_t *mid;
+  size_t mstride;
   uint8_t *tmp = NULL;
   if (need_h) {
     int rows = ylast - yfirst;
-    tmp = nl_xmalloc((size_t)ow * C * (rows > 0 ? rows : 1));
+    tmp = nl_xmalloc(ostride * (size_t)(rows > 0 ? rows : 1));
     for (int y = 0; y < rows; y++) {
       const uint8_t *r = src + (size_t)(y + yfirst) * istride;
-      uint8_t *o = tmp + (size_t)y * ow * C;
-      for (int xx = 0; xx < ow; xx++) {
-        const int xmin = bh_[2 * xx], xn = bh_[2 * xx + 1];
-        const int32_t *k = kh + (size_t)xx * ksh;
+      uint8_t *o = tmp + (size_t)y * ostride;
+      for (int xx = 0; xx < ww; xx++) {
+        const int xmin = bh_[2 * (wx + xx)], xn = bh_[2 * (wx + xx) + 1];
+        const int32_t *k = kh + (size_t)(wx + xx) * ksh;
         if (C == 3) {
           int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
           const uint8_t *p = r + (size_t)xmin * 3;
@@ -153,31 +174,33 @@ void nl_resample(const nl_image *in, int x0, int y0, int bw, int bh, int ow, int
       }
     }
     mid = tmp;
-    mstride = (size_t)ow * C;
+    mstride = ostride;
   } else {
-    yfirst = 0;
+    mid = src + (size_t)yfirst * istride + (size_t)wx * C;
+    mstride = istride;
   }
   if (need_v) {
-    const size_t rowlen = (size_t)ow * C;
-    int32_t *acc = nl_xmalloc(sizeof(int32_t) * rowlen);
-    for (int yy = 0; yy < oh; yy++) {
-      const int ymin = bv[2 * yy] - yfirst, yn = bv[2 * yy + 1];
-      const int32_t *k = kv + (size_t)yy * ksv;
-      for (size_t q = 0; q < rowlen; q++) acc[q] = 1 << (PRECISION_BITS - 1);
-      for (int y = 0; y < yn; y++) {
-        const uint8_t *r = mid + (size_t)(ymin + y) * mstride;
-        const int32_t w = k[y];
-        for (size_t q = 0; q < rowlen; q++) acc[q] += r[q] * w;
-      }
-      uint8_t *o = out->px + (size_t)yy * rowlen;
-      for (size_t q = 0; q < rowlen; q++) o[q] = clip8(acc[q]);
+    int32_t *acc = nl_xmalloc(sizeof(int32_t) * ostride);
+    for (int yy = 0; yy < wh; yy++) {
+      const int ymin = bv[2 * (wy + yy)] - yfirst, yn = bv[2 * (wy + yy) + 1];
+      const int32_t *k = kv + (size_t)(wy + yy) * ksv;
+      for (size_t q = 0; q < ostride; q++) acc[q] = 1 << (PRECISION_BITS - 1);
+      for (int y = 0; y < yn; y++) row_fma(acc, mid + (size_t)(ymin + y) * mstride, k[y], ostride);
+      row_clip(out + (size_t)yy * ostride, acc, ostride);
     }
     free(acc);
   } else {
-    for (int y = 0; y < oh; y++) memcpy(out->px + (size_t)y * ow * C, mid + y * mstride, (size_t)ow * C);
+    for (int y = 0; y < wh; y++) memcpy(out + y * ostride, mid + (size_t)y * mstride, ostride);
   }
   free(tmp);
   free(bh_), free(kh), free(bv), free(kv);
+}
+
+void nl_resample(const nl_image *in, int x0, int y0, int bw, int bh, int ow, int oh, int interp,
+                 nl_image *out) {
+  out->w = ow, out->h = oh, out->c = in->c;
+  out->px = nl_xmalloc((size_t)ow * oh * in->c + 1);
+  resample_window(in, x0, y0, bw, bh, ow, oh, interp, 0, 0, ow, oh, out->px);
 }
 
 /* Python's round() of a double: half to even. */
@@ -237,6 +260,19 @@ void nl_eval_geometry(int width, int height, int size, double crop_pct, int *rw,
  * torchvision's padding CenterCrop) planar into out [c, size, size]. */
 static void crop_planar(const nl_image *im, const nl_crop *b, int size, uint8_t *out) {
   const int C = im->c;
+  if (b->i >= 0 && b->j >= 0 && b->i + size <= im->h && b->j + size <= im->w) {
+    for (int y = 0; y < size; y++) {
+      const uint8_t *r = im->px + ((size_t)(b->i + y) * im->w + b->j) * C;
+      for (int c = 0; c < C; c++) {
+        uint8_t *o = out + ((size_t)c * size + y) * size;
+        if (b->flip)
+          for (int x = 0; x < size; x++) o[x] = r[(size_t)(size - 1 - x) * C + c];
+        else
+          for (int x = 0; x < size; x++) o[x] = r[(size_t)x * C + c];
+      }
+    }
+    return;
+  }
   for (int c = 0; c < C; c++)
     for (int y = 0; y < size; y++) {
       uint8_t *o = out + ((size_t)c * size + y) * size;
@@ -254,9 +290,14 @@ void nl_tf_eval(const nl_image *im, int size, double crop_pct, int interp, uint8
   int rw, rh;
   nl_crop b;
   nl_eval_geometry(im->w, im->h, size, crop_pct, &rw, &rh, &b);
-  nl_image r;
-  nl_resample(im, 0, 0, im->w, im->h, rw, rh, interp, &r);
-  crop_planar(&r, &b, size, out);
+  /* only the part of the resized image the crop keeps (zeros outside it) */
+  int x0 = b.j < 0 ? 0 : b.j, y0 = b.i < 0 ? 0 : b.i;
+  int x1 = b.j + size > rw ? rw : b.j + size, y1 = b.i + size > rh ? rh : b.i + size;
+  nl_image r = {x1 - x0, y1 - y0, im->c, NULL};
+  r.px = nl_xmalloc((size_t)r.w * r.h * r.c + 1);
+  resample_window(im, 0, 0, im->w, im->h, rw, rh, interp, x0, y0, r.w, r.h, r.px);
+  nl_crop in_r = {b.i - y0, b.j - x0, size, size, 0};
+  crop_planar(&r, &in_r, size, out);
   nl_image_free(&r);
 }
 
