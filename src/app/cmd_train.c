@@ -344,6 +344,9 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
   const nl_tr_sched sch = nl_vt_schedule(A->cosine, A->warmup, A->epochs * nb);
   json_t *rows = json_object_get(S->log, "epochs");
   const float pad = nl_tr_pad_value(c->mean[0], c->std[0]);
+  /* image folders and CIFAR: timm's RandomResizedCrop + flip, drawn anew
+   * each epoch (seeded by --seed and the epoch), instead of the pad-and-crop */
+  const int rrc = A->augment && nl_app_data_transformed(A->data);
   const uint64_t seed = (uint64_t)A->seed;
   int *perm = nl_xmalloc((size_t)ntr * sizeof(int));
   nl_tr_aug *aug = nl_xmalloc((size_t)B * sizeof *aug);
@@ -358,6 +361,20 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       perm[i] = perm[j], perm[j] = x;
     }
     double t0 = nl_now(), last = t0, lr_now = 0;
+    if (rrc) {
+      nl_dataset_free(&S->tr);
+      S->have_tr = 0;
+      if (nl_app_load_train_data(ctx, A->data, A->limit, c, nl_rng_u64(&pr), &S->tr, err)) {
+        rc = -1;
+        break;
+      }
+      S->have_tr = 1;
+      if (S->tr.n != ntr) {
+        rc = nl_fail(err, NL_EINPUT, "%s: %d images this epoch, %d before", A->data, S->tr.n, ntr);
+        break;
+      }
+      nl_dataset_normalize(&S->tr, 0, ntr, c->in_chans, c->nmean, c->mean, c->std, S->xtr);
+    }
     long b = e == epoch0 + 1 ? batch0 : 0;
     if (b == 0) loss_sum = 0, sec_sum = 0;
     long b_start = b;
@@ -369,11 +386,11 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       const long step = (e - 1) * nb + b;
       for (int k = 0; k < B; k++) {
         int idx = perm[b * B + k];
-        memcpy((A->augment ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
+        memcpy((A->augment && !rrc ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
                img * sizeof(float));
         S->yb[k] = S->tr.labels[idx];
       }
-      if (A->augment) {
+      if (A->augment && !rrc) {
         nl_rng ar;
         nl_rng_stream(&ar, seed, 0x200000000ull + (uint64_t)step);
         nl_tr_augment_draw(aug, B, 2, 0.5f, &ar);

@@ -1,6 +1,7 @@
 #include "app/data_load.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "train/evaluate.h"
 
@@ -27,10 +28,12 @@ static void on_bad(const char *msg, void *user) {
   fprintf(ctx->err, "normlab: skipped: %s\n", msg);
 }
 
-int nl_app_load_data(nl_ctx *ctx, const char *spec, long offset, long limit,
-                     const nl_vit_config *c, int skip_bad, nl_dataset *d, nl_error *err) {
+static int load(nl_ctx *ctx, const char *spec, long offset, long limit, const nl_vit_config *c,
+                int skip_bad, int train, uint64_t seed, nl_dataset *d, nl_error *err) {
   nl_data_opts o;
   nl_vit_data_opts(c, &o);
+  o.train = train;
+  o.seed = seed;
   live l = {ctx, -1};
   o.threads = ctx->threads;
   o.skip_bad = skip_bad;
@@ -42,4 +45,18 @@ int nl_app_load_data(nl_ctx *ctx, const char *spec, long offset, long limit,
   if (!rc && d->skipped)
     fprintf(ctx->err, "normlab: %s: %d bad images left out (--skip-bad)\n", spec, d->skipped);
   return rc;
+}
+
+int nl_app_load_data(nl_ctx *ctx, const char *spec, long offset, long limit,
+                     const nl_vit_config *c, int skip_bad, nl_dataset *d, nl_error *err) {
+  return load(ctx, spec, offset, limit, c, skip_bad, 0, 0, d, err);
+}
+
+int nl_app_load_train_data(nl_ctx *ctx, const char *spec, long limit, const nl_vit_config *c,
+                           uint64_t seed, nl_dataset *d, nl_error *err) {
+  return load(ctx, spec, 0, limit, c, 0, 1, seed, d, err);
+}
+
+int nl_app_data_transformed(const char *spec) {
+  return strncmp(spec, "imagefolder:", 12) == 0 || strncmp(spec, "cifar10:", 8) == 0;
 }

@@ -13,5 +13,12 @@
 
 int nl_app_load_data(nl_ctx *ctx, const char *spec, long offset, long limit,
                      const nl_vit_config *c, int skip_bad, nl_dataset *d, nl_error *err);
+/* The same with the training transform (RandomResizedCrop + flip) drawn
+ * from seed. */
+int nl_app_load_train_data(nl_ctx *ctx, const char *spec, long limit, const nl_vit_config *c,
+                           uint64_t seed, nl_dataset *d, nl_error *err);
+/* 1 when spec names image files or records that go through the model's
+ * transform (imagefolder:, cifar10:), 0 for Fashion-MNIST. */
+int nl_app_data_transformed(const char *spec);
 
 #endif
