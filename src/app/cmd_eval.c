@@ -82,8 +82,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
              replaced, m.nnorms);
   else
     snprintf(what, sizeof what, "%s", path);
-  nl_dataset d;
-  if (nl_app_load_data(ctx, nl_arg_str(a, "data"), offset, limit, &m.cfg, nl_arg_flag(a, "skip-bad"), &d, err)) {
+  /* image folders stream: 8 batches at a time, the next decoded meanwhile */
+  const char *spec = nl_arg_str(a, "data");
+  nl_data_stream *st;
+  if (nl_app_open_stream(ctx, spec, offset, limit, &m.cfg, nl_arg_flag(a, "skip-bad"),
+                         (int)(batch * 8 > 512 ? batch * 8 : 512), &st, err)) {
     nl_vit_free(&m);
     nl_model_norms_free(&norms);
     return -1;
@@ -98,7 +101,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   o.progress_user = &l;
   o.model_name = path;
   nl_eval_result r;
-  int rc = nl_vit_evaluate(&m, &d, &o, &r, err);
+  int rc = nl_vit_evaluate_stream(&m, st, &o, &r, err);
   if (ctx->tty && r.images) fprintf(ctx->err, "\n");
   if (!rc) {
     long done = r.images;
@@ -116,11 +119,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_decref(j);
     } else {
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              what, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+              what, spec, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
     }
-    if (r.stopped) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
+    if (r.stopped)
+      rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %ld images", done,
+                   nl_data_stream_total(st));
   }
-  nl_dataset_free(&d);
+  nl_data_stream_close(st);
   nl_vit_free(&m);
   nl_model_norms_free(&norms);
   return rc;

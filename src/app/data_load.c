@@ -57,6 +57,18 @@ int nl_app_load_train_data(nl_ctx *ctx, const char *spec, long limit, const nl_v
   return load(ctx, spec, 0, limit, c, 0, 1, seed, d, err);
 }
 
+int nl_app_open_stream(nl_ctx *ctx, const char *spec, long offset, long limit,
+                       const nl_vit_config *c, int skip_bad, int chunk, nl_data_stream **s,
+                       nl_error *err) {
+  nl_data_opts o;
+  nl_vit_data_opts(c, &o);
+  o.threads = ctx->threads;
+  o.skip_bad = skip_bad;
+  o.warn = on_bad;
+  o.warn_user = ctx;
+  return nl_data_stream_open(s, spec, offset, limit, &o, chunk, err);
+}
+
 int nl_app_data_transformed(const char *spec) {
   return strncmp(spec, "imagefolder:", 12) == 0 || strncmp(spec, "cifar10:", 8) == 0;
 }

@@ -17,6 +17,11 @@ int nl_app_load_data(nl_ctx *ctx, const char *spec, long offset, long limit,
  * from seed. */
 int nl_app_load_train_data(nl_ctx *ctx, const char *spec, long limit, const nl_vit_config *c,
                            uint64_t seed, nl_dataset *d, nl_error *err);
+/* A stream over spec in chunks of `chunk` images (data/dataset.h), bad
+ * images reported on ctx->err when skip_bad. */
+int nl_app_open_stream(nl_ctx *ctx, const char *spec, long offset, long limit,
+                       const nl_vit_config *c, int skip_bad, int chunk, nl_data_stream **s,
+                       nl_error *err);
 /* 1 when spec names image files or records that go through the model's
  * transform (imagefolder:, cifar10:), 0 for Fashion-MNIST. */
 int nl_app_data_transformed(const char *spec);

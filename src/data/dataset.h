@@ -73,6 +73,21 @@ int nl_dataset_load_opts(nl_dataset *d, const char *spec, long offset, long limi
                          const nl_data_opts *o, nl_error *err);
 void nl_dataset_free(nl_dataset *d);
 
+/* A stream over a data spec: image folders and CIFAR are decoded `chunk`
+ * images at a time, the next chunk on a background thread (one core,
+ * bounded: one chunk ahead) while the caller works on the current one;
+ * Fashion-MNIST comes as one chunk. Warnings of --skip-bad and progress go
+ * through o on the caller's thread. nl_data_stream_next gives an empty
+ * dataset (n 0) at the end; every chunk it gives is the caller's to free.
+ * Close joins the prefetch. */
+typedef struct nl_data_stream nl_data_stream;
+int nl_data_stream_open(nl_data_stream **s, const char *spec, long offset, long limit,
+                        const nl_data_opts *o, int chunk, nl_error *err);
+/* Entries the stream will read (before bad ones are left out). */
+long nl_data_stream_total(const nl_data_stream *s);
+int nl_data_stream_next(nl_data_stream *s, nl_dataset *d, nl_error *err);
+void nl_data_stream_close(nl_data_stream *s);
+
 /* Normalise images [first, first + n) into out [n, channels, rows, cols]:
  * (pixel / 255 - mean[c]) / std[c]; a single mean/std applies to every
  * channel, and grey images are replicated over the channels (an RGB

@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,54 +250,49 @@ static void decode_one(size_t t, int worker, void *user) {
   nl_image_free(&im);
 }
 
-int nl_folder_load(nl_dataset *d, const char *spec, long offset, long limit,
-                   const nl_data_opts *o, nl_error *err) {
-  memset(d, 0, sizeof *d);
+/* Check the options, scan the spec's listing. */
+static int open_listing(listing *l, const char *spec, const nl_data_opts *o, nl_error *err) {
+  memset(l, 0, sizeof *l);
   if (o->size <= 0 || (o->channels != 1 && o->channels != 3) || !(o->crop_pct > 0) ||
       strcmp(nl_interp_name(o->interp), "?") == 0)
     return nl_fail(err, NL_EINPUT, "%s: the model's input (%d x %d x %d, crop_pct %g) cannot take images",
                    spec, o->channels, o->size, o->size, o->crop_pct);
-  listing l;
-  memset(&l, 0, sizeof l);
   int cifar = strncmp(spec, "cifar10:", 8) == 0;
   char *dir = nl_xstrdup(strchr(spec, ':') + 1);
-  int rc = cifar ? scan_cifar(&l, spec, dir, err) : scan_folder(&l, dir, err);
+  int rc = cifar ? scan_cifar(l, spec, dir, err) : scan_folder(l, dir, err);
   free(dir);
-  if (rc) {
-    listing_free(&l);
-    return -1;
-  }
-  if (offset < 0 || offset > l.n) {
-    listing_free(&l);
-    return nl_fail(err, NL_EINPUT, "%s: offset %ld outside [0, %d]", spec, offset, l.n);
-  }
-  long keep = l.n - offset;
-  if (limit > 0 && limit < keep) keep = limit;
+  if (rc) listing_free(l);
+  return rc;
+}
+
+/* Decode entries [from, from + count) of l into d (labels, skipped). */
+static int decode_range(const listing *l, const char *spec, long from, long count,
+                        const nl_data_opts *o, nl_dataset *d, nl_error *err) {
+  memset(d, 0, sizeof *d);
   size_t img = (size_t)o->channels * o->size * o->size;
-  d->images = nl_try_alloc((size_t)keep * img + 1, 1);
-  if (!d->images) {
-    listing_free(&l);
+  d->images = nl_try_alloc((size_t)count * img + 1, 1);
+  if (!d->images)
     return nl_fail(err, NL_ENOMEM, "%s: cannot hold %ld images of %dx%dx%d (%.1f GB): use --images",
-                   spec, keep, o->channels, o->size, o->size, (double)keep * img / 1e9);
-  }
-  d->labels = nl_xmalloc(sizeof(int32_t) * ((size_t)keep + 1));
+                   spec, count, o->channels, o->size, o->size, (double)count * img / 1e9);
+  d->labels = nl_xmalloc(sizeof(int32_t) * ((size_t)count + 1));
   snprintf(d->name, sizeof d->name, "%s", spec);
   d->rows = d->cols = o->size;
   d->channels = o->channels;
-  d->classes = l.nclasses;
+  d->classes = l->nclasses;
   /* chunks: progress and an orderly first error between them */
   const long chunk = 256;
   char **msg = nl_xcalloc((size_t)chunk, sizeof(char *));
   int32_t *boxes = nl_xcalloc((size_t)chunk * 5, sizeof(int32_t));
   double t0 = nl_now();
   long kept = 0;
-  for (long at = 0; at < keep && !rc; at += chunk) {
-    long n = keep - at < chunk ? keep - at : chunk;
-    job j = {&l, o, offset + at, d->images + (size_t)kept * img, boxes, img, msg};
+  int rc = 0;
+  for (long at = 0; at < count && !rc; at += chunk) {
+    long n = count - at < chunk ? count - at : chunk;
+    job j = {l, o, from + at, d->images + (size_t)kept * img, boxes, img, msg};
     /* decode into the free slots from `kept` on; bad ones are squeezed out below */
     nl_parallel_for_n((size_t)n, o->threads, decode_one, &j);
     for (long t = 0; t < n; t++) {
-      const entry *e = &l.e[offset + at + t];
+      const entry *e = &l->e[from + at + t];
       if (msg[t]) {
         if (!o->skip_bad && !rc) rc = nl_fail(err, NL_EINPUT, "%s (use --skip-bad to leave bad images out)", msg[t]);
         else if (o->skip_bad && o->warn) o->warn(msg[t], o->warn_user);
@@ -310,17 +307,177 @@ int nl_folder_load(nl_dataset *d, const char *spec, long offset, long limit,
       d->labels[kept++] = e->label;
     }
     if (!rc && o->progress) {
-      nl_progress p = {"decode", spec, at + n, keep, nl_now() - t0, NULL, 0, NULL, NULL};
+      nl_progress p = {"decode", spec, at + n, count, nl_now() - t0, NULL, 0, NULL, NULL};
       if (o->progress(&p, o->progress_user))
-        rc = nl_fail(err, NL_EINTR, "%s: stopped after %ld of %ld images", spec, at + n, keep);
+        rc = nl_fail(err, NL_EINTR, "%s: stopped after %ld of %ld images", spec, at + n, count);
     }
   }
   free(msg);
   free(boxes);
-  listing_free(&l);
   d->n = (int)kept;
-  if (!rc && kept == 0)
-    rc = nl_fail(err, NL_EINPUT, "%s: no images left (%d could not be decoded)", spec, d->skipped);
   if (rc) nl_dataset_free(d);
   return rc;
+}
+
+int nl_folder_load(nl_dataset *d, const char *spec, long offset, long limit,
+                   const nl_data_opts *o, nl_error *err) {
+  memset(d, 0, sizeof *d);
+  listing l;
+  if (open_listing(&l, spec, o, err)) return -1;
+  if (offset < 0 || offset > l.n) {
+    int n = l.n;
+    listing_free(&l);
+    return nl_fail(err, NL_EINPUT, "%s: offset %ld outside [0, %d]", spec, offset, n);
+  }
+  long keep = l.n - offset;
+  if (limit > 0 && limit < keep) keep = limit;
+  int rc = decode_range(&l, spec, offset, keep, o, d, err);
+  listing_free(&l);
+  if (!rc && d->n == 0) {
+    rc = nl_fail(err, NL_EINPUT, "%s: no images left (%d could not be decoded)", spec, d->skipped);
+    nl_dataset_free(d);
+  }
+  return rc;
+}
+
+/* ---- streams: chunks decoded one ahead on a background thread ---- */
+
+struct nl_data_stream {
+  listing l;
+  nl_data_opts o;        /* the caller's options */
+  nl_dataset whole;      /* Fashion-MNIST: the whole set, handed out at once */
+  int have_whole;
+  char *spec;
+  long next, end;        /* entries [next, end) not yet handed out */
+  int chunk;
+  /* the prefetch */
+  pthread_t th;
+  int busy;
+  long p_from, p_count;
+  nl_dataset pending;
+  int pending_rc;
+  nl_error pending_err;
+  char **warns;          /* bad images the prefetch left out, reported by next() */
+  int nwarns;
+  atomic_int cancel;
+};
+
+static void collect_warn(const char *msg, void *user) {
+  nl_data_stream *s = user;
+  s->warns = nl_xrealloc(s->warns, sizeof(char *) * (size_t)(s->nwarns + 1));
+  s->warns[s->nwarns++] = nl_xstrdup(msg);
+}
+
+static int check_cancel(const nl_progress *p, void *user) {
+  (void)p;
+  return atomic_load(&((nl_data_stream *)user)->cancel);
+}
+
+static void *prefetch_main(void *arg) {
+  nl_data_stream *s = arg;
+  nl_data_opts o = s->o;
+  o.threads = 1; /* one core beside the forward pass */
+  o.warn = collect_warn;
+  o.warn_user = s;
+  o.progress = check_cancel;
+  o.progress_user = s;
+  o.boxes = NULL;
+  s->pending_rc = decode_range(&s->l, s->spec, s->p_from, s->p_count, &o, &s->pending, &s->pending_err);
+  return NULL;
+}
+
+int nl_data_stream_open(nl_data_stream **out, const char *spec, long offset, long limit,
+                        const nl_data_opts *o, int chunk, nl_error *err) {
+  *out = NULL;
+  nl_data_stream *s = nl_xcalloc(1, sizeof *s);
+  s->o = *o;
+  s->spec = nl_xstrdup(spec);
+  s->chunk = chunk > 0 ? chunk : 1024;
+  atomic_init(&s->cancel, 0);
+  if (strncmp(spec, "imagefolder:", 12) != 0 && strncmp(spec, "cifar10:", 8) != 0) {
+    if (nl_dataset_load_opts(&s->whole, spec, offset, limit, o, err)) {
+      free(s->spec);
+      free(s);
+      return -1;
+    }
+    s->have_whole = 1;
+    *out = s;
+    return 0;
+  }
+  if (open_listing(&s->l, spec, o, err)) {
+    free(s->spec);
+    free(s);
+    return -1;
+  }
+  if (offset < 0 || offset > s->l.n) {
+    nl_fail(err, NL_EINPUT, "%s: offset %ld outside [0, %d]", spec, offset, s->l.n);
+    nl_data_stream_close(s);
+    return -1;
+  }
+  s->next = offset;
+  s->end = limit > 0 && offset + limit < s->l.n ? offset + limit : s->l.n;
+  *out = s;
+  return 0;
+}
+
+long nl_data_stream_total(const nl_data_stream *s) {
+  return s->have_whole ? s->whole.n : s->end - s->next;
+}
+
+static void join_prefetch(nl_data_stream *s) {
+  if (!s->busy) return;
+  pthread_join(s->th, NULL);
+  s->busy = 0;
+}
+
+int nl_data_stream_next(nl_data_stream *s, nl_dataset *d, nl_error *err) {
+  memset(d, 0, sizeof *d);
+  if (s->have_whole) {
+    *d = s->whole;
+    memset(&s->whole, 0, sizeof s->whole);
+    s->have_whole = 0;
+    return 0;
+  }
+  int rc;
+  if (s->busy) {
+    join_prefetch(s);
+    for (int i = 0; i < s->nwarns; i++) {
+      if (s->o.warn) s->o.warn(s->warns[i], s->o.warn_user);
+      free(s->warns[i]);
+    }
+    s->nwarns = 0;
+    rc = s->pending_rc;
+    if (rc) {
+      if (err) *err = s->pending_err;
+    } else {
+      *d = s->pending;
+    }
+    memset(&s->pending, 0, sizeof s->pending);
+    s->next = s->p_from + s->p_count;
+  } else if (s->next < s->end) {
+    long n = s->end - s->next < s->chunk ? s->end - s->next : s->chunk;
+    rc = decode_range(&s->l, s->spec, s->next, n, &s->o, d, err);
+    s->next += n;
+  } else {
+    return 0; /* the end: d->n == 0 */
+  }
+  if (!rc && s->next < s->end) { /* decode the next chunk meanwhile */
+    s->p_from = s->next;
+    s->p_count = s->end - s->next < s->chunk ? s->end - s->next : s->chunk;
+    if (pthread_create(&s->th, NULL, prefetch_main, s) == 0) s->busy = 1;
+  }
+  return rc;
+}
+
+void nl_data_stream_close(nl_data_stream *s) {
+  if (!s) return;
+  atomic_store(&s->cancel, 1);
+  join_prefetch(s);
+  nl_dataset_free(&s->pending);
+  for (int i = 0; i < s->nwarns; i++) free(s->warns[i]);
+  free(s->warns);
+  if (s->have_whole) nl_dataset_free(&s->whole);
+  listing_free(&s->l);
+  free(s->spec);
+  free(s);
 }

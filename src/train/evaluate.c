@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/interrupt.h"
 #include "base/mem.h"
@@ -195,5 +196,65 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
   free(lab);
   free(x);
   nl_vit_acts_free(&acts);
+  return rc;
+}
+
+/* Progress of a chunk, as counts over the whole stream. */
+typedef struct stream_progress {
+  const nl_eval_opts *o;
+  long base, top1, top5, total;
+  double t0;
+} stream_progress;
+
+static int chunk_progress(const nl_progress *p, void *user) {
+  stream_progress *sp = user;
+  long done = sp->base + p->done;
+  static const char *const keys[] = {"top1", "top5"};
+  const double vals[] = {done ? (sp->top1 + p->vals[0] * p->done) / done : 0,
+                         done ? (sp->top5 + p->vals[1] * p->done) / done : 0};
+  nl_progress q = {"eval", p->label, done, sp->total, nl_now() - sp->t0, NULL, 2, keys, vals};
+  return sp->o->progress(&q, sp->o->progress_user);
+}
+
+int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opts *o,
+                           nl_eval_result *r, nl_error *err) {
+  nl_eval_opts def;
+  if (!o) {
+    nl_eval_opts_default(&def);
+    o = &def;
+  }
+  memset(r, 0, sizeof *r);
+  stream_progress sp = {o, 0, 0, 0, nl_data_stream_total(s), nl_now()};
+  nl_eval_opts co = *o;
+  if (o->progress) {
+    co.progress = chunk_progress;
+    co.progress_user = &sp;
+  }
+  int rc = 0;
+  for (;;) {
+    if (o->interruptible && nl_interrupted()) {
+      r->stopped = 1;
+      break;
+    }
+    nl_dataset d;
+    if ((rc = nl_data_stream_next(s, &d, err)) != 0) break;
+    if (d.n == 0) {
+      nl_dataset_free(&d);
+      break;
+    }
+    nl_eval_result cr;
+    rc = nl_vit_evaluate(m, &d, &co, &cr, err);
+    nl_dataset_free(&d);
+    r->images += cr.images;
+    r->top1 += cr.top1;
+    r->top5 += cr.top5;
+    sp.base = r->images, sp.top1 = r->top1, sp.top5 = r->top5;
+    if (rc) break;
+    if (cr.stopped) {
+      r->stopped = 1;
+      break;
+    }
+  }
+  r->seconds = nl_now() - sp.t0;
   return rc;
 }

@@ -65,4 +65,11 @@ int nl_vit_check_finite(const nl_vit *m, const char *model_name, nl_error *err);
 int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
                     nl_eval_result *r, nl_error *err);
 
+/* nl_vit_evaluate over the chunks of a stream (data/dataset.h) as over
+ * their concatenation: the counts add up, progress counts over all of them
+ * (total: nl_data_stream_total), the next chunk is decoded while the
+ * current one runs. */
+int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opts *o,
+                           nl_eval_result *r, nl_error *err);
+
 #endif
