@@ -350,6 +350,7 @@ struct nl_data_stream {
   char *spec;
   long next, end;        /* entries [next, end) not yet handed out */
   int chunk;
+  long total;            /* entries at the start */
   /* the prefetch */
   pthread_t th;
   int busy;
@@ -401,6 +402,7 @@ int nl_data_stream_open(nl_data_stream **out, const char *spec, long offset, lon
       return -1;
     }
     s->have_whole = 1;
+    s->total = s->whole.n;
     *out = s;
     return 0;
   }
@@ -416,12 +418,13 @@ int nl_data_stream_open(nl_data_stream **out, const char *spec, long offset, lon
   }
   s->next = offset;
   s->end = limit > 0 && offset + limit < s->l.n ? offset + limit : s->l.n;
+  s->total = s->end - s->next;
   *out = s;
   return 0;
 }
 
 long nl_data_stream_total(const nl_data_stream *s) {
-  return s->have_whole ? s->whole.n : s->end - s->next;
+  return s->total;
 }
 
 static void join_prefetch(nl_data_stream *s) {
