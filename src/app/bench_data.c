@@ -71,10 +71,6 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_dataset_free(&d);
     free(boxes);
     boxes = NULL;
-    if (o.train) {
-      /* room for every image of the spec: the count is known after one load */
-      o.boxes = NULL;
-    }
     rc = nl_dataset_load_opts(&d, spec, 0, limit, &o, err);
     if (rc) break;
     passes++;
