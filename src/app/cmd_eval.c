@@ -139,7 +139,8 @@ const nl_cmd nl_cmd_eval = {
     .args = NULL,
     .summary = "top-1 / top-5 accuracy of a model on a dataset",
     .help = "Runs the model over the images of --data (fmnist:test or fmnist:train, from\n"
-            "Debian's dataset-fashion-mnist), normalised with the model's mean/std, and\n"
+            "Debian's dataset-fashion-mnist; imagefolder:DIR or cifar10:DIR[:test] through\n"
+            "the model's timm transform), normalised with the model's mean/std, and\n"
             "prints top-1, top-5, the number of images and images/s. Ctrl-C stops early\n"
             "and reports the images done so far. A model with NaN or infinite parameters,\n"
             "or whose logits are not finite, is an error naming the tensor (exit 2).\n"
