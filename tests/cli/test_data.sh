@@ -21,17 +21,19 @@ FM=${NORMLAB_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 
 # --- (a) an image folder of Fashion-MNIST test PNGs = fmnist:test ---
 if [ -f "$FM/t10k-images-idx3-ubyte.gz" ]; then
-  run "$PY" "$IMG" fmnist-folder "$TMP/fm" 300
-  ok $rc "write 300 Fashion-MNIST test images as PNG"
-  expect_status 0 "eval --data fmnist:test --images 300" "$NORMLAB" eval --data fmnist:test --images 300 --json
+  # 1100 images: eval reads them in chunks of 512 (8 batches of 64), the
+  # later ones decoded on the prefetch thread
+  run "$PY" "$IMG" fmnist-folder "$TMP/fm" 1100
+  ok $rc "write 1100 Fashion-MNIST test images as PNG"
+  expect_status 0 "eval --data fmnist:test --images 1100" "$NORMLAB" eval --data fmnist:test --images 1100 --batch 64 --json
   ref1=$(sed 's/.*"top1": \([0-9.e-]*\).*/\1/' "$TMP/out")
-  expect_status 0 "eval --data imagefolder:DIR" "$NORMLAB" eval --data "imagefolder:$TMP/fm" --json
+  expect_status 0 "eval --data imagefolder:DIR" "$NORMLAB" eval --data "imagefolder:$TMP/fm" --batch 64 --json
   got=$(sed 's/.*"top1": \([0-9.e-]*\).*/\1/' "$TMP/out")
-  expect_out '"images": 300' "all 300 images read"
+  expect_out '"images": 1100' "all 1100 images read"
   check_num "$got == $ref1 && $ref1 > 0.5" "the same top-1 as fmnist:test ($got, $ref1)"
   expect_status 0 "extract from the image folder" "$NORMLAB" extract --data "imagefolder:$TMP/fm" --images 20 --points 1000 --output "$TMP/fm.maps"
   # the pixels themselves (the folder is sorted by class: compare as sets per label)
-  expect_status 0 "bench data --dump of the PNG folder" "$NORMLAB" bench data --data "imagefolder:$TMP/fm" --dump "$TMP/fm.st" --seconds 0.01
+  expect_status 0 "bench data --dump of the PNG folder" "$NORMLAB" bench data --data "imagefolder:$TMP/fm" --images 300 --dump "$TMP/fm.st" --seconds 0.01
   run "$PY" - "$IMG" "$TMP/fm.st" "$FM" <<'PY'
 import gzip, os, sys
 import numpy as np
@@ -39,10 +41,10 @@ sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import img_tool
 d = img_tool.read_safetensors(sys.argv[2])
 with gzip.open(os.path.join(sys.argv[3], "t10k-images-idx3-ubyte.gz")) as f:
-    ref = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:300]
+    ref = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:1100]
 with gzip.open(os.path.join(sys.argv[3], "t10k-labels-idx1-ubyte.gz")) as f:
-    lab = np.frombuffer(f.read(), np.uint8, offset=8)[:300]
-order = sorted(range(300), key=lambda i: (str(lab[i]), "%05d.png" % i))
+    lab = np.frombuffer(f.read(), np.uint8, offset=8)[:1100]
+order = sorted(range(1100), key=lambda i: (str(lab[i]), "%05d.png" % i))[:300]
 ok = np.array_equal(d["images"][:, 0], ref[order]) and np.array_equal(d["labels"], lab[order])
 sys.exit(0 if ok else 1)
 PY
@@ -128,10 +130,16 @@ expect_status 2 "an unknown data spec" "$NORMLAB" eval --data "cifar100:$TMP/cf"
 expect_err "unknown data spec" "says so"
 if [ -f "$FM/t10k-images-idx3-ubyte.gz" ]; then
   head -c 50 "$TMP/j/a/img00.jpg" >"$TMP/fm/3/zz.jpg"
-  expect_status 2 "eval stops at a bad image without --skip-bad" "$NORMLAB" eval --data "imagefolder:$TMP/fm"
+  head -c 50 "$TMP/j/a/img00.jpg" >"$TMP/fm/9/zz.jpg" # class 9 is last: a prefetched chunk
+  expect_status 2 "eval stops at a bad image without --skip-bad" "$NORMLAB" eval --data "imagefolder:$TMP/fm" --batch 64
   expect_err "fm/3/zz.jpg: corrupt or truncated JPEG" "naming it"
-  expect_status 0 "eval --skip-bad" "$NORMLAB" eval --data "imagefolder:$TMP/fm" --skip-bad --json
-  expect_out '"images": 300' "the 300 good images evaluated"
+  rm "$TMP/fm/3/zz.jpg"
+  expect_status 2 "the same in a chunk decoded ahead" "$NORMLAB" eval --data "imagefolder:$TMP/fm" --batch 64
+  expect_err "fm/9/zz.jpg: corrupt or truncated JPEG" "naming it"
+  head -c 50 "$TMP/j/a/img00.jpg" >"$TMP/fm/3/zz.jpg"
+  expect_status 0 "eval --skip-bad" "$NORMLAB" eval --data "imagefolder:$TMP/fm" --skip-bad --batch 64 --json
+  expect_out '"images": 1100' "the 1100 good images evaluated"
+  check_num "$(grep -c 'skipped: .*zz.jpg' "$TMP/err") == 2" "both bad images reported, the prefetched one too"
 fi
 # config.json against the shapes
 sed 's/"num_classes": 3,/"num_classes": 5,/' "$TMP/rgb/config.json" >"$TMP/x.json" && mv "$TMP/x.json" "$TMP/rgb/config.json"
