@@ -51,6 +51,24 @@ PY
   ok $rc "the decoded PNGs are the idx pixels, in ImageFolder order"
 fi
 
+# train on an image folder: RandomResizedCrop + flip drawn anew each epoch,
+# the same run for the same seed whatever the thread count
+if [ -f "$FM/t10k-images-idx3-ubyte.gz" ] && have_fixtures; then
+  rm -f "$TMP/fm/3/zz.jpg" "$TMP/fm/9/zz.jpg"
+  for t in 1 2; do
+    expect_status 0 "train on imagefolder:DIR, $t threads" "$NORMLAB" --threads $t train --model "$NL_FIXTURES/vit_tiny_p4_fmnist.safetensors" \
+      --data "imagefolder:$TMP/fm" --images 64 --eval "imagefolder:$TMP/fm" --eval-images 64 --epochs 2 --batch 32 \
+      --variant affine --seed 3 --output "$TMP/tr$t"
+  done
+  "$PY" - "$TMP/tr1/train.json" "$TMP/tr2/train.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p))["epochs"] for p in sys.argv[1:3])
+la, lb = [e["loss"] for e in a[1:]], [e["loss"] for e in b[1:]]
+sys.exit(0 if la == lb and la[0] != la[1] and len(la) == 2 else 1)
+PY
+  ok $? "the same losses on 1 and 2 threads, two epochs of other crops"
+fi
+
 # --- (b) transforms against torchvision on JPEGs of assorted sizes ---
 run "$PY" "$IMG" jpegs "$TMP/j"
 ok $rc "write JPEGs and PNGs of assorted sizes and modes"
