@@ -21,6 +21,7 @@ extern const nl_bench nl_bench_train;
 extern const nl_bench nl_bench_gp;
 extern const nl_bench nl_bench_peak;
 extern const nl_bench nl_bench_norm;
+extern const nl_bench nl_bench_data;
 
 static const nl_bench *const benches[] = {
     &nl_bench_expr,
@@ -31,6 +32,7 @@ static const nl_bench *const benches[] = {
     &nl_bench_gp,
     &nl_bench_peak,
     &nl_bench_norm,
+    &nl_bench_data,
     NULL,
 };
 
@@ -104,6 +106,13 @@ static const nl_opt opts[] = {
     {"dim", NL_OPT_INT, "D", NULL, "norm: only this width (default: 64, 192 and 768)", NULL, 0},
     {"tokens", NL_OPT_INT, "T", NULL, "norm: only this token count (default: sizes in L1, L2, memory)",
      NULL, 0},
+    /* bench data */
+    {"data", NL_OPT_STR, "SPEC", NULL, "bench data: images (imagefolder:DIR, cifar10:DIR[:test])", NULL, NL_OPTF_PATH},
+    {"images", NL_OPT_INT, "N", "0", "bench data: at most N images (0: all)", NULL, 0},
+    {"train", NL_OPT_FLAG, NULL, NULL, "bench data: RandomResizedCrop + flip instead of the eval transform", NULL, 0},
+    {"seed", NL_OPT_INT, "S", "0", "bench data: seed of the training crops", NULL, 0},
+    {"dump", NL_OPT_STR, "FILE", NULL, "bench data: write the transformed images (safetensors, U8)", NULL, NL_OPTF_PATH},
+    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "bench data: leave out images that fail to decode", NULL, 0},
     {0},
 };
 

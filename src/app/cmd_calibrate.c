@@ -7,6 +7,7 @@
 #include "base/json.h"
 #include "app/model_path.h"
 #include "data/dataset.h"
+#include "app/data_load.h"
 #include "model/vit.h"
 #include "train/calibrate.h"
 #include "train/evaluate.h"
@@ -15,7 +16,9 @@ static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "adapted model to calibrate (the output of replace)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"teacher", NL_OPT_STR, "FILE", NULL, "the original model it was adapted from", NULL, NL_OPTF_PATH | NL_OPTF_REQUIRED},
     {"output", NL_OPT_STR, "FILE", NULL, "calibrated checkpoint to write (safetensors)", NULL, NL_OPTF_PATH | NL_OPTF_REQUIRED},
-    {"images", NL_OPT_INT, "N", "512", "unlabeled training images to calibrate on (the first N of fmnist:train)", NULL, 0},
+    {"images", NL_OPT_INT, "N", "512", "unlabeled training images to calibrate on (the first N of --data)", NULL, 0},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:train", "calibration images: " NL_DATA_SPEC_HELP, NULL, 0},
+    {"eval-data", NL_OPT_STR, "SPEC", "fmnist:test", "test images for top-1 before and after", NULL, 0},
     {"what", NL_OPT_CHOICE, "WHAT", "consts", "what to tune: the expressions' constants, the norms' affine and DyT alphas, or both", "consts|affine|both", 0},
     {"epochs", NL_OPT_INT, "E", "10", "passes over the images", NULL, 0},
     {"lr", NL_OPT_NUM, "X", "0.01", "Adam step size", NULL, 0},
@@ -98,15 +101,16 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   nl_dataset d, test;
   memset(&test, 0, sizeof test);
-  int rc = nl_dataset_load(&d, "fmnist:train", 0, images, err);
+  const char *spec = nl_arg_str(a, "data"), *espec = nl_arg_str(a, "eval-data");
+  int rc = nl_app_load_data(ctx, spec, 0, images, &m.cfg, 0, &d, err);
   if (rc) {
     nl_vit_free(&t);
     nl_vit_free(&m);
     return -1;
   }
   if (d.n < images)
-    rc = nl_fail(err, NL_EINPUT, "--images %ld: fmnist:train has only %d images", images, d.n);
-  if (!rc && evlim > 0) rc = nl_dataset_load(&test, "fmnist:test", 0, evlim, err);
+    rc = nl_fail(err, NL_EINPUT, "--images %ld: %s has only %d images", images, spec, d.n);
+  if (!rc && evlim > 0) rc = nl_app_load_data(ctx, espec, 0, evlim, &m.cfg, 0, &test, err);
   double before = 0, after = 0;
   /* the calibration checks the model and the teacher first (shape, finite) */
   nl_calib_result r;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/json.h"
 #include "data/dataset.h"
@@ -12,7 +13,8 @@
 
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
-    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "data spec: fmnist:test or fmnist:train", NULL, 0},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "data spec: " NL_DATA_SPEC_HELP, NULL, 0},
+    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "leave out images that fail to decode (reported); else an error", NULL, 0},
     {"offset", NL_OPT_INT, "N", "0", "skip the first N images", NULL, 0},
     {"images", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
     {"batch", NL_OPT_INT, "B", "100", "images per forward pass", NULL, 0},
@@ -80,8 +82,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
              replaced, m.nnorms);
   else
     snprintf(what, sizeof what, "%s", path);
-  nl_dataset d;
-  if (nl_dataset_load(&d, nl_arg_str(a, "data"), offset, limit, err)) {
+  /* image folders stream: 8 batches at a time, the next decoded meanwhile */
+  const char *spec = nl_arg_str(a, "data");
+  nl_data_stream *st;
+  if (nl_app_open_stream(ctx, spec, offset, limit, &m.cfg, nl_arg_flag(a, "skip-bad"),
+                         (int)(batch * 8 > 512 ? batch * 8 : 512), &st, err)) {
     nl_vit_free(&m);
     nl_model_norms_free(&norms);
     return -1;
@@ -96,7 +101,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   o.progress_user = &l;
   o.model_name = path;
   nl_eval_result r;
-  int rc = nl_vit_evaluate(&m, &d, &o, &r, err);
+  int rc = nl_vit_evaluate_stream(&m, st, &o, &r, err);
   if (ctx->tty && r.images) fprintf(ctx->err, "\n");
   if (!rc) {
     long done = r.images;
@@ -114,11 +119,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_decref(j);
     } else {
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              what, d.name, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+              what, spec, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
     }
-    if (r.stopped) rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %d images", done, d.n);
+    if (r.stopped)
+      rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %ld images", done,
+                   nl_data_stream_total(st));
   }
-  nl_dataset_free(&d);
+  nl_data_stream_close(st);
   nl_vit_free(&m);
   nl_model_norms_free(&norms);
   return rc;
@@ -132,7 +139,8 @@ const nl_cmd nl_cmd_eval = {
     .args = NULL,
     .summary = "top-1 / top-5 accuracy of a model on a dataset",
     .help = "Runs the model over the images of --data (fmnist:test or fmnist:train, from\n"
-            "Debian's dataset-fashion-mnist), normalised with the model's mean/std, and\n"
+            "Debian's dataset-fashion-mnist; imagefolder:DIR or cifar10:DIR[:test] through\n"
+            "the model's timm transform), normalised with the model's mean/std, and\n"
             "prints top-1, top-5, the number of images and images/s. Ctrl-C stops early\n"
             "and reports the images done so far. A model with NaN or infinite parameters,\n"
             "or whose logits are not finite, is an error naming the tensor (exit 2).\n"

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/timer.h"
 #include "data/dataset.h"
@@ -15,7 +16,8 @@
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
      "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
-    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "images: fmnist:test or fmnist:train", NULL, 0},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "images: " NL_DATA_SPEC_HELP, NULL, 0},
+    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "leave out images that fail to decode (reported); else an error", NULL, 0},
     {"offset", NL_OPT_INT, "N", "0", "first image of the split", NULL, 0},
     {"images", NL_OPT_INT, "N", "64", "images to run", NULL, 0},
     {"points", NL_OPT_INT, "N", "50000", "points sampled per layer (0: every position)", NULL, 0},
@@ -63,7 +65,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vit m;
   if (nl_vit_load(&m, model, NULL, err) != 0) return -1;
   nl_dataset d;
-  if (nl_dataset_load(&d, spec, offset, images, err) != 0) {
+  if (nl_app_load_data(ctx, spec, offset, images, &m.cfg, nl_arg_flag(a, "skip-bad"), &d, err) != 0) {
     nl_vit_free(&m);
     return -1;
   }

@@ -54,6 +54,10 @@ static json_t *info_json(const char *path, const nl_vit *m, double flops) {
   json_object_set_new(j, "mean", mean);
   json_object_set_new(j, "std", std);
   json_object_set_new(j, "normalization_source", json_string(c->norm_source));
+  json_object_set_new(j, "img_size_source", json_string(c->size_source));
+  json_object_set_new(j, "crop_pct", nl_json_float(c->crop_pct));
+  json_object_set_new(j, "interpolation", json_string(c->interpolation));
+  json_object_set_new(j, "preprocessing_source", json_string(c->crop_source));
   json_object_set_new(j, "parameters", json_integer((json_int_t)nl_vit_param_count(m)));
   json_object_set_new(j, "flops_per_image", json_integer((json_int_t)llround(flops)));
   json_object_set_new(j, "norm_layers", names);
@@ -96,6 +100,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(o, " / ");
     for (int i = 0; i < c->nmean; i++) fprintf(o, "%s%g", i ? "," : "", (double)c->std[i]);
     fprintf(o, " (%s)\n", c->norm_source);
+    fprintf(o, "input size:   %d (%s)\n", c->img_size, c->size_source);
+    fprintf(o, "preprocess:   crop_pct %g, %s (%s)\n", (double)c->crop_pct, c->interpolation,
+            c->crop_source);
     fprintf(o, "parameters:   %zu\n", nl_vit_param_count(&m));
     for (int i = 0; i < m.ntensors; i++) {
       size_t nn, ni;

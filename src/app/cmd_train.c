@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/fileio.h"
 #include "base/interrupt.h"
@@ -190,9 +191,9 @@ static void cleanup(train_state *s) {
 
 /* Load a dataset the model can take; x (when not NULL) receives all of
  * it, normalised. */
-static int load_data(nl_dataset *d, const char *spec, long limit, const nl_vit *m,
+static int load_data(nl_ctx *ctx, nl_dataset *d, const char *spec, long limit, const nl_vit *m,
                      const char *model, float **x, nl_error *err) {
-  if (nl_dataset_load(d, spec, 0, limit, err)) return -1;
+  if (nl_app_load_data(ctx, spec, 0, limit, &m->cfg, 0, d, err)) return -1;
   if (nl_vit_check_data(m, d, model, err)) return -1;
   if (!x) return 0;
   const nl_vit_config *c = &m->cfg;
@@ -296,9 +297,9 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     S->have_t = 1;
   }
   S->have_tr = 1;
-  if (load_data(&S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) return -1;
+  if (load_data(ctx, &S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) return -1;
   S->have_ev = 1;
-  if (load_data(&S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
+  if (load_data(ctx, &S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
   const int ntr = S->tr.n, B = (int)(A->batch < ntr ? A->batch : ntr);
   const long nb = ntr / B; /* full batches per epoch; the rest is dropped, as timm does */
   const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
@@ -373,6 +374,9 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
   const nl_tr_sched sch = nl_vt_schedule(A->cosine, A->warmup, A->epochs * nb);
   json_t *rows = json_object_get(S->log, "epochs");
   const float pad = nl_tr_pad_value(c->mean[0], c->std[0]);
+  /* image folders and CIFAR: timm's RandomResizedCrop + flip, drawn anew
+   * each epoch (seeded by --seed and the epoch), instead of the pad-and-crop */
+  const int rrc = A->augment && nl_app_data_transformed(A->data);
   const uint64_t seed = (uint64_t)A->seed;
   int *perm = nl_xmalloc((size_t)ntr * sizeof(int));
   nl_tr_aug *aug = nl_xmalloc((size_t)B * sizeof *aug);
@@ -387,6 +391,20 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       perm[i] = perm[j], perm[j] = x;
     }
     double t0 = nl_now(), last = t0, lr_now = 0;
+    if (rrc) {
+      nl_dataset_free(&S->tr);
+      S->have_tr = 0;
+      if (nl_app_load_train_data(ctx, A->data, A->limit, c, nl_rng_u64(&pr), &S->tr, err)) {
+        rc = -1;
+        break;
+      }
+      S->have_tr = 1;
+      if (S->tr.n != ntr) {
+        rc = nl_fail(err, NL_EINPUT, "%s: %d images this epoch, %d before", A->data, S->tr.n, ntr);
+        break;
+      }
+      nl_dataset_normalize(&S->tr, 0, ntr, c->in_chans, c->nmean, c->mean, c->std, S->xtr);
+    }
     long b = e == epoch0 + 1 ? batch0 : 0;
     if (b == 0) loss_sum = 0, sec_sum = 0;
     long b_start = b;
@@ -398,11 +416,11 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       const long step = (e - 1) * nb + b;
       for (int k = 0; k < B; k++) {
         int idx = perm[b * B + k];
-        memcpy((A->augment ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
+        memcpy((A->augment && !rrc ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
                img * sizeof(float));
         S->yb[k] = S->tr.labels[idx];
       }
-      if (A->augment) {
+      if (A->augment && !rrc) {
         nl_rng ar;
         nl_rng_stream(&ar, seed, 0x200000000ull + (uint64_t)step);
         nl_tr_augment_draw(aug, B, 2, 0.5f, &ar);

@@ -1,3 +1,4 @@
+libnormlab_a_SOURCES += src/app/data_load.c src/app/data_load.h src/app/bench_data.c
 libnormlab_a_SOURCES += \
 	src/app/cmd.c src/app/cmd.h \
 	src/app/workbench.c src/app/workbench.h src/app/wb_local.h \

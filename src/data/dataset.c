@@ -10,6 +10,7 @@
 #include "base/fileio.h"
 #include "base/mem.h"
 #include "base/text.h"
+#include "data/folder.h"
 
 /* Read a whole (possibly gzip-compressed) file. */
 static unsigned char *read_gz(const char *path, size_t *len, nl_error *err) {
@@ -89,8 +90,9 @@ int nl_idx_load(nl_dataset *d, const char *ip, const char *lp, nl_error *err) {
   d->classes = 0;
   d->images = nl_xmalloc((size_t)n * r * c + 1);
   memcpy(d->images, ib + 16, (size_t)n * r * c);
-  d->labels = nl_xmalloc((size_t)n + 1);
-  memcpy(d->labels, lb + 8, n);
+  d->labels = nl_xmalloc(sizeof(int32_t) * ((size_t)n + 1));
+  for (uint32_t i = 0; i < n; i++) d->labels[i] = lb[8 + i];
+  d->channels = 1;
   for (uint32_t i = 0; i < n; i++)
     if (d->labels[i] + 1 > d->classes) d->classes = d->labels[i] + 1;
 out:
@@ -100,12 +102,34 @@ out:
 }
 
 int nl_dataset_load(nl_dataset *d, const char *spec, long offset, long limit, nl_error *err) {
+  return nl_dataset_load_opts(d, spec, offset, limit, NULL, err);
+}
+
+void nl_data_opts_default(nl_data_opts *o, int size, int channels) {
+  memset(o, 0, sizeof *o);
+  o->size = size;
+  o->channels = channels;
+  o->crop_pct = 1.0;
+  o->interp = 1; /* NL_INTERP_BICUBIC */
+}
+
+int nl_dataset_load_opts(nl_dataset *d, const char *spec, long offset, long limit,
+                         const nl_data_opts *o, nl_error *err) {
   memset(d, 0, sizeof *d);
+  if (strncmp(spec, "imagefolder:", 12) == 0 || strncmp(spec, "cifar10:", 8) == 0) {
+    if (!o)
+      return nl_fail(err, NL_EINPUT, "%s: image folders and CIFAR-10 need a model's input size",
+                     spec);
+    return nl_folder_load(d, spec, offset, limit, o, err);
+  }
   const char *split;
   if (strcmp(spec, "fmnist:test") == 0) split = "t10k";
   else if (strcmp(spec, "fmnist:train") == 0) split = "train";
   else
-    return nl_fail(err, NL_EINPUT, "unknown data spec '%s' (known: fmnist:test, fmnist:train)", spec);
+    return nl_fail(err, NL_EINPUT,
+                   "unknown data spec '%s' (known: fmnist:test, fmnist:train, imagefolder:DIR, "
+                   "cifar10:DIR[:train|:test])",
+                   spec);
   const char *dir = nl_getenv("NORMLAB_FMNIST_DIR", "NL_FMNIST_DIR");
   if (!dir || !*dir) dir = NL_FMNIST_DIR_DEFAULT;
   char ip[4096], lp[4096];
@@ -128,7 +152,7 @@ int nl_dataset_load(nl_dataset *d, const char *spec, long offset, long limit, nl
   size_t px = (size_t)d->rows * d->cols;
   if (offset > 0) {
     memmove(d->images, d->images + (size_t)offset * px, (size_t)keep * px);
-    memmove(d->labels, d->labels + offset, (size_t)keep);
+    memmove(d->labels, d->labels + offset, (size_t)keep * sizeof(int32_t));
   }
   d->n = (int)keep;
   return 0;
@@ -144,9 +168,11 @@ void nl_dataset_free(nl_dataset *d) {
 void nl_dataset_normalize(const nl_dataset *d, int first, int n, int channels, int nmean,
                           const float *mean, const float *std, float *out) {
   size_t px = (size_t)d->rows * d->cols;
+  int dc = d->channels > 0 ? d->channels : 1;
   for (int i = 0; i < n; i++) {
-    const uint8_t *src = d->images + (size_t)(first + i) * px;
+    const uint8_t *img = d->images + (size_t)(first + i) * px * dc;
     for (int c = 0; c < channels; c++) {
+      const uint8_t *src = img + (dc == 1 ? 0 : (size_t)(c < dc ? c : dc - 1) * px);
       float m = mean[nmean > 1 ? c : 0], s = std[nmean > 1 ? c : 0];
       float *o = out + ((size_t)i * channels + c) * px;
       for (size_t k = 0; k < px; k++) o[k] = ((float)src[k] / 255.0f - m) / s;

@@ -293,7 +293,10 @@ static int m_eval(lua_State *L) {
   nl_error err;
   nl_error_clear(&err);
   nl_dataset d;
-  if (nl_dataset_load(&d, spec, offset, limit, &err) != 0) return nl_lua_fail(L, W, &err);
+  nl_data_opts dopt;
+  nl_vit_data_opts(&h->m.cfg, &dopt);
+  dopt.threads = nl_lua_threads(L);
+  if (nl_dataset_load_opts(&d, spec, offset, limit, &dopt, &err) != 0) return nl_lua_fail(L, W, &err);
   nl_eval_opts o;
   nl_eval_opts_default(&o);
   o.batch = batch;
@@ -348,7 +351,10 @@ static int m_extract(lua_State *L) {
   nl_error err;
   nl_error_clear(&err);
   nl_dataset d;
-  if (nl_dataset_load(&d, spec, offset, images, &err) != 0) return nl_lua_fail(L, W, &err);
+  nl_data_opts dopt;
+  nl_vit_data_opts(&h->m.cfg, &dopt);
+  dopt.threads = nl_lua_threads(L);
+  if (nl_dataset_load_opts(&d, spec, offset, images, &dopt, &err) != 0) return nl_lua_fail(L, W, &err);
   int rc = 0;
   if (d.n < images)
     rc = nl_fail(&err, NL_EINPUT, "%s has only %d images from offset %ld; images = %ld asked for",

@@ -59,6 +59,11 @@ typedef struct nl_vit_config {
   char arch[64];            /* architecture name if known, else "" */
   char source[160];         /* where the config came from */
   char norm_source[96];     /* where mean/std came from */
+  /* preprocessing of images (data/transform.h) */
+  float crop_pct;           /* evaluation: shorter side to floor(img_size / crop_pct) */
+  char interpolation[16];   /* "bicubic", "bilinear", ... */
+  char crop_source[96];     /* where crop_pct / interpolation came from */
+  char size_source[96];     /* where img_size came from */
 } nl_vit_config;
 
 typedef enum nl_norm_kind { NL_NORM_LAYERNORM = 0, NL_NORM_DYT, NL_NORM_EXPR } nl_norm_kind;
@@ -109,7 +114,12 @@ typedef struct nl_vit_load_opts {
 /* Load a model: weights from a safetensors file (F32/F16/BF16, kept as
  * F32), config from the file's __metadata__ model_args, else a hub-style
  * config.json beside it, else inferred from the tensor shapes. Unknown and
- * missing tensors are errors naming them. */
+ * missing tensors are errors naming them. A directory stands for its
+ * model.safetensors (and the config.json beside it), as the hub
+ * distributes timm models. Preprocessing (crop_pct, interpolation, mean,
+ * std, input_size) comes from config.json's pretrained_cfg, else
+ * __metadata__ keys of the same names, else crop_pct 0.875 (timm's
+ * default) with a pretrained_cfg and 1 without, bicubic. */
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err);
 void nl_vit_free(nl_vit *m);
 /* The config alone, as nl_vit_load resolves it (the tensors are not

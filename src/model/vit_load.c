@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/fileio.h"
 #include "base/mem.h"
 #include "expr/expr.h"
 #include "model/norm.h"
+#include "data/transform.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -271,7 +273,36 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
         int ch = (int)json_integer_value(json_array_get(is, 0));
         rc = check_val(cfg_path, "config.json", "input_size[0]", ch, s->in_chans,
                        "patch_embed.proj.weight", err);
-        if (!rc) c->img_size = (int)json_integer_value(json_array_get(is, 2));
+        int ih = (int)json_integer_value(json_array_get(is, 1)),
+            iw = (int)json_integer_value(json_array_get(is, 2));
+        if (!rc && ih != iw)
+          rc = nl_fail(err, NL_EINPUT, "%s: pretrained_cfg.input_size %dx%d is not square", cfg_path,
+                       ih, iw);
+        if (!rc) {
+          c->img_size = iw;
+          snprintf(c->size_source, sizeof c->size_source, "config.json pretrained_cfg.input_size");
+        }
+      }
+      json_t *cp = json_object_get(pc, "crop_pct"), *ip = json_object_get(pc, "interpolation");
+      if (!rc && cp && !json_is_null(cp)) {
+        if (!json_is_number(cp) || !(json_number_value(cp) > 0 && json_number_value(cp) <= 4))
+          rc = nl_fail(err, NL_EINPUT, "%s: pretrained_cfg.crop_pct is not a number in (0, 4]", cfg_path);
+        else
+          c->crop_pct = (float)json_number_value(cp);
+      }
+      if (!rc && ip && !json_is_null(ip)) {
+        if (!json_is_string(ip) || nl_interp_parse(json_string_value(ip)) < 0)
+          rc = nl_fail(err, NL_EINPUT,
+                       "%s: pretrained_cfg.interpolation must be bicubic, bilinear, box, hamming or "
+                       "lanczos",
+                       cfg_path);
+        else
+          snprintf(c->interpolation, sizeof c->interpolation, "%s", json_string_value(ip));
+      }
+      if (!rc) {
+        if (c->crop_pct == 0) c->crop_pct = 0.875f;
+        snprintf(c->crop_source, sizeof c->crop_source, "config.json pretrained_cfg%s",
+                 cp && !json_is_null(cp) ? "" : " (crop_pct: timm's default 0.875)");
       }
       float mean[4], std[4];
       int nm = json_float_list(json_object_get(pc, "mean"), mean, 4);
@@ -293,7 +324,29 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
     snprintf(c->source, sizeof c->source, "inferred from tensor shapes");
   }
   free(cfg_path);
-  if (c->img_size == 0) c->img_size = img_inferred;
+  if (c->img_size && !c->size_source[0])
+    snprintf(c->size_source, sizeof c->size_source, "%.80s img_size", c->source);
+  if (c->img_size == 0) {
+    c->img_size = img_inferred;
+    snprintf(c->size_source, sizeof c->size_source, "inferred from pos_embed and the patch size");
+  }
+  if (!c->crop_source[0]) {
+    const char *cp = nl_st_meta_get(f, "crop_pct"), *ip = nl_st_meta_get(f, "interpolation");
+    char *end = NULL;
+    double v = cp ? strtod(cp, &end) : 1.0;
+    if (cp && (end == cp || *end || !(v > 0 && v <= 4)))
+      return nl_fail(err, NL_EINPUT, "%s: __metadata__ crop_pct '%s' is not a number in (0, 4]",
+                     f->path, cp);
+    if (ip && nl_interp_parse(ip) < 0)
+      return nl_fail(err, NL_EINPUT,
+                     "%s: __metadata__ interpolation '%s' is not bicubic, bilinear, box, hamming or lanczos",
+                     f->path, ip);
+    c->crop_pct = (float)v;
+    if (ip) snprintf(c->interpolation, sizeof c->interpolation, "%s", ip);
+    snprintf(c->crop_source, sizeof c->crop_source, "%s",
+             cp || ip ? "__metadata__ crop_pct/interpolation" : "default (crop_pct 1: no crop)");
+  }
+  if (!c->interpolation[0]) snprintf(c->interpolation, sizeof c->interpolation, "bicubic");
   if (c->img_size != img_inferred)
     return nl_fail(err, NL_EINPUT,
                    "%s: config gives img_size %d but pos_embed has %d patch positions (%dx%d grid of %d-pixel patches = %d)",
@@ -552,10 +605,29 @@ static int restore_norms(nl_vit *m, const nl_st_file *f, const char *path, const
   return rc;
 }
 
+/* A directory stands for its model.safetensors. */
+static int open_model(nl_st_file *f, const char *path, nl_error *err) {
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    size_t n = strlen(path);
+    char *file = nl_xmalloc(n + 32);
+    snprintf(file, n + 32, "%s%smodel.safetensors", path, n && path[n - 1] == '/' ? "" : "/");
+    if (!nl_file_exists(file)) {
+      nl_fail(err, NL_EINPUT, "%s: a model folder needs model.safetensors (and config.json), as the hub distributes timm models", path);
+      free(file);
+      return -1;
+    }
+    int rc = nl_st_open(f, file, err);
+    free(file);
+    return rc;
+  }
+  return nl_st_open(f, path, err);
+}
+
 int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opts *o,
                        nl_error *err) {
   nl_st_file f;
-  if (nl_st_open(&f, path, err)) return -1;
+  if (open_model(&f, path, err)) return -1;
   inferred s;
   int rc = infer(&f, &s, err) || resolve_config(&f, &s, o, c, err) ? -1 : 0;
   nl_st_close(&f);
@@ -565,7 +637,7 @@ int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opt
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err) {
   memset(m, 0, sizeof *m);
   nl_st_file f;
-  if (nl_st_open(&f, path, err)) return -1;
+  if (open_model(&f, path, err)) return -1;
   inferred s;
   if (infer(&f, &s, err) || resolve_config(&f, &s, o, &m->cfg, err)) {
     nl_st_close(&f);
@@ -684,6 +756,11 @@ int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
     nl_st_writer_meta(w, k ? "std" : "mean", buf);
   }
   if (c->arch[0]) nl_st_writer_meta(w, "architecture", c->arch);
+  if (c->crop_pct > 0) {
+    snprintf(buf, sizeof buf, "%.9g", (double)c->crop_pct);
+    nl_st_writer_meta(w, "crop_pct", buf);
+  }
+  if (c->interpolation[0]) nl_st_writer_meta(w, "interpolation", c->interpolation);
   json_t *norms = json_object();
   for (int i = 0; i < m->nnorms; i++) {
     const nl_norm *n = &m->norms[i];

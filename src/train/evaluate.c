@@ -1,10 +1,13 @@
 /* The evaluation loop (see evaluate.h). */
 #include "train/evaluate.h"
 
+#include "data/transform.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/interrupt.h"
 #include "base/mem.h"
@@ -22,6 +25,13 @@ void nl_eval_opts_default(nl_eval_opts *o) {
 
 static const char *name_of(const char *model_name) { return model_name ? model_name : "the model"; }
 
+void nl_vit_data_opts(const nl_vit_config *c, nl_data_opts *o) {
+  nl_data_opts_default(o, c->img_size, c->in_chans);
+  if (c->crop_pct > 0) o->crop_pct = c->crop_pct;
+  int ip = nl_interp_parse(c->interpolation);
+  if (ip >= 0) o->interp = ip;
+}
+
 int nl_vit_check_data(const nl_vit *m, const nl_dataset *d, const char *model_name,
                       nl_error *err) {
   const nl_vit_config *c = &m->cfg;
@@ -29,6 +39,9 @@ int nl_vit_check_data(const nl_vit *m, const nl_dataset *d, const char *model_na
   if (d->rows != c->img_size || d->cols != c->img_size)
     return nl_fail(err, NL_EINPUT, "%s expects %dx%d images but %s has %dx%d", mn, c->img_size,
                    c->img_size, d->name, d->rows, d->cols);
+  if (d->channels > 1 && d->channels != c->in_chans)
+    return nl_fail(err, NL_EINPUT, "%s takes %d input channels but %s has %d", mn, c->in_chans,
+                   d->name, d->channels);
   if (d->classes > c->classes)
     return nl_fail(err, NL_EINPUT, "%s has %d classes but %s has labels up to %d", mn,
                    c->classes, d->name, d->classes - 1);
@@ -183,5 +196,65 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
   free(lab);
   free(x);
   nl_vit_acts_free(&acts);
+  return rc;
+}
+
+/* Progress of a chunk, as counts over the whole stream. */
+typedef struct stream_progress {
+  const nl_eval_opts *o;
+  long base, top1, top5, total;
+  double t0;
+} stream_progress;
+
+static int chunk_progress(const nl_progress *p, void *user) {
+  stream_progress *sp = user;
+  long done = sp->base + p->done;
+  static const char *const keys[] = {"top1", "top5"};
+  const double vals[] = {done ? (sp->top1 + p->vals[0] * p->done) / done : 0,
+                         done ? (sp->top5 + p->vals[1] * p->done) / done : 0};
+  nl_progress q = {"eval", p->label, done, sp->total, nl_now() - sp->t0, NULL, 2, keys, vals};
+  return sp->o->progress(&q, sp->o->progress_user);
+}
+
+int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opts *o,
+                           nl_eval_result *r, nl_error *err) {
+  nl_eval_opts def;
+  if (!o) {
+    nl_eval_opts_default(&def);
+    o = &def;
+  }
+  memset(r, 0, sizeof *r);
+  stream_progress sp = {o, 0, 0, 0, nl_data_stream_total(s), nl_now()};
+  nl_eval_opts co = *o;
+  if (o->progress) {
+    co.progress = chunk_progress;
+    co.progress_user = &sp;
+  }
+  int rc = 0;
+  for (;;) {
+    if (o->interruptible && nl_interrupted()) {
+      r->stopped = 1;
+      break;
+    }
+    nl_dataset d;
+    if ((rc = nl_data_stream_next(s, &d, err)) != 0) break;
+    if (d.n == 0) {
+      nl_dataset_free(&d);
+      break;
+    }
+    nl_eval_result cr;
+    rc = nl_vit_evaluate(m, &d, &co, &cr, err);
+    nl_dataset_free(&d);
+    r->images += cr.images;
+    r->top1 += cr.top1;
+    r->top5 += cr.top5;
+    sp.base = r->images, sp.top1 = r->top1, sp.top5 = r->top5;
+    if (rc) break;
+    if (cr.stopped) {
+      r->stopped = 1;
+      break;
+    }
+  }
+  r->seconds = nl_now() - sp.t0;
   return rc;
 }

@@ -35,6 +35,10 @@ typedef struct nl_eval_result {
   int stopped;           /* 1: stopped early (interrupt or progress); the counts so far */
 } nl_eval_result;
 
+/* The data options (data/dataset.h) that give m's input: its size,
+ * channels, crop_pct and interpolation; evaluation transform, threads 0. */
+void nl_vit_data_opts(const nl_vit_config *c, nl_data_opts *o);
+
 /* batch 100, the default threads, not interruptible, no progress. */
 void nl_eval_opts_default(nl_eval_opts *o);
 
@@ -60,5 +64,12 @@ int nl_vit_check_finite(const nl_vit *m, const char *model_name, nl_error *err);
  * holds the images done and r->stopped is 1. */
 int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
                     nl_eval_result *r, nl_error *err);
+
+/* nl_vit_evaluate over the chunks of a stream (data/dataset.h) as over
+ * their concatenation: the counts add up, progress counts over all of them
+ * (total: nl_data_stream_total), the next chunk is decoded while the
+ * current one runs. */
+int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opts *o,
+                           nl_eval_result *r, nl_error *err);
 
 #endif

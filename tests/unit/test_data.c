@@ -15,6 +15,7 @@
 
 #include "base/mem.h"
 #include "data/dataset.h"
+#include "data/transform.h"
 #include "model/safetensors.h"
 
 static void test_matches_fixture(void **state) {
@@ -107,10 +108,82 @@ static void test_bad_files(void **state) {
   unsetenv("NORMLAB_FMNIST_DIR");
 }
 
+/* timm's eval geometry worked out by hand: ViT-B/16 (224, crop_pct 0.9)
+ * on a 500x375 image: shorter side to floor(224 / 0.9) = 248, longer to
+ * int(248 * 500 / 375) = 330, crop offsets round(12.0) = 12 and
+ * round(53.0) = 53; at width 331 the left offset is round(53.5) = 54
+ * (Python rounds half to even), at 333 round(54.5) = 54 too. */
+static void test_eval_geometry(void **state) {
+  (void)state;
+  int rw, rh;
+  nl_crop b;
+  nl_eval_geometry(500, 375, 224, 0.9, &rw, &rh, &b);
+  assert_int_equal(rw, 330);
+  assert_int_equal(rh, 248);
+  assert_int_equal(b.i, 12);
+  assert_int_equal(b.j, 53);
+  assert_int_equal(b.h, 224);
+  nl_eval_geometry(331 * 375 / 248 + 1, 375, 224, 0.9, &rw, &rh, &b); /* 501: int(248 * 501 / 375) = 331 */
+  assert_int_equal(rw, 331);
+  assert_int_equal(b.j, 54);
+  nl_eval_geometry(375, 504, 224, 0.9, &rw, &rh, &b); /* portrait: int(248 * 504 / 375) = 333 */
+  assert_int_equal(rw, 248);
+  assert_int_equal(rh, 333);
+  assert_int_equal(b.i, 54);
+  assert_int_equal(b.j, 12);
+}
+
+/* RandomResizedCrop's fallback, by hand: a 1200x20 image never fits a box
+ * of area >= 0.08 * 24000 with ratio <= 4/3 (height >= 37 > 20), so after
+ * 10 draws: ratio 60 > 4/3, h = 20, w = round(20 * 4/3) = 27, centred:
+ * j = (1200 - 27) // 2 = 586. A square image keeps boxes inside it, within
+ * the area and ratio ranges up to the rounding of w and h. */
+static void test_rrc(void **state) {
+  (void)state;
+  nl_rng r;
+  nl_rng_stream(&r, 5, 0);
+  nl_crop b;
+  nl_rrc_params(1200, 20, 0.08, 1.0, 0.75, 4.0 / 3.0, &r, &b);
+  assert_int_equal(b.h, 20);
+  assert_int_equal(b.w, 27);
+  assert_int_equal(b.i, 0);
+  assert_int_equal(b.j, 586);
+  nl_rrc_params(20, 900, 0.08, 1.0, 0.75, 4.0 / 3.0, &r, &b); /* tall: w = 20, h = round(20 / 0.75) = 27 */
+  assert_int_equal(b.w, 20);
+  assert_int_equal(b.h, 27);
+  assert_int_equal(b.i, (900 - 27) / 2);
+  for (int k = 0; k < 1000; k++) {
+    nl_rrc_params(300, 300, 0.08, 1.0, 0.75, 4.0 / 3.0, &r, &b);
+    assert_true(b.i >= 0 && b.j >= 0 && b.i + b.h <= 300 && b.j + b.w <= 300);
+    double area = (double)b.h * b.w / 90000.0, ratio = (double)b.w / b.h;
+    assert_true(area > 0.07 && area <= 1.0);
+    assert_true(ratio > 0.74 && ratio < 1.35);
+  }
+}
+
+/* PIL's resampling on a case worked by hand: a 4x1 grey ramp
+ * 0, 100, 200, 255 halved with the bilinear filter stretched by 2 (support
+ * 2): output pixel 0 has centre 1.0 and weights over x = 0, 1, 2 of
+ * 0.75, 0.75, 0.25 (filter((x - 1 + 0.5) / 2)), normalised: 3/7, 3/7, 1/7
+ * -> (0 * 3 + 100 * 3 + 200) / 7 = 71.43 -> 71; pixel 1, centre 3.0, over
+ * x = 1, 2, 3: 0.25, 0.75, 0.75 -> (100 + 600 + 765) / 7 = 209.29 -> 209. */
+static void test_resample(void **state) {
+  (void)state;
+  uint8_t px[4] = {0, 100, 200, 255};
+  nl_image in = {4, 1, 1, px}, out;
+  nl_resample(&in, 0, 0, 4, 1, 2, 1, NL_INTERP_BILINEAR, &out);
+  assert_int_equal(out.px[0], 71);
+  assert_int_equal(out.px[1], 209);
+  nl_image_free(&out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matches_fixture),
       cmocka_unit_test(test_bad_files),
+      cmocka_unit_test(test_eval_geometry),
+      cmocka_unit_test(test_rrc),
+      cmocka_unit_test(test_resample),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -545,7 +545,8 @@ static void test_state_roundtrip(void **s) {
 
 /* Five 8x8 grey images with labels [1, 1, 0, 2, 1]. */
 static void small_data(nl_dataset *d) {
-  static uint8_t img[5 * 64], lab[5] = {1, 1, 0, 2, 1};
+  static uint8_t img[5 * 64];
+  static int32_t lab[5] = {1, 1, 0, 2, 1};
   for (int i = 0; i < 5 * 64; i++) img[i] = (uint8_t)(i * 37 % 256);
   memset(d, 0, sizeof *d);
   snprintf(d->name, sizeof d->name, "five");
