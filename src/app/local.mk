@@ -25,3 +25,6 @@ libnormlab_a_SOURCES += src/app/cmd_cost.c src/app/bench_expr.c \
 libnormlab_a_SOURCES += src/app/split.c src/app/split.h \
 	src/app/session_cmds.c src/app/expr_cmds.c src/app/fit_cmds.c \
 	src/app/pipeline.c src/app/jobs.c
+
+# EdgeFlex: activation profile and MLP channel pruning.
+libnormlab_a_SOURCES += src/app/cmd_profile.c src/app/profile_cmd.h src/app/cmd_prune.c

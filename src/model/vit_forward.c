@@ -5,6 +5,7 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "base/timer.h"
 #include "model/norm.h"
 #include "model/vit.h"
 #include "tensor/layers.h"
@@ -99,32 +100,91 @@ static void branch_add(float *out, const float *x, const float *y, const float *
   nl_residual_forward(out, x, y, (size_t)rows * d);
 }
 
-static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
-                         float *scratch, int n, nl_norm_tap_fn tap, void *user, nl_error *err) {
-  const nl_vit_config *c = &m->cfg;
-  const nl_vit_block *B = &m->blocks[l];
-  const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, rows = n * T;
-  /* attention branch */
-  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
-                  c->eps, NULL);
-  if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
-  nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
-  nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
-  nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
-  branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
-  /* MLP branch */
-  nl_norm_forward(B->norm2, L->ln2, L->ln2_mean, L->ln2_rstd, NULL, NULL, L->res2, rows, D,
-                  c->eps, NULL);
-  if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
-  nl_linear_forward(L->fc1, L->ln2, B->fc1_w, B->fc1_b, rows, D, Hm);
-  nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
-  nl_linear_forward(L->fc2, L->gelu, B->fc2_w, B->fc2_b, rows, Hm, D);
-  branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
+static const char *const site_names[] = {"norm1.in", "attn.qkv.in", "attn.proj.in", "norm2.in",
+                                         "mlp.fc1.in", "mlp.fc2.in", "in", "head.in"};
+static const char *const part_names[] = {"norm1", "qkv", "attention", "proj",
+                                         "norm2", "fc1", "gelu", "fc2"};
+
+const char *nl_vit_site_name(nl_vit_site s) {
+  return (int)s >= 0 && s <= NL_SITE_HEAD_IN ? site_names[s] : "?";
+}
+
+const char *nl_vit_part_name(nl_vit_part p) {
+  return (int)p >= 0 && p < NL_VIT_PARTS ? part_names[p] : "?";
+}
+
+/* Observer hooks: one pointer test each when there is no observer. */
+static int observe(const nl_vit_observer *o, int block, nl_vit_site site, const float *x,
+                   int rows, int width, nl_error *err) {
+  if (!o || !o->act) return 0;
+  if (o->act(block, site, x, rows, width, o->user))
+    return nl_fail(err, NL_EINTR, "forward pass stopped by its observer");
   return 0;
 }
 
+/* Timing of the parts: TIC before a part, TOC(part) after it. */
+#define TIC()                      \
+  do {                             \
+    if (ts) t0 = nl_now();         \
+  } while (0)
+#define TOC(part)                           \
+  do {                                      \
+    if (ts) ts[part] += nl_now() - t0;      \
+  } while (0)
+
+static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
+                         float *scratch, int n, nl_norm_tap_fn tap, void *user,
+                         const nl_vit_observer *obs, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  const nl_vit_block *B = &m->blocks[l];
+  const int T = c->tokens, D = c->dim, Hm = nl_vit_mlp_width(c, l), rows = n * T;
+  double *ts = obs && obs->part_s ? obs->part_s + (size_t)l * NL_VIT_PARTS : NULL, t0 = 0;
+  /* attention branch */
+  if (observe(obs, l, NL_SITE_NORM1_IN, L->res1, rows, D, err)) return -1;
+  TIC();
+  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
+                  c->eps, NULL);
+  TOC(NL_PART_NORM1);
+  if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
+  if (observe(obs, l, NL_SITE_QKV_IN, L->ln1, rows, D, err)) return -1;
+  TIC();
+  nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
+  TOC(NL_PART_QKV);
+  TIC();
+  nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+  TOC(NL_PART_ATTN);
+  if (observe(obs, l, NL_SITE_PROJ_IN, L->atty, rows, D, err)) return -1;
+  TIC();
+  nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
+  branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
+  TOC(NL_PART_PROJ);
+  /* MLP branch */
+  if (observe(obs, l, NL_SITE_NORM2_IN, L->res2, rows, D, err)) return -1;
+  TIC();
+  nl_norm_forward(B->norm2, L->ln2, L->ln2_mean, L->ln2_rstd, NULL, NULL, L->res2, rows, D,
+                  c->eps, NULL);
+  TOC(NL_PART_NORM2);
+  if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
+  if (observe(obs, l, NL_SITE_FC1_IN, L->ln2, rows, D, err)) return -1;
+  TIC();
+  nl_linear_forward(L->fc1, L->ln2, B->fc1_w, B->fc1_b, rows, D, Hm);
+  TOC(NL_PART_FC1);
+  TIC();
+  nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
+  TOC(NL_PART_GELU);
+  if (observe(obs, l, NL_SITE_FC2_IN, L->gelu, rows, Hm, err)) return -1;
+  TIC();
+  nl_linear_forward(L->fc2, L->gelu, B->fc2_w, B->fc2_b, rows, Hm, D);
+  branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
+  TOC(NL_PART_FC2);
+  return 0;
+}
+#undef TIC
+#undef TOC
+
 static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
-                        nl_norm_tap_fn tap, void *user, nl_error *err) {
+                        nl_norm_tap_fn tap, void *user, const nl_vit_observer *obs,
+                        nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   if (n < 1 || n > a->batch)
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
@@ -138,32 +198,42 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
                     D);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
-    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, err)) return -1;
+    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, obs, err)) return -1;
   }
   const nl_norm *fn = m->final_norm;
   if (!c->avg_pool) {
     /* every token through the final norm (the taps see them all), then the
      * class token; row-wise, so token 0 is what the trainer computes */
+    if (observe(obs, -1, NL_SITE_FINAL_IN, a->out, n * T, D, err)) return -1;
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->out, n * T, D,
                     c->eps, NULL);
     if (tap_call(tap, user, m, fn, a->out, a->normed, n, T, err)) return -1;
     nl_pool_forward(a->pooled, a->normed, NL_POOL_TOKEN, 0, n, T, D);
+    if (observe(obs, -1, NL_SITE_HEAD_IN, a->pooled, n, D, err)) return -1;
     nl_linear_forward(a->logits, a->pooled, m->head_w, m->head_b, n, D, c->classes);
   } else {
     nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, pre, n, T, D);
+    if (observe(obs, -1, NL_SITE_FINAL_IN, a->pooled, n, D, err)) return -1;
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->pooled, n, D,
                     c->eps, NULL);
     if (tap_call(tap, user, m, fn, a->pooled, a->normed, n, 1, err)) return -1;
+    if (observe(obs, -1, NL_SITE_HEAD_IN, a->normed, n, D, err)) return -1;
     nl_linear_forward(a->logits, a->normed, m->head_w, m->head_b, n, D, c->classes);
   }
   return 0;
 }
 
 /* The pass runs on a->threads workers (its own BLAS count included). */
-int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
-                   nl_norm_tap_fn tap, void *user, nl_error *err) {
+int nl_vit_forward_observed(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
+                            nl_norm_tap_fn tap, void *user, const nl_vit_observer *obs,
+                            nl_error *err) {
   int outer = nl_threads_enter(a->threads);
-  int rc = forward_pass(m, a, images, n, tap, user, err);
+  int rc = forward_pass(m, a, images, n, tap, user, obs, err);
   nl_threads_leave(outer);
   return rc;
+}
+
+int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
+                   nl_norm_tap_fn tap, void *user, nl_error *err) {
+  return nl_vit_forward_observed(m, a, images, n, tap, user, NULL, err);
 }
