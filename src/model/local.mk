@@ -37,3 +37,9 @@ tests_unit_test_extract_LDADD = $(NL_TEST_LDADD)
 # the bundled default model, installed beside the other data
 nlmodelsdir = $(pkgdatadir)/models
 nlmodels_DATA = samples/models/vit_small_p7_fmnist.safetensors
+# Activation profile and MLP pruning.
+check_PROGRAMS += tests/unit/test_prune
+NL_UNIT_TESTS += tests/unit/test_prune
+tests_unit_test_prune_SOURCES = tests/unit/test_prune.c
+tests_unit_test_prune_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_prune_LDADD = $(NL_TEST_LDADD)
