@@ -43,3 +43,4 @@ NL_UNIT_TESTS += tests/unit/test_prune
 tests_unit_test_prune_SOURCES = tests/unit/test_prune.c
 tests_unit_test_prune_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_prune_LDADD = $(NL_TEST_LDADD)
+NL_CLI_TESTS += tests/cli/test_prune.sh
