@@ -115,6 +115,7 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
     rc = nl_vit_acts_init(&acts, c, batch, 0, err);
   acts.threads = o ? o->threads : 0;
   double t0 = nl_now();
+  long timed = 0;
   for (int first = 0; rc == 0 && first < images; first += batch) {
     int nb = images - first < batch ? images - first : batch;
     if (nl_interrupted()) {
@@ -125,6 +126,9 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
       rc = -1;
       break;
     }
+    /* the first of several batches warms up (threads, BLAS buffers): untimed */
+    obs.part_s = first == 0 && nb < images ? NULL : part_s;
+    if (obs.part_s) timed += nb;
     if (nl_vit_forward_observed(m, &acts, buf, nb, NULL, NULL, &obs, err) != 0) {
       rc = -1;
       break;
@@ -155,7 +159,7 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
   }
   free(s.a);
   for (size_t i = 0; i < (size_t)c->depth * NL_VIT_PARTS; i++)
-    p->part_ms[i] = 1e3 * part_s[i] / images;
+    p->part_ms[i] = timed ? 1e3 * part_s[i] / timed : 0;
   free(part_s);
   free(buf);
   nl_vit_acts_free(&acts);

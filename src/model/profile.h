@@ -3,7 +3,8 @@
  * and keep, for every Linear's input and every norm's input, per channel
  *   absmean = mean |x|, mean, var = mean (x - mean)^2, absmax = max |x|
  * over all rows seen (images x tokens), and the measured wall time of each
- * block part (norm1, qkv, attention, proj, norm2, fc1, GELU, fc2).
+ * block part (norm1, qkv, attention, proj, norm2, fc1, GELU, fc2); when
+ * there are several batches the first one is a warm-up and is not timed.
  *
  * Layers are named "<site>" as in nl_vit_site_name under their block:
  * "blocks.3.norm1.in", "blocks.3.attn.qkv.in", "blocks.3.attn.proj.in",
