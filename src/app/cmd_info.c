@@ -50,6 +50,9 @@ static json_t *info_json(const char *path, const nl_vit *m, double flops) {
                         c->tokens, "class_token", c->class_token, "global_pool",
                         c->avg_pool ? "avg" : "token", "layer_scale", c->layer_scale, "qkv_bias",
                         c->qkv_bias);
+  json_t *widths = json_array();
+  for (int l = 0; l < c->depth; l++) json_array_append_new(widths, json_integer(nl_vit_mlp_width(c, l)));
+  json_object_set_new(j, "mlp_widths", widths);
   json_object_set_new(j, "eps", nl_json_float(c->eps));
   json_object_set_new(j, "mean", mean);
   json_object_set_new(j, "std", std);
@@ -92,6 +95,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             c->class_token ? " with class token" : "");
     fprintf(o, "width %d, depth %d, heads %d, mlp %d, classes %d\n", c->dim, c->depth, c->heads,
             c->mlp_hidden, c->classes);
+    if (!nl_vit_mlp_uniform(c)) {
+      fprintf(o, "mlp per block:");
+      for (int l = 0; l < c->depth; l++) fprintf(o, " %d", nl_vit_mlp_width(c, l));
+      fprintf(o, " (pruned; mlp above is the widest)\n");
+    }
     fprintf(o, "pooling:      %s\n", c->avg_pool ? "average of patch tokens, fc_norm" : "class token after norm");
     fprintf(o, "layer scale:  %s, qkv bias: %s, LayerNorm eps %g\n", c->layer_scale ? "yes" : "no",
             c->qkv_bias ? "yes" : "no", (double)c->eps);

@@ -17,6 +17,8 @@ extern const nl_cmd nl_cmd_replace;
 extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_calibrate;
 extern const nl_cmd nl_cmd_cost;
+extern const nl_cmd nl_cmd_profile;
+extern const nl_cmd nl_cmd_prune;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
 extern const nl_cmd nl_cmd_export;
@@ -35,6 +37,8 @@ const nl_cmd *nl_commands[NL_MAX_CMDS + 1] = {
     &nl_cmd_train,
     &nl_cmd_export,
     &nl_cmd_cost,
+    &nl_cmd_profile,
+    &nl_cmd_prune,
     &nl_cmd_plot,
     &nl_cmd_bench,
     NULL,

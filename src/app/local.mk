@@ -31,3 +31,5 @@ libnormlab_a_SOURCES += src/app/split.c src/app/split.h \
 
 # Export to PyTorch, C and ONNX.
 libnormlab_a_SOURCES += src/app/cmd_export.c
+# EdgeFlex: activation profile and MLP channel pruning.
+libnormlab_a_SOURCES += src/app/cmd_profile.c src/app/profile_cmd.h src/app/cmd_prune.c

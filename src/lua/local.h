@@ -76,6 +76,16 @@ int nl_lua_callback(lua_State *L, int fn, int errslot, void (*build)(lua_State *
 int nl_lua_run_cmd(lua_State *L, int argc, char **argv, int capture, nl_progress_fn progress,
                    void *user, const int *stopped);
 
+/* The model of the handle at idx (an error for a closed one); *path its
+ * file. */
+struct nl_vit;
+struct nl_vit *nl_lua_check_model(lua_State *L, int idx, const char **path);
+/* A new handle taking m over (m is zeroed), named by path. */
+void nl_lua_push_model_owned(lua_State *L, struct nl_vit *m, const char *path);
+/* model:profile{...} and model:prune{...} (lua_prune.c). */
+int nl_lua_model_profile(lua_State *L);
+int nl_lua_model_prune(lua_State *L);
+
 /* Push a jansson value as Lua (objects: tables, arrays: sequences). */
 struct json_t;
 void nl_lua_push_json(lua_State *L, struct json_t *j);

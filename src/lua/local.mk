@@ -2,7 +2,8 @@
 libnormlab_a_SOURCES += \
 	src/lua/nlua.h src/lua/local.h \
 	src/lua/lua_aux.c src/lua/lua_state.c src/lua/lua_cmd.c src/lua/lua_expr.c \
-	src/lua/lua_model.c src/lua/lua_maps.c src/lua/cmd_lua.c
+	src/lua/lua_model.c src/lua/lua_maps.c src/lua/cmd_lua.c \
+	src/lua/lua_prune.c
 
 # The Lua-side library, found by require() in the source tree and installed.
 nlluadir = $(pkgdatadir)/lua/normlab

@@ -127,6 +127,12 @@ static int m_info(lua_State *L) {
   set_int(L, "depth", c->depth);
   set_int(L, "num_heads", c->heads);
   set_int(L, "mlp_hidden", c->mlp_hidden);
+  lua_createtable(L, c->depth, 0);
+  for (int i = 0; i < c->depth; i++) {
+    lua_pushinteger(L, nl_vit_mlp_width(c, i));
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "mlp_widths");
   set_int(L, "num_classes", c->classes);
   set_int(L, "tokens", c->tokens);
   set_bool(L, "class_token", c->class_token);
@@ -813,12 +819,30 @@ static int m_train(lua_State *L) {
   return 2;
 }
 
+/* For the methods in other files (lua_prune.c). */
+nl_vit *nl_lua_check_model(lua_State *L, int idx, const char **path) {
+  lmodel *h = check_model(L, idx);
+  if (path) *path = h->path;
+  return &h->m;
+}
+
+void nl_lua_push_model_owned(lua_State *L, nl_vit *m, const char *path) {
+  lmodel *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, NL_LUA_MODEL);
+  c->m = *m;
+  memset(m, 0, sizeof *m);
+  c->loaded = 1;
+  c->path = nl_xstrdup(path);
+}
+
 void nl_lua_open_model(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"info", m_info},       {"norms", m_norms}, {"eval", m_eval},       {"extract", m_extract},
       {"set_norm", m_set_norm}, {"apply", m_apply}, {"save", m_save},     {"path", m_path},
       {"export", m_export},
-      {"replace", m_replace}, {"train", m_train}, {"calibrate", m_calibrate}, {"close", m_gc},       {NULL, NULL},
+      {"replace", m_replace}, {"train", m_train}, {"calibrate", m_calibrate}, {"close", m_gc},
+      {"profile", nl_lua_model_profile}, {"prune", nl_lua_model_prune}, {NULL, NULL},
   };
   static const luaL_Reg meta[] = {{"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, NL_LUA_MODEL);

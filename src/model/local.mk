@@ -4,7 +4,9 @@ libnormlab_a_SOURCES += \
 	src/model/vit.h src/model/vit_load.c src/model/vit_forward.c \
 	src/model/norm.c src/model/norm.h \
 	src/model/replace.c src/model/replace.h \
-	src/model/blockcost.c src/model/blockcost.h
+	src/model/blockcost.c src/model/blockcost.h \
+	src/model/profile.c src/model/profile.h \
+	src/model/prune.c src/model/prune.h
 
 check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
 NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
@@ -51,3 +53,10 @@ nlscriptsdir = $(pkgdatadir)/scripts
 dist_nlscripts_SCRIPTS = scripts/export-onnx
 NL_CLI_TESTS += tests/cli/test_realign.sh
 dist_nlscripts_SCRIPTS += scripts/realign-ddp
+# Activation profile and MLP pruning.
+check_PROGRAMS += tests/unit/test_prune
+NL_UNIT_TESTS += tests/unit/test_prune
+tests_unit_test_prune_SOURCES = tests/unit/test_prune.c
+tests_unit_test_prune_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_prune_LDADD = $(NL_TEST_LDADD)
+NL_CLI_TESTS += tests/cli/test_prune.sh

@@ -44,9 +44,16 @@
 
 struct nl_prog;
 
+/* Blocks a model may have (per-block MLP widths are kept in the config). */
+#define NL_VIT_MAX_DEPTH 128
+
 typedef struct nl_vit_config {
   int img_size, in_chans, patch;
-  int dim, depth, heads, mlp_hidden, classes;
+  int dim, depth, heads, mlp_hidden, classes; /* mlp_hidden: the widest block's */
+  /* MLP hidden width of each block (fc1 rows), from the tensor shapes: all
+   * equal to mlp_hidden for a timm model, per block after a budget prune
+   * (model/prune.h). 0 reads as mlp_hidden (nl_vit_mlp_width). */
+  int mlp_widths[NL_VIT_MAX_DEPTH];
   int class_token;  /* 1: a class token is prepended */
   int avg_pool;     /* 1: mean over patch tokens + fc_norm; 0: token 0 after norm */
   int layer_scale;  /* blocks carry ls1.gamma / ls2.gamma */
@@ -65,6 +72,13 @@ typedef struct nl_vit_config {
   char crop_source[96];     /* where crop_pct / interpolation came from */
   char size_source[96];     /* where img_size came from */
 } nl_vit_config;
+
+/* Block l's MLP hidden width. */
+static inline int nl_vit_mlp_width(const nl_vit_config *c, int l) {
+  return c->mlp_widths[l] > 0 ? c->mlp_widths[l] : c->mlp_hidden;
+}
+/* 1 when every block has the same MLP width (a timm-loadable mlp_ratio). */
+int nl_vit_mlp_uniform(const nl_vit_config *c);
 
 typedef enum nl_norm_kind { NL_NORM_LAYERNORM = 0, NL_NORM_DYT, NL_NORM_EXPR } nl_norm_kind;
 
@@ -126,10 +140,22 @@ void nl_vit_free(nl_vit *m);
  * read, only their header). */
 int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opts *o,
                        nl_error *err);
+/* A model of config c (mlp_widths per block) with zeroed parameters and
+ * LayerNorm in every slot (alphas 0.5): the target of a transformation
+ * that changes shapes (model/prune.h). NL_EINPUT for a config that is not
+ * a ViT. */
+int nl_vit_create(nl_vit *m, const nl_vit_config *c, nl_error *err);
 /* Write the parameters (timm names, DyT alphas included), the config and
- * the norm kinds ("norms") as __metadata__; atomically (temporary file and
+ * the norm kinds ("norms") as __metadata__ (model_args has mlp_ratio only
+ * when every block has the same MLP width; otherwise "mlp_widths", a JSON
+ * list of the blocks' widths, which nl_vit_load checks against the
+ * shapes); atomically (temporary file and
  * rename: an error leaves no file behind). */
 int nl_vit_save(const nl_vit *m, const char *path, nl_error *err);
+/* The same with `nmeta` more __metadata__ entries (key, value pairs in
+ * meta), e.g. how a model was made ("pruned"). */
+int nl_vit_save_meta(const nl_vit *m, const char *path, const char *const *meta, int nmeta,
+                     nl_error *err);
 
 /* Parameter count and matrix FLOPs (multiply-add = 2) per image. */
 size_t nl_vit_param_count(const nl_vit *m);
@@ -221,6 +247,32 @@ void nl_vit_acts_free(nl_vit_acts *a);
 typedef int (*nl_norm_tap_fn)(const char *layer, int index, const float *x, const float *y,
                               int batch, int tokens, int dim, void *user);
 
+/* Observer: what a profiler sees of a forward pass (model/profile.h).
+ * Sites are the inputs of every Linear and norm of a block, in forward
+ * order; the final norm's input and the head's input have block -1. */
+typedef enum nl_vit_site {
+  NL_SITE_NORM1_IN,  /* block input (norm1's input) */
+  NL_SITE_QKV_IN,    /* norm1 output */
+  NL_SITE_PROJ_IN,   /* attention output before proj */
+  NL_SITE_NORM2_IN,  /* norm2's input */
+  NL_SITE_FC1_IN,    /* norm2 output */
+  NL_SITE_FC2_IN,    /* fc1 output after GELU */
+  NL_VIT_BLOCK_SITES,
+  NL_SITE_FINAL_IN = NL_VIT_BLOCK_SITES, /* final norm's input (block -1) */
+  NL_SITE_HEAD_IN,                       /* head's input (block -1) */
+} nl_vit_site;
+
+/* "norm1.in", "attn.qkv.in", "attn.proj.in", "norm2.in", "mlp.fc1.in",
+ * "mlp.fc2.in", then "in" (final norm: "<norm>.in") and "head.in". */
+const char *nl_vit_site_name(nl_vit_site s);
+typedef struct nl_vit_observer {
+  /* Called with each site's activations x [rows, width] (rows = images x
+   * tokens; the pooled features of avg pooling have one row per image),
+   * valid during the call; may be NULL. Non-zero stops the pass (NL_EINTR). */
+  int (*act)(int block, nl_vit_site site, const float *x, int rows, int width, void *user);
+  void *user;
+} nl_vit_observer;
+
 /* Forward `n` images (n <= acts->batch), input [n, C, H, W] normalised.
  * Logits land in acts->logits. tap may be NULL. The layers are the forward
  * functions of tensor/layers.h and nl_norm_forward (model/norm.h), the same
@@ -229,5 +281,11 @@ typedef int (*nl_norm_tap_fn)(const char *layer, int index, const float *x, cons
  * thread count. */
 int nl_vit_forward(const nl_vit *m, nl_vit_acts *acts, const float *images, int n,
                    nl_norm_tap_fn tap, void *tap_user, nl_error *err);
+/* The same pass, reporting to obs (NULL: exactly nl_vit_forward). Part
+ * times go to acts->part_s as in nl_vit_forward; the observer's own calls
+ * are not timed. */
+int nl_vit_forward_observed(const nl_vit *m, nl_vit_acts *acts, const float *images, int n,
+                            nl_norm_tap_fn tap, void *tap_user, const nl_vit_observer *obs,
+                            nl_error *err);
 
 #endif

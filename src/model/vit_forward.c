@@ -100,6 +100,22 @@ static void branch_add(float *out, const float *x, const float *y, const float *
   nl_residual_forward(out, x, y, (size_t)rows * d);
 }
 
+static const char *const site_names[] = {"norm1.in", "attn.qkv.in", "attn.proj.in", "norm2.in",
+                                         "mlp.fc1.in", "mlp.fc2.in", "in", "head.in"};
+
+const char *nl_vit_site_name(nl_vit_site s) {
+  return (int)s >= 0 && s <= NL_SITE_HEAD_IN ? site_names[s] : "?";
+}
+
+/* Observer hooks: one pointer test each when there is no observer. */
+static int observe(const nl_vit_observer *o, int block, nl_vit_site site, const float *x,
+                   int rows, int width, nl_error *err) {
+  if (!o || !o->act) return 0;
+  if (o->act(block, site, x, rows, width, o->user))
+    return nl_fail(err, NL_EINTR, "forward pass stopped by its observer");
+  return 0;
+}
+
 /* Part timing: with ps (a part_s array) add the time since *t to
  * ps[index] and restart *t. */
 static void part_done(double *ps, size_t index, double *t) {
@@ -111,46 +127,61 @@ static void part_done(double *ps, size_t index, double *t) {
 
 static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
                          float *scratch, int n, nl_norm_tap_fn tap, void *user, double *ps,
-                         nl_error *err) {
+                         const nl_vit_observer *obs, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   const nl_vit_block *B = &m->blocks[l];
-  const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, rows = n * T;
+  const int T = c->tokens, D = c->dim, Hm = nl_vit_mlp_width(c, l), rows = n * T;
   double t = ps ? nl_now() : 0;
 #define DONE(part) part_done(ps, nl_vit_part_index(part, l), &t)
+#define OBSERVE(site, x, w)                                         \
+  do {                                                              \
+    if (obs) {                                                      \
+      if (observe(obs, l, site, x, rows, w, err)) return -1;        \
+      if (ps) t = nl_now();                                         \
+    }                                                               \
+  } while (0)
   /* attention branch */
+  OBSERVE(NL_SITE_NORM1_IN, L->res1, D);
   nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
                   c->eps, NULL);
   DONE(NL_PART_NORM1);
   if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
   if (ps) t = nl_now();
+  OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
   nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
   DONE(NL_PART_QKV);
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
   DONE(NL_PART_ATTN);
+  OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
   nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
   DONE(NL_PART_PROJ);
   branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
   /* MLP branch */
+  OBSERVE(NL_SITE_NORM2_IN, L->res2, D);
   nl_norm_forward(B->norm2, L->ln2, L->ln2_mean, L->ln2_rstd, NULL, NULL, L->res2, rows, D,
                   c->eps, NULL);
   DONE(NL_PART_NORM2);
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
   if (ps) t = nl_now();
+  OBSERVE(NL_SITE_FC1_IN, L->ln2, D);
   nl_linear_forward(L->fc1, L->ln2, B->fc1_w, B->fc1_b, rows, D, Hm);
   DONE(NL_PART_FC1);
   nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
   DONE(NL_PART_GELU);
+  OBSERVE(NL_SITE_FC2_IN, L->gelu, Hm);
   nl_linear_forward(L->fc2, L->gelu, B->fc2_w, B->fc2_b, rows, Hm, D);
   DONE(NL_PART_FC2);
   branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
+#undef OBSERVE
 #undef DONE
   return 0;
 }
 
 static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
-                        nl_norm_tap_fn tap, void *user, nl_error *err) {
+                        nl_norm_tap_fn tap, void *user, const nl_vit_observer *obs,
+                        nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   if (n < 1 || n > a->batch)
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
@@ -166,28 +197,39 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
   part_done(ps, nl_vit_part_index(NL_PART_PATCH, -1), &t);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
-    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, ps, err)) return -1;
+    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, ps, obs, err)) return -1;
   }
-  if (ps) t = nl_now();
   const nl_norm *fn = m->final_norm;
   if (!c->avg_pool) {
     /* every token through the final norm (the taps see them all), then the
      * class token; row-wise, so token 0 is what the trainer computes */
+    if (observe(obs, -1, NL_SITE_FINAL_IN, a->out, n * T, D, err)) return -1;
+    if (ps) t = nl_now();
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->out, n * T, D,
                     c->eps, NULL);
     part_done(ps, nl_vit_part_index(NL_PART_NORM, -1), &t);
     if (tap_call(tap, user, m, fn, a->out, a->normed, n, T, err)) return -1;
     if (ps) t = nl_now();
     nl_pool_forward(a->pooled, a->normed, NL_POOL_TOKEN, 0, n, T, D);
+    if (obs) {
+      if (observe(obs, -1, NL_SITE_HEAD_IN, a->pooled, n, D, err)) return -1;
+      if (ps) t = nl_now();
+    }
     nl_linear_forward(a->logits, a->pooled, m->head_w, m->head_b, n, D, c->classes);
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   } else {
+    if (ps) t = nl_now();
     nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, pre, n, T, D);
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
+    if (obs) {
+      if (observe(obs, -1, NL_SITE_FINAL_IN, a->pooled, n, D, err)) return -1;
+      if (ps) t = nl_now();
+    }
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->pooled, n, D,
                     c->eps, NULL);
     part_done(ps, nl_vit_part_index(NL_PART_NORM, -1), &t);
     if (tap_call(tap, user, m, fn, a->pooled, a->normed, n, 1, err)) return -1;
+    if (observe(obs, -1, NL_SITE_HEAD_IN, a->normed, n, D, err)) return -1;
     if (ps) t = nl_now();
     nl_linear_forward(a->logits, a->normed, m->head_w, m->head_b, n, D, c->classes);
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
@@ -196,10 +238,16 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
 }
 
 /* The pass runs on a->threads workers (its own BLAS count included). */
-int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
-                   nl_norm_tap_fn tap, void *user, nl_error *err) {
+int nl_vit_forward_observed(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
+                            nl_norm_tap_fn tap, void *user, const nl_vit_observer *obs,
+                            nl_error *err) {
   int outer = nl_threads_enter(a->threads);
-  int rc = forward_pass(m, a, images, n, tap, user, err);
+  int rc = forward_pass(m, a, images, n, tap, user, obs, err);
   nl_threads_leave(outer);
   return rc;
+}
+
+int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
+                   nl_norm_tap_fn tap, void *user, nl_error *err) {
+  return nl_vit_forward_observed(m, a, images, n, tap, user, NULL, err);
 }

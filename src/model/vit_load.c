@@ -25,7 +25,8 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *s) {
 /* ---- shapes ---- */
 
 typedef struct inferred {
-  int dim, in_chans, patch, tokens, depth, classes, mlp_hidden;
+  int dim, in_chans, patch, tokens, depth, classes, mlp_hidden; /* mlp_hidden: the widest */
+  int widths[NL_VIT_MAX_DEPTH]; /* per block: blocks.N.mlp.fc1.weight rows */
   int class_token, fc_norm, layer_scale, qkv_bias;
 } inferred;
 
@@ -63,11 +64,20 @@ static int infer(const nl_st_file *f, inferred *s, nl_error *err) {
     return nl_fail(err, NL_EINPUT, "%s: tensor 'head.weight' %s (want [classes, %d])", f->path,
                    hw ? "has the wrong shape" : "is missing", s->dim);
   s->classes = (int)hw->shape[0];
-  const nl_st_tensor *f1 = nl_st_find(f, "blocks.0.mlp.fc1.weight");
-  if (!f1 || f1->ndim != 2)
-    return nl_fail(err, NL_EINPUT, "%s: tensor 'blocks.0.mlp.fc1.weight' %s", f->path,
-                   f1 ? "has the wrong shape" : "is missing");
-  s->mlp_hidden = (int)f1->shape[0];
+  if (depth > NL_VIT_MAX_DEPTH)
+    return nl_fail(err, NL_EINPUT, "%s: %d transformer blocks; at most %d are supported", f->path,
+                   depth, NL_VIT_MAX_DEPTH);
+  /* per-block MLP widths from fc1's rows (a pruned model may differ per block) */
+  for (int b = 0; b < depth; b++) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "blocks.%d.mlp.fc1.weight", b);
+    const nl_st_tensor *f1 = nl_st_find(f, nm);
+    if (!f1 || f1->ndim != 2 || f1->shape[0] < 1 || f1->shape[0] > (1 << 24))
+      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' %s", f->path, nm,
+                     f1 ? "has the wrong shape (want [hidden, dim])" : "is missing");
+    s->widths[b] = (int)f1->shape[0];
+    if (s->widths[b] > s->mlp_hidden) s->mlp_hidden = s->widths[b];
+  }
   s->layer_scale = nl_st_find(f, "blocks.0.ls1.gamma") != NULL;
   s->qkv_bias = nl_st_find(f, "blocks.0.attn.qkv.bias") != NULL;
   if (s->dim <= 0 || s->in_chans <= 0 || s->patch <= 0 || s->classes <= 0 || s->mlp_hidden <= 0)
@@ -128,10 +138,10 @@ static int apply_model_args(const char *path, const char *src, json_t *ma, const
     return nl_fail(err, NL_EINPUT, "%s: %s: 'num_heads' is not a positive integer", path, src);
   if (r) c->heads = v;
   json_t *mr = json_object_get(ma, "mlp_ratio");
-  if (mr && json_is_number(mr) &&
-      fabs(json_number_value(mr) * s->dim - s->mlp_hidden) > 0.5)
-    return nl_fail(err, NL_EINPUT, "%s: %s says mlp_ratio = %g but blocks.0.mlp.fc1.weight has %d rows",
-                   path, src, json_number_value(mr), s->mlp_hidden);
+  for (int b = 0; mr && json_is_number(mr) && b < s->depth; b++)
+    if (fabs(json_number_value(mr) * s->dim - s->widths[b]) > 0.5)
+      return nl_fail(err, NL_EINPUT, "%s: %s says mlp_ratio = %g but blocks.%d.mlp.fc1.weight has %d rows",
+                     path, src, json_number_value(mr), b, s->widths[b]);
   json_t *ct = json_object_get(ma, "class_token");
   if (ct && json_is_boolean(ct) && json_is_true(ct) != s->class_token)
     return nl_fail(err, NL_EINPUT, "%s: %s says class_token = %s but cls_token is %s", path, src,
@@ -213,6 +223,7 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
   c->depth = s->depth;
   c->classes = s->classes;
   c->mlp_hidden = s->mlp_hidden;
+  memcpy(c->mlp_widths, s->widths, sizeof c->mlp_widths);
   c->class_token = s->class_token;
   c->avg_pool = s->fc_norm || !s->class_token;
   c->layer_scale = s->layer_scale;
@@ -355,6 +366,22 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
     return nl_fail(err, NL_EINPUT, "%s: average pooling needs fc_norm.weight / fc_norm.bias", f->path);
   if (!c->avg_pool && !s->class_token)
     return nl_fail(err, NL_EINPUT, "%s: token pooling needs a class token (cls_token)", f->path);
+  const char *mw = nl_st_meta_get(f, "mlp_widths");
+  if (mw) {
+    /* written by a budget prune: must agree with the shapes */
+    json_error_t je;
+    json_t *a = json_loads(mw, 0, &je);
+    int ok = a && json_is_array(a) && json_array_size(a) == (size_t)s->depth;
+    for (int b = 0; ok && b < s->depth; b++) {
+      json_t *e = json_array_get(a, (size_t)b);
+      ok = json_is_integer(e) && json_integer_value(e) == s->widths[b];
+    }
+    json_decref(a);
+    if (!ok)
+      return nl_fail(err, NL_EINPUT,
+                     "%s: __metadata__ mlp_widths is not a list of the %d blocks' fc1 rows "
+                     "(blocks.N.mlp.fc1.weight)", f->path, s->depth);
+  }
   if (o && o->heads > 0) c->heads = o->heads;
   if (c->heads <= 0) c->heads = s->dim / 64 > 0 ? s->dim / 64 : 1;
   if (s->dim % c->heads)
@@ -418,7 +445,7 @@ static size_t add(layout *l, const char *name, int ndim, int64_t a, int64_t b, i
 }
 
 static void build_layout(const nl_vit_config *c, layout *l) {
-  int D = c->dim, H = c->mlp_hidden;
+  int D = c->dim, H;
   char nm[48];
   if (c->class_token) add(l, "cls_token", 3, 1, 1, D, 0);
   add(l, "pos_embed", 3, 1, c->tokens, D, 0);
@@ -428,6 +455,7 @@ static void build_layout(const nl_vit_config *c, layout *l) {
   snprintf(nm, sizeof nm, "blocks.%d.%s", i, suffix); \
   add(l, nm, __VA_ARGS__)
   for (int i = 0; i < c->depth; i++) {
+    H = nl_vit_mlp_width(c, i);
     B("norm1.weight", 1, D, 0, 0, 0);
     B("norm1.bias", 1, D, 0, 0, 0);
     B("norm1.alpha", 1, 1, 0, 0, 0);
@@ -515,9 +543,58 @@ static void wire(nl_vit *m) {
   m->final_norm = n;
 }
 
+
 static int ends_with(const char *s, const char *suffix) {
   size_t a = strlen(s), b = strlen(suffix);
   return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* The model takes the layout's tensor list; a zeroed parameter buffer,
+ * every alpha 0.5 (not in the file / not DyT yet). */
+static void adopt_layout(nl_vit *m, layout *l) {
+  m->tensors = l->p;
+  m->ntensors = l->n;
+  m->tensors_cap = l->cap;
+  m->nparams = l->total;
+  m->params = nl_aalloc(sizeof(float) * (l->total ? l->total : 1));
+  memset(m->params, 0, sizeof(float) * l->total);
+  for (int i = 0; i < l->n; i++)
+    if (ends_with(l->p[i].name, ".alpha")) m->params[l->p[i].offset] = 0.5f;
+}
+
+int nl_vit_create(nl_vit *m, const nl_vit_config *c, nl_error *err) {
+  memset(m, 0, sizeof *m);
+  if (c->depth < 1 || c->depth > NL_VIT_MAX_DEPTH || c->dim < 1 || c->heads < 1 ||
+      c->dim % c->heads || c->tokens < 1 || c->classes < 1 || c->mlp_hidden < 1)
+    return nl_fail(err, NL_EINPUT, "model config: dim %d, depth %d, heads %d, hidden %d, "
+                   "classes %d, tokens %d do not make a ViT", c->dim, c->depth, c->heads,
+                   c->mlp_hidden, c->classes, c->tokens);
+  for (int i = 0; i < c->depth; i++)
+    if (nl_vit_mlp_width(c, i) < 1 || nl_vit_mlp_width(c, i) > c->mlp_hidden)
+      return nl_fail(err, NL_EINPUT, "model config: block %d's MLP width %d is outside [1, %d]",
+                     i, nl_vit_mlp_width(c, i), c->mlp_hidden);
+  m->cfg = *c;
+  layout l = {0};
+  build_layout(&m->cfg, &l);
+  adopt_layout(m, &l);
+  wire(m);
+  for (int i = 0; i < m->nnorms; i++) nl_vit_alpha_view(m, &m->norms[i], 0);
+  return 0;
+}
+
+int nl_vit_mlp_uniform(const nl_vit_config *c) {
+  for (int i = 1; i < c->depth; i++)
+    if (nl_vit_mlp_width(c, i) != nl_vit_mlp_width(c, 0)) return 0;
+  return 1;
+}
+
+/* mlp_ratio for `hidden` rows of width dim, as timm reads it back:
+ * int(dim * mlp_ratio) must give hidden again (not hidden - 1 by a
+ * rounding of the division). */
+static double mlp_ratio_for(int hidden, int dim) {
+  double r = (double)hidden / dim;
+  while ((long)(dim * r) < hidden) r = nextafter(r, 2.0 * r + 1.0);
+  return r;
 }
 
 /* Norm kinds from __metadata__ "norms" (see vit.h), else DyT where an
@@ -690,16 +767,10 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
     nl_st_close(&f);
     return -1;
   }
-  m->tensors = l.p;
-  m->ntensors = l.n;
-  m->tensors_cap = l.cap;
-  m->nparams = l.total;
-  m->params = nl_aalloc(sizeof(float) * (l.total ? l.total : 1));
-  memset(m->params, 0, sizeof(float) * l.total);
+  adopt_layout(m, &l);
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
     if (t) nl_st_to_f32(t, m->params + l.p[i].offset);
-    else m->params[l.p[i].offset] = 0.5f; /* an alpha not in the file */
   }
   wire(m);
   int *has_alpha = nl_xcalloc((size_t)m->nnorms, sizeof(int));
@@ -730,6 +801,11 @@ void nl_vit_free(nl_vit *m) {
 }
 
 int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
+  return nl_vit_save_meta(m, path, NULL, 0, err);
+}
+
+int nl_vit_save_meta(const nl_vit *m, const char *path, const char *const *meta, int nmeta,
+                     nl_error *err) {
   nl_st_writer *w = nl_st_writer_new();
   for (int i = 0; i < m->ntensors; i++) {
     const nl_param *p = &m->tensors[i];
@@ -739,15 +815,27 @@ int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
     }
   }
   const nl_vit_config *c = &m->cfg;
-  char buf[512];
+  char buf[512], ratio[64] = "";
+  int uniform = nl_vit_mlp_uniform(c);
+  /* per-block widths have no mlp_ratio: the widths go to "mlp_widths" */
+  if (uniform)
+    snprintf(ratio, sizeof ratio, "\"mlp_ratio\": %.17g, ",
+             mlp_ratio_for(nl_vit_mlp_width(c, 0), c->dim));
   snprintf(buf, sizeof buf,
            "{\"img_size\": %d, \"in_chans\": %d, \"num_classes\": %d, \"patch_size\": %d, "
-           "\"embed_dim\": %d, \"depth\": %d, \"num_heads\": %d, \"mlp_ratio\": %.9g, "
+           "\"embed_dim\": %d, \"depth\": %d, \"num_heads\": %d, %s"
            "\"class_token\": %s, \"global_pool\": \"%s\"}",
-           c->img_size, c->in_chans, c->classes, c->patch, c->dim, c->depth, c->heads,
-           (double)c->mlp_hidden / c->dim, c->class_token ? "true" : "false",
-           c->avg_pool ? "avg" : "token");
+           c->img_size, c->in_chans, c->classes, c->patch, c->dim, c->depth, c->heads, ratio,
+           c->class_token ? "true" : "false", c->avg_pool ? "avg" : "token");
   nl_st_writer_meta(w, "model_args", buf);
+  if (!uniform) {
+    json_t *a = json_array();
+    for (int i = 0; i < c->depth; i++) json_array_append_new(a, json_integer(nl_vit_mlp_width(c, i)));
+    char *t = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    nl_st_writer_meta(w, "mlp_widths", t);
+    free(t);
+  }
   for (int k = 0; k < 2; k++) {
     const float *v = k ? c->std : c->mean;
     size_t p = (size_t)snprintf(buf, sizeof buf, "[");
@@ -773,6 +861,7 @@ int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
   nl_st_writer_meta(w, "norms", nt);
   free(nt);
   nl_st_writer_meta(w, "format", "pt");
+  for (int i = 0; i < nmeta; i++) nl_st_writer_meta(w, meta[2 * i], meta[2 * i + 1]);
   int rc = nl_st_writer_save(w, path, err);
   nl_st_writer_free(w);
   return rc;
@@ -785,10 +874,11 @@ size_t nl_vit_param_count(const nl_vit *m) {
 }
 
 double nl_vit_flops_per_image(const nl_vit_config *c) {
-  double T = c->tokens, D = c->dim, Hm = c->mlp_hidden, N = c->npatch;
+  double T = c->tokens, D = c->dim, N = c->npatch;
   double f = 2.0 * N * D * c->in_chans * c->patch * c->patch;
-  double blk = 2.0 * T * D * 3 * D + 2.0 * 2.0 * T * T * D + 2.0 * T * D * D + 2.0 * 2.0 * T * D * Hm;
-  return f + c->depth * blk + 2.0 * D * c->classes;
+  double blk = 2.0 * T * D * 3 * D + 2.0 * 2.0 * T * T * D + 2.0 * T * D * D;
+  for (int l = 0; l < c->depth; l++) f += blk + 2.0 * 2.0 * T * D * nl_vit_mlp_width(c, l);
+  return f + 2.0 * D * c->classes;
 }
 
 nl_norm *nl_vit_norm_find(nl_vit *m, const char *name) {

@@ -253,7 +253,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
   if (n < 1 || n > t->o.batch)
     return nl_fail(err, NL_EINTERNAL, "training step of %d images with room for %d", n,
                    t->o.batch);
-  const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, K = c->classes;
+  const int T = c->tokens, D = c->dim, K = c->classes;
   const int BT = n * T, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
   for (int b = 0; b < n; b++) {
     if (labels[b] < 0 || labels[b] >= K)
@@ -270,6 +270,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
   for (int l = 0; l < c->depth; l++) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];
+    const int Hm = nl_vit_mlp_width(c, l);
     float *out = l + 1 < c->depth ? t->layer[l + 1].res1 : t->out;
     float p = nl_tr_drop_path_rate(t->o.drop_path, l, c->depth);
     nl_tr_droppath_mask(L->dp1, n, p, dp_rng != NULL, dp_rng);
@@ -331,7 +332,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
 static void backward_pass(nl_vit_trainer *t, int n) {
   nl_vit *m = t->m;
   const nl_vit_config *c = &m->cfg;
-  const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, K = c->classes;
+  const int T = c->tokens, D = c->dim, K = c->classes;
   const int BT = n * T, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
   const size_t BTD = (size_t)BT * D, per = (size_t)T * D;
   const int bb = is_trained(t, NL_TR_GROUP_BACKBONE);
@@ -352,6 +353,7 @@ static void backward_pass(nl_vit_trainer *t, int n) {
   for (int l = c->depth - 1; l >= 0; l--) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];
+    const int Hm = nl_vit_mlp_width(c, l);
     /* MLP branch: out = res2 + dp2 * ls2 * fc2(gelu(fc1(norm2(res2)))) */
     memset(t->dt1, 0, BTD * sizeof(float));
     nl_tr_droppath_backward(t->dt1, t->dres, L->dp2, n, per);

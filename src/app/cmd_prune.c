@@ -1,0 +1,184 @@
+/* normlab prune: remove MLP hidden channels physically (model/prune.h). */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/model_path.h"
+#include "app/profile_cmd.h"
+#include "base/json.h"
+#include "model/profile.h"
+#include "model/prune.h"
+#include "model/vit.h"
+
+static const nl_opt opts[] = {
+    {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
+     "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"ratio", NL_OPT_NUM, "R", NULL, "fraction of every block's MLP channels removed, in [0, 1)",
+     NULL, 0},
+    {"budget-mb", NL_OPT_NUM, "MB", NULL,
+     "instead of --ratio: remove the globally lowest channels until the parameters fit in MB "
+     "(10^6 bytes, F32)", NULL, 0},
+    {"score", NL_OPT_CHOICE, NULL, "variance", "channel importance",
+     "variance|absmean|magnitude|random", 0},
+    {"profile", NL_OPT_STR, "FILE", NULL, "activation profile (normlab profile --output)", NULL,
+     NL_OPTF_PATH},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:train", "without --profile: images to profile", NULL, 0},
+    {"offset", NL_OPT_INT, "N", "0", "without --profile: first image", NULL, 0},
+    {"images", NL_OPT_INT, "N", "256", "without --profile: images to profile", NULL, 0},
+    {"batch", NL_OPT_INT, "B", "32", "without --profile: images per forward pass", NULL, 0},
+    {"no-compensate", NL_OPT_FLAG, NULL, NULL,
+     "no bias compensation (fc2.bias += W2[:, j] * mean_j for each removed channel j)", NULL, 0},
+    {"seed", NL_OPT_INT, "S", "42", "random score: seed", NULL, 0},
+    {"output", NL_OPT_STR, "FILE", NULL, "pruned model to write (safetensors)", NULL,
+     NL_OPTF_REQUIRED | NL_OPTF_PATH},
+    {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    {0},
+};
+
+static nl_prune_score score_of(const char *s) {
+  if (strcmp(s, "absmean") == 0) return NL_PRUNE_ABSMEAN;
+  if (strcmp(s, "magnitude") == 0) return NL_PRUNE_MAGNITUDE;
+  if (strcmp(s, "random") == 0) return NL_PRUNE_RANDOM;
+  return NL_PRUNE_VARIANCE;
+}
+
+/* "[256, 128, ...]" or "128 (every block)" */
+static void widths_text(char *buf, size_t cap, const nl_vit_config *c) {
+  if (nl_vit_mlp_uniform(c)) {
+    snprintf(buf, cap, "%d in every block", nl_vit_mlp_width(c, 0));
+    return;
+  }
+  size_t k = (size_t)snprintf(buf, cap, "[");
+  for (int l = 0; l < c->depth && k < cap; l++)
+    k += (size_t)snprintf(buf + k, cap - k, "%s%d", l ? ", " : "", nl_vit_mlp_width(c, l));
+  if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  const char *model = nl_model_path(ctx, a);
+  const char *out = nl_arg_need(a, "output", err);
+  if (!out) return -1;
+  nl_prune_opts po = {.score = score_of(nl_arg_str(a, "score")),
+                      .compensate = !nl_arg_flag(a, "no-compensate")};
+  int has_ratio = nl_arg_given(a, "ratio"), has_budget = nl_arg_given(a, "budget-mb");
+  if (has_ratio == has_budget)
+    return nl_fail(err, NL_EINPUT, "give one of --ratio R (a fraction of every block's MLP "
+                   "channels) or --budget-mb MB (a parameter budget)");
+  if (has_ratio) {
+    po.ratio = nl_arg_num(a, "ratio");
+    if (!(po.ratio >= 0 && po.ratio < 1))
+      return nl_fail(err, NL_EINPUT, "--ratio %g: the fraction of channels removed must be in "
+                     "[0, 1)", po.ratio);
+  } else {
+    double mb = nl_arg_num(a, "budget-mb");
+    if (!(mb > 0))
+      return nl_fail(err, NL_EINPUT, "--budget-mb %g: the budget must be positive", mb);
+    po.budget_bytes = mb * 1e6;
+  }
+  long offset, images, batch, seed;
+  if (nl_arg_int_range(a, "offset", 0, INT32_MAX, &offset, err) != 0 ||
+      nl_arg_int_range(a, "images", 1, INT32_MAX, &images, err) != 0 ||
+      nl_arg_int_range(a, "batch", 1, 4096, &batch, err) != 0 ||
+      nl_arg_int_range(a, "seed", 0, INT64_MAX, &seed, err) != 0)
+    return -1;
+  po.seed = (uint64_t)seed;
+  const char *prof_path = nl_arg_str(a, "profile");
+  if (prof_path && (nl_arg_given(a, "data") || nl_arg_given(a, "images") ||
+                    nl_arg_given(a, "offset")))
+    return nl_fail(err, NL_EINPUT, "--profile FILE and --data/--images/--offset exclude each "
+                   "other (the profile says which images it saw)");
+  int need_profile = po.compensate || nl_prune_score_needs_profile(po.score);
+  nl_vit m, pm;
+  if (nl_vit_load(&m, model, NULL, err) != 0) return -1;
+  nl_profile p;
+  memset(&p, 0, sizeof p);
+  int rc = 0;
+  char source[4400] = "none";
+  if (need_profile && prof_path) {
+    rc = nl_profile_load(&p, prof_path, err);
+    if (rc == 0) {
+      char what[4200];
+      snprintf(what, sizeof what, "profile %s", prof_path);
+      rc = nl_profile_check(&p, &m, what, err);
+    }
+    snprintf(source, sizeof source, "%s", prof_path);
+  } else if (need_profile) {
+    rc = nl_app_profile(ctx, &m, nl_arg_str(a, "data"), offset, images, batch, &p, err);
+    snprintf(source, sizeof source, "%ld images of %s from offset %ld", images,
+             nl_arg_str(a, "data"), offset);
+  }
+  memset(&pm, 0, sizeof pm);
+  if (rc == 0) rc = nl_prune(&m, need_profile ? &p : NULL, &po, &pm, err);
+  size_t before = nl_vit_param_bytes(&m), after = rc == 0 ? nl_vit_param_bytes(&pm) : 0;
+  if (rc == 0) {
+    json_t *j = json_object();
+    json_object_set_new(j, "source", json_string(model));
+    json_object_set_new(j, "score", json_string(nl_prune_score_name(po.score)));
+    if (has_ratio) json_object_set_new(j, "ratio", json_real(po.ratio));
+    else json_object_set_new(j, "budget_mb", json_real(po.budget_bytes / 1e6));
+    json_object_set_new(j, "compensated", json_boolean(po.compensate));
+    if (po.score == NL_PRUNE_RANDOM) json_object_set_new(j, "seed", json_integer(seed));
+    json_object_set_new(j, "profile", json_string(source));
+    json_t *w = json_array(), *w0 = json_array();
+    for (int l = 0; l < m.cfg.depth; l++) {
+      json_array_append_new(w0, json_integer(nl_vit_mlp_width(&m.cfg, l)));
+      json_array_append_new(w, json_integer(nl_vit_mlp_width(&pm.cfg, l)));
+    }
+    json_object_set_new(j, "widths_before", w0);
+    json_object_set_new(j, "widths", w);
+    json_object_set_new(j, "param_bytes_before", json_integer((json_int_t)before));
+    json_object_set_new(j, "param_bytes", json_integer((json_int_t)after));
+    char *text = nl_json_text(j, NL_JSON_LINE);
+    const char *meta[] = {"pruned", text};
+    rc = nl_vit_save_meta(&pm, out, meta, 1, err);
+    free(text);
+    if (rc == 0 && nl_arg_flag(a, "json")) {
+      json_object_set_new(j, "output", json_string(out));
+      nl_json_print(ctx->out, j);
+    } else if (rc == 0) {
+      char wb[2048], wa[2048];
+      widths_text(wb, sizeof wb, &m.cfg);
+      widths_text(wa, sizeof wa, &pm.cfg);
+      fprintf(ctx->out, "pruned %s by %s score, ", model, nl_prune_score_name(po.score));
+      if (has_ratio) fprintf(ctx->out, "ratio %g", po.ratio);
+      else fprintf(ctx->out, "budget %g MB", po.budget_bytes / 1e6);
+      fprintf(ctx->out, ", bias compensation %s (profile: %s)\n",
+              po.compensate ? "on" : "off", source);
+      fprintf(ctx->out, "MLP widths: %s -> %s\n", wb, wa);
+      fprintf(ctx->out, "parameters: %zu bytes (%.3f MB) -> %zu bytes (%.3f MB), %.1f %% fewer\n",
+              before, before / 1e6, after, after / 1e6, 100.0 * (1.0 - (double)after / before));
+      fprintf(ctx->out, "wrote %s\n", out);
+    }
+    json_decref(j);
+  }
+  nl_profile_free(&p);
+  if (pm.params) nl_vit_free(&pm);
+  nl_vit_free(&m);
+  return rc;
+}
+
+const nl_cmd nl_cmd_prune = {
+    .name = "prune",
+    .args = NULL,
+    .summary = "remove MLP hidden channels (EdgeFlex), by ratio or parameter budget",
+    .help = "Removes MLP hidden channels physically: fc1's row j (and bias) and fc2's column j.\n"
+            "--score ranks the channels of each block: variance or absmean of the channel's\n"
+            "activation after GELU (from an activation profile: --profile FILE from\n"
+            "'profile --output', else --images images of --data profiled here), magnitude\n"
+            "||W1[j,:]|| * ||W2[:,j]|| (weights only), or random (--seed). --ratio R removes\n"
+            "round(R * width) of every block's channels (equal widths: timm loads the result\n"
+            "with the mlp_ratio in its metadata); --budget-mb MB removes the globally\n"
+            "lowest channels (score over its block's mean score) until the F32 parameters\n"
+            "fit in MB x 10^6 bytes, leaving per-block widths (metadata mlp_widths; normlab\n"
+            "loads them). Every block keeps at least one channel. Bias compensation (default;\n"
+            "--no-compensate to leave it out) adds W2[:, j] * mean_j to fc2.bias for each\n"
+            "removed channel j, mean_j from the profile. The output records how it was made\n"
+            "in metadata 'pruned' (JSON). Attention heads are not pruned.",
+    .opts = opts,
+    .min_pos = 0,
+    .max_pos = 0,
+    .run = run,
+};

@@ -1,0 +1,14 @@
+/* Profiling a loaded model over a data spec: the step profile and prune
+ * (without --profile) share. */
+#ifndef NL_APP_PROFILE_CMD_H
+#define NL_APP_PROFILE_CMD_H
+
+#include "app/cmd.h"
+#include "model/profile.h"
+
+/* Profile `images` images of `spec` from `offset`, batch `batch`, on
+ * ctx->threads; a progress line on a terminal. */
+int nl_app_profile(nl_ctx *ctx, const nl_vit *m, const char *spec, long offset, long images,
+                   long batch, nl_profile *p, nl_error *err);
+
+#endif

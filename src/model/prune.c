@@ -1,0 +1,245 @@
+/* MLP channel pruning: scores, the keep plan, and the smaller model. */
+#include "model/prune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/mem.h"
+#include "base/rng.h"
+#include "model/norm.h"
+
+static const char *const score_names[] = {"variance", "absmean", "magnitude", "random"};
+
+const char *nl_prune_score_name(nl_prune_score s) {
+  return (int)s >= 0 && s <= NL_PRUNE_RANDOM ? score_names[s] : "?";
+}
+
+int nl_prune_score_needs_profile(nl_prune_score s) {
+  return s == NL_PRUNE_VARIANCE || s == NL_PRUNE_ABSMEAN;
+}
+
+size_t nl_vit_param_bytes(const nl_vit *m) { return nl_vit_param_count(m) * sizeof(float); }
+
+void nl_prune_scores_free(float **scores, int depth) {
+  if (!scores) return;
+  for (int l = 0; l < depth; l++) free(scores[l]);
+  free(scores);
+}
+
+void nl_prune_keep_free(unsigned char **keep, int depth) {
+  if (!keep) return;
+  for (int l = 0; l < depth; l++) free(keep[l]);
+  free(keep);
+}
+
+int nl_prune_scores(const nl_vit *m, const nl_profile *p, nl_prune_score s, uint64_t seed,
+                    float ***scores, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  *scores = NULL;
+  if ((int)s < 0 || s > NL_PRUNE_RANDOM)
+    return nl_fail(err, NL_EINPUT, "unknown prune score %d", (int)s);
+  if (nl_prune_score_needs_profile(s)) {
+    if (!p)
+      return nl_fail(err, NL_EINPUT, "the %s score needs an activation profile",
+                     nl_prune_score_name(s));
+    if (nl_profile_check(p, m, "the profile", err)) return -1;
+  }
+  const int D = c->dim;
+  float **sc = nl_xcalloc((size_t)c->depth, sizeof(float *));
+  for (int l = 0; l < c->depth; l++) {
+    const int H = nl_vit_mlp_width(c, l);
+    const nl_vit_block *B = &m->blocks[l];
+    float *v = sc[l] = nl_xmalloc((size_t)H * sizeof(float));
+    const nl_profile_layer *L = p ? nl_profile_hidden(p, l) : NULL;
+    nl_rng r;
+    nl_rng_stream(&r, seed, (uint64_t)l);
+    for (int j = 0; j < H; j++) {
+      switch (s) {
+        case NL_PRUNE_VARIANCE: v[j] = L->var[j]; break;
+        case NL_PRUNE_ABSMEAN: v[j] = L->absmean[j]; break;
+        case NL_PRUNE_MAGNITUDE: {
+          double a = 0, b = 0;
+          for (int i = 0; i < D; i++) a += (double)B->fc1_w[(size_t)j * D + i] * B->fc1_w[(size_t)j * D + i];
+          for (int i = 0; i < D; i++) b += (double)B->fc2_w[(size_t)i * H + j] * B->fc2_w[(size_t)i * H + j];
+          v[j] = (float)(sqrt(a) * sqrt(b));
+          break;
+        }
+        case NL_PRUNE_RANDOM: v[j] = (float)nl_rng_uniform(&r); break;
+      }
+      if (!isfinite(v[j])) {
+        nl_prune_scores_free(sc, c->depth);
+        return nl_fail(err, NL_EINPUT, "blocks.%d: the %s score of channel %d is not finite", l,
+                       nl_prune_score_name(s), j);
+      }
+    }
+  }
+  *scores = sc;
+  return 0;
+}
+
+typedef struct ranked {
+  double score;
+  int block, index;
+} ranked;
+
+static int cmp_ranked(const void *a, const void *b) {
+  const ranked *x = a, *y = b;
+  if (x->score != y->score) return x->score < y->score ? -1 : 1;
+  if (x->block != y->block) return x->block < y->block ? -1 : 1;
+  return (x->index > y->index) - (x->index < y->index);
+}
+
+int nl_prune_plan(const nl_vit *m, float *const *scores, const nl_prune_opts *o,
+                  unsigned char ***keep, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  *keep = NULL;
+  int budget = o->budget_bytes > 0;
+  if (!budget && !(o->ratio >= 0 && o->ratio < 1))
+    return nl_fail(err, NL_EINPUT, "prune ratio %g is outside [0, 1)", o->ratio);
+  const size_t per_channel = sizeof(float) * (2 * (size_t)c->dim + 1);
+  size_t bytes = nl_vit_param_bytes(m), floor_bytes = bytes;
+  long total = 0;
+  for (int l = 0; l < c->depth; l++) {
+    floor_bytes -= per_channel * (size_t)(nl_vit_mlp_width(c, l) - 1);
+    total += nl_vit_mlp_width(c, l);
+  }
+  if (budget && o->budget_bytes < (double)floor_bytes)
+    return nl_fail(err, NL_EINPUT,
+                   "budget %.3f MB is below %.3f MB, the model with one MLP channel per block "
+                   "(embeddings, attention, norms and head are not pruned)",
+                   o->budget_bytes / 1e6, floor_bytes / 1e6);
+  unsigned char **k = nl_xcalloc((size_t)c->depth, sizeof(unsigned char *));
+  int *left = nl_xcalloc((size_t)c->depth, sizeof(int));
+  ranked *all = nl_xmalloc((size_t)total * sizeof(ranked));
+  for (int l = 0; l < c->depth; l++) {
+    const int H = nl_vit_mlp_width(c, l);
+    k[l] = nl_xmalloc((size_t)H);
+    memset(k[l], 1, (size_t)H);
+    left[l] = H;
+  }
+  if (!budget) {
+    for (int l = 0; l < c->depth; l++) {
+      const int H = nl_vit_mlp_width(c, l);
+      int drop = (int)floor(o->ratio * H + 0.5);
+      if (drop > H - 1) drop = H - 1;
+      for (int j = 0; j < H; j++) all[j] = (ranked){scores[l][j], l, j};
+      qsort(all, (size_t)H, sizeof *all, cmp_ranked);
+      for (int i = 0; i < drop; i++) k[l][all[i].index] = 0;
+    }
+  } else {
+    /* channels to go: enough to bring bytes under the budget */
+    long need = bytes > o->budget_bytes
+                    ? (long)ceil((bytes - o->budget_bytes) / (double)per_channel - 1e-9)
+                    : 0;
+    long n = 0;
+    for (int l = 0; l < c->depth; l++) {
+      const int H = nl_vit_mlp_width(c, l);
+      double mean = 0;
+      for (int j = 0; j < H; j++) mean += scores[l][j];
+      mean /= H;
+      for (int j = 0; j < H; j++)
+        all[n++] = (ranked){mean > 0 ? scores[l][j] / mean : scores[l][j], l, j};
+    }
+    qsort(all, (size_t)n, sizeof *all, cmp_ranked);
+    for (long i = 0; i < n && need > 0; i++) {
+      ranked *r = &all[i];
+      if (left[r->block] <= 1) continue;
+      k[r->block][r->index] = 0;
+      left[r->block]--;
+      need--;
+    }
+  }
+  free(all);
+  free(left);
+  *keep = k;
+  return 0;
+}
+
+/* Copy the norm kinds (DyT alpha, expression) of src's slots to dst's. */
+static int copy_norms(const nl_vit *src, nl_vit *dst, nl_error *err) {
+  for (int i = 0; i < src->nnorms; i++) {
+    const nl_norm *s = &src->norms[i];
+    nl_norm *d = &dst->norms[i];
+    if (s->kind == NL_NORM_DYT) nl_norm_set_dyt(dst, d, *s->alpha);
+    else if (s->kind == NL_NORM_EXPR && nl_norm_set_expr(dst, d, s->prog, err)) return -1;
+  }
+  return 0;
+}
+
+int nl_prune_apply(const nl_vit *src, unsigned char *const *keep, const float *const *mu,
+                   nl_vit *dst, nl_error *err) {
+  const nl_vit_config *c = &src->cfg;
+  nl_vit_config nc = *c;
+  nc.mlp_hidden = 0;
+  for (int l = 0; l < c->depth; l++) {
+    int w = 0;
+    for (int j = 0; j < nl_vit_mlp_width(c, l); j++) w += keep[l][j] != 0;
+    if (w < 1) return nl_fail(err, NL_EINPUT, "blocks.%d: every MLP channel removed", l);
+    nc.mlp_widths[l] = w;
+    if (w > nc.mlp_hidden) nc.mlp_hidden = w;
+  }
+  if (nl_vit_create(dst, &nc, err)) return -1;
+  if (copy_norms(src, dst, err)) {
+    nl_vit_free(dst);
+    return -1;
+  }
+  /* every tensor of the same shape as it is; the MLP's by the plan below */
+  for (int i = 0; i < dst->ntensors; i++) {
+    const nl_param *d = &dst->tensors[i];
+    for (int k = 0; k < src->ntensors; k++) {
+      const nl_param *s = &src->tensors[k];
+      if (strcmp(s->name, d->name) == 0 && s->numel == d->numel) {
+        memcpy(dst->params + d->offset, src->params + s->offset, d->numel * sizeof(float));
+        break;
+      }
+    }
+  }
+  const int D = c->dim;
+  for (int l = 0; l < c->depth; l++) {
+    const int H = nl_vit_mlp_width(c, l), W = nc.mlp_widths[l];
+    const nl_vit_block *S = &src->blocks[l];
+    nl_vit_block *B = &dst->blocks[l];
+    int o = 0;
+    for (int j = 0; j < H; j++) {
+      if (!keep[l][j]) continue;
+      memcpy(B->fc1_w + (size_t)o * D, S->fc1_w + (size_t)j * D, (size_t)D * sizeof(float));
+      B->fc1_b[o] = S->fc1_b[j];
+      for (int i = 0; i < D; i++) B->fc2_w[(size_t)i * W + o] = S->fc2_w[(size_t)i * H + j];
+      o++;
+    }
+    for (int i = 0; i < D; i++) {
+      double b = S->fc2_b[i];
+      for (int j = 0; mu && j < H; j++)
+        if (!keep[l][j]) b += (double)S->fc2_w[(size_t)i * H + j] * mu[l][j];
+      B->fc2_b[i] = (float)b;
+    }
+  }
+  return 0;
+}
+
+int nl_prune(const nl_vit *m, const nl_profile *p, const nl_prune_opts *o, nl_vit *dst,
+             nl_error *err) {
+  const int depth = m->cfg.depth;
+  if (o->compensate && !p)
+    return nl_fail(err, NL_EINPUT, "bias compensation needs an activation profile (the channels' "
+                   "means)");
+  if (p && nl_profile_check(p, m, "the profile", err)) return -1;
+  float **scores = NULL;
+  unsigned char **keep = NULL;
+  if (nl_prune_scores(m, p, o->score, o->seed, &scores, err)) return -1;
+  int rc = nl_prune_plan(m, scores, o, &keep, err);
+  if (rc == 0) {
+    const float **mu = NULL;
+    if (o->compensate) {
+      mu = nl_xcalloc((size_t)depth, sizeof(float *));
+      for (int l = 0; l < depth; l++) mu[l] = nl_profile_hidden(p, l)->mean;
+    }
+    rc = nl_prune_apply(m, keep, mu, dst, err);
+    free(mu);
+  }
+  nl_prune_scores_free(scores, depth);
+  nl_prune_keep_free(keep, depth);
+  return rc;
+}

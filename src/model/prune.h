@@ -1,0 +1,84 @@
+/* Structured pruning of MLP hidden channels (EdgeFlex, "memory-aware
+ * pruning"), with the published rules filled in: a channel j of block l is
+ * fc1's row j (weight and bias) and fc2's column j; removing it takes it out
+ * of the model physically (a smaller checkpoint, not a mask).
+ *
+ * Scores (low: removed first):
+ *   variance   the variance of the channel's activation after GELU (profile)
+ *   absmean    its mean |activation| (profile)
+ *   magnitude  ||W1[j,:]|| * ||W2[:,j]|| (weights only)
+ *   random     uniform from the seeded stream nl_rng_stream(seed, block)
+ * Ties go to the lower index.
+ *
+ * Rules:
+ *   ratio R    every block loses round(R * width) of its channels (at least
+ *              one channel is kept): equal widths, a timm-loadable mlp_ratio.
+ *   budget B   the globally lowest channels go, by score relative to its
+ *              block's mean score (blocks score on different scales), until
+ *              the parameter bytes (F32) are at most B; at least one channel
+ *              per block is kept. Widths per block (nl_vit_config.mlp_widths).
+ *
+ * Bias compensation (variance-based pruning with compensation, as in the
+ * structured-pruning literature): a removed channel's activation is replaced
+ * by its mean mu_j, so fc2.bias += W2[:, j] * mu_j for each removed j; exact
+ * for a channel whose activation is constant. */
+#ifndef NL_MODEL_PRUNE_H
+#define NL_MODEL_PRUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "model/profile.h"
+#include "model/vit.h"
+
+typedef enum nl_prune_score {
+  NL_PRUNE_VARIANCE,
+  NL_PRUNE_ABSMEAN,
+  NL_PRUNE_MAGNITUDE,
+  NL_PRUNE_RANDOM,
+} nl_prune_score;
+
+/* "variance", "absmean", "magnitude", "random". */
+const char *nl_prune_score_name(nl_prune_score s);
+/* 1 when the score needs a profile (variance, absmean). */
+int nl_prune_score_needs_profile(nl_prune_score s);
+
+typedef struct nl_prune_opts {
+  nl_prune_score score;
+  double ratio;         /* [0, 1): fraction of each block's channels removed */
+  double budget_bytes;  /* > 0: the budget rule instead of ratio */
+  int compensate;       /* fold removed channels' means into fc2.bias */
+  uint64_t seed;        /* random score */
+} nl_prune_opts;
+
+/* Parameter bytes of m as stored (F32). */
+size_t nl_vit_param_bytes(const nl_vit *m);
+
+/* Per-block scores: scores[l] gets width(l) floats (caller frees each and
+ * the array with nl_prune_scores_free). p may be NULL for magnitude and
+ * random; it must fit m (nl_profile_check). */
+int nl_prune_scores(const nl_vit *m, const nl_profile *p, nl_prune_score s, uint64_t seed,
+                    float ***scores, nl_error *err);
+void nl_prune_scores_free(float **scores, int depth);
+
+/* Channels to keep: keep[l][j] = 1 or 0 (caller frees as scores), by the
+ * ratio or budget rule of o. NL_EINPUT for a ratio outside [0, 1) or a
+ * budget below the model with one MLP channel per block (the message gives
+ * that floor). */
+int nl_prune_plan(const nl_vit *m, float *const *scores, const nl_prune_opts *o,
+                  unsigned char ***keep, nl_error *err);
+void nl_prune_keep_free(unsigned char **keep, int depth);
+
+/* The pruned model: dst gets src's config with each block's kept channels,
+ * every other tensor and every norm kind copied. mu[l]: block l's channel
+ * means (width(l) floats) for bias compensation; mu NULL: none. */
+int nl_prune_apply(const nl_vit *src, unsigned char *const *keep, const float *const *mu,
+                   nl_vit *dst, nl_error *err);
+
+/* scores, plan and apply in one call. p: the profile (needed for variance,
+ * absmean and for compensation). */
+int nl_prune(const nl_vit *m, const nl_profile *p, const nl_prune_opts *o, nl_vit *dst,
+             nl_error *err);
+
+#endif

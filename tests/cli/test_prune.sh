@@ -1,0 +1,123 @@
+#!/bin/sh
+# profile and prune on the command line: the profile file's names and
+# statistics against numpy on the timm fixture's recorded tensors; pruned
+# checkpoints (ratio and budget) load in info, eval, replace and train; a
+# uniform prune has the shapes timm builds from its mlp_ratio; bad flags
+# exit 2 with a message and write nothing.
+. "$NL_SRCDIR/tests/cli/lib.sh"
+SMALL=$NL_FIXTURES/vit_small_p7_fmnist.safetensors
+REF=$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors
+if ! have_fixtures || [ ! -f "${NL_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-images-idx3-ubyte.gz" ]; then
+  echo "1..0 # SKIP fixtures or Fashion-MNIST missing"
+  exit 0
+fi
+PY=python3
+python3 -c "import numpy" 2>/dev/null || PY=/usr/bin/python3
+
+# bad input: exit 2, a message, no file
+expect_status 2 "prune without --ratio or --budget-mb" "$NORMLAB" prune --model "$SMALL" --output "$TMP/x.st"
+expect_err 'give one of --ratio R' "it names both options"
+expect_status 2 "prune --ratio 1" "$NORMLAB" prune --model "$SMALL" --ratio 1 --output "$TMP/x.st"
+expect_err '\[0, 1\)' "the message gives the range"
+expect_status 2 "prune --ratio -0.1" "$NORMLAB" prune --model "$SMALL" --ratio -0.1 --output "$TMP/x.st"
+expect_status 2 "prune --ratio and --budget-mb together" "$NORMLAB" prune --model "$SMALL" --ratio 0.5 --budget-mb 2 --output "$TMP/x.st"
+expect_status 2 "prune --budget-mb 0" "$NORMLAB" prune --model "$SMALL" --budget-mb 0 --output "$TMP/x.st"
+expect_status 2 "prune --budget-mb below the floor" "$NORMLAB" prune --model "$SMALL" --budget-mb 0.5 --score magnitude --no-compensate --output "$TMP/x.st"
+expect_err 'below 0\.[0-9]+ MB, the model with one MLP channel per block' "the message gives the floor"
+expect_status 2 "prune --score bogus" "$NORMLAB" prune --model "$SMALL" --ratio 0.5 --score bogus --output "$TMP/x.st"
+expect_status 2 "prune --profile that is not a profile" "$NORMLAB" prune --model "$SMALL" --ratio 0.5 --profile "$SMALL" --output "$TMP/x.st"
+expect_err 'not a profile' "it says so"
+expect_status 2 "prune --profile with --images" "$NORMLAB" prune --model "$SMALL" --ratio 0.5 --profile "$SMALL" --images 4 --output "$TMP/x.st"
+expect_status 2 "prune without --output" "$NORMLAB" prune --model "$SMALL" --ratio 0.5
+expect_status 2 "profile --images 0" "$NORMLAB" profile --model "$SMALL" --images 0
+expect_status 2 "profile of a missing model" "$NORMLAB" profile --model "$TMP/none.safetensors" --images 2
+expect_status 2 "profile --plot --layer bogus" "$NORMLAB" profile --model "$SMALL" --images 2 --plot --layer bogus --term dumb
+expect_err 'no such layer' "it names the layer"
+ok $([ ! -e "$TMP/x.st" ]; echo $?) "no file written by a failed prune"
+
+# profile of the first 2 test images: block 7's norm1 input and output as
+# the fixture recorded them (timm, float64), statistics worked out by numpy
+expect_status 0 "profile 2 test images" "$NORMLAB" profile --model "$SMALL" --data fmnist:test --images 2 --batch 1 --output "$TMP/p.safetensors"
+expect_out '^blocks\.7\.mlp\.fc2\.in +256 ' "the table lists the hidden channels"
+expect_out '^  all ' "the time table has a total row"
+$PY - "$TMP/p.safetensors" "$REF" >"$TMP/np" 2>&1 <<'PY'
+import json, struct, sys
+import numpy as np
+def load(path):
+    b = open(path, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    t = {}
+    for k, v in h.items():
+        if k == '__metadata__' or v['dtype'] != 'F32': continue
+        a, e = v['data_offsets']
+        t[k] = np.frombuffer(b[8 + n + a:8 + n + e], dtype='<f4').reshape(v['shape'])
+    return t, h.get('__metadata__', {})
+p, meta = load(sys.argv[1]); r, _ = load(sys.argv[2])
+worst = 0.0
+for site, ref in (('blocks.7.norm1.in', 'ln_in.blocks.7.norm1'), ('blocks.7.attn.qkv.in', 'ln_out.blocks.7.norm1')):
+    x = r[ref].astype(np.float64).reshape(-1, r[ref].shape[-1])
+    want = {'mean': x.mean(0), 'var': x.var(0), 'absmean': np.abs(x).mean(0), 'absmax': np.abs(x).max(0)}
+    for k, w in want.items():
+        worst = max(worst, float(np.max(np.abs(p[site + '.' + k] - w) / (1 + np.abs(w)))))
+print(meta.get('images'), meta.get('data'), p['time.parts'].shape, len([k for k in p if k.endswith('.absmean')]), '%.3g' % worst)
+PY
+set -- $(cat "$TMP/np")
+ok $([ "${1:-}" = 2 ] && [ "${2:-}" = fmnist:test ] && [ "${3:-}${4:-}" = "(12,9)" ] && [ "${5:-}" = 74 ]; echo $?) \
+  "profile file: metadata, time.parts [12, 9], 74 layers ($(cat "$TMP/np"))"
+w=${6:-x}
+case $w in [0-9]*) ;; *) w=1 ;; esac   # no figure: fail
+check_num "$w < 1e-4" "norm1 input and output statistics agree with numpy on the fixture (${6:-?})"
+expect_status 0 "profile --json" "$NORMLAB" profile --model "$SMALL" --data fmnist:test --images 2 --json
+expect_out '"parts": \["norm1", "qkv", "attention", "proj", "norm2", "fc1", "gelu", "fc2", "residual"\]' "the parts in order"
+if command -v gnuplot >/dev/null 2>&1; then
+  expect_status 0 "profile --plot (text)" "$NORMLAB" profile --model "$SMALL" --images 4 --plot --term dumb --layer blocks.0.mlp.fc2.in --stat var
+  expect_out 'blocks\.0\.mlp\.fc2\.in: var per channel' "the histogram is drawn"
+fi
+
+# ratio 0: the same logits as the model
+expect_status 0 "prune --ratio 0" "$NORMLAB" prune --model "$SMALL" --ratio 0 --profile "$TMP/p.safetensors" --output "$TMP/r0.safetensors"
+expect_status 0 "forward of it" "$NORMLAB" forward --model "$TMP/r0.safetensors" --input "$REF" --output "$TMP/f0.safetensors"
+d=$(python3 "$NL_SRCDIR/tests/cli/st_tool.py" maxdiff "$TMP/f0.safetensors" "$REF" logits)
+check_num "$d <= 1e-4" "ratio 0 gives timm's logits ($d)"
+
+# uniform ratio: every block 256 -> 154, and timm's shapes from the metadata
+expect_status 0 "prune --ratio 0.4 --score magnitude" "$NORMLAB" prune --model "$SMALL" --ratio 0.4 --score magnitude --profile "$TMP/p.safetensors" --output "$TMP/u.safetensors"
+expect_out '^MLP widths: 256 in every block -> 154 in every block$' "round(0.4 * 256) = 102 channels go"
+python3 - "$TMP/u.safetensors" >"$TMP/shapes" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+ma = json.loads(h['__metadata__']['model_args'])
+d = ma['embed_dim']; hid = int(d * ma['mlp_ratio'])   # timm: hidden_features = int(dim * mlp_ratio)
+bad = [k for i in range(ma['depth']) for k, want in (
+    ('blocks.%d.mlp.fc1.weight' % i, [hid, d]), ('blocks.%d.mlp.fc1.bias' % i, [hid]),
+    ('blocks.%d.mlp.fc2.weight' % i, [d, hid]), ('blocks.%d.mlp.fc2.bias' % i, [d]))
+    if h[k]['shape'] != want]
+print(hid, len(bad), json.loads(h['__metadata__']['pruned'])['score'])
+PY
+ok $([ "$(cat "$TMP/shapes")" = "154 0 magnitude" ]; echo $?) "timm's layout from mlp_ratio: every MLP tensor has its shape ($(cat "$TMP/shapes"))"
+expect_status 0 "eval of the uniform prune" "$NORMLAB" eval --model "$TMP/u.safetensors" --images 500 --json
+top=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$top > 0.5" "it still classifies (top-1 $top on 500 images)"
+
+# budget: per-block widths, fits, loads in info, eval, replace, train
+expect_status 0 "prune --budget-mb 1.9 --json" "$NORMLAB" prune --model "$SMALL" --budget-mb 1.9 --images 64 --output "$TMP/b.safetensors" --json
+bytes=$(sed 's/.*"param_bytes": \([0-9]*\).*/\1/' "$TMP/out")
+check_num "$bytes <= 1900000" "the parameters fit the budget ($bytes bytes)"
+expect_out '"widths": \[[0-9, ]+\]' "the widths are reported"
+expect_status 0 "info of the budget prune" "$NORMLAB" info --model "$TMP/b.safetensors"
+expect_status 0 "eval of the budget prune" "$NORMLAB" eval --model "$TMP/b.safetensors" --images 500 --json
+top=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$top > 0.7" "it classifies (top-1 $top on 500 images)"
+expect_status 0 "replace on the budget prune" "$NORMLAB" replace --model "$TMP/b.safetensors" --set dyt --output "$TMP/bd.safetensors"
+expect_status 0 "eval of that" "$NORMLAB" eval --model "$TMP/bd.safetensors" --images 50
+expect_status 0 "train the budget prune one epoch" "$NORMLAB" train --model "$TMP/b.safetensors" --images 256 --eval-images 200 --batch 64 --epochs 1 --threads 2 --output "$TMP/run"
+expect_status 0 "eval of the trained checkpoint" "$NORMLAB" eval --model "$TMP/run/last.safetensors" --images 200 --json
+top=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$top > 0.6" "the trained pruned model classifies (top-1 $top on 200 images)"
+
+# random is seeded: same seed, same file; another seed, another
+for s in 1 1b 2; do
+  expect_status 0 "prune random seed ${s%b}" "$NORMLAB" prune --model "$SMALL" --ratio 0.5 --score random --seed "${s%b}" --no-compensate --output "$TMP/rand$s.safetensors"
+done
+cmp -s "$TMP/rand1.safetensors" "$TMP/rand1b.safetensors"; ok $? "the same seed writes the same file"
+! cmp -s "$TMP/rand1.safetensors" "$TMP/rand2.safetensors"; ok $? "another seed removes other channels"
+done_testing

@@ -1,0 +1,490 @@
+/* Profile and prune against outside references: the profile's statistics of
+ * one block against the timm fixture's recorded LayerNorm input/output (and
+ * GELU(fc1) worked out here in double precision); pruning with ratio 0 keeps
+ * the logits bit for bit; a channel with a constant activation removed with
+ * bias compensation leaves the logits as they were (and not without it);
+ * per-block widths load and run as a full-width model with the removed fc2
+ * columns zeroed; the budget rule fits its budget; random scores follow the
+ * seed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/mem.h"
+#include "model/profile.h"
+#include "model/prune.h"
+#include "model/safetensors.h"
+#include "model/vit.h"
+
+static char fx_path[4096];
+
+static const char *fixture(const char *name) {
+  const char *dir = getenv("NL_FIXTURES");
+  snprintf(fx_path, sizeof fx_path, "%s/%s", dir ? dir : "../shared/fixtures/timm", name);
+  return fx_path;
+}
+
+static void load_small(nl_vit *m) {
+  nl_error err;
+  if (nl_vit_load(m, fixture("vit_small_p7_fmnist.safetensors"), NULL, &err)) fail_msg("%s", err.msg);
+}
+
+/* The fixture's 8 normalised test images [8, 1, 28, 28] and its logits. */
+static float *ref_tensor(const char *name, size_t *n) {
+  nl_error err;
+  nl_st_file r;
+  if (nl_st_open(&r, fixture("vit_small_p7_fmnist_ref.safetensors"), &err)) fail_msg("%s", err.msg);
+  float *v = nl_st_read_f32(&r, name, n, &err);
+  if (!v) fail_msg("%s", err.msg);
+  nl_st_close(&r);
+  return v;
+}
+
+static int fill_ref(int first, int n, float *dst, void *user, nl_error *err) {
+  (void)err;
+  const float *in = user;
+  memcpy(dst, in + (size_t)first * 784, (size_t)n * 784 * sizeof(float));
+  return 0;
+}
+
+/* Logits [n, classes] of m on images (caller frees). */
+static float *logits_of(const nl_vit *m, const float *images, int n) {
+  nl_vit_acts a;
+  nl_error err;
+  if (nl_vit_acts_init(&a, &m->cfg, n, 0, &err)) fail_msg("%s", err.msg);
+  if (nl_vit_forward(m, &a, images, n, NULL, NULL, &err)) fail_msg("%s", err.msg);
+  size_t k = (size_t)n * m->cfg.classes;
+  float *l = nl_xmalloc(k * sizeof(float));
+  memcpy(l, a.logits, k * sizeof(float));
+  nl_vit_acts_free(&a);
+  return l;
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+  double d = 0;
+  for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+  return d;
+}
+
+static double gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+
+/* Per-channel mean, var, mean |x|, max |x| of rows x [rows, w], in double. */
+static void direct_stats(const double *x, int rows, int w, double *mean, double *var,
+                         double *absmean, double *absmax) {
+  for (int j = 0; j < w; j++) {
+    double s = 0, a = 0, mx = 0;
+    for (int r = 0; r < rows; r++) {
+      double v = x[(size_t)r * w + j];
+      s += v;
+      a += fabs(v);
+      mx = fmax(mx, fabs(v));
+    }
+    mean[j] = s / rows;
+    absmean[j] = a / rows;
+    absmax[j] = mx;
+    double q = 0;
+    for (int r = 0; r < rows; r++) q += (x[(size_t)r * w + j] - mean[j]) * (x[(size_t)r * w + j] - mean[j]);
+    var[j] = q / rows;
+  }
+}
+
+static void check_layer(const nl_profile_layer *L, const double *x, int rows, int w) {
+  assert_non_null(L);
+  assert_int_equal(L->width, w);
+  assert_true(L->rows == rows);
+  double *st = nl_xmalloc(4 * (size_t)w * sizeof(double));
+  direct_stats(x, rows, w, st, st + w, st + 2 * w, st + 3 * w);
+  for (int j = 0; j < w; j++) {
+    double tol = 2e-4 * (1 + fabs(st[3 * w + j]));
+    if (fabs(L->mean[j] - st[j]) > tol || fabs(L->var[j] - st[w + j]) > tol * (1 + st[w + j]) ||
+        fabs(L->absmean[j] - st[2 * w + j]) > tol || fabs(L->absmax[j] - st[3 * w + j]) > tol)
+      fail_msg("%s channel %d: profile mean %g var %g absmean %g absmax %g; direct %g %g %g %g",
+               L->name, j, L->mean[j], L->var[j], L->absmean[j], L->absmax[j], st[j], st[w + j],
+               st[2 * w + j], st[3 * w + j]);
+  }
+  free(st);
+}
+
+/* Block 5 of the small model over the fixture's first 2 images: norm2's
+ * input and output are in the fixture (timm, float64); fc2's input is
+ * GELU(fc1(norm2 output)) computed here. */
+static void test_profile_against_fixture(void **state) {
+  (void)state;
+  nl_vit m;
+  load_small(&m);
+  float *in = ref_tensor("inputs", NULL);
+  nl_profile p;
+  nl_error err;
+  nl_profile_opts o = {.batch = 1};
+  if (nl_profile_run(&m, 2, fill_ref, in, &o, &p, &err)) fail_msg("%s", err.msg);
+  const int T = m.cfg.tokens, D = m.cfg.dim, H = m.cfg.mlp_hidden, rows = 2 * T;
+  size_t n;
+  float *x = ref_tensor("ln_in.blocks.5.norm2", &n);
+  float *y = ref_tensor("ln_out.blocks.5.norm2", NULL);
+  assert_int_equal(n, (size_t)rows * D);
+  double *xd = nl_xmalloc((size_t)rows * H * sizeof(double));
+  for (size_t i = 0; i < n; i++) xd[i] = x[i];
+  check_layer(nl_profile_find(&p, "blocks.5.norm2.in"), xd, rows, D);
+  for (size_t i = 0; i < n; i++) xd[i] = y[i];
+  check_layer(nl_profile_find(&p, "blocks.5.mlp.fc1.in"), xd, rows, D);
+  const nl_vit_block *B = &m.blocks[5];
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < H; j++) {
+      double s = B->fc1_b[j];
+      for (int i = 0; i < D; i++) s += (double)y[(size_t)r * D + i] * B->fc1_w[(size_t)j * D + i];
+      xd[(size_t)r * H + j] = gelu(s);
+    }
+  check_layer(nl_profile_hidden(&p, 5), xd, rows, H);
+  /* every layer named as documented, times recorded */
+  assert_int_equal(p.nlayers, 12 * 6 + 2);
+  assert_non_null(nl_profile_find(&p, "blocks.11.attn.proj.in"));
+  assert_non_null(nl_profile_find(&p, "norm.in"));
+  assert_non_null(nl_profile_find(&p, "head.in"));
+  double t = 0;
+  for (int i = 0; i < 12 * NL_PROFILE_PARTS; i++) t += p.part_ms[i];
+  assert_true(t > 0);
+  /* save and load give the same figures */
+  char path[] = "/tmp/nl_test_profile_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  const char *meta[] = {"model", "small"};
+  if (nl_profile_save(&p, path, meta, 1, &err)) fail_msg("%s", err.msg);
+  nl_profile q;
+  if (nl_profile_load(&q, path, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(q.nlayers, p.nlayers);
+  const nl_profile_layer *a = nl_profile_hidden(&p, 5), *b = nl_profile_hidden(&q, 5);
+  assert_non_null(b);
+  assert_memory_equal(a->var, b->var, (size_t)H * sizeof(float));
+  assert_int_equal(nl_profile_check(&q, &m, "q", &err), 0);
+  unlink(path);
+  nl_profile_free(&q);
+  free(xd);
+  free(x);
+  free(y);
+  free(in);
+  nl_profile_free(&p);
+  nl_vit_free(&m);
+}
+
+/* The observer changes nothing: same logits with and without it. */
+static int count_act(int block, nl_vit_site site, const float *x, int rows, int width, void *u) {
+  (void)block, (void)site, (void)x, (void)rows, (void)width;
+  ++*(int *)u;
+  return 0;
+}
+
+static void test_observer_neutral(void **state) {
+  (void)state;
+  nl_vit m;
+  load_small(&m);
+  float *in = ref_tensor("inputs", NULL);
+  float *l0 = logits_of(&m, in, 8);
+  nl_vit_acts a;
+  nl_error err;
+  assert_int_equal(nl_vit_acts_init(&a, &m.cfg, 8, 0, &err), 0);
+  int calls = 0;
+  double part_s[nl_vit_part_slots(12)];
+  memset(part_s, 0, sizeof part_s);
+  a.part_s = part_s;
+  nl_vit_observer o = {count_act, &calls};
+  assert_int_equal(nl_vit_forward_observed(&m, &a, in, 8, NULL, NULL, &o, &err), 0);
+  assert_memory_equal(a.logits, l0, 80 * sizeof(float));
+  assert_int_equal(calls, 12 * 6 + 2);
+  nl_vit_acts_free(&a);
+  free(l0);
+  free(in);
+  nl_vit_free(&m);
+}
+
+/* Ratio 0 removes nothing: the logits stay bit for bit (and match timm's). */
+static void test_ratio_zero_identical(void **state) {
+  (void)state;
+  nl_vit m, pm;
+  load_small(&m);
+  float *in = ref_tensor("inputs", NULL);
+  nl_profile p;
+  nl_error err;
+  nl_profile_opts po = {.batch = 4};
+  if (nl_profile_run(&m, 8, fill_ref, in, &po, &p, &err)) fail_msg("%s", err.msg);
+  nl_prune_opts o = {.score = NL_PRUNE_VARIANCE, .ratio = 0, .compensate = 1};
+  if (nl_prune(&m, &p, &o, &pm, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_vit_param_bytes(&pm), nl_vit_param_bytes(&m));
+  float *a = logits_of(&m, in, 8), *b = logits_of(&pm, in, 8);
+  assert_memory_equal(a, b, 80 * sizeof(float));
+  float *ref = ref_tensor("logits", NULL);
+  assert_true(max_diff(b, ref, 80) < 1e-3);
+  free(ref);
+  free(a);
+  free(b);
+  nl_vit_free(&pm);
+  nl_profile_free(&p);
+  free(in);
+  nl_vit_free(&m);
+}
+
+/* Block 3, channel 5 made constant: fc1 row 0, bias 1.25, so its activation
+ * is GELU(1.25) for every token; fc2 column 5 set to 0.5 sin(i) so it
+ * matters. */
+static void test_constant_channel_compensation(void **state) {
+  (void)state;
+  nl_vit m, with, without;
+  load_small(&m);
+  const int D = m.cfg.dim, H = m.cfg.mlp_hidden, L = 3, J = 5;
+  nl_vit_block *B = &m.blocks[L];
+  memset(B->fc1_w + (size_t)J * D, 0, (size_t)D * sizeof(float));
+  B->fc1_b[J] = 1.25f;
+  /* not the same for every channel: LayerNorm would take a uniform shift out */
+  for (int i = 0; i < D; i++) B->fc2_w[(size_t)i * H + J] = (float)(0.5 * sin(i));
+  float *in = ref_tensor("inputs", NULL);
+  float *l0 = logits_of(&m, in, 8);
+  /* the profile sees a constant: mean GELU(1.25), variance 0 */
+  nl_profile p;
+  nl_error err;
+  nl_profile_opts po = {.batch = 8};
+  if (nl_profile_run(&m, 8, fill_ref, in, &po, &p, &err)) fail_msg("%s", err.msg);
+  const nl_profile_layer *hl = nl_profile_hidden(&p, L);
+  assert_true(fabs(hl->mean[J] - gelu(1.25)) < 1e-5);
+  assert_true(hl->var[J] < 1e-9);
+  /* remove exactly that channel */
+  unsigned char **keep = nl_xcalloc((size_t)m.cfg.depth, sizeof(unsigned char *));
+  float **mu = nl_xcalloc((size_t)m.cfg.depth, sizeof(float *));
+  for (int l = 0; l < m.cfg.depth; l++) {
+    keep[l] = nl_xmalloc((size_t)H);
+    memset(keep[l], 1, (size_t)H);
+    mu[l] = nl_xcalloc((size_t)H, sizeof(float));
+  }
+  keep[L][J] = 0;
+  mu[L][J] = (float)gelu(1.25);
+  if (nl_prune_apply(&m, keep, (const float *const *)mu, &with, &err)) fail_msg("%s", err.msg);
+  if (nl_prune_apply(&m, keep, NULL, &without, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_vit_mlp_width(&with.cfg, L), H - 1);
+  assert_int_equal(nl_vit_mlp_width(&with.cfg, L + 1), H);
+  float *lw = logits_of(&with, in, 8), *ln = logits_of(&without, in, 8);
+  double dw = max_diff(l0, lw, 80), dn = max_diff(l0, ln, 80);
+  if (!(dw < 1e-4)) fail_msg("with compensation the logits moved by %g", dw);
+  if (!(dn > 1e-2)) fail_msg("without compensation the logits moved by only %g", dn);
+  /* the variance rule removes that channel first (one channel per block) */
+  float **sc;
+  unsigned char **kv;
+  nl_prune_opts o = {.score = NL_PRUNE_VARIANCE, .ratio = 1.0 / H};
+  if (nl_prune_scores(&m, &p, o.score, 0, &sc, &err)) fail_msg("%s", err.msg);
+  if (nl_prune_plan(&m, sc, &o, &kv, &err)) fail_msg("%s", err.msg);
+  int removed = 0;
+  for (int j = 0; j < H; j++) removed += !kv[L][j];
+  assert_int_equal(removed, 1);
+  assert_int_equal(kv[L][J], 0);
+  nl_prune_keep_free(kv, m.cfg.depth);
+  nl_prune_scores_free(sc, m.cfg.depth);
+  nl_prune_keep_free(keep, m.cfg.depth);
+  nl_prune_scores_free(mu, m.cfg.depth);
+  free(lw);
+  free(ln);
+  free(l0);
+  free(in);
+  nl_profile_free(&p);
+  nl_vit_free(&with);
+  nl_vit_free(&without);
+  nl_vit_free(&m);
+}
+
+/* Random scores follow the seed and only it. */
+static void test_random_seeded(void **state) {
+  (void)state;
+  nl_vit m;
+  load_small(&m);
+  nl_error err;
+  float **a, **b, **c;
+  assert_int_equal(nl_prune_scores(&m, NULL, NL_PRUNE_RANDOM, 7, &a, &err), 0);
+  assert_int_equal(nl_prune_scores(&m, NULL, NL_PRUNE_RANDOM, 7, &b, &err), 0);
+  assert_int_equal(nl_prune_scores(&m, NULL, NL_PRUNE_RANDOM, 8, &c, &err), 0);
+  const size_t H = (size_t)m.cfg.mlp_hidden;
+  for (int l = 0; l < m.cfg.depth; l++) {
+    assert_memory_equal(a[l], b[l], H * sizeof(float));
+    assert_memory_not_equal(a[l], c[l], H * sizeof(float));
+  }
+  /* a score the profile must give is an error without one */
+  float **d = NULL;
+  assert_int_equal(nl_prune_scores(&m, NULL, NL_PRUNE_VARIANCE, 7, &d, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  nl_prune_scores_free(a, m.cfg.depth);
+  nl_prune_scores_free(b, m.cfg.depth);
+  nl_prune_scores_free(c, m.cfg.depth);
+  nl_vit_free(&m);
+}
+
+/* Writes m's tensors with block 2's MLP cut to its first `keep` channels
+ * (fc1 rows, fc2 columns), metadata from `meta` pairs. */
+static void write_cut(const nl_vit *m, const char *path, int keep, const char *const *meta,
+                      int nmeta) {
+  nl_error err;
+  nl_st_writer *w = nl_st_writer_new();
+  const int D = m->cfg.dim, H = m->cfg.mlp_hidden;
+  float *tmp = nl_xmalloc((size_t)D * H * sizeof(float));
+  for (int i = 0; i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    const float *v = m->params + p->offset;
+    int64_t shape[4];
+    memcpy(shape, p->shape, sizeof shape);
+    if (strcmp(p->name, "blocks.2.mlp.fc1.weight") == 0 || strcmp(p->name, "blocks.2.mlp.fc1.bias") == 0) {
+      shape[0] = keep;
+    } else if (strcmp(p->name, "blocks.2.mlp.fc2.weight") == 0) {
+      for (int r = 0; r < D; r++) memcpy(tmp + (size_t)r * keep, v + (size_t)r * H, (size_t)keep * sizeof(float));
+      v = tmp;
+      shape[1] = keep;
+    }
+    assert_int_equal(nl_st_writer_add(w, p->name, v, p->ndim, shape, &err), 0);
+  }
+  for (int i = 0; i < nmeta; i++) nl_st_writer_meta(w, meta[2 * i], meta[2 * i + 1]);
+  assert_int_equal(nl_st_writer_save(w, path, &err), 0);
+  nl_st_writer_free(w);
+  free(tmp);
+}
+
+/* A file whose block 2 has 100 hidden channels (written here, not by the
+ * pruner) loads and gives the logits of the full model with fc2's columns
+ * 100.. of block 2 zeroed; metadata that disagrees is an error. */
+static void test_per_block_widths_load(void **state) {
+  (void)state;
+  nl_vit m, cut;
+  load_small(&m);
+  nl_error err;
+  char path[] = "/tmp/nl_test_widths_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  const char *heads[] = {"model_args", "{\"num_heads\": 2}"};
+  write_cut(&m, path, 100, heads, 1);
+  if (nl_vit_load(&cut, path, NULL, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_vit_mlp_width(&cut.cfg, 2), 100);
+  assert_int_equal(nl_vit_mlp_width(&cut.cfg, 3), 256);
+  assert_int_equal(nl_vit_mlp_uniform(&cut.cfg), 0);
+  float *in = ref_tensor("inputs", NULL);
+  float *lc = logits_of(&cut, in, 8);
+  const int D = m.cfg.dim, H = m.cfg.mlp_hidden;
+  for (int r = 0; r < D; r++)
+    for (int j = 100; j < H; j++) m.blocks[2].fc2_w[(size_t)r * H + j] = 0;
+  float *lz = logits_of(&m, in, 8);
+  if (max_diff(lc, lz, 80) > 1e-5) fail_msg("cut model differs by %g", max_diff(lc, lz, 80));
+  /* saved again: mlp_widths metadata, no mlp_ratio; reloads the same */
+  if (nl_vit_save(&cut, path, &err)) fail_msg("%s", err.msg);
+  nl_st_file f;
+  assert_int_equal(nl_st_open(&f, path, &err), 0);
+  assert_string_equal(nl_st_meta_get(&f, "mlp_widths"),
+                      "[256,256,100,256,256,256,256,256,256,256,256,256]");
+  assert_null(strstr(nl_st_meta_get(&f, "model_args"), "mlp_ratio"));
+  nl_st_close(&f);
+  nl_vit again;
+  if (nl_vit_load(&again, path, NULL, &err)) fail_msg("%s", err.msg);
+  float *la = logits_of(&again, in, 8);
+  assert_memory_equal(la, lc, 80 * sizeof(float));
+  nl_vit_free(&again);
+  /* an mlp_ratio that block 2 contradicts; mlp_widths that the shapes contradict */
+  const char *bad1[] = {"model_args", "{\"num_heads\": 2, \"mlp_ratio\": 4.0}"};
+  write_cut(&m, path, 100, bad1, 1);
+  assert_int_equal(nl_vit_load(&again, path, NULL, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "blocks.2.mlp.fc1.weight has 100 rows"));
+  const char *bad2[] = {"model_args", "{\"num_heads\": 2}", "mlp_widths",
+                        "[256, 256, 99, 256, 256, 256, 256, 256, 256, 256, 256, 256]"};
+  write_cut(&m, path, 100, bad2, 2);
+  assert_int_equal(nl_vit_load(&again, path, NULL, &err), -1);
+  assert_non_null(strstr(err.msg, "mlp_widths"));
+  unlink(path);
+  free(la);
+  free(lc);
+  free(lz);
+  free(in);
+  nl_vit_free(&cut);
+  nl_vit_free(&m);
+}
+
+/* The budget rule: the result fits, every block keeps a channel, widths
+ * differ per block, it saves and loads; a budget below the floor is an
+ * error giving the floor. */
+static void test_budget(void **state) {
+  (void)state;
+  nl_vit m, pm;
+  load_small(&m);
+  nl_error err;
+  const double budget = 1.8e6;
+  nl_prune_opts o = {.score = NL_PRUNE_MAGNITUDE, .budget_bytes = budget};
+  if (nl_prune(&m, NULL, &o, &pm, &err)) fail_msg("%s", err.msg);
+  size_t bytes = nl_vit_param_bytes(&pm);
+  assert_true(bytes <= budget);
+  /* not more removed than needed: one channel more would fit too */
+  assert_true(bytes + 4 * (2 * 64 + 1) > budget);
+  assert_int_equal(nl_vit_mlp_uniform(&pm.cfg), 0);
+  char path[] = "/tmp/nl_test_budget_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  if (nl_vit_save(&pm, path, &err)) fail_msg("%s", err.msg);
+  nl_vit back;
+  if (nl_vit_load(&back, path, NULL, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_vit_param_bytes(&back), bytes);
+  for (int l = 0; l < m.cfg.depth; l++)
+    assert_int_equal(nl_vit_mlp_width(&back.cfg, l), nl_vit_mlp_width(&pm.cfg, l));
+  nl_vit_free(&back);
+  unlink(path);
+  nl_vit_free(&pm);
+  o.budget_bytes = 0.5e6;
+  assert_int_equal(nl_prune(&m, NULL, &o, &pm, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "below"));
+  o.budget_bytes = 0;
+  o.ratio = 1.0;
+  assert_int_equal(nl_prune(&m, NULL, &o, &pm, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  nl_vit_free(&m);
+}
+
+/* Uniform ratio: round(R * 256) channels go in every block, mlp_ratio
+ * reads back as timm computes it (int(dim * mlp_ratio)). */
+static void test_ratio_uniform(void **state) {
+  (void)state;
+  nl_vit m, pm;
+  load_small(&m);
+  nl_error err;
+  nl_prune_opts o = {.score = NL_PRUNE_MAGNITUDE, .ratio = 0.3};
+  if (nl_prune(&m, NULL, &o, &pm, &err)) fail_msg("%s", err.msg);
+  for (int l = 0; l < m.cfg.depth; l++) assert_int_equal(nl_vit_mlp_width(&pm.cfg, l), 256 - 77);
+  char path[] = "/tmp/nl_test_ratio_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  if (nl_vit_save(&pm, path, &err)) fail_msg("%s", err.msg);
+  nl_st_file f;
+  assert_int_equal(nl_st_open(&f, path, &err), 0);
+  const char *ma = strstr(nl_st_meta_get(&f, "model_args"), "\"mlp_ratio\": ");
+  assert_non_null(ma);
+  double r = strtod(ma + 13, NULL);
+  assert_int_equal((long)(64 * r), 179);
+  assert_null(nl_st_meta_get(&f, "mlp_widths"));
+  nl_st_close(&f);
+  unlink(path);
+  nl_vit_free(&pm);
+  nl_vit_free(&m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_profile_against_fixture),
+      cmocka_unit_test(test_observer_neutral),
+      cmocka_unit_test(test_ratio_zero_identical),
+      cmocka_unit_test(test_constant_channel_compensation),
+      cmocka_unit_test(test_random_seeded),
+      cmocka_unit_test(test_per_block_widths_load),
+      cmocka_unit_test(test_budget),
+      cmocka_unit_test(test_ratio_uniform),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
