@@ -11,6 +11,7 @@
 #include "lua/local.h"
 #include "model/maps.h"
 #include "search/campaign_opts.h"
+#include "search/sequential.h"
 #include "search/dyt.h"
 #include "search/gp.h"
 
@@ -397,11 +398,89 @@ static void push_summary_layer(lua_State *L, const nl_gp_layer_summary *l) {
   lua_setfield(L, -2, "seconds");
 }
 
+/* normlab.evolve{model = FILE, output = DIR, sequential = true, images =,
+ * offset =, points =, data =, extract_seed =, ... the other evolve options,
+ * on_generation =}: the mappings recorded from the model in memory (one
+ * extraction, or layer by layer with sequential), results in DIR as the
+ * evolve command writes them; returns what normlab.evolve returns (without
+ * the fronts). */
+static int evolve_model(lua_State *L) {
+  lua_settop(L, 1);
+  nl_gp_campaign_opts *opts = push_campaign_opts(L); /* 2 */
+  get_opts(L, 1, opts);
+  if (!opts->model || !opts->output)
+    return luaL_error(L, "normlab.evolve: give the mappings as the first argument, or model= "
+                         "and output= in the options table");
+  gen_cb cb = {L, 0, 0, 0, 0, 0, 0};
+  lua_getfield(L, 1, "on_generation");
+  if (!lua_isnil(L, -1)) {
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    cb.fn = lua_gettop(L);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  cb.errslot = lua_gettop(L);
+  lua_newtable(L);
+  int res = lua_gettop(L);
+  lua_newtable(L);
+  int layers = lua_gettop(L);
+  nl_exprset set;
+  nl_exprset_init(&set);
+  nl_lua_push_exprset_owned(L, &set);
+  int setidx = lua_gettop(L);
+  nl_exprset *S = nl_lua_check_exprset(L, setidx);
+  const char *one[1] = {opts->layer};
+  nl_gp_campaign cam = {.cfg = &opts->cfg, .layers = opts->layer ? one : NULL,
+                        .nlayers = opts->layer ? 1 : 0, .seeds = opts->seeds,
+                        .outdir = opts->output, .progress = cb.fn ? on_gen : NULL, .user = &cb,
+                        .recompute = opts->recompute};
+  nl_gp_source src;
+  nl_gp_source_from_opts(&src, opts);
+  nl_error err;
+  nl_error_clear(&err);
+  double t0 = nl_now();
+  nl_gp_summary s;
+  int rc = nl_gp_model_campaign_run(&cam, &src, &s, &err), stopped = 0;
+  if (rc != 0 && err.code == NL_EINTR && (cb.stopped || cb.failed || nl_interrupted())) {
+    stopped = 1;
+    rc = cb.failed || nl_interrupted() ? -1 : 0;
+  }
+  if (rc == 0 && lua_checkstack(L, 8)) {
+    for (int i = 0; i < s.nlayers; i++) {
+      push_summary_layer(L, &s.layers[i]);
+      lua_rawseti(L, layers, i + 1);
+      if (s.layers[i].expr) nl_exprset_set(S, s.layers[i].name, &s.layers[i].prog, NULL);
+    }
+  }
+  nl_gp_summary_free(&s);
+  if (cb.failed) {
+    lua_pushvalue(L, cb.errslot);
+    return luaL_error(L, "normlab.evolve: on_generation failed: %s", lua_tostring(L, -1));
+  }
+  if (rc != 0) {
+    if (nl_interrupted() && err.code != NL_EINPUT) return luaL_error(L, "normlab.evolve: interrupted");
+    return nl_lua_fail(L, "normlab.evolve", &err);
+  }
+  if (nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
+  lua_pushvalue(L, layers);
+  lua_setfield(L, res, "layers");
+  lua_pushvalue(L, setidx);
+  lua_setfield(L, res, "set");
+  lua_pushboolean(L, stopped);
+  lua_setfield(L, res, "stopped");
+  lua_pushnumber(L, nl_now() - t0);
+  lua_setfield(L, res, "seconds");
+  lua_pushvalue(L, res);
+  return 1;
+}
+
 /* normlab.evolve(maps, {layer=, seeds=, seed=, pop=, gens=, max_nodes=, ...,
  *   complexity=, select=, threads=, output=, recompute=, on_generation=}) ->
  *   {layers = { {name, expr, text, seed, nodes, flops, val_fitness, val_mse,
  *   val_r2, seconds, front = {...}}, ...}, set = exprset, stopped, seconds} */
 static int l_evolve(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) return evolve_model(L);
   nl_maps *m = check_maps(L, 1);
   lua_settop(L, 2);
   nl_gp_campaign_opts *opts = push_campaign_opts(L); /* 3 */

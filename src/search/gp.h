@@ -153,6 +153,10 @@ typedef struct nl_gp_campaign {
   int recompute;             /* search again finished parts whose signature differs
                                 (and drop chosen.exprs entries of other mappings)
                                 rather than refuse them */
+  int per_layer_maps;        /* the layers' mappings come from different files or passes
+                                (a sequential campaign, search/sequential.h): the entries of
+                                chosen.exprs of layers this run does not search are kept
+                                whatever mappings their parts were computed from */
 } nl_gp_campaign;
 
 /* NL_EINPUT "MAPS: no layer 'NAME' (see 'normlab maps --maps MAPS')" when

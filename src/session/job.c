@@ -14,6 +14,7 @@
 #include "base/mem.h"
 #include "base/timer.h"
 #include "model/maps.h"
+#include "search/sequential.h"
 
 static struct {
   int active; /* a thread was started and not yet joined */
@@ -29,6 +30,8 @@ static struct {
   const char *layers[1];
   int nlayers, seeds, recompute;
   char *outdir;
+  nl_gp_source src;   /* with a model: where the mappings come from */
+  char *model, *data; /* owned copies src points to */
   nl_gp_summary sum;
   nl_error err;
   int rc;
@@ -63,7 +66,8 @@ static void *job_main(void *arg) {
                         .nlayers = J.nlayers, .seeds = J.seeds, .outdir = J.outdir,
                         .progress = on_progress, .recompute = J.recompute};
   nl_error_clear(&J.err);
-  J.rc = nl_gp_campaign_run(&cam, &J.sum, &J.err);
+  J.rc = J.model ? nl_gp_model_campaign_run(&cam, &J.src, &J.sum, &J.err)
+                 : nl_gp_campaign_run(&cam, &J.sum, &J.err);
   J.t1 = nl_now(); /* the clock stops here */
   atomic_store(&J.done, 1);
   return NULL;
@@ -75,13 +79,25 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
   J.cfg = o->cfg;
   J.seeds = o->seeds;
   J.recompute = o->recompute;
-  if (nl_maps_load(&J.maps, o->maps, err) != 0) return -1;
+  nl_maps_init(&J.maps);
+  J.model = J.data = NULL;
+  if (o->model) {
+    nl_gp_source_from_opts(&J.src, o);
+    J.src.model = J.model = nl_xstrdup(o->model);
+    J.src.data = J.data = nl_xstrdup(J.src.data);
+  } else if (nl_maps_load(&J.maps, o->maps, err) != 0) {
+    return -1;
+  }
   J.nlayers = 0;
-  if (o->layer) {
+  if (o->layer && !o->model) {
     if (nl_gp_campaign_check_layer(&J.maps, o->layer, err) != 0) {
       nl_maps_free(&J.maps);
       return -1;
     }
+    J.one_layer = nl_xstrdup(o->layer);
+    J.layers[0] = J.one_layer;
+    J.nlayers = 1;
+  } else if (o->layer) { /* checked against the model's slots when the job starts */
     J.one_layer = nl_xstrdup(o->layer);
     J.layers[0] = J.one_layer;
     J.nlayers = 1;
@@ -97,7 +113,9 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
     nl_maps_free(&J.maps);
     free(J.outdir);
     free(J.one_layer);
-    J.outdir = J.one_layer = NULL;
+    free(J.model);
+    free(J.data);
+    J.outdir = J.one_layer = J.model = J.data = NULL;
     return -1;
   }
   J.active = 1;
@@ -150,6 +168,8 @@ int nl_job_join(nl_job_result *r) {
   nl_gp_summary_free(&J.sum);
   nl_maps_free(&J.maps);
   free(J.one_layer);
-  J.outdir = J.one_layer = NULL;
+  free(J.model);
+  free(J.data);
+  J.outdir = J.one_layer = J.model = J.data = NULL;
   return 0;
 }
