@@ -289,7 +289,7 @@ static int stage_realign(run *r, const char *key, const char *input, nl_error *e
   }
   if (rc == 0)
     rc = o->realign_fn(o->realign_user, in, o->model, o->realign, o->epochs, o->train_images,
-                       o->threads, rdir, resume, err);
+                       o->eval_images, o->threads, rdir, resume, err);
   if (rc == 0) {
     char *last = nl_path_join(rdir, "last.safetensors");
     nl_vit m;

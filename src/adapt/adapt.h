@@ -38,12 +38,13 @@ struct json_t;
 
 /* A re-alignment run: train `model` (variant "A", "F" or "D"; D distils
  * from teacher) for `epochs` epochs on the first `images` training images
- * (0: all) into the run directory outdir, which must then hold
+ * (0: all), evaluating on eval_images test images (0: all), into the run directory outdir, which must then hold
  * last.safetensors; resume: outdir holds an interrupted run of the same
  * settings. Returns 0 or -1 with err (NL_EINTR when interrupted). */
 typedef int (*nl_adapt_realign_fn)(void *user, const char *model, const char *teacher,
-                                   const char *variant, int epochs, long images, int threads,
-                                   const char *outdir, int resume, nl_error *err);
+                                   const char *variant, int epochs, long images,
+                                   int eval_images, int threads, const char *outdir, int resume,
+                                   nl_error *err);
 
 /* A line about a stage ("evolve: done in 12.3 s"), without newline. */
 typedef void (*nl_adapt_note_fn)(void *user, const char *line);

@@ -7,7 +7,7 @@
 #include "base/error.h"
 
 int nl_app_realign(void *user, const char *model, const char *teacher, const char *variant,
-                   int epochs, long images, int threads, const char *outdir, int resume,
-                   nl_error *err);
+                   int epochs, long images, int eval_images, int threads, const char *outdir,
+                   int resume, nl_error *err);
 
 #endif

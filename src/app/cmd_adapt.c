@@ -53,11 +53,12 @@ static const nl_opt opts[] = {
 };
 
 int nl_app_realign(void *user, const char *model, const char *teacher, const char *variant,
-                   int epochs, long images, int threads, const char *outdir, int resume,
+                   int epochs, long images, int eval_images, int threads, const char *outdir, int resume,
                    nl_error *err) {
   nl_ctx *ctx = user, c2 = *ctx;
   c2.out = ctx->err; /* the training log is progress here */
-  char ep[32], im[32], th[32];
+  char ep[32], im[32], th[32], ev[32];
+  snprintf(ev, sizeof ev, "%d", eval_images);
   snprintf(ep, sizeof ep, "%d", epochs);
   snprintf(im, sizeof im, "%ld", images);
   snprintf(th, sizeof th, "%d", threads);
@@ -69,6 +70,7 @@ int nl_app_realign(void *user, const char *model, const char *teacher, const cha
   argv[n++] = "--images", argv[n++] = im;
   argv[n++] = "--output", argv[n++] = (char *)outdir;
   argv[n++] = "--set", argv[n++] = "none";
+  argv[n++] = "--eval-images", argv[n++] = ev;
   if (strcmp(variant, "D") == 0) argv[n++] = "--teacher", argv[n++] = (char *)teacher;
   if (threads > 0) argv[n++] = "--threads", argv[n++] = th;
   if (resume) argv[n++] = "--resume";

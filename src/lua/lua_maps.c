@@ -1,7 +1,9 @@
 /* Mappings as Lua handles (load, import, DyT table, points, save) and the
  * GP search over them with a Lua callback per generation. */
 #define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +14,8 @@
 #include "model/maps.h"
 #include "search/campaign_opts.h"
 #include "search/sequential.h"
+#include "adapt/adapt.h"
+#include "app/adapt_cmd.h"
 #include "search/dyt.h"
 #include "search/gp.h"
 
@@ -647,6 +651,103 @@ static int l_evolve(lua_State *L) {
   return 1;
 }
 
+/* normlab.adapt{model =, output =, budget =, sequential =, calibrate =,
+ *   calibrate_what =, calibrate_epochs =, realign =, epochs =, train_images =,
+ *   data =, images =, points =, seeds =, pop =, gens =, select =,
+ *   eval_images =, threads =} -> the report (adapt/adapt.h; the adapt
+ * command's --json), stage lines on the host's error stream. */
+static void adapt_note(void *user, const char *line) {
+  nl_ctx *ctx = user;
+  fprintf(ctx->err, "adapt: %s\n", line);
+  fflush(ctx->err);
+}
+
+static void adapt_opts_gc_free(lua_State *L, nl_adapt_opts *o, const nl_error *err) {
+  nl_adapt_opts_free(o);
+  nl_lua_fail(L, "normlab.adapt", err);
+}
+
+static int l_adapt(lua_State *L) {
+  static const char *const keys[] = {"model", "output", "budget", "sequential", "calibrate",
+                                     "calibrate_what", "calibrate_epochs", "realign", "epochs",
+                                     "train_images", "data", "images", "points", "seeds", "pop",
+                                     "gens", "select", "eval_images", "threads", NULL};
+  const char *W = "normlab.adapt";
+  luaL_checktype(L, 1, LUA_TTABLE);
+  nl_lua_check_keys(L, 1, W, keys);
+  lua_getfield(L, 1, "model");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "normlab");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "default_model");
+    lua_call(L, 0, 1);
+    lua_replace(L, -2);
+  }
+  const char *model = luaL_checkstring(L, -1); /* kept on the stack */
+  /* the defaults, read before anything is held that an error would leak */
+  nl_adapt_opts d;
+  nl_adapt_opts_init(&d);
+  int dimages = d.gp.images, dpop = d.gp.cfg.pop, dgens = d.gp.cfg.gens;
+  long dpoints = d.gp.points;
+  nl_adapt_opts_free(&d);
+  const char *output = nl_lua_opt_str(L, 1, "output", NULL, W);
+  if (!output) return luaL_error(L, "%s: output= is required", W);
+  const char *budget = nl_lua_opt_str(L, 1, "budget", NULL, W);
+  int sequential = nl_lua_opt_bool(L, 1, "sequential", 0, W);
+  int calibrate = (int)nl_lua_opt_int(L, 1, "calibrate", 0, 0, 60000, W);
+  const char *cwhat = nl_lua_opt_str(L, 1, "calibrate_what", "both", W);
+  int cepochs = (int)nl_lua_opt_int(L, 1, "calibrate_epochs", 10, 1, 100000, W);
+  const char *realign = nl_lua_opt_str(L, 1, "realign", NULL, W);
+  int epochs = (int)nl_lua_opt_int(L, 1, "epochs", 1, 1, 100000, W);
+  long timages = (long)nl_lua_opt_int(L, 1, "train_images", 0, 0, 60000, W);
+  int evim = (int)nl_lua_opt_int(L, 1, "eval_images", 0, 0, 10000, W);
+  int threads = (int)nl_lua_opt_int(L, 1, "threads", nl_lua_threads(L), 0, 256, W);
+  int images = (int)nl_lua_opt_int(L, 1, "images", dimages, 1, 60000, W);
+  long points = (long)nl_lua_opt_int(L, 1, "points", dpoints, 0, 4294967295LL, W);
+  int seeds = (int)nl_lua_opt_int(L, 1, "seeds", 1, 1, 10000, W);
+  int pop = (int)nl_lua_opt_int(L, 1, "pop", dpop, 4, 1000000, W);
+  int gens = (int)nl_lua_opt_int(L, 1, "gens", dgens, 0, 1000000, W);
+  const char *data = nl_lua_opt_str(L, 1, "data", NULL, W);
+  const char *sel = nl_lua_opt_str(L, 1, "select", NULL, W);
+  nl_lua *host = nl_lua_host(L);
+  nl_error err;
+  nl_error_clear(&err);
+  nl_adapt_opts o;
+  nl_adapt_opts_init(&o);
+  o.model = model;
+  o.output = output;
+  o.budget = budget;
+  o.gp.sequential = sequential;
+  o.calibrate = calibrate;
+  o.calib_what = cwhat;
+  o.calib_epochs = cepochs;
+  o.realign = realign;
+  o.epochs = epochs;
+  o.train_images = timages;
+  o.eval_images = evim;
+  o.threads = threads;
+  o.gp.images = images;
+  o.gp.points = points;
+  o.gp.seeds = seeds;
+  o.gp.cfg.pop = pop;
+  o.gp.cfg.gens = gens;
+  if ((data && nl_gp_campaign_opts_set(&o.gp, "data", data, &err) != 0) ||
+      (sel && nl_gp_campaign_opts_set(&o.gp, "select", sel, &err) != 0))
+    adapt_opts_gc_free(L, &o, &err);
+  o.realign_fn = nl_app_realign;
+  o.realign_user = &host->ctx;
+  o.note = adapt_note;
+  o.note_user = &host->ctx;
+  json_t *rep = NULL;
+  if (nl_adapt_run(&o, &rep, &err) != 0) adapt_opts_gc_free(L, &o, &err);
+  nl_adapt_opts_free(&o);
+  nl_lua_push_json(L, rep);
+  json_decref(rep);
+  return 1;
+}
+
 void nl_lua_open_maps(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"layers", mp_layers}, {"points", mp_points}, {"meta", mp_meta},
@@ -659,6 +760,7 @@ void nl_lua_open_maps(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"load_maps", l_load_maps}, {"import_maps", l_import_maps},
-                                 {"evolve", l_evolve},       {NULL, NULL}};
+                                 {"evolve", l_evolve},       {"adapt", l_adapt},
+                                 {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }
