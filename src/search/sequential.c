@@ -118,6 +118,18 @@ static int run_sequential(const nl_gp_campaign *c, const nl_gp_source *s, nl_vit
       nl_error_prefix(err, "sequential search, layer %s", m->norms[k].name);
       return -1;
     }
+    /* DIR/maps/LAYER.safetensors: the mapping the layer is searched on */
+    size_t pl = strlen(c->outdir) + strlen(m->norms[k].name) + 32;
+    char *mp = nl_xmalloc(pl);
+    snprintf(mp, pl, "%s/maps", c->outdir);
+    rc = nl_mkdir_p(mp, err);
+    snprintf(mp, pl, "%s/maps/%s.safetensors", c->outdir, m->norms[k].name);
+    if (rc == 0) rc = nl_maps_save(&maps, mp, err);
+    free(mp);
+    if (rc != 0) {
+      nl_maps_free(&maps);
+      return -1;
+    }
     nl_gp_campaign one = *c;
     one.maps = &maps;
     one.layers = NULL;

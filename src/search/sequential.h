@@ -13,7 +13,8 @@
  * carry the fingerprint of the mapping they were searched on, so a rerun
  * resumes: the finished layers' choices are read back from their parts,
  * put in place, and the next slot's mapping is recorded again identically
- * (same images, same sampling seed, same functions). */
+ * (same images, same sampling seed, same functions). Each layer's mapping
+ * is kept in DIR/maps/LAYER.safetensors (a mappings file of one layer). */
 #ifndef NL_SEARCH_SEQUENTIAL_H
 #define NL_SEARCH_SEQUENTIAL_H
 
