@@ -99,6 +99,21 @@ if [ -f "$T" ] && [ -n "$PY" ]; then
     --output "$TMP/sig"
   cmp -s "$TMP/seq/chosen.exprs" "$TMP/sig/chosen.exprs"
   ok $? "after Ctrl-C and a rerun, chosen.exprs equals the uninterrupted run's"
+  # the same search in the background at the prompt, and from Lua
+  printf 'evolve --model %s --sequential %s %s --output %s &\njobs\n' "$T" "$X" "$G" \
+    "$TMP/bg" | "$NORMLAB" >"$TMP/bg.out" 2>&1
+  grep -q "finished after" "$TMP/bg.out" && cmp -s "$TMP/seq/chosen.exprs" "$TMP/bg/chosen.exprs"
+  ok $? "'evolve --model --sequential ... &' at the prompt gives the same chosen.exprs"
+  cat >"$TMP/seq.lua" <<EOF
+local nl = require "normlab"
+local r = nl.evolve{model = "$T", sequential = true, images = 4, points = 1000, pop = 8,
+                    gens = 1, output = "$TMP/lua"}
+print(#r.layers, r.layers[1].name, r.layers[25].name)
+EOF
+  expect_status 0 "normlab.evolve{model=, sequential=true}" "$NORMLAB" lua "$TMP/seq.lua"
+  expect_out "^25	blocks.0.norm1	norm$" "it searches the 25 layers in forward order"
+  cmp -s "$TMP/seq/chosen.exprs" "$TMP/lua/chosen.exprs"
+  ok $? "and writes the same chosen.exprs"
   # shellcheck disable=SC2086
   expect_status 2 "other settings on the same directory are refused" "$NORMLAB" evolve \
     --model "$T" --sequential $X --pop 8 --gens 2 --output "$TMP/seq"
@@ -160,6 +175,19 @@ sys.exit(any(a[k] != b[k] for k in ('top1_ln', 'top1_replaced', 'top1_calibrated
   expect_status 0 "adapt with more calibration epochs" "$NORMLAB" adapt $A --calibrate-epochs 2
   grep -q "evolve: done before" "$TMP/err" && ! grep -q "calibrate: done before" "$TMP/err"
   ok $? "a changed calibration setting runs that stage again, not the search"
+  cat >"$TMP/ad.lua" <<EOF
+local nl = require "normlab"
+local r = nl.adapt{model = "$T", output = "$TMP/ad", sequential = true, calibrate = 32,
+                   calibrate_epochs = 2, images = 4, points = 1000, pop = 8, gens = 1,
+                   eval_images = 100}
+print(string.format("%.6f %.6f %d", r.top1_replaced, r.top1_calibrated, #r.layers))
+EOF
+  expect_status 0 "normlab.adapt{...} on the same directory" "$NORMLAB" lua "$TMP/ad.lua"
+  want=$("$PY" -c "
+import json; r = json.load(open('$TMP/ad/report.json'))
+print('%.6f %.6f %d' % (r['top1_replaced'], r['top1_calibrated'], len(r['layers'])))")
+  expect_out "^$want\$" "resumes it and returns the report's figures ($want)"
+  grep -q "calibrate: done before" "$TMP/err"; ok $? "without running a stage again"
   expect_status 0 "replace --set DIR/chosen.exprs takes the adapt set" "$NORMLAB" replace \
     --model "$T" --set "$TMP/ad/chosen.exprs" --output "$TMP/rep.safetensors"
 fi
