@@ -51,6 +51,14 @@ if [ -f "$T" ] && [ -n "$PY" ]; then
   # shellcheck disable=SC2086
   expect_status 0 "extract the original model by hand" "$NORMLAB" extract --model "$T" $X \
     --output "$TMP/ind.st"
+  # shellcheck disable=SC2086
+  expect_status 0 "evolve --model without --sequential" "$NORMLAB" evolve --model "$T" $X $G \
+    --output "$TMP/indm"
+  # shellcheck disable=SC2086
+  expect_status 0 "evolve --maps on the extraction by hand" "$NORMLAB" evolve --maps "$TMP/ind.st" \
+    $G --output "$TMP/indf"
+  cmp -s "$TMP/indm/chosen.exprs" "$TMP/indf/chosen.exprs"
+  ok $? "evolve --model records the mappings as extract does (same chosen.exprs)"
   # layers 0 and 1 (blocks.0.norm1, blocks.0.norm2) replaced by hand, then extracted
   grep -E '^blocks\.0\.norm[12] = ' "$TMP/seq/chosen.exprs" >"$TMP/first2.exprs"
   expect_status 0 "replace the first two layers by hand" "$NORMLAB" replace --model "$T" \
