@@ -132,9 +132,12 @@ static void print_summary(nl_ctx *ctx, const json_t *rep, const char *dir) {
   for (int i = 0; i < 4; i++)
     if (json_is_number(json_object_get(rep, keys[i])))
       fprintf(ctx->out, "%s %s %.2f %%", i ? "," : "", names[i], num(rep, keys[i]));
-  fprintf(ctx->out, "\nseconds: evolve %.1f, calibrate %.1f, realign %.1f, eval %.1f, total %.1f\n",
-          num(sec, "evolve"), num(sec, "calibrate"), num(sec, "realign"), num(sec, "eval"),
-          num(sec, "total"));
+  fprintf(ctx->out, "\nseconds:");
+  const char *st[] = {"evolve", "calibrate", "realign", "eval", "total"};
+  for (int i = 0, n = 0; i < 5; i++)
+    if (json_is_number(json_object_get(sec, st[i])))
+      fprintf(ctx->out, "%s %s %.1f", n++ ? "," : "", st[i], num(sec, st[i]));
+  fputc('\n', ctx->out);
   fprintf(ctx->out, "wrote %s/adapted.safetensors, %s/chosen.exprs, %s/report.json\n", dir, dir,
           dir);
 }
