@@ -78,9 +78,18 @@ int nl_evolve_opts_parse(nl_ctx *ctx, const nl_args *a, nl_gp_campaign_opts *o, 
   const nl_opt *ol = a->cmd->opts;
   for (int i = 0; ol[i].name; i++)
     if (a->val[i] &&
+        /* at the prompt --maps defaults to the session's; --model replaces it */
+        !(strcmp(ol[i].name, "maps") == 0 && !a->given[i] && nl_arg_given(a, "model")) &&
         nl_gp_campaign_opts_set(o, ol[i].name, ol[i].type == NL_OPT_FLAG ? NULL : a->val[i], err))
       return -1;
   if (nl_gp_campaign_opts_finish(o, err)) return -1;
+  static const char *const with_model[] = {"data", "offset", "images", "points", "extract-seed"};
+  for (int i = 0; !o->model && i < 5; i++)
+    if (nl_arg_given(a, with_model[i]))
+      return nl_fail(err, NL_EINPUT,
+                     "--%s says where the mappings of --model come from; with --maps they are "
+                     "in the file",
+                     with_model[i]);
   if ((!o->maps && !o->model) || !o->output)
     return nl_fail(err, NL_EINPUT, "missing required option --%s",
                    o->maps || o->model ? "output" : "maps (or --model)");

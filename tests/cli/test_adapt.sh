@@ -24,6 +24,9 @@ expect_status 2 "evolve --model and --maps exit 2" "$NORMLAB" evolve --model x -
   --output "$TMP/o"
 expect_status 2 "evolve --sequential --layer exits 2" "$NORMLAB" evolve --model x --sequential \
   --layer blocks.0.norm1 --output "$TMP/o"
+expect_status 2 "evolve --maps --images exits 2" "$NORMLAB" evolve --maps x --images 4 \
+  --output "$TMP/o"
+expect_err "with --maps" "the error says --images belongs to --model"
 expect_status 0 "adapt --help" "$NORMLAB" adapt --help
 expect_out "--sequential" "help lists --sequential"
 
@@ -108,8 +111,9 @@ if [ -f "$T" ] && [ -n "$PY" ]; then
   cmp -s "$TMP/seq/chosen.exprs" "$TMP/sig/chosen.exprs"
   ok $? "after Ctrl-C and a rerun, chosen.exprs equals the uninterrupted run's"
   # the same search in the background at the prompt, and from Lua
-  printf 'evolve --model %s --sequential %s %s --output %s &\njobs\n' "$T" "$X" "$G" \
-    "$TMP/bg" | "$NORMLAB" >"$TMP/bg.out" 2>&1
+  # (with mappings loaded in the session: --model replaces the session's --maps)
+  printf 'load maps %s\nevolve --model %s --sequential %s %s --output %s &\njobs\n' \
+    "$TMP/ind.st" "$T" "$X" "$G" "$TMP/bg" | "$NORMLAB" >"$TMP/bg.out" 2>&1
   grep -q "finished after" "$TMP/bg.out" && cmp -s "$TMP/seq/chosen.exprs" "$TMP/bg/chosen.exprs"
   ok $? "'evolve --model --sequential ... &' at the prompt gives the same chosen.exprs"
   cat >"$TMP/seq.lua" <<EOF
