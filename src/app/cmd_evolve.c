@@ -12,10 +12,21 @@
 #include "model/maps.h"
 #include "search/campaign_opts.h"
 #include "search/gp.h"
+#include "search/sequential.h"
 
 static const nl_opt opts[] = {
-    {"maps", NL_OPT_STR, "FILE", NULL, "mappings file", NULL,
-     NL_OPTF_REQUIRED | NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"maps", NL_OPT_STR, "FILE", NULL, "mappings file (or --model)", NULL,
+     NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"model", NL_OPT_STR, "FILE", NULL,
+     "record the mappings from this model instead of reading --maps", NULL, NL_OPTF_PATH},
+    {"sequential", NL_OPT_FLAG, NULL, NULL,
+     "with --model: search layer k on the mapping recorded with layers < k replaced", NULL, 0},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:test", "with --model: images (fmnist:test|fmnist:train)",
+     NULL, 0},
+    {"offset", NL_OPT_INT, "N", "0", "with --model: first image of the split", NULL, 0},
+    {"images", NL_OPT_INT, "N", "64", "with --model: images to record", NULL, 0},
+    {"points", NL_OPT_INT, "N", "50000", "with --model: points sampled per layer", NULL, 0},
+    {"extract-seed", NL_OPT_INT, "S", "42", "with --model: sampling seed of the points", NULL, 0},
     {"layer", NL_OPT_STR, "NAME", "all", "layer to search, or all", NULL, NL_OPTF_LAYER},
     {"output", NL_OPT_STR, "DIR", NULL, "result directory (fronts, chosen.exprs)", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
@@ -71,11 +82,21 @@ int nl_evolve_opts_parse(nl_ctx *ctx, const nl_args *a, nl_gp_campaign_opts *o, 
   const nl_opt *ol = a->cmd->opts;
   for (int i = 0; ol[i].name; i++)
     if (a->val[i] &&
+        /* at the prompt --maps defaults to the session's; --model replaces it */
+        !(strcmp(ol[i].name, "maps") == 0 && !a->given[i] && nl_arg_given(a, "model")) &&
         nl_gp_campaign_opts_set(o, ol[i].name, ol[i].type == NL_OPT_FLAG ? NULL : a->val[i], err))
       return -1;
   if (nl_gp_campaign_opts_finish(o, err)) return -1;
-  if (!o->maps || !o->output)
-    return nl_fail(err, NL_EINPUT, "missing required option --%s", o->maps ? "output" : "maps");
+  static const char *const with_model[] = {"data", "offset", "images", "points", "extract-seed"};
+  for (int i = 0; !o->model && i < 5; i++)
+    if (nl_arg_given(a, with_model[i]))
+      return nl_fail(err, NL_EINPUT,
+                     "--%s says where the mappings of --model come from; with --maps they are "
+                     "in the file",
+                     with_model[i]);
+  if ((!o->maps && !o->model) || !o->output)
+    return nl_fail(err, NL_EINPUT, "missing required option --%s",
+                   o->maps || o->model ? "output" : "maps (or --model)");
   if (!o->cfg.threads) o->cfg.threads = ctx->threads;
   return 0;
 }
@@ -89,7 +110,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   const char *outdir = o.output;
   nl_maps m;
-  if (nl_maps_load(&m, o.maps, err) != 0) {
+  nl_maps_init(&m);
+  if (o.maps && nl_maps_load(&m, o.maps, err) != 0) {
     nl_gp_campaign_opts_free(&o);
     return -1;
   }
@@ -111,7 +133,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     cam.user = &lv;
   }
   nl_gp_summary s;
-  int rc = nl_gp_campaign_run(&cam, &s, err);
+  int rc;
+  if (o.model) {
+    nl_gp_source src;
+    nl_gp_source_from_opts(&src, &o);
+    rc = nl_gp_model_campaign_run(&cam, &src, &s, err);
+  } else {
+    rc = nl_gp_campaign_run(&cam, &s, err);
+  }
   if (lv.shown) fputc('\n', ctx->err);
   for (int i = 0; rc == 0 && i < s.nlayers; i++)
     if (s.layers[i].over_budget)
@@ -211,7 +240,13 @@ const nl_cmd nl_cmd_evolve = {
         "done, with the mappings' fingerprint and the settings; rerunning the same command\n"
         "skips finished work, and a part from other mappings or settings is an error\n"
         "naming it (--recompute: search it again). A layer whose y is constant is an\n"
-        "error. Ctrl-C stops after the current generation and keeps its front as a\n"
+        "error. With --model instead of --maps the mappings are recorded in memory\n"
+        "(--data, --offset, --images, --points, --extract-seed as in 'normlab extract');\n"
+        "--sequential searches the layers in forward order, layer k on the mapping\n"
+        "recorded with layers < k already replaced by their chosen functions (one\n"
+        "forward pass per layer; each layer's mapping is kept in DIR/maps/LAYER.safetensors);\n"
+        "a rerun resumes from the layers already done.\n"
+        "Ctrl-C stops after the current generation and keeps its front as a\n"
         "partial result. Same seed, same result, for any thread count.\n"
         "JSON: {\"layers\":[{\"name\",\"expr\",\"val_mse\",\"val_r2\",\"flops\",\"nodes\","
         "\"seconds\",\"origin\"[,\"budget\",\"refit\",\"cheapest\"]}],\n\"mean_val_r2\",\"seconds\"}.",

@@ -16,6 +16,7 @@ extern const nl_cmd nl_cmd_evolve;
 extern const nl_cmd nl_cmd_replace;
 extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_calibrate;
+extern const nl_cmd nl_cmd_adapt;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_profile;
 extern const nl_cmd nl_cmd_prune;
@@ -34,6 +35,7 @@ const nl_cmd *nl_commands[NL_MAX_CMDS + 1] = {
     &nl_cmd_evolve,
     &nl_cmd_replace,
     &nl_cmd_calibrate,
+    &nl_cmd_adapt,
     &nl_cmd_train,
     &nl_cmd_export,
     &nl_cmd_cost,

@@ -1,7 +1,9 @@
 /* Mappings as Lua handles (load, import, DyT table, points, save) and the
  * GP search over them with a Lua callback per generation. */
 #define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +13,9 @@
 #include "lua/local.h"
 #include "model/maps.h"
 #include "search/campaign_opts.h"
+#include "search/sequential.h"
+#include "adapt/adapt.h"
+#include "app/adapt_cmd.h"
 #include "search/dyt.h"
 #include "search/gp.h"
 
@@ -399,11 +404,89 @@ static void push_summary_layer(lua_State *L, const nl_gp_layer_summary *l) {
   lua_setfield(L, -2, "seconds");
 }
 
+/* normlab.evolve{model = FILE, output = DIR, sequential = true, images =,
+ * offset =, points =, data =, extract_seed =, ... the other evolve options,
+ * on_generation =}: the mappings recorded from the model in memory (one
+ * extraction, or layer by layer with sequential), results in DIR as the
+ * evolve command writes them; returns what normlab.evolve returns (without
+ * the fronts). */
+static int evolve_model(lua_State *L) {
+  lua_settop(L, 1);
+  nl_gp_campaign_opts *opts = push_campaign_opts(L); /* 2 */
+  get_opts(L, 1, opts);
+  if (!opts->model || !opts->output)
+    return luaL_error(L, "normlab.evolve: give the mappings as the first argument, or model= "
+                         "and output= in the options table");
+  gen_cb cb = {L, 0, 0, 0, 0, 0, 0};
+  lua_getfield(L, 1, "on_generation");
+  if (!lua_isnil(L, -1)) {
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    cb.fn = lua_gettop(L);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  cb.errslot = lua_gettop(L);
+  lua_newtable(L);
+  int res = lua_gettop(L);
+  lua_newtable(L);
+  int layers = lua_gettop(L);
+  nl_exprset set;
+  nl_exprset_init(&set);
+  nl_lua_push_exprset_owned(L, &set);
+  int setidx = lua_gettop(L);
+  nl_exprset *S = nl_lua_check_exprset(L, setidx);
+  const char *one[1] = {opts->layer};
+  nl_gp_campaign cam = {.cfg = &opts->cfg, .layers = opts->layer ? one : NULL,
+                        .nlayers = opts->layer ? 1 : 0, .seeds = opts->seeds,
+                        .outdir = opts->output, .progress = cb.fn ? on_gen : NULL, .user = &cb,
+                        .recompute = opts->recompute};
+  nl_gp_source src;
+  nl_gp_source_from_opts(&src, opts);
+  nl_error err;
+  nl_error_clear(&err);
+  double t0 = nl_now();
+  nl_gp_summary s;
+  int rc = nl_gp_model_campaign_run(&cam, &src, &s, &err), stopped = 0;
+  if (rc != 0 && err.code == NL_EINTR && (cb.stopped || cb.failed || nl_interrupted())) {
+    stopped = 1;
+    rc = cb.failed || nl_interrupted() ? -1 : 0;
+  }
+  if (rc == 0 && lua_checkstack(L, 8)) {
+    for (int i = 0; i < s.nlayers; i++) {
+      push_summary_layer(L, &s.layers[i]);
+      lua_rawseti(L, layers, i + 1);
+      if (s.layers[i].expr) nl_exprset_set(S, s.layers[i].name, &s.layers[i].prog, NULL);
+    }
+  }
+  nl_gp_summary_free(&s);
+  if (cb.failed) {
+    lua_pushvalue(L, cb.errslot);
+    return luaL_error(L, "normlab.evolve: on_generation failed: %s", lua_tostring(L, -1));
+  }
+  if (rc != 0) {
+    if (nl_interrupted() && err.code != NL_EINPUT) return luaL_error(L, "normlab.evolve: interrupted");
+    return nl_lua_fail(L, "normlab.evolve", &err);
+  }
+  if (nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
+  lua_pushvalue(L, layers);
+  lua_setfield(L, res, "layers");
+  lua_pushvalue(L, setidx);
+  lua_setfield(L, res, "set");
+  lua_pushboolean(L, stopped);
+  lua_setfield(L, res, "stopped");
+  lua_pushnumber(L, nl_now() - t0);
+  lua_setfield(L, res, "seconds");
+  lua_pushvalue(L, res);
+  return 1;
+}
+
 /* normlab.evolve(maps, {layer=, seeds=, seed=, pop=, gens=, max_nodes=, ...,
  *   complexity=, select=, threads=, output=, recompute=, on_generation=}) ->
  *   {layers = { {name, expr, text, seed, nodes, flops, val_fitness, val_mse,
  *   val_r2, seconds, front = {...}}, ...}, set = exprset, stopped, seconds} */
 static int l_evolve(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) return evolve_model(L);
   nl_maps *m = check_maps(L, 1);
   lua_settop(L, 2);
   nl_gp_campaign_opts *opts = push_campaign_opts(L); /* 3 */
@@ -586,6 +669,103 @@ static int l_evolve(lua_State *L) {
   return 1;
 }
 
+/* normlab.adapt{model =, output =, budget =, sequential =, calibrate =,
+ *   calibrate_what =, calibrate_epochs =, realign =, epochs =, train_images =,
+ *   data =, images =, points =, seeds =, pop =, gens =, select =,
+ *   eval_images =, threads =} -> the report (adapt/adapt.h; the adapt
+ * command's --json), stage lines on the host's error stream. */
+static void adapt_note(void *user, const char *line) {
+  nl_ctx *ctx = user;
+  fprintf(ctx->err, "adapt: %s\n", line);
+  fflush(ctx->err);
+}
+
+static void adapt_opts_gc_free(lua_State *L, nl_adapt_opts *o, const nl_error *err) {
+  nl_adapt_opts_free(o);
+  nl_lua_fail(L, "normlab.adapt", err);
+}
+
+static int l_adapt(lua_State *L) {
+  static const char *const keys[] = {"model", "output", "budget", "sequential", "calibrate",
+                                     "calibrate_what", "calibrate_epochs", "realign", "epochs",
+                                     "train_images", "data", "images", "points", "seeds", "pop",
+                                     "gens", "select", "eval_images", "threads", NULL};
+  const char *W = "normlab.adapt";
+  luaL_checktype(L, 1, LUA_TTABLE);
+  nl_lua_check_keys(L, 1, W, keys);
+  lua_getfield(L, 1, "model");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "normlab");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "default_model");
+    lua_call(L, 0, 1);
+    lua_replace(L, -2);
+  }
+  const char *model = luaL_checkstring(L, -1); /* kept on the stack */
+  /* the defaults, read before anything is held that an error would leak */
+  nl_adapt_opts d;
+  nl_adapt_opts_init(&d);
+  int dimages = d.gp.images, dpop = d.gp.cfg.pop, dgens = d.gp.cfg.gens;
+  long dpoints = d.gp.points;
+  nl_adapt_opts_free(&d);
+  const char *output = nl_lua_opt_str(L, 1, "output", NULL, W);
+  if (!output) return luaL_error(L, "%s: output= is required", W);
+  const char *budget = nl_lua_opt_str(L, 1, "budget", NULL, W);
+  int sequential = nl_lua_opt_bool(L, 1, "sequential", 0, W);
+  int calibrate = (int)nl_lua_opt_int(L, 1, "calibrate", 0, 0, 60000, W);
+  const char *cwhat = nl_lua_opt_str(L, 1, "calibrate_what", "both", W);
+  int cepochs = (int)nl_lua_opt_int(L, 1, "calibrate_epochs", 10, 1, 100000, W);
+  const char *realign = nl_lua_opt_str(L, 1, "realign", NULL, W);
+  int epochs = (int)nl_lua_opt_int(L, 1, "epochs", 1, 1, 100000, W);
+  long timages = (long)nl_lua_opt_int(L, 1, "train_images", 0, 0, 60000, W);
+  int evim = (int)nl_lua_opt_int(L, 1, "eval_images", 0, 0, 10000, W);
+  int threads = (int)nl_lua_opt_int(L, 1, "threads", nl_lua_threads(L), 0, 256, W);
+  int images = (int)nl_lua_opt_int(L, 1, "images", dimages, 1, 60000, W);
+  long points = (long)nl_lua_opt_int(L, 1, "points", dpoints, 0, 4294967295LL, W);
+  int seeds = (int)nl_lua_opt_int(L, 1, "seeds", 1, 1, 10000, W);
+  int pop = (int)nl_lua_opt_int(L, 1, "pop", dpop, 4, 1000000, W);
+  int gens = (int)nl_lua_opt_int(L, 1, "gens", dgens, 0, 1000000, W);
+  const char *data = nl_lua_opt_str(L, 1, "data", NULL, W);
+  const char *sel = nl_lua_opt_str(L, 1, "select", NULL, W);
+  nl_lua *host = nl_lua_host(L);
+  nl_error err;
+  nl_error_clear(&err);
+  nl_adapt_opts o;
+  nl_adapt_opts_init(&o);
+  o.model = model;
+  o.output = output;
+  o.budget = budget;
+  o.gp.sequential = sequential;
+  o.calibrate = calibrate;
+  o.calib_what = cwhat;
+  o.calib_epochs = cepochs;
+  o.realign = realign;
+  o.epochs = epochs;
+  o.train_images = timages;
+  o.eval_images = evim;
+  o.threads = threads;
+  o.gp.images = images;
+  o.gp.points = points;
+  o.gp.seeds = seeds;
+  o.gp.cfg.pop = pop;
+  o.gp.cfg.gens = gens;
+  if ((data && nl_gp_campaign_opts_set(&o.gp, "data", data, &err) != 0) ||
+      (sel && nl_gp_campaign_opts_set(&o.gp, "select", sel, &err) != 0))
+    adapt_opts_gc_free(L, &o, &err);
+  o.realign_fn = nl_app_realign;
+  o.realign_user = &host->ctx;
+  o.note = adapt_note;
+  o.note_user = &host->ctx;
+  json_t *rep = NULL;
+  if (nl_adapt_run(&o, &rep, &err) != 0) adapt_opts_gc_free(L, &o, &err);
+  nl_adapt_opts_free(&o);
+  nl_lua_push_json(L, rep);
+  json_decref(rep);
+  return 1;
+}
+
 void nl_lua_open_maps(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"layers", mp_layers}, {"points", mp_points}, {"meta", mp_meta},
@@ -598,6 +778,7 @@ void nl_lua_open_maps(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"load_maps", l_load_maps}, {"import_maps", l_import_maps},
-                                 {"evolve", l_evolve},       {NULL, NULL}};
+                                 {"evolve", l_evolve},       {"adapt", l_adapt},
+                                 {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

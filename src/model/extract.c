@@ -33,6 +33,7 @@ typedef struct {
   long points;
   uint64_t seed;
   int first;           /* first image of the batch in flight */
+  int only;            /* nl_extract_opts.only */
   layer_state *L;
   uint64_t *idx;       /* scratch shared by the layers' setups: drawn positions */
   size_t *fill;        /* and bucket cursors */
@@ -110,6 +111,7 @@ static int tap(const char *layer, int index, const float *x, const float *y, int
     e->failed = 1;
     return 1;
   }
+  if (e->only > 0 && index != e->only - 1) return 0;
   layer_state *s = &e->L[index];
   if (!s->ready && layer_setup(e, s, layer, index, tokens, dim) != 0) {
     e->failed = 1;
@@ -157,7 +159,11 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
            .dense = points <= 0,
            .points = points,
            .seed = o ? o->seed : NL_EXTRACT_SEED,
-           .err = &tap_err};
+           .err = &tap_err,
+           .only = o ? o->only : 0};
+  if (e.only < 0 || e.only > m->nnorms)
+    return nl_fail(err, NL_EINPUT, "extraction: no norm slot %d (the model has %d)", e.only - 1,
+                   m->nnorms);
   e.L = nl_xcalloc((size_t)m->nnorms, sizeof *e.L);
   const nl_vit_config *c = &m->cfg;
   size_t img_floats = (size_t)c->in_chans * (size_t)c->img_size * (size_t)c->img_size;
@@ -196,12 +202,12 @@ int nl_extract(const nl_vit *m, int images, nl_image_fn fill, void *fill_user,
     }
   }
   for (int i = 0; rc == 0 && i < m->nnorms; i++)
-    if (!e.L[i].ready)
+    if (!e.L[i].ready && (!e.only || i == e.only - 1))
       rc = nl_fail(err, NL_EINTERNAL, "norm layer '%s' was not seen in the forward pass",
                    m->norms[i].name);
   for (int i = 0; i < m->nnorms; i++) {
     layer_state *s = &e.L[i];
-    if (rc == 0) {
+    if (rc == 0 && (!e.only || i == e.only - 1)) {
       rc = nl_maps_add_owned(out, m->norms[i].name, s->x, s->y, s->n, err);
       s->x = s->y = NULL;
       if (rc != 0) nl_error_prefix(err, "extraction");

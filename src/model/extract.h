@@ -36,10 +36,12 @@ typedef struct nl_extract_opts {
   int threads;              /* worker threads of the forward passes; 0: the default */
   nl_progress_fn progress;  /* called after each batch (task "extract"); may be NULL */
   void *progress_user;
+  int only;                 /* > 0: record only norm slot only - 1 (its points are the ones
+                               a full extraction draws for it); 0: every slot */
 } nl_extract_opts;
 
 /* Extract mappings of `images` images into out (initialised here; layers
- * in the model's forward order). Sets metadata images, points, seed; the
+ * in the model's forward order; one layer with o->only). Sets metadata images, points, seed; the
  * caller adds model and data. Polls nl_interrupted() between batches. */
 int nl_extract(const struct nl_vit *m, int images, nl_image_fn fill, void *fill_user,
                const nl_extract_opts *o, nl_maps *out, nl_error *err);

@@ -12,7 +12,7 @@
 #include "base/text.h"
 #include "base/threads.h"
 
-typedef enum { K_STR, K_INT, K_U64, K_NUM, K_FLAG, K_CHOICE, K_SELECT, K_LIMIT } kind;
+typedef enum { K_STR, K_INT, K_U64, K_NUM, K_FLAG, K_CHOICE, K_SELECT, K_LIMIT, K_LONG } kind;
 
 /* One option: its name, type, accepted range and where it lands. */
 typedef struct {
@@ -48,6 +48,13 @@ static const ospec specs[] = {
     {"threads", K_INT, 1, NL_THREADS_MAX, 0, OFF(cfg.threads), NULL},
     {"recompute", K_FLAG, 0, 0, 0, OFF(recompute), NULL},
     {"json", K_FLAG, 0, 0, 0, OFF(json), NULL},
+    {"model", K_STR, 0, 0, 0, OFF(model), NULL},
+    {"data", K_STR, 0, 0, 0, OFF(data), NULL},
+    {"sequential", K_FLAG, 0, 0, 0, OFF(sequential), NULL},
+    {"images", K_INT, 1, 1000000, 0, OFF(images), NULL},
+    {"offset", K_LONG, 0, 2147483647, 0, OFF(offset), NULL},
+    {"points", K_LONG, 0, 4294967295.0, 0, OFF(points), NULL},
+    {"extract-seed", K_U64, 0, 2147483647, 0, OFF(extract_seed), NULL},
 };
 #define NSPECS (sizeof specs / sizeof specs[0])
 
@@ -55,6 +62,9 @@ void nl_gp_campaign_opts_init(nl_gp_campaign_opts *o) {
   memset(o, 0, sizeof *o);
   nl_gp_config_default(&o->cfg); /* threads 0: not given */
   o->seeds = 1;
+  o->images = 64;      /* NL_EXTRACT_IMAGES */
+  o->points = 50000;   /* NL_EXTRACT_POINTS */
+  o->extract_seed = 42; /* NL_EXTRACT_SEED */
 }
 
 void nl_gp_campaign_opts_free(nl_gp_campaign_opts *o) {
@@ -62,6 +72,8 @@ void nl_gp_campaign_opts_free(nl_gp_campaign_opts *o) {
   free(o->output);
   free(o->layer);
   free(o->init);
+  free(o->model);
+  free(o->data);
   memset(o, 0, sizeof *o);
 }
 
@@ -107,6 +119,7 @@ int nl_gp_campaign_opts_set(nl_gp_campaign_opts *o, const char *key, const char 
         return nl_fail(err, NL_EINPUT, "option --%s takes no value", s->name);
       break;
     case K_INT:
+    case K_LONG:
     case K_U64: {
       errno = 0;
       long v = strtol(value, &end, 10);
@@ -116,6 +129,7 @@ int nl_gp_campaign_opts_set(nl_gp_campaign_opts *o, const char *key, const char 
         return nl_fail(err, NL_EINPUT, "--%s must be between %ld and %ld, got %ld", s->name,
                        (long)s->lo, (long)s->hi, v);
       if (s->k == K_U64) *(uint64_t *)(base + s->off) = (uint64_t)v;
+      else if (s->k == K_LONG) *(long *)(base + s->off) = v;
       else *(int *)(base + s->off) = (int)v;
       break;
     }
@@ -169,6 +183,14 @@ int nl_gp_campaign_opts_set(nl_gp_campaign_opts *o, const char *key, const char 
 }
 
 int nl_gp_campaign_opts_finish(nl_gp_campaign_opts *o, nl_error *err) {
+  if (o->sequential && !o->model)
+    return nl_fail(err, NL_EINPUT, "--sequential needs --model (it records the mappings itself)");
+  if (o->model && o->maps)
+    return nl_fail(err, NL_EINPUT,
+                   "give --maps or --model, not both (--model extracts the mappings itself)");
+  if (o->sequential && o->layer)
+    return nl_fail(err, NL_EINPUT,
+                   "a sequential search covers every layer in forward order: leave out --layer");
   if (o->cfg.tournament > o->cfg.pop)
     return nl_fail(err, NL_EINPUT, "--tournament must be between 1 and --pop (%d), got %d",
                    o->cfg.pop, o->cfg.tournament);

@@ -11,8 +11,10 @@
  *   penalty >= 0, const-lr > 0, threads 1..256,
  *   complexity nodes|flops, select minval|knee|budget=F|budget=ln (F > 0),
  *   max-flops F|ln (F >= 0, 0: no limit);
- * maps, output, layer, init take any text (layer "all": every layer); the flags
- * recompute and json take no value (or "1"/"true", "0"/"false"). */
+ * maps, output, layer, init, model, data take any text (layer "all": every
+ * layer); the flags recompute, sequential and json take no value (or
+ * "1"/"true", "0"/"false"); images 1..1000000, offset 0..2147483647,
+ * points 0..4294967295, extract-seed 0..2147483647 (used with model). */
 #ifndef NL_SEARCH_CAMPAIGN_OPTS_H
 #define NL_SEARCH_CAMPAIGN_OPTS_H
 
@@ -31,6 +33,15 @@ typedef struct nl_gp_campaign_opts {
                         from other mappings or with other settings, rather
                         than refuse (nl_gp_campaign.recompute) */
   int json;          /* the command's output format */
+  /* the mappings extracted from a model instead of read from --maps
+     (search/sequential.h) */
+  char *model;       /* checkpoint; NULL: not given; owned */
+  char *data;        /* data spec; NULL: fmnist:test; owned */
+  int sequential;    /* layer k searched with layers < k replaced */
+  int images;        /* images to extract from (64) */
+  long offset;       /* first image (0) */
+  long points;       /* points per layer (50000; 0: every position) */
+  uint64_t extract_seed; /* sampling seed (42) */
 } nl_gp_campaign_opts;
 
 /* The defaults of `normlab help evolve`. */

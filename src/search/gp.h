@@ -217,6 +217,10 @@ typedef struct nl_gp_campaign {
   const char *init_path;     /* its file, for messages */
   int (*inject)(const char *layer, nl_prog *out, void *user); /* see nl_gp_extra */
   void *inject_user;
+  int per_layer_maps;        /* the layers' mappings come from different files or passes
+                                (a sequential campaign, search/sequential.h): the entries of
+                                chosen.exprs of layers this run does not search are kept
+                                whatever mappings their parts were computed from */
 } nl_gp_campaign;
 
 /* NL_EINPUT "MAPS: no layer 'NAME' (see 'normlab maps --maps MAPS')" when

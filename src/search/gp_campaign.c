@@ -472,7 +472,7 @@ static int check_existing(const nl_gp_campaign *c, const int *li, int nl, const 
     char *path = NULL, *psig = in_run ? NULL : first_part_sig(c->outdir, name, &path);
     size_t pn = 0;
     const char *pv = psig ? sig_value(psig, "maps", &pn) : NULL;
-    int other = psig && (!pv || pn != n || strncmp(pv, fp, n) != 0);
+    int other = psig && !c->per_layer_maps && (!pv || pn != n || strncmp(pv, fp, n) != 0);
     int rc = 0;
     if (other && !c->recompute)
       rc = nl_fail(err, NL_EINPUT,

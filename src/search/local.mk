@@ -14,7 +14,8 @@ NL_CLI_TESTS += tests/cli/dyt.sh
 # The GP search: NSGA-II, variation, constant refinement, campaigns.
 libnormlab_a_SOURCES += src/search/gp.h src/search/gp_local.h src/search/gp.c \
 	src/search/nsga2.c src/search/gp_campaign.c \
-	src/search/campaign_opts.c src/search/campaign_opts.h
+	src/search/campaign_opts.c src/search/campaign_opts.h \
+	src/search/sequential.c src/search/sequential.h
 check_PROGRAMS += tests/unit/test_gp
 NL_UNIT_TESTS += tests/unit/test_gp
 tests_unit_test_gp_SOURCES = tests/unit/test_gp.c

@@ -14,6 +14,7 @@
 #include "base/mem.h"
 #include "base/timer.h"
 #include "model/maps.h"
+#include "search/sequential.h"
 
 static struct {
   int active; /* a thread was started and not yet joined */
@@ -29,6 +30,8 @@ static struct {
   const char *layers[1];
   int nlayers, seeds, recompute;
   char *outdir;
+  nl_gp_source src;   /* with a model: where the mappings come from */
+  char *model, *data; /* owned copies src points to */
   nl_gp_summary sum;
   nl_exprset init;     /* --init: the initial population's expressions */
   char *init_path;
@@ -73,13 +76,15 @@ static int take_inject(const char *layer, nl_prog *out, void *user) {
 int nl_job_inject(const char *layer, const nl_prog *p, nl_error *err) {
   if (!J.active || atomic_load(&J.done))
     return nl_fail(err, NL_EINPUT, "no background evolve is running ('evolve ... &' starts one)");
-  int searched = J.nlayers ? strcmp(J.one_layer, layer) == 0 : nl_maps_index(&J.maps, layer) >= 0;
+  /* with --model the layers are the model's, known to the search only */
+  int searched = J.nlayers ? strcmp(J.one_layer, layer) == 0
+                : J.model ? 1 : nl_maps_index(&J.maps, layer) >= 0;
   if (!searched)
     return nl_fail(err, NL_EINPUT, "the background evolve does not search layer '%s'", layer);
   /* a layer whose searches are over would never take it */
   pthread_mutex_lock(&J.mu);
   int over = 0;
-  if (J.have_prog && !J.nlayers && J.seeds > 0)
+  if (J.have_prog && !J.nlayers && !J.model && J.seeds > 0)
     over = nl_maps_index(&J.maps, layer) < J.prog.task / J.seeds;
   char now[256];
   snprintf(now, sizeof now, "%s", J.layer);
@@ -113,7 +118,8 @@ static void *job_main(void *arg) {
                         .init = J.init_path ? &J.init : NULL, .init_path = J.init_path,
                         .inject = take_inject};
   nl_error_clear(&J.err);
-  J.rc = nl_gp_campaign_run(&cam, &J.sum, &J.err);
+  J.rc = J.model ? nl_gp_model_campaign_run(&cam, &J.src, &J.sum, &J.err)
+                 : nl_gp_campaign_run(&cam, &J.sum, &J.err);
   J.t1 = nl_now(); /* the clock stops here */
   atomic_store(&J.done, 1);
   return NULL;
@@ -132,14 +138,20 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
     if (nl_exprset_load(o->init, &J.init, err) != 0) return -1;
     J.init_path = nl_xstrdup(o->init);
   }
-  if (nl_maps_load(&J.maps, o->maps, err) != 0) {
+  nl_maps_init(&J.maps);
+  J.model = J.data = NULL;
+  if (o->model) {
+    nl_gp_source_from_opts(&J.src, o);
+    J.src.model = J.model = nl_xstrdup(o->model);
+    J.src.data = J.data = nl_xstrdup(J.src.data);
+  } else if (nl_maps_load(&J.maps, o->maps, err) != 0) {
     nl_exprset_free(&J.init);
     free(J.init_path);
     J.init_path = NULL;
     return -1;
   }
   J.nlayers = 0;
-  if (o->layer) {
+  if (o->layer && !o->model) {
     if (nl_gp_campaign_check_layer(&J.maps, o->layer, err) != 0) {
       nl_maps_free(&J.maps);
       nl_exprset_free(&J.init);
@@ -147,6 +159,10 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
       J.init_path = NULL;
       return -1;
     }
+    J.one_layer = nl_xstrdup(o->layer);
+    J.layers[0] = J.one_layer;
+    J.nlayers = 1;
+  } else if (o->layer) { /* checked against the model's slots when the job starts */
     J.one_layer = nl_xstrdup(o->layer);
     J.layers[0] = J.one_layer;
     J.nlayers = 1;
@@ -165,7 +181,9 @@ int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err) {
     J.init_path = NULL;
     free(J.outdir);
     free(J.one_layer);
-    J.outdir = J.one_layer = NULL;
+    free(J.model);
+    free(J.data);
+    J.outdir = J.one_layer = J.model = J.data = NULL;
     return -1;
   }
   J.active = 1;
@@ -224,6 +242,8 @@ int nl_job_join(nl_job_result *r) {
   nl_exprset_free(&J.queue);
   pthread_mutex_unlock(&J.mu);
   free(J.one_layer);
-  J.outdir = J.one_layer = NULL;
+  free(J.model);
+  free(J.data);
+  J.outdir = J.one_layer = J.model = J.data = NULL;
   return 0;
 }

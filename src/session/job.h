@@ -18,8 +18,9 @@
 #include "search/gp.h"
 
 /* Start the search of the settings `o` (finished: nl_gp_campaign_opts_finish;
- * o->maps and o->output given): the mappings file o->maps, o->layer (NULL:
- * every layer), results in o->output. NL_EINPUT when a job is running, the
+ * o->maps or o->model, and o->output given): the mappings file o->maps, or
+ * the mappings recorded from o->model (search/sequential.h; o->sequential),
+ * o->layer (NULL: every layer), results in o->output. NL_EINPUT when a job is running, the
  * mappings cannot be read or lack the layer. */
 int nl_job_start(const nl_gp_campaign_opts *o, nl_error *err);
 /* 1 from nl_job_start until nl_job_join. */
