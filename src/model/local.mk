@@ -3,7 +3,8 @@ libnormlab_a_SOURCES += \
 	src/model/safetensors.c src/model/safetensors.h \
 	src/model/vit.h src/model/vit_load.c src/model/vit_forward.c \
 	src/model/norm.c src/model/norm.h \
-	src/model/replace.c src/model/replace.h
+	src/model/replace.c src/model/replace.h \
+	src/model/quant.c src/model/quant.h
 
 check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
 NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace

@@ -43,6 +43,8 @@
 #include "base/error.h"
 
 struct nl_prog;
+struct nl_qlinear;
+struct nl_vit_quant;
 
 typedef struct nl_vit_config {
   int img_size, in_chans, patch;
@@ -86,6 +88,9 @@ typedef struct nl_vit_block {
   float *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
   float *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
   nl_norm *norm1, *norm2;
+  /* quantized layers (model/quant.h), NL_QL_QKV, _PROJ, _FC1, _FC2;
+   * NULL: the FP32 weights above */
+  struct nl_qlinear *q[4];
 } nl_vit_block;
 
 typedef struct nl_vit {
@@ -100,6 +105,7 @@ typedef struct nl_vit {
   nl_norm *norms;       /* 2 * depth + 1 slots, in forward order */
   int nnorms;
   nl_norm *final_norm;  /* "norm" or "fc_norm" */
+  struct nl_vit_quant *quant; /* NULL: not quantized (model/quant.h) */
 } nl_vit;
 
 typedef struct nl_vit_load_opts {
@@ -107,7 +113,7 @@ typedef struct nl_vit_load_opts {
 } nl_vit_load_opts;
 
 /* Load a model: weights from a safetensors file (F32/F16/BF16, kept as
- * F32), config from the file's __metadata__ model_args, else a hub-style
+ * F32; a quantized model's integer layers as model/quant.h describes), config from the file's __metadata__ model_args, else a hub-style
  * config.json beside it, else inferred from the tensor shapes. Unknown and
  * missing tensors are errors naming them. */
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err);
@@ -118,7 +124,8 @@ int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opt
                        nl_error *err);
 /* Write the parameters (timm names, DyT alphas included), the config and
  * the norm kinds ("norms") as __metadata__; atomically (temporary file and
- * rename: an error leaves no file behind). */
+ * rename: an error leaves no file behind). A quantized model is written
+ * with its integer layers and scheme (model/quant.h). */
 int nl_vit_save(const nl_vit *m, const char *path, nl_error *err);
 
 /* Parameter count and matrix FLOPs (multiply-add = 2) per image. */

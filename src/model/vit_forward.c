@@ -6,6 +6,7 @@
 #include "base/mem.h"
 #include "base/threads.h"
 #include "model/norm.h"
+#include "model/quant.h"
 #include "model/vit.h"
 #include "tensor/layers.h"
 
@@ -99,6 +100,19 @@ static void branch_add(float *out, const float *x, const float *y, const float *
   nl_residual_forward(out, x, y, (size_t)rows * d);
 }
 
+/* A block's Linear: FP32, or its quantized layer's integer product. */
+static int lin(float *out, const float *inp, const float *w, const float *b,
+               const nl_qlinear *q, int rows, int IC, int OC, nl_error *err) {
+  if (!q) {
+    nl_linear_forward(out, inp, w, b, rows, IC, OC);
+    return 0;
+  }
+  char eb[200] = "";
+  if (nl_qlinear_forward(out, inp, q, b, rows, eb, sizeof eb))
+    return nl_fail(err, NL_EINTERNAL, "quantized layer: %s", eb);
+  return 0;
+}
+
 static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
                          float *scratch, int n, nl_norm_tap_fn tap, void *user, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
@@ -108,17 +122,17 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
                   c->eps, NULL);
   if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
-  nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
+  if (lin(L->qkv, L->ln1, B->qkv_w, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D, err)) return -1;
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
-  nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
+  if (lin(L->proj, L->atty, B->proj_w, B->proj_b, B->q[NL_QL_PROJ], rows, D, D, err)) return -1;
   branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
   /* MLP branch */
   nl_norm_forward(B->norm2, L->ln2, L->ln2_mean, L->ln2_rstd, NULL, NULL, L->res2, rows, D,
                   c->eps, NULL);
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
-  nl_linear_forward(L->fc1, L->ln2, B->fc1_w, B->fc1_b, rows, D, Hm);
+  if (lin(L->fc1, L->ln2, B->fc1_w, B->fc1_b, B->q[NL_QL_FC1], rows, D, Hm, err)) return -1;
   nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
-  nl_linear_forward(L->fc2, L->gelu, B->fc2_w, B->fc2_b, rows, Hm, D);
+  if (lin(L->fc2, L->gelu, B->fc2_w, B->fc2_b, B->q[NL_QL_FC2], rows, Hm, D, err)) return -1;
   branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
   return 0;
 }
