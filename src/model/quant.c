@@ -120,11 +120,12 @@ static double mse(const float *a, const float *b, size_t n) {
 
 /* Error of x (w s)^Q / s against ref: the AWQ objective. */
 static double scaled_error(const float *x, int rows, int ic, const float *w, int oc, int bits,
-                           int group, const float *s, const float *ref, float *ws, float *out) {
+                           int group, int symmetric, const float *s, const float *ref, float *ws,
+                           float *out) {
   for (int o = 0; o < oc; o++)
     for (int k = 0; k < ic; k++) ws[(size_t)o * ic + k] = w[(size_t)o * ic + k] * s[k];
   nl_qlinear q;
-  if (nl_qlinear_quantize(&q, ws, oc, ic, bits, group, 0)) return INFINITY;
+  if (nl_qlinear_quantize(&q, ws, oc, ic, bits, group, symmetric)) return INFINITY;
   nl_qlinear_dequantize(&q, ws);
   nl_qlinear_free(&q);
   for (int o = 0; o < oc; o++)
@@ -157,7 +158,7 @@ void nl_awq_search(const float *x, int rows, int ic, const float *w, int oc, int
     }
     const double norm = sqrt(hi * lo);
     for (int k = 0; k < ic; k++) cand[k] = (float)(cand[k] / norm);
-    double e = scaled_error(x, rows, ic, w, oc, bits, group, cand, ref, ws, out);
+    double e = scaled_error(x, rows, ic, w, oc, bits, group, 0, cand, ref, ws, out);
     if (g == 0) *err_rtn = e;
     if (e < best) {
       best = e;
@@ -284,7 +285,8 @@ static int quantize_pass(nl_vit *m, const float *images, int n, const nl_quant_o
         for (int i = 0; i < r.ic; i++) one[i] = 1;
         float *ws = nl_xmalloc(sizeof(float) * (size_t)r.ic * r.oc);
         float *out = nl_xmalloc(sizeof(float) * (size_t)rows * r.oc);
-        er = eb = scaled_error(X[k], rows, r.ic, r.w, r.oc, o->bits, g, one, ref[k], ws, out);
+        er = eb = scaled_error(X[k], rows, r.ic, r.w, r.oc, o->bits, g, o->acts == 8, one, ref[k],
+                                   ws, out);
         free(one);
         free(ws);
         free(out);

@@ -78,7 +78,8 @@ typedef struct nl_quant_opts {
 typedef struct nl_quant_layer_report {
   char name[48];
   float alpha;         /* AWQ / SmoothQuant alpha (0 for RTN) */
-  double err_rtn;      /* mean squared output error on the calibration batch, alpha 0 */
+  double err_rtn;      /* mean squared output error on the calibration batch, alpha 0
+                          (weights only: W8A8's symmetric weights, FP32 activations) */
   double err_best;     /* the same at the chosen alpha (AWQ: the grid's least) */
   double err_final;    /* the same through the quantized layer's own forward
                           (W8A8: activations quantized too) */
