@@ -13,6 +13,7 @@
 #include "base/rng.h"
 #include "base/threads.h"
 #include "base/timer.h"
+#include "model/quant.h"
 #include "model/vit.h"
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -46,6 +47,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   el = nl_now() - t0;
   if (!rc && reps > 0) {
+    char prec[160];
+    nl_vit_precision(&m, prec, sizeof prec);
     double ips = reps * batch / el;
     double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
     double peak = nl_bench_sgemm_peak(threads);
@@ -57,12 +60,15 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                             nl_json_rounded(peak, 2), "fraction_of_peak",
                             nl_json_rounded(gf / peak, 4), "fma_peak_gflops",
                             nl_json_rounded(nl_bench_fma_peak(threads), 2));
+      json_object_set_new(j, "precision", json_string(prec));
+      json_object_set_new(j, "model_bytes", json_integer((json_int_t)nl_vit_stored_bytes(&m)));
       nl_json_print(ctx->out, j);
       json_decref(j);
     } else {
       nl_bench_print_machine(ctx);
       fprintf(ctx->out, "model: %s (%d x %d, patch %d, width %d, depth %d, %d tokens)\n", path,
               c->img_size, c->img_size, c->patch, c->dim, c->depth, c->tokens);
+      fprintf(ctx->out, "precision: %s; model bytes %zu\n", prec, nl_vit_stored_bytes(&m));
       fprintf(ctx->out, "forward, batch %ld: %.1f images/s, %.2f ms per batch (%ld batches)\n",
               batch, ips, 1e3 * el / reps, reps);
       fprintf(ctx->out, "matrix FLOPs: %.1f MFLOP/image, achieved %.1f GFLOP/s\n",

@@ -6,6 +6,7 @@
 #include "app/cmd.h"
 #include "app/model_path.h"
 #include "base/json.h"
+#include "model/quant.h"
 #include "model/vit.h"
 #include "train/evaluate.h"
 
@@ -62,6 +63,12 @@ static json_t *info_json(const char *path, const nl_vit *m, double flops) {
   json_object_set_new(j, "interpolation", json_string(c->interpolation));
   json_object_set_new(j, "preprocessing_source", json_string(c->crop_source));
   json_object_set_new(j, "parameters", json_integer((json_int_t)nl_vit_param_count(m)));
+  {
+    char prec[160];
+    nl_vit_precision(m, prec, sizeof prec);
+    json_object_set_new(j, "precision", json_string(prec));
+    json_object_set_new(j, "stored_bytes", json_integer((json_int_t)nl_vit_stored_bytes(m)));
+  }
   json_object_set_new(j, "flops_per_image", json_integer((json_int_t)llround(flops)));
   json_object_set_new(j, "norm_layers", names);
   json_object_set_new(j, "norms", norms);
@@ -112,6 +119,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     fprintf(o, "preprocess:   crop_pct %g, %s (%s)\n", (double)c->crop_pct, c->interpolation,
             c->crop_source);
     fprintf(o, "parameters:   %zu\n", nl_vit_param_count(&m));
+    {
+      char prec[160];
+      nl_vit_precision(&m, prec, sizeof prec);
+      fprintf(o, "precision:    %s (%zu bytes stored)\n", prec, nl_vit_stored_bytes(&m));
+    }
     for (int i = 0; i < m.ntensors; i++) {
       size_t nn, ni;
       if (nl_vit_tensor_nonfinite(&m, i, &nn, &ni))

@@ -17,6 +17,7 @@ extern const nl_cmd nl_cmd_replace;
 extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_calibrate;
 extern const nl_cmd nl_cmd_adapt;
+extern const nl_cmd nl_cmd_quantize;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_profile;
 extern const nl_cmd nl_cmd_prune;
@@ -38,6 +39,7 @@ const nl_cmd *nl_commands[NL_MAX_CMDS + 1] = {
     &nl_cmd_adapt,
     &nl_cmd_train,
     &nl_cmd_export,
+    &nl_cmd_quantize,
     &nl_cmd_cost,
     &nl_cmd_profile,
     &nl_cmd_prune,

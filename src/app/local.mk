@@ -12,6 +12,7 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_replace.c \
 	src/app/cmd_calibrate.c \
 	src/app/cmd_adapt.c src/app/adapt_cmd.h \
+	src/app/cmd_quantize.c \
 	src/app/bench_extract.c
 
 # GP search command and benchmark.

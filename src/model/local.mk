@@ -6,7 +6,8 @@ libnormlab_a_SOURCES += \
 	src/model/replace.c src/model/replace.h \
 	src/model/blockcost.c src/model/blockcost.h \
 	src/model/profile.c src/model/profile.h \
-	src/model/prune.c src/model/prune.h
+	src/model/prune.c src/model/prune.h \
+	src/model/quant.c src/model/quant.h
 
 check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
 NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace

@@ -43,6 +43,8 @@
 #include "base/error.h"
 
 struct nl_prog;
+struct nl_qlinear;
+struct nl_vit_quant;
 
 /* Blocks a model may have (per-block MLP widths are kept in the config). */
 #define NL_VIT_MAX_DEPTH 128
@@ -105,6 +107,9 @@ typedef struct nl_vit_block {
   float *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
   float *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
   nl_norm *norm1, *norm2;
+  /* quantized layers (model/quant.h), NL_QL_QKV, _PROJ, _FC1, _FC2;
+   * NULL: the FP32 weights above */
+  struct nl_qlinear *q[4];
 } nl_vit_block;
 
 typedef struct nl_vit {
@@ -119,6 +124,7 @@ typedef struct nl_vit {
   nl_norm *norms;       /* 2 * depth + 1 slots, in forward order */
   int nnorms;
   nl_norm *final_norm;  /* "norm" or "fc_norm" */
+  struct nl_vit_quant *quant; /* NULL: not quantized (model/quant.h) */
 } nl_vit;
 
 typedef struct nl_vit_load_opts {
@@ -126,7 +132,7 @@ typedef struct nl_vit_load_opts {
 } nl_vit_load_opts;
 
 /* Load a model: weights from a safetensors file (F32/F16/BF16, kept as
- * F32), config from the file's __metadata__ model_args, else a hub-style
+ * F32; a quantized model's integer layers as model/quant.h describes), config from the file's __metadata__ model_args, else a hub-style
  * config.json beside it, else inferred from the tensor shapes. Unknown and
  * missing tensors are errors naming them. A directory stands for its
  * model.safetensors (and the config.json beside it), as the hub
@@ -149,8 +155,9 @@ int nl_vit_create(nl_vit *m, const nl_vit_config *c, nl_error *err);
  * the norm kinds ("norms") as __metadata__ (model_args has mlp_ratio only
  * when every block has the same MLP width; otherwise "mlp_widths", a JSON
  * list of the blocks' widths, which nl_vit_load checks against the
- * shapes); atomically (temporary file and
- * rename: an error leaves no file behind). */
+ * shapes); atomically (temporary file and rename: an error leaves no file
+ * behind). A quantized model is written with its integer layers and scheme
+ * (model/quant.h). */
 int nl_vit_save(const nl_vit *m, const char *path, nl_error *err);
 /* The same with `nmeta` more __metadata__ entries (key, value pairs in
  * meta), e.g. how a model was made ("pruned"). */

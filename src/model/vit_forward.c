@@ -7,6 +7,7 @@
 #include "base/threads.h"
 #include "base/timer.h"
 #include "model/norm.h"
+#include "model/quant.h"
 #include "model/vit.h"
 #include "tensor/layers.h"
 
@@ -125,6 +126,19 @@ static void part_done(double *ps, size_t index, double *t) {
   *t = now;
 }
 
+/* A block's Linear: FP32, or its quantized layer's integer product. */
+static int lin(float *out, const float *inp, const float *w, const float *b,
+               const nl_qlinear *q, int rows, int IC, int OC, nl_error *err) {
+  if (!q) {
+    nl_linear_forward(out, inp, w, b, rows, IC, OC);
+    return 0;
+  }
+  char eb[200] = "";
+  if (nl_qlinear_forward(out, inp, q, b, rows, eb, sizeof eb))
+    return nl_fail(err, NL_EINTERNAL, "quantized layer: %s", eb);
+  return 0;
+}
+
 static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
                          float *scratch, int n, nl_norm_tap_fn tap, void *user, double *ps,
                          const nl_vit_observer *obs, nl_error *err) {
@@ -148,12 +162,12 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
-  nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
+  if (lin(L->qkv, L->ln1, B->qkv_w, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D, err)) return -1;
   DONE(NL_PART_QKV);
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
   DONE(NL_PART_ATTN);
   OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
-  nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
+  if (lin(L->proj, L->atty, B->proj_w, B->proj_b, B->q[NL_QL_PROJ], rows, D, D, err)) return -1;
   DONE(NL_PART_PROJ);
   branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
@@ -165,12 +179,12 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_FC1_IN, L->ln2, D);
-  nl_linear_forward(L->fc1, L->ln2, B->fc1_w, B->fc1_b, rows, D, Hm);
+  if (lin(L->fc1, L->ln2, B->fc1_w, B->fc1_b, B->q[NL_QL_FC1], rows, D, Hm, err)) return -1;
   DONE(NL_PART_FC1);
   nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
   DONE(NL_PART_GELU);
   OBSERVE(NL_SITE_FC2_IN, L->gelu, Hm);
-  nl_linear_forward(L->fc2, L->gelu, B->fc2_w, B->fc2_b, rows, Hm, D);
+  if (lin(L->fc2, L->gelu, B->fc2_w, B->fc2_b, B->q[NL_QL_FC2], rows, Hm, D, err)) return -1;
   DONE(NL_PART_FC2);
   branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);

@@ -12,6 +12,7 @@
 #include "expr/expr.h"
 #include "model/norm.h"
 #include "data/transform.h"
+#include "model/quant.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -720,6 +721,12 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
     nl_st_close(&f);
     return -1;
   }
+  nl_vit_quant *qs = NULL;
+  const char *qmeta = nl_st_meta_get(&f, "quantization");
+  if (qmeta && !(qs = nl_quant_scheme_parse(qmeta, &m->cfg, path, err))) {
+    nl_st_close(&f);
+    return -1;
+  }
   layout l = {0};
   build_layout(&m->cfg, &l);
   /* every expected tensor present with its shape; nothing else in the file */
@@ -728,6 +735,7 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
     if (!t && ends_with(l.p[i].name, ".alpha")) continue; /* DyT slots only */
+    if (t && nl_quant_is_qweight(qs, &m->cfg, l.p[i].name)) continue; /* nl_quant_attach */
     if (!t) {
       if (nmiss++ < 8) {
         size_t k = strlen(missing);
@@ -744,12 +752,13 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
       nl_fail(err, NL_EINPUT, "%s: tensor '%s': %s %s, expected F32/F16/BF16 %s", path, t->name,
               nl_dtype_name(t->dtype), have, want);
       free(l.p);
+      nl_vit_quant_free(qs);
       nl_st_close(&f);
       return -1;
     }
   }
   for (int i = 0; i < f.n; i++) {
-    int known = 0;
+    int known = nl_quant_is_extra(qs, &m->cfg, f.t[i].name);
     for (int j = 0; j < l.n && !known; j++) known = strcmp(f.t[i].name, l.p[j].name) == 0;
     if (!known && nunk++ < 8) {
       size_t k = strlen(unknown);
@@ -764,12 +773,14 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
       nl_fail(err, NL_EINPUT, "%s: %d tensor%s missing: %s%s", path, nmiss, nmiss > 1 ? "s" : "",
               missing, nmiss > 8 ? ", ..." : "");
     free(l.p);
+    nl_vit_quant_free(qs);
     nl_st_close(&f);
     return -1;
   }
   adopt_layout(m, &l);
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
+    if (t && nl_quant_is_qweight(qs, &m->cfg, l.p[i].name)) continue; /* nl_quant_attach */
     if (t) nl_st_to_f32(t, m->params + l.p[i].offset);
   }
   wire(m);
@@ -782,6 +793,10 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
   }
   int rc = restore_norms(m, &f, path, has_alpha, err);
   free(has_alpha);
+  if (qs) {
+    if (rc) nl_vit_quant_free(qs);
+    else rc = nl_quant_attach(m, qs, &f, path, err); /* m owns qs from here */
+  }
   nl_st_close(&f);
   if (rc) {
     nl_vit_free(m);
@@ -797,6 +812,7 @@ void nl_vit_free(nl_vit *m) {
   free(m->tensors);
   free(m->blocks);
   free(m->norms);
+  nl_vit_quant_free(m->quant);
   memset(m, 0, sizeof *m);
 }
 
@@ -807,7 +823,11 @@ int nl_vit_save(const nl_vit *m, const char *path, nl_error *err) {
 int nl_vit_save_meta(const nl_vit *m, const char *path, const char *const *meta, int nmeta,
                      nl_error *err) {
   nl_st_writer *w = nl_st_writer_new();
-  for (int i = 0; i < m->ntensors; i++) {
+  if (m->quant && nl_quant_write(m, w, err)) {
+    nl_st_writer_free(w);
+    return -1;
+  }
+  for (int i = 0; i < m->ntensors && !m->quant; i++) {
     const nl_param *p = &m->tensors[i];
     if (nl_st_writer_add(w, p->name, m->params + p->offset, p->ndim, p->shape, err)) {
       nl_st_writer_free(w);

@@ -1,0 +1,466 @@
+/* Quantized Linear layers (see qlinear.h). */
+#include "tensor/qlinear.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/mem.h"
+#include "base/threads.h"
+
+/* ---- formulas ---- */
+
+void nl_qrange(int bits, int symmetric, int *qmin, int *qmax) {
+  if (symmetric) {
+    *qmax = (1 << (bits - 1)) - 1;
+    *qmin = -*qmax;
+  } else if (bits == 8) {
+    *qmin = -128;
+    *qmax = 127;
+  } else {
+    *qmin = 0;
+    *qmax = (1 << bits) - 1;
+  }
+}
+
+int32_t nl_qvalue(float w, float s, int32_t z, int qmin, int qmax) {
+  float r = roundf(w / s) + (float)z;
+  if (!(r >= (float)qmin)) r = (float)qmin; /* NaN lands at qmin too */
+  if (r > (float)qmax) r = (float)qmax;
+  return (int32_t)r;
+}
+
+void nl_qparams(const float *w, size_t n, int bits, int symmetric, float *scale, int32_t *zero) {
+  int qmin, qmax;
+  nl_qrange(bits, symmetric, &qmin, &qmax);
+  if (symmetric) {
+    float m = 0;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(w[i]));
+    *scale = fmaxf(m / (float)qmax, 1e-8f);
+    *zero = 0;
+    return;
+  }
+  float lo = w[0], hi = w[0];
+  for (size_t i = 1; i < n; i++) {
+    lo = fminf(lo, w[i]);
+    hi = fmaxf(hi, w[i]);
+  }
+  float s = fmaxf((hi - lo) / (float)(qmax - qmin), 1e-5f);
+  float z = (float)qmin - roundf(lo / s);
+  if (z < (float)qmin) z = (float)qmin;
+  if (z > (float)qmax) z = (float)qmax;
+  *scale = s;
+  *zero = (int32_t)z;
+}
+
+/* ---- storage ---- */
+
+void nl_qlinear_alloc(nl_qlinear *q, int oc, int ic, int bits, int ngroups, int symmetric) {
+  memset(q, 0, sizeof *q);
+  q->oc = oc;
+  q->ic = ic;
+  q->bits = bits;
+  q->ngroups = ngroups;
+  q->group = ic / ngroups;
+  q->symmetric = symmetric;
+  size_t qb = bits == 4 ? (size_t)oc * (size_t)(ic / 2) : (size_t)oc * (size_t)ic;
+  q->q = nl_xcalloc(qb ? qb : 1, 1);
+  q->scale = nl_xcalloc((size_t)oc * (size_t)ngroups, sizeof(float));
+  q->zero = nl_xcalloc((size_t)oc * (size_t)ngroups, sizeof(int32_t));
+}
+
+void nl_qlinear_free(nl_qlinear *q) {
+  if (!q) return;
+  free(q->q);
+  free(q->scale);
+  free(q->zero);
+  free(q->in_scale);
+  memset(q, 0, sizeof *q);
+}
+
+int32_t nl_qlinear_get(const nl_qlinear *q, int o, int k) {
+  if (q->bits == 4) {
+    uint8_t b = q->q[(size_t)o * (size_t)(q->ic / 2) + (size_t)(k / 2)];
+    return (k & 1) ? b >> 4 : b & 15;
+  }
+  return ((const int8_t *)q->q)[(size_t)o * (size_t)q->ic + (size_t)k];
+}
+
+void nl_qlinear_set(nl_qlinear *q, int o, int k, int32_t v) {
+  if (q->bits == 4) {
+    uint8_t *b = &q->q[(size_t)o * (size_t)(q->ic / 2) + (size_t)(k / 2)];
+    *b = (k & 1) ? (uint8_t)((*b & 15) | ((v & 15) << 4)) : (uint8_t)((*b & 0xf0) | (v & 15));
+  } else {
+    ((int8_t *)q->q)[(size_t)o * (size_t)q->ic + (size_t)k] = (int8_t)v;
+  }
+}
+
+int nl_qlinear_quantize(nl_qlinear *q, const float *w, int oc, int ic, int bits, int group,
+                        int symmetric) {
+  if (oc < 1 || ic < 1 || group < 1 || ic % group || (bits != 8 && bits != 4) ||
+      (bits == 4 && (ic % 2 || symmetric)))
+    return -1;
+  nl_qlinear_alloc(q, oc, ic, bits, ic / group, symmetric);
+  int qmin, qmax;
+  nl_qrange(bits, symmetric, &qmin, &qmax);
+  for (int o = 0; o < oc; o++)
+    for (int g = 0; g < q->ngroups; g++) {
+      const float *wg = w + (size_t)o * ic + (size_t)g * group;
+      size_t si = (size_t)o * q->ngroups + (size_t)g;
+      nl_qparams(wg, (size_t)group, bits, symmetric, &q->scale[si], &q->zero[si]);
+      for (int k = 0; k < group; k++)
+        nl_qlinear_set(q, o, g * group + k, nl_qvalue(wg[k], q->scale[si], q->zero[si], qmin, qmax));
+    }
+  return 0;
+}
+
+static void dequant_rows(const nl_qlinear *q, int o0, int n, float *w) {
+  for (int o = o0; o < o0 + n; o++) {
+    float *row = w + (size_t)(o - o0) * q->ic;
+    for (int g = 0; g < q->ngroups; g++) {
+      size_t si = (size_t)o * q->ngroups + (size_t)g;
+      const float s = q->scale[si];
+      const int32_t z = q->zero[si];
+      const int k0 = g * q->group;
+      if (q->bits == 4) {
+        const uint8_t *b = q->q + (size_t)o * (size_t)(q->ic / 2) + (size_t)(k0 / 2);
+        for (int k = 0; k < q->group; k += 2) {
+          row[k0 + k] = s * (float)((int32_t)(b[k / 2] & 15) - z);
+          row[k0 + k + 1] = s * (float)((int32_t)(b[k / 2] >> 4) - z);
+        }
+      } else {
+        const int8_t *b = (const int8_t *)q->q + (size_t)o * q->ic + (size_t)k0;
+        for (int k = 0; k < q->group; k++) row[k0 + k] = s * (float)((int32_t)b[k] - z);
+      }
+    }
+  }
+}
+
+void nl_qlinear_dequantize(const nl_qlinear *q, float *w) { dequant_rows(q, 0, q->oc, w); }
+
+size_t nl_qlinear_bytes(const nl_qlinear *q) {
+  size_t qb = q->bits == 4 ? (size_t)q->oc * (size_t)(q->ic / 2) : (size_t)q->oc * q->ic;
+  size_t g = (size_t)q->oc * q->ngroups;
+  return qb + g * 4 + g * 1 + (q->in_scale ? (size_t)q->ic * 4 : 0) +
+         (q->acts && q->act_per_tensor ? 4 : 0);
+}
+
+/* ---- oneDNN: engine, and matmul primitives cached per shape ----
+ * Debian's libdnnl runs its primitives on OpenMP. A call stays on the
+ * calling thread (its OpenMP thread count set to 1): the products are split
+ * into row tiles over normlab's own pool (nl_parallel_for), as the FP32
+ * ones are; an OpenMP team per call competing with the pool's workers was
+ * ~100x slower on a loaded 2-core machine (20 ms against 0.2 ms for
+ * 3400x64x64). */
+void omp_set_num_threads(int n); /* libgomp (omp.h) */
+
+/* Entries never move once made (the cache is an array of pointers): other
+ * threads use them while a new one is added. Each primitive has a user
+ * scratchpad, given per call, so that threads may run one primitive at
+ * once. */
+typedef struct {
+  int M, N, K;
+  dnnl_memory_desc_t a_md, b_md, c_md, s_md;
+  size_t scratch;
+  dnnl_primitive_t prim;
+} mm_entry;
+
+static pthread_mutex_t mm_lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t mm_engine;
+static mm_entry **mm_cache;
+static int mm_n, mm_cap;
+
+static int dnnl_err(char *buf, size_t cap, const char *what, dnnl_status_t st) {
+  if (buf) snprintf(buf, cap, "oneDNN: %s failed (status %d)", what, (int)st);
+  return -1;
+}
+
+int nl_qgemm_cache_size(void) {
+  pthread_mutex_lock(&mm_lock);
+  int n = mm_n;
+  pthread_mutex_unlock(&mm_lock);
+  return n;
+}
+
+/* The cached primitive of a shape, created on first use (under the lock). */
+static mm_entry *mm_get(int M, int N, int K, char *eb, size_t ec) {
+  mm_entry *e = NULL;
+  dnnl_status_t st;
+  pthread_mutex_lock(&mm_lock);
+  if (!mm_engine && (st = dnnl_engine_create(&mm_engine, dnnl_cpu, 0)) != dnnl_success) {
+    mm_engine = NULL;
+    dnnl_err(eb, ec, "engine creation", st);
+    goto out;
+  }
+  for (int i = 0; i < mm_n; i++)
+    if (mm_cache[i]->M == M && mm_cache[i]->N == N && mm_cache[i]->K == K) {
+      e = mm_cache[i];
+      goto out;
+    }
+  if (mm_n == mm_cap) {
+    mm_cap = mm_cap ? 2 * mm_cap : 16;
+    mm_cache = nl_xrealloc(mm_cache, sizeof(mm_entry *) * (size_t)mm_cap);
+  }
+  mm_entry n;
+  memset(&n, 0, sizeof n);
+  n.M = M;
+  n.N = N;
+  n.K = K;
+  dnnl_dims_t ad = {M, K}, bd = {K, N}, cd = {M, N}, bs = {1, K};
+  dnnl_matmul_desc_t d;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  if ((st = dnnl_memory_desc_init_by_tag(&n.a_md, 2, ad, dnnl_s8, dnnl_ab)) ||
+      (st = dnnl_memory_desc_init_by_strides(&n.b_md, 2, bd, dnnl_s8, bs)) ||
+      (st = dnnl_memory_desc_init_by_tag(&n.c_md, 2, cd, dnnl_s32, dnnl_ab)) ||
+      (st = dnnl_matmul_desc_init(&d, &n.a_md, &n.b_md, NULL, &n.c_md)) ||
+      (st = dnnl_primitive_attr_create(&attr)) ||
+      (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) ||
+      (st = dnnl_primitive_desc_create(&pd, &d, attr, mm_engine, NULL)) ||
+      (st = dnnl_primitive_create(&n.prim, pd))) {
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    dnnl_err(eb, ec, "matmul s8 x s8 -> s32 primitive creation", st);
+    goto out;
+  }
+  n.s_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  n.scratch = dnnl_memory_desc_get_size(&n.s_md);
+  dnnl_primitive_desc_destroy(pd);
+  dnnl_primitive_attr_destroy(attr);
+  e = nl_xmalloc(sizeof *e);
+  *e = n;
+  mm_cache[mm_n++] = e;
+out:
+  pthread_mutex_unlock(&mm_lock);
+  return e;
+}
+
+int nl_qgemm_s8(int M, int N, int K, const int8_t *a, const int8_t *w, int32_t *c, char *eb,
+                size_t ec) {
+  if (M < 1 || N < 1 || K < 1) return 0;
+  mm_entry *e = mm_get(M, N, K, eb, ec);
+  if (!e) return -1;
+  omp_set_num_threads(1);
+  dnnl_memory_t am = NULL, bm = NULL, cm = NULL, sm = NULL;
+  dnnl_stream_t s = NULL;
+  dnnl_status_t st;
+  int rc = 0;
+  void *scratch = e->scratch ? nl_aalloc(e->scratch) : NULL;
+  if ((st = dnnl_memory_create(&am, &e->a_md, mm_engine, (void *)a)) ||
+      (st = dnnl_memory_create(&bm, &e->b_md, mm_engine, (void *)w)) ||
+      (st = dnnl_memory_create(&cm, &e->c_md, mm_engine, c)) ||
+      (st = dnnl_memory_create(&sm, &e->s_md, mm_engine, scratch)) ||
+      (st = dnnl_stream_create(&s, mm_engine, dnnl_stream_default_flags))) {
+    rc = dnnl_err(eb, ec, "memory or stream creation", st);
+  } else {
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am},
+                               {DNNL_ARG_WEIGHTS, bm},
+                               {DNNL_ARG_DST, cm},
+                               {DNNL_ARG_SCRATCHPAD, sm}};
+    if ((st = dnnl_primitive_execute(e->prim, s, 4, args)) || (st = dnnl_stream_wait(s)))
+      rc = dnnl_err(eb, ec, "matmul execution", st);
+  }
+  if (s) dnnl_stream_destroy(s);
+  if (sm) dnnl_memory_destroy(sm);
+  nl_afree(scratch);
+  if (am) dnnl_memory_destroy(am);
+  if (bm) dnnl_memory_destroy(bm);
+  if (cm) dnnl_memory_destroy(cm);
+  return rc;
+}
+
+/* ---- forward ---- */
+
+/* The activation quantizer is on the forward's path for every element of
+ * every INT8 layer: branch-free loops the compiler vectorizes, rounding by
+ * the 1.5 * 2^23 trick (round half to even, exact for |v| <= 2^22; v is
+ * clamped to [-127, 127] first, NaN to 127). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NL_VECTORIZE __attribute__((optimize("tree-vectorize")))
+#else
+#define NL_VECTORIZE
+#endif
+
+NL_VECTORIZE static float row_absmax(const float *x, const float *in_scale, int cols) {
+  float m[8] = {0};
+  int k = 0;
+  for (; k + 8 <= cols; k += 8)
+    for (int u = 0; u < 8; u++) {
+      float a = fabsf(in_scale ? x[k + u] * in_scale[k + u] : x[k + u]);
+      m[u] = a > m[u] ? a : m[u];
+    }
+  for (; k < cols; k++) {
+    float a = fabsf(in_scale ? x[k] * in_scale[k] : x[k]);
+    m[0] = a > m[0] ? a : m[0];
+  }
+  float r = 0;
+  for (int u = 0; u < 8; u++) r = m[u] > r ? m[u] : r;
+  return r;
+}
+
+NL_VECTORIZE static void row_quant(const float *x, const float *in_scale, float inv, int cols,
+                                   int8_t *q) {
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  if (in_scale) {
+    for (int k = 0; k < cols; k++) {
+      float v = x[k] * in_scale[k] * inv;
+      v = v < 127.0f ? v : 127.0f;
+      v = v > -127.0f ? v : -127.0f;
+      q[k] = (int8_t)(int)((v + magic) - magic);
+    }
+  } else {
+    for (int k = 0; k < cols; k++) {
+      float v = x[k] * inv;
+      v = v < 127.0f ? v : 127.0f;
+      v = v > -127.0f ? v : -127.0f;
+      q[k] = (int8_t)(int)((v + magic) - magic);
+    }
+  }
+}
+
+void nl_quantize_rows_s8(const float *x, int rows, int cols, const float *in_scale,
+                         float act_scale, int8_t *q, float *sa) {
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * cols;
+    float s = act_scale;
+    if (!(s > 0)) {
+      float m = row_absmax(xr, in_scale, cols);
+      s = m > 0 ? m / 127.0f : 1.0f;
+    }
+    row_quant(xr, in_scale, 1.0f / s, cols, q + (size_t)r * cols);
+    sa[r] = s;
+  }
+}
+
+#define QT_COLS 64 /* output channels dequantized per tile */
+#define A8_ROWS 256 /* rows per INT8 product (one oneDNN call each) */
+
+typedef struct {
+  const nl_qlinear *q;
+  const float *x, *b;
+  float *out;
+  int N;
+} wo_job;
+
+static void wo_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const wo_job *j = user;
+  const nl_qlinear *q = j->q;
+  const int o0 = (int)i * QT_COLS, n = o0 + QT_COLS < q->oc ? QT_COLS : q->oc - o0;
+  float *w = nl_xmalloc(sizeof(float) * (size_t)n * q->ic);
+  dequant_rows(q, o0, n, w);
+  float *c = j->out + o0;
+  float beta = 0.0f;
+  if (j->b) {
+    for (int r = 0; r < j->N; r++) memcpy(c + (size_t)r * q->oc, j->b + o0, sizeof(float) * (size_t)n);
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->N, n, q->ic, 1.0f, j->x, q->ic, w,
+              q->ic, beta, c, q->oc);
+  free(w);
+}
+
+typedef struct {
+  const nl_qlinear *q;
+  const float *x, *b;
+  float *out;
+  int8_t *xq;
+  float *sa;
+  const int32_t *acc;
+  int N, rows_per;
+  int failed;
+  char msg[200];
+} a8_job;
+
+static void a8_quant_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const a8_job *j = user;
+  int r0 = (int)i * j->rows_per, r1 = r0 + j->rows_per < j->N ? r0 + j->rows_per : j->N;
+  const nl_qlinear *q = j->q;
+  nl_quantize_rows_s8(j->x + (size_t)r0 * q->ic, r1 - r0, q->ic, q->in_scale,
+                      q->act_per_tensor ? q->act_scale : 0.0f, j->xq + (size_t)r0 * q->ic,
+                      j->sa + r0);
+}
+
+static void a8_gemm_task(size_t i, int worker, void *user) {
+  (void)worker;
+  a8_job *j = user;
+  int r0 = (int)i * j->rows_per, r1 = r0 + j->rows_per < j->N ? r0 + j->rows_per : j->N;
+  const nl_qlinear *q = j->q;
+  char eb[200] = "";
+  if (nl_qgemm_s8(r1 - r0, q->oc, q->ic, j->xq + (size_t)r0 * q->ic, (const int8_t *)q->q,
+                  (int32_t *)j->acc + (size_t)r0 * q->oc, eb, sizeof eb)) {
+    pthread_mutex_lock(&mm_lock);
+    if (!j->failed) {
+      j->failed = 1;
+      snprintf(j->msg, sizeof j->msg, "%s", eb);
+    }
+    pthread_mutex_unlock(&mm_lock);
+  }
+}
+
+NL_VECTORIZE static void epilogue_row(float *o, const int32_t *a, float sa, const float *sw,
+                                      const float *b, int OC) {
+  if (b)
+    for (int c = 0; c < OC; c++) o[c] = (float)a[c] * (sa * sw[c]) + b[c];
+  else
+    for (int c = 0; c < OC; c++) o[c] = (float)a[c] * (sa * sw[c]);
+}
+
+static void a8_epilogue_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const a8_job *j = user;
+  int r0 = (int)i * j->rows_per, r1 = r0 + j->rows_per < j->N ? r0 + j->rows_per : j->N;
+  const nl_qlinear *q = j->q;
+  const int OC = q->oc;
+  for (int r = r0; r < r1; r++)
+    epilogue_row(j->out + (size_t)r * OC, j->acc + (size_t)r * OC, j->sa[r], q->scale, j->b, OC);
+}
+
+int nl_qlinear_forward(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
+                       char *eb, size_t ec) {
+  if (N < 1) return 0;
+  if (q->acts == 8) {
+    a8_job j;
+    memset(&j, 0, sizeof j);
+    j.q = q;
+    j.x = inp;
+    j.b = b;
+    j.out = out;
+    j.N = N;
+    j.rows_per = A8_ROWS;
+    j.xq = nl_xmalloc((size_t)N * q->ic);
+    j.sa = nl_xmalloc(sizeof(float) * (size_t)N);
+    int32_t *acc = nl_xmalloc(sizeof(int32_t) * (size_t)N * q->oc);
+    j.acc = acc;
+    size_t nt = (size_t)((N + j.rows_per - 1) / j.rows_per);
+    nl_parallel_for(nt, a8_quant_task, &j);
+    nl_parallel_for(nt, a8_gemm_task, &j);
+    int rc = 0;
+    if (j.failed) {
+      if (eb) snprintf(eb, ec, "%s", j.msg);
+      rc = -1;
+    } else {
+      nl_parallel_for(nt, a8_epilogue_task, &j);
+    }
+    free(acc);
+    free(j.sa);
+    free(j.xq);
+    return rc;
+  }
+  float *xs = NULL;
+  if (q->in_scale) {
+    xs = nl_xmalloc(sizeof(float) * (size_t)N * q->ic);
+    for (int r = 0; r < N; r++)
+      for (int k = 0; k < q->ic; k++)
+        xs[(size_t)r * q->ic + k] = inp[(size_t)r * q->ic + k] * q->in_scale[k];
+  }
+  wo_job j = {q, xs ? xs : inp, b, out, N};
+  nl_parallel_for((size_t)((q->oc + QT_COLS - 1) / QT_COLS), wo_task, &j);
+  free(xs);
+  return 0;
+}

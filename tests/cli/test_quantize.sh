@@ -1,0 +1,95 @@
+#!/bin/sh
+# quantize: the command on the bundled model (W8, W4 AWQ, W8A8), the file
+# format (dtypes, shapes, metadata), eval / info / bench forward of the
+# result, and bad flags and corrupt quantized files: exit 2, a clear message.
+. "$NL_SRCDIR/tests/cli/lib.sh"
+ST="python3 $NL_SRCDIR/tests/cli/st_tool.py"
+SMALL=$NL_SRCDIR/samples/models/vit_small_p7_fmnist.safetensors
+Q=$TMP/w8.safetensors
+
+expect_status 0 "quantize --weights 8" "$NORMLAB" quantize --model "$SMALL" --weights 8 --images 8 --output "$Q"
+expect_out '^precision: W8 rtn weight-only' "the precision is reported"
+expect_out '^model bytes: 2419752 -> ' "model bytes before and after"
+python3 - "$Q" >"$TMP/meta" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+q = json.loads(h['__metadata__']['quantization'])
+w, s, z = h['blocks.0.attn.qkv.weight'], h['blocks.0.attn.qkv.weight_scale'], h['blocks.0.attn.qkv.weight_zero']
+print(q['bits'], len(q['layers']), w['dtype'], w['shape'], s['dtype'], s['shape'], z['dtype'], h['head.weight']['dtype'])
+PY
+ok $([ "$(cat "$TMP/meta")" = "8 48 I8 [192, 64] F32 [192, 1] I8 F32" ]; echo $?) "file: I8 weights, per-channel F32 scales, I8 zero points, FP32 head ($(cat "$TMP/meta"))"
+expect_status 0 "eval of the W8 model" "$NORMLAB" eval --model "$Q" --images 500 --batch 100 --json
+t=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$t >= 0.84" "W8 top-1 on 500 test images ($t)"
+expect_status 0 "info of the W8 model" "$NORMLAB" info "$Q"
+
+expect_status 0 "quantize --weights 4 --method awq --keep-fp16 head" "$NORMLAB" quantize --model "$SMALL" \
+  --weights 4 --group 32 --method awq --keep-fp16 head,patch_embed --images 8 --output "$TMP/w4.safetensors"
+expect_out '^precision: W4 g32 awq weight-only.*FP16: head patch_embed' "W4 AWQ precision with the FP16 parts"
+python3 - "$TMP/w4.safetensors" >"$TMP/meta" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+w, s = h['blocks.3.mlp.fc2.weight'], h['blocks.3.mlp.fc2.weight_scale']
+print(w['dtype'], w['shape'], s['shape'], h['head.weight']['dtype'], 'blocks.3.mlp.fc2.input_scale' in h)
+PY
+ok $([ "$(cat "$TMP/meta")" = "U8 [64, 128] [64, 8] F16 True" ]; echo $?) "file: 4-bit packed two per byte, groups of 32, FP16 head, fc2's AWQ input scale ($(cat "$TMP/meta"))"
+expect_status 0 "quantize --acts 8 (W8A8)" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 8 \
+  --smooth 0.5 --act-mode tensor --images 8 --output "$TMP/a8.safetensors"
+expect_out '^precision: W8A8 smoothquant \(INT8 products in oneDNN, activations per tensor\)' "W8A8 precision"
+expect_status 0 "bench forward of the W8A8 model" "$NORMLAB" bench forward --model "$TMP/a8.safetensors" --batch 4 --seconds 0.2
+expect_out '^precision: W8A8' "bench forward reports the precision"
+expect_status 0 "bench forward of the FP32 model" "$NORMLAB" bench forward --model "$SMALL" --batch 4 --seconds 0.2
+expect_out '^precision: fp32' "bench forward reports fp32"
+
+# bad flags
+expect_status 2 "--weights 3" "$NORMLAB" quantize --model "$SMALL" --weights 3 --output "$TMP/x.safetensors"
+expect_status 2 "--weights missing" "$NORMLAB" quantize --model "$SMALL" --output "$TMP/x.safetensors"
+expect_err 'weights' "the message names --weights"
+expect_status 2 "--acts 4" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 4 --output "$TMP/x.safetensors"
+expect_status 2 "--acts 8 with --weights 4" "$NORMLAB" quantize --model "$SMALL" --weights 4 --acts 8 --output "$TMP/x.safetensors"
+expect_status 2 "--acts 8 with --method awq" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 8 --method awq --output "$TMP/x.safetensors"
+expect_status 2 "--smooth without --acts 8" "$NORMLAB" quantize --model "$SMALL" --weights 8 --smooth 0.5 --output "$TMP/x.safetensors"
+expect_status 2 "--smooth 1.5" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 8 --smooth 1.5 --output "$TMP/x.safetensors"
+expect_status 2 "--group 48 does not divide 64" "$NORMLAB" quantize --model "$SMALL" --weights 8 --group 48 --images 2 --output "$TMP/x.safetensors"
+expect_err 'groups of 48' "the message names the group"
+expect_status 2 "--group 7 for 4 bits (odd)" "$NORMLAB" quantize --model "$SMALL" --weights 4 --group 7 --output "$TMP/x.safetensors"
+expect_status 2 "--keep-fp16 unknown part" "$NORMLAB" quantize --model "$SMALL" --weights 8 --keep-fp16 head,wings --output "$TMP/x.safetensors"
+expect_err "unknown part 'wings'" "the message names the part"
+expect_status 2 "quantizing a quantized model" "$NORMLAB" quantize --model "$Q" --weights 8 --images 2 --output "$TMP/x.safetensors"
+ok $([ ! -e "$TMP/x.safetensors" ]; echo $?) "nothing written on errors"
+
+# corrupt quantized files
+$ST variant "$Q" "$TMP/noscale.safetensors" drop=blocks.2.mlp.fc1.weight_scale
+expect_status 2 "a scale tensor missing" "$NORMLAB" eval --model "$TMP/noscale.safetensors" --images 10
+expect_err "blocks\.2\.mlp\.fc1\.weight_scale' is missing" "the message names the missing scale tensor"
+$ST variant "$Q" "$TMP/nozero.safetensors" drop=blocks.0.attn.proj.weight_zero
+expect_status 2 "a zero-point tensor missing" "$NORMLAB" info "$TMP/nozero.safetensors"
+python3 - "$Q" "$TMP/shape.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+e = h['blocks.1.attn.qkv.weight_scale']; s, t = e['data_offsets']
+e['shape'] = [191, 1]; e['data_offsets'] = [s, t - 4]          # one row short, 4 bytes left unused
+keys = sorted((k for k in h if k != '__metadata__'), key=lambda k: h[k]['data_offsets'][0])
+out, hdr = b'', {'__metadata__': h['__metadata__']}
+for k in keys:
+    s, t = h[k]['data_offsets']; hdr[k] = dict(h[k], data_offsets=[len(out), len(out) + t - s]); out += d[s:t]
+hb = json.dumps(hdr).encode(); open(sys.argv[2], 'wb').write(struct.pack('<Q', len(hb)) + hb + out)
+PY
+expect_status 2 "a scale tensor of the wrong shape" "$NORMLAB" eval --model "$TMP/shape.safetensors" --images 10
+expect_err "blocks\.1\.attn\.qkv\.weight_scale': F32 \[191, 1\], expected F32 \[192, N\]" "the message names the tensor and both shapes"
+$ST set "$Q" "$TMP/neg.safetensors" blocks.4.mlp.fc2.weight_scale 5 -0.5
+expect_status 2 "a negative scale" "$NORMLAB" eval --model "$TMP/neg.safetensors" --images 10
+expect_err "weight_scale': entry 5 is -0\.5" "the message names the entry"
+$ST set "$Q" "$TMP/nan.safetensors" blocks.4.mlp.fc2.weight_scale 0 nan
+expect_status 2 "a NaN scale" "$NORMLAB" eval --model "$TMP/nan.safetensors" --images 10
+python3 - "$Q" "$TMP/meta.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+q = json.loads(h['__metadata__']['quantization']); q['bits'] = 3
+h['__metadata__']['quantization'] = json.dumps(q)
+hb = json.dumps(h).encode(); open(sys.argv[2], 'wb').write(struct.pack('<Q', len(hb)) + hb + b[8 + n:])
+PY
+expect_status 2 "a scheme with bits 3" "$NORMLAB" eval --model "$TMP/meta.safetensors" --images 10
+expect_err 'quantization: "bits" must be 8 or 4' "the message names the scheme"
+
+done_testing
