@@ -57,10 +57,11 @@ int nl_adapt_check(nl_adapt_opts *o, nl_error *err) {
     char sel[96];
     snprintf(sel, sizeof sel, "budget=%s", o->budget);
     if (nl_gp_campaign_opts_set(&o->gp, "select", sel, err) != 0)
-      return nl_error_prefix(err,
-                             "--budget %s: the search's selection does not accept "
-                             "'--select %s' (a normlab without the budgeted selection)",
-                             o->budget, sel);
+      return nl_error_prefix(err, "--budget %s", o->budget);
+    /* the search explores the budgeted space itself (evolve --max-flops):
+     * picking within budget from an unlimited search finds few cheap members */
+    if (nl_gp_campaign_opts_set(&o->gp, "max-flops", o->budget, err) != 0)
+      return nl_error_prefix(err, "--budget %s", o->budget);
   }
   if (o->realign && strcmp(o->realign, "A") != 0 && strcmp(o->realign, "F") != 0 &&
       strcmp(o->realign, "D") != 0)

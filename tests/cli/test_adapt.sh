@@ -202,6 +202,33 @@ print('%.6f %.6f %d' % (r['top1_replaced'], r['top1_calibrated'], len(r['layers'
   grep -q "calibrate: done before" "$TMP/err"; ok $? "without running a stage again"
   expect_status 0 "replace --set DIR/chosen.exprs takes the adapt set" "$NORMLAB" replace \
     --model "$T" --set "$TMP/ad/chosen.exprs" --output "$TMP/rep.safetensors"
+  # --budget ln: every layer within LayerNorm's 5 + 2/d FLOPs per element,
+  # counted by hand on the chosen trees' printed form (+ - * one FLOP,
+  # x^n n-1, clip none, tanh 23, sigmoid 22, exp 19: the cost model)
+  # shellcheck disable=SC2086
+  expect_status 0 "adapt --budget ln" "$NORMLAB" adapt --model "$T" --output "$TMP/adb" \
+    --budget ln --images 4 --points 1000 --pop 16 --gens 2 --eval-images 100 --json
+  cp "$TMP/out" "$TMP/adb.json"
+  run "$PY" -c "
+import json, re, sys
+r = json.load(open('$TMP/adb.json'))
+lim = 5 + 2 / 192
+bad = []
+for l in r['layers']:
+    e = l['expression']
+    assert not re.search(r'tanh|sigmoid|exp', e), e   # each alone is over the budget
+    assert l['flops_per_element'] <= lim, l
+    # a hand count: binary operators between operands (a leading minus of a
+    # constant is part of the number), powers x^n as n-1
+    t = re.sub(r'(?<![\w)])-(?=\d)', '', e.replace(' ', ''))
+    n = len(re.findall(r'[+*/]|(?<=[\w)])-', t)) + sum(int(k) - 1 for k in re.findall(r'\^(\d+)', t))
+    n -= len(re.findall(r'clip\([^()]*,', t)) * 0
+    if n > lim: bad.append((e, n))
+assert not bad, bad
+assert r['mean_flops_per_element'] <= lim
+"
+  ok "$rc" "adapt --budget ln: no layer above 5 + 2/d FLOPs, by the report and by hand"
+  [ "$rc" -eq 0 ] || sed 's/^/# /' "$TMP/err" | tail -3
 fi
 
 done_testing
