@@ -10,6 +10,7 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_extract.c src/app/cmd_maps.c src/app/cmd_dyt.c \
 	src/app/cmd_replace.c \
 	src/app/cmd_calibrate.c \
+	src/app/cmd_exits.c \
 	src/app/bench_extract.c
 
 # GP search command and benchmark.

@@ -99,19 +99,22 @@ static void branch_add(float *out, const float *x, const float *y, const float *
   nl_residual_forward(out, x, y, (size_t)rows * d);
 }
 
-static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
-                         float *scratch, int n, nl_norm_tap_fn tap, void *user, nl_error *err) {
+/* Block l on `in` (L->res1 in the plain pass; any [n, T, D] array, out may
+ * be in). */
+static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const float *in,
+                         float *out, float *scratch, int n, nl_norm_tap_fn tap, void *user,
+                         nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   const nl_vit_block *B = &m->blocks[l];
   const int T = c->tokens, D = c->dim, Hm = c->mlp_hidden, rows = n * T;
   /* attention branch */
-  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
-                  c->eps, NULL);
-  if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
+  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, in, rows, D, c->eps,
+                  NULL);
+  if (tap_call(tap, user, m, B->norm1, in, L->ln1, n, T, err)) return -1;
   nl_linear_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 3 * D);
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
   nl_linear_forward(L->proj, L->atty, B->proj_w, B->proj_b, rows, D, D);
-  branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
+  branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
   /* MLP branch */
   nl_norm_forward(B->norm2, L->ln2, L->ln2_mean, L->ln2_rstd, NULL, NULL, L->res2, rows, D,
                   c->eps, NULL);
@@ -123,22 +126,28 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   return 0;
 }
 
+/* Patch embedding and tokens of n images into x [n, T, D]. a->normed is
+ * free until the final norm: scratch for the patch projection ([n * npatch,
+ * D] fits in [B, T, D]) and, in the blocks, the layer scales. */
+static void embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, float *x) {
+  const nl_vit_config *c = &m->cfg;
+  const int D = c->dim, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
+  nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
+  nl_linear_forward(a->normed, a->patches, m->patch_w, m->patch_b, n * NP, KP, D);
+  nl_tokens_forward(x, a->normed, c->class_token ? m->cls_token : NULL, m->pos_embed, n, NP, D);
+}
+
 static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
                         nl_norm_tap_fn tap, void *user, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   if (n < 1 || n > a->batch)
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
-  const int T = c->tokens, D = c->dim, NP = c->npatch, pre = c->class_token;
-  const int KP = c->in_chans * c->patch * c->patch;
-  /* a->normed is free until the final norm: scratch for the patch
-   * projection ([n * npatch, D] fits in [B, T, D]) and the layer scales */
-  nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  nl_linear_forward(a->normed, a->patches, m->patch_w, m->patch_b, n * NP, KP, D);
-  nl_tokens_forward(a->layer[0].res1, a->normed, pre ? m->cls_token : NULL, m->pos_embed, n, NP,
-                    D);
+  const int T = c->tokens, D = c->dim;
+  embed(m, a, images, n, a->layer[0].res1);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
-    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, err)) return -1;
+    if (block_forward(m, l, &a->layer[l], a->layer[l].res1, out, a->normed, n, tap, user, err))
+      return -1;
   }
   const nl_norm *fn = m->final_norm;
   if (!c->avg_pool) {
@@ -150,7 +159,7 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
     nl_pool_forward(a->pooled, a->normed, NL_POOL_TOKEN, 0, n, T, D);
     nl_linear_forward(a->logits, a->pooled, m->head_w, m->head_b, n, D, c->classes);
   } else {
-    nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, pre, n, T, D);
+    nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, c->class_token, n, T, D);
     nl_norm_forward(fn, a->normed, a->norm_mean, a->norm_rstd, NULL, NULL, a->pooled, n, D,
                     c->eps, NULL);
     if (tap_call(tap, user, m, fn, a->pooled, a->normed, n, 1, err)) return -1;
@@ -164,6 +173,29 @@ int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
                    nl_norm_tap_fn tap, void *user, nl_error *err) {
   int outer = nl_threads_enter(a->threads);
   int rc = forward_pass(m, a, images, n, tap, user, err);
+  nl_threads_leave(outer);
+  return rc;
+}
+
+/* ---- the pass in stages (model/vit.h) ---- */
+
+int nl_vit_embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, float *x,
+                 nl_error *err) {
+  if (n < 1 || n > a->batch)
+    return nl_fail(err, NL_EINTERNAL, "embedding of %d images with activations for %d", n,
+                   a->batch);
+  int outer = nl_threads_enter(a->threads);
+  embed(m, a, images, n, x);
+  nl_threads_leave(outer);
+  return 0;
+}
+
+int nl_vit_block_run(const nl_vit *m, nl_vit_acts *a, int l, float *x, int n, nl_error *err) {
+  if (n < 1 || n > a->batch || l < 0 || l >= m->cfg.depth)
+    return nl_fail(err, NL_EINTERNAL, "block %d of %d images with activations for %d", l, n,
+                   a->batch);
+  int outer = nl_threads_enter(a->threads);
+  int rc = block_forward(m, l, &a->layer[l], x, x, a->normed, n, NULL, NULL, err);
   nl_threads_leave(outer);
   return rc;
 }

@@ -8,6 +8,7 @@ libnormlab_a_SOURCES += \
 	src/train/vit_train.c src/train/vit_train.h \
 	src/train/evaluate.c src/train/evaluate.h \
 	src/train/calibrate.c src/train/calibrate.h \
+	src/train/exits.c src/train/exits.h \
 	src/train/train_opts.c src/train/train_opts.h
 
 check_PROGRAMS += tests/unit/test_train_grad
