@@ -36,3 +36,9 @@ NL_UNIT_TESTS += tests/unit/test_calibrate
 tests_unit_test_calibrate_SOURCES = tests/unit/test_calibrate.c
 tests_unit_test_calibrate_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_calibrate_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_exits
+NL_UNIT_TESTS += tests/unit/test_exits
+tests_unit_test_exits_SOURCES = tests/unit/test_exits.c
+tests_unit_test_exits_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_exits_LDADD = $(NL_TEST_LDADD)
