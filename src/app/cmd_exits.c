@@ -356,7 +356,22 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       }
       json_object_set_new(j, "full", row_json(&full, n));
       json_object_set_new(j, "exit", row_json(&ex, n));
-      if (oracle) json_object_set_new(j, "oracle", row_json(&orow, n));
+      if (oracle) {
+        json_object_set_new(j, "oracle", row_json(&orow, n));
+        json_t *sw = json_array();
+        double g[256];
+        int ng = nl_exits_tau_grid(g, 256);
+        for (int q = 0; q < ng; q++) {
+          nl_exits_stats rs;
+          nl_exits_rule(&tt, g[q], &rs, NULL);
+          row r = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                   nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) * 1e-6, 0, 0, 0};
+          json_t *rj = row_json(&r, n);
+          json_object_set_new(rj, "tau", json_real(g[q]));
+          json_array_append_new(sw, rj);
+        }
+        json_object_set_new(j, "sweep", sw);
+      }
       json_object_set_new(j, "agree_with_full", json_integer(agree));
       json_object_set_new(j, "identical_logits", json_integer(same_logits));
       json_object_set_new(j, "max_abs_logit_diff", json_real(maxdiff));
@@ -376,7 +391,20 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
               "ms/batch");
       row_print(o, &full, n);
       row_print(o, &ex, n);
-      if (oracle) row_print(o, &orow, n);
+      if (oracle) {
+        row_print(o, &orow, n);
+        /* the rule at other thresholds, from the same table (not timed) */
+        static const double sweep[] = {0.5, 0.8, 0.9, 0.95, 0.99, 0.999};
+        for (size_t q = 0; q < sizeof sweep / sizeof *sweep; q++) {
+          nl_exits_stats rs;
+          nl_exits_rule(&tt, sweep[q], &rs, NULL);
+          char name[32];
+          snprintf(name, sizeof name, "tau %g", sweep[q]);
+          row r = {name, rs.top1, rs.mean_blocks, rs.mean_heads,
+                   nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) * 1e-6, 0, 0, 0};
+          row_print(o, &r, n);
+        }
+      }
       fprintf(o, "early exit vs full depth: FLOPs %+.1f %%, images/s x%.2f (same run), %ld of %ld "
               "predictions agree, %ld logits identical (max |diff| %.3g)\n",
               100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
@@ -424,7 +452,8 @@ const nl_cmd nl_cmd_exits = {
             "(as 'info': matrix products, plus one head per block run) and measured\n"
             "images/s and ms per batch of the early-exit and the full-depth pass, timed\n"
             "alternately in the same run; --oracle adds the lower bound: per image the\n"
-            "first block whose exit already gives the full-depth prediction.\n"
+            "first block whose exit already gives the full-depth prediction, and the rule\n"
+            "at other thresholds from the same per-image table (not timed).\n"
             "Exit heads of another model (shape, norm kind, or weights: --any-weights)\n"
             "are an error (exit 2).",
     .opts = opts,

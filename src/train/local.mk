@@ -42,3 +42,4 @@ NL_UNIT_TESTS += tests/unit/test_exits
 tests_unit_test_exits_SOURCES = tests/unit/test_exits.c
 tests_unit_test_exits_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_exits_LDADD = $(NL_TEST_LDADD)
+NL_CLI_TESTS += tests/cli/test_exits.sh
