@@ -35,6 +35,8 @@ static const nl_opt opts[] = {
     {"batch", NL_OPT_INT, "B", "64", "images per forward pass", NULL, 0},
     {"any-weights", NL_OPT_FLAG, NULL, NULL, "eval: accept heads fitted on a model with other weights (same shape)", NULL, 0},
     {"per-image", NL_OPT_STR, "FILE", NULL, "eval: write a CSV per image (label, blocks, prediction, full-depth prediction)", NULL, NL_OPTF_PATH},
+    {"policy", NL_OPT_FLAG, NULL, NULL, "fit: also train the block policy (BlockDrop-style); eval: run it instead of the threshold rule", NULL, 0},
+    {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -63,6 +65,14 @@ static int on_exit_fitted(const nl_progress *p, void *user) {
   nl_ctx *ctx = user;
   fprintf(ctx->err, "exits fit: %s (%ld/%ld): loss %.4f, %.1f s\n", p->label, p->done, p->total,
           p->vals[0], p->elapsed);
+  fflush(ctx->err);
+  return ctx->progress && ctx->progress(p, ctx->progress_user);
+}
+
+static int on_policy_epoch(const nl_progress *p, void *user) {
+  nl_ctx *ctx = user;
+  fprintf(ctx->err, "exits policy: epoch %ld/%ld: reward %.4f, %.2f blocks, top-1 %.2f %% (draws), %.1f s\n",
+          p->done, p->total, p->vals[0], p->vals[1], 100 * p->vals[2], p->elapsed);
   fflush(ctx->err);
   return ctx->progress && ctx->progress(p, ctx->progress_user);
 }
@@ -117,6 +127,20 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       o.progress_user = ctx;
     }
     rc = nl_exits_fit(&e, feat, d.labels, d.n, &o, loss, err);
+  }
+  long pep = 0;
+  if (!rc && nl_arg_flag(a, "policy")) {
+    rc = nl_arg_int_range(a, "policy-epochs", 1, 100000, &pep, err);
+    nl_exits_policy_opts po;
+    nl_exits_policy_opts_default(&po);
+    po.epochs = (int)pep;
+    po.seed = (uint64_t)seed;
+    po.threads = ctx->threads;
+    if (!json) {
+      po.progress = on_policy_epoch;
+      po.progress_user = ctx;
+    }
+    if (!rc) rc = nl_exits_policy_fit(&m, &e, &d, &po, err);
   }
   if (!rc) {
     snprintf(e.model, sizeof e.model, "%s", path);
@@ -203,8 +227,11 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       nl_arg_int_range(a, "holdout", 1, 1000000, &holdout, err))
     return -1;
   int has_tau = nl_arg_given(a, "tau"), has_drop = nl_arg_given(a, "max-drop");
-  if (has_tau == has_drop)
-    return nl_fail(err, NL_EINPUT, "exits eval: give one of --tau T and --max-drop P");
+  int policy = nl_arg_flag(a, "policy");
+  if (policy && (has_tau || has_drop))
+    return nl_fail(err, NL_EINPUT, "exits eval: --policy decides the blocks itself: no --tau or --max-drop");
+  if (!policy && has_tau == has_drop)
+    return nl_fail(err, NL_EINPUT, "exits eval: give one of --tau T and --max-drop P (or --policy)");
   double tau = has_tau ? nl_arg_num(a, "tau") : 1, drop = has_drop ? nl_arg_num(a, "max-drop") : 0;
   if (has_tau && !(tau >= 0 && tau <= 1))
     return nl_fail(err, NL_EINPUT, "--tau %g: a probability threshold must be in [0, 1] (1: never exit)", tau);
@@ -221,6 +248,8 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   }
   int rc = nl_exits_check(&e, &m, epath, nl_arg_flag(a, "any-weights"), err);
+  if (!rc && policy && !e.policy)
+    rc = nl_fail(err, NL_EINPUT, "%s: no block policy in it (fit one with 'exits fit --policy')", epath);
   if (!rc) rc = nl_vit_check_finite(&m, path, err);
   const nl_vit_config *c = &m.cfg;
   const int C = c->classes;
@@ -272,7 +301,8 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       int exit_pass = (pass + (int)nbatches) % 2;
       double t0 = nl_now();
       if (exit_pass) {
-        rc = nl_exits_forward(&m, &e, &w, img, nb, tau, le + (size_t)i * C, blocks + i, err);
+        rc = policy ? nl_exits_policy_forward(&m, &e, &w, img, nb, le + (size_t)i * C, blocks + i, err)
+                    : nl_exits_forward(&m, &e, &w, img, nb, tau, le + (size_t)i * C, blocks + i, err);
         te += nl_now() - t0;
       } else {
         rc = nl_vit_forward(&m, &acts, img, nb, NULL, NULL, err);
@@ -315,8 +345,9 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       same_logits += same;
     }
     ex.blocks = n ? sb / n : 0;
-    ex.heads = tau < 1 ? ex.blocks : 1;
-    ex.mflops = nl_exits_flops(c, ex.blocks, ex.heads) * 1e-6;
+    ex.heads = tau < 1 && !policy ? ex.blocks : 1;
+    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) + (policy ? nl_exits_policy_flops(&e) : 0)) * 1e-6;
+    if (policy) ex.name = "policy";
     full.ips = tf > 0 ? n / tf : 0;
     ex.ips = te > 0 ? n / te : 0;
     full.ms = nbatches ? 1e3 * tf / nbatches : 0;
@@ -343,8 +374,8 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(j, "exits", json_string(epath));
       json_object_set_new(j, "images", json_integer(n));
       json_object_set_new(j, "batch", json_integer(batch));
-      json_object_set_new(j, "rule", json_string("max_prob > tau"));
-      json_object_set_new(j, "tau", json_real(tau));
+      json_object_set_new(j, "rule", json_string(policy ? "policy" : "max_prob > tau"));
+      if (!policy) json_object_set_new(j, "tau", json_real(tau));
       if (has_drop) {
         json_t *h = json_object();
         json_object_set_new(h, "max_drop", json_real(drop));
@@ -386,7 +417,10 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                 "full depth (max drop %g points), %.2f blocks\n", tau, picked.images,
                 picked.images ? 100.0 * picked.top1 / picked.images : 0,
                 hfull.images ? 100.0 * hfull.top1 / hfull.images : 0, drop, picked.mean_blocks);
-      fprintf(o, "exit rule: top softmax probability > tau = %.6g\n", tau);
+      if (policy)
+        fprintf(o, "block policy: a linear layer on block 0's pooled output picks the later blocks\n");
+      else
+        fprintf(o, "exit rule: top softmax probability > tau = %.6g\n", tau);
       fprintf(o, "%-12s %9s  %6s  %9s  %9s  %9s\n", "", "top-1", "blocks", "MFLOPs", "images/s",
               "ms/batch");
       row_print(o, &full, n);
@@ -405,9 +439,9 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
           row_print(o, &r, n);
         }
       }
-      fprintf(o, "early exit vs full depth: FLOPs %+.1f %%, images/s x%.2f (same run), %ld of %ld "
+      fprintf(o, "%s vs full depth: FLOPs %+.1f %%, images/s x%.2f (same run), %ld of %ld "
               "predictions agree, %ld logits identical (max |diff| %.3g)\n",
-              100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
+              policy ? "policy" : "early exit", 100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
               n, same_logits, maxdiff);
     }
   }
@@ -454,6 +488,11 @@ const nl_cmd nl_cmd_exits = {
             "alternately in the same run; --oracle adds the lower bound: per image the\n"
             "first block whose exit already gives the full-depth prediction, and the rule\n"
             "at other thresholds from the same per-image table (not timed).\n"
+            "--policy: 'exits fit --policy' also trains a BlockDrop-style policy (a linear\n"
+            "layer on block 0's pooled output, one logit per later block; REINFORCE with\n"
+            "reward 1 - (fraction of blocks run)^2 when right, -1 when wrong, a moving-\n"
+            "average baseline; --policy-epochs); 'exits eval --policy' runs the blocks it\n"
+            "picks per image, each block on the images that run it as one batch.\n"
             "Exit heads of another model (shape, norm kind, or weights: --any-weights)\n"
             "are an error (exit 2).",
     .opts = opts,

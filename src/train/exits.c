@@ -125,6 +125,7 @@ void nl_exits_free(nl_exits *e) {
   }
   free(e->expr);
   nl_afree(e->params);
+  free(e->policy);
   free(e->norms);
   free(e->head_w);
   free(e->head_b);
@@ -150,6 +151,15 @@ int nl_exits_save(const nl_exits *e, const char *path, nl_error *err) {
     if (!rc) rc = nl_st_writer_add(w, nm, e->head_w[k], 2, shw, err);
     snprintf(nm, sizeof nm, "exits.%d.head.bias", k);
     if (!rc) rc = nl_st_writer_add(w, nm, e->head_b[k], 1, sc, err);
+  }
+  if (!rc && e->policy) {
+    const int64_t K = e->depth - 1;
+    int64_t sw[2] = {K, D}, sk[1] = {K}, sd[1] = {D};
+    const float *p = e->policy;
+    rc = nl_st_writer_add(w, "policy.weight", p, 2, sw, err) ||
+         nl_st_writer_add(w, "policy.bias", p + K * D, 1, sk, err) ||
+         nl_st_writer_add(w, "policy.mean", p + K * D + K, 1, sd, err) ||
+         nl_st_writer_add(w, "policy.std", p + K * D + K + D, 1, sd, err);
   }
   if (!rc) {
     json_t *j = json_object();
@@ -291,6 +301,15 @@ int nl_exits_load(nl_exits *e, const char *path, nl_error *err) {
       if (!rc) rc = read_tensor(&f, nm, classes, 0, e->head_b[i], err);
     }
   }
+  if (!rc && nl_st_find(&f, "policy.weight")) {
+    const int64_t K = depth - 1, D = dim;
+    e->policy = nl_xmalloc(sizeof(float) * (size_t)(K * D + K + 2 * D));
+    float *p = e->policy;
+    rc = read_tensor(&f, "policy.weight", K, D, p, err) ||
+         read_tensor(&f, "policy.bias", K, 0, p + K * D, err) ||
+         read_tensor(&f, "policy.mean", D, 0, p + K * D + K, err) ||
+         read_tensor(&f, "policy.std", D, 0, p + K * D + K + D, err);
+  }
   json_decref(j);
   nl_st_close(&f);
   if (rc) nl_exits_free(e);
@@ -338,6 +357,8 @@ int nl_exits_ws_init(nl_exits_ws *w, const nl_vit *m, int batch, int threads, nl
   const nl_vit_config *c = &m->cfg;
   const size_t B = (size_t)batch, D = (size_t)c->dim;
   w->x = nl_aalloc(sizeof(float) * B * c->tokens * D);
+  w->x2 = nl_aalloc(sizeof(float) * B * c->tokens * D);
+  w->mask = nl_xcalloc(B * (size_t)c->depth, 1);
   w->pooled = nl_aalloc(sizeof(float) * B * D);
   w->scratch = nl_aalloc(sizeof(float) * B * D);
   w->logits = nl_aalloc(sizeof(float) * B * c->classes);
@@ -348,6 +369,8 @@ int nl_exits_ws_init(nl_exits_ws *w, const nl_vit *m, int batch, int threads, nl
 void nl_exits_ws_free(nl_exits_ws *w) {
   nl_vit_acts_free(&w->acts);
   nl_afree(w->x);
+  nl_afree(w->x2);
+  free(w->mask);
   nl_afree(w->pooled);
   nl_afree(w->scratch);
   nl_afree(w->logits);
@@ -724,4 +747,229 @@ int nl_exits_fit(nl_exits *e, const float *feat, const uint8_t *labels, int n,
   free(lb);
   free(order);
   return 0;
+}
+
+/* ---- the block policy ---- */
+
+void nl_exits_policy_opts_default(nl_exits_policy_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->epochs = 5;
+  o->batch = 64;
+  o->lr = 0.01f;
+  o->init_bias = 2.0f;
+}
+
+double nl_exits_policy_flops(const nl_exits *e) { return 2.0 * e->dim * (e->depth - 1); }
+
+/* Policy logits z [n, depth-1] of pooled block-0 outputs f [n, D]; fh
+ * [n, D] gets the standardised features. */
+static void policy_logits(const nl_exits *e, const float *f, int n, float *fh, float *z) {
+  const int D = e->dim, K = e->depth - 1;
+  const float *W = e->policy, *b = W + (size_t)K * D, *mu = b + K, *sd = mu + D;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < D; j++) fh[(size_t)i * D + j] = (f[(size_t)i * D + j] - mu[j]) / sd[j];
+  nl_linear_forward(z, fh, W, b, n, D, K);
+}
+
+/* Blocks 1..depth-1 over w->x [n, T, D] as w->mask [n, depth] says; then
+ * the model's own norm and head (the last exit) into w->logits. */
+static int run_masked(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, int n, nl_error *err) {
+  const int depth = m->cfg.depth;
+  const size_t TD = (size_t)e->tokens * e->dim;
+  for (int k = 1; k < depth; k++) {
+    int c = 0;
+    for (int i = 0; i < n; i++) c += w->mask[(size_t)i * depth + k];
+    if (c == 0) continue;
+    if (c == n) {
+      if (nl_vit_block_run(m, &w->acts, k, w->x, n, err)) return -1;
+      continue;
+    }
+    for (int i = 0, r = 0; i < n; i++)
+      if (w->mask[(size_t)i * depth + k]) memcpy(w->x2 + TD * r++, w->x + TD * i, sizeof(float) * TD);
+    if (nl_vit_block_run(m, &w->acts, k, w->x2, c, err)) return -1;
+    for (int i = 0, r = 0; i < n; i++)
+      if (w->mask[(size_t)i * depth + k]) memcpy(w->x + TD * i, w->x2 + TD * r++, sizeof(float) * TD);
+  }
+  int outer = nl_threads_enter(w->acts.threads);
+  pool(e, w->pooled, w->x, n);
+  nl_exits_head(e, depth - 1, w->pooled, n, w->logits, w->scratch);
+  nl_threads_leave(outer);
+  return 0;
+}
+
+/* Embedding and block 0 of n images into w->x, pooled into w->pooled. */
+static int first_block(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
+                       int n, nl_error *err) {
+  if (nl_vit_embed(m, &w->acts, images, n, w->x, err) ||
+      nl_vit_block_run(m, &w->acts, 0, w->x, n, err))
+    return -1;
+  int outer = nl_threads_enter(w->acts.threads);
+  pool(e, w->pooled, w->x, n);
+  nl_threads_leave(outer);
+  return 0;
+}
+
+int nl_exits_policy_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w,
+                            const float *images, int n, float *logits, int *blocks,
+                            nl_error *err) {
+  if (!e->policy) return nl_fail(err, NL_EINPUT, "the exit heads have no block policy");
+  const int depth = m->cfg.depth, K = depth - 1, C = e->classes;
+  if (first_block(m, e, w, images, n, err)) return -1;
+  float *z = nl_xmalloc(sizeof(float) * (size_t)n * (K ? K : 1));
+  int outer = nl_threads_enter(w->acts.threads);
+  policy_logits(e, w->pooled, n, w->scratch, z);
+  nl_threads_leave(outer);
+  for (int i = 0; i < n; i++) {
+    w->mask[(size_t)i * depth] = 1;
+    blocks[i] = 1;
+    for (int k = 1; k < depth; k++) {
+      int on = z[(size_t)i * K + k - 1] > 0;
+      w->mask[(size_t)i * depth + k] = (unsigned char)on;
+      blocks[i] += on;
+    }
+  }
+  free(z);
+  if (run_masked(m, e, w, n, err)) return -1;
+  memcpy(logits, w->logits, sizeof(float) * (size_t)n * C);
+  return 0;
+}
+
+static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
+                        const nl_exits_policy_opts *o, nl_error *err) {
+  nl_exits_policy_opts def;
+  if (!o) {
+    nl_exits_policy_opts_default(&def);
+    o = &def;
+  }
+  if (d->n < 1) return nl_fail(err, NL_EINPUT, "no images to train the block policy on");
+  if (o->epochs < 1 || o->batch < 1 || !(o->lr > 0))
+    return nl_fail(err, NL_EINPUT, "exits policy: epochs, batch and lr must be positive");
+  if (nl_vit_check_data(m, d, NULL, err) || nl_vit_check_finite(m, NULL, err)) return -1;
+  const nl_vit_config *c = &m->cfg;
+  const int depth = c->depth, K = depth - 1, D = e->dim, C = e->classes, B = o->batch;
+  if (K < 1) return nl_fail(err, NL_EINPUT, "a policy needs two blocks or more");
+  const size_t CHW = (size_t)c->in_chans * c->img_size * c->img_size;
+  nl_exits_ws w;
+  if (nl_exits_ws_init(&w, m, B, o->threads, err)) return -1;
+  float *img = nl_aalloc(sizeof(float) * B * CHW);
+  free(e->policy);
+  e->policy = nl_xcalloc((size_t)K * D + K + 2 * D, sizeof(float));
+  float *W = e->policy, *bias = W + (size_t)K * D, *mu = bias + K, *sd = mu + D;
+  int rc = 0;
+  /* standardisation of the block-0 features over all images */
+  double *s1 = nl_xcalloc((size_t)D, sizeof(double)), *s2 = nl_xcalloc((size_t)D, sizeof(double));
+  for (int i = 0; i < d->n && !rc; i += B) {
+    int nb = d->n - i < B ? d->n - i : B;
+    nl_dataset_normalize(d, i, nb, c->in_chans, c->nmean, c->mean, c->std, img);
+    rc = first_block(m, e, &w, img, nb, err);
+    for (int r = 0; r < nb && !rc; r++)
+      for (int j = 0; j < D; j++) {
+        double v = w.pooled[(size_t)r * D + j];
+        s1[j] += v;
+        s2[j] += v * v;
+      }
+  }
+  for (int j = 0; j < D; j++) {
+    double mean = s1[j] / d->n, var = s2[j] / d->n - mean * mean;
+    mu[j] = (float)mean;
+    sd[j] = (float)sqrt(var > 1e-12 ? var : 1e-12);
+  }
+  free(s1);
+  free(s2);
+  for (int k = 0; k < K; k++) bias[k] = o->init_bias;
+  float *gW = nl_xcalloc((size_t)K * D + K, sizeof(float)), *gb = gW + (size_t)K * D;
+  float *fh = nl_aalloc(sizeof(float) * (size_t)B * D), *z = nl_xmalloc(sizeof(float) * (size_t)B * K);
+  float *dz = nl_xmalloc(sizeof(float) * (size_t)B * K);
+  int *order = nl_xmalloc(sizeof(int) * d->n);
+  for (int i = 0; i < d->n; i++) order[i] = i;
+  nl_tr_adamw opt;
+  nl_tr_adamw_init(&opt, o->lr, 0);
+  nl_tr_adamw_add(&opt, "policy.weight", W, gW, (size_t)K * D, NL_TR_GROUP_BACKBONE, 0);
+  nl_tr_adamw_add(&opt, "policy.bias", bias, gb, (size_t)K, NL_TR_GROUP_BACKBONE, 0);
+  nl_rng rng;
+  nl_rng_seed(&rng, o->seed);
+  double baseline = 0;
+  int have_base = 0;
+  const double t0 = nl_now();
+  for (int ep = 0; ep < o->epochs && !rc; ep++) {
+    for (int i = d->n - 1; i > 0; i--) {
+      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    double rsum = 0, bsum = 0;
+    long right = 0;
+    for (int i = 0; i < d->n && !rc; i += B) {
+      int nb = d->n - i < B ? d->n - i : B;
+      for (int r = 0; r < nb; r++)
+        nl_dataset_normalize(d, order[i + r], 1, c->in_chans, c->nmean, c->mean, c->std,
+                             img + CHW * r);
+      rc = first_block(m, e, &w, img, nb, err);
+      if (rc) break;
+      int outer = nl_threads_enter(o->threads);
+      policy_logits(e, w.pooled, nb, fh, z);
+      nl_threads_leave(outer);
+      for (int r = 0; r < nb; r++) {
+        w.mask[(size_t)r * depth] = 1;
+        for (int k = 0; k < K; k++) {
+          float p = 0.2f + 0.6f * sigm(z[(size_t)r * K + k]);
+          w.mask[(size_t)r * depth + k + 1] = nl_rng_uniform(&rng) < p;
+        }
+      }
+      rc = run_masked(m, e, &w, nb, err);
+      if (rc) break;
+      double rmean = 0;
+      float *R = dz; /* rewards first, then the gradient in place */
+      for (int r = 0; r < nb; r++) {
+        const float *l = w.logits + (size_t)r * C;
+        int a = 0, used = 0;
+        for (int j = 1; j < C; j++)
+          if (l[j] > l[a]) a = j;
+        for (int k = 0; k < K; k++) used += w.mask[(size_t)r * depth + k + 1];
+        double frac = (double)used / K;
+        double rew = a == d->labels[order[i + r]] ? 1 - frac * frac : -1;
+        right += a == d->labels[order[i + r]];
+        R[(size_t)r * K] = (float)rew;
+        rmean += rew;
+        bsum += used + 1;
+      }
+      rmean /= nb;
+      rsum += rmean * nb;
+      if (!have_base) baseline = rmean, have_base = 1;
+      for (int r = nb - 1; r >= 0; r--) {
+        double adv = R[(size_t)r * K] - baseline;
+        for (int k = 0; k < K; k++) {
+          float s = sigm(z[(size_t)r * K + k]), p = 0.2f + 0.6f * s;
+          float u = w.mask[(size_t)r * depth + k + 1];
+          /* d(-adv log pi(u))/dz, pi = p^u (1-p)^(1-u), dp/dz = 0.6 s (1-s) */
+          double dlog = (u - p) / (p * (1 - p)) * 0.6 * s * (1 - s);
+          dz[(size_t)r * K + k] = (float)(-adv * dlog / nb);
+        }
+      }
+      baseline = 0.9 * baseline + 0.1 * rmean;
+      nl_tr_adamw_zero_grad(&opt);
+      outer = nl_threads_enter(o->threads);
+      nl_tr_linear_backward(NULL, gW, gb, dz, fh, W, nb, D, K);
+      nl_threads_leave(outer);
+      nl_tr_adamw_step(&opt, 1.0f);
+    }
+    if (!rc && o->progress) {
+      const char *keys[3] = {"reward", "blocks", "top1"};
+      double vals[3] = {rsum / d->n, bsum / d->n, (double)right / d->n};
+      nl_progress p = {.task = "exits policy", .done = ep + 1, .total = o->epochs,
+                       .elapsed = nl_now() - t0, .nvals = 3, .keys = keys, .vals = vals};
+      if (o->progress(&p, o->progress_user)) break;
+    }
+  }
+  nl_tr_adamw_free(&opt);
+  free(gW);
+  nl_afree(fh);
+  free(z);
+  free(dz);
+  free(order);
+  nl_afree(img);
+  nl_exits_ws_free(&w);
+  return rc;
 }

@@ -24,8 +24,19 @@
  * __metadata__ "normlab_exits" a JSON object: version, depth, dim,
  * classes, tokens, pool ("token"|"avg"), norm kind, expr (expression
  * heads), model (the path fitted on), model_hash (nl_vit_hash of it), and
- * how it was fitted (data, images, epochs, seed, lr). The library never
- * prints. */
+ * how it was fitted (data, images, epochs, seed, lr). With a block policy
+ * also "policy.weight" [depth-1, D], "policy.bias" [depth-1],
+ * "policy.mean" [D], "policy.std" [D]. The library never prints.
+ *
+ * The block policy (BlockDrop-style, Wu et al. 2018): a linear layer on the
+ * standardised pooled output of block 0 gives one logit per later block;
+ * block k runs when its logit is > 0 (probability > 0.5), a skipped block
+ * passes its input on (identity), and the model's own norm and head give
+ * the prediction. Trained by REINFORCE: block k drawn with probability
+ * 0.2 + 0.6 sigmoid(logit) (exploration, as BlockDrop's alpha 0.8), reward
+ * 1 - (fraction of blocks 1..depth-1 run)^2 when the prediction is right,
+ * -1 when wrong, minus a moving average of the reward (0.9 old + 0.1 the
+ * batch's mean) as the baseline; AdamW on the policy alone. */
 #ifndef NL_TRAIN_EXITS_H
 #define NL_TRAIN_EXITS_H
 
@@ -50,6 +61,8 @@ typedef struct nl_exits {
   struct nl_prog *prog;      /* expression heads: the final norm's program */
   char *expr;
   char model_hash[17];       /* nl_vit_hash of the model they belong to */
+  float *policy;             /* NULL, or the block policy (nl_exits_policy_fit):
+                                w [depth-1, D], b [depth-1], mean [D], std [D] */
   /* provenance (saved in the metadata) */
   char model[256], data[64];
   long images;
@@ -108,7 +121,8 @@ int nl_exits_fit(nl_exits *e, const float *feat, const uint8_t *labels, int n,
 /* ---- the packed early-exit pass ---- */
 typedef struct nl_exits_ws {
   nl_vit_acts acts;
-  float *x, *pooled, *scratch, *logits;
+  float *x, *x2, *pooled, *scratch, *logits;
+  unsigned char *mask;  /* [batch, depth]: the policy's blocks */
   int *idx;
 } nl_exits_ws;
 
@@ -122,6 +136,31 @@ void nl_exits_ws_free(nl_exits_ws *w);
  * in input order. tau >= 1: no intermediate head is evaluated. */
 int nl_exits_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
                      int n, double tau, float *logits, int *blocks, nl_error *err);
+
+/* ---- the block policy ---- */
+typedef struct nl_exits_policy_opts {
+  int epochs, batch;   /* passes over the images (5), images per step (64) */
+  float lr;            /* AdamW (0.01) */
+  float init_bias;     /* starting logit of every block (2: run with p 0.88) */
+  uint64_t seed;       /* the draws and the order */
+  int threads;
+  nl_progress_fn progress; /* after every epoch (task "exits policy", keys "reward",
+                              "blocks", "top1": means of the epoch's draws); may be NULL */
+  void *progress_user;
+} nl_exits_policy_opts;
+
+void nl_exits_policy_opts_default(nl_exits_policy_opts *o);
+/* Train e's block policy on the images of d (allocated if e has none). */
+int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
+                        const nl_exits_policy_opts *o, nl_error *err);
+/* The packed pass under the policy: block 0 on all n images, then block k
+ * on the images whose policy runs it, gathered into a contiguous batch (all
+ * of them: in place); logits [n, C] and blocks [n] (blocks run) per image. */
+int nl_exits_policy_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w,
+                            const float *images, int n, float *logits, int *blocks,
+                            nl_error *err);
+/* The policy's own FLOPs per image (its linear layer). */
+double nl_exits_policy_flops(const nl_exits *e);
 
 /* ---- every exit's decision on every image, and the rules on it ---- */
 typedef struct nl_exits_table {
