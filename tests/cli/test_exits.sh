@@ -90,6 +90,17 @@ assert float(rule[0][4]) == 1  # tau 0.1: every image leaves after block 1
 PY
 ok $? "the rule's sweep, the oracle and full depth"
 
+# the block policy: trained, saved, run
+expect_status 0 "exits fit --policy" "$NORMLAB" exits fit --model "$SMALL" --images 200 --epochs 1 \
+  --policy --policy-epochs 1 --output "$TMP/p.safetensors"
+expect_err 'exits policy: epoch 1/1: reward' "a line per policy epoch"
+expect_status 0 "exits eval --policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" \
+  --policy --eval-images 100 --json
+expect_out '"rule": "policy"' "the policy's run"
+expect_status 2 "--policy without a policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --policy
+expect_err 'no block policy' "says so"
+expect_status 2 "--policy with --tau" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" --policy --tau 0.5
+
 # bad input: exit 2 and a clear message
 expect_status 2 "--tau above 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --tau 1.5
 expect_err 'tau 1.5: .*\[0, 1\]' "names the range"

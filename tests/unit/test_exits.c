@@ -392,6 +392,70 @@ static void test_fit_and_oracle(void **state) {
   nl_vit_free(&m);
 }
 
+/* The policy's pass against, per image, the plain pass of a model whose
+ * skipped blocks are made the identity (proj and fc2 zeroed: x + 0). */
+static void test_policy_vs_identity_blocks(void **state) {
+  (void)state;
+  if (!have_fixture()) skip();
+  nl_vit m, id;
+  load(&m, "vit_small_p7_fmnist.safetensors");
+  nl_error err;
+  nl_exits e;
+  if (nl_exits_init(&e, &m, &err)) fail_msg("%s", err.msg);
+  const int K = 11, D = 64;
+  e.policy = calloc((size_t)K * D + K + 2 * D, sizeof(float));
+  float *W = e.policy, *b = W + K * D, *mu = b + K, *sd = mu + D;
+  srand(5);
+  for (int i = 0; i < K * D; i++) W[i] = 0.3f * ((float)rand() / RAND_MAX - 0.5f);
+  for (int k = 0; k < K; k++) b[k] = (k % 3 == 0) ? -0.4f : 0.4f;
+  for (int j = 0; j < D; j++) sd[j] = 1;
+  float *x = ref_tensor("inputs", 8 * 784);
+  nl_exits_ws w;
+  if (nl_exits_ws_init(&w, &m, 8, 2, &err)) fail_msg("%s", err.msg);
+  float lg[80];
+  int blocks[8];
+  if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
+  int distinct = 0;
+  for (int i = 0; i < 8; i++) {
+    load(&id, "vit_small_p7_fmnist.safetensors");
+    int run = 1;
+    for (int k = 1; k < 12; k++) {
+      if (w.mask[(size_t)i * 12 + k]) {
+        run++;
+        continue;
+      }
+      memset(id.blocks[k].proj_w, 0, sizeof(float) * D * D);
+      memset(id.blocks[k].proj_b, 0, sizeof(float) * D);
+      memset(id.blocks[k].fc2_w, 0, sizeof(float) * D * 256);
+      memset(id.blocks[k].fc2_b, 0, sizeof(float) * D);
+    }
+    assert_int_equal(run, blocks[i]);
+    for (int j = 0; j < i; j++)
+      if (memcmp(w.mask + (size_t)i * 12, w.mask + (size_t)j * 12, 12) != 0) {
+        distinct++;
+        break;
+      }
+    float *one = plain_logits(&id, x + i * 784, 1);
+    for (int j = 0; j < 10; j++)
+      if (fabsf(one[j] - lg[i * 10 + j]) > 1e-4f * (1 + fabsf(one[j])))
+        fail_msg("image %d logit %d: policy pass %.7g, identity blocks %.7g", i, j, lg[i * 10 + j],
+                 one[j]);
+    free(one);
+    nl_vit_free(&id);
+  }
+  assert_true(distinct >= 2); /* the images took different paths */
+  /* every block on: the plain pass, bit for bit */
+  for (int k = 0; k < K; k++) b[k] = 1e6f;
+  if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
+  float *pl = plain_logits(&m, x, 8);
+  assert_memory_equal(lg, pl, sizeof lg);
+  free(pl);
+  nl_exits_ws_free(&w);
+  nl_exits_free(&e);
+  free(x);
+  nl_vit_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_depth),
@@ -400,6 +464,7 @@ int main(void) {
       cmocka_unit_test(test_rules_by_hand),
       cmocka_unit_test(test_file_and_mismatch),
       cmocka_unit_test(test_fit_and_oracle),
+      cmocka_unit_test(test_policy_vs_identity_blocks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
