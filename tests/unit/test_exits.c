@@ -306,6 +306,7 @@ static void test_file_and_mismatch(void **state) {
   assert_int_equal(nl_exits_check(&r, &m, path, 1, &err), -1);
   assert_non_null(strstr(err.msg, "dyt"));
   /* a model file is not an exits file */
+  nl_exits_free(&r);
   assert_int_equal(nl_exits_load(&r, fixture("vit_small_p7_fmnist.safetensors"), &err), -1);
   assert_int_equal(err.code, NL_EINPUT);
   nl_exits_free(&r);
