@@ -18,6 +18,7 @@ extern const nl_cmd nl_cmd_train;
 extern const nl_cmd nl_cmd_calibrate;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_exits;
+extern const nl_cmd nl_cmd_reuse;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
 
@@ -35,6 +36,7 @@ const nl_cmd *nl_commands[NL_MAX_CMDS + 1] = {
     &nl_cmd_train,
     &nl_cmd_cost,
     &nl_cmd_exits,
+    &nl_cmd_reuse,
     &nl_cmd_plot,
     &nl_cmd_bench,
     NULL,

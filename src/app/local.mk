@@ -11,6 +11,7 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_replace.c \
 	src/app/cmd_calibrate.c \
 	src/app/cmd_exits.c \
+	src/app/cmd_reuse.c \
 	src/app/bench_extract.c
 
 # GP search command and benchmark.

@@ -9,6 +9,7 @@ libnormlab_a_SOURCES += \
 	src/train/evaluate.c src/train/evaluate.h \
 	src/train/calibrate.c src/train/calibrate.h \
 	src/train/exits.c src/train/exits.h \
+	src/train/reuse.c src/train/reuse.h \
 	src/train/train_opts.c src/train/train_opts.h
 
 check_PROGRAMS += tests/unit/test_train_grad
@@ -43,3 +44,9 @@ tests_unit_test_exits_SOURCES = tests/unit/test_exits.c
 tests_unit_test_exits_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_exits_LDADD = $(NL_TEST_LDADD)
 NL_CLI_TESTS += tests/cli/test_exits.sh
+
+check_PROGRAMS += tests/unit/test_reuse
+NL_UNIT_TESTS += tests/unit/test_reuse
+tests_unit_test_reuse_SOURCES = tests/unit/test_reuse.c
+tests_unit_test_reuse_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_reuse_LDADD = $(NL_TEST_LDADD)
