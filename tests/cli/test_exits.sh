@@ -139,4 +139,13 @@ expect_status 2 "exits fitted on other weights" "$NORMLAB" exits eval --model "$
 expect_err 'fitted on another model .*--any-weights' "says so and how to go on"
 expect_status 0 "--any-weights" "$NORMLAB" exits eval --model "$TMP/other.safetensors" \
   --exits "$TMP/e.safetensors" --tau 0.9 --eval-images 10 --any-weights
+# attention reuse
+expect_status 0 "reuse --blocks 11" "$NORMLAB" reuse --model "$SMALL" --blocks 11 --eval-images 100 --json
+expect_out '"plan": "11"' "the plan"
+expect_out '"mflops_reuse": 20.7279' "FLOPs by hand: 21.043456 - 0.31552"
+expect_status 2 "reuse block 0" "$NORMLAB" reuse --model "$SMALL" --blocks 0
+expect_err 'block 0' "names it"
+expect_status 2 "reuse a block that does not exist" "$NORMLAB" reuse --model "$SMALL" --blocks 3,12
+expect_err 'block 12 does not exist' "names it"
+expect_status 2 "reuse without a plan" "$NORMLAB" reuse --model "$SMALL"
 done_testing
