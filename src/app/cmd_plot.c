@@ -17,6 +17,10 @@
 #include "search/dyt.h"
 #include "search/gp.h"
 #include "plot/plot.h"
+#include "app/model_path.h"
+#include "data/dataset.h"
+#include "model/vit.h"
+#include "train/exits.h"
 
 static const nl_opt opts[] = {
     {"fronts", NL_OPT_STR, "DIR", NULL, "directory of fronts CSV files", NULL,
@@ -38,6 +42,10 @@ static const nl_opt opts[] = {
     {"dim", NL_OPT_INT, "D", "768",
      "cost: token width d (LayerNorm's (5d+2)/d FLOPs/elem; at the prompt the model's)", NULL,
      0},
+    {"model", NL_OPT_STR, "FILE", NULL, "exits: the model", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
+    {"exits", NL_OPT_STR, "FILE", NULL, "exits: exit heads (from exits fit)", NULL, NL_OPTF_PATH},
+    {"eval-images", NL_OPT_INT, "N", "0", "exits: the first N test images (0: all)", NULL, 0},
+    {"dump", NL_OPT_FLAG, NULL, NULL, "exits: print the points as CSV instead of drawing", NULL, 0},
     {0},
 };
 
@@ -446,7 +454,86 @@ static int plot_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   return rc;
 }
 
+/* plot exits: top-1 against FLOPs per image of the threshold rule over
+ * nl_exits_tau_grid, the oracle and full depth, on one per-image table of
+ * every exit's decisions (train/exits.h). */
+static int plot_exits(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  if (a->npos != 1) return nl_fail(err, NL_EINPUT, "expects 'plot exits' (with --exits FILE)");
+  long evn;
+  if (nl_arg_int_range(a, "eval-images", 0, 1000000000, &evn, err)) return -1;
+  const char *epath = nl_arg_need(a, "exits", err);
+  if (!epath) return -1;
+  const char *path = nl_model_path(ctx, a);
+  if (!path) return nl_fail(err, NL_EINPUT, "no model: give --model FILE");
+  nl_vit m;
+  if (nl_vit_load(&m, path, NULL, err)) return -1;
+  nl_exits e;
+  if (nl_exits_load(&e, epath, err)) {
+    nl_vit_free(&m);
+    return -1;
+  }
+  nl_dataset d;
+  memset(&d, 0, sizeof d);
+  nl_exits_table t;
+  memset(&t, 0, sizeof t);
+  int rc = nl_exits_check(&e, &m, epath, 0, err);
+  if (!rc) rc = nl_dataset_load(&d, "fmnist:test", 0, evn, err);
+  if (!rc) rc = nl_exits_table_make(&m, &e, &d, 100, ctx->threads, &t, err);
+  if (rc) goto out;
+  double g[256];
+  int ng = nl_exits_tau_grid(g, 256);
+  float *v = nl_xmalloc(sizeof(float) * 2 * (size_t)(ng + 2));
+  const nl_vit_config *c = &m.cfg;
+  const double n = t.n ? t.n : 1;
+  nl_exits_stats s;
+  int dump = nl_arg_flag(a, "dump");
+  if (dump) fprintf(ctx->out, "series,tau,mflops,top1,mean_blocks\n");
+  for (int q = 0; q < ng; q++) {
+    nl_exits_rule(&t, g[q], &s, NULL);
+    v[q] = (float)(nl_exits_flops(c, s.mean_blocks, s.mean_heads) * 1e-6);
+    v[ng + 2 + q] = (float)(100.0 * s.top1 / n);
+    if (dump)
+      fprintf(ctx->out, "rule,%.10g,%.6f,%.4f,%.4f\n", g[q], v[q], v[ng + 2 + q], s.mean_blocks);
+  }
+  nl_exits_oracle(&t, &s, NULL);
+  v[ng] = (float)(nl_exits_flops(c, s.mean_blocks, 1) * 1e-6);
+  v[2 * ng + 2] = (float)(100.0 * s.top1 / n);
+  if (dump) fprintf(ctx->out, "oracle,,%.6f,%.4f,%.4f\n", v[ng], v[2 * ng + 2], s.mean_blocks);
+  nl_exits_full(&t, &s);
+  v[ng + 1] = (float)(nl_vit_flops_per_image(c) * 1e-6);
+  v[2 * ng + 3] = (float)(100.0 * s.top1 / n);
+  if (dump) fprintf(ctx->out, "full,1,%.6f,%.4f,%.4f\n", v[ng + 1], v[2 * ng + 3], s.mean_blocks);
+  if (!dump) {
+    char title[512];
+    snprintf(title, sizeof title, "early exit on %d test images", t.n);
+    nl_plot_series ps[3] = {
+        {.title = "threshold rule (max prob > tau)", .x = v, .y = v + ng + 2, .n = (size_t)ng, .points = 4},
+        {.title = "oracle", .x = v + ng, .y = v + 2 * ng + 2, .n = 1, .points = 5, .pt = 13},
+        {.title = "full depth", .x = v + ng + 1, .y = v + 2 * ng + 3, .n = 1, .points = 5, .pt = 11},
+    };
+    nl_plot_opts po = {
+        .term = term_of(nl_arg_str(a, "term")),
+        .output = nl_arg_str(a, "output"),
+        .title = title,
+        .xlabel = "MFLOPs per image",
+        .ylabel = "top-1 (%)",
+        .text_out = ctx->out,
+    };
+    nl_plot_result res;
+    rc = nl_plot_draw(&po, ps, 3, &res, err);
+    if (rc == 0 && res.term == NL_PLOT_PNG) fprintf(ctx->out, "wrote %s\n", res.path);
+  }
+  free(v);
+out:
+  nl_exits_table_free(&t);
+  nl_dataset_free(&d);
+  nl_exits_free(&e);
+  nl_vit_free(&m);
+  return rc;
+}
+
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
+  if (strcmp(a->pos[0], "exits") == 0) return plot_exits(ctx, a, err);
   if (strcmp(a->pos[0], "front") == 0) return plot_front(ctx, a, err);
   if (strcmp(a->pos[0], "cost") == 0) return plot_cost(ctx, a, err);
   return plot_fx(ctx, a, err);
@@ -457,7 +544,7 @@ static const nl_opt_alias aliases[] = {{"exprs", "set"}, {NULL, NULL}};
 
 const nl_cmd nl_cmd_plot = {
     .name = "plot",
-    .args = "expr|front|cost|LAYER [EXPR|LAYER]",
+    .args = "expr|front|cost|exits|LAYER [EXPR|LAYER]",
     .summary = "plot f(x) of an expression or a layer, a layer's Pareto front, or costs (gnuplot)",
     .help = "'plot expr EXPR' draws f(x) = EXPR; 'plot LAYER' the layer's expression from\n"
             "the expression set; 'plot front LAYER' the layer's Pareto front: the members\n"
@@ -465,7 +552,9 @@ const nl_cmd nl_cmd_plot = {
             "and minval members marked (as 'pick' chooses them); 'plot cost' the FLOPs per\n"
             "element of each layer of the set (--set, at the prompt the session's) as\n"
             "bars beside LayerNorm ((5d+2)/d, d from --dim, at the prompt the model's)\n"
-            "and DyT (24).\n"
+            "and DyT (24); 'plot exits' top-1 against MFLOPs per image of early exit\n"
+            "(exits eval) over a sweep of tau, with the oracle and the full-depth point,\n"
+            "on --eval-images test images (--dump: the points as CSV, no gnuplot).\n"
             "--term auto follows $GNUTERM (window, png, dumb or gnuplot's names), else\n"
             "opens a window when $DISPLAY is set and gnuplot has a window terminal,\n"
             "otherwise writes a PNG file and prints its name; --term dumb draws text the\n"

@@ -21,6 +21,8 @@ extern const nl_cmd nl_cmd_quantize;
 extern const nl_cmd nl_cmd_cost;
 extern const nl_cmd nl_cmd_profile;
 extern const nl_cmd nl_cmd_prune;
+extern const nl_cmd nl_cmd_exits;
+extern const nl_cmd nl_cmd_reuse;
 extern const nl_cmd nl_cmd_plot;
 extern const nl_cmd nl_cmd_bench;
 extern const nl_cmd nl_cmd_export;
@@ -43,6 +45,8 @@ const nl_cmd *nl_commands[NL_MAX_CMDS + 1] = {
     &nl_cmd_cost,
     &nl_cmd_profile,
     &nl_cmd_prune,
+    &nl_cmd_exits,
+    &nl_cmd_reuse,
     &nl_cmd_plot,
     &nl_cmd_bench,
     NULL,

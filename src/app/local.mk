@@ -13,6 +13,8 @@ libnormlab_a_SOURCES += \
 	src/app/cmd_calibrate.c \
 	src/app/cmd_adapt.c src/app/adapt_cmd.h \
 	src/app/cmd_quantize.c \
+	src/app/cmd_exits.c \
+	src/app/cmd_reuse.c \
 	src/app/bench_extract.c
 
 # GP search command and benchmark.

@@ -295,4 +295,14 @@ int nl_vit_forward_observed(const nl_vit *m, nl_vit_acts *acts, const float *ima
                             nl_norm_tap_fn tap, void *tap_user, const nl_vit_observer *obs,
                             nl_error *err);
 
+/* The pass in stages, for passes that stop images between blocks or shrink
+ * the batch (train/exits.h): nl_vit_embed writes the tokens of n images
+ * into x [n, T, D]; nl_vit_block_run runs block l on x in place. Both use
+ * acts' buffers (layer l's, a->normed as scratch) and a->threads, and run
+ * the very calls of nl_vit_forward (embed, then blocks 0..depth-1, give
+ * bitwise the block outputs of a plain pass over the same n images). */
+int nl_vit_embed(const nl_vit *m, nl_vit_acts *acts, const float *images, int n, float *x,
+                 nl_error *err);
+int nl_vit_block_run(const nl_vit *m, nl_vit_acts *acts, int l, float *x, int n, nl_error *err);
+
 #endif

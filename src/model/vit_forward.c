@@ -139,9 +139,11 @@ static int lin(float *out, const float *inp, const float *w, const float *b,
   return 0;
 }
 
-static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *out,
-                         float *scratch, int n, nl_norm_tap_fn tap, void *user, double *ps,
-                         const nl_vit_observer *obs, nl_error *err) {
+/* Block l on `in` (L->res1 in the plain pass; any [n, T, D] array, out may
+ * be in). */
+static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const float *in,
+                         float *out, float *scratch, int n, nl_norm_tap_fn tap, void *user,
+                         double *ps, const nl_vit_observer *obs, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   const nl_vit_block *B = &m->blocks[l];
   const int T = c->tokens, D = c->dim, Hm = nl_vit_mlp_width(c, l), rows = n * T;
@@ -155,11 +157,11 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
     }                                                               \
   } while (0)
   /* attention branch */
-  OBSERVE(NL_SITE_NORM1_IN, L->res1, D);
-  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, L->res1, rows, D,
+  OBSERVE(NL_SITE_NORM1_IN, in, D);
+  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, in, rows, D,
                   c->eps, NULL);
   DONE(NL_PART_NORM1);
-  if (tap_call(tap, user, m, B->norm1, L->res1, L->ln1, n, T, err)) return -1;
+  if (tap_call(tap, user, m, B->norm1, in, L->ln1, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
   if (lin(L->qkv, L->ln1, B->qkv_w, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D, err)) return -1;
@@ -169,7 +171,7 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
   if (lin(L->proj, L->atty, B->proj_w, B->proj_b, B->q[NL_QL_PROJ], rows, D, D, err)) return -1;
   DONE(NL_PART_PROJ);
-  branch_add(L->res2, L->res1, L->proj, B->ls1, scratch, rows, D);
+  branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
   /* MLP branch */
   OBSERVE(NL_SITE_NORM2_IN, L->res2, D);
@@ -193,25 +195,32 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, float *ou
   return 0;
 }
 
+/* Patch embedding and tokens of n images into x [n, T, D]. a->normed is
+ * free until the final norm: scratch for the patch projection ([n * npatch,
+ * D] fits in [B, T, D]) and, in the blocks, the layer scales. */
+static void embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, float *x) {
+  const nl_vit_config *c = &m->cfg;
+  const int D = c->dim, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
+  nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
+  nl_linear_forward(a->normed, a->patches, m->patch_w, m->patch_b, n * NP, KP, D);
+  nl_tokens_forward(x, a->normed, c->class_token ? m->cls_token : NULL, m->pos_embed, n, NP, D);
+}
+
 static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
                         nl_norm_tap_fn tap, void *user, const nl_vit_observer *obs,
                         nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   if (n < 1 || n > a->batch)
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
-  const int T = c->tokens, D = c->dim, NP = c->npatch, pre = c->class_token;
-  const int KP = c->in_chans * c->patch * c->patch;
+  const int T = c->tokens, D = c->dim;
   double *ps = a->part_s, t = ps ? nl_now() : 0;
-  /* a->normed is free until the final norm: scratch for the patch
-   * projection ([n * npatch, D] fits in [B, T, D]) and the layer scales */
-  nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  nl_linear_forward(a->normed, a->patches, m->patch_w, m->patch_b, n * NP, KP, D);
-  nl_tokens_forward(a->layer[0].res1, a->normed, pre ? m->cls_token : NULL, m->pos_embed, n, NP,
-                    D);
+  embed(m, a, images, n, a->layer[0].res1);
   part_done(ps, nl_vit_part_index(NL_PART_PATCH, -1), &t);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
-    if (block_forward(m, l, &a->layer[l], out, a->normed, n, tap, user, ps, obs, err)) return -1;
+    if (block_forward(m, l, &a->layer[l], a->layer[l].res1, out, a->normed, n, tap, user, ps,
+                      obs, err))
+      return -1;
   }
   const nl_norm *fn = m->final_norm;
   if (!c->avg_pool) {
@@ -233,7 +242,7 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   } else {
     if (ps) t = nl_now();
-    nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, pre, n, T, D);
+    nl_pool_forward(a->pooled, a->out, NL_POOL_AVG, c->class_token, n, T, D);
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
     if (obs) {
       if (observe(obs, -1, NL_SITE_FINAL_IN, a->pooled, n, D, err)) return -1;
@@ -264,4 +273,27 @@ int nl_vit_forward_observed(const nl_vit *m, nl_vit_acts *a, const float *images
 int nl_vit_forward(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
                    nl_norm_tap_fn tap, void *user, nl_error *err) {
   return nl_vit_forward_observed(m, a, images, n, tap, user, NULL, err);
+}
+
+/* ---- the pass in stages (model/vit.h) ---- */
+
+int nl_vit_embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, float *x,
+                 nl_error *err) {
+  if (n < 1 || n > a->batch)
+    return nl_fail(err, NL_EINTERNAL, "embedding of %d images with activations for %d", n,
+                   a->batch);
+  int outer = nl_threads_enter(a->threads);
+  embed(m, a, images, n, x);
+  nl_threads_leave(outer);
+  return 0;
+}
+
+int nl_vit_block_run(const nl_vit *m, nl_vit_acts *a, int l, float *x, int n, nl_error *err) {
+  if (n < 1 || n > a->batch || l < 0 || l >= m->cfg.depth)
+    return nl_fail(err, NL_EINTERNAL, "block %d of %d images with activations for %d", l, n,
+                   a->batch);
+  int outer = nl_threads_enter(a->threads);
+  int rc = block_forward(m, l, &a->layer[l], x, x, a->normed, n, NULL, NULL, NULL, NULL, err);
+  nl_threads_leave(outer);
+  return rc;
 }

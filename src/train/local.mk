@@ -8,6 +8,8 @@ libnormlab_a_SOURCES += \
 	src/train/vit_train.c src/train/vit_train.h \
 	src/train/evaluate.c src/train/evaluate.h \
 	src/train/calibrate.c src/train/calibrate.h \
+	src/train/exits.c src/train/exits.h \
+	src/train/reuse.c src/train/reuse.h \
 	src/train/train_opts.c src/train/train_opts.h
 
 check_PROGRAMS += tests/unit/test_train_grad
@@ -35,3 +37,16 @@ NL_UNIT_TESTS += tests/unit/test_calibrate
 tests_unit_test_calibrate_SOURCES = tests/unit/test_calibrate.c
 tests_unit_test_calibrate_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_calibrate_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_exits
+NL_UNIT_TESTS += tests/unit/test_exits
+tests_unit_test_exits_SOURCES = tests/unit/test_exits.c
+tests_unit_test_exits_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_exits_LDADD = $(NL_TEST_LDADD)
+NL_CLI_TESTS += tests/cli/test_exits.sh
+
+check_PROGRAMS += tests/unit/test_reuse
+NL_UNIT_TESTS += tests/unit/test_reuse
+tests_unit_test_reuse_SOURCES = tests/unit/test_reuse.c
+tests_unit_test_reuse_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_reuse_LDADD = $(NL_TEST_LDADD)

@@ -1,0 +1,151 @@
+#!/bin/sh
+# exits: fit exit heads on the fixture, the early-exit pass at tau = 1 gives
+# the fixture's test predictions and the plain pass's logits, FLOPs as worked
+# out by hand, the oracle never runs more blocks than the rule where both give
+# the full-depth prediction, plot exits --dump; bad input exits 2.
+. "$NL_SRCDIR/tests/cli/lib.sh"
+SMALL=$NL_FIXTURES/vit_small_p7_fmnist.safetensors
+TINY=$NL_FIXTURES/vit_tiny_p4_fmnist.safetensors
+REF=$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors
+if ! have_fixtures || [ ! -f "${NL_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-images-idx3-ubyte.gz" ]; then
+  echo "1..0 # SKIP fixtures or Fashion-MNIST missing"
+  exit 0
+fi
+PY=python3
+expect_status 0 "exits fit --json" "$NORMLAB" exits fit --model "$SMALL" --images 400 --epochs 2 \
+  --output "$TMP/e.safetensors" --json
+expect_out '"norm": "layernorm"' "heads of the model's norm kind"
+expect_out '"loss": \[([0-9.e-]+, ){11}[0-9.e-]+\]' "one loss per block"
+$PY - "$TMP/e.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+m = json.loads(h['__metadata__']['normlab_exits'])
+assert m['depth'] == 12 and m['dim'] == 64 and m['classes'] == 10 and m['norm'] == 'layernorm', m
+assert h['exits.3.head.weight']['shape'] == [10, 64] and h['exits.11.norm.bias']['shape'] == [64]
+assert 'exits.12.head.weight' not in h
+PY
+ok $? "safetensors with every exit and the metadata"
+
+# tau 1: never exits; the model's own predictions and logits
+expect_status 0 "eval --tau 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --tau 1 --eval-images 1000 --per-image "$TMP/t1.csv" --json
+expect_out '"identical_logits": 1000' "logits identical to the plain forward pass"
+expect_out '"exit": \{[^}]*"mean_blocks": 12' "every image runs 12 blocks"
+$PY - "$TMP/t1.csv" "$REF" <<'PY'
+import json, struct, sys
+rows = [l.split(',') for l in open(sys.argv[1]).read().split('\n')[1:] if l]
+b = open(sys.argv[2], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+t = h['test_predictions']; s, e = t['data_offsets']
+pred = b[8 + n + s: 8 + n + e]
+assert len(rows) == 1000
+bad = [r for r in rows if int(r[3]) != pred[int(r[0])]]
+assert not bad, bad[:3]
+PY
+ok $? "predictions at tau 1 are the fixture's test_predictions"
+
+# tau 0.9 with the oracle: FLOPs by hand, oracle below the rule where both agree with full depth
+expect_status 0 "eval --tau 0.9 --oracle" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --tau 0.9 --oracle --eval-images 500 --per-image "$TMP/t9.csv" --json
+cp "$TMP/out" "$TMP/t9.json"
+$PY - "$TMP/t9.json" "$TMP/t9.csv" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+embed, block, head = 2*16*64*49, 2*17*64*192 + 4*17*17*64 + 2*17*64*64 + 4*17*64*256, 2*64*10
+assert abs(j['full']['mflops_per_image'] - (embed + 12*block + head) / 1e6) < 1e-4, j['full']
+b = j['exit']['mean_blocks']
+assert b < 12, b
+assert abs(j['exit']['mflops_per_image'] - (embed + b*block + b*head) / 1e6) < 1e-3, j['exit']
+ob = j['oracle']['mean_blocks']
+assert abs(j['oracle']['mflops_per_image'] - (embed + ob*block + head) / 1e6) < 1e-3
+assert j['oracle']['top1'] == j['full']['top1']
+rows = [list(map(int, l.split(','))) for l in open(sys.argv[2]).read().split('\n')[1:] if l]
+tot = 0
+for i, lab, blocks, pred, full, orc in rows:
+    assert 1 <= blocks <= 12 and 1 <= orc <= 12
+    if pred == full: assert blocks >= orc, (i, blocks, orc)
+    tot += blocks
+assert abs(tot / len(rows) - b) < 1e-3
+assert len(set(r[2] for r in rows)) >= 3
+PY
+ok $? "FLOPs by hand; the oracle never later than the rule on agreeing images"
+
+expect_status 0 "eval --max-drop 0.3" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --max-drop 0.3 --holdout 500 --eval-images 200
+expect_out '^tau [0-9.e-]+ picked on 500 held-out training images' "names the threshold and the held-out images"
+
+expect_status 0 "plot exits --dump" "$NORMLAB" plot exits --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --eval-images 300 --dump
+$PY - "$TMP/out" <<'PY'
+import sys
+rows = [l.split(',') for l in open(sys.argv[1]).read().split('\n') if l]
+assert rows[0] == ['series', 'tau', 'mflops', 'top1', 'mean_blocks']
+rule = [r for r in rows if r[0] == 'rule']; full = [r for r in rows if r[0] == 'full'][0]
+orc = [r for r in rows if r[0] == 'oracle'][0]
+assert len(rule) > 100
+assert abs(float(full[2]) - 21.043456) < 1e-4 and float(full[4]) == 12
+assert orc[3] == full[3] and float(orc[4]) <= 12
+last = rule[-1]
+assert float(last[1]) == 1 and last[3] == full[3] and float(last[4]) == 12
+assert float(rule[0][4]) == 1  # tau 0.1: every image leaves after block 1
+PY
+ok $? "the rule's sweep, the oracle and full depth"
+
+# the block policy: trained, saved, run
+expect_status 0 "exits fit --policy" "$NORMLAB" exits fit --model "$SMALL" --images 200 --epochs 1 \
+  --policy --policy-epochs 1 --output "$TMP/p.safetensors"
+expect_err 'exits policy: epoch 1/1: reward' "a line per policy epoch"
+expect_status 0 "exits eval --policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" \
+  --policy --eval-images 100 --json
+expect_out '"rule": "policy"' "the policy's run"
+expect_status 2 "--policy without a policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --policy
+expect_err 'no block policy' "says so"
+expect_status 2 "--policy with --tau" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" --policy --tau 0.5
+
+# bad input: exit 2 and a clear message
+expect_status 2 "--tau above 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --tau 1.5
+expect_err 'tau 1.5: .*\[0, 1\]' "names the range"
+expect_status 2 "--tau below 0" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --tau -0.1
+expect_status 2 "both --tau and --max-drop" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --tau 0.9 --max-drop 0.3
+expect_err 'one of --tau T and --max-drop P' "says to give one"
+expect_status 2 "neither" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors"
+expect_status 2 "no --exits" "$NORMLAB" exits eval --model "$SMALL" --tau 0.9
+expect_err 'exits' "names --exits"
+expect_status 2 "a model file as exits" "$NORMLAB" exits eval --model "$SMALL" --exits "$SMALL" --tau 0.9
+expect_err 'not an exits file' "says what the file lacks"
+expect_status 2 "another subcommand" "$NORMLAB" exits bogus
+expect_err "unknown subcommand 'bogus'" "names it"
+expect_status 2 "fit --images 0" "$NORMLAB" exits fit --model "$SMALL" --images 0 --output "$TMP/x.safetensors"
+expect_status 2 "fit on held-out images" "$NORMLAB" exits fit --model "$SMALL" --images 58000 --output "$TMP/x.safetensors"
+expect_err 'held out' "says why"
+[ ! -e "$TMP/x.safetensors" ]; ok $? "nothing written"
+expect_status 0 "tiny exits" "$NORMLAB" exits fit --model "$TINY" --images 40 --epochs 1 --output "$TMP/tiny.safetensors"
+expect_status 2 "exits of another model" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/tiny.safetensors" --tau 0.9
+expect_err 'another model: depth 12, width 192.*width 64' "names both shapes"
+expect_status 2 "plot exits of another model" "$NORMLAB" plot exits --model "$SMALL" --exits "$TMP/tiny.safetensors" --dump
+"$NORMLAB" replace --model "$SMALL" --set dyt --output "$TMP/dyt.safetensors" >/dev/null 2>&1
+expect_status 2 "exits on a model with other weights" "$NORMLAB" exits eval --model "$TMP/dyt.safetensors" \
+  --exits "$TMP/e.safetensors" --tau 0.9
+expect_err 'layernorm norms, the model.s norm is dyt' "names both norm kinds"
+$PY - "$SMALL" "$TMP/other.safetensors" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read()); n = struct.unpack('<Q', b[:8])[0]
+at = 8 + n + (len(b) - 8 - n) // 2 // 4 * 4
+b[at:at + 4] = struct.pack('<f', struct.unpack('<f', bytes(b[at:at + 4]))[0] + 0.5)
+open(sys.argv[2], 'wb').write(b)
+PY
+expect_status 2 "exits fitted on other weights" "$NORMLAB" exits eval --model "$TMP/other.safetensors" \
+  --exits "$TMP/e.safetensors" --tau 0.9 --eval-images 10
+expect_err 'fitted on another model .*--any-weights' "says so and how to go on"
+expect_status 0 "--any-weights" "$NORMLAB" exits eval --model "$TMP/other.safetensors" \
+  --exits "$TMP/e.safetensors" --tau 0.9 --eval-images 10 --any-weights
+# attention reuse
+expect_status 0 "reuse --blocks 11" "$NORMLAB" reuse --model "$SMALL" --blocks 11 --eval-images 100 --json
+expect_out '"plan": "11"' "the plan"
+expect_out '"mflops_reuse": 20.7279' "FLOPs by hand: 21.043456 - 0.31552"
+expect_status 2 "reuse block 0" "$NORMLAB" reuse --model "$SMALL" --blocks 0
+expect_err 'block 0' "names it"
+expect_status 2 "reuse a block that does not exist" "$NORMLAB" reuse --model "$SMALL" --blocks 3,12
+expect_err 'block 12 does not exist' "names it"
+expect_status 2 "reuse without a plan" "$NORMLAB" reuse --model "$SMALL"
+done_testing
