@@ -308,6 +308,9 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
   S->have_tr = 1;
   if (stream) {
     int dw = nl_threads_count(A->threads) / 2; /* half the cores beside the training step */
+    /* whole batches a chunk (about 64 images): a pass is nb * B images with
+     * B = --batch, or B = all the images in one batch when they are fewer
+     * (then the pass is one chunk) */
     int chunk = (int)(A->batch < 64 ? (64 / A->batch) * A->batch : A->batch);
     if (nl_app_open_train_stream(ctx, A->data, A->limit, c, A->augment, dw > 0 ? dw : 1, chunk,
                                  &S->ts, &S->tr, err) ||
