@@ -19,6 +19,7 @@
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/rng.h"
+#include "base/threads.h"
 #include "base/timer.h"
 #include "data/dataset.h"
 #include "model/safetensors.h"
@@ -148,6 +149,7 @@ typedef struct {
   int have_tr, have_ev;
   float *xtr, *xb, *xa;
   int32_t *yb;
+  nl_train_stream *ts; /* image folders and CIFAR: decoded chunk by chunk */
   nl_vit_trainer t;
   int have_t_;
   json_t *log;
@@ -182,6 +184,7 @@ static int dump_grads(const train_state *S, int B, const char *path, nl_error *e
 static void cleanup(train_state *s) {
   if (s->have_t_) nl_vt_free(&s->t);
   free(s->xtr), free(s->xb), free(s->xa), free(s->yb);
+  nl_train_stream_close(s->ts);
   if (s->have_tr) nl_dataset_free(&s->tr);
   if (s->have_ev) nl_dataset_free(&s->ev);
   if (s->have_t) nl_vit_free(&s->teacher);
@@ -296,8 +299,26 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       return nl_error_prefix(err, "--teacher");
     S->have_t = 1;
   }
+  /* image folders and CIFAR stream: the listing in memory, the images of
+   * the next chunk of batches decoded in the background while the current
+   * ones train (NORMLAB_TRAIN_WHOLE_SET=1, for the tests: the whole set
+   * decoded at the start of every epoch, as before; the same run) */
+  const char *whole = getenv("NORMLAB_TRAIN_WHOLE_SET");
+  const int stream = nl_app_data_transformed(A->data) && !(whole && strcmp(whole, "1") == 0);
   S->have_tr = 1;
-  if (load_data(ctx, &S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) return -1;
+  if (stream) {
+    int dw = nl_threads_count(A->threads) / 2; /* half the cores beside the training step */
+    /* whole batches a chunk (about 64 images): a pass is nb * B images with
+     * B = --batch, or B = all the images in one batch when they are fewer
+     * (then the pass is one chunk) */
+    int chunk = (int)(A->batch < 64 ? (64 / A->batch) * A->batch : A->batch);
+    if (nl_app_open_train_stream(ctx, A->data, A->limit, c, A->augment, dw > 0 ? dw : 1, chunk,
+                                 &S->ts, &S->tr, err) ||
+        nl_vit_check_data(m, &S->tr, A->model, err))
+      return -1;
+  } else if (load_data(ctx, &S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) {
+    return -1;
+  }
   S->have_ev = 1;
   if (load_data(ctx, &S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
   const int ntr = S->tr.n, B = (int)(A->batch < ntr ? A->batch : ntr);
@@ -391,7 +412,14 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       perm[i] = perm[j], perm[j] = x;
     }
     double t0 = nl_now(), last = t0, lr_now = 0;
-    if (rrc) {
+    long b = e == epoch0 + 1 ? batch0 : 0;
+    /* the chunk of the stream the batches come from */
+    const uint8_t *chunk = NULL;
+    long chunk_n = 0, chunk_at = 0;
+    if (stream) {
+      uint64_t crop_seed = nl_rng_u64(&pr); /* the draw the whole-set path makes */
+      nl_train_stream_begin(S->ts, perm + b * B, (nb - b) * B, crop_seed);
+    } else if (rrc) {
       nl_dataset_free(&S->tr);
       S->have_tr = 0;
       if (nl_app_load_train_data(ctx, A->data, A->limit, c, nl_rng_u64(&pr), &S->tr, err)) {
@@ -405,7 +433,6 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       }
       nl_dataset_normalize(&S->tr, 0, ntr, c->in_chans, c->nmean, c->mean, c->std, S->xtr);
     }
-    long b = e == epoch0 + 1 ? batch0 : 0;
     if (b == 0) loss_sum = 0, sec_sum = 0;
     long b_start = b;
     for (; b < nb; b++) {
@@ -414,7 +441,27 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         break;
       }
       const long step = (e - 1) * nb + b;
-      for (int k = 0; k < B; k++) {
+      if (stream) {
+        if (chunk_at + B > chunk_n) {
+          if (nl_train_stream_next(S->ts, &chunk, &chunk_n, err)) {
+            rc = nl_error_prefix(err, "epoch %ld, batch %ld", e, b + 1);
+            break;
+          }
+          chunk_at = 0;
+          if (chunk_n < B) {
+            rc = nl_fail(err, NL_EINTERNAL, "%s: the stream ended before batch %ld", A->data, b + 1);
+            break;
+          }
+        }
+        nl_dataset view = S->tr;
+        view.images = (uint8_t *)chunk;
+        view.n = (int)chunk_n;
+        nl_dataset_normalize(&view, (int)chunk_at, B, c->in_chans, c->nmean, c->mean, c->std,
+                             A->augment && !rrc ? S->xa : S->xb);
+        chunk_at += B;
+      }
+      for (int k = 0; k < B && stream; k++) S->yb[k] = S->tr.labels[perm[b * B + k]];
+      for (int k = 0; k < B && !stream; k++) {
         int idx = perm[b * B + k];
         memcpy((A->augment && !rrc ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
                img * sizeof(float));
@@ -435,6 +482,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         break;
       }
       if (S->dump_grads) { /* a check against other trainers: one step, then stop */
+        if (S->ts) nl_train_stream_begin(S->ts, NULL, 0, 0); /* nothing reads perm after this */
         free(perm);
         free(aug);
         if (dump_grads(S, B, S->dump_grads, err)) return -1;
@@ -488,6 +536,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       if (ctx->progress(&p, ctx->progress_user) && e < A->epochs) stopped = 1;
     }
   }
+  if (S->ts) nl_train_stream_begin(S->ts, NULL, 0, 0); /* nothing reads perm after this */
   free(perm);
   free(aug);
   if (rc) return -1;

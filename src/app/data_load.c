@@ -69,6 +69,17 @@ int nl_app_open_stream(nl_ctx *ctx, const char *spec, long offset, long limit,
   return nl_data_stream_open(s, spec, offset, limit, &o, chunk, err);
 }
 
+int nl_app_open_train_stream(nl_ctx *ctx, const char *spec, long limit, const nl_vit_config *c,
+                             int train, int threads, int chunk, nl_train_stream **s,
+                             nl_dataset *shell, nl_error *err) {
+  (void)ctx;
+  nl_data_opts o;
+  nl_vit_data_opts(c, &o);
+  o.train = train;
+  o.threads = threads;
+  return nl_train_stream_open(s, spec, limit, &o, chunk, shell, err);
+}
+
 int nl_app_data_transformed(const char *spec) {
   return strncmp(spec, "imagefolder:", 12) == 0 || strncmp(spec, "cifar10:", 8) == 0;
 }

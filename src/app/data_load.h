@@ -22,6 +22,13 @@ int nl_app_load_train_data(nl_ctx *ctx, const char *spec, long limit, const nl_v
 int nl_app_open_stream(nl_ctx *ctx, const char *spec, long offset, long limit,
                        const nl_vit_config *c, int skip_bad, int chunk, nl_data_stream **s,
                        nl_error *err);
+/* A training stream over an image folder or CIFAR (data/dataset.h): the
+ * model's transform (train: RandomResizedCrop + flip, else the evaluation
+ * transform) on `threads` background threads, `chunk` images at a time;
+ * shell holds the labels. */
+int nl_app_open_train_stream(nl_ctx *ctx, const char *spec, long limit, const nl_vit_config *c,
+                             int train, int threads, int chunk, nl_train_stream **s,
+                             nl_dataset *shell, nl_error *err);
 /* 1 when spec names image files or records that go through the model's
  * transform (imagefolder:, cifar10:), 0 for Fashion-MNIST. */
 int nl_app_data_transformed(const char *spec);

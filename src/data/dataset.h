@@ -88,6 +88,27 @@ long nl_data_stream_total(const nl_data_stream *s);
 int nl_data_stream_next(nl_data_stream *s, nl_dataset *d, nl_error *err);
 void nl_data_stream_close(nl_data_stream *s);
 
+/* A training stream over an image folder or CIFAR: only the listing and
+ * the labels are held (shell: n, size, channels, classes and labels, no
+ * images; the caller frees it with nl_dataset_free), and the images of a
+ * pass (an order of listing indices) are decoded `chunk` at a time with
+ * o's transform on nl_threads_count(o->threads) background threads, the
+ * next chunk while the caller works on the current one (two chunks held).
+ * Entry k's training crop draws from nl_rng_stream(seed, k) as
+ * nl_dataset_load_opts's does: the same pixels as the whole set decoded
+ * with that seed. limit > 0 keeps the first `limit` entries. */
+typedef struct nl_train_stream nl_train_stream;
+int nl_train_stream_open(nl_train_stream **s, const char *spec, long limit,
+                         const nl_data_opts *o, int chunk, nl_dataset *shell, nl_error *err);
+/* Start a pass over order[0, n) (the caller keeps it alive) with this
+ * seed; a pass in progress is abandoned. */
+void nl_train_stream_begin(nl_train_stream *s, const int *order, long n, uint64_t seed);
+/* The next chunk of the pass: *count images (planar, the model's size and
+ * channels), the stream's until the next call; 0 images at the end. An
+ * image that fails to decode ends the pass: an NL_EINPUT error naming it. */
+int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, long *count, nl_error *err);
+void nl_train_stream_close(nl_train_stream *s);
+
 /* Normalise images [first, first + n) into out [n, channels, rows, cols]:
  * (pixel / 255 - mean[c]) / std[c]; a single mean/std applies to every
  * channel, and grey images are replicated over the channels (an RGB

@@ -218,36 +218,43 @@ typedef struct job {
   char **msg;          /* per task: the error, or NULL */
 } job;
 
-static void decode_one(size_t t, int worker, void *user) {
-  (void)worker;
-  job *j = user;
-  const entry *e = &j->l->e[j->first + (long)t];
+/* Decode entry k of l with o's transform into out (the training crop
+ * drawn from nl_rng_stream(o->seed, k); its box into bx when not NULL);
+ * an undecodable image: its message, the caller's to free. */
+static char *decode_entry(const listing *l, const nl_data_opts *o, long k, uint8_t *out,
+                          int32_t *bx) {
+  const entry *e = &l->e[k];
   nl_image im;
   nl_error err;
   if (e->rec) {
     im.w = im.h = 32, im.c = 3;
     im.px = nl_xmalloc(3072);
-    for (int k = 0; k < 1024; k++)
-      for (int c = 0; c < 3; c++) im.px[3 * k + c] = e->rec[c * 1024 + k];
+    for (int p = 0; p < 1024; p++)
+      for (int c = 0; c < 3; c++) im.px[3 * p + c] = e->rec[c * 1024 + p];
   } else if (nl_image_read(&im, e->path, &err)) {
-    j->msg[t] = nl_xstrdup(err.msg);
-    return;
+    return nl_xstrdup(err.msg);
   }
-  nl_image_convert(&im, j->o->channels);
-  uint8_t *out = j->out + t * j->img;
-  if (j->o->train) {
+  nl_image_convert(&im, o->channels);
+  if (o->train) {
     nl_rng r;
-    nl_rng_stream(&r, j->o->seed, (uint64_t)(j->first + (long)t));
+    nl_rng_stream(&r, o->seed, (uint64_t)k);
     nl_crop box;
     nl_rrc_params(im.w, im.h, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0, &r, &box);
     box.flip = nl_rng_uniform(&r) < 0.5;
-    int32_t *bx = j->boxes + 5 * t;
-    bx[0] = box.i, bx[1] = box.j, bx[2] = box.h, bx[3] = box.w, bx[4] = box.flip;
-    nl_tf_train(&im, &box, j->o->size, j->o->interp, out);
+    if (bx) bx[0] = box.i, bx[1] = box.j, bx[2] = box.h, bx[3] = box.w, bx[4] = box.flip;
+    nl_tf_train(&im, &box, o->size, o->interp, out);
   } else {
-    nl_tf_eval(&im, j->o->size, j->o->crop_pct, j->o->interp, out);
+    nl_tf_eval(&im, o->size, o->crop_pct, o->interp, out);
   }
   nl_image_free(&im);
+  return NULL;
+}
+
+static void decode_one(size_t t, int worker, void *user) {
+  (void)worker;
+  job *j = user;
+  j->msg[t] = decode_entry(j->l, j->o, j->first + (long)t, j->out + t * j->img,
+                           j->boxes + 5 * t);
 }
 
 /* Check the options, scan the spec's listing. */
@@ -480,6 +487,156 @@ void nl_data_stream_close(nl_data_stream *s) {
   for (int i = 0; i < s->nwarns; i++) free(s->warns[i]);
   free(s->warns);
   if (s->have_whole) nl_dataset_free(&s->whole);
+  listing_free(&s->l);
+  free(s->spec);
+  free(s);
+}
+
+/* ---- training streams: a permutation's images, chunk by chunk ---- */
+
+struct nl_train_stream {
+  listing l;
+  nl_data_opts o;        /* the caller's, seed of the current pass */
+  char *spec;
+  size_t img;            /* bytes of one image */
+  long chunk;            /* images a chunk */
+  int workers;
+  const int *order;      /* the pass: listing indices, the caller's */
+  long n, at;            /* its length; the first not yet handed out */
+  uint8_t *buf[2];       /* the chunk handed out, the one decoded ahead */
+  int cur;
+  /* the prefetch into buf[1 - cur]: order[p_at, p_at + p_count) */
+  pthread_t th;
+  int busy;
+  long p_at, p_count;
+  atomic_long p_next;    /* the next task of the chunk */
+  char **p_msg;          /* per task: the error, or NULL */
+  atomic_int cancel;
+};
+
+static void *tr_worker(void *arg) {
+  nl_train_stream *s = arg;
+  uint8_t *out = s->buf[1 - s->cur];
+  for (;;) {
+    long t = atomic_fetch_add(&s->p_next, 1);
+    if (t >= s->p_count || atomic_load(&s->cancel)) break;
+    s->p_msg[t] = decode_entry(&s->l, &s->o, s->order[s->p_at + t], out + (size_t)t * s->img, NULL);
+  }
+  return NULL;
+}
+
+/* The prefetch thread: itself and workers - 1 more decode the chunk. */
+static void *tr_prefetch(void *arg) {
+  nl_train_stream *s = arg;
+  pthread_t th[NL_THREADS_MAX];
+  int extra = 0;
+  for (int w = 1; w < s->workers && w < s->p_count; w++)
+    if (pthread_create(&th[extra], NULL, tr_worker, s) == 0) extra++;
+  tr_worker(s);
+  for (int w = 0; w < extra; w++) pthread_join(th[w], NULL);
+  return NULL;
+}
+
+static void tr_start(nl_train_stream *s) {
+  s->p_at = s->at;
+  s->p_count = s->n - s->at < s->chunk ? s->n - s->at : s->chunk;
+  atomic_store(&s->p_next, 0);
+  if (pthread_create(&s->th, NULL, tr_prefetch, s) == 0) {
+    s->busy = 1;
+  } else { /* no thread: decode here */
+    tr_prefetch(s);
+    s->busy = 2;
+  }
+}
+
+static void tr_join(nl_train_stream *s) {
+  if (s->busy == 1) pthread_join(s->th, NULL);
+  s->busy = 0;
+}
+
+static void tr_clear_msgs(nl_train_stream *s) {
+  for (long t = 0; t < s->chunk; t++) {
+    free(s->p_msg[t]);
+    s->p_msg[t] = NULL;
+  }
+}
+
+int nl_train_stream_open(nl_train_stream **out, const char *spec, long limit,
+                         const nl_data_opts *o, int chunk, nl_dataset *shell, nl_error *err) {
+  *out = NULL;
+  memset(shell, 0, sizeof *shell);
+  nl_train_stream *s = nl_xcalloc(1, sizeof *s);
+  if (open_listing(&s->l, spec, o, err)) {
+    free(s);
+    return -1;
+  }
+  if (limit > 0 && limit < s->l.n) { /* the first `limit` entries, as nl_folder_load keeps */
+    for (int i = (int)limit; i < s->l.n; i++) free(s->l.e[i].path);
+    s->l.n = (int)limit;
+  }
+  s->o = *o;
+  s->o.boxes = NULL;
+  s->spec = nl_xstrdup(spec);
+  s->img = (size_t)o->channels * o->size * o->size;
+  s->chunk = chunk > 0 ? chunk : 64;
+  s->workers = nl_threads_count(o->threads);
+  for (int b = 0; b < 2; b++) s->buf[b] = nl_xmalloc((size_t)s->chunk * s->img + 1);
+  s->p_msg = nl_xcalloc((size_t)s->chunk, sizeof(char *));
+  atomic_init(&s->cancel, 0);
+  atomic_init(&s->p_next, 0);
+  snprintf(shell->name, sizeof shell->name, "%s", spec);
+  shell->n = s->l.n;
+  shell->rows = shell->cols = o->size;
+  shell->channels = o->channels;
+  shell->classes = s->l.nclasses;
+  shell->labels = nl_xmalloc(sizeof(int32_t) * ((size_t)s->l.n + 1));
+  for (int i = 0; i < s->l.n; i++) shell->labels[i] = s->l.e[i].label;
+  *out = s;
+  return 0;
+}
+
+static void tr_cancel(nl_train_stream *s) {
+  atomic_store(&s->cancel, 1);
+  tr_join(s);
+  atomic_store(&s->cancel, 0);
+  tr_clear_msgs(s);
+}
+
+void nl_train_stream_begin(nl_train_stream *s, const int *order, long n, uint64_t seed) {
+  tr_cancel(s);
+  s->order = order;
+  s->n = n;
+  s->at = 0;
+  s->o.seed = seed;
+  if (n > 0) tr_start(s);
+}
+
+int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, long *count, nl_error *err) {
+  *images = NULL;
+  *count = 0;
+  if (!s->busy) return 0; /* the end of the pass */
+  tr_join(s);
+  for (long t = 0; t < s->p_count; t++)
+    if (s->p_msg[t]) {
+      nl_fail(err, NL_EINPUT, "%s", s->p_msg[t]);
+      tr_clear_msgs(s);
+      s->at = s->n; /* the pass ends here */
+      return -1;
+    }
+  s->cur = 1 - s->cur;
+  *images = s->buf[s->cur];
+  *count = s->p_count;
+  s->at = s->p_at + s->p_count;
+  if (s->at < s->n) tr_start(s); /* the next chunk meanwhile */
+  return 0;
+}
+
+void nl_train_stream_close(nl_train_stream *s) {
+  if (!s) return;
+  tr_cancel(s);
+  free(s->p_msg);
+  free(s->buf[0]);
+  free(s->buf[1]);
   listing_free(&s->l);
   free(s->spec);
   free(s);

@@ -67,6 +67,14 @@ la, lb = [e["loss"] for e in a[1:]], [e["loss"] for e in b[1:]]
 sys.exit(0 if la == lb and la[0] != la[1] and len(la) == 2 else 1)
 PY
   ok $? "the same losses on 1 and 2 threads, two epochs of other crops"
+  # the images stream (decoded chunk by chunk in the background); the whole
+  # set decoded at the start of every epoch, as before, gives the same run
+  NORMLAB_TRAIN_WHOLE_SET=1 "$NORMLAB" --threads 2 train --model "$NL_FIXTURES/vit_tiny_p4_fmnist.safetensors" \
+    --data "imagefolder:$TMP/fm" --images 64 --eval "imagefolder:$TMP/fm" --eval-images 64 --epochs 2 --batch 32 \
+    --variant affine --seed 3 --output "$TMP/trw" >/dev/null 2>&1
+  cmp -s "$TMP/tr1/last.safetensors" "$TMP/trw/last.safetensors" &&
+    cmp -s "$TMP/tr2/last.safetensors" "$TMP/trw/last.safetensors"
+  ok $? "streamed training on 1 and 2 threads = the whole set decoded each epoch, bit for bit"
 fi
 
 # --- (b) transforms against torchvision on JPEGs of assorted sizes ---
@@ -109,6 +117,60 @@ run "$PY" "$IMG" check-cifar "$TMP/cf/test_batch.bin" "$TMP/cf.st" 224 0.9 bicub
 ok $rc "CIFAR records (planes R, G, B) through torchvision's transform: $(cat "$TMP/out")"
 expect_status 0 "cifar10:DIR is the five training batches" "$NORMLAB" bench data --model "$TMP/rgb" --data "cifar10:$TMP/cf" --seconds 0.01
 expect_out "200 images" "5 x 40 training records"
+
+# --- training streams: the images of the next chunk of batches are decoded
+# in the background; the same weights as the whole set decoded every epoch
+# (NORMLAB_TRAIN_WHOLE_SET=1), whatever the thread count; memory bounded ---
+run "$PY" "$MAKEVIT" "$TMP/rgb10" --dim 32 --depth 1 --heads 2 --classes 10 --crop-pct 0.9 --interpolation bicubic
+ok $rc "make a tiny RGB 224 px model of 10 classes"
+TR="train --model $TMP/rgb10 --eval cifar10:$TMP/cf:test --eval-images 8 --batch 8 --seed 5"
+for t in 1 3; do
+  "$NORMLAB" --threads $t $TR --data "cifar10:$TMP/cf" --images 120 --epochs 2 --output "$TMP/cs$t" >/dev/null 2>"$TMP/err"
+  ok $? "train on cifar10:DIR, streamed, $t threads"
+done
+NORMLAB_TRAIN_WHOLE_SET=1 "$NORMLAB" --threads 2 $TR --data "cifar10:$TMP/cf" --images 120 --epochs 2 --output "$TMP/cw" >/dev/null 2>&1
+ok $? "train on cifar10:DIR, the whole set each epoch"
+cmp -s "$TMP/cs1/last.safetensors" "$TMP/cw/last.safetensors" && cmp -s "$TMP/cs3/last.safetensors" "$TMP/cw/last.safetensors"
+ok $? "CIFAR: streamed (1 and 3 threads) and whole-set training give identical weights"
+NORMLAB_TRAIN_WHOLE_SET=1 "$NORMLAB" --threads 2 $TR --data "cifar10:$TMP/cf" --images 120 --epochs 2 --no-augment --output "$TMP/cwn" >/dev/null 2>&1
+"$NORMLAB" --threads 2 $TR --data "cifar10:$TMP/cf" --images 120 --epochs 2 --no-augment --output "$TMP/csn" >/dev/null 2>&1
+cmp -s "$TMP/csn/last.safetensors" "$TMP/cwn/last.safetensors" && ! cmp -s "$TMP/csn/last.safetensors" "$TMP/cw/last.safetensors"
+ok $? "--no-augment (the evaluation transform) streams too, the same weights"
+# 300 JPEGs at 224 px: the whole set is 300 x 3 x 224 x 224 floats (180 MB)
+"$PY" - "$TMP/big" <<'PY'
+import os, sys
+import numpy as np
+from PIL import Image
+r = np.random.default_rng(0)
+for c in range(3):
+    d = os.path.join(sys.argv[1], "c%d" % c)
+    os.makedirs(d, exist_ok=True)
+    for i in range(100):
+        a = r.integers(0, 256, (48 + i % 7, 64, 3), dtype=np.uint8)
+        Image.fromarray(a).save(os.path.join(d, "%03d.jpg" % i), quality=90)
+PY
+ok $? "write 300 JPEGs in 3 classes"
+TB="train --model $TMP/rgb --data imagefolder:$TMP/big --eval imagefolder:$TMP/big --eval-images 8 --batch 8 --epochs 1 --seed 1"
+# (not under the sanitizers: their allocator holds freed memory in quarantine)
+if [ -x /usr/bin/time ] && ! grep -aq __asan_init "$NORMLAB"; then
+  rss() { # rss [ENV=..] N OUT: peak resident KB of a run on the first N images
+    /usr/bin/time -f %M -o "$TMP/rss" env $1 "$NORMLAB" --threads 2 $TB --images $2 --output "$TMP/$3" >/dev/null 2>&1 &&
+      tail -n 1 "$TMP/rss"
+  }
+  s24=$(rss NL_X=0 24 r24); s300=$(rss NL_X=0 300 r300)
+  w24=$(rss NORMLAB_TRAIN_WHOLE_SET=1 24 w24); w300=$(rss NORMLAB_TRAIN_WHOLE_SET=1 300 w300)
+  # 276 more images cost the whole-set path at least their floats (166 MB);
+  # streamed, two chunks of 64 images (2 x 9.6 MB) whatever the set's size
+  check_num "${w300:-0} - ${w24:-0} > 150000" "whole set: 276 more images take > 150 MB ($w24 -> $w300 KB)"
+  check_num "${s300:-1e9} - ${s24:-0} < 60000" "streamed: 276 more images take < 60 MB ($s24 -> $s300 KB)"
+  cmp -s "$TMP/r300/last.safetensors" "$TMP/w300/last.safetensors"
+  ok $? "and the same weights"
+fi
+# a bad image met by the background decoder mid-run stops it, naming the file
+head -c 300 "$TMP/big/c0/000.jpg" >"$TMP/big/c2/zz.jpg"
+expect_status 2 "a truncated JPEG in a streamed training run" "$NORMLAB" --threads 2 $TB --output "$TMP/rbad"
+expect_err "epoch 1, batch [0-9]+: .*big/c2/zz.jpg: corrupt or truncated JPEG" "found during the epoch, naming the file"
+rm -f "$TMP/big/c2/zz.jpg"
 
 # --- (d) bad input: exit 2 naming the file ---
 mkdir -p "$TMP/bad/a" "$TMP/bad/b"
