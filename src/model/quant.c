@@ -471,15 +471,17 @@ int nl_quant_is_extra(const nl_vit_quant *q, const nl_vit_config *c, const char 
          qweight_layer(q, c, name, ".act_scale") >= 0;
 }
 
+size_t nl_vit_tensor_stored_bytes(const nl_vit *m, int i) {
+  const nl_param *p = &m->tensors[i];
+  int li = qweight_layer(m->quant, &m->cfg, p->name, ".weight");
+  if (li >= 0) return nl_qlinear_bytes(&m->quant->lin[li]);
+  if (m->quant && (tensor_part(p->name) & m->quant->fp16)) return p->numel * 2;
+  return p->numel * 4;
+}
+
 size_t nl_vit_stored_bytes(const nl_vit *m) {
   size_t b = 0;
-  for (int i = 0; i < m->ntensors; i++) {
-    const nl_param *p = &m->tensors[i];
-    int li = qweight_layer(m->quant, &m->cfg, p->name, ".weight");
-    if (li >= 0) b += nl_qlinear_bytes(&m->quant->lin[li]);
-    else if (m->quant && (tensor_part(p->name) & m->quant->fp16)) b += p->numel * 2;
-    else b += p->numel * 4;
-  }
+  for (int i = 0; i < m->ntensors; i++) b += nl_vit_tensor_stored_bytes(m, i);
   return b;
 }
 

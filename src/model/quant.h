@@ -106,6 +106,10 @@ int nl_vit_quantize(nl_vit *m, const float *images, int n, const nl_quant_opts *
 
 /* Bytes of the model's tensors at their stored widths. */
 size_t nl_vit_stored_bytes(const nl_vit *m);
+/* The same for m->tensors[i]: a quantized layer's weight is its integers
+ * with their scales, zero points, input and activation scales
+ * (nl_qlinear_bytes); a --keep-fp16 part 2 bytes per value; the rest 4. */
+size_t nl_vit_tensor_stored_bytes(const nl_vit *m, int i);
 /* "fp32", or e.g. "W8A8 (INT8 oneDNN)", "W4 g128 weight-only". */
 void nl_vit_precision(const nl_vit *m, char *buf, size_t cap);
 
