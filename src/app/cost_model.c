@@ -147,7 +147,8 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   }
   nl_vit m;
-  if (nl_vit_load(&m, path, NULL, err)) {
+  const nl_vit_load_opts lo = {.int_only = 1}; /* a quantized model without FP32 copies */
+  if (nl_vit_load(&m, path, &lo, err)) {
     nl_model_norms_free(&norms);
     return -1;
   }

@@ -56,6 +56,10 @@ expect_status 2 "--group 7 for 4 bits (odd)" "$NORMLAB" quantize --model "$SMALL
 expect_status 2 "--keep-fp16 unknown part" "$NORMLAB" quantize --model "$SMALL" --weights 8 --keep-fp16 head,wings --output "$TMP/x.safetensors"
 expect_err "unknown part 'wings'" "the message names the part"
 expect_status 2 "quantizing a quantized model" "$NORMLAB" quantize --model "$Q" --weights 8 --images 2 --output "$TMP/x.safetensors"
+expect_status 2 "training a quantized model" "$NORMLAB" train --model "$Q" --epochs 1 --output "$TMP/x.safetensors"
+expect_err 'the model is quantized \(W8 rtn.*saving does not keep; train the FP32 model, then quantize it' "the message names the reason"
+expect_status 2 "calibrating a quantized model" "$NORMLAB" calibrate --model "$Q" --teacher "$SMALL" --output "$TMP/x.safetensors"
+expect_err 'the model is quantized' "the message names the reason"
 ok $([ ! -e "$TMP/x.safetensors" ]; echo $?) "nothing written on errors"
 
 # corrupt quantized files
