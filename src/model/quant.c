@@ -87,7 +87,7 @@ typedef struct {
 
 static lin_ref layer_ref(const nl_vit *m, int l, int k) {
   const nl_vit_block *B = &m->blocks[l];
-  const int D = m->cfg.dim, H = m->cfg.mlp_hidden;
+  const int D = m->cfg.dim, H = nl_vit_mlp_width(&m->cfg, l); /* per block: pruned models differ */
   switch (k) {
     case NL_QL_QKV: return (lin_ref){B->qkv_w, B->qkv_b, 3 * D, D};
     case NL_QL_PROJ: return (lin_ref){B->proj_w, B->proj_b, D, D};
