@@ -8,6 +8,7 @@
 #include "app/model_path.h"
 #include "data/dataset.h"
 #include "app/data_load.h"
+#include "model/quant.h"
 #include "model/vit.h"
 #include "train/calibrate.h"
 #include "train/evaluate.h"
@@ -95,6 +96,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!path) return nl_fail(err, NL_EINPUT, "no model: give --model FILE");
   nl_vit m, t;
   if (nl_vit_load(&m, path, NULL, err)) return -1;
+  if (nl_vit_quant_check_trainable(&m, path, "calibrate", err)) {
+    nl_vit_free(&m);
+    return -1;
+  }
   if (nl_vit_load(&t, tpath, NULL, err)) {
     nl_vit_free(&m);
     return -1;

@@ -48,6 +48,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   const char *outpath = nl_arg_need(a, "output", err);
   if (!outpath) return -1;
   nl_vit_load_opts lo = {0};
+  lo.int_only = 1; /* inference: a quantized model without FP32 copies */
   if (nl_arg_given(a, "heads")) {
     long h;
     if (nl_arg_int_range(a, "heads", 1, 4096, &h, err)) return -1;

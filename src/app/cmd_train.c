@@ -23,6 +23,7 @@
 #include "base/timer.h"
 #include "data/dataset.h"
 #include "model/safetensors.h"
+#include "model/quant.h"
 #include "model/vit.h"
 #include "train/augment.h"
 #include "train/loss.h"
@@ -285,6 +286,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
                      train_state *S, nl_error *err) {
   if (nl_vit_load(&S->m, A->model, NULL, err)) return -1;
   S->have_m = 1;
+  if (nl_vit_quant_check_trainable(&S->m, A->model, "train", err)) return -1;
   if (norms->spec) { /* the norms go in before anything is recorded (the fingerprint) */
     int replaced;
     if (nl_model_norms_apply(norms, &S->m, NULL, &replaced, err)) return -1;

@@ -20,6 +20,7 @@
 #include "base/threads.h"
 #include "base/timer.h"
 #include "model/blockcost.h"
+#include "model/quant.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -146,7 +147,8 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   }
   nl_vit m;
-  if (nl_vit_load(&m, path, NULL, err)) {
+  const nl_vit_load_opts lo = {.int_only = 1}; /* a quantized model without FP32 copies */
+  if (nl_vit_load(&m, path, &lo, err)) {
     nl_model_norms_free(&norms);
     return -1;
   }
@@ -188,6 +190,8 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   const char *stored = st.n > 0 ? nl_dtype_name(st.t[0].dtype) : "?";
   for (int i = 0; i < st.n; i++)
     if (st.t[i].dtype != st.t[0].dtype) stored = "mixed";
+  char prec[160];
+  nl_vit_precision(&m, prec, sizeof prec);
   char normtxt[4400];
   if (norms.spec)
     snprintf(normtxt, sizeof normtxt, "%s (%d of %d norm layers replaced)", norms.label, replaced,
@@ -200,6 +204,7 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                              normtxt, "batch", (json_int_t)batch, "tokens", c->tokens, "dim",
                              c->dim, "depth", c->depth, "heads", c->heads, "mlp_hidden",
                              c->mlp_hidden, "classes", c->classes, "stored_dtype", stored);
+    json_object_set_new(root, "precision", json_string(prec));
     json_t *jr = json_array(), *jp = json_array();
     for (int i = 0; i < nr; i++) {
       const nl_part_cost *r = &rows[i];
@@ -230,6 +235,7 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             "  %d tokens, width %d, depth %d, %d heads, MLP %d, %d classes; weights stored as %s;\n"
             "  norms: %s\n",
             c->tokens, c->dim, c->depth, c->heads, c->mlp_hidden, c->classes, stored, normtxt);
+    if (m.quant) fprintf(ctx->out, "  precision: %s\n", prec);
     fprintf(ctx->out,
             "  FLOPs: multiply-add = 2, norm slots by the cost model; bytes read: weights at their\n"
             "  stored width / batch + input activations at FP32 (man normlab: cost)\n");

@@ -8,7 +8,7 @@ libnormlab_a_SOURCES += \
 # The Lua-side library, found by require() in the source tree and installed.
 nlluadir = $(pkgdatadir)/lua/normlab
 nllua_DATA = lua/normlab/lib.lua
-EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua samples/sequential.lua tests/lua
+EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua samples/sequential.lua samples/edgeflex.lua tests/lua
 
 check_PROGRAMS += tests/unit/test_lua
 NL_UNIT_TESTS += tests/unit/test_lua

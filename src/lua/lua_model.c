@@ -56,7 +56,7 @@ static void push_model(lua_State *L, const char *path, int heads, const char *wh
   lmodel *m = lua_newuserdatauv(L, sizeof *m, 0);
   memset(m, 0, sizeof *m);
   luaL_setmetatable(L, NL_LUA_MODEL);
-  nl_vit_load_opts lo = {heads};
+  nl_vit_load_opts lo = {.heads = heads};
   nl_error err;
   nl_error_clear(&err);
   if (nl_vit_load(&m->m, path, &lo, &err) != 0) nl_lua_fail(L, what, &err);
@@ -474,7 +474,7 @@ static lmodel *push_copy(lua_State *L, lmodel *h, const char *what) {
   lmodel *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, NL_LUA_MODEL);
-  nl_vit_load_opts lo = {h->m.cfg.heads};
+  nl_vit_load_opts lo = {.heads = h->m.cfg.heads};
   nl_error err;
   nl_error_clear(&err);
   int rc = nl_vit_load(&c->m, lua_tostring(L, -2), &lo, &err);
@@ -793,7 +793,7 @@ static int m_train(lua_State *L) {
     lmodel *t = lua_newuserdatauv(L, sizeof *t, 0);
     memset(t, 0, sizeof *t);
     luaL_setmetatable(L, NL_LUA_MODEL);
-    nl_vit_load_opts lo = {h->m.cfg.heads};
+    nl_vit_load_opts lo = {.heads = h->m.cfg.heads};
     rcl = nl_vit_load(&t->m, lua_tostring(L, -2), &lo, &err);
     if (rcl != 0) {
       remove_tmps(L, tmps);

@@ -6,6 +6,7 @@
 
 #include "base/mem.h"
 #include "expr/expr.h"
+#include "model/quant.h"
 
 const char *nl_vit_part_name(nl_vit_part p) {
   static const char *const names[NL_PART_COUNT] = {
@@ -87,11 +88,16 @@ int nl_vit_cost_rows(const nl_vit *m, const nl_st_file *stored, int batch, nl_pa
     int block;
     nl_vit_part p = part_of(t->name, &block);
     if (block >= depth) continue;
-    const nl_st_tensor *st = stored ? nl_st_find(stored, t->name) : NULL;
-    double width = st ? (double)nl_dtype_size(st->dtype) : 4.0;
     nl_part_cost *x = &r[row_of(p, block, depth)];
     x->params += (double)t->numel;
-    x->weight_bytes += (double)t->numel * width;
+    if (m->quant) {
+      /* integers with their scales and zero points, FP16 parts, F32 rest */
+      x->weight_bytes += (double)nl_vit_tensor_stored_bytes(m, i);
+    } else {
+      const nl_st_tensor *st = stored ? nl_st_find(stored, t->name) : NULL;
+      double width = st ? (double)nl_dtype_size(st->dtype) : 4.0;
+      x->weight_bytes += (double)t->numel * width;
+    }
   }
 
   /* FLOPs and activation bytes per image */

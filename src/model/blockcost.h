@@ -27,7 +27,13 @@
  * (as nl_vit_flops_per_image); the class-token and position adds are not
  * counted. Bytes read per image = the part's weights at their stored width
  * (the file's dtype; 4 where a tensor is not in the file) / batch + its
- * input activations at FP32 (acts above). */
+ * input activations at FP32 (acts above). A quantized model's weights
+ * count as stored (model/quant.h, nl_vit_tensor_stored_bytes): a quantized
+ * Linear oc x ic with g scale groups per row as oc ic (8-bit) or oc ic / 2
+ * (4-bit) bytes + 4 oc g (F32 scales) + oc g (I8/U8 zero points) + 4 ic
+ * (an unfolded input scale) + 4 (a static activation scale); FP16 parts 2
+ * bytes per value; the rest (biases, norms, embeddings) 4. params counts
+ * the weights themselves (oc ic), not their scales. */
 #ifndef NL_MODEL_BLOCKCOST_H
 #define NL_MODEL_BLOCKCOST_H
 

@@ -87,7 +87,7 @@ typedef struct {
 
 static lin_ref layer_ref(const nl_vit *m, int l, int k) {
   const nl_vit_block *B = &m->blocks[l];
-  const int D = m->cfg.dim, H = m->cfg.mlp_hidden;
+  const int D = m->cfg.dim, H = nl_vit_mlp_width(&m->cfg, l); /* per block: pruned models differ */
   switch (k) {
     case NL_QL_QKV: return (lin_ref){B->qkv_w, B->qkv_b, 3 * D, D};
     case NL_QL_PROJ: return (lin_ref){B->proj_w, B->proj_b, D, D};
@@ -471,15 +471,17 @@ int nl_quant_is_extra(const nl_vit_quant *q, const nl_vit_config *c, const char 
          qweight_layer(q, c, name, ".act_scale") >= 0;
 }
 
+size_t nl_vit_tensor_stored_bytes(const nl_vit *m, int i) {
+  const nl_param *p = &m->tensors[i];
+  int li = qweight_layer(m->quant, &m->cfg, p->name, ".weight");
+  if (li >= 0) return nl_qlinear_bytes(&m->quant->lin[li]);
+  if (m->quant && (tensor_part(p->name) & m->quant->fp16)) return p->numel * 2;
+  return p->numel * 4;
+}
+
 size_t nl_vit_stored_bytes(const nl_vit *m) {
   size_t b = 0;
-  for (int i = 0; i < m->ntensors; i++) {
-    const nl_param *p = &m->tensors[i];
-    int li = qweight_layer(m->quant, &m->cfg, p->name, ".weight");
-    if (li >= 0) b += nl_qlinear_bytes(&m->quant->lin[li]);
-    else if (m->quant && (tensor_part(p->name) & m->quant->fp16)) b += p->numel * 2;
-    else b += p->numel * 4;
-  }
+  for (int i = 0; i < m->ntensors; i++) b += nl_vit_tensor_stored_bytes(m, i);
   return b;
 }
 
@@ -684,12 +686,35 @@ static int read_layer(nl_vit *m, nl_vit_quant *q, int l, int k, const nl_st_file
       return nl_fail(err, NL_EINPUT, "%s: tensor '%s.act_scale' is %g, not a positive number", path,
                      base, (double)ql->act_scale);
   }
-  nl_qlinear_dequantize(ql, r.w);
-  if (ql->in_scale)
-    for (int o = 0; o < r.oc; o++)
-      for (int i = 0; i < r.ic; i++) r.w[(size_t)o * r.ic + i] *= ql->in_scale[i];
-  m->blocks[l].q[k] = ql;
+  nl_vit_block *B = &m->blocks[l];
+  if (q->int_only) {
+    /* no FP32 copy: the view is dropped, its part of m->params untouched */
+    float **view[NL_QL_COUNT] = {&B->qkv_w, &B->proj_w, &B->fc1_w, &B->fc2_w};
+    *view[k] = NULL;
+  } else {
+    nl_qlinear_dequantize(ql, r.w);
+    if (ql->in_scale)
+      for (int o = 0; o < r.oc; o++)
+        for (int i = 0; i < r.ic; i++) r.w[(size_t)o * r.ic + i] *= ql->in_scale[i];
+  }
+  B->q[k] = ql;
   return 0;
+}
+
+int nl_vit_tensor_fp32_absent(const nl_vit *m, int i) {
+  return m->quant && m->quant->int_only &&
+         qweight_layer(m->quant, &m->cfg, m->tensors[i].name, ".weight") >= 0;
+}
+
+int nl_vit_quant_check_trainable(const nl_vit *m, const char *path, const char *what,
+                                 nl_error *err) {
+  if (!m->quant) return 0;
+  char prec[160];
+  nl_vit_precision(m, prec, sizeof prec);
+  return nl_fail(err, NL_EINPUT,
+                 "%s: the model is quantized (%s): %s would change FP32 copies of its integer "
+                 "weights that saving does not keep; %s the FP32 model, then quantize it",
+                 path, prec, what, what);
 }
 
 int nl_quant_attach(nl_vit *m, nl_vit_quant *q, const nl_st_file *f, const char *path,

@@ -59,6 +59,7 @@ typedef struct nl_vit_quant {
   char method[16];     /* rtn, awq, smoothquant */
   float smooth;
   unsigned fp16;       /* parts stored as F16 */
+  int int_only;        /* loaded with nl_vit_load_opts.int_only: no FP32 copies */
   nl_qlinear *lin;     /* depth * NL_QL_COUNT; bits 0: not quantized */
   float *alpha;        /* depth * NL_QL_COUNT: chosen alpha (-1: none) */
 } nl_vit_quant;
@@ -106,8 +107,22 @@ int nl_vit_quantize(nl_vit *m, const float *images, int n, const nl_quant_opts *
 
 /* Bytes of the model's tensors at their stored widths. */
 size_t nl_vit_stored_bytes(const nl_vit *m);
+/* The same for m->tensors[i]: a quantized layer's weight is its integers
+ * with their scales, zero points, input and activation scales
+ * (nl_qlinear_bytes); a --keep-fp16 part 2 bytes per value; the rest 4. */
+size_t nl_vit_tensor_stored_bytes(const nl_vit *m, int i);
 /* "fp32", or e.g. "W8A8 (INT8 oneDNN)", "W4 g128 weight-only". */
 void nl_vit_precision(const nl_vit *m, char *buf, size_t cap);
+
+/* 1 when m->tensors[i] is a quantized weight loaded int_only: its region
+ * of m->params holds no values and must not be read. */
+int nl_vit_tensor_fp32_absent(const nl_vit *m, int i);
+/* 0 for an FP32 model; NL_EINPUT for a quantized one, naming path and
+ * `what` (e.g. "train"): its FP32 weights are only a decoded copy, which
+ * saving does not keep (it writes the integers), so changing them would be
+ * lost. */
+int nl_vit_quant_check_trainable(const nl_vit *m, const char *path, const char *what,
+                                 nl_error *err);
 
 /* ---- used by the loader and saver (vit_load.c) ---- */
 /* Parse __metadata__ quantization (NULL with NL_EINPUT on a bad scheme). */

@@ -129,6 +129,12 @@ typedef struct nl_vit {
 
 typedef struct nl_vit_load_opts {
   int heads;            /* > 0: override the number of heads */
+  int int_only;         /* a quantized model for inference only: the FP32 copies of its
+                           quantized weights are neither decoded nor touched (so not
+                           resident), their views (qkv_w, ...) NULL; the forward pass runs
+                           on the integers as always. Such a model must not be trained,
+                           extracted or saved (nl_vit_quant_check_trainable). No effect
+                           on an FP32 model. */
 } nl_vit_load_opts;
 
 /* Load a model: weights from a safetensors file (F32/F16/BF16, kept as

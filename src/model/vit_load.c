@@ -551,14 +551,27 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 /* The model takes the layout's tensor list; a zeroed parameter buffer,
- * every alpha 0.5 (not in the file / not DyT yet). */
-static void adopt_layout(nl_vit *m, layout *l) {
+ * every alpha 0.5 (not in the file / not DyT yet). skip (may be NULL):
+ * quantized layers whose FP32 copies stay out (nl_vit_load_opts.int_only):
+ * their regions are not written, so their pages are never touched. */
+static void adopt_layout(nl_vit *m, layout *l, const nl_vit_quant *skip) {
   m->tensors = l->p;
   m->ntensors = l->n;
   m->tensors_cap = l->cap;
   m->nparams = l->total;
   m->params = nl_aalloc(sizeof(float) * (l->total ? l->total : 1));
-  memset(m->params, 0, sizeof(float) * l->total);
+  if (!skip) memset(m->params, 0, sizeof(float) * l->total);
+  else {
+    /* zero everything but the skipped regions (gaps between tensors too) */
+    size_t at = 0;
+    for (int i = 0; i <= l->n; i++) {
+      int last = i == l->n;
+      if (!last && !nl_quant_is_qweight(skip, &m->cfg, l->p[i].name)) continue;
+      size_t end = last ? l->total : l->p[i].offset;
+      if (end > at) memset(m->params + at, 0, sizeof(float) * (end - at));
+      if (!last) at = l->p[i].offset + l->p[i].numel;
+    }
+  }
   for (int i = 0; i < l->n; i++)
     if (ends_with(l->p[i].name, ".alpha")) m->params[l->p[i].offset] = 0.5f;
 }
@@ -577,7 +590,7 @@ int nl_vit_create(nl_vit *m, const nl_vit_config *c, nl_error *err) {
   m->cfg = *c;
   layout l = {0};
   build_layout(&m->cfg, &l);
-  adopt_layout(m, &l);
+  adopt_layout(m, &l, NULL);
   wire(m);
   for (int i = 0; i < m->nnorms; i++) nl_vit_alpha_view(m, &m->norms[i], 0);
   return 0;
@@ -777,7 +790,8 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
     nl_st_close(&f);
     return -1;
   }
-  adopt_layout(m, &l);
+  if (qs && o && o->int_only) qs->int_only = 1;
+  adopt_layout(m, &l, qs && qs->int_only ? qs : NULL);
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
     if (t && nl_quant_is_qweight(qs, &m->cfg, l.p[i].name)) continue; /* nl_quant_attach */

@@ -12,6 +12,7 @@
 #include "base/interrupt.h"
 #include "base/mem.h"
 #include "base/timer.h"
+#include "model/quant.h"
 #include "train/loss.h"
 
 void nl_eval_opts_default(nl_eval_opts *o) {
@@ -57,7 +58,9 @@ size_t nl_vit_tensor_nonfinite(const nl_vit *m, int i, size_t *nan, size_t *inf)
   const nl_param *p = &m->tensors[i];
   const float *v = m->params + p->offset;
   size_t nn = 0, ni = 0;
-  for (size_t k = 0; k < p->numel; k++) {
+  /* integers without an FP32 copy (int_only): finite by construction */
+  const size_t numel = nl_vit_tensor_fp32_absent(m, i) ? 0 : p->numel;
+  for (size_t k = 0; k < numel; k++) {
     if (isnan(v[k])) nn++;
     else if (isinf(v[k])) ni++;
   }

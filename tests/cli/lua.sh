@@ -121,6 +121,48 @@ if have_fixtures && [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyt
   expect_out "Table 1" "paper.lua prints Table 1"
   expect_out "Table 2" "paper.lua prints Table 2"
   expect_out "LayerNorm" "paper.lua prints the cost comparison"
+  expect_status 0 "samples/edgeflex.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/edgeflex.lua" --quick \
+    --images 40 --seconds 0.05 --ratio 0.5 --profile-images 16 --calib-images 4 --output "$TMP/ef"
+  cp "$TMP/out" "$TMP/ef.txt"
+  # the budget table against hand figures of vit_small_p7 (T 17, D 64, Hm 256
+  # -> 128 kept, 12 blocks) and the step rows
+  res=$(python3 - "$TMP/ef.txt" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+num = lambda s: int(s.replace(",", ""))
+i = next(k for k, l in enumerate(lines) if l.startswith("part "))
+rows = {}
+for l in lines[i + 1:i + 14]:
+    f = l.split()
+    assert len(f) == 7, l
+    rows[f[0]] = [num(x) for x in f[1:]]
+bad = []
+parts = ["patch_embed", "norm1", "qkv", "attention", "proj", "norm2", "fc1", "gelu", "fc2",
+         "residual", "norm", "head"]
+if list(rows) != parts + ["total"]: bad.append("rows %s" % list(rows))
+for c in range(6):
+    if sum(rows[p][c] for p in parts) != rows["total"][c]: bad.append("column %d does not add up" % c)
+T, D, Hm, L = 17, 64, 256, 12
+if rows["fc1"][:2] != [L * 2 * T * D * Hm, L * 2 * T * D * Hm // 2]: bad.append("fc1 FLOPs %s" % rows["fc1"][:2])
+if rows["fc2"][2:4] != [L * (Hm * D + D), L * (Hm // 2 * D + D)]: bad.append("fc2 params %s" % rows["fc2"][2:4])
+# W8A8 qkv: 3D^2 int8 + 3D scales (4) and zero points (1) + F32 bias, + 4 T D activations
+if rows["qkv"][4:] != [L * (4 * 3 * D * D + 4 * 3 * D + 4 * T * D), L * (3 * D * D + 5 * 3 * D + 4 * 3 * D + 4 * T * D)]:
+    bad.append("qkv bytes %s" % rows["qkv"][4:])
+j = next(k for k, l in enumerate(lines) if l.startswith("step "))
+steps = [l for l in lines[j + 1:] if l and not l.startswith("last against")]
+names = [re.split(r"\s{2,}", s)[0] for s in steps]
+if names != ["fp32", "prune 0.5", "+ W8A8"]: bad.append("steps %s" % names)
+for s in steps:
+    m = re.match(r"^(.*?)\s+([0-9.]+)%\s+([0-9.]+)\s+([0-9.]+)\s+([0-9,]+)\s+([0-9,]+|-)$", s)
+    if not m or not 0 <= float(m.group(2)) <= 100 or float(m.group(3)) <= 0: bad.append("step row %r" % s)
+b = [num(re.split(r"\s+", s)[-2]) for s in steps]
+if not b[0] > b[1] > b[2] or b[0] != 2419752: bad.append("model bytes %s" % b)
+print("\n".join(bad) if bad else "ok")
+PY
+)
+  [ "$res" = ok ] || echo "$res" | sed 's/^/# /'
+  ok "$([ "$res" = ok ] && echo 0 || echo 1)" "edgeflex.lua: the budget table adds up and matches hand figures; one row per step"
+  [ -s "$TMP/ef/quantized.safetensors" ]; ok $? "edgeflex.lua writes the quantized model"
 else
   echo "ok $((_n + 1)) # SKIP Fashion-MNIST not installed"
   _n=$((_n + 1))

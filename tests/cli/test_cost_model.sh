@@ -134,6 +134,81 @@ expect_status 0 "--measure text" "$NORMLAB" cost --model "$M" --measure --second
 expect_out 'us/image +time +GFLOP/s' "measured columns"
 expect_out 'whole forward pass: [0-9.]+ us/image' "whole pass beside the parts"
 
+# a quantized model: the weights at their stored widths with their scales
+# (the bundled vit_small_p7: D = 64, Hm = 256, K = 10, 12 blocks), by hand
+# formulas and against the byte ranges of the file's own tensors; FLOPs and
+# parameter counts as the FP32 model's
+SMALL=$NL_SRCDIR/samples/models/vit_small_p7_fmnist.safetensors
+expect_status 0 "FP32 cost of the bundled model" "$NORMLAB" cost --model "$SMALL" --json --batch 4
+cp "$TMP/out" "$TMP/fp32.json"
+expect_status 0 "quantize W8 per channel" "$NORMLAB" quantize --model "$SMALL" --weights 8 --images 4 \
+  --output "$TMP/q8.safetensors"
+expect_status 0 "quantize W4 g32 AWQ, FP16 head" "$NORMLAB" quantize --model "$SMALL" --weights 4 \
+  --group 32 --method awq --keep-fp16 head --images 4 --output "$TMP/q4.safetensors"
+expect_status 0 "quantize W8A8 per tensor" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 8 \
+  --smooth 0.5 --act-mode tensor --images 4 --output "$TMP/qa8.safetensors"
+for q in q8 q4 qa8; do
+  expect_status 0 "$q: cost --model --json --batch 4" "$NORMLAB" cost --model "$TMP/$q.safetensors" --json --batch 4
+  cp "$TMP/out" "$TMP/$q.json"
+  res=$(python3 - "$q" "$TMP/$q.json" "$TMP/fp32.json" "$TMP/$q.safetensors" <<'PY'
+import json, struct, sys
+q, out, f32 = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+b = open(sys.argv[4], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+D, Hm, K, depth, B, T = 64, 256, 10, 12, 4, 17
+bits, group, tensor_scale = {"q8": (8, 0, 0), "q4": (4, 32, 0), "qa8": (8, 0, 1)}[q]
+def linear(l, name, oc, ic):  # stored bytes of a quantized Linear with its F32 bias
+    g = 1 if group == 0 else ic // group
+    ins = 4 * ic if "blocks.%d.%s.input_scale" % (l, name) in h else 0
+    return oc * ic * bits // 8 + 4 * oc * g + oc * g + ins + 4 * tensor_scale + 4 * oc
+hw = 2 if q == "q4" else 4    # the FP16 head
+want = {}
+for l in range(depth):
+    want[("qkv", l)] = linear(l, "attn.qkv", 3 * D, D)
+    want[("proj", l)] = linear(l, "attn.proj", D, D)
+    want[("fc1", l)] = linear(l, "mlp.fc1", Hm, D)
+    want[("fc2", l)] = linear(l, "mlp.fc2", D, Hm)
+    want[("norm1", l)] = want[("norm2", l)] = 4 * 2 * D
+want[("head", -1)] = hw * (D * K + K)
+# the same from the file: every tensor's byte range, by the part it feeds
+def part(name):
+    if name.startswith("blocks."):
+        l, rest = name.split(".", 2)[1:]
+        for k, p in (("attn.qkv.", "qkv"), ("attn.proj.", "proj"), ("mlp.fc1.", "fc1"),
+                     ("mlp.fc2.", "fc2"), ("norm1.", "norm1"), ("norm2.", "norm2")):
+            if rest.startswith(k): return (p, int(l))
+        return ("residual", int(l))
+    if name.startswith("head."): return ("head", -1)
+    if name.startswith("norm."): return ("norm", -1)
+    return ("patch_embed", -1)
+infile = {}
+for k, v in h.items():
+    if k != "__metadata__":
+        s, t = v["data_offsets"]; infile[part(k)] = infile.get(part(k), 0) + t - s
+bad = []
+rows = out["rows"]
+for r, r32 in zip(rows, f32["rows"]):
+    key = (r["part"], r.get("block", -1))
+    if key in want and r["weight_bytes"] != want[key]:
+        bad.append("%s weight bytes %s, by hand %s" % (key, r["weight_bytes"], want[key]))
+    if r["weight_bytes"] != infile.get(key, 0):
+        bad.append("%s weight bytes %s, in the file %s" % (key, r["weight_bytes"], infile.get(key, 0)))
+    if abs(r["bytes"] - (r["weight_bytes"] / B + r["activation_bytes"])) > 0.5:
+        bad.append("%s bytes read %s" % (key, r["bytes"]))
+    for f in ("part", "flops", "params", "activation_bytes"):
+        if r[f] != r32[f]: bad.append("%s %s %s, FP32 %s" % (key, f, r[f], r32[f]))
+if out["total"]["weight_bytes"] != len(b) - 8 - n:
+    bad.append("total weight bytes %s, file data %s" % (out["total"]["weight_bytes"], len(b) - 8 - n))
+print("\n".join(bad[:8]) if bad else "ok")
+PY
+)
+  [ "$res" = ok ] || echo "$res" | sed 's/^/# /'
+  ok "$([ "$res" = ok ] && echo 0 || echo 1)" "$q: weight bytes at the stored width with scales (hand formulas, file), FLOPs as FP32"
+done
+expect_status 0 "text table of the W8 model" "$NORMLAB" cost --model "$TMP/q8.safetensors"
+# qkv x 12: 12 * (3D*D + 3D*4 scales + 3D zero points + 3D*4 bias + 4*T*D) = 12 * 18,368
+expect_out '^  qkv x 12 +5,013,504 +149,760 +220,416$' "W8 qkv: 3D^2 + 3D scales, zero points and bias, + acts"
+expect_out '^  precision: W8 rtn weight-only' "the precision named"
+
 # bad input: exit 2, a clear message
 expect_status 2 "--batch 0" "$NORMLAB" cost --model "$M" --batch 0
 expect_err 'batch' "names --batch"

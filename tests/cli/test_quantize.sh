@@ -41,6 +41,29 @@ expect_out '^precision: W8A8' "bench forward reports the precision"
 expect_status 0 "bench forward of the FP32 model" "$NORMLAB" bench forward --model "$SMALL" --batch 4 --seconds 0.2
 expect_out '^precision: fp32' "bench forward reports fp32"
 
+# a budget-pruned model (a different MLP width in each block): every fc1 /
+# fc2 quantized at its own width (this crashed while the layers were sized
+# by the config's widest MLP)
+expect_status 0 "prune --budget-mb" "$NORMLAB" prune --model "$SMALL" --budget-mb 1.5 --score magnitude \
+  --output "$TMP/pb.safetensors"
+expect_status 0 "quantize a budget-pruned model" "$NORMLAB" quantize --model "$TMP/pb.safetensors" \
+  --weights 8 --images 4 --output "$TMP/pbq.safetensors"
+python3 - "$TMP/pb.safetensors" "$TMP/pbq.safetensors" >"$TMP/meta" <<'PY'
+import json, struct, sys
+def hdr(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; return json.loads(b[8:8 + n])
+f, q = hdr(sys.argv[1]), hdr(sys.argv[2])
+w = [f['blocks.%d.mlp.fc1.weight' % l]['shape'][0] for l in range(12)]
+ok = len(set(w)) > 1 and all(
+    q['blocks.%d.mlp.fc1.weight' % l]['shape'] == [w[l], 64] and q['blocks.%d.mlp.fc2.weight' % l]['shape'] == [64, w[l]]
+    and q['blocks.%d.mlp.fc1.weight_scale' % l]['shape'] == [w[l], 1] for l in range(12))
+print("ok" if ok else "bad %s" % w)
+PY
+ok $([ "$(cat "$TMP/meta")" = ok ]; echo $?) "each block's fc1 / fc2 quantized at its pruned width ($(cat "$TMP/meta"))"
+expect_status 0 "eval of the quantized budget-pruned model" "$NORMLAB" eval --model "$TMP/pbq.safetensors" --images 200 --batch 100 --json
+t=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$t >= 0.8" "its top-1 on 200 test images ($t)"
+
 # bad flags
 expect_status 2 "--weights 3" "$NORMLAB" quantize --model "$SMALL" --weights 3 --output "$TMP/x.safetensors"
 expect_status 2 "--weights missing" "$NORMLAB" quantize --model "$SMALL" --output "$TMP/x.safetensors"
@@ -56,6 +79,10 @@ expect_status 2 "--group 7 for 4 bits (odd)" "$NORMLAB" quantize --model "$SMALL
 expect_status 2 "--keep-fp16 unknown part" "$NORMLAB" quantize --model "$SMALL" --weights 8 --keep-fp16 head,wings --output "$TMP/x.safetensors"
 expect_err "unknown part 'wings'" "the message names the part"
 expect_status 2 "quantizing a quantized model" "$NORMLAB" quantize --model "$Q" --weights 8 --images 2 --output "$TMP/x.safetensors"
+expect_status 2 "training a quantized model" "$NORMLAB" train --model "$Q" --epochs 1 --output "$TMP/x.safetensors"
+expect_err 'the model is quantized \(W8 rtn.*saving does not keep; train the FP32 model, then quantize it' "the message names the reason"
+expect_status 2 "calibrating a quantized model" "$NORMLAB" calibrate --model "$Q" --teacher "$SMALL" --output "$TMP/x.safetensors"
+expect_err 'the model is quantized' "the message names the reason"
 ok $([ ! -e "$TMP/x.safetensors" ]; echo $?) "nothing written on errors"
 
 # corrupt quantized files

@@ -305,6 +305,26 @@ static void check_fixture(const char *model, const char *ref, const nl_quant_opt
   if (nl_vit_load(&m3, path, NULL, &err)) fail_msg("%s", err.msg);
   float *l3 = run_logits(&m3, rs.inputs, rs.n);
   assert_memory_equal(lq, l3, sizeof(float) * (size_t)rs.n * rs.classes);
+  /* loaded for inference only (no FP32 copies of the integer weights): the
+   * views are gone, the logits the same bit for bit, and training refused */
+  nl_vit m4;
+  const nl_vit_load_opts lo = {.int_only = 1};
+  if (nl_vit_load(&m4, path, &lo, &err)) fail_msg("%s", err.msg);
+  for (int l = 0; l < m4.cfg.depth; l++) {
+    const nl_vit_block *B = &m4.blocks[l];
+    assert_true(!B->q[NL_QL_QKV] == !!B->qkv_w && !B->q[NL_QL_PROJ] == !!B->proj_w);
+    assert_true(!B->q[NL_QL_FC1] == !!B->fc1_w && !B->q[NL_QL_FC2] == !!B->fc2_w);
+  }
+  assert_non_null(m4.blocks[0].q[NL_QL_QKV]);
+  float *l4 = run_logits(&m4, rs.inputs, rs.n);
+  assert_memory_equal(lq, l4, sizeof(float) * (size_t)rs.n * rs.classes);
+  assert_int_equal(nl_vit_stored_bytes(&m4), nl_vit_stored_bytes(&m));
+  assert_int_equal(nl_vit_quant_check_trainable(&m4, "q", "train", &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "quantized"));
+  assert_int_equal(nl_vit_quant_check_trainable(&m3, "q", "train", &err), -1);
+  free(l4);
+  nl_vit_free(&m4);
   unlink(path);
   free(l3);
   free(l2);
