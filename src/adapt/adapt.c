@@ -392,18 +392,6 @@ static json_t *report(run *r, const char *last_file, double total, nl_error *err
 
 /* ---- the run ---- */
 
-static char *keyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *keyf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  char *s = nl_xmalloc((size_t)n + 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
 
 static json_t *settings_json(const nl_adapt_opts *o) {
   const nl_gp_campaign_opts *g = &o->gp;
@@ -453,8 +441,8 @@ int nl_adapt_run(nl_adapt_opts *o, json_t **out, nl_error *err) {
   char *k_ln = NULL, *k_ev = NULL, *k_rp = NULL, *k_cal = NULL, *k_ra = NULL;
   if (rc == 0) {
     uint64_t fp = nl_vit_fingerprint(&r.teacher);
-    k_ln = keyf("model=%016llx eval=%d", (unsigned long long)fp, r.test.n);
-    k_ev = keyf("model=%016llx data=%s offset=%ld images=%d points=%ld xseed=%llu seq=%d seeds=%d "
+    k_ln = nl_xstrdupf("model=%016llx eval=%d", (unsigned long long)fp, r.test.n);
+    k_ev = nl_xstrdupf("model=%016llx data=%s offset=%ld images=%d points=%ld xseed=%llu seq=%d seeds=%d "
                 "pop=%d gens=%d max_nodes=%d complexity=%d select=%d budget=%s seed=%llu "
                 "layer=%s",
                 (unsigned long long)fp, g->data ? g->data : "fmnist:test", g->offset, g->images,
@@ -462,10 +450,10 @@ int nl_adapt_run(nl_adapt_opts *o, json_t **out, nl_error *err) {
                 c->gens, c->max_nodes, (int)c->complexity, (int)c->select,
                 o->budget ? o->budget : "-", (unsigned long long)c->seed,
                 g->layer ? g->layer : "all");
-    k_rp = keyf("%s | eval=%d", k_ev, r.test.n);
-    k_cal = keyf("%s | calibrate=%d what=%s epochs=%d", k_rp, o->calibrate, o->calib_what,
+    k_rp = nl_xstrdupf("%s | eval=%d", k_ev, r.test.n);
+    k_cal = nl_xstrdupf("%s | calibrate=%d what=%s epochs=%d", k_rp, o->calibrate, o->calib_what,
                  o->calib_epochs);
-    k_ra = keyf("%s | realign=%s epochs=%d images=%ld", o->calibrate ? k_cal : k_rp,
+    k_ra = nl_xstrdupf("%s | realign=%s epochs=%d images=%ld", o->calibrate ? k_cal : k_rp,
                 o->realign ? o->realign : "-", o->epochs, o->train_images);
   }
   /* LayerNorm */

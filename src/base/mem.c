@@ -1,6 +1,7 @@
 #include "base/mem.h"
 
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,18 @@ char *nl_xstrdup(const char *s) {
   char *d = nl_xmalloc(n + 1);
   memcpy(d, s, n + 1);
   return d;
+}
+
+char *nl_xstrdupf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *s = nl_xmalloc((size_t)(n > 0 ? n : 0) + 1);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)(n > 0 ? n : 0) + 1, fmt, ap);
+  va_end(ap);
+  return s;
 }
 
 char *nl_xstrndup(const char *s, size_t n) {

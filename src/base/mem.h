@@ -12,6 +12,8 @@ void *nl_xcalloc(size_t count, size_t size);
 void *nl_xrealloc(void *p, size_t n);
 char *nl_xstrdup(const char *s);
 char *nl_xstrndup(const char *s, size_t n);
+/* A new string formatted as printf would (free it). */
+char *nl_xstrdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* 64-byte aligned allocation for SIMD kernels; free with nl_afree(). */
 void *nl_aalloc(size_t n);

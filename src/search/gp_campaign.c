@@ -141,19 +141,6 @@ static char *safe_name(const char *layer) {
   return s;
 }
 
-static char *path_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-#include <stdarg.h>
-static char *path_fmt(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  char *s = nl_xmalloc((size_t)n + 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  return s;
-}
 
 typedef struct part {
   nl_gp_member *m;
@@ -270,7 +257,7 @@ void nl_gp_summary_free(nl_gp_summary *s) {
 static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *sig,
                        nl_gp_layer_summary *ls, nl_error *err) {
   char *sn = safe_name(layer);
-  char *out = path_fmt("%s/%s.csv", c->outdir, sn);
+  char *out = nl_xstrdupf("%s/%s.csv", c->outdir, sn);
   nl_atomic_file af;
   if (nl_atomic_open(&af, out, err) != 0) {
     free(sn);
@@ -280,8 +267,8 @@ static int merge_layer(const nl_gp_campaign *c, const char *layer, const char *s
   fprintf(af.fp, "%s\n", nl_gp_csv_header);
   int rc = 0, have = 0;
   for (int k = 0; k < c->seeds && rc == 0; k++) {
-    char *pf = path_fmt("%s/parts/%s.seed%d.csv", c->outdir, sn, k);
-    char *pp = path_fmt("%s/parts/%s.seed%d.partial.csv", c->outdir, sn, k);
+    char *pf = nl_xstrdupf("%s/parts/%s.seed%d.csv", c->outdir, sn, k);
+    char *pp = nl_xstrdupf("%s/parts/%s.seed%d.partial.csv", c->outdir, sn, k);
     part p;
     const char *use = NULL;
     if (nl_file_exists(pf)) use = pf;
@@ -384,7 +371,7 @@ static int write_chosen(const nl_gp_campaign *c, const nl_gp_summary *s, const n
   for (int k = 0; k < kept->n; k++)
     if (nl_maps_index(m, kept->e[k].name) < 0)
       nl_exprset_set(&set, kept->e[k].name, &kept->e[k].prog, kept->e[k].comment);
-  char *path = path_fmt("%s/chosen.exprs", c->outdir);
+  char *path = nl_xstrdupf("%s/chosen.exprs", c->outdir);
   int rc = nl_exprset_save(&set, path, err);
   free(path);
   nl_exprset_free(&set);
@@ -405,8 +392,8 @@ static char *first_part_sig(const char *outdir, const char *layer, char **path) 
   char *sn = safe_name(layer), *sig = NULL;
   *path = NULL;
   for (int k = 0; !sig; k++) {
-    char *pf = path_fmt("%s/parts/%s.seed%d.csv", outdir, sn, k);
-    char *pp = path_fmt("%s/parts/%s.seed%d.partial.csv", outdir, sn, k);
+    char *pf = nl_xstrdupf("%s/parts/%s.seed%d.csv", outdir, sn, k);
+    char *pp = nl_xstrdupf("%s/parts/%s.seed%d.partial.csv", outdir, sn, k);
     const char *use = nl_file_exists(pf) ? pf : nl_file_exists(pp) ? pp : NULL;
     part p;
     nl_error e2;
@@ -442,7 +429,7 @@ static int check_existing(const nl_gp_campaign *c, const int *li, int nl, const 
     char *sn = safe_name(layer);
     int stale = 0, rc = 0;
     for (int k = 0; k < c->seeds && rc == 0; k++) {
-      char *pf = path_fmt("%s/parts/%s.seed%d.csv", c->outdir, sn, k);
+      char *pf = nl_xstrdupf("%s/parts/%s.seed%d.csv", c->outdir, sn, k);
       part p;
       nl_error e2;
       if (nl_file_exists(pf) && part_read(pf, &p, &e2) == 0) {
@@ -564,7 +551,7 @@ static int campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *e
       return -1;
     }
   }
-  char *parts = path_fmt("%s/parts", c->outdir);
+  char *parts = nl_xstrdupf("%s/parts", c->outdir);
   if (nl_mkdir_p(parts, err) != 0) {
     free(parts);
     free(li);
@@ -575,7 +562,7 @@ static int campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *e
   /* what the directory already holds */
   nl_exprset kept;
   nl_exprset_init(&kept);
-  char *chosen = path_fmt("%s/chosen.exprs", c->outdir);
+  char *chosen = nl_xstrdupf("%s/chosen.exprs", c->outdir);
   int rc = nl_file_exists(chosen) ? nl_exprset_load(chosen, &kept, err) : 0;
   free(chosen);
   if (rc == 0) rc = check_existing(c, li, nl, sig, &kept, err);
@@ -601,8 +588,8 @@ static int campaign_run(const nl_gp_campaign *c, nl_gp_summary *out, nl_error *e
     char *sn = safe_name(L->name);
     for (int k = 0; k < c->seeds && rc == 0 && !stopped; k++) {
       w.task = i * c->seeds + k;
-      char *pf = path_fmt("%s/%s.seed%d.csv", parts, sn, k);
-      char *pp = path_fmt("%s/%s.seed%d.partial.csv", parts, sn, k);
+      char *pf = nl_xstrdupf("%s/%s.seed%d.csv", parts, sn, k);
+      char *pp = nl_xstrdupf("%s/%s.seed%d.partial.csv", parts, sn, k);
       int done = 0;
       if (nl_file_exists(pf)) {
         part p;
