@@ -212,6 +212,35 @@ typedef struct gen_cb {
   int task, ntasks; /* in-memory runs: which layer-seed this is */
 } gen_cb;
 
+/* The end of normlab.evolve, whichever way it searched: raise a failed
+ * on_generation, a search error or Ctrl-C (after its generation, as
+ * model:eval does: a script exits 130; only on_generation returning false
+ * is a quiet stop), else return the result table res with its layers, set,
+ * stopped and seconds. */
+static int evolve_finish(lua_State *L, const gen_cb *cb, int rc, const nl_error *err, int res,
+                         int layers, int setidx, int stopped, double t0) {
+  if (cb->failed) {
+    lua_pushvalue(L, cb->errslot);
+    if (lua_isnil(L, -1)) return luaL_error(L, "normlab.evolve: on_generation: stack overflow");
+    return luaL_error(L, "normlab.evolve: on_generation failed: %s", lua_tostring(L, -1));
+  }
+  if (rc != 0) {
+    if (nl_interrupted() && err->code != NL_EINPUT) return luaL_error(L, "normlab.evolve: interrupted");
+    return nl_lua_fail(L, "normlab.evolve", err);
+  }
+  if (nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
+  lua_pushvalue(L, layers);
+  lua_setfield(L, res, "layers");
+  lua_pushvalue(L, setidx);
+  lua_setfield(L, res, "set");
+  lua_pushboolean(L, stopped);
+  lua_setfield(L, res, "stopped");
+  lua_pushnumber(L, nl_now() - t0);
+  lua_setfield(L, res, "seconds");
+  lua_pushvalue(L, res);
+  return 1;
+}
+
 static void build_gen(lua_State *L, const void *d) {
   const nl_gp_progress *p = d;
   lua_createtable(L, 0, 10);
@@ -460,25 +489,7 @@ static int evolve_model(lua_State *L) {
     }
   }
   nl_gp_summary_free(&s);
-  if (cb.failed) {
-    lua_pushvalue(L, cb.errslot);
-    return luaL_error(L, "normlab.evolve: on_generation failed: %s", lua_tostring(L, -1));
-  }
-  if (rc != 0) {
-    if (nl_interrupted() && err.code != NL_EINPUT) return luaL_error(L, "normlab.evolve: interrupted");
-    return nl_lua_fail(L, "normlab.evolve", &err);
-  }
-  if (nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
-  lua_pushvalue(L, layers);
-  lua_setfield(L, res, "layers");
-  lua_pushvalue(L, setidx);
-  lua_setfield(L, res, "set");
-  lua_pushboolean(L, stopped);
-  lua_setfield(L, res, "stopped");
-  lua_pushnumber(L, nl_now() - t0);
-  lua_setfield(L, res, "seconds");
-  lua_pushvalue(L, res);
-  return 1;
+  return evolve_finish(L, &cb, rc, &err, res, layers, setidx, stopped, t0);
 }
 
 /* normlab.evolve(maps, {layer=, seeds=, seed=, pop=, gens=, max_nodes=, ...,
@@ -644,29 +655,7 @@ static int l_evolve(lua_State *L) {
     }
     if (rc == 0 && cb.failed) rc = -1;
   }
-  if (cb.failed) {
-    lua_pushvalue(L, cb.errslot);
-    if (lua_isnil(L, -1)) return luaL_error(L, "normlab.evolve: on_generation: stack overflow");
-    return luaL_error(L, "normlab.evolve: on_generation failed: %s", lua_tostring(L, -1));
-  }
-  if (rc != 0) {
-    if (nl_interrupted() && err.code != NL_EINPUT) return luaL_error(L, "normlab.evolve: interrupted");
-    return nl_lua_fail(L, "normlab.evolve", &err);
-  }
-  /* Ctrl-C stops the search after its generation and is then raised, as
-   * model:eval does (a script exits 130); only on_generation returning
-   * false is a quiet stop */
-  if (nl_interrupted()) return luaL_error(L, "normlab.evolve: interrupted");
-  lua_pushvalue(L, layers);
-  lua_setfield(L, res, "layers");
-  lua_pushvalue(L, setidx);
-  lua_setfield(L, res, "set");
-  lua_pushboolean(L, stopped);
-  lua_setfield(L, res, "stopped");
-  lua_pushnumber(L, nl_now() - t0);
-  lua_setfield(L, res, "seconds");
-  lua_pushvalue(L, res);
-  return 1;
+  return evolve_finish(L, &cb, rc, &err, res, layers, setidx, stopped, t0);
 }
 
 /* normlab.adapt{model =, output =, budget =, sequential =, calibrate =,
