@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "app/bench.h"
+#include "app/data_load.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/text.h"
@@ -112,7 +113,7 @@ static const nl_opt opts[] = {
     {"train", NL_OPT_FLAG, NULL, NULL, "bench data: RandomResizedCrop + flip instead of the eval transform", NULL, 0},
     {"seed", NL_OPT_INT, "S", "0", "bench data: seed of the training crops", NULL, 0},
     {"dump", NL_OPT_STR, "FILE", NULL, "bench data: write the transformed images (safetensors, U8)", NULL, NL_OPTF_PATH},
-    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "bench data: leave out images that fail to decode", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {0},
 };
 

@@ -14,7 +14,7 @@
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:test", "data spec: " NL_DATA_SPEC_HELP, NULL, 0},
-    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "leave out images that fail to decode (reported); else an error", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"offset", NL_OPT_INT, "N", "0", "skip the first N images", NULL, 0},
     {"images", NL_OPT_INT, "N", "0", "evaluate at most N images (0: all)", NULL, 0},
     {"batch", NL_OPT_INT, "B", "100", "images per forward pass", NULL, 0},
@@ -86,7 +86,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   /* image folders stream: 8 batches at a time, the next decoded meanwhile */
   const char *spec = nl_arg_str(a, "data");
   nl_data_stream *st;
-  if (nl_app_open_stream(ctx, spec, offset, limit, &m.cfg, nl_arg_flag(a, "skip-bad"),
+  if (nl_app_open_stream(ctx, spec, offset, limit, &m.cfg, nl_app_skip_bad(a),
                          (int)(batch * 8 > 512 ? batch * 8 : 512), &st, err)) {
     nl_vit_free(&m);
     nl_model_norms_free(&norms);
@@ -115,12 +115,17 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
         json_object_set_new(j, "set", json_string(norms.label));
         json_object_set_new(j, "replaced", json_integer(replaced));
       }
+      json_object_set_new(j, "skipped", json_integer((json_int_t)r.skipped));
       if (r.stopped) json_object_set_new(j, "interrupted", json_true());
       nl_json_print(ctx->out, j);
       json_decref(j);
     } else {
-      fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              what, spec, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+      char skipped[96] = "";
+      if (r.skipped)
+        snprintf(skipped, sizeof skipped, ", %ld bad image%s skipped (not counted)", r.skipped,
+                 r.skipped == 1 ? "" : "s");
+      fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images%s (%.1f images/s)%s\n",
+              what, spec, 100 * f1, 100 * f5, done, skipped, ips, r.stopped ? " [interrupted]" : "");
     }
     if (r.stopped)
       rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %ld images", done,
@@ -143,7 +148,9 @@ const nl_cmd nl_cmd_eval = {
             "Debian's dataset-fashion-mnist; imagefolder:DIR or cifar10:DIR[:test] through\n"
             "the model's timm transform), normalised with the model's mean/std, and\n"
             "prints top-1, top-5, the number of images and images/s. Ctrl-C stops early\n"
-            "and reports the images done so far. A model with NaN or infinite parameters,\n"
+            "and reports the images done so far. --skip-bad leaves out images that fail to\n"
+            "decode, names each on stderr, and counts them in the summary; top-1 and top-5\n"
+            "are then over the images used. A model with NaN or infinite parameters,\n"
             "or whose logits are not finite, is an error naming the tensor (exit 2).\n"
             "--set replaces the norms before evaluating (as replace --set, nothing written);\n"
             "at the prompt it defaults to the session's expression set, as it is, on the\n"

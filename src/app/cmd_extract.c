@@ -17,7 +17,7 @@ static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
      "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:test", "images: " NL_DATA_SPEC_HELP, NULL, 0},
-    {"skip-bad", NL_OPT_FLAG, NULL, NULL, "leave out images that fail to decode (reported); else an error", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"offset", NL_OPT_INT, "N", "0", "first image of the split", NULL, 0},
     {"images", NL_OPT_INT, "N", "64", "images to run", NULL, 0},
     {"points", NL_OPT_INT, "N", "50000", "points sampled per layer (0: every position)", NULL, 0},
@@ -65,14 +65,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vit m;
   if (nl_vit_load(&m, model, NULL, err) != 0) return -1;
   nl_dataset d;
-  if (nl_app_load_data(ctx, spec, offset, images, &m.cfg, nl_arg_flag(a, "skip-bad"), &d, err) != 0) {
+  if (nl_app_load_images(ctx, spec, offset, images, &m.cfg, nl_app_skip_bad(a), &d, err) != 0) {
     nl_vit_free(&m);
     return -1;
   }
   int rc = 0;
-  if (d.n < images)
-    rc = nl_fail(err, NL_EINPUT, "%s has only %d images from offset %ld; --images %ld asked for",
-                 spec, d.n, offset, images);
   if (rc == 0 && (d.rows != m.cfg.img_size || d.cols != m.cfg.img_size))
     rc = nl_fail(err, NL_EINPUT, "%s images are %dx%d; the model expects %dx%d", spec, d.rows,
                  d.cols, m.cfg.img_size, m.cfg.img_size);
@@ -87,7 +84,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                          .threads = ctx->threads,
                          .progress = ctx->tty ? progress : NULL,
                          .progress_user = ctx};
-    rc = nl_extract(&m, (int)images, fill, &s, &o, &maps, err);
+    rc = nl_extract(&m, d.n, fill, &s, &o, &maps, err); /* the images used */
     if (ctx->tty) fputc('\n', ctx->err);
   }
   double t2 = nl_now();
@@ -102,10 +99,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     rc = nl_maps_save(&maps, out, err);
   }
   if (rc == 0) {
-    fprintf(ctx->out, "wrote %s: %d layers x %zu points from %ld images of %s (offset %ld)\n",
-            out, maps.nlayers, maps.layers[0].n, images, spec, offset);
+    char skipped[96] = "";
+    if (d.skipped)
+      snprintf(skipped, sizeof skipped, "; %d bad image%s skipped", d.skipped,
+               d.skipped == 1 ? "" : "s");
+    fprintf(ctx->out, "wrote %s: %d layers x %zu points from %d images of %s (offset %ld%s)\n",
+            out, maps.nlayers, maps.layers[0].n, d.n, spec, offset, skipped);
     fprintf(ctx->out, "time: %.3f s extraction (%.1f images/s), %.3f s in all\n", t2 - t1,
-            (double)images / (t2 - t1), nl_now() - t0);
+            (double)d.n / (t2 - t1), nl_now() - t0);
   }
   nl_maps_free(&maps);
   nl_dataset_free(&d);
@@ -123,7 +124,8 @@ const nl_cmd nl_cmd_extract = {
             "affine). Positions are drawn from --seed alone: the same seed picks the same\n"
             "positions for any --batch and thread count. Writes a mappings file: per layer\n"
             "F32 tensors <layer>.x and <layer>.y, metadata model, data, offset, images,\n"
-            "points, seed.",
+            "points, seed. --skip-bad leaves out images that fail to decode (named on\n"
+            "stderr, counted in the summary): the points come from the images used.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

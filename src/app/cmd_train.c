@@ -37,6 +37,7 @@ static const nl_opt opts[] = {
      NL_OPTF_PATH | NL_OPTF_SESSION},
     {"data", NL_OPT_STR, "SPEC", "fmnist:train", "training data", NULL, 0},
     {"eval", NL_OPT_STR, "SPEC", "fmnist:test", "evaluation data", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"epochs", NL_OPT_INT, "E", "1", "epochs", NULL, 0},
     {"lr", NL_OPT_NUM, "X", "0.0005", "base learning rate (backbone group)", NULL, 0},
     {"lr-affine", NL_OPT_NUM, "X", NULL, "learning rate of the norm affines (default --lr)", NULL,
@@ -146,8 +147,12 @@ static int save_position(const nl_vit_trainer *t, json_t *log, run_dir *rd, nl_e
 typedef struct {
   nl_vit m, teacher;
   int have_m, have_t;
-  nl_dataset tr, ev;
-  int have_tr, have_ev;
+  nl_dataset tr;
+  int have_tr;
+  uint8_t *seen_bad;   /* --skip-bad, streamed: per training entry, reported already */
+  long tr_skipped;     /* training images left out (distinct) */
+  long ev_skipped;     /* evaluation images left out */
+  int ev_reported;     /* the evaluation data's bad images were named once */
   float *xtr, *xb, *xa;
   int32_t *yb;
   nl_train_stream *ts; /* image folders and CIFAR: decoded chunk by chunk */
@@ -186,18 +191,17 @@ static void cleanup(train_state *s) {
   if (s->have_t_) nl_vt_free(&s->t);
   free(s->xtr), free(s->xb), free(s->xa), free(s->yb);
   nl_train_stream_close(s->ts);
+  free(s->seen_bad);
   if (s->have_tr) nl_dataset_free(&s->tr);
-  if (s->have_ev) nl_dataset_free(&s->ev);
   if (s->have_t) nl_vit_free(&s->teacher);
   if (s->have_m) nl_vit_free(&s->m);
   if (s->log) json_decref(s->log);
 }
 
-/* Load a dataset the model can take; x (when not NULL) receives all of
- * it, normalised. */
-static int load_data(nl_ctx *ctx, nl_dataset *d, const char *spec, long limit, const nl_vit *m,
-                     const char *model, float **x, nl_error *err) {
-  if (nl_app_load_data(ctx, spec, 0, limit, &m->cfg, 0, d, err)) return -1;
+/* Load a dataset the model can take; x receives all of it, normalised. */
+static int load_data(nl_ctx *ctx, nl_dataset *d, const char *spec, long limit, int skip_bad,
+                     const nl_vit *m, const char *model, float **x, nl_error *err) {
+  if (nl_app_load_data(ctx, spec, 0, limit, &m->cfg, skip_bad, d, err)) return -1;
   if (nl_vit_check_data(m, d, model, err)) return -1;
   if (!x) return 0;
   const nl_vit_config *c = &m->cfg;
@@ -216,19 +220,60 @@ static json_t *epoch_row(long epoch, long steps, double lr, double loss, double 
                    "top1", t1, "top5", t5, "seconds", sec, "images_per_second", ips);
 }
 
-/* Top-1 / top-5 of the model being trained on the evaluation data. */
-static int evaluate(const train_state *S, const nl_train_opts *A, double *t1, double *t5,
-                    nl_error *err) {
+/* The evaluation data streams as eval's does (nl_app_open_stream): this
+ * many images a chunk, the next decoded meanwhile, so that its memory does
+ * not grow with --eval-images; whole batches of EVAL_BATCH. */
+#define EVAL_BATCH 256
+#define EVAL_CHUNK (2 * EVAL_BATCH)
+
+/* Top-1 / top-5 of the model being trained on the evaluation data (over
+ * the images used: *images of them; bad ones left out with --skip-bad,
+ * named on the first evaluation only). */
+static int evaluate(nl_ctx *ctx, train_state *S, const nl_train_opts *A, double *t1, double *t5,
+                    long *images, nl_error *err) {
+  const int skip = A->skip_bad ? (S->ev_reported ? NL_SKIP_QUIET : NL_SKIP_REPORT) : 0;
+  nl_data_stream *st;
+  if (nl_app_open_stream(ctx, A->eval, 0, A->eval_limit, &S->m.cfg, skip, EVAL_CHUNK, &st, err))
+    return nl_error_prefix(err, "--eval");
   nl_eval_opts eo;
   nl_eval_opts_default(&eo);
-  eo.batch = 256;
+  eo.batch = EVAL_BATCH;
   eo.threads = A->threads;
   eo.model_name = A->model;
   nl_eval_result r;
-  if (nl_vit_evaluate(&S->m, &S->ev, &eo, &r, err)) return -1;
+  int rc = nl_vit_evaluate_stream(&S->m, st, &eo, &r, err);
+  nl_data_stream_close(st);
+  if (rc) return -1;
+  S->ev_reported = 1;
+  S->ev_skipped = r.skipped;
   *t1 = r.images ? (double)r.top1 / r.images : 0;
   *t5 = r.images ? (double)r.top5 / r.images : 0;
+  *images = r.images;
   return 0;
+}
+
+/* Before anything is written: the evaluation data opens, and its first
+ * image suits the model (evaluate checks every chunk again). */
+static int check_eval_data(nl_ctx *ctx, const train_state *S, const nl_train_opts *A,
+                           nl_error *err) {
+  nl_data_stream *st;
+  if (nl_app_open_stream(ctx, A->eval, 0, 1, &S->m.cfg, A->skip_bad ? NL_SKIP_QUIET : 0, 1, &st,
+                         err))
+    return nl_error_prefix(err, "--eval");
+  nl_dataset d;
+  int rc = nl_data_stream_next(st, &d, err);
+  if (!rc && d.n > 0) rc = nl_vit_check_data(&S->m, &d, A->model, err);
+  nl_dataset_free(&d);
+  nl_data_stream_close(st);
+  return rc ? nl_error_prefix(err, "--eval") : 0;
+}
+
+/* The skipped counts as recorded in the log. */
+static void log_skipped(const train_state *S, const nl_train_opts *A) {
+  if (A->skip_bad)
+    json_object_set_new(S->log, "skipped",
+                        json_pack("{s:I, s:I}", "data", (json_int_t)S->tr_skipped, "eval",
+                                  (json_int_t)S->ev_skipped));
 }
 
 /* Continue the run in rd: the position, parameters, optimizer state and
@@ -314,15 +359,17 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
      * B = --batch, or B = all the images in one batch when they are fewer
      * (then the pass is one chunk) */
     int chunk = (int)(A->batch < 64 ? (64 / A->batch) * A->batch : A->batch);
-    if (nl_app_open_train_stream(ctx, A->data, A->limit, c, A->augment, dw > 0 ? dw : 1, chunk,
-                                 &S->ts, &S->tr, err) ||
+    if (nl_app_open_train_stream(ctx, A->data, A->limit, c, A->augment, A->skip_bad,
+                                 dw > 0 ? dw : 1, chunk, &S->ts, &S->tr, err) ||
         nl_vit_check_data(m, &S->tr, A->model, err))
       return -1;
-  } else if (load_data(ctx, &S->tr, A->data, A->limit, m, A->model, &S->xtr, err)) {
+    if (A->skip_bad) S->seen_bad = nl_xcalloc((size_t)S->tr.n + 1, 1);
+  } else if (load_data(ctx, &S->tr, A->data, A->limit, A->skip_bad ? NL_SKIP_REPORT : 0, m,
+                       A->model, &S->xtr, err)) {
     return -1;
   }
-  S->have_ev = 1;
-  if (load_data(ctx, &S->ev, A->eval, A->eval_limit, m, A->model, NULL, err)) return -1;
+  S->tr_skipped = S->tr.skipped;
+  if (check_eval_data(ctx, S, A, err)) return -1;
   const int ntr = S->tr.n, B = (int)(A->batch < ntr ? A->batch : ntr);
   const long nb = ntr / B; /* full batches per epoch; the rest is dropped, as timm does */
   const size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
@@ -388,11 +435,16 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     json_object_set_new(S->log, "config", config);
     json_object_set_new(S->log, "epochs", json_array());
     double t1, t5, e0 = nl_now();
-    if (evaluate(S, A, &t1, &t5, err)) return -1;
+    long evn;
+    if (evaluate(ctx, S, A, &t1, &t5, &evn, err)) return -1;
     json_array_append_new(json_object_get(S->log, "epochs"),
                           epoch_row(0, 0, 0, -1, t1, t5, nl_now() - e0, 0));
-    fprintf(ctx->err, "train: epoch 0 (before training): top-1 %.2f %%, top-5 %.2f %% on %d images\n",
-            100 * t1, 100 * t5, S->ev.n);
+    log_skipped(S, A);
+    char sk[80] = "";
+    if (S->ev_skipped)
+      snprintf(sk, sizeof sk, " (%ld bad skipped, not counted)", S->ev_skipped);
+    fprintf(ctx->err, "train: epoch 0 (before training): top-1 %.2f %%, top-5 %.2f %% on %ld images%s\n",
+            100 * t1, 100 * t5, evn, sk);
   }
   const nl_tr_sched sch = nl_vt_schedule(A->cosine, A->warmup, A->epochs * nb);
   json_t *rows = json_object_get(S->log, "epochs");
@@ -417,6 +469,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     long b = e == epoch0 + 1 ? batch0 : 0;
     /* the chunk of the stream the batches come from */
     const uint8_t *chunk = NULL;
+    const char *const *bad = NULL; /* --skip-bad: per image of the chunk, its message or NULL */
     long chunk_n = 0, chunk_at = 0;
     if (stream) {
       uint64_t crop_seed = nl_rng_u64(&pr); /* the draw the whole-set path makes */
@@ -424,7 +477,8 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     } else if (rrc) {
       nl_dataset_free(&S->tr);
       S->have_tr = 0;
-      if (nl_app_load_train_data(ctx, A->data, A->limit, c, nl_rng_u64(&pr), &S->tr, err)) {
+      if (nl_app_load_train_data(ctx, A->data, A->limit, c, A->skip_bad ? NL_SKIP_QUIET : 0,
+                                 nl_rng_u64(&pr), &S->tr, err)) {
         rc = -1;
         break;
       }
@@ -443,9 +497,10 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         break;
       }
       const long step = (e - 1) * nb + b;
+      int n = B; /* images of the step: B, less the bad ones left out (--skip-bad) */
       if (stream) {
         if (chunk_at + B > chunk_n) {
-          if (nl_train_stream_next(S->ts, &chunk, &chunk_n, err)) {
+          if (nl_train_stream_next(S->ts, &chunk, &bad, &chunk_n, err)) {
             rc = nl_error_prefix(err, "epoch %ld, batch %ld", e, b + 1);
             break;
           }
@@ -458,11 +513,31 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         nl_dataset view = S->tr;
         view.images = (uint8_t *)chunk;
         view.n = (int)chunk_n;
-        nl_dataset_normalize(&view, (int)chunk_at, B, c->in_chans, c->nmean, c->mean, c->std,
-                             A->augment && !rrc ? S->xa : S->xb);
+        float *dst = A->augment && !rrc ? S->xa : S->xb;
+        if (!bad) {
+          nl_dataset_normalize(&view, (int)chunk_at, B, c->in_chans, c->nmean, c->mean, c->std,
+                               dst);
+          for (int k = 0; k < B; k++) S->yb[k] = S->tr.labels[perm[b * B + k]];
+        } else { /* the good images of the batch, each with its own label */
+          n = 0;
+          for (int k = 0; k < B; k++) {
+            int idx = perm[b * B + k];
+            const char *msg = bad[chunk_at + k];
+            if (msg) {
+              if (!S->seen_bad[idx]) {
+                S->seen_bad[idx] = 1;
+                S->tr_skipped++;
+                nl_app_report_bad(ctx, msg);
+              }
+              continue;
+            }
+            nl_dataset_normalize(&view, (int)chunk_at + k, 1, c->in_chans, c->nmean, c->mean,
+                                 c->std, dst + (size_t)n * img);
+            S->yb[n++] = S->tr.labels[idx];
+          }
+        }
         chunk_at += B;
       }
-      for (int k = 0; k < B && stream; k++) S->yb[k] = S->tr.labels[perm[b * B + k]];
       for (int k = 0; k < B && !stream; k++) {
         int idx = perm[b * B + k];
         memcpy((A->augment && !rrc ? S->xa : S->xb) + (size_t)k * img, S->xtr + (size_t)idx * img,
@@ -473,13 +548,14 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         nl_rng ar;
         nl_rng_stream(&ar, seed, 0x200000000ull + (uint64_t)step);
         nl_tr_augment_draw(aug, B, 2, 0.5f, &ar);
-        nl_tr_augment_apply(S->xb, S->xa, aug, B, c->in_chans, c->img_size, c->img_size, 2, pad);
+        nl_tr_augment_apply(S->xb, S->xa, aug, n, c->in_chans, c->img_size, c->img_size, 2, pad);
       }
+      if (n == 0) continue; /* a batch of bad images only: no step */
       nl_rng dr;
       nl_rng_stream(&dr, seed, 0x300000000ull + (uint64_t)step);
       float mult = (float)nl_tr_lr_mult(&sch, step);
       lr_now = A->lr * mult;
-      if (nl_vt_step(t, S->xb, S->yb, B, &dr, mult, err)) {
+      if (nl_vt_step(t, S->xb, S->yb, n, &dr, mult, err)) {
         rc = nl_error_prefix(err, "epoch %ld, batch %ld", e, b);
         break;
       }
@@ -487,7 +563,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
         if (S->ts) nl_train_stream_begin(S->ts, NULL, 0, 0); /* nothing reads perm after this */
         free(perm);
         free(aug);
-        if (dump_grads(S, B, S->dump_grads, err)) return -1;
+        if (dump_grads(S, n, S->dump_grads, err)) return -1;
         fprintf(ctx->out, "wrote the batch and gradients of step %ld (loss %.6f) to %s\n", step + 1,
                 t->loss, S->dump_grads);
         return 0;
@@ -516,10 +592,12 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
       break;
     }
     double t1, t5;
-    if (evaluate(S, A, &t1, &t5, err)) {
+    long evn;
+    if (evaluate(ctx, S, A, &t1, &t5, &evn, err)) {
       rc = -1;
       break;
     }
+    log_skipped(S, A);
     double ips = sec_sum > 0 ? (double)nb * B / sec_sum : 0;
     json_array_append_new(rows, epoch_row(e, e * nb, lr_now, loss_sum / (nb ? nb : 1), t1, t5,
                                           sec_sum, ips));
@@ -571,6 +649,12 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
               json_number_value(json_object_get(r, "images_per_second")));
     }
   }
+  if (A->skip_bad) /* the summary of --skip-bad */
+    fprintf(ctx->err,
+            "train: %ld bad training image%s and %ld bad evaluation image%s skipped "
+            "(--skip-bad); loss and top-1 are over the images used\n",
+            S->tr_skipped, S->tr_skipped == 1 ? "" : "s", S->ev_skipped,
+            S->ev_skipped == 1 ? "" : "s");
   if (stopped)
     return nl_fail(err, NL_EINTR, "stopped; the run is saved in %s: add --resume to continue",
                    rd.dir);
@@ -633,10 +717,14 @@ const nl_cmd nl_cmd_train = {
         "DIR/last.safetensors, the state DIR/state.safetensors (parameters, optimizer, log:\n"
         "the one commit point a resume reads) and the log DIR/train.json and DIR/train.csv.\n"
         "--resume continues where the run stopped, with the run's settings: only --epochs,\n"
-        "--threads and --json may change. Ctrl-C saves and stops (exit 130). Same --seed,\n"
+        "--threads, --json and --skip-bad may change. Ctrl-C saves and stops (exit 130). Same --seed,\n"
         "same run. --set replaces the model's norms before training (as replace --set);\n"
         "at the prompt it defaults to the session's expression set, as it is, on the\n"
-        "session's model ('--set none': the model as loaded).",
+        "session's model ('--set none': the model as loaded). The --eval data streams in\n"
+        "chunks (as eval's), whatever its size. A bad image in --data or --eval stops the\n"
+        "run (exit 2, the last saved epoch kept); --skip-bad leaves it out instead (named\n"
+        "once on stderr, counted in the summary and in train.json \"skipped\"): a batch\n"
+        "steps on its good images, top-1 is over the images used.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

@@ -78,7 +78,8 @@ void nl_dataset_free(nl_dataset *d);
  * bounded: one chunk ahead) while the caller works on the current one;
  * Fashion-MNIST comes as one chunk. Warnings of --skip-bad and progress go
  * through o on the caller's thread. nl_data_stream_next gives an empty
- * dataset (n 0) at the end; every chunk it gives is the caller's to free.
+ * dataset (n 0, skipped 0) at the end; a chunk whose images were all left
+ * out has n 0 and skipped > 0; every chunk it gives is the caller's to free.
  * Close joins the prefetch. */
 typedef struct nl_data_stream nl_data_stream;
 int nl_data_stream_open(nl_data_stream **s, const char *spec, long offset, long limit,
@@ -105,8 +106,12 @@ int nl_train_stream_open(nl_train_stream **s, const char *spec, long limit,
 void nl_train_stream_begin(nl_train_stream *s, const int *order, long n, uint64_t seed);
 /* The next chunk of the pass: *count images (planar, the model's size and
  * channels), the stream's until the next call; 0 images at the end. An
- * image that fails to decode ends the pass: an NL_EINPUT error naming it. */
-int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, long *count, nl_error *err);
+ * image that fails to decode ends the pass (an NL_EINPUT error naming it)
+ * unless o->skip_bad: then *bad (when bad is not NULL) is per image of the
+ * chunk its message (NULL for a good one; its pixels are not to be used),
+ * the stream's until the next call, or NULL when every image is good. */
+int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, const char *const **bad,
+                         long *count, nl_error *err);
 void nl_train_stream_close(nl_train_stream *s);
 
 /* Normalise images [first, first + n) into out [n, channels, rows, cols]:

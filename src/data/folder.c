@@ -511,6 +511,7 @@ struct nl_train_stream {
   long p_at, p_count;
   atomic_long p_next;    /* the next task of the chunk */
   char **p_msg;          /* per task: the error, or NULL */
+  char **h_msg;          /* skip_bad: the messages of the chunk handed out */
   atomic_int cancel;
 };
 
@@ -582,6 +583,7 @@ int nl_train_stream_open(nl_train_stream **out, const char *spec, long limit,
   s->workers = nl_threads_count(o->threads);
   for (int b = 0; b < 2; b++) s->buf[b] = nl_xmalloc((size_t)s->chunk * s->img + 1);
   s->p_msg = nl_xcalloc((size_t)s->chunk, sizeof(char *));
+  s->h_msg = nl_xcalloc((size_t)s->chunk, sizeof(char *));
   atomic_init(&s->cancel, 0);
   atomic_init(&s->p_next, 0);
   snprintf(shell->name, sizeof shell->name, "%s", spec);
@@ -611,18 +613,32 @@ void nl_train_stream_begin(nl_train_stream *s, const int *order, long n, uint64_
   if (n > 0) tr_start(s);
 }
 
-int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, long *count, nl_error *err) {
+int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, const char *const **bad,
+                         long *count, nl_error *err) {
   *images = NULL;
   *count = 0;
+  if (bad) *bad = NULL;
+  /* the messages of the chunk handed out last */
+  for (long t = 0; t < s->chunk; t++) {
+    free(s->h_msg[t]);
+    s->h_msg[t] = NULL;
+  }
   if (!s->busy) return 0; /* the end of the pass */
   tr_join(s);
-  for (long t = 0; t < s->p_count; t++)
-    if (s->p_msg[t]) {
-      nl_fail(err, NL_EINPUT, "%s", s->p_msg[t]);
+  int nbad = 0;
+  for (long t = 0; t < s->p_count; t++) {
+    if (!s->p_msg[t]) continue;
+    if (!s->o.skip_bad || !bad) {
+      nl_fail(err, NL_EINPUT, "%s (use --skip-bad to leave bad images out)", s->p_msg[t]);
       tr_clear_msgs(s);
       s->at = s->n; /* the pass ends here */
       return -1;
     }
+    s->h_msg[t] = s->p_msg[t]; /* handed out with the chunk */
+    s->p_msg[t] = NULL;
+    nbad++;
+  }
+  if (nbad) *bad = (const char *const *)s->h_msg;
   s->cur = 1 - s->cur;
   *images = s->buf[s->cur];
   *count = s->p_count;
@@ -634,6 +650,8 @@ int nl_train_stream_next(nl_train_stream *s, const uint8_t **images, long *count
 void nl_train_stream_close(nl_train_stream *s) {
   if (!s) return;
   tr_cancel(s);
+  for (long t = 0; t < s->chunk; t++) free(s->h_msg[t]);
+  free(s->h_msg);
   free(s->p_msg);
   free(s->buf[0]);
   free(s->buf[1]);

@@ -156,6 +156,7 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
   r->images = r->top1 = r->top5 = 0;
   r->seconds = 0;
   r->stopped = 0;
+  r->skipped = d->skipped;
   const char *mn = name_of(o->model_name);
   if (nl_vit_check_data(m, d, mn, err) || nl_vit_check_finite(m, mn, err)) return -1;
   const nl_vit_config *c = &m->cfg;
@@ -241,9 +242,12 @@ int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opt
     }
     nl_dataset d;
     if ((rc = nl_data_stream_next(s, &d, err)) != 0) break;
-    if (d.n == 0) {
+    if (d.n == 0) { /* the end, or a chunk of bad images only */
+      int end = d.skipped == 0;
+      r->skipped += d.skipped;
       nl_dataset_free(&d);
-      break;
+      if (end) break;
+      continue;
     }
     nl_eval_result cr;
     rc = nl_vit_evaluate(m, &d, &co, &cr, err);
@@ -251,6 +255,7 @@ int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opt
     r->images += cr.images;
     r->top1 += cr.top1;
     r->top5 += cr.top5;
+    r->skipped += cr.skipped;
     sp.base = r->images, sp.top1 = r->top1, sp.top5 = r->top5;
     if (rc) break;
     if (cr.stopped) {
@@ -259,5 +264,7 @@ int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opt
     }
   }
   r->seconds = nl_now() - sp.t0;
+  if (!rc && !r->stopped && r->images == 0 && r->skipped > 0)
+    rc = nl_fail(err, NL_EINPUT, "no images left (%ld could not be decoded)", r->skipped);
   return rc;
 }

@@ -33,6 +33,7 @@ typedef struct nl_eval_result {
   long top1, top5;       /* of them, with the label first / among the first min(5, classes) */
   double seconds;        /* wall time of the loop */
   int stopped;           /* 1: stopped early (interrupt or progress); the counts so far */
+  long skipped;          /* bad images the data left out (nl_dataset.skipped): not in images */
 } nl_eval_result;
 
 /* The data options (data/dataset.h) that give m's input: its size,
@@ -66,7 +67,7 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
                     nl_eval_result *r, nl_error *err);
 
 /* nl_vit_evaluate over the chunks of a stream (data/dataset.h) as over
- * their concatenation: the counts add up, progress counts over all of them
+ * their concatenation: the counts (skipped too) add up, progress counts over all of them
  * (total: nl_data_stream_total), the next chunk is decoded while the
  * current one runs. */
 int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opts *o,

@@ -53,6 +53,7 @@ static const ospec specs[] = {
     {"output", K_STR, 0, 0, 0, OFF(output), -1, NULL},
     {"resume", K_FLAG, 0, 0, 0, OFF(resume), -1, NULL},
     {"json", K_FLAG, 0, 0, 0, OFF(json), -1, NULL},
+    {"skip-bad", K_FLAG, 0, 0, 0, OFF(skip_bad), -1, NULL},
 };
 #define NSPECS (sizeof specs / sizeof specs[0])
 
@@ -237,6 +238,7 @@ json_t *nl_train_config(const nl_train_opts *o, const nl_vit *model, const nl_vi
       o->random_init ? "random" : "model", "seed", (json_int_t)o->seed);
   json_object_set_new(c, "images", json_integer((json_int_t)o->limit));
   json_object_set_new(c, "eval_images", json_integer((json_int_t)o->eval_limit));
+  json_object_set_new(c, "skip_bad", json_boolean(o->skip_bad));
   if (model) json_object_set_new(c, "model_fingerprint", hex(nl_vit_fingerprint(model)));
   json_object_set_new(c, "teacher_fingerprint",
                       teacher ? hex(nl_vit_fingerprint(teacher)) : json_null());

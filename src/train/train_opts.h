@@ -11,6 +11,8 @@
  *            train.json ("resumes");
  *   threads  results do not depend on the thread count;
  *   json     the output format;
+ *   skip-bad bad images were an error, or are left out (a run stopped at
+ *            one resumes with --skip-bad);
  *   model, teacher: the paths may change (Lua passes temporary copies),
  *            the contents may not (compared by fingerprint).
  * A changed setting is an NL_EINPUT error naming the option and both
@@ -43,6 +45,7 @@ typedef struct nl_train_opts {
   int augment;               /* random crop and flip */
   int random_init;           /* init random rather than model */
   int resume, json;
+  int skip_bad;              /* leave out images that fail to decode (not compared on resume) */
   /* which of the defaulted settings were given */
   int lr_affine_set, lr_alpha_set, tau_set, lambda_set, augment_set, no_augment_set;
 } nl_train_opts;
