@@ -20,6 +20,7 @@ static const nl_opt opts[] = {
     {"images", NL_OPT_INT, "N", "512", "unlabeled training images to calibrate on (the first N of --data)", NULL, 0},
     {"data", NL_OPT_STR, "SPEC", "fmnist:train", "calibration images: " NL_DATA_SPEC_HELP, NULL, 0},
     {"eval-data", NL_OPT_STR, "SPEC", "fmnist:test", "test images for top-1 before and after", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"what", NL_OPT_CHOICE, "WHAT", "consts", "what to tune: the expressions' constants, the norms' affine and DyT alphas, or both", "consts|affine|both", 0},
     {"epochs", NL_OPT_INT, "E", "10", "passes over the images", NULL, 0},
     {"lr", NL_OPT_NUM, "X", "0.01", "Adam step size", NULL, 0},
@@ -107,15 +108,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_dataset d, test;
   memset(&test, 0, sizeof test);
   const char *spec = nl_arg_str(a, "data"), *espec = nl_arg_str(a, "eval-data");
-  int rc = nl_app_load_data(ctx, spec, 0, images, &m.cfg, 0, &d, err);
+  const int skip = nl_app_skip_bad(a);
+  int rc = nl_app_load_images(ctx, spec, 0, images, &m.cfg, skip, &d, err);
   if (rc) {
     nl_vit_free(&t);
     nl_vit_free(&m);
     return -1;
   }
-  if (d.n < images)
-    rc = nl_fail(err, NL_EINPUT, "--images %ld: %s has only %d images", images, spec, d.n);
-  if (!rc && evlim > 0) rc = nl_app_load_data(ctx, espec, 0, evlim, &m.cfg, 0, &test, err);
+  if (!rc && evlim > 0) rc = nl_app_load_data(ctx, espec, 0, evlim, &m.cfg, skip, &test, err);
   double before = 0, after = 0;
   /* the calibration checks the model and the teacher first (shape, finite) */
   nl_calib_result r;
@@ -141,6 +141,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(root, "output", json_string(outpath));
       json_object_set_new(root, "what", json_string(what));
       json_object_set_new(root, "images", json_integer(d.n));
+      json_object_set_new(root, "skipped", json_integer(d.skipped + test.skipped));
       json_object_set_new(root, "constants", json_integer(r.nconsts));
       json_object_set_new(root, "tau", json_real(o.tau));
       json_object_set_new(root, "kl_before", json_real(r.kl_before));
@@ -162,6 +163,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       if (evlim > 0)
         fprintf(ctx->out, "top-1 on %d test images: %.2f %% -> %.2f %%\n", test.n, 100 * before,
                 100 * after);
+      if (d.skipped + test.skipped)
+        fprintf(ctx->out, "%d bad images skipped (%d calibration, %d test): not counted\n",
+                d.skipped + test.skipped, d.skipped, test.skipped);
       fprintf(ctx->out, "wrote %s\n", outpath);
     }
   }

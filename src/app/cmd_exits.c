@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/fileio.h"
 #include "base/json.h"
@@ -23,6 +24,7 @@ static const nl_opt opts[] = {
     {"output", NL_OPT_STR, "FILE", NULL, "fit: exit heads to write (safetensors)", NULL, NL_OPTF_PATH},
     {"images", NL_OPT_INT, "N", "5000", "fit: training images (the first N of --data)", NULL, 0},
     {"data", NL_OPT_STR, "SPEC", "fmnist:train", "fit: data spec of the training images", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"epochs", NL_OPT_INT, "E", "10", "fit: passes over the recorded features", NULL, 0},
     {"lr", NL_OPT_NUM, "X", "0.002", "fit: AdamW step size", NULL, 0},
     {"seed", NL_OPT_INT, "S", "0", "fit: seed of the minibatch order", NULL, 0},
@@ -99,13 +101,11 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vit m;
   if (load_model(ctx, a, &m, &path, err)) return -1;
   nl_dataset d;
-  if (nl_dataset_load(&d, spec, 0, images, err)) {
+  if (nl_app_load_images(ctx, spec, 0, images, &m.cfg, nl_app_skip_bad(a), &d, err)) {
     nl_vit_free(&m);
     return -1;
   }
   int rc = 0;
-  if (d.n < images)
-    rc = nl_fail(err, NL_EINPUT, "--images %ld: %s has only %d images", images, spec, d.n);
   nl_exits e;
   memset(&e, 0, sizeof e);
   float *feat = NULL;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "app/profile_cmd.h"
 #include "base/json.h"
@@ -18,7 +19,8 @@
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model (safetensors, timm names; default: the bundled "
      "vit_small_p7_fmnist)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
-    {"data", NL_OPT_STR, "SPEC", "fmnist:train", "images: fmnist:train or fmnist:test", NULL, 0},
+    {"data", NL_OPT_STR, "SPEC", "fmnist:train", "images: " NL_DATA_SPEC_HELP, NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"offset", NL_OPT_INT, "N", "0", "first image of the split", NULL, 0},
     {"images", NL_OPT_INT, "N", "256", "images to run", NULL, 0},
     {"batch", NL_OPT_INT, "B", "32", "images per forward pass", NULL, 0},
@@ -58,14 +60,12 @@ static int progress(const nl_progress *p, void *user) {
 }
 
 int nl_app_profile(nl_ctx *ctx, const nl_vit *m, const char *spec, long offset, long images,
-                   long batch, nl_profile *p, nl_error *err) {
+                   long batch, int skip_bad, int *skipped, nl_profile *p, nl_error *err) {
   memset(p, 0, sizeof *p);
   nl_dataset d;
-  if (nl_dataset_load(&d, spec, offset, images, err) != 0) return -1;
+  if (nl_app_load_images(ctx, spec, offset, images, &m->cfg, skip_bad, &d, err) != 0) return -1;
+  if (skipped) *skipped = d.skipped;
   int rc = 0;
-  if (d.n < images)
-    rc = nl_fail(err, NL_EINPUT, "%s has only %d images from offset %ld; --images %ld asked for",
-                 spec, d.n, offset, images);
   if (rc == 0 && (d.rows != m->cfg.img_size || d.cols != m->cfg.img_size))
     rc = nl_fail(err, NL_EINPUT, "%s images are %dx%d; the model expects %dx%d", spec, d.rows,
                  d.cols, m->cfg.img_size, m->cfg.img_size);
@@ -75,7 +75,7 @@ int nl_app_profile(nl_ctx *ctx, const nl_vit *m, const char *spec, long offset, 
                          .threads = ctx->threads,
                          .progress = progress,
                          .progress_user = ctx};
-    rc = nl_profile_run(m, (int)images, fill, &s, &o, p, err);
+    rc = nl_profile_run(m, d.n, fill, &s, &o, p, err); /* the images used */
     if (ctx->tty) fputc('\n', ctx->err);
   }
   nl_dataset_free(&d);
@@ -283,7 +283,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   const char *layer = nl_arg_given(a, "layer") ? nl_arg_str(a, "layer") : deflayer;
   nl_profile p;
   memset(&p, 0, sizeof p);
-  int rc = nl_app_profile(ctx, &m, spec, offset, images, batch, &p, err);
+  int skipped = 0;
+  int rc = nl_app_profile(ctx, &m, spec, offset, images, batch, nl_app_skip_bad(a), &skipped, &p,
+                          err);
   const nl_profile_layer *hl = rc == 0 ? nl_profile_find(&p, layer) : NULL;
   if (rc == 0 && nl_arg_flag(a, "plot") && !hl)
     rc = nl_fail(err, NL_EINPUT, "--layer %s: no such layer (layers are named like %s, "
@@ -299,8 +301,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (nl_arg_flag(a, "json")) {
       print_json(ctx->out, &p, model, spec, out);
     } else {
-      fprintf(ctx->out, "profile of %s on %s: %ld images from offset %ld, batch %ld\n\n", model,
-              spec, images, offset, batch);
+      fprintf(ctx->out, "profile of %s on %s: %ld images from offset %ld, batch %ld", model, spec,
+              images - skipped, offset, batch);
+      if (skipped) fprintf(ctx->out, " (%d bad skipped)", skipped);
+      fprintf(ctx->out, "\n\n");
       print_table(ctx->out, &p);
       if (out) fprintf(ctx->out, "wrote %s\n", out);
     }

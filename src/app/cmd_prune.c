@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "app/profile_cmd.h"
 #include "base/json.h"
@@ -26,6 +27,7 @@ static const nl_opt opts[] = {
     {"profile", NL_OPT_STR, "FILE", NULL, "activation profile (normlab profile --output)", NULL,
      NL_OPTF_PATH},
     {"data", NL_OPT_STR, "SPEC", "fmnist:train", "without --profile: images to profile", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"offset", NL_OPT_INT, "N", "0", "without --profile: first image", NULL, 0},
     {"images", NL_OPT_INT, "N", "256", "without --profile: images to profile", NULL, 0},
     {"batch", NL_OPT_INT, "B", "32", "without --profile: images per forward pass", NULL, 0},
@@ -106,9 +108,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     snprintf(source, sizeof source, "%s", prof_path);
   } else if (need_profile) {
-    rc = nl_app_profile(ctx, &m, nl_arg_str(a, "data"), offset, images, batch, &p, err);
-    snprintf(source, sizeof source, "%ld images of %s from offset %ld", images,
+    int skipped = 0;
+    rc = nl_app_profile(ctx, &m, nl_arg_str(a, "data"), offset, images, batch,
+                        nl_app_skip_bad(a), &skipped, &p, err);
+    snprintf(source, sizeof source, "%ld images of %s from offset %ld", images - skipped,
              nl_arg_str(a, "data"), offset);
+    if (skipped)
+      snprintf(source + strlen(source), sizeof source - strlen(source), " (%d bad skipped)",
+               skipped);
   }
   memset(&pm, 0, sizeof pm);
   if (rc == 0) rc = nl_prune(&m, need_profile ? &p : NULL, &po, &pm, err);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/json.h"
 #include "base/mem.h"
@@ -25,6 +26,7 @@ static const nl_opt opts[] = {
     {"keep-fp16", NL_OPT_STR, "PARTS", "", "parts kept in FP16 storage, not quantized: head,patch_embed,attn,mlp,qkv,proj,fc1,fc2", NULL, 0},
     {"data", NL_OPT_STR, "SPEC", "fmnist:train", "calibration images (data spec)", NULL, 0},
     {"images", NL_OPT_INT, "N", "32", "calibration images (the first N of --data)", NULL, 0},
+    NL_OPT_SKIP_BAD,
     {"output", NL_OPT_STR, "FILE", NULL, "quantized checkpoint to write (safetensors)", NULL, NL_OPTF_PATH | NL_OPTF_REQUIRED},
     {"threads", NL_OPT_INT, "N", "0", "worker threads (0: normlab --threads)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
@@ -66,14 +68,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vit m;
   if (nl_vit_load(&m, path, NULL, err)) return -1;
   nl_dataset d;
-  if (nl_dataset_load(&d, nl_arg_str(a, "data"), 0, images, err)) {
+  if (nl_app_load_images(ctx, nl_arg_str(a, "data"), 0, images, &m.cfg, nl_app_skip_bad(a), &d,
+                         err)) {
     nl_vit_free(&m);
     return -1;
   }
   const nl_vit_config *c = &m.cfg;
   int rc = 0;
-  if (d.n < images)
-    rc = nl_fail(err, NL_EINPUT, "--images %ld: %s has only %d images", images, d.name, d.n);
   float *x = NULL;
   size_t nrep = (size_t)c->depth * NL_QL_COUNT;
   nl_quant_layer_report *rep = nl_xcalloc(nrep, sizeof *rep);

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/fileio.h"
 #include "base/mem.h"
@@ -283,11 +284,21 @@ static int m_path(lua_State *L) {
 
 /* ---- eval ---- */
 
-/* model:eval{data=, offset=, images=, batch=} -> {top1, top5, images, images_per_second}
- * (images= was limit=, still accepted) */
+/* skip_bad = true: a bad image is named on the host's error stream and
+ * left out (--skip-bad). */
+static void lua_bad(const char *msg, void *user) { nl_app_report_bad(user, msg); }
+
+static void lua_skip_bad(lua_State *L, int idx, const char *W, nl_data_opts *o) {
+  o->skip_bad = nl_lua_opt_bool(L, idx, "skip_bad", 0, W);
+  o->warn = lua_bad;
+  o->warn_user = &nl_lua_host(L)->ctx;
+}
+
+/* model:eval{data=, offset=, images=, batch=, skip_bad=} -> {top1, top5, images, skipped,
+ * images_per_second} (images= was limit=, still accepted) */
 static int m_eval(lua_State *L) {
   lmodel *h = check_model(L, 1);
-  static const char *const keys[] = {"data", "offset", "images", "batch", NULL};
+  static const char *const keys[] = {"data", "offset", "images", "batch", "skip_bad", NULL};
   static const char *const renamed[] = {"limit", "images", NULL};
   const char *W = "model:eval";
   nl_lua_check_keys_renamed(L, 2, W, keys, renamed);
@@ -302,6 +313,7 @@ static int m_eval(lua_State *L) {
   nl_data_opts dopt;
   nl_vit_data_opts(&h->m.cfg, &dopt);
   dopt.threads = nl_lua_threads(L);
+  lua_skip_bad(L, 2, W, &dopt);
   if (nl_dataset_load_opts(&d, spec, offset, limit, &dopt, &err) != 0) return nl_lua_fail(L, W, &err);
   nl_eval_opts o;
   nl_eval_opts_default(&o);
@@ -316,10 +328,11 @@ static int m_eval(lua_State *L) {
   nl_dataset_free(&d);
   if (rc) return nl_lua_fail(L, W, &err);
   long done = r.images;
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   set_num(L, "top1", done ? (double)r.top1 / done : 0);
   set_num(L, "top5", done ? (double)r.top5 / done : 0);
   set_int(L, "images", done);
+  set_int(L, "skipped", r.skipped);
   set_num(L, "images_per_second", r.seconds > 0 ? done / r.seconds : 0);
   return 1;
 }
@@ -341,10 +354,11 @@ static int fill(int first, int n, float *dst, void *user, nl_error *err) {
 /* maps handle (lua_maps.c) */
 void nl_lua_push_maps_owned(lua_State *L, nl_maps *m);
 
-/* model:extract{data=, offset=, images=, points=, seed=, batch=, output=} -> maps */
+/* model:extract{data=, offset=, images=, points=, seed=, batch=, output=, skip_bad=} -> maps
+ * (skip_bad: the points come from the images that decode) */
 static int m_extract(lua_State *L) {
   lmodel *h = check_model(L, 1);
-  static const char *const keys[] = {"data", "offset", "images", "points", "seed", "batch", "output", NULL};
+  static const char *const keys[] = {"data", "offset", "images", "points", "seed", "batch", "output", "skip_bad", NULL};
   const char *W = "model:extract";
   nl_lua_check_keys(L, 2, W, keys);
   const char *spec = nl_lua_opt_str(L, 2, "data", "fmnist:test", W);
@@ -360,11 +374,12 @@ static int m_extract(lua_State *L) {
   nl_data_opts dopt;
   nl_vit_data_opts(&h->m.cfg, &dopt);
   dopt.threads = nl_lua_threads(L);
+  lua_skip_bad(L, 2, W, &dopt);
   if (nl_dataset_load_opts(&d, spec, offset, images, &dopt, &err) != 0) return nl_lua_fail(L, W, &err);
   int rc = 0;
-  if (d.n < images)
+  if (d.n + d.skipped < images)
     rc = nl_fail(&err, NL_EINPUT, "%s has only %d images from offset %ld; images = %ld asked for",
-                 spec, d.n, offset, images);
+                 spec, d.n + d.skipped, offset, images);
   if (rc == 0 && (d.rows != h->m.cfg.img_size || d.cols != h->m.cfg.img_size))
     rc = nl_fail(&err, NL_EINPUT, "%s images are %dx%d; the model expects %dx%d", spec, d.rows,
                  d.cols, h->m.cfg.img_size, h->m.cfg.img_size);
@@ -374,7 +389,7 @@ static int m_extract(lua_State *L) {
     source s = {&d, &h->m.cfg};
     nl_extract_opts o = {.points = points, .seed = (uint64_t)seed, .batch = batch,
                          .threads = nl_lua_threads(L)};
-    rc = nl_extract(&h->m, (int)images, fill, &s, &o, &maps, &err);
+    rc = nl_extract(&h->m, d.n, fill, &s, &o, &maps, &err);
   }
   nl_dataset_free(&d);
   if (rc == 0) {

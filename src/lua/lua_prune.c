@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/data_load.h"
 #include "app/profile_cmd.h"
 #include "lua/local.h"
 #include "model/profile.h"
@@ -66,7 +67,7 @@ static void push_profile(lua_State *L, const nl_profile *p) {
 int nl_lua_model_profile(lua_State *L) {
   const char *path;
   nl_vit *m = nl_lua_check_model(L, 1, &path);
-  static const char *const keys[] = {"data", "offset", "images", "batch", "output", NULL};
+  static const char *const keys[] = {"data", "offset", "images", "batch", "output", "skip_bad", NULL};
   const char *W = "model:profile";
   nl_lua_check_keys(L, 2, W, keys);
   const char *spec = nl_lua_opt_str(L, 2, "data", "fmnist:train", W);
@@ -77,7 +78,8 @@ int nl_lua_model_profile(lua_State *L) {
   nl_error err;
   nl_error_clear(&err);
   nl_profile p;
-  int rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, &p, &err);
+  int skip = nl_lua_opt_bool(L, 2, "skip_bad", 0, W) ? NL_SKIP_REPORT : 0;
+  int rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, skip, NULL, &p, &err);
   if (rc == 0 && out) {
     char im[32], off[32];
     snprintf(im, sizeof im, "%ld", images);
@@ -98,7 +100,7 @@ int nl_lua_model_prune(lua_State *L) {
   const char *path;
   nl_vit *m = nl_lua_check_model(L, 1, &path);
   static const char *const keys[] = {"ratio", "budget_mb", "score", "profile", "data", "offset",
-                                     "images", "batch", "compensate", "seed", "output", NULL};
+                                     "images", "batch", "compensate", "seed", "output", "skip_bad", NULL};
   const char *W = "model:prune";
   nl_lua_check_keys(L, 2, W, keys);
   int has_ratio = lua_istable(L, 2) && lua_getfield(L, 2, "ratio") != LUA_TNIL;
@@ -132,7 +134,10 @@ int nl_lua_model_prune(lua_State *L) {
   memset(&p, 0, sizeof p);
   int rc = 0;
   if (need && prof) rc = nl_profile_load(&p, prof, &err);
-  else if (need) rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, &p, &err);
+  else if (need) {
+    int skip = nl_lua_opt_bool(L, 2, "skip_bad", 0, W) ? NL_SKIP_REPORT : 0;
+    rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, skip, NULL, &p, &err);
+  }
   nl_vit pm;
   memset(&pm, 0, sizeof pm);
   if (rc == 0) rc = nl_prune(m, need ? &p : NULL, &o, &pm, &err);
