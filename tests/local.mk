@@ -6,3 +6,4 @@ tests_unit_test_base_LDADD = $(NL_TEST_LDADD)
 
 NL_CLI_TESTS += tests/cli/test_cli.sh tests/cli/layers.sh
 EXTRA_DIST += $(NL_CLI_TESTS)
+NL_CLI_TESTS += tests/cli/test_skipbad.sh
