@@ -24,8 +24,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return nl_fail(err, NL_EINPUT, "--seconds must be in (0, 3600]");
   const char *path = nl_model_path(ctx, a);
   nl_vit m;
-  const nl_vit_load_opts lo = {.int_only = 1}; /* a quantized model without FP32 copies */
-  if (nl_vit_load(&m, path, &lo, err)) return -1;
+  nl_vit_load_opts lo = {.int_only = 1}; /* a quantized model without FP32 copies */
+  if (nl_model_precision(a, &lo, err) || nl_vit_load(&m, path, &lo, err)) return -1;
   const nl_vit_config *c = &m.cfg;
   nl_vit_acts acts;
   if (nl_vit_acts_init(&acts, c, (int)batch, 0, err)) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "app/bench.h"
+#include "app/model_path.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/text.h"
@@ -113,6 +114,7 @@ static const nl_opt opts[] = {
     {"seed", NL_OPT_INT, "S", "0", "bench data: seed of the training crops", NULL, 0},
     {"dump", NL_OPT_STR, "FILE", NULL, "bench data: write the transformed images (safetensors, U8)", NULL, NL_OPTF_PATH},
     {"skip-bad", NL_OPT_FLAG, NULL, NULL, "bench data: leave out images that fail to decode", NULL, 0},
+    NL_PRECISION_OPT,
     {0},
 };
 

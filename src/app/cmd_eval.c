@@ -24,6 +24,7 @@ static const nl_opt opts[] = {
      "loaded)",
      NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    NL_PRECISION_OPT,
     {0},
 };
 
@@ -54,6 +55,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   nl_vit_load_opts lo = {0};
   lo.int_only = 1; /* inference: a quantized model without FP32 copies */
+  if (nl_model_precision(a, &lo, err)) return -1;
   if (nl_arg_given(a, "heads")) {
     long h;
     if (nl_arg_int_range(a, "heads", 1, 4096, &h, err)) return -1;
