@@ -149,7 +149,10 @@ const nl_cmd nl_cmd_eval = {
             "or whose logits are not finite, is an error naming the tensor (exit 2).\n"
             "--set replaces the norms before evaluating (as replace --set, nothing written);\n"
             "at the prompt it defaults to the session's expression set, as it is, on the\n"
-            "session's model ('--set none': the model as loaded).",
+            "session's model ('--set none': the model as loaded).\n"
+            "--precision bf16 runs the Linear layers as BF16 products (weights rounded once\n"
+            "at load, FP32 accumulation; norms, softmax, GELU, residuals FP32); it needs\n"
+            "AVX512-BF16 and is refused elsewhere (exit 2).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,
