@@ -16,6 +16,21 @@
 #include "model/quant.h"
 #include "model/vit.h"
 
+/* Seconds of the Linear parts (patch embedding, qkv, proj, fc1, fc2, head;
+ * the patch part includes im2col and the tokens, the head part the
+ * pooling) in a part_s array, and their matrix FLOPs per image. */
+static void linear_share(int depth, const double *ps, const nl_vit_config *c, double *sec,
+                         double *flops) {
+  const double T = c->tokens, D = c->dim;
+  *sec = ps[nl_vit_part_index(NL_PART_PATCH, -1)] + ps[nl_vit_part_index(NL_PART_HEAD, -1)];
+  *flops = 2.0 * c->npatch * ((double)c->in_chans * c->patch * c->patch) * D + 2.0 * D * c->classes;
+  for (int l = 0; l < depth; l++) {
+    static const nl_vit_part lp[] = {NL_PART_QKV, NL_PART_PROJ, NL_PART_FC1, NL_PART_FC2};
+    for (int k = 0; k < 4; k++) *sec += ps[nl_vit_part_index(lp[k], l)];
+    *flops += 2.0 * T * (4 * D * D + 2 * D * nl_vit_mlp_width(c, l));
+  }
+}
+
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   long batch;
   if (nl_arg_int_range(a, "batch", 1, 4096, &batch, err)) return -1;
@@ -34,6 +49,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   acts.threads = ctx->threads;
   const int threads = nl_threads_count(ctx->threads);
+  /* where the time goes: the Linear products against the rest */
+  double *parts = nl_xcalloc(nl_vit_part_slots(c->depth), sizeof(double));
   size_t n = (size_t)batch * c->in_chans * c->img_size * c->img_size;
   float *x = nl_xmalloc(sizeof(float) * n);
   nl_rng r;
@@ -41,6 +58,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   for (size_t i = 0; i < n; i++) x[i] = (float)nl_rng_normal(&r);
   int rc = nl_vit_forward(&m, &acts, x, (int)batch, NULL, NULL, err); /* warm-up */
   long reps = 0;
+  acts.part_s = parts;
   double t0 = nl_now(), el = 0;
   while (!rc && (el = nl_now() - t0) < seconds && !nl_interrupted()) {
     rc = nl_vit_forward(&m, &acts, x, (int)batch, NULL, NULL, err);
@@ -53,6 +71,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     double ips = reps * batch / el;
     double gf = ips * nl_vit_flops_per_image(c) * 1e-9;
     double peak = nl_bench_sgemm_peak(threads);
+    double lin_s, lin_flops;
+    linear_share(m.cfg.depth, parts, c, &lin_s, &lin_flops);
+    lin_s /= reps;
+    const double lin_gf = lin_s > 0 ? lin_flops * batch / lin_s * 1e-9 : 0;
     if (nl_arg_flag(a, "json")) {
       json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o}", "bench", "forward",
                             "model", path, "batch", (json_int_t)batch, "threads",
@@ -63,6 +85,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                             nl_json_rounded(nl_bench_fma_peak(threads), 2));
       json_object_set_new(j, "precision", json_string(prec));
       json_object_set_new(j, "model_bytes", json_integer((json_int_t)nl_vit_stored_bytes(&m)));
+      json_object_set_new(j, "linear_ms_per_batch", nl_json_rounded(1e3 * lin_s, 3));
+      json_object_set_new(j, "linear_gflops", nl_json_rounded(lin_gf, 2));
       nl_json_print(ctx->out, j);
       json_decref(j);
     } else {
@@ -78,9 +102,14 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
               threads, peak, 100 * gf / peak);
       fprintf(ctx->out, "FMA peak (%d threads): %.1f GFLOP/s -> %.1f %% of it\n", threads,
               nl_bench_fma_peak(threads), 100 * gf / nl_bench_fma_peak(threads));
+      fprintf(ctx->out,
+              "Linear layers (patch, qkv, proj, fc1, fc2, head): %.2f ms per batch (%.0f %% of the "
+              "pass), %.1f GFLOP/s; the rest %.2f ms\n",
+              1e3 * lin_s, 100 * lin_s / (el / reps), lin_gf, 1e3 * (el / reps - lin_s));
     }
   }
   free(x);
+  free(parts);
   nl_vit_acts_free(&acts);
   nl_vit_free(&m);
   return rc;
