@@ -62,26 +62,17 @@ int nl_bf16_check_cpu(char *why, size_t cap) {
 #define BF_MIN_TILES 4    /* below this many row tiles, split the columns too */
 #define BF_COL_ALIGN 16   /* column tiles are a multiple of this */
 #define BF_PAR_MIN (1 << 18) /* multiply-adds below which one call is made */
-#define BF_CONV_ROWS 64   /* rows per conversion task */
 
 typedef struct {
   const float *x;
   const uint16_t *w;
   const float *b;
-  uint16_t *xb;
   float *out;
   int N, IC, OC, rb, cb, ncb;
   pthread_mutex_t lock;
   int failed;
   char msg[200];
 } bf_job;
-
-static void conv_task(size_t i, int worker, void *user) {
-  (void)worker;
-  const bf_job *j = user;
-  size_t r0 = i * BF_CONV_ROWS, r1 = r0 + BF_CONV_ROWS < (size_t)j->N ? r0 + BF_CONV_ROWS : (size_t)j->N;
-  nl_bf16_from_f32(j->xb + r0 * (size_t)j->IC, j->x + r0 * (size_t)j->IC, (r1 - r0) * (size_t)j->IC);
-}
 
 static void gemm_task(size_t i, int worker, void *user) {
   (void)worker;
@@ -90,9 +81,15 @@ static void gemm_task(size_t i, int worker, void *user) {
   const int m = r0 + j->rb < j->N ? j->rb : j->N - r0;
   const int n = c0 + j->cb < j->OC ? j->cb : j->OC - c0;
   char eb[200] = "";
-  if (nl_gemm_bf16(m, n, j->IC, j->xb + (size_t)r0 * j->IC, j->IC, j->w + (size_t)c0 * j->IC,
-                   j->b ? j->b + c0 : NULL, j->out + (size_t)r0 * j->OC + c0, j->OC, eb,
-                   sizeof eb)) {
+  /* the tile's input rows in BF16 (again for each column tile of a row
+   * tile: IC values per row against n * IC multiply-adds), so that a
+   * Linear is one parallel region, as in FP32 */
+  uint16_t *xb = nl_xmalloc(sizeof(uint16_t) * (size_t)m * j->IC);
+  nl_bf16_from_f32(xb, j->x + (size_t)r0 * j->IC, (size_t)m * j->IC);
+  int rc = nl_gemm_bf16(m, n, j->IC, xb, j->IC, j->w + (size_t)c0 * j->IC, j->b ? j->b + c0 : NULL,
+                        j->out + (size_t)r0 * j->OC + c0, j->OC, eb, sizeof eb);
+  free(xb);
+  if (rc) {
     pthread_mutex_lock(&j->lock);
     if (!j->failed) {
       j->failed = 1;
@@ -115,7 +112,6 @@ int nl_linear_forward_bf16(float *out, const float *inp, const uint16_t *w, cons
   j.IC = IC;
   j.OC = OC;
   pthread_mutex_init(&j.lock, NULL);
-  j.xb = nl_xmalloc(sizeof(uint16_t) * ((size_t)N * IC + 1));
   /* the tiles of nl_linear_forward (tensor/layers.c), from the shapes only */
   j.rb = BF_ROWS;
   j.cb = OC;
@@ -130,15 +126,10 @@ int nl_linear_forward_bf16(float *out, const float *inp, const uint16_t *w, cons
   if (j.cb > OC) j.cb = OC;
   j.ncb = (OC + j.cb - 1) / j.cb;
   const size_t ntiles = (size_t)((N + j.rb - 1) / j.rb) * (size_t)j.ncb;
-  const size_t nconv = (size_t)((N + BF_CONV_ROWS - 1) / BF_CONV_ROWS);
-  if (ntiles == 1) {
-    nl_bf16_from_f32(j.xb, j.x, (size_t)N * IC); /* small: on this thread */
-    gemm_task(0, 0, &j);
-  } else {
-    nl_parallel_for(nconv, conv_task, &j);
+  if (ntiles == 1)
+    gemm_task(0, 0, &j); /* small: on this thread */
+  else
     nl_parallel_for(ntiles, gemm_task, &j);
-  }
-  free(j.xb);
   pthread_mutex_destroy(&j.lock);
   if (j.failed) {
     if (eb) snprintf(eb, ec, "%s", j.msg);

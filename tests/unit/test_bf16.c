@@ -115,7 +115,7 @@ static void test_round(void **state) {
  * unrounded inputs would be off by ~2^-9 |a w| per term. */
 static void check_product(int M, int N, int K, int bias, int threads, float *keep) {
   nl_rng r;
-  nl_rng_seed(&r, (uint64_t)(M * 1000003 + N * 1009 + K));
+  nl_rng_seed(&r, (uint64_t)M * 1000003u + (uint64_t)N * 1009u + (uint64_t)K);
   float *a = nl_xmalloc(sizeof(float) * (size_t)M * K), *w = nl_xmalloc(sizeof(float) * (size_t)N * K);
   float *b = nl_xmalloc(sizeof(float) * (size_t)N), *c = nl_xmalloc(sizeof(float) * (size_t)M * N);
   uint16_t *wb = nl_xmalloc(sizeof(uint16_t) * (size_t)N * K);
