@@ -118,11 +118,13 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
         json_object_set_new(j, "replaced", json_integer(replaced));
       }
       if (r.stopped) json_object_set_new(j, "interrupted", json_true());
+      if (m.bf16) json_object_set_new(j, "precision", json_string("bf16"));
       nl_json_print(ctx->out, j);
       json_decref(j);
     } else {
-      fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s\n",
-              what, spec, 100 * f1, 100 * f5, done, ips, r.stopped ? " [interrupted]" : "");
+      fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images (%.1f images/s)%s%s\n",
+              what, spec, 100 * f1, 100 * f5, done, ips, m.bf16 ? ", bf16 products" : "",
+              r.stopped ? " [interrupted]" : "");
     }
     if (r.stopped)
       rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %ld images", done,

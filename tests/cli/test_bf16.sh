@@ -74,6 +74,7 @@ done
 expect_status 0 "eval --precision bf16" "$NORMLAB" eval --model "$SMALL" --precision bf16 --images 200 --batch 50 --json
 t=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
 check_num "$t >= 0.84" "bf16 top-1 on 200 images ($t)"
+expect_out '"precision": "bf16"' "eval --json says precision bf16"
 expect_status 0 "eval --precision bf16 at the prompt" "$NORMLAB" -c "eval --model $SMALL --precision bf16 --images 200 --batch 50 --json"
 expect_out "\"top1\": $t," "the prompt's eval gives the same top-1"
 cat >"$TMP/e.lua" <<LUA
