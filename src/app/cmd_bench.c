@@ -7,6 +7,7 @@
 
 #include "app/bench.h"
 #include "app/data_load.h"
+#include "app/model_path.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/text.h"
@@ -114,6 +115,7 @@ static const nl_opt opts[] = {
     {"seed", NL_OPT_INT, "S", "0", "bench data: seed of the training crops", NULL, 0},
     {"dump", NL_OPT_STR, "FILE", NULL, "bench data: write the transformed images (safetensors, U8)", NULL, NL_OPTF_PATH},
     NL_OPT_SKIP_BAD,
+    NL_PRECISION_OPT,
     {0},
 };
 

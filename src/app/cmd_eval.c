@@ -24,6 +24,7 @@ static const nl_opt opts[] = {
      "loaded)",
      NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
+    NL_PRECISION_OPT,
     {0},
 };
 
@@ -54,6 +55,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   nl_vit_load_opts lo = {0};
   lo.int_only = 1; /* inference: a quantized model without FP32 copies */
+  if (nl_model_precision(a, &lo, err)) return -1;
   if (nl_arg_given(a, "heads")) {
     long h;
     if (nl_arg_int_range(a, "heads", 1, 4096, &h, err)) return -1;
@@ -117,6 +119,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       }
       json_object_set_new(j, "skipped", json_integer((json_int_t)r.skipped));
       if (r.stopped) json_object_set_new(j, "interrupted", json_true());
+      if (m.bf16) json_object_set_new(j, "precision", json_string("bf16"));
       nl_json_print(ctx->out, j);
       json_decref(j);
     } else {
@@ -124,8 +127,9 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       if (r.skipped)
         snprintf(skipped, sizeof skipped, ", %ld bad image%s skipped (not counted)", r.skipped,
                  r.skipped == 1 ? "" : "s");
-      fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images%s (%.1f images/s)%s\n",
-              what, spec, 100 * f1, 100 * f5, done, skipped, ips, r.stopped ? " [interrupted]" : "");
+      fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images%s (%.1f images/s)%s%s\n",
+              what, spec, 100 * f1, 100 * f5, done, skipped, ips, m.bf16 ? ", bf16 products" : "",
+              r.stopped ? " [interrupted]" : "");
     }
     if (r.stopped)
       rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %ld images", done,
@@ -154,7 +158,10 @@ const nl_cmd nl_cmd_eval = {
             "or whose logits are not finite, is an error naming the tensor (exit 2).\n"
             "--set replaces the norms before evaluating (as replace --set, nothing written);\n"
             "at the prompt it defaults to the session's expression set, as it is, on the\n"
-            "session's model ('--set none': the model as loaded).",
+            "session's model ('--set none': the model as loaded).\n"
+            "--precision bf16 runs the Linear layers as BF16 products (weights rounded once\n"
+            "at load, FP32 accumulation; norms, softmax, GELU, residuals FP32); it needs\n"
+            "AVX512-BF16 and is refused elsewhere (exit 2).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

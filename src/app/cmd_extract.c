@@ -26,6 +26,7 @@ static const nl_opt opts[] = {
      NULL, 0},
     {"output", NL_OPT_STR, "FILE", NULL, "mappings file to write", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
+    NL_PRECISION_OPT,
     {0},
 };
 
@@ -63,7 +64,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 
   double t0 = nl_now();
   nl_vit m;
-  if (nl_vit_load(&m, model, NULL, err) != 0) return -1;
+  nl_vit_load_opts lo = {0};
+  if (nl_model_precision(a, &lo, err) || nl_vit_load(&m, model, &lo, err) != 0) return -1;
   nl_dataset d;
   if (nl_app_load_images(ctx, spec, offset, images, &m.cfg, nl_app_skip_bad(a), &d, err) != 0) {
     nl_vit_free(&m);
@@ -96,6 +98,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     snprintf(v, sizeof v, "%ld", offset);
     nl_maps_set_meta(&maps, "offset", v);
     nl_maps_set_meta(&maps, "y", "(y - b) / (w + 1e-12)");
+    if (m.bf16) nl_maps_set_meta(&maps, "precision", "bf16");
     rc = nl_maps_save(&maps, out, err);
   }
   if (rc == 0) {

@@ -15,6 +15,7 @@ static const nl_opt opts[] = {
     {"taps", NL_OPT_FLAG, NULL, NULL, "also write ln_in.<layer> and ln_out.<layer> for every norm layer", NULL, 0},
     {"batch", NL_OPT_INT, "B", "64", "images per forward pass", NULL, 0},
     {"heads", NL_OPT_INT, "N", NULL, "number of attention heads (overrides the config)", NULL, 0},
+    NL_PRECISION_OPT,
     {0},
 };
 
@@ -49,6 +50,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!outpath) return -1;
   nl_vit_load_opts lo = {0};
   lo.int_only = 1; /* inference: a quantized model without FP32 copies */
+  if (nl_model_precision(a, &lo, err)) return -1;
   if (nl_arg_given(a, "heads")) {
     long h;
     if (nl_arg_int_range(a, "heads", 1, 4096, &h, err)) return -1;

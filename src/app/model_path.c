@@ -66,3 +66,10 @@ int nl_model_norms_apply(const nl_model_norms *n, nl_vit *m, int *kept, int *rep
 }
 
 void nl_model_norms_free(nl_model_norms *n) { nl_replace_parsed_free(&n->parsed); }
+
+int nl_model_precision(const nl_args *a, nl_vit_load_opts *lo, nl_error *err) {
+  nl_precision p;
+  if (nl_precision_parse(nl_arg_str(a, "precision"), &p, err)) return -1;
+  lo->precision = p;
+  return 0;
+}

@@ -36,4 +36,14 @@ int nl_model_norms_apply(const nl_model_norms *n, nl_vit *m, int *kept, int *rep
                          nl_error *err);
 void nl_model_norms_free(nl_model_norms *n);
 
+/* --precision fp32|bf16 of the commands that run the forward pass (eval,
+ * forward, extract, bench forward): one option-table entry, and its value
+ * into the load options (the BF16 weights are made when loading). */
+#define NL_PRECISION_OPT                                                                        \
+  {"precision", NL_OPT_CHOICE, "P", "fp32",                                                     \
+   "matrix products: fp32, or bf16 (BF16 inputs and weights, FP32 accumulation; needs "         \
+   "AVX512-BF16)",                                                                              \
+   "fp32|bf16", 0}
+int nl_model_precision(const nl_args *a, nl_vit_load_opts *lo, nl_error *err);
+
 #endif

@@ -294,11 +294,23 @@ static void lua_skip_bad(lua_State *L, int idx, const char *W, nl_data_opts *o) 
   o->warn_user = &nl_lua_host(L)->ctx;
 }
 
-/* model:eval{data=, offset=, images=, batch=, skip_bad=} -> {top1, top5, images, skipped,
- * images_per_second} (images= was limit=, still accepted) */
+/* model:eval{data=, offset=, images=, batch=, skip_bad=, precision=} -> {top1, top5,
+ * images, skipped, images_per_second} (images= was limit=, still accepted) */
+/* precision= of model:eval and model:extract ("fp32", "bf16"; a bad value
+ * raises): the handle's model runs in it for the call (precision_run sets
+ * it, nl_vit_set_precision; the caller puts FP32 back afterwards). */
+static nl_precision precision_opt(lua_State *L, const char *W) {
+  nl_error err;
+  nl_error_clear(&err);
+  nl_precision p;
+  if (nl_precision_parse(nl_lua_opt_str(L, 2, "precision", "fp32", W), &p, &err))
+    nl_lua_fail(L, W, &err);
+  return p;
+}
+
 static int m_eval(lua_State *L) {
   lmodel *h = check_model(L, 1);
-  static const char *const keys[] = {"data", "offset", "images", "batch", "skip_bad", NULL};
+  static const char *const keys[] = {"data", "offset", "images", "batch", "skip_bad", "precision", NULL};
   static const char *const renamed[] = {"limit", "images", NULL};
   const char *W = "model:eval";
   nl_lua_check_keys_renamed(L, 2, W, keys, renamed);
@@ -307,6 +319,7 @@ static int m_eval(lua_State *L) {
   long limit = (long)nl_lua_opt_int(L, 2, nl_lua_opt_key(L, 2, W, "images", "limit"), 0, 0,
                                     1000000000, W);
   int batch = (int)nl_lua_opt_int(L, 2, "batch", 100, 1, 4096, W);
+  nl_precision prec = precision_opt(L, W);
   nl_error err;
   nl_error_clear(&err);
   nl_dataset d;
@@ -322,7 +335,9 @@ static int m_eval(lua_State *L) {
   o.interruptible = 1;
   o.model_name = h->path;
   nl_eval_result r;
-  int rc = nl_vit_evaluate(&h->m, &d, &o, &r, &err);
+  int rc = nl_vit_set_precision(&h->m, prec, &err);
+  if (!rc) rc = nl_vit_evaluate(&h->m, &d, &o, &r, &err);
+  nl_vit_set_precision(&h->m, NL_PREC_FP32, NULL);
   if (!rc && r.stopped)
     rc = nl_fail(&err, NL_EINTR, "interrupted after %ld of %d images", r.images, d.n);
   nl_dataset_free(&d);
@@ -358,7 +373,8 @@ void nl_lua_push_maps_owned(lua_State *L, nl_maps *m);
  * (skip_bad: the points come from the images that decode) */
 static int m_extract(lua_State *L) {
   lmodel *h = check_model(L, 1);
-  static const char *const keys[] = {"data", "offset", "images", "points", "seed", "batch", "output", "skip_bad", NULL};
+  static const char *const keys[] = {"data",   "offset", "images",   "points", "seed",
+                                     "batch",  "output", "skip_bad", "precision", NULL};
   const char *W = "model:extract";
   nl_lua_check_keys(L, 2, W, keys);
   const char *spec = nl_lua_opt_str(L, 2, "data", "fmnist:test", W);
@@ -368,6 +384,7 @@ static int m_extract(lua_State *L) {
   lua_Integer seed = nl_lua_opt_int(L, 2, "seed", NL_EXTRACT_SEED, 0, INT64_MAX, W);
   int batch = (int)nl_lua_opt_int(L, 2, "batch", 32, 1, 4096, W);
   const char *out = nl_lua_opt_str(L, 2, "output", NULL, W);
+  nl_precision prec = precision_opt(L, W);
   nl_error err;
   nl_error_clear(&err);
   nl_dataset d;
@@ -389,7 +406,10 @@ static int m_extract(lua_State *L) {
     source s = {&d, &h->m.cfg};
     nl_extract_opts o = {.points = points, .seed = (uint64_t)seed, .batch = batch,
                          .threads = nl_lua_threads(L)};
-    rc = nl_extract(&h->m, d.n, fill, &s, &o, &maps, &err);
+    rc = nl_vit_set_precision(&h->m, prec, &err);
+    if (!rc) rc = nl_extract(&h->m, d.n, fill, &s, &o, &maps, &err);
+    if (!rc && h->m.bf16) nl_maps_set_meta(&maps, "precision", "bf16");
+    nl_vit_set_precision(&h->m, NL_PREC_FP32, NULL);
   }
   nl_dataset_free(&d);
   if (rc == 0) {

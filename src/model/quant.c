@@ -487,6 +487,10 @@ size_t nl_vit_stored_bytes(const nl_vit *m) {
 
 void nl_vit_precision(const nl_vit *m, char *buf, size_t cap) {
   const nl_vit_quant *q = m->quant;
+  if (!q && m->bf16) {
+    snprintf(buf, cap, "bf16 (BF16 products in oneDNN, FP32 accumulation)");
+    return;
+  }
   if (!q) {
     snprintf(buf, cap, "fp32");
     return;

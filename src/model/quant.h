@@ -111,7 +111,7 @@ size_t nl_vit_stored_bytes(const nl_vit *m);
  * with their scales, zero points, input and activation scales
  * (nl_qlinear_bytes); a --keep-fp16 part 2 bytes per value; the rest 4. */
 size_t nl_vit_tensor_stored_bytes(const nl_vit *m, int i);
-/* "fp32", or e.g. "W8A8 (INT8 oneDNN)", "W4 g128 weight-only". */
+/* "fp32", or e.g. "W8A8 (INT8 oneDNN)", "W4 g128 weight-only", "bf16 (...)". */
 void nl_vit_precision(const nl_vit *m, char *buf, size_t cap);
 
 /* 1 when m->tensors[i] is a quantized weight loaded int_only: its region

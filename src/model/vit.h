@@ -125,6 +125,14 @@ typedef struct nl_vit {
   int nnorms;
   nl_norm *final_norm;  /* "norm" or "fc_norm" */
   struct nl_vit_quant *quant; /* NULL: not quantized (model/quant.h) */
+  /* NULL, or (precision bf16, nl_vit_set_precision) the Linear weights
+   * rounded to bfloat16 at the offsets they have in params (the rest
+   * unused): the forward pass then runs every Linear (patch embedding,
+   * qkv, proj, fc1, fc2, head) as a BF16 product with FP32 accumulation
+   * (tensor/bf16.h); norms, attention, GELU and residuals stay FP32. A copy
+   * made once: changing params afterwards (training) needs
+   * nl_vit_set_precision again. */
+  uint16_t *bf16;
 } nl_vit;
 
 typedef struct nl_vit_load_opts {
@@ -135,7 +143,15 @@ typedef struct nl_vit_load_opts {
                            on the integers as always. Such a model must not be trained,
                            extracted or saved (nl_vit_quant_check_trainable). No effect
                            on an FP32 model. */
+  int precision;        /* NL_PREC_BF16: nl_vit_set_precision after loading */
 } nl_vit_load_opts;
+
+/* Precision of the forward pass's matrix products (see nl_vit.bf16). */
+typedef enum nl_precision { NL_PREC_FP32 = 0, NL_PREC_BF16 } nl_precision;
+/* "fp32" or "bf16" (the --precision values, and Lua's precision=):
+ * NL_EINPUT naming the value otherwise. */
+int nl_precision_parse(const char *s, nl_precision *p, nl_error *err);
+const char *nl_precision_name(nl_precision p);
 
 /* Load a model: weights from a safetensors file (F32/F16/BF16, kept as
  * F32; a quantized model's integer layers as model/quant.h describes), config from the file's __metadata__ model_args, else a hub-style
@@ -169,6 +185,13 @@ int nl_vit_save(const nl_vit *m, const char *path, nl_error *err);
  * meta), e.g. how a model was made ("pruned"). */
 int nl_vit_save_meta(const nl_vit *m, const char *path, const char *const *meta, int nmeta,
                      nl_error *err);
+
+/* Run m's Linear layers in precision p from now on: BF16 makes the BF16
+ * copies of the weights (again, from the current params), FP32 drops them.
+ * NL_EINPUT when BF16 cannot run: a quantized model (its layers are
+ * integer products already), or a CPU without BF16 instructions
+ * (tensor/bf16.h, nl_bf16_check_cpu). */
+int nl_vit_set_precision(nl_vit *m, nl_precision p, nl_error *err);
 
 /* Parameter count and matrix FLOPs (multiply-add = 2) per image. */
 size_t nl_vit_param_count(const nl_vit *m);

@@ -9,6 +9,7 @@
 #include "model/norm.h"
 #include "model/quant.h"
 #include "model/vit.h"
+#include "tensor/bf16.h"
 #include "tensor/layers.h"
 
 /* ---- activations ---- */
@@ -126,9 +127,17 @@ static void part_done(double *ps, size_t index, double *t) {
   *t = now;
 }
 
-/* A block's Linear: FP32, or its quantized layer's integer product. */
-static int lin(float *out, const float *inp, const float *w, const float *b,
+/* A Linear of m: FP32, its quantized layer's integer product (q), or the
+ * BF16 product when m has BF16 copies of its weights (nl_vit.bf16). */
+static int lin(const nl_vit *m, float *out, const float *inp, const float *w, const float *b,
                const nl_qlinear *q, int rows, int IC, int OC, nl_error *err) {
+  if (!q && m->bf16) {
+    char eb[200] = "";
+    if (nl_linear_forward_bf16(out, inp, m->bf16 + (w - m->params), b, rows, IC, OC, eb,
+                               sizeof eb))
+      return nl_fail(err, NL_EINTERNAL, "BF16 product: %s", eb);
+    return 0;
+  }
   if (!q) {
     nl_linear_forward(out, inp, w, b, rows, IC, OC);
     return 0;
@@ -164,12 +173,12 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const flo
   if (tap_call(tap, user, m, B->norm1, in, L->ln1, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
-  if (lin(L->qkv, L->ln1, B->qkv_w, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D, err)) return -1;
+  if (lin(m, L->qkv, L->ln1, B->qkv_w, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D, err)) return -1;
   DONE(NL_PART_QKV);
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
   DONE(NL_PART_ATTN);
   OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
-  if (lin(L->proj, L->atty, B->proj_w, B->proj_b, B->q[NL_QL_PROJ], rows, D, D, err)) return -1;
+  if (lin(m, L->proj, L->atty, B->proj_w, B->proj_b, B->q[NL_QL_PROJ], rows, D, D, err)) return -1;
   DONE(NL_PART_PROJ);
   branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
@@ -181,12 +190,12 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const flo
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_FC1_IN, L->ln2, D);
-  if (lin(L->fc1, L->ln2, B->fc1_w, B->fc1_b, B->q[NL_QL_FC1], rows, D, Hm, err)) return -1;
+  if (lin(m, L->fc1, L->ln2, B->fc1_w, B->fc1_b, B->q[NL_QL_FC1], rows, D, Hm, err)) return -1;
   DONE(NL_PART_FC1);
   nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
   DONE(NL_PART_GELU);
   OBSERVE(NL_SITE_FC2_IN, L->gelu, Hm);
-  if (lin(L->fc2, L->gelu, B->fc2_w, B->fc2_b, B->q[NL_QL_FC2], rows, Hm, D, err)) return -1;
+  if (lin(m, L->fc2, L->gelu, B->fc2_w, B->fc2_b, B->q[NL_QL_FC2], rows, Hm, D, err)) return -1;
   DONE(NL_PART_FC2);
   branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
@@ -198,12 +207,14 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const flo
 /* Patch embedding and tokens of n images into x [n, T, D]. a->normed is
  * free until the final norm: scratch for the patch projection ([n * npatch,
  * D] fits in [B, T, D]) and, in the blocks, the layer scales. */
-static void embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, float *x) {
+static int embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, float *x,
+                 nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   const int D = c->dim, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
   nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  nl_linear_forward(a->normed, a->patches, m->patch_w, m->patch_b, n * NP, KP, D);
+  if (lin(m, a->normed, a->patches, m->patch_w, m->patch_b, NULL, n * NP, KP, D, err)) return -1;
   nl_tokens_forward(x, a->normed, c->class_token ? m->cls_token : NULL, m->pos_embed, n, NP, D);
+  return 0;
 }
 
 static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, int n,
@@ -214,7 +225,7 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
     return nl_fail(err, NL_EINTERNAL, "forward of %d images with activations for %d", n, a->batch);
   const int T = c->tokens, D = c->dim;
   double *ps = a->part_s, t = ps ? nl_now() : 0;
-  embed(m, a, images, n, a->layer[0].res1);
+  if (embed(m, a, images, n, a->layer[0].res1, err)) return -1;
   part_done(ps, nl_vit_part_index(NL_PART_PATCH, -1), &t);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
@@ -238,7 +249,8 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
       if (observe(obs, -1, NL_SITE_HEAD_IN, a->pooled, n, D, err)) return -1;
       if (ps) t = nl_now();
     }
-    nl_linear_forward(a->logits, a->pooled, m->head_w, m->head_b, n, D, c->classes);
+    if (lin(m, a->logits, a->pooled, m->head_w, m->head_b, NULL, n, D, c->classes, err))
+      return -1;
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   } else {
     if (ps) t = nl_now();
@@ -254,7 +266,8 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
     if (tap_call(tap, user, m, fn, a->pooled, a->normed, n, 1, err)) return -1;
     if (observe(obs, -1, NL_SITE_HEAD_IN, a->normed, n, D, err)) return -1;
     if (ps) t = nl_now();
-    nl_linear_forward(a->logits, a->normed, m->head_w, m->head_b, n, D, c->classes);
+    if (lin(m, a->logits, a->normed, m->head_w, m->head_b, NULL, n, D, c->classes, err))
+      return -1;
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   }
   return 0;
@@ -283,9 +296,9 @@ int nl_vit_embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, fl
     return nl_fail(err, NL_EINTERNAL, "embedding of %d images with activations for %d", n,
                    a->batch);
   int outer = nl_threads_enter(a->threads);
-  embed(m, a, images, n, x);
+  int rc = embed(m, a, images, n, x, err);
   nl_threads_leave(outer);
-  return 0;
+  return rc;
 }
 
 int nl_vit_block_run(const nl_vit *m, nl_vit_acts *a, int l, float *x, int n, nl_error *err) {

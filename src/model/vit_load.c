@@ -812,6 +812,7 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
     else rc = nl_quant_attach(m, qs, &f, path, err); /* m owns qs from here */
   }
   nl_st_close(&f);
+  if (!rc && o && o->precision != NL_PREC_FP32) rc = nl_vit_set_precision(m, o->precision, err);
   if (rc) {
     nl_vit_free(m);
     return -1;
@@ -827,6 +828,7 @@ void nl_vit_free(nl_vit *m) {
   free(m->blocks);
   free(m->norms);
   nl_vit_quant_free(m->quant);
+  free(m->bf16);
   memset(m, 0, sizeof *m);
 }
 

@@ -1,7 +1,8 @@
 # tensor module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += src/tensor/kernels.c src/tensor/kernels.h \
 	src/tensor/layers.c src/tensor/layers.h \
-	src/tensor/qlinear.c src/tensor/qlinear.h
+	src/tensor/qlinear.c src/tensor/qlinear.h \
+	src/tensor/bf16.c src/tensor/bf16.h
 
 check_PROGRAMS += tests/unit/test_kernels
 NL_UNIT_TESTS += tests/unit/test_kernels
@@ -15,3 +16,11 @@ tests_unit_test_quant_SOURCES = tests/unit/test_quant.c
 tests_unit_test_quant_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_quant_LDADD = $(NL_TEST_LDADD)
 NL_CLI_TESTS += tests/cli/test_quantize.sh
+
+check_PROGRAMS += tests/unit/test_bf16
+NL_UNIT_TESTS += tests/unit/test_bf16
+tests_unit_test_bf16_SOURCES = tests/unit/test_bf16.c
+tests_unit_test_bf16_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_bf16_LDADD = $(NL_TEST_LDADD)
+NL_CLI_TESTS += tests/cli/test_bf16.sh
+EXTRA_DIST += tests/cli/fmnist_inputs.py

@@ -164,7 +164,10 @@ void omp_set_num_threads(int n); /* libgomp (omp.h) */
  * once. */
 typedef struct {
   int M, N, K;
-  dnnl_memory_desc_t a_md, b_md, c_md, s_md;
+  int bf16;     /* 0: s8 x s8 -> s32; 1: bf16 x bf16 -> f32 (nl_gemm_bf16) */
+  int lda, ldc; /* row strides of a and c (s8: K and N) */
+  int bias;     /* bf16: an f32 bias [N] is added */
+  dnnl_memory_desc_t a_md, b_md, c_md, s_md, bias_md;
   size_t scratch;
   dnnl_primitive_t prim;
 } mm_entry;
@@ -186,8 +189,9 @@ int nl_qgemm_cache_size(void) {
   return n;
 }
 
-/* The cached primitive of a shape, created on first use (under the lock). */
-static mm_entry *mm_get(int M, int N, int K, char *eb, size_t ec) {
+/* The cached primitive of a shape and kind (the key: the mm_entry fields
+ * before the descriptors), created on first use (under the lock). */
+static mm_entry *mm_get(const mm_entry *key, char *eb, size_t ec) {
   mm_entry *e = NULL;
   dnnl_status_t st;
   pthread_mutex_lock(&mm_lock);
@@ -196,35 +200,50 @@ static mm_entry *mm_get(int M, int N, int K, char *eb, size_t ec) {
     dnnl_err(eb, ec, "engine creation", st);
     goto out;
   }
-  for (int i = 0; i < mm_n; i++)
-    if (mm_cache[i]->M == M && mm_cache[i]->N == N && mm_cache[i]->K == K) {
+  for (int i = 0; i < mm_n; i++) {
+    const mm_entry *c = mm_cache[i];
+    if (c->M == key->M && c->N == key->N && c->K == key->K && c->bf16 == key->bf16 &&
+        c->lda == key->lda && c->ldc == key->ldc && c->bias == key->bias) {
       e = mm_cache[i];
       goto out;
     }
+  }
   if (mm_n == mm_cap) {
     mm_cap = mm_cap ? 2 * mm_cap : 16;
     mm_cache = nl_xrealloc(mm_cache, sizeof(mm_entry *) * (size_t)mm_cap);
   }
   mm_entry n;
   memset(&n, 0, sizeof n);
-  n.M = M;
-  n.N = N;
-  n.K = K;
-  dnnl_dims_t ad = {M, K}, bd = {K, N}, cd = {M, N}, bs = {1, K};
+  n.M = key->M;
+  n.N = key->N;
+  n.K = key->K;
+  n.bf16 = key->bf16;
+  n.lda = key->lda;
+  n.ldc = key->ldc;
+  n.bias = key->bias;
+  const int M = n.M, N = n.N, K = n.K;
+  /* weights w [N, K] row-major, seen as b [K, N] with strides (1, K) */
+  dnnl_dims_t ad = {M, K}, bd = {K, N}, cd = {M, N}, bs = {1, K}, as = {n.lda, 1},
+              cs = {n.ldc, 1}, biasd = {1, N};
+  dnnl_data_type_t in_t = n.bf16 ? dnnl_bf16 : dnnl_s8, out_t = n.bf16 ? dnnl_f32 : dnnl_s32;
   dnnl_matmul_desc_t d;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_attr_t attr = NULL;
-  if ((st = dnnl_memory_desc_init_by_tag(&n.a_md, 2, ad, dnnl_s8, dnnl_ab)) ||
-      (st = dnnl_memory_desc_init_by_strides(&n.b_md, 2, bd, dnnl_s8, bs)) ||
-      (st = dnnl_memory_desc_init_by_tag(&n.c_md, 2, cd, dnnl_s32, dnnl_ab)) ||
-      (st = dnnl_matmul_desc_init(&d, &n.a_md, &n.b_md, NULL, &n.c_md)) ||
+  if ((st = dnnl_memory_desc_init_by_strides(&n.a_md, 2, ad, in_t, as)) ||
+      (st = dnnl_memory_desc_init_by_strides(&n.b_md, 2, bd, in_t, bs)) ||
+      (st = dnnl_memory_desc_init_by_strides(&n.c_md, 2, cd, out_t, cs)) ||
+      (n.bias && (st = dnnl_memory_desc_init_by_tag(&n.bias_md, 2, biasd, dnnl_f32, dnnl_ab))) ||
+      (st = dnnl_matmul_desc_init(&d, &n.a_md, &n.b_md, n.bias ? &n.bias_md : NULL, &n.c_md)) ||
       (st = dnnl_primitive_attr_create(&attr)) ||
       (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) ||
       (st = dnnl_primitive_desc_create(&pd, &d, attr, mm_engine, NULL)) ||
       (st = dnnl_primitive_create(&n.prim, pd))) {
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
-    dnnl_err(eb, ec, "matmul s8 x s8 -> s32 primitive creation", st);
+    dnnl_err(eb, ec,
+             n.bf16 ? "matmul bf16 x bf16 -> f32 primitive creation"
+                    : "matmul s8 x s8 -> s32 primitive creation",
+             st);
     goto out;
   }
   n.s_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
@@ -239,13 +258,11 @@ out:
   return e;
 }
 
-int nl_qgemm_s8(int M, int N, int K, const int8_t *a, const int8_t *w, int32_t *c, char *eb,
-                size_t ec) {
-  if (M < 1 || N < 1 || K < 1) return 0;
-  mm_entry *e = mm_get(M, N, K, eb, ec);
-  if (!e) return -1;
+/* Run a cached primitive on the calling thread: c = a w^T (+ bias). */
+static int mm_run(const mm_entry *e, const void *a, const void *w, const float *bias, void *c,
+                  char *eb, size_t ec) {
   omp_set_num_threads(1);
-  dnnl_memory_t am = NULL, bm = NULL, cm = NULL, sm = NULL;
+  dnnl_memory_t am = NULL, bm = NULL, cm = NULL, sm = NULL, biasm = NULL;
   dnnl_stream_t s = NULL;
   dnnl_status_t st;
   int rc = 0;
@@ -254,14 +271,17 @@ int nl_qgemm_s8(int M, int N, int K, const int8_t *a, const int8_t *w, int32_t *
       (st = dnnl_memory_create(&bm, &e->b_md, mm_engine, (void *)w)) ||
       (st = dnnl_memory_create(&cm, &e->c_md, mm_engine, c)) ||
       (st = dnnl_memory_create(&sm, &e->s_md, mm_engine, scratch)) ||
+      (e->bias && (st = dnnl_memory_create(&biasm, &e->bias_md, mm_engine, (void *)bias))) ||
       (st = dnnl_stream_create(&s, mm_engine, dnnl_stream_default_flags))) {
     rc = dnnl_err(eb, ec, "memory or stream creation", st);
   } else {
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, am},
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, am},
                                {DNNL_ARG_WEIGHTS, bm},
                                {DNNL_ARG_DST, cm},
-                               {DNNL_ARG_SCRATCHPAD, sm}};
-    if ((st = dnnl_primitive_execute(e->prim, s, 4, args)) || (st = dnnl_stream_wait(s)))
+                               {DNNL_ARG_SCRATCHPAD, sm},
+                               {DNNL_ARG_BIAS, biasm}};
+    if ((st = dnnl_primitive_execute(e->prim, s, e->bias ? 5 : 4, args)) ||
+        (st = dnnl_stream_wait(s)))
       rc = dnnl_err(eb, ec, "matmul execution", st);
   }
   if (s) dnnl_stream_destroy(s);
@@ -270,7 +290,26 @@ int nl_qgemm_s8(int M, int N, int K, const int8_t *a, const int8_t *w, int32_t *
   if (am) dnnl_memory_destroy(am);
   if (bm) dnnl_memory_destroy(bm);
   if (cm) dnnl_memory_destroy(cm);
+  if (biasm) dnnl_memory_destroy(biasm);
   return rc;
+}
+
+int nl_qgemm_s8(int M, int N, int K, const int8_t *a, const int8_t *w, int32_t *c, char *eb,
+                size_t ec) {
+  if (M < 1 || N < 1 || K < 1) return 0;
+  mm_entry key = {.M = M, .N = N, .K = K, .lda = K, .ldc = N};
+  mm_entry *e = mm_get(&key, eb, ec);
+  if (!e) return -1;
+  return mm_run(e, a, w, NULL, c, eb, ec);
+}
+
+int nl_gemm_bf16(int M, int N, int K, const uint16_t *a, int lda, const uint16_t *w,
+                 const float *bias, float *c, int ldc, char *eb, size_t ec) {
+  if (M < 1 || N < 1 || K < 1) return 0;
+  mm_entry key = {.M = M, .N = N, .K = K, .bf16 = 1, .lda = lda, .ldc = ldc, .bias = bias != NULL};
+  mm_entry *e = mm_get(&key, eb, ec);
+  if (!e) return -1;
+  return mm_run(e, a, w, bias, c, eb, ec);
 }
 
 /* ---- forward ---- */

@@ -85,6 +85,13 @@ int nl_qlinear_forward(float *out, const float *inp, const nl_qlinear *q, const 
  * message in errbuf. */
 int nl_qgemm_s8(int M, int N, int K, const int8_t *a, const int8_t *w, int32_t *c, char *errbuf,
                 size_t errcap);
+/* c [M, N] (row stride ldc) = a [M, K] (row stride lda) @ w [N, K]^T
+ * (+ bias [N] when not NULL) through oneDNN's matmul: bf16 x bf16 with
+ * FP32 accumulation and an f32 result (tensor/bf16.h), the primitive cached
+ * per (M, N, K, lda, ldc, bias) in the same cache as nl_qgemm_s8. Runs on
+ * the calling thread. 0, or -1 with a message in errbuf. */
+int nl_gemm_bf16(int M, int N, int K, const uint16_t *a, int lda, const uint16_t *w,
+                 const float *bias, float *c, int ldc, char *errbuf, size_t errcap);
 /* Primitives created so far (the cache's size; tests check reuse). */
 int nl_qgemm_cache_size(void);
 /* Quantize rows of x [rows, cols] (times in_scale per column if given) to
