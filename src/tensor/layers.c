@@ -10,6 +10,7 @@
 #include "base/mem.h"
 #include "base/threads.h"
 #include "base/vmath.h"
+#include "tensor/gemm.h"
 #include "tensor/kernels.h"
 
 /* ---- row-parallel driver ----
@@ -103,14 +104,89 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
   nl_parallel_for((size_t)nrb * ncb, gemm_task, &j);
 }
 
-/* ---- linear ---- */
+/* ---- linear ----
+ * With AVX-512 (tensor/gemm.h): the weight packed once per call (or given
+ * packed), then tiles of LIN_ROWS rows and all panels, or at small batches
+ * fewer rows and groups of panels, as tasks; each task then runs the
+ * epilogue on its own tile while it is in cache. Without: OpenBLAS tiles
+ * (nl_gemm_tiles), then the epilogue as a pass of its own. Either way the
+ * epilogue is the element-wise kernel of the separate layer, so the fused
+ * and the separate pass give the same bits. */
 
 #define LIN_ROWS 256     /* rows of out per tile */
 #define LIN_MIN_TILES 4  /* below this many row tiles, split the columns too */
 #define LIN_COL_ALIGN 16 /* column tiles are a multiple of this */
+#define KLIN_ROWS 64     /* AVX-512 kernel: rows per task (a multiple of 8) */
+#define KLIN_MIN_TASKS 8 /* below this many row tiles, split the panels too */
 
-void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
-                       int IC, int OC) {
+static void epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,
+                          int c0, int c1) {
+  if (!e || e->then == NL_LIN_PLAIN || r1 <= r0 || c1 <= c0) return;
+  const size_t w = (size_t)(c1 - c0);
+  /* a whole-width tile is one contiguous run of rows */
+  const int runs = c0 == 0 && c1 == OC ? 1 : r1 - r0;
+  const size_t len = runs == 1 ? (size_t)(r1 - r0) * w : w;
+  for (int i = 0; i < runs; i++) {
+    const size_t off = (size_t)(r0 + i) * OC + c0;
+    if (e->then == NL_LIN_GELU)
+      nl_gelu(e->out2 + off, out + off, len);
+    else
+      nl_residual_forward(e->out2 + off, e->res + off, out + off, len);
+  }
+}
+
+typedef struct {
+  float *out;
+  const float *inp, *wp, *b;
+  int N, IC, OC, rb, pg, npg;
+  const nl_lin_epilogue *e;
+} klin_job;
+
+static void klin_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const klin_job *j = user;
+  const int np = (j->OC + NL_GEMM_NR - 1) / NL_GEMM_NR;
+  const int r0 = (int)(i / (size_t)j->npg) * j->rb, g = (int)(i % (size_t)j->npg);
+  const int r1 = r0 + j->rb < j->N ? r0 + j->rb : j->N;
+  const int p0 = g * j->pg, p1 = p0 + j->pg < np ? p0 + j->pg : np;
+  nl_gemm_packed(j->out, j->OC, j->inp, j->IC, j->wp, j->b, j->OC, j->IC, r0, r1, p0, p1);
+  const int c0 = p0 * NL_GEMM_NR, c1 = p1 * NL_GEMM_NR < j->OC ? p1 * NL_GEMM_NR : j->OC;
+  epilogue_rows(j->e, j->out, j->OC, r0, r1, c0, c1);
+}
+
+static void klin_run(float *out, const float *inp, const float *wp, const float *b, int N,
+                     int IC, int OC, const nl_lin_epilogue *e) {
+  const int np = (OC + NL_GEMM_NR - 1) / NL_GEMM_NR;
+  const int nrb = (N + KLIN_ROWS - 1) / KLIN_ROWS;
+  int npg = 1;
+  if (nrb < KLIN_MIN_TASKS && (double)N * OC * IC >= GEMM_PAR_MIN) {
+    npg = (KLIN_MIN_TASKS + nrb - 1) / nrb;
+    if (npg > np) npg = np;
+  }
+  const int pg = (np + npg - 1) / npg;
+  npg = (np + pg - 1) / pg;
+  klin_job j = {out, inp, wp, b, N, IC, OC, KLIN_ROWS, pg, npg, e};
+  const size_t ntasks = (size_t)nrb * npg;
+  if ((double)N * OC * IC < GEMM_PAR_MIN)
+    for (size_t i = 0; i < ntasks; i++) klin_task(i, 0, &j);
+  else
+    nl_parallel_for(ntasks, klin_task, &j);
+}
+
+void nl_linear_forward_ex(float *out, const float *inp, const float *w, const float *wpacked,
+                          const float *b, int N, int IC, int OC, const nl_lin_epilogue *e) {
+  if (N < 1 || OC < 1) return;
+  if (nl_gemm_available()) {
+    float *tmp = NULL;
+    if (!wpacked) {
+      tmp = nl_aalloc(nl_gemm_pack_floats(OC, IC) * sizeof(float));
+      nl_gemm_pack(tmp, w, OC, IC, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
+      wpacked = tmp;
+    }
+    klin_run(out, inp, wpacked, b, N, IC, OC, e);
+    nl_afree(tmp);
+    return;
+  }
   const int nrb = (N + LIN_ROWS - 1) / LIN_ROWS;
   int cb = OC;
   if (nrb < LIN_MIN_TILES) {
@@ -119,6 +195,15 @@ void nl_linear_forward(float *out, const float *inp, const float *w, const float
     cb = (cb + LIN_COL_ALIGN - 1) / LIN_COL_ALIGN * LIN_COL_ALIGN;
   }
   nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, LIN_ROWS, cb);
+  if (e && e->then == NL_LIN_GELU)
+    nl_gelu_forward(e->out2, out, (size_t)N * OC);
+  else if (e && e->then == NL_LIN_ADD)
+    nl_residual_forward(e->out2, e->res, out, (size_t)N * OC);
+}
+
+void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
+                       int IC, int OC) {
+  nl_linear_forward_ex(out, inp, w, NULL, b, N, IC, OC, NULL);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */
