@@ -33,6 +33,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   }
   acts.threads = ctx->threads;
+  if (nl_vit_acts_pack(&acts, &m, err)) {
+    nl_vit_acts_free(&acts);
+    nl_vit_free(&m);
+    return -1;
+  }
   const int threads = nl_threads_count(ctx->threads);
   size_t n = (size_t)batch * c->in_chans * c->img_size * c->img_size;
   float *x = nl_xmalloc(sizeof(float) * n);

@@ -267,36 +267,76 @@ void nl_gelu_forward(float *out, const float *inp, size_t n) {
   nl_rows_run(gelu_rows, &k, n, 1, 0, NULL);
 }
 
-/* ---- attention: one GEMM pair and a softmax per (image, head); q, k, v
- * are read in place from qkv with leading dimension 3*C ---- */
+/* ---- attention: per (image, head) S = q k^T, softmax, O = P v; q, k, v
+ * are read in place from qkv with leading dimension 3*C. With AVX-512 both
+ * products run on the kernel of tensor/gemm.h (k packed into panels of the
+ * worker's scratch, v's rows are already panels): P for one (image, head)
+ * is written once and read back from L1. Otherwise a pair of sgemm calls;
+ * there the scale is applied inside the first product, here by the
+ * softmax. ---- */
 
 typedef struct {
   float *out, *att;
   const float *qkv;
   int T, C, NH, hd;
   float scale;
+  float *scratch; /* AVX-512 path: per worker, `per` floats */
+  size_t per;
 } att_job;
 
 static void att_task(size_t i, int worker, void *user) {
-  (void)worker;
   const att_job *j = user;
   const int T = j->T, C = j->C, hd = j->hd, b = (int)(i / j->NH), h = (int)(i % j->NH);
   const int ld = 3 * C;
   const float *q = j->qkv + (size_t)b * T * ld + (size_t)h * hd;
   const float *k = q + C, *v = q + 2 * C;
   float *P = j->att + i * (size_t)T * T;
+  float *o = j->out + (size_t)b * T * C + (size_t)h * hd;
+  if (j->scratch) {
+    const int NR = NL_GEMM_NR, kp = (T + NR - 1) / NR, vp = (hd + NR - 1) / NR;
+    float *kpk = j->scratch + (size_t)worker * j->per;
+    float *vpk = kpk + (size_t)kp * NR * hd;
+    /* k [T, hd] at stride ld as a weight [T, hd]; v^T [hd, T]: panel p,
+     * row t holds v[t, p*NR ..] */
+    for (int p = 0; p < kp; p++)
+      for (int jj = 0; jj < NR; jj++) {
+        const int t = p * NR + jj;
+        float *d = kpk + (size_t)p * NR * hd + jj;
+        for (int c = 0; c < hd; c++) d[(size_t)c * NR] = t < T ? k[(size_t)t * ld + c] : 0.0f;
+      }
+    for (int p = 0; p < vp; p++) {
+      const int w = hd - p * NR < NR ? hd - p * NR : NR;
+      for (int t = 0; t < T; t++) {
+        float *d = vpk + ((size_t)p * T + t) * NR;
+        memcpy(d, v + (size_t)t * ld + (size_t)p * NR, (size_t)w * sizeof(float));
+        for (int c = w; c < NR; c++) d[c] = 0.0f;
+      }
+    }
+    nl_gemm_packed(P, T, q, ld, kpk, NULL, T, hd, 0, T, 0, kp);
+    nl_softmax_rows(P, (size_t)T, T, j->scale);
+    nl_gemm_packed(o, C, P, T, vpk, NULL, hd, T, 0, T, 0, vp);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, j->scale, q, ld, k, ld, 0.0f,
               P, T);
   nl_softmax_rows(P, (size_t)T, T, 1.0f);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f,
-              j->out + (size_t)b * T * C + (size_t)h * hd, C);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f, o,
+              C);
 }
 
 void nl_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
                           int NH) {
   att_job j = {.out = out, .att = att, .qkv = qkv, .T = T, .C = C, .NH = NH, .hd = C / NH};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
+  if (nl_gemm_available()) {
+    const size_t NR = NL_GEMM_NR;
+    j.per = nl_gemm_pack_floats(T, j.hd) + (j.hd + NR - 1) / NR * NR * (size_t)T;
+    j.per = (j.per + 15) / 16 * 16; /* each worker's scratch 64-byte aligned */
+    const size_t workers = (size_t)nl_threads_count(0);
+    j.scratch = nl_aalloc(workers * j.per * sizeof(float));
+  }
   nl_parallel_for((size_t)B * NH, att_task, &j);
+  nl_afree(j.scratch);
 }
 
 /* ---- residual, layer scale ---- */
