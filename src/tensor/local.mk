@@ -16,3 +16,9 @@ tests_unit_test_quant_SOURCES = tests/unit/test_quant.c
 tests_unit_test_quant_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_quant_LDADD = $(NL_TEST_LDADD)
 NL_CLI_TESTS += tests/cli/test_quantize.sh
+
+check_PROGRAMS += tests/unit/test_fwdkern
+NL_UNIT_TESTS += tests/unit/test_fwdkern
+tests_unit_test_fwdkern_SOURCES = tests/unit/test_fwdkern.c
+tests_unit_test_fwdkern_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_fwdkern_LDADD = $(NL_TEST_LDADD)
