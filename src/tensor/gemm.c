@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/text.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define NL_GEMM_X86 1
 #include <immintrin.h>
@@ -26,7 +28,7 @@ int nl_gemm_available(void) {
     __builtin_cpu_init();
     ok = __builtin_cpu_supports("avx512f");
 #endif
-    const char *env = getenv("NORMLAB_GEMM");
+    const char *env = nl_getenv("NORMLAB_GEMM", NULL);
     if (env && strcmp(env, "blas") == 0) ok = 0;
     g_avail = ok;
   }

@@ -15,7 +15,9 @@
  *    whose size depends only on the shapes (nl_gemm_tiles), handed out over
  *    nl_parallel_for; element-wise and row-wise layers run over fixed chunks
  *    of rows (nl_rows_run) with the kernels of tensor/kernels.h; attention
- *    runs one task per (image, head).
+ *    runs one task per (image, head). With AVX-512 the forward products
+ *    (Linear, attention) run on tensor/gemm.h instead, whose outputs do not
+ *    depend on the split at all.
  */
 #ifndef NL_TENSOR_LAYERS_H
 #define NL_TENSOR_LAYERS_H
