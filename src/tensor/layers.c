@@ -12,6 +12,7 @@
 #include "base/vmath.h"
 #include "tensor/gemm.h"
 #include "tensor/kernels.h"
+#include "tensor/vec512.h"
 
 /* ---- row-parallel driver ----
  * The chunk size depends only on the problem's shape (row width and row
@@ -284,6 +285,90 @@ typedef struct {
   size_t per;
 } att_job;
 
+#ifdef NL_VEC512
+/* Softmax of each row of x [rows, n] after scaling by `scale`, 16 lanes at
+ * a time (the row's tail masked); a NaN score makes its row NaN. Rows of
+ * up to 64 stay in registers between the passes. */
+/* R rows (1 or 2, interleaved for overlap) of up to 16 * NV columns each
+ * (R, NV constants after inlining), kept in registers */
+NL_VEC512_INLINE void softmax_row_regs(float *xr, int n, __m512 sc, const int R, const int NV) {
+  __m512 v[2][4], mx[2], sum[2], inv[2];
+  __mmask16 m[4];
+#pragma GCC unroll 4
+  for (int c = 0; c < NV; c++) m[c] = nl_mask512((size_t)(n - 16 * c));
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++) {
+    mx[r] = _mm512_set1_ps(-INFINITY);
+    sum[r] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; c++) {
+      v[r][c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[c], xr + (size_t)r * n + 16 * c), sc);
+      mx[r] = _mm512_mask_max_ps(mx[r], m[c], v[r][c], mx[r]);
+    }
+    mx[r] = _mm512_set1_ps(_mm512_reduce_max_ps(mx[r]));
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; c++) {
+      v[r][c] = nl_exp512(_mm512_sub_ps(v[r][c], mx[r]));
+      sum[r] = _mm512_mask_add_ps(sum[r], m[c], sum[r], v[r][c]);
+    }
+    inv[r] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum[r]));
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; c++)
+      _mm512_mask_storeu_ps(xr + (size_t)r * n + 16 * c, m[c], _mm512_mul_ps(v[r][c], inv[r]));
+}
+
+NL_VEC512_TARGET static void softmax_rows512(float *x, int rows, int n, float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  const int nv = (n + 15) / 16;
+  int r = 0;
+  if (nv <= 4)
+    for (; r + 2 <= rows; r += 2) {
+      float *xr = x + (size_t)r * n;
+      switch (nv) {
+        case 1: softmax_row_regs(xr, n, sc, 2, 1); break;
+        case 2: softmax_row_regs(xr, n, sc, 2, 2); break;
+        case 3: softmax_row_regs(xr, n, sc, 2, 3); break;
+        default: softmax_row_regs(xr, n, sc, 2, 4); break;
+      }
+    }
+  for (; r < rows; r++) {
+    float *xr = x + (size_t)r * n;
+    switch (nv) {
+      case 1: softmax_row_regs(xr, n, sc, 1, 1); continue;
+      case 2: softmax_row_regs(xr, n, sc, 1, 2); continue;
+      case 3: softmax_row_regs(xr, n, sc, 1, 3); continue;
+      case 4: softmax_row_regs(xr, n, sc, 1, 4); continue;
+      default: break;
+    }
+    __m512 mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = nl_mask512((size_t)(n - j));
+      const __m512 u = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + j), sc);
+      _mm512_mask_storeu_ps(xr + j, m, u);
+      mx = _mm512_mask_max_ps(mx, m, u, mx);
+    }
+    const __m512 mxv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = nl_mask512((size_t)(n - j));
+      const __m512 e = nl_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + j), mxv));
+      _mm512_mask_storeu_ps(xr + j, m, e);
+      sum = _mm512_mask_add_ps(sum, m, sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = nl_mask512((size_t)(n - j));
+      _mm512_mask_storeu_ps(xr + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + j), inv));
+    }
+  }
+}
+#endif
+
 static void att_task(size_t i, int worker, void *user) {
   const att_job *j = user;
   const int T = j->T, C = j->C, hd = j->hd, b = (int)(i / j->NH), h = (int)(i % j->NH);
@@ -313,7 +398,9 @@ static void att_task(size_t i, int worker, void *user) {
       }
     }
     nl_gemm_packed(P, T, q, ld, kpk, NULL, T, hd, 0, T, 0, kp);
-    nl_softmax_rows(P, (size_t)T, T, j->scale);
+#ifdef NL_VEC512
+    softmax_rows512(P, T, T, j->scale);
+#endif
     nl_gemm_packed(o, C, P, T, vpk, NULL, hd, T, 0, T, 0, vp);
     return;
   }

@@ -245,6 +245,7 @@ static void test_attention(void **state) {
   check_attention(3, 50, 192, 3); /* vit_tiny_p4 */
   check_attention(5, 17, 64, 2);  /* vit_small_p7 */
   check_attention(2, 33, 40, 1);  /* head width not a multiple of 16 */
+  check_attention(2, 70, 64, 2); /* rows longer than the registers hold */
   check_attention(1, 1, 8, 2);
 }
 
