@@ -227,13 +227,16 @@ static int block_forward(const nl_vit *m, const nl_vit_acts *a, int l, nl_vit_la
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
   DONE(NL_PART_ATTN);
   OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
-  /* without a layer scale the residual add is fused into the product */
+  /* Without a layer scale the residual add is fused into the product, and
+   * GELU into fc1, unless the parts are timed one by one (the same bits
+   * either way) */
+  const int fuse = !ps;
   const nl_lin_epilogue add1 = {NL_LIN_ADD, L->res2, in};
   if (lin(L->proj, L->atty, B->proj_w, packed(a, m, l, NL_QL_PROJ), B->proj_b,
-          B->q[NL_QL_PROJ], rows, D, D, B->ls1 ? NULL : &add1, err))
+          B->q[NL_QL_PROJ], rows, D, D, fuse && !B->ls1 ? &add1 : NULL, err))
     return -1;
   DONE(NL_PART_PROJ);
-  if (B->ls1) branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
+  if (!fuse || B->ls1) branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
   /* MLP branch */
   OBSERVE(NL_SITE_NORM2_IN, L->res2, D);
@@ -243,19 +246,20 @@ static int block_forward(const nl_vit *m, const nl_vit_acts *a, int l, nl_vit_la
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_FC1_IN, L->ln2, D);
-  /* GELU fused into fc1's tiles (timed with fc1) */
   const nl_lin_epilogue gelu = {NL_LIN_GELU, L->gelu, NULL};
   if (lin(L->fc1, L->ln2, B->fc1_w, packed(a, m, l, NL_QL_FC1), B->fc1_b, B->q[NL_QL_FC1], rows,
-          D, Hm, &gelu, err))
+          D, Hm, fuse ? &gelu : NULL, err))
     return -1;
   DONE(NL_PART_FC1);
+  if (!fuse) nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
+  DONE(NL_PART_GELU);
   OBSERVE(NL_SITE_FC2_IN, L->gelu, Hm);
   const nl_lin_epilogue add2 = {NL_LIN_ADD, out, L->res2};
   if (lin(L->fc2, L->gelu, B->fc2_w, packed(a, m, l, NL_QL_FC2), B->fc2_b, B->q[NL_QL_FC2], rows,
-          Hm, D, B->ls2 ? NULL : &add2, err))
+          Hm, D, fuse && !B->ls2 ? &add2 : NULL, err))
     return -1;
   DONE(NL_PART_FC2);
-  if (B->ls2) branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
+  if (!fuse || B->ls2) branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
 #undef OBSERVE
 #undef DONE
