@@ -383,12 +383,15 @@ static void att_task(size_t i, int worker, void *user) {
     float *vpk = kpk + (size_t)kp * NR * hd;
     /* k [T, hd] at stride ld as a weight [T, hd]; v^T [hd, T]: panel p,
      * row t holds v[t, p*NR ..] */
-    for (int p = 0; p < kp; p++)
-      for (int jj = 0; jj < NR; jj++) {
-        const int t = p * NR + jj;
-        float *d = kpk + (size_t)p * NR * hd + jj;
-        for (int c = 0; c < hd; c++) d[(size_t)c * NR] = t < T ? k[(size_t)t * ld + c] : 0.0f;
+    for (int p = 0; p < kp; p++) {
+      const int w = T - p * NR < NR ? T - p * NR : NR;
+      float *panel = kpk + (size_t)p * NR * hd;
+      if (w < NR) memset(panel, 0, sizeof(float) * (size_t)NR * hd);
+      for (int jj = 0; jj < w; jj++) {
+        const float *src = k + (size_t)(p * NR + jj) * ld;
+        for (int c = 0; c < hd; c++) panel[(size_t)c * NR + jj] = src[c];
       }
+    }
     for (int p = 0; p < vp; p++) {
       const int w = hd - p * NR < NR ? hd - p * NR : NR;
       for (int t = 0; t < T; t++) {
