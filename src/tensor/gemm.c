@@ -6,6 +6,7 @@
  * row blocks of the call before the next one, so it stays in L1/L2. */
 #include "tensor/gemm.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,19 +20,22 @@
 #define NR NL_GEMM_NR
 #define MR 8
 
-static int g_avail = -1;
+static int g_avail = 0;
+static pthread_once_t g_avail_once = PTHREAD_ONCE_INIT;
+
+static void avail_init(void) {
+  int ok = 0;
+#ifdef NL_GEMM_X86
+  __builtin_cpu_init();
+  ok = __builtin_cpu_supports("avx512f");
+#endif
+  const char *env = nl_getenv("NORMLAB_GEMM", NULL);
+  if (env && strcmp(env, "blas") == 0) ok = 0;
+  g_avail = ok;
+}
 
 int nl_gemm_available(void) {
-  if (g_avail < 0) {
-    int ok = 0;
-#ifdef NL_GEMM_X86
-    __builtin_cpu_init();
-    ok = __builtin_cpu_supports("avx512f");
-#endif
-    const char *env = nl_getenv("NORMLAB_GEMM", NULL);
-    if (env && strcmp(env, "blas") == 0) ok = 0;
-    g_avail = ok;
-  }
+  pthread_once(&g_avail_once, avail_init);
   return g_avail;
 }
 
