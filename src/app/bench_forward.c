@@ -49,6 +49,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return -1;
   }
   acts.threads = ctx->threads;
+  if (nl_vit_acts_pack(&acts, &m, err)) {
+    nl_vit_acts_free(&acts);
+    nl_vit_free(&m);
+    return -1;
+  }
   const int threads = nl_threads_count(ctx->threads);
   /* where the time goes: the Linear products against the rest */
   double *parts = nl_xcalloc(nl_vit_part_slots(c->depth), sizeof(double));

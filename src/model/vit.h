@@ -269,11 +269,23 @@ typedef struct nl_vit_acts {
   double *part_s;
   int threads;          /* worker threads of the passes run on these buffers
                          * (0 after nl_vit_acts_init: nl_threads_default()) */
+  /* Packed FP32 weights (nl_vit_acts_pack; NULL after nl_vit_acts_init):
+   * wpack[4 * block + NL_QL_QKV ..] for the model wpack_model, NULL for a
+   * quantized layer. */
+  float **wpack, *wpack_mem;
+  const struct nl_vit *wpack_model;
 } nl_vit_acts;
 
 int nl_vit_acts_init(nl_vit_acts *a, const nl_vit_config *c, int batch, int keep_all,
                      nl_error *err);
 void nl_vit_acts_free(nl_vit_acts *a);
+/* Pack m's FP32 Linear weights once for the matrix kernel (tensor/gemm.h),
+ * so that passes of m on these activations skip packing them per product
+ * (the products' bits are the same either way). For inference on a model
+ * whose weights no longer change: after a change, pack again (passes of
+ * another model ignore the packs). No-op without the kernel (OpenBLAS);
+ * NL_ENOMEM when the copy does not fit. */
+int nl_vit_acts_pack(nl_vit_acts *a, const struct nl_vit *m, nl_error *err);
 
 /* Norm tap: called once per norm slot and forward pass, in forward order,
  * with the slot's name, its index in nl_vit.norms, its input x and output y

@@ -10,6 +10,7 @@
 #include "model/quant.h"
 #include "model/vit.h"
 #include "tensor/bf16.h"
+#include "tensor/gemm.h"
 #include "tensor/layers.h"
 
 /* ---- activations ---- */
@@ -75,7 +76,48 @@ void nl_vit_acts_free(nl_vit_acts *a) {
   if (!a) return;
   free(a->mem);
   free(a->layer);
+  nl_afree(a->wpack_mem);
+  free(a->wpack);
   memset(a, 0, sizeof *a);
+}
+
+int nl_vit_acts_pack(nl_vit_acts *a, const nl_vit *m, nl_error *err) {
+  nl_afree(a->wpack_mem);
+  free(a->wpack);
+  a->wpack_mem = NULL, a->wpack = NULL, a->wpack_model = NULL;
+  if (!nl_gemm_available()) return 0; /* OpenBLAS reads the weights as they are */
+  const nl_vit_config *c = &m->cfg;
+  const int D = c->dim;
+  size_t total = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    size_t off = 0;
+    for (int l = 0; l < c->depth; l++) {
+      const nl_vit_block *B = &m->blocks[l];
+      const int Hm = nl_vit_mlp_width(c, l);
+      const float *w[4] = {B->qkv_w, B->proj_w, B->fc1_w, B->fc2_w};
+      const int oc[4] = {3 * D, D, Hm, D}, ic[4] = {D, D, D, Hm};
+      for (int i = 0; i < 4; i++) {
+        if (!w[i] || B->q[i]) continue; /* quantized: its own integer product */
+        if (pass) {
+          a->wpack[4 * l + i] = a->wpack_mem + off;
+          nl_gemm_pack(a->wpack_mem + off, w[i], oc[i], ic[i], 0,
+                       (oc[i] + NL_GEMM_NR - 1) / NL_GEMM_NR);
+        }
+        off += nl_gemm_pack_floats(oc[i], ic[i]);
+      }
+    }
+    total = off;
+    if (!pass) {
+      void *mem = NULL;
+      if (total && posix_memalign(&mem, 64, total * sizeof(float)))
+        return nl_fail(err, NL_ENOMEM, "cannot allocate %.1f MB of packed weights",
+                       total * 4.0 / 1e6);
+      a->wpack_mem = mem;
+      a->wpack = nl_xcalloc((size_t)4 * c->depth, sizeof(float *));
+    }
+  }
+  a->wpack_model = m;
+  return 0;
 }
 
 /* ---- the pass ----
@@ -127,32 +169,44 @@ static void part_done(double *ps, size_t index, double *t) {
   *t = now;
 }
 
-/* A Linear of m: FP32, its quantized layer's integer product (q), or the
- * BF16 product when m has BF16 copies of its weights (nl_vit.bf16). */
-static int lin(const nl_vit *m, float *out, const float *inp, const float *w, const float *b,
-               const nl_qlinear *q, int rows, int IC, int OC, nl_error *err) {
-  if (!q && m->bf16) {
-    char eb[200] = "";
-    if (nl_linear_forward_bf16(out, inp, m->bf16 + (w - m->params), b, rows, IC, OC, eb,
-                               sizeof eb))
-      return nl_fail(err, NL_EINTERNAL, "BF16 product: %s", eb);
-    return 0;
-  }
-  if (!q) {
-    nl_linear_forward(out, inp, w, b, rows, IC, OC);
+/* A block's Linear: FP32 (over the packed weight wp when the activations
+ * carry one: nl_vit_acts_pack), its quantized layer's integer product (q),
+ * or the BF16 product when m has BF16 copies of its weights (nl_vit.bf16);
+ * then e's element-wise layer (NULL: none), fused into the FP32 product's
+ * tiles. */
+static int lin(const nl_vit *m, float *out, const float *inp, const float *w, const float *wp,
+               const float *b, const nl_qlinear *q, int rows, int IC, int OC,
+               const nl_lin_epilogue *e, nl_error *err) {
+  if (!q && !m->bf16) {
+    nl_linear_forward_ex(out, inp, w, wp, b, rows, IC, OC, e);
     return 0;
   }
   char eb[200] = "";
-  if (nl_qlinear_forward(out, inp, q, b, rows, eb, sizeof eb))
+  if (!q) {
+    if (nl_linear_forward_bf16(out, inp, m->bf16 + (w - m->params), b, rows, IC, OC, eb,
+                               sizeof eb))
+      return nl_fail(err, NL_EINTERNAL, "BF16 product: %s", eb);
+  } else if (nl_qlinear_forward(out, inp, q, b, rows, eb, sizeof eb)) {
     return nl_fail(err, NL_EINTERNAL, "quantized layer: %s", eb);
+  }
+  if (e && e->then == NL_LIN_GELU)
+    nl_gelu_forward(e->out2, out, (size_t)rows * OC);
+  else if (e && e->then == NL_LIN_ADD)
+    nl_residual_forward(e->out2, e->res, out, (size_t)rows * OC);
   return 0;
+}
+
+/* Packed weight of block l's Linear i (NL_QL_QKV ..), NULL when none. */
+static const float *packed(const nl_vit_acts *a, const nl_vit *m, int l, int i) {
+  return a && a->wpack && a->wpack_model == m ? a->wpack[4 * l + i] : NULL;
 }
 
 /* Block l on `in` (L->res1 in the plain pass; any [n, T, D] array, out may
  * be in). */
-static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const float *in,
-                         float *out, float *scratch, int n, nl_norm_tap_fn tap, void *user,
-                         double *ps, const nl_vit_observer *obs, nl_error *err) {
+static int block_forward(const nl_vit *m, const nl_vit_acts *a, int l, nl_vit_layer_acts *L,
+                         const float *in, float *out, float *scratch, int n,
+                         nl_norm_tap_fn tap, void *user, double *ps,
+                         const nl_vit_observer *obs, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   const nl_vit_block *B = &m->blocks[l];
   const int T = c->tokens, D = c->dim, Hm = nl_vit_mlp_width(c, l), rows = n * T;
@@ -173,14 +227,23 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const flo
   if (tap_call(tap, user, m, B->norm1, in, L->ln1, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
-  if (lin(m, L->qkv, L->ln1, B->qkv_w, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D, err)) return -1;
+  if (lin(m, L->qkv, L->ln1, B->qkv_w, packed(a, m, l, NL_QL_QKV), B->qkv_b, B->q[NL_QL_QKV],
+          rows, D, 3 * D, NULL, err))
+    return -1;
   DONE(NL_PART_QKV);
   nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
   DONE(NL_PART_ATTN);
   OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
-  if (lin(m, L->proj, L->atty, B->proj_w, B->proj_b, B->q[NL_QL_PROJ], rows, D, D, err)) return -1;
+  /* Without a layer scale the residual add is fused into the product, and
+   * GELU into fc1, unless the parts are timed one by one (the same bits
+   * either way) */
+  const int fuse = !ps;
+  const nl_lin_epilogue add1 = {NL_LIN_ADD, L->res2, in};
+  if (lin(m, L->proj, L->atty, B->proj_w, packed(a, m, l, NL_QL_PROJ), B->proj_b,
+          B->q[NL_QL_PROJ], rows, D, D, fuse && !B->ls1 ? &add1 : NULL, err))
+    return -1;
   DONE(NL_PART_PROJ);
-  branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
+  if (!fuse || B->ls1) branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
   /* MLP branch */
   OBSERVE(NL_SITE_NORM2_IN, L->res2, D);
@@ -190,14 +253,20 @@ static int block_forward(const nl_vit *m, int l, nl_vit_layer_acts *L, const flo
   if (tap_call(tap, user, m, B->norm2, L->res2, L->ln2, n, T, err)) return -1;
   if (ps) t = nl_now();
   OBSERVE(NL_SITE_FC1_IN, L->ln2, D);
-  if (lin(m, L->fc1, L->ln2, B->fc1_w, B->fc1_b, B->q[NL_QL_FC1], rows, D, Hm, err)) return -1;
+  const nl_lin_epilogue gelu = {NL_LIN_GELU, L->gelu, NULL};
+  if (lin(m, L->fc1, L->ln2, B->fc1_w, packed(a, m, l, NL_QL_FC1), B->fc1_b, B->q[NL_QL_FC1], rows,
+          D, Hm, fuse ? &gelu : NULL, err))
+    return -1;
   DONE(NL_PART_FC1);
-  nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
+  if (!fuse) nl_gelu_forward(L->gelu, L->fc1, (size_t)rows * Hm);
   DONE(NL_PART_GELU);
   OBSERVE(NL_SITE_FC2_IN, L->gelu, Hm);
-  if (lin(m, L->fc2, L->gelu, B->fc2_w, B->fc2_b, B->q[NL_QL_FC2], rows, Hm, D, err)) return -1;
+  const nl_lin_epilogue add2 = {NL_LIN_ADD, out, L->res2};
+  if (lin(m, L->fc2, L->gelu, B->fc2_w, packed(a, m, l, NL_QL_FC2), B->fc2_b, B->q[NL_QL_FC2], rows,
+          Hm, D, fuse && !B->ls2 ? &add2 : NULL, err))
+    return -1;
   DONE(NL_PART_FC2);
-  branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
+  if (!fuse || B->ls2) branch_add(out, L->res2, L->fc2, B->ls2, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
 #undef OBSERVE
 #undef DONE
@@ -212,7 +281,7 @@ static int embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, fl
   const nl_vit_config *c = &m->cfg;
   const int D = c->dim, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
   nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  if (lin(m, a->normed, a->patches, m->patch_w, m->patch_b, NULL, n * NP, KP, D, err)) return -1;
+  if (lin(m, a->normed, a->patches, m->patch_w, NULL, m->patch_b, NULL, n * NP, KP, D, NULL, err)) return -1;
   nl_tokens_forward(x, a->normed, c->class_token ? m->cls_token : NULL, m->pos_embed, n, NP, D);
   return 0;
 }
@@ -229,8 +298,8 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
   part_done(ps, nl_vit_part_index(NL_PART_PATCH, -1), &t);
   for (int l = 0; l < c->depth; l++) {
     float *out = l + 1 < c->depth ? a->layer[l + 1].res1 : a->out;
-    if (block_forward(m, l, &a->layer[l], a->layer[l].res1, out, a->normed, n, tap, user, ps,
-                      obs, err))
+    if (block_forward(m, a, l, &a->layer[l], a->layer[l].res1, out, a->normed, n, tap, user,
+                      ps, obs, err))
       return -1;
   }
   const nl_norm *fn = m->final_norm;
@@ -249,7 +318,7 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
       if (observe(obs, -1, NL_SITE_HEAD_IN, a->pooled, n, D, err)) return -1;
       if (ps) t = nl_now();
     }
-    if (lin(m, a->logits, a->pooled, m->head_w, m->head_b, NULL, n, D, c->classes, err))
+    if (lin(m, a->logits, a->pooled, m->head_w, NULL, m->head_b, NULL, n, D, c->classes, NULL, err))
       return -1;
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   } else {
@@ -266,7 +335,7 @@ static int forward_pass(const nl_vit *m, nl_vit_acts *a, const float *images, in
     if (tap_call(tap, user, m, fn, a->pooled, a->normed, n, 1, err)) return -1;
     if (observe(obs, -1, NL_SITE_HEAD_IN, a->normed, n, D, err)) return -1;
     if (ps) t = nl_now();
-    if (lin(m, a->logits, a->normed, m->head_w, m->head_b, NULL, n, D, c->classes, err))
+    if (lin(m, a->logits, a->normed, m->head_w, NULL, m->head_b, NULL, n, D, c->classes, NULL, err))
       return -1;
     part_done(ps, nl_vit_part_index(NL_PART_HEAD, -1), &t);
   }
@@ -306,7 +375,8 @@ int nl_vit_block_run(const nl_vit *m, nl_vit_acts *a, int l, float *x, int n, nl
     return nl_fail(err, NL_EINTERNAL, "block %d of %d images with activations for %d", l, n,
                    a->batch);
   int outer = nl_threads_enter(a->threads);
-  int rc = block_forward(m, l, &a->layer[l], x, x, a->normed, n, NULL, NULL, NULL, NULL, err);
+  int rc =
+      block_forward(m, a, l, &a->layer[l], x, x, a->normed, n, NULL, NULL, NULL, NULL, err);
   nl_threads_leave(outer);
   return rc;
 }

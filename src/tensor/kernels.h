@@ -27,7 +27,11 @@ void nl_dyt_rows(float *out, const float *x, float alpha, const float *w, const 
 void nl_affine_rows(float *out, const float *fx, const float *w, const float *b, size_t rows,
                     int d);
 
-/* Exact GELU 0.5 x (1 + erf(x / sqrt 2)), n elements (out may alias x). */
+/* Exact GELU 0.5 x (1 + erf(x / sqrt 2)), n elements (out may alias x):
+ * base/vmath.h's erf, with fused multiply-adds on AVX-512 (where
+ * nl_gemm_available(), tensor/gemm.h), a plain loop elsewhere; within
+ * 2e-6 of the exact value either way, each element's result independent
+ * of n and of its position. */
 void nl_gelu(float *out, const float *x, size_t n);
 
 /* In-place softmax of each row of length n (scaled by `scale` first). */

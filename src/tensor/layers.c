@@ -10,7 +10,9 @@
 #include "base/mem.h"
 #include "base/threads.h"
 #include "base/vmath.h"
+#include "tensor/gemm.h"
 #include "tensor/kernels.h"
+#include "tensor/vec512.h"
 
 /* ---- row-parallel driver ----
  * The chunk size depends only on the problem's shape (row width and row
@@ -103,14 +105,89 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
   nl_parallel_for((size_t)nrb * ncb, gemm_task, &j);
 }
 
-/* ---- linear ---- */
+/* ---- linear ----
+ * With AVX-512 (tensor/gemm.h): the weight packed once per call (or given
+ * packed), then tiles of LIN_ROWS rows and all panels, or at small batches
+ * fewer rows and groups of panels, as tasks; each task then runs the
+ * epilogue on its own tile while it is in cache. Without: OpenBLAS tiles
+ * (nl_gemm_tiles), then the epilogue as a pass of its own. Either way the
+ * epilogue is the element-wise kernel of the separate layer, so the fused
+ * and the separate pass give the same bits. */
 
 #define LIN_ROWS 256     /* rows of out per tile */
 #define LIN_MIN_TILES 4  /* below this many row tiles, split the columns too */
 #define LIN_COL_ALIGN 16 /* column tiles are a multiple of this */
+#define KLIN_ROWS 64     /* AVX-512 kernel: rows per task (a multiple of 8) */
+#define KLIN_MIN_TASKS 8 /* below this many row tiles, split the panels too */
 
-void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
-                       int IC, int OC) {
+static void epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,
+                          int c0, int c1) {
+  if (!e || e->then == NL_LIN_PLAIN || r1 <= r0 || c1 <= c0) return;
+  const size_t w = (size_t)(c1 - c0);
+  /* a whole-width tile is one contiguous run of rows */
+  const int runs = c0 == 0 && c1 == OC ? 1 : r1 - r0;
+  const size_t len = runs == 1 ? (size_t)(r1 - r0) * w : w;
+  for (int i = 0; i < runs; i++) {
+    const size_t off = (size_t)(r0 + i) * OC + c0;
+    if (e->then == NL_LIN_GELU)
+      nl_gelu(e->out2 + off, out + off, len);
+    else
+      nl_residual_forward(e->out2 + off, e->res + off, out + off, len);
+  }
+}
+
+typedef struct {
+  float *out;
+  const float *inp, *wp, *b;
+  int N, IC, OC, rb, pg, npg;
+  const nl_lin_epilogue *e;
+} klin_job;
+
+static void klin_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const klin_job *j = user;
+  const int np = (j->OC + NL_GEMM_NR - 1) / NL_GEMM_NR;
+  const int r0 = (int)(i / (size_t)j->npg) * j->rb, g = (int)(i % (size_t)j->npg);
+  const int r1 = r0 + j->rb < j->N ? r0 + j->rb : j->N;
+  const int p0 = g * j->pg, p1 = p0 + j->pg < np ? p0 + j->pg : np;
+  nl_gemm_packed(j->out, j->OC, j->inp, j->IC, j->wp, j->b, j->OC, j->IC, r0, r1, p0, p1);
+  const int c0 = p0 * NL_GEMM_NR, c1 = p1 * NL_GEMM_NR < j->OC ? p1 * NL_GEMM_NR : j->OC;
+  epilogue_rows(j->e, j->out, j->OC, r0, r1, c0, c1);
+}
+
+static void klin_run(float *out, const float *inp, const float *wp, const float *b, int N,
+                     int IC, int OC, const nl_lin_epilogue *e) {
+  const int np = (OC + NL_GEMM_NR - 1) / NL_GEMM_NR;
+  const int nrb = (N + KLIN_ROWS - 1) / KLIN_ROWS;
+  int npg = 1;
+  if (nrb < KLIN_MIN_TASKS && (double)N * OC * IC >= GEMM_PAR_MIN) {
+    npg = (KLIN_MIN_TASKS + nrb - 1) / nrb;
+    if (npg > np) npg = np;
+  }
+  const int pg = (np + npg - 1) / npg;
+  npg = (np + pg - 1) / pg;
+  klin_job j = {out, inp, wp, b, N, IC, OC, KLIN_ROWS, pg, npg, e};
+  const size_t ntasks = (size_t)nrb * npg;
+  if ((double)N * OC * IC < GEMM_PAR_MIN)
+    for (size_t i = 0; i < ntasks; i++) klin_task(i, 0, &j);
+  else
+    nl_parallel_for(ntasks, klin_task, &j);
+}
+
+void nl_linear_forward_ex(float *out, const float *inp, const float *w, const float *wpacked,
+                          const float *b, int N, int IC, int OC, const nl_lin_epilogue *e) {
+  if (N < 1 || OC < 1) return;
+  if (nl_gemm_available()) {
+    float *tmp = NULL;
+    if (!wpacked) {
+      tmp = nl_aalloc(nl_gemm_pack_floats(OC, IC) * sizeof(float));
+      nl_gemm_pack(tmp, w, OC, IC, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
+      wpacked = tmp;
+    }
+    klin_run(out, inp, wpacked, b, N, IC, OC, e);
+    nl_afree(tmp);
+    return;
+  }
   const int nrb = (N + LIN_ROWS - 1) / LIN_ROWS;
   int cb = OC;
   if (nrb < LIN_MIN_TILES) {
@@ -119,6 +196,15 @@ void nl_linear_forward(float *out, const float *inp, const float *w, const float
     cb = (cb + LIN_COL_ALIGN - 1) / LIN_COL_ALIGN * LIN_COL_ALIGN;
   }
   nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, LIN_ROWS, cb);
+  if (e && e->then == NL_LIN_GELU)
+    nl_gelu_forward(e->out2, out, (size_t)N * OC);
+  else if (e && e->then == NL_LIN_ADD)
+    nl_residual_forward(e->out2, e->res, out, (size_t)N * OC);
+}
+
+void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
+                       int IC, int OC) {
+  nl_linear_forward_ex(out, inp, w, NULL, b, N, IC, OC, NULL);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */
@@ -182,36 +268,165 @@ void nl_gelu_forward(float *out, const float *inp, size_t n) {
   nl_rows_run(gelu_rows, &k, n, 1, 0, NULL);
 }
 
-/* ---- attention: one GEMM pair and a softmax per (image, head); q, k, v
- * are read in place from qkv with leading dimension 3*C ---- */
+/* ---- attention: per (image, head) S = q k^T, softmax, O = P v; q, k, v
+ * are read in place from qkv with leading dimension 3*C. With AVX-512 both
+ * products run on the kernel of tensor/gemm.h (k packed into panels of the
+ * worker's scratch, v's rows are already panels): P for one (image, head)
+ * is written once and read back from L1. Otherwise a pair of sgemm calls;
+ * there the scale is applied inside the first product, here by the
+ * softmax. ---- */
 
 typedef struct {
   float *out, *att;
   const float *qkv;
   int T, C, NH, hd;
   float scale;
+  float *scratch; /* AVX-512 path: per worker, `per` floats */
+  size_t per;
 } att_job;
 
+#ifdef NL_VEC512
+/* Softmax of each row of x [rows, n] after scaling by `scale`, 16 lanes at
+ * a time (the row's tail masked); a NaN score makes its row NaN. Rows of
+ * up to 64 stay in registers between the passes. */
+/* R rows (1 or 2, interleaved for overlap) of up to 16 * NV columns each
+ * (R, NV constants after inlining), kept in registers */
+NL_VEC512_INLINE void softmax_row_regs(float *xr, int n, __m512 sc, const int R, const int NV) {
+  __m512 v[2][4], mx[2], sum[2], inv[2];
+  __mmask16 m[4];
+#pragma GCC unroll 4
+  for (int c = 0; c < NV; c++) m[c] = nl_mask512((size_t)(n - 16 * c));
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++) {
+    mx[r] = _mm512_set1_ps(-INFINITY);
+    sum[r] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; c++) {
+      v[r][c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[c], xr + (size_t)r * n + 16 * c), sc);
+      mx[r] = _mm512_mask_max_ps(mx[r], m[c], v[r][c], mx[r]);
+    }
+    mx[r] = _mm512_set1_ps(_mm512_reduce_max_ps(mx[r]));
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; c++) {
+      v[r][c] = nl_exp512(_mm512_sub_ps(v[r][c], mx[r]));
+      sum[r] = _mm512_mask_add_ps(sum[r], m[c], sum[r], v[r][c]);
+    }
+    inv[r] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum[r]));
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; c++)
+      _mm512_mask_storeu_ps(xr + (size_t)r * n + 16 * c, m[c], _mm512_mul_ps(v[r][c], inv[r]));
+}
+
+NL_VEC512_TARGET static void softmax_rows512(float *x, int rows, int n, float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  const int nv = (n + 15) / 16;
+  int r = 0;
+  if (nv <= 4)
+    for (; r + 2 <= rows; r += 2) {
+      float *xr = x + (size_t)r * n;
+      switch (nv) {
+        case 1: softmax_row_regs(xr, n, sc, 2, 1); break;
+        case 2: softmax_row_regs(xr, n, sc, 2, 2); break;
+        case 3: softmax_row_regs(xr, n, sc, 2, 3); break;
+        default: softmax_row_regs(xr, n, sc, 2, 4); break;
+      }
+    }
+  for (; r < rows; r++) {
+    float *xr = x + (size_t)r * n;
+    switch (nv) {
+      case 1: softmax_row_regs(xr, n, sc, 1, 1); continue;
+      case 2: softmax_row_regs(xr, n, sc, 1, 2); continue;
+      case 3: softmax_row_regs(xr, n, sc, 1, 3); continue;
+      case 4: softmax_row_regs(xr, n, sc, 1, 4); continue;
+      default: break;
+    }
+    __m512 mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = nl_mask512((size_t)(n - j));
+      const __m512 u = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + j), sc);
+      _mm512_mask_storeu_ps(xr + j, m, u);
+      mx = _mm512_mask_max_ps(mx, m, u, mx);
+    }
+    const __m512 mxv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = nl_mask512((size_t)(n - j));
+      const __m512 e = nl_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + j), mxv));
+      _mm512_mask_storeu_ps(xr + j, m, e);
+      sum = _mm512_mask_add_ps(sum, m, sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = nl_mask512((size_t)(n - j));
+      _mm512_mask_storeu_ps(xr + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + j), inv));
+    }
+  }
+}
+#endif
+
 static void att_task(size_t i, int worker, void *user) {
-  (void)worker;
   const att_job *j = user;
   const int T = j->T, C = j->C, hd = j->hd, b = (int)(i / j->NH), h = (int)(i % j->NH);
   const int ld = 3 * C;
   const float *q = j->qkv + (size_t)b * T * ld + (size_t)h * hd;
   const float *k = q + C, *v = q + 2 * C;
   float *P = j->att + i * (size_t)T * T;
+  float *o = j->out + (size_t)b * T * C + (size_t)h * hd;
+  if (j->scratch) {
+    const int NR = NL_GEMM_NR, kp = (T + NR - 1) / NR, vp = (hd + NR - 1) / NR;
+    float *kpk = j->scratch + (size_t)worker * j->per;
+    float *vpk = kpk + (size_t)kp * NR * hd;
+    /* k [T, hd] at stride ld as a weight [T, hd]; v^T [hd, T]: panel p,
+     * row t holds v[t, p*NR ..] */
+    for (int p = 0; p < kp; p++) {
+      const int w = T - p * NR < NR ? T - p * NR : NR;
+      float *panel = kpk + (size_t)p * NR * hd;
+      if (w < NR) memset(panel, 0, sizeof(float) * (size_t)NR * hd);
+      for (int jj = 0; jj < w; jj++) {
+        const float *src = k + (size_t)(p * NR + jj) * ld;
+        for (int c = 0; c < hd; c++) panel[(size_t)c * NR + jj] = src[c];
+      }
+    }
+    for (int p = 0; p < vp; p++) {
+      const int w = hd - p * NR < NR ? hd - p * NR : NR;
+      for (int t = 0; t < T; t++) {
+        float *d = vpk + ((size_t)p * T + t) * NR;
+        memcpy(d, v + (size_t)t * ld + (size_t)p * NR, (size_t)w * sizeof(float));
+        for (int c = w; c < NR; c++) d[c] = 0.0f;
+      }
+    }
+    nl_gemm_packed(P, T, q, ld, kpk, NULL, T, hd, 0, T, 0, kp);
+#ifdef NL_VEC512
+    softmax_rows512(P, T, T, j->scale);
+#endif
+    nl_gemm_packed(o, C, P, T, vpk, NULL, hd, T, 0, T, 0, vp);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, j->scale, q, ld, k, ld, 0.0f,
               P, T);
   nl_softmax_rows(P, (size_t)T, T, 1.0f);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f,
-              j->out + (size_t)b * T * C + (size_t)h * hd, C);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f, o,
+              C);
 }
 
 void nl_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
                           int NH) {
   att_job j = {.out = out, .att = att, .qkv = qkv, .T = T, .C = C, .NH = NH, .hd = C / NH};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
+  if (nl_gemm_available()) {
+    const size_t NR = NL_GEMM_NR;
+    j.per = nl_gemm_pack_floats(T, j.hd) + (j.hd + NR - 1) / NR * NR * (size_t)T;
+    j.per = (j.per + 15) / 16 * 16; /* each worker's scratch 64-byte aligned */
+    const size_t workers = (size_t)nl_threads_count(0);
+    j.scratch = nl_aalloc(workers * j.per * sizeof(float));
+  }
   nl_parallel_for((size_t)B * NH, att_task, &j);
+  nl_afree(j.scratch);
 }
 
 /* ---- residual, layer scale ---- */

@@ -15,7 +15,9 @@
  *    whose size depends only on the shapes (nl_gemm_tiles), handed out over
  *    nl_parallel_for; element-wise and row-wise layers run over fixed chunks
  *    of rows (nl_rows_run) with the kernels of tensor/kernels.h; attention
- *    runs one task per (image, head).
+ *    runs one task per (image, head). With AVX-512 the forward products
+ *    (Linear, attention) run on tensor/gemm.h instead, whose outputs do not
+ *    depend on the split at all.
  */
 #ifndef NL_TENSOR_LAYERS_H
 #define NL_TENSOR_LAYERS_H
@@ -44,12 +46,30 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
                    int rb, int cb);
 
 /* ---- linear: out[N,OC] = inp[N,IC] @ w[OC,IC]^T + b[OC] ----
- * b may be NULL (no bias). Saves nothing: backward needs inp. Tiles of 256
- * rows of out; when that gives fewer than 4 tiles (small batches), the
- * output channels are split too (into 4 tiles at batch 1), so that more
- * than one core works on a small batch. */
+ * b may be NULL (no bias). Saves nothing: backward needs inp. With
+ * AVX-512, normlab's own kernel (tensor/gemm.h: one fma chain per output
+ * element in k order) on tiles of 64 rows, the column panels split too at
+ * small batches. Otherwise OpenBLAS on tiles of 256 rows of out; when that
+ * gives fewer than 4 tiles (small batches), the output channels are split
+ * too (into 4 tiles at batch 1), so that more than one core works on a
+ * small batch. */
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                        int IC, int OC);
+
+/* ---- linear with the next element-wise layer fused in ----
+ * out = inp w^T + b as nl_linear_forward, and then, per tile while it is
+ * in cache, out2 = gelu(out) (NL_LIN_GELU, nl_gelu_forward's kernel) or
+ * out2 = res + out (NL_LIN_ADD, nl_residual_forward's): the bits of the
+ * two separate calls. wpacked (may be NULL) is w packed by nl_gemm_pack
+ * (tensor/gemm.h), used when nl_gemm_available(); e may be NULL. */
+typedef enum { NL_LIN_PLAIN = 0, NL_LIN_GELU, NL_LIN_ADD } nl_lin_then;
+typedef struct nl_lin_epilogue {
+  nl_lin_then then;
+  float *out2;      /* [N, OC]; may alias res */
+  const float *res; /* NL_LIN_ADD: [N, OC] */
+} nl_lin_epilogue;
+void nl_linear_forward_ex(float *out, const float *inp, const float *w, const float *wpacked,
+                          const float *b, int N, int IC, int OC, const nl_lin_epilogue *e);
 
 /* ---- LayerNorm over the last dim: out = (x - mean) * rstd * w + b ----
  * rstd = 1/sqrt(var + eps), var biased (divide by C). eps = 1e-6 in timm's

@@ -2,7 +2,8 @@
 libnormlab_a_SOURCES += src/tensor/kernels.c src/tensor/kernels.h \
 	src/tensor/layers.c src/tensor/layers.h \
 	src/tensor/qlinear.c src/tensor/qlinear.h \
-	src/tensor/bf16.c src/tensor/bf16.h
+	src/tensor/bf16.c src/tensor/bf16.h \
+	src/tensor/gemm.c src/tensor/gemm.h src/tensor/vec512.h
 
 check_PROGRAMS += tests/unit/test_kernels
 NL_UNIT_TESTS += tests/unit/test_kernels
@@ -24,3 +25,8 @@ tests_unit_test_bf16_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_bf16_LDADD = $(NL_TEST_LDADD)
 NL_CLI_TESTS += tests/cli/test_bf16.sh
 EXTRA_DIST += tests/cli/fmnist_inputs.py
+check_PROGRAMS += tests/unit/test_fwdkern
+NL_UNIT_TESTS += tests/unit/test_fwdkern
+tests_unit_test_fwdkern_SOURCES = tests/unit/test_fwdkern.c
+tests_unit_test_fwdkern_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_fwdkern_LDADD = $(NL_TEST_LDADD)

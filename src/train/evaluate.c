@@ -165,6 +165,10 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
   nl_vit_acts acts;
   if (nl_vit_acts_init(&acts, c, batch, 0, err)) return -1;
   acts.threads = o->threads;
+  if (nl_vit_acts_pack(&acts, m, err)) { /* the weights stay as they are during the sweep */
+    nl_vit_acts_free(&acts);
+    return -1;
+  }
   const int K = c->classes, k5 = K < 5 ? K : 5;
   float *x = nl_xmalloc(sizeof(float) * (size_t)batch * c->in_chans * d->rows * d->cols);
   int32_t *lab = nl_xmalloc(sizeof(int32_t) * (size_t)batch);
