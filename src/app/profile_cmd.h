@@ -7,8 +7,9 @@
 #include "model/profile.h"
 
 /* Profile `images` images of `spec` from `offset`, batch `batch`, on
- * ctx->threads; a progress line on a terminal. */
+ * ctx->threads; a progress line on a terminal. cov: 1 to collect the hidden
+ * channels' covariance too (nl_profile_opts.cov). */
 int nl_app_profile(nl_ctx *ctx, const nl_vit *m, const char *spec, long offset, long images,
-                   long batch, nl_profile *p, nl_error *err);
+                   long batch, int cov, nl_profile *p, nl_error *err);
 
 #endif

@@ -1,6 +1,7 @@
 /* Activation statistics and part times from an observed forward pass. */
 #include "model/profile.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@ typedef struct acc {
   double *sum, *sumsq, *sumabs;
   float *absmax;
   double rows;
+  double *gram;  /* [width, width] sum of x x^T (upper triangle), when collected */
+  float *tmp;    /* one batch's x^T x */
 } acc;
 
 typedef struct run_state {
@@ -48,6 +51,13 @@ static int on_act(int block, nl_vit_site site, const float *x, int rows, int wid
     }
   }
   a->rows += rows;
+  if (a->gram) {
+    /* one batch in float (rows of one batch), the sum over batches in double */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, width, rows, 1.0f, x, width, 0.0f, a->tmp,
+                width);
+    for (int i = 0; i < width; i++)
+      for (int j = i; j < width; j++) a->gram[(size_t)i * width + j] += a->tmp[(size_t)i * width + j];
+  }
   return 0;
 }
 
@@ -100,6 +110,10 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
     s.a[i].sumsq = nl_xcalloc(w, sizeof(double));
     s.a[i].sumabs = nl_xcalloc(w, sizeof(double));
     s.a[i].absmax = nl_xcalloc(w, sizeof(float));
+    if (o && o->cov && p->layers[i].site == NL_SITE_FC2_IN && p->layers[i].block >= 0) {
+      s.a[i].gram = nl_xcalloc(w * w, sizeof(double));
+      s.a[i].tmp = nl_xcalloc(w * w, sizeof(float));
+    }
   }
   const nl_vit_config *c = &m->cfg;
   double *part_s = nl_xcalloc(nl_vit_part_slots(c->depth), sizeof(double));
@@ -152,6 +166,18 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
       L->absmean[j] = (float)(a->sumabs[j] / a->rows);
       L->absmax[j] = a->absmax[j];
     }
+    if (rc == 0 && a->gram && a->rows > 0) {
+      const int w = L->width;
+      L->cov = nl_xmalloc((size_t)w * w * sizeof(float));
+      for (int u = 0; u < w; u++)
+        for (int v = u; v < w; v++) {
+          double cv = a->gram[(size_t)u * w + v] / a->rows -
+                      (a->sum[u] / a->rows) * (a->sum[v] / a->rows);
+          L->cov[(size_t)u * w + v] = L->cov[(size_t)v * w + u] = (float)cv;
+        }
+    }
+    free(a->gram);
+    free(a->tmp);
     free(a->sum);
     free(a->sumsq);
     free(a->sumabs);
@@ -180,6 +206,7 @@ void nl_profile_free(nl_profile *p) {
     free(p->layers[i].mean);
     free(p->layers[i].var);
     free(p->layers[i].absmax);
+    free(p->layers[i].cov);
   }
   free(p->layers);
   free(p->part_ms);
@@ -210,6 +237,12 @@ int nl_profile_save(const nl_profile *p, const char *path, const char *const *me
       char nm[96];
       snprintf(nm, sizeof nm, "%s.%s", L->name, stat_names[k]);
       rc = nl_st_writer_add(w, nm, v[k], 1, shape, err);
+    }
+    if (rc == 0 && L->cov) {
+      char nm[96];
+      snprintf(nm, sizeof nm, "%s.cov", L->name);
+      int64_t sh2[2] = {L->width, L->width};
+      rc = nl_st_writer_add(w, nm, L->cov, 2, sh2, err);
     }
   }
   if (rc == 0 && p->part_ms && p->depth > 0) {
@@ -295,6 +328,16 @@ int nl_profile_load(nl_profile *p, const char *path, nl_error *err) {
                      t ? "of another shape" : "missing", L->width, L->name);
       else
         nl_st_to_f32(t, dst[k]);
+    }
+    char cn[96];
+    snprintf(cn, sizeof cn, "%s.cov", L->name);
+    const nl_st_tensor *ct = rc == 0 ? nl_st_find(&f, cn) : NULL;
+    if (ct && (ct->ndim != 2 || ct->shape[0] != L->width || ct->shape[1] != L->width))
+      rc = nl_fail(err, NL_EINPUT, "%s: tensor '%s' is not [%d, %d] (the covariance of %s's %d "
+                   "channels)", path, cn, L->width, L->width, L->name, L->width);
+    else if (ct) {
+      L->cov = nl_xmalloc((size_t)L->width * L->width * sizeof(float));
+      nl_st_to_f32(ct, L->cov);
     }
   }
   if (rc == 0 && p->nlayers == 0)
