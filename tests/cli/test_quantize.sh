@@ -41,6 +41,22 @@ expect_out '^precision: W8A8' "bench forward reports the precision"
 expect_status 0 "bench forward of the FP32 model" "$NORMLAB" bench forward --model "$SMALL" --batch 4 --seconds 0.2
 expect_out '^precision: fp32' "bench forward reports fp32"
 
+# eval --compare-ref: agreement with the fixture's reference argmax (timm,
+# float64) on test images 300..799; the FP32 model gives timm's predictions
+if have_fixtures; then
+  REFP=$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors
+  expect_status 0 "eval --compare-ref of the FP32 model" "$NORMLAB" eval --model "$SMALL" --offset 300 --images 500 --compare-ref "$REFP" --json
+  expect_out '"agreement": 1\.0, "disagree": 0' "the FP32 model agrees with timm on every image"
+  expect_status 0 "eval --compare-ref of the W8A8 model" "$NORMLAB" eval --model "$TMP/a8.safetensors" --offset 300 --images 500 --compare-ref "$REFP"
+  expect_out '^agreement with .*: [0-9.]+ % \([0-9]+ of 500 images differ\)$' "the text line"
+  ag=$(sed -n 's/^agreement with .*: \([0-9.]*\) %.*/\1/p' "$TMP/out")
+  check_num "${ag:-0} >= 99" "W8A8 agrees with timm on >= 99 % of 500 images ($ag %)"
+  expect_status 2 "eval --compare-ref of a file without test_predictions" "$NORMLAB" eval --model "$SMALL" --images 10 --compare-ref "$SMALL"
+  expect_err "no 1-D tensor 'test_predictions'" "it names the tensor"
+  expect_status 2 "eval --compare-ref past its end" "$NORMLAB" eval --model "$SMALL" --data fmnist:train --offset 9995 --images 10 --compare-ref "$REFP"
+  expect_err 'holds 10000 reference predictions; images 9995\.\.10004' "it gives both counts"
+fi
+
 # a budget-pruned model (a different MLP width in each block): every fc1 /
 # fc2 quantized at its own width (this crashed while the layers were sized
 # by the config's widest MLP)
