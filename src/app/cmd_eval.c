@@ -132,7 +132,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   int *ref = NULL, *pred = NULL;
   long nref = 0, total = nl_data_stream_total(st);
   if (refpath) {
-    if (load_ref(refpath, m.cfg.classes, &ref, &nref, err) == 0 && offset + total > nref)
+    if (nl_arg_flag(a, "skip-bad"))
+      nl_fail(err, NL_EINPUT, "--compare-ref and --skip-bad exclude each other (an image left "
+              "out would shift every later one against its reference)");
+    else if (load_ref(refpath, m.cfg.classes, &ref, &nref, err) == 0 && offset + total > nref)
       nl_fail(err, NL_EINPUT, "%s holds %ld reference predictions; images %ld..%ld of %s asked "
               "for", refpath, nref, offset, offset + total - 1, spec);
     if (!ref || offset + total > nref) {
