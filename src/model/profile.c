@@ -20,13 +20,13 @@ typedef struct acc {
   float *absmax;
   double rows;
   double *gram;  /* [width, width] sum of x x^T (upper triangle), when collected */
-  float *tmp;    /* one batch's x^T x */
 } acc;
 
 typedef struct run_state {
   const nl_vit *m;
   nl_profile *p;
   acc *a;
+  float *tmp;    /* one batch's x^T x, the widest layer's (the observer runs one layer at a time) */
 } run_state;
 
 /* Layer index of (block, site) in forward order. */
@@ -53,10 +53,10 @@ static int on_act(int block, nl_vit_site site, const float *x, int rows, int wid
   a->rows += rows;
   if (a->gram) {
     /* one batch in float (rows of one batch), the sum over batches in double */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, width, rows, 1.0f, x, width, 0.0f, a->tmp,
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, width, rows, 1.0f, x, width, 0.0f, s->tmp,
                 width);
     for (int i = 0; i < width; i++)
-      for (int j = i; j < width; j++) a->gram[(size_t)i * width + j] += a->tmp[(size_t)i * width + j];
+      for (int j = i; j < width; j++) a->gram[(size_t)i * width + j] += s->tmp[(size_t)i * width + j];
   }
   return 0;
 }
@@ -103,7 +103,8 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
   int batch = o && o->batch > 0 ? o->batch : 32;
   if (batch > images) batch = images;
   layout(p, m);
-  run_state s = {m, p, nl_xcalloc((size_t)p->nlayers, sizeof(acc))};
+  run_state s = {m, p, nl_xcalloc((size_t)p->nlayers, sizeof(acc)), NULL};
+  size_t tmp_w = 0;
   for (int i = 0; i < p->nlayers; i++) {
     size_t w = (size_t)p->layers[i].width;
     s.a[i].sum = nl_xcalloc(w, sizeof(double));
@@ -112,9 +113,10 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
     s.a[i].absmax = nl_xcalloc(w, sizeof(float));
     if (o && o->cov && p->layers[i].site == NL_SITE_FC2_IN && p->layers[i].block >= 0) {
       s.a[i].gram = nl_xcalloc(w * w, sizeof(double));
-      s.a[i].tmp = nl_xcalloc(w * w, sizeof(float));
+      if (w > tmp_w) tmp_w = w;
     }
   }
+  if (tmp_w) s.tmp = nl_xcalloc(tmp_w * tmp_w, sizeof(float));
   const nl_vit_config *c = &m->cfg;
   double *part_s = nl_xcalloc(nl_vit_part_slots(c->depth), sizeof(double));
   nl_vit_observer obs = {on_act, &s};
@@ -177,13 +179,13 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
         }
     }
     free(a->gram);
-    free(a->tmp);
     free(a->sum);
     free(a->sumsq);
     free(a->sumabs);
     free(a->absmax);
   }
   free(s.a);
+  free(s.tmp);
   for (int b = 0; b < c->depth; b++)
     for (int k = 0; k < NL_PROFILE_PARTS; k++)
       p->part_ms[(size_t)b * NL_PROFILE_PARTS + k] =
