@@ -6,7 +6,11 @@
 --   normlab lua samples/edgeflex.lua [--model FILE] [--ratio R]
 --       [--weights 8|4] [--acts 8|0] [--group G] [--method rtn|awq]
 --       [--set SPEC] [--images N] [--profile-images N] [--calib-images N]
---       [--seconds S] [--output DIR] [--quick]
+--       [--seconds S] [--output DIR] [--quick] [--fit compensate|refit]
+--
+-- --fit refit: the prune refits fc2 on the kept channels by least squares
+-- (prune --refit; the profile is made with --cov) instead of bias
+-- compensation.
 --
 -- Prints the per-block budget table (normlab cost --model, per image at
 -- batch 1: FLOPs, parameters, bytes read with the weights at their stored
@@ -21,7 +25,7 @@ local nl = require "normlab"
 
 local opt = {model = nl.default_model(), ratio = 0.6, weights = 8, acts = 8, group = 0,
              method = "rtn", set = "", images = 500, profile_images = 256, calib_images = 32,
-             seconds = 1, output = "out/edgeflex"}
+             seconds = 1, output = "out/edgeflex", fit = "compensate"}
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -35,6 +39,9 @@ while i <= #arg do
     error("unknown argument '" .. a .. "' (see the head of edgeflex.lua)", 0)
   end
   i = i + 1
+end
+if opt.fit ~= "compensate" and opt.fit ~= "refit" then
+  error("--fit " .. tostring(opt.fit) .. ": want compensate or refit", 0)
 end
 if opt.acts == 8 and (opt.weights ~= 8 or opt.method ~= "rtn") then
   error("--acts 8 (W8A8 SmoothQuant) needs --weights 8 --method rtn; give --acts 0 for weight-only", 0)
@@ -83,9 +90,11 @@ end
 local steps = {}
 steps[#steps + 1] = measure("fp32", opt.model)
 local before = cost(opt.model)
-run({"profile", "--model", opt.model, "--images", tostring(opt.profile_images), "--output", out("profile.safetensors")})
+local refit = opt.fit == "refit"
+run({"profile", "--model", opt.model, "--images", tostring(opt.profile_images), "--output", out("profile.safetensors"),
+     refit and "--cov" or nil})
 run({"prune", "--model", opt.model, "--ratio", tostring(opt.ratio), "--score", "variance", "--profile",
-     out("profile.safetensors"), "--output", out("pruned.safetensors")})
+     out("profile.safetensors"), "--output", out("pruned.safetensors"), refit and "--refit" or nil})
 steps[#steps + 1] = measure(string.format("prune %g", opt.ratio), out("pruned.safetensors"))
 local q = {"quantize", "--model", out("pruned.safetensors"), "--weights", tostring(opt.weights), "--method",
            opt.method, "--images", tostring(opt.calib_images), "--output", out("quantized.safetensors")}

@@ -1,4 +1,5 @@
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +8,9 @@
 #include "app/data_load.h"
 #include "app/model_path.h"
 #include "base/json.h"
+#include "base/mem.h"
 #include "data/dataset.h"
+#include "model/safetensors.h"
 #include "model/vit.h"
 #include "train/evaluate.h"
 
@@ -23,6 +26,9 @@ static const nl_opt opts[] = {
      "replace the norms first, as replace --set (at the prompt: the session's set; none: as "
      "loaded)",
      NULL, NL_OPTF_PATH},
+    {"compare-ref", NL_OPT_STR, "FILE", NULL,
+     "also the agreement of the predictions with FILE's 'test_predictions' (one class per "
+     "image of the split, as the timm fixtures' _ref files)", NULL, NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     NL_PRECISION_OPT,
     {0},
@@ -45,6 +51,36 @@ static int on_batch(const nl_progress *p, void *user) {
     fflush(ctx->err);
   }
   return 0;
+}
+
+/* The reference predictions of --compare-ref: tensor test_predictions, one
+ * class index per image (any integer or float dtype holding integers in
+ * [0, classes)). */
+static int load_ref(const char *path, int classes, int **pred, long *n, nl_error *err) {
+  nl_st_file f;
+  *pred = NULL;
+  if (nl_st_open(&f, path, err)) return -1;
+  const nl_st_tensor *t = nl_st_find(&f, "test_predictions");
+  int rc = 0;
+  if (!t || t->ndim != 1)
+    rc = nl_fail(err, NL_EINPUT, "%s: no 1-D tensor 'test_predictions' (one class per image) "
+                 "for --compare-ref", path);
+  float *v = rc ? NULL : nl_xmalloc((t->numel ? t->numel : 1) * sizeof(float));
+  if (v) nl_st_to_f32(t, v);
+  *n = rc ? 0 : (long)t->numel;
+  int *p = rc ? NULL : nl_xmalloc((size_t)(*n ? *n : 1) * sizeof(int));
+  for (long i = 0; rc == 0 && i < *n; i++) {
+    if (!(v[i] >= 0 && v[i] < classes && v[i] == floorf(v[i])))
+      rc = nl_fail(err, NL_EINPUT, "%s: test_predictions[%ld] = %g is not a class of the model "
+                   "(0..%d)", path, i, v[i], classes - 1);
+    else
+      p[i] = (int)v[i];
+  }
+  free(v);
+  nl_st_close(&f);
+  if (rc) free(p);
+  else *pred = p;
+  return rc;
 }
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
@@ -94,6 +130,25 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_model_norms_free(&norms);
     return -1;
   }
+  const char *refpath = nl_arg_str(a, "compare-ref");
+  int *ref = NULL, *pred = NULL;
+  long nref = 0, total = nl_data_stream_total(st);
+  if (refpath) {
+    if (nl_arg_flag(a, "skip-bad"))
+      nl_fail(err, NL_EINPUT, "--compare-ref and --skip-bad exclude each other (an image left "
+              "out would shift every later one against its reference)");
+    else if (load_ref(refpath, m.cfg.classes, &ref, &nref, err) == 0 && offset + total > nref)
+      nl_fail(err, NL_EINPUT, "%s holds %ld reference predictions; images %ld..%ld of %s asked "
+              "for", refpath, nref, offset, offset + total - 1, spec);
+    if (!ref || offset + total > nref) {
+      free(ref);
+      nl_data_stream_close(st);
+      nl_vit_free(&m);
+      nl_model_norms_free(&norms);
+      return -1;
+    }
+    pred = nl_xmalloc((size_t)(total ? total : 1) * sizeof(int));
+  }
   live l = {ctx, -1};
   nl_eval_opts o;
   nl_eval_opts_default(&o);
@@ -103,6 +158,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   o.progress = on_batch;
   o.progress_user = &l;
   o.model_name = path;
+  o.predictions = pred;
+  o.npredictions = pred ? total : 0;
   nl_eval_result r;
   int rc = nl_vit_evaluate_stream(&m, st, &o, &r, err);
   if (ctx->tty && r.images) fprintf(ctx->err, "\n");
@@ -110,6 +167,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     long done = r.images;
     double f1 = done ? (double)r.top1 / done : 0, f5 = done ? (double)r.top5 / done : 0;
     double ips = r.seconds > 0 ? done / r.seconds : 0;
+    long agree = 0;
+    for (long i = 0; pred && i < done && i < total; i++) agree += pred[i] == ref[offset + i];
     if (nl_arg_flag(a, "json")) {
       json_t *j = json_pack("{s:f, s:f, s:I, s:o}", "top1", f1, "top5", f5, "images",
                             (json_int_t)done, "images_per_second", nl_json_rounded(ips, 2));
@@ -118,6 +177,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
         json_object_set_new(j, "replaced", json_integer(replaced));
       }
       json_object_set_new(j, "skipped", json_integer((json_int_t)r.skipped));
+      if (pred) {
+        json_object_set_new(j, "agreement", json_real(done ? (double)agree / done : 0));
+        json_object_set_new(j, "disagree", json_integer((json_int_t)(done - agree)));
+      }
       if (r.stopped) json_object_set_new(j, "interrupted", json_true());
       if (m.bf16) json_object_set_new(j, "precision", json_string("bf16"));
       nl_json_print(ctx->out, j);
@@ -130,11 +193,16 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(ctx->out, "%s on %s: top-1 %.2f %%, top-5 %.2f %% of %ld images%s (%.1f images/s)%s%s\n",
               what, spec, 100 * f1, 100 * f5, done, skipped, ips, m.bf16 ? ", bf16 products" : "",
               r.stopped ? " [interrupted]" : "");
+      if (pred)
+        fprintf(ctx->out, "agreement with %s: %.2f %% (%ld of %ld images differ)\n", refpath,
+                done ? 100.0 * agree / done : 0, done - agree, done);
     }
     if (r.stopped)
       rc = nl_fail(err, NL_EINTR, "interrupted after %ld of %ld images", done,
                    nl_data_stream_total(st));
   }
+  free(pred);
+  free(ref);
   nl_data_stream_close(st);
   nl_vit_free(&m);
   nl_model_norms_free(&norms);
@@ -161,7 +229,11 @@ const nl_cmd nl_cmd_eval = {
             "session's model ('--set none': the model as loaded).\n"
             "--precision bf16 runs the Linear layers as BF16 products (weights rounded once\n"
             "at load, FP32 accumulation; norms, softmax, GELU, residuals FP32); it needs\n"
-            "AVX512-BF16 and is refused elsewhere (exit 2).",
+            "AVX512-BF16 and is refused elsewhere (exit 2).\n"
+            "--compare-ref FILE also prints the share of images whose predicted class (the\n"
+            "argmax) is the one in FILE's tensor test_predictions, image offset + i against\n"
+            "entry offset + i (the timm fixtures' NAME_ref.safetensors hold the reference\n"
+            "model's argmax over the whole test split); JSON keys agreement, disagree.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

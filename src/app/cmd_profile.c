@@ -26,6 +26,8 @@ static const nl_opt opts[] = {
     {"batch", NL_OPT_INT, "B", "32", "images per forward pass", NULL, 0},
     {"output", NL_OPT_STR, "FILE", NULL, "profile file to write (safetensors)", NULL, NL_OPTF_PATH},
     {"plot", NL_OPT_FLAG, NULL, NULL, "draw per-block part times and a channel histogram", NULL, 0},
+    {"cov", NL_OPT_FLAG, NULL, NULL,
+     "also the covariance of every block's MLP hidden channels (for prune --refit)", NULL, 0},
     {"layer", NL_OPT_STR, "LAYER", NULL,
      "histogram: layer (default: the last block's mlp.fc2.in)", NULL, 0},
     {"stat", NL_OPT_CHOICE, NULL, "absmean", "histogram: statistic per channel",
@@ -60,7 +62,8 @@ static int progress(const nl_progress *p, void *user) {
 }
 
 int nl_app_profile(nl_ctx *ctx, const nl_vit *m, const char *spec, long offset, long images,
-                   long batch, int skip_bad, int *skipped, nl_profile *p, nl_error *err) {
+                   long batch, int cov, int skip_bad, int *skipped, nl_profile *p,
+                   nl_error *err) {
   memset(p, 0, sizeof *p);
   nl_dataset d;
   if (nl_app_load_images(ctx, spec, offset, images, &m->cfg, skip_bad, &d, err) != 0) return -1;
@@ -74,7 +77,8 @@ int nl_app_profile(nl_ctx *ctx, const nl_vit *m, const char *spec, long offset, 
     nl_profile_opts o = {.batch = (int)batch,
                          .threads = ctx->threads,
                          .progress = progress,
-                         .progress_user = ctx};
+                         .progress_user = ctx,
+                         .cov = cov};
     rc = nl_profile_run(m, d.n, fill, &s, &o, p, err); /* the images used */
     if (ctx->tty) fputc('\n', ctx->err);
   }
@@ -284,8 +288,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_profile p;
   memset(&p, 0, sizeof p);
   int skipped = 0;
-  int rc = nl_app_profile(ctx, &m, spec, offset, images, batch, nl_app_skip_bad(a), &skipped, &p,
-                          err);
+  int rc = nl_app_profile(ctx, &m, spec, offset, images, batch, nl_arg_flag(a, "cov"),
+                          nl_app_skip_bad(a), &skipped, &p, err);
   const nl_profile_layer *hl = rc == 0 ? nl_profile_find(&p, layer) : NULL;
   if (rc == 0 && nl_arg_flag(a, "plot") && !hl)
     rc = nl_fail(err, NL_EINPUT, "--layer %s: no such layer (layers are named like %s, "
@@ -334,7 +338,9 @@ const nl_cmd nl_cmd_profile = {
             "time.parts [depth, 9] in ms per image; metadata model, data, offset, images)\n"
             "for prune --profile. --plot draws the part times per block and a histogram of\n"
             "--stat over the channels of --layer. Times come from this machine as it is\n"
-            "(shared machines: compare runs made together).",
+            "(shared machines: compare runs made together). --cov also records the covariance\n"
+            "of every block's hidden channels (F32 blocks.N.mlp.fc2.in.cov [width, width]),\n"
+            "which prune --refit uses.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

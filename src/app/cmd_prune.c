@@ -23,7 +23,7 @@ static const nl_opt opts[] = {
      "instead of --ratio: remove the globally lowest channels until the parameters fit in MB "
      "(10^6 bytes, F32)", NULL, 0},
     {"score", NL_OPT_CHOICE, NULL, "variance", "channel importance",
-     "variance|absmean|magnitude|random", 0},
+     "variance|absmean|magnitude|random|contribution", 0},
     {"profile", NL_OPT_STR, "FILE", NULL, "activation profile (normlab profile --output)", NULL,
      NL_OPTF_PATH},
     {"data", NL_OPT_STR, "SPEC", "fmnist:train", "without --profile: images to profile", NULL, 0},
@@ -34,6 +34,11 @@ static const nl_opt opts[] = {
     {"no-compensate", NL_OPT_FLAG, NULL, NULL,
      "no bias compensation (fc2.bias += W2[:, j] * mean_j for each removed channel j)", NULL, 0},
     {"seed", NL_OPT_INT, "S", "42", "random score: seed", NULL, 0},
+    {"refit", NL_OPT_FLAG, NULL, NULL,
+     "refit fc2 on the kept channels: least squares against the unpruned output over the "
+     "profiled images (instead of bias compensation)", NULL, 0},
+    {"refit-damp", NL_OPT_NUM, "D", "0.01",
+     "the refit's ridge, times the mean variance of the kept channels (>= 0)", NULL, 0},
     {"output", NL_OPT_STR, "FILE", NULL, "pruned model to write (safetensors)", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
@@ -44,6 +49,7 @@ static nl_prune_score score_of(const char *s) {
   if (strcmp(s, "absmean") == 0) return NL_PRUNE_ABSMEAN;
   if (strcmp(s, "magnitude") == 0) return NL_PRUNE_MAGNITUDE;
   if (strcmp(s, "random") == 0) return NL_PRUNE_RANDOM;
+  if (strcmp(s, "contribution") == 0) return NL_PRUNE_CONTRIBUTION;
   return NL_PRUNE_VARIANCE;
 }
 
@@ -87,12 +93,19 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       nl_arg_int_range(a, "seed", 0, INT64_MAX, &seed, err) != 0)
     return -1;
   po.seed = (uint64_t)seed;
+  po.refit = nl_arg_flag(a, "refit");
+  po.refit_damp = nl_arg_num(a, "refit-damp");
+  if (!(po.refit_damp >= 0) || !isfinite(po.refit_damp))
+    return nl_fail(err, NL_EINPUT, "--refit-damp %g: the damping must be a finite number >= 0",
+                   po.refit_damp);
+  if (nl_arg_given(a, "refit-damp") && !po.refit)
+    return nl_fail(err, NL_EINPUT, "--refit-damp is for --refit");
   const char *prof_path = nl_arg_str(a, "profile");
   if (prof_path && (nl_arg_given(a, "data") || nl_arg_given(a, "images") ||
                     nl_arg_given(a, "offset")))
     return nl_fail(err, NL_EINPUT, "--profile FILE and --data/--images/--offset exclude each "
                    "other (the profile says which images it saw)");
-  int need_profile = po.compensate || nl_prune_score_needs_profile(po.score);
+  int need_profile = po.compensate || po.refit || nl_prune_score_needs_profile(po.score);
   nl_vit m, pm;
   if (nl_vit_load(&m, model, NULL, err) != 0) return -1;
   nl_profile p;
@@ -109,7 +122,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     snprintf(source, sizeof source, "%s", prof_path);
   } else if (need_profile) {
     int skipped = 0;
-    rc = nl_app_profile(ctx, &m, nl_arg_str(a, "data"), offset, images, batch,
+    rc = nl_app_profile(ctx, &m, nl_arg_str(a, "data"), offset, images, batch, po.refit,
                         nl_app_skip_bad(a), &skipped, &p, err);
     snprintf(source, sizeof source, "%ld images of %s from offset %ld", images - skipped,
              nl_arg_str(a, "data"), offset);
@@ -126,7 +139,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     json_object_set_new(j, "score", json_string(nl_prune_score_name(po.score)));
     if (has_ratio) json_object_set_new(j, "ratio", json_real(po.ratio));
     else json_object_set_new(j, "budget_mb", json_real(po.budget_bytes / 1e6));
-    json_object_set_new(j, "compensated", json_boolean(po.compensate));
+    json_object_set_new(j, "compensated", json_boolean(po.compensate && !po.refit));
+    if (po.refit) {
+      json_object_set_new(j, "refit", json_true());
+      json_object_set_new(j, "refit_damp", json_real(po.refit_damp));
+    }
     if (po.score == NL_PRUNE_RANDOM) json_object_set_new(j, "seed", json_integer(seed));
     json_object_set_new(j, "profile", json_string(source));
     json_t *w = json_array(), *w0 = json_array();
@@ -152,8 +169,12 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(ctx->out, "pruned %s by %s score, ", model, nl_prune_score_name(po.score));
       if (has_ratio) fprintf(ctx->out, "ratio %g", po.ratio);
       else fprintf(ctx->out, "budget %g MB", po.budget_bytes / 1e6);
-      fprintf(ctx->out, ", bias compensation %s (profile: %s)\n",
-              po.compensate ? "on" : "off", source);
+      if (po.refit)
+        fprintf(ctx->out, ", fc2 refit by least squares, damping %g (profile: %s)\n",
+                po.refit_damp, source);
+      else
+        fprintf(ctx->out, ", bias compensation %s (profile: %s)\n",
+                po.compensate ? "on" : "off", source);
       fprintf(ctx->out, "MLP widths: %s -> %s\n", wb, wa);
       fprintf(ctx->out, "parameters: %zu bytes (%.3f MB) -> %zu bytes (%.3f MB), %.1f %% fewer\n",
               before, before / 1e6, after, after / 1e6, 100.0 * (1.0 - (double)after / before));
@@ -183,7 +204,13 @@ const nl_cmd nl_cmd_prune = {
             "loads them). Every block keeps at least one channel. Bias compensation (default;\n"
             "--no-compensate to leave it out) adds W2[:, j] * mean_j to fc2.bias for each\n"
             "removed channel j, mean_j from the profile. The output records how it was made\n"
-            "in metadata 'pruned' (JSON). Attention heads are not pruned.",
+            "in metadata 'pruned' (JSON). Attention heads are not pruned.\n"
+            "--score contribution ranks by Var[h_j] * ||W2[:,j]||^2 (the output variance\n"
+            "channel j carries: what compensation leaves as error). --refit replaces bias\n"
+            "compensation by a least-squares refit of fc2 on the kept channels: W2' = W2 C[:,K]\n"
+            "(C[K,K] + lambda I)^-1, b2' = b2 + W2 mu - W2' mu_K, with the hidden channels'\n"
+            "mean mu and covariance C from the profile (profile --cov, or profiled here) and\n"
+            "lambda = --refit-damp x the mean kept variance.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

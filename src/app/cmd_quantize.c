@@ -17,8 +17,8 @@
 
 static const nl_opt opts[] = {
     {"model", NL_OPT_STR, "FILE", NULL, "model to quantize (safetensors, timm names)", NULL, NL_OPTF_PATH | NL_OPTF_SESSION},
-    {"weights", NL_OPT_CHOICE, "BITS", NULL, "weight width: 8 or 4 (required)", "8|4", 0},
-    {"group", NL_OPT_INT, "G", "0", "input channels per scale (0: one per output channel for 8 bits, 128 for 4 bits)", NULL, 0},
+    {"weights", NL_OPT_CHOICE, "BITS", NULL, "weight width: 8, 4 or 3 (required)", "8|4|3", 0},
+    {"group", NL_OPT_INT, "G", "0", "input channels per scale (0: one per output channel for 8 bits, 128 for 4 and 3 bits)", NULL, 0},
     {"method", NL_OPT_CHOICE, "M", "rtn", "rtn (round to nearest) or awq (activation-aware scales)", "rtn|awq", 0},
     {"acts", NL_OPT_INT, "BITS", "0", "8: INT8 activations too (W8A8, SmoothQuant); 0: weight-only", NULL, 0},
     {"smooth", NL_OPT_NUM, "ALPHA", "0.5", "SmoothQuant migration strength for --acts 8 (0: none)", NULL, 0},
@@ -35,7 +35,7 @@ static const nl_opt opts[] = {
 
 static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   const char *wbits = nl_arg_str(a, "weights");
-  if (!wbits || !*wbits) return nl_fail(err, NL_EINPUT, "--weights is required (8 or 4)");
+  if (!wbits || !*wbits) return nl_fail(err, NL_EINPUT, "--weights is required (8, 4 or 3)");
   long group, acts, images, threads;
   if (nl_arg_int_range(a, "group", 0, 1 << 20, &group, err) ||
       nl_arg_int_range(a, "acts", 0, 8, &acts, err) ||
@@ -49,7 +49,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   memset(&o, 0, sizeof o);
   o.bits = atoi(wbits);
   o.group = (int)group;
-  if (o.bits == 4 && !nl_arg_given(a, "group")) o.group = 128;
+  if (o.bits < 8 && !nl_arg_given(a, "group")) o.group = 128;
   o.awq = strcmp(nl_arg_str(a, "method"), "awq") == 0;
   o.acts = (int)acts;
   o.smooth = (float)nl_arg_num(a, "smooth");
@@ -141,6 +141,8 @@ const nl_cmd nl_cmd_quantize = {
             "                per --group input channels); products dequantized per tile\n"
             "  --weights 4   4 bits packed two per byte, asymmetric, groups of --group\n"
             "                (128; a layer with fewer inputs gets one group per channel)\n"
+            "  --weights 3   3 bits packed 8 per 3 bytes, as 4 bits otherwise (inputs and\n"
+            "                groups multiples of 8)\n"
             "  --method awq  per-input-channel scales s = mean|x|^alpha, alpha searched on\n"
             "                {0, 0.05, ..., 0.95} for the least output error on the\n"
             "                calibration images (alpha 0 is RTN); 1/s folded into norm1 /\n"

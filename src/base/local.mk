@@ -9,4 +9,5 @@ libnormlab_a_SOURCES += \
 	src/base/threads.c src/base/threads.h \
 	src/base/json.c src/base/json.h \
 	src/base/text.c src/base/text.h \
+	src/base/linalg.c src/base/linalg.h \
 	src/base/vmath.h

@@ -79,7 +79,8 @@ int nl_lua_model_profile(lua_State *L) {
   nl_error_clear(&err);
   nl_profile p;
   int skip = nl_lua_opt_bool(L, 2, "skip_bad", 0, W) ? NL_SKIP_REPORT : 0;
-  int rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, skip, NULL, &p, &err);
+  int rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, 0, skip, NULL, &p,
+                          &err);
   if (rc == 0 && out) {
     char im[32], off[32];
     snprintf(im, sizeof im, "%ld", images);
@@ -100,7 +101,8 @@ int nl_lua_model_prune(lua_State *L) {
   const char *path;
   nl_vit *m = nl_lua_check_model(L, 1, &path);
   static const char *const keys[] = {"ratio", "budget_mb", "score", "profile", "data", "offset",
-                                     "images", "batch", "compensate", "seed", "output", "skip_bad", NULL};
+                                     "images", "batch", "compensate", "seed", "output", "refit",
+                                     "refit_damp", "skip_bad", NULL};
   const char *W = "model:prune";
   nl_lua_check_keys(L, 2, W, keys);
   int has_ratio = lua_istable(L, 2) && lua_getfield(L, 2, "ratio") != LUA_TNIL;
@@ -113,21 +115,25 @@ int nl_lua_model_prune(lua_State *L) {
   o.budget_bytes = has_budget ? nl_lua_opt_num(L, 2, "budget_mb", 0, W) * 1e6 : 0;
   if (has_budget && !(o.budget_bytes > 0)) return luaL_error(L, "%s: budget_mb must be positive", W);
   const char *score = nl_lua_opt_str(L, 2, "score", "variance", W);
-  static const char *const names[] = {"variance", "absmean", "magnitude", "random", NULL};
+  static const char *const names[] = {"variance", "absmean", "magnitude", "random",
+                                      "contribution", NULL};
   int si = -1;
   for (int i = 0; names[i]; i++)
     if (strcmp(score, names[i]) == 0) si = i;
-  if (si < 0) return luaL_error(L, "%s: score '%s' is not variance, absmean, magnitude or random", W, score);
+  if (si < 0) return luaL_error(L, "%s: score '%s' is not variance, absmean, magnitude, random or contribution", W, score);
   o.score = (nl_prune_score)si;
   o.compensate = nl_lua_opt_bool(L, 2, "compensate", 1, W);
   o.seed = (uint64_t)nl_lua_opt_int(L, 2, "seed", 42, 0, INT64_MAX, W);
+  o.refit = nl_lua_opt_bool(L, 2, "refit", 0, W);
+  o.refit_damp = nl_lua_opt_num(L, 2, "refit_damp", 0.01, W);
+  if (!(o.refit_damp >= 0)) return luaL_error(L, "%s: refit_damp must be >= 0", W);
   const char *prof = nl_lua_opt_str(L, 2, "profile", NULL, W);
   const char *spec = nl_lua_opt_str(L, 2, "data", "fmnist:train", W);
   long offset = (long)nl_lua_opt_int(L, 2, "offset", 0, 0, INT32_MAX, W);
   long images = (long)nl_lua_opt_int(L, 2, "images", 256, 1, INT32_MAX, W);
   long batch = (long)nl_lua_opt_int(L, 2, "batch", 32, 1, 4096, W);
   const char *out = nl_lua_opt_str(L, 2, "output", NULL, W);
-  int need = o.compensate || nl_prune_score_needs_profile(o.score);
+  int need = o.compensate || o.refit || nl_prune_score_needs_profile(o.score);
   nl_error err;
   nl_error_clear(&err);
   nl_profile p;
@@ -136,7 +142,8 @@ int nl_lua_model_prune(lua_State *L) {
   if (need && prof) rc = nl_profile_load(&p, prof, &err);
   else if (need) {
     int skip = nl_lua_opt_bool(L, 2, "skip_bad", 0, W) ? NL_SKIP_REPORT : 0;
-    rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, skip, NULL, &p, &err);
+    rc = nl_app_profile(&nl_lua_host(L)->ctx, m, spec, offset, images, batch, o.refit, skip, NULL,
+                        &p, &err);
   }
   nl_vit pm;
   memset(&pm, 0, sizeof pm);

@@ -1,6 +1,7 @@
 /* Activation statistics and part times from an observed forward pass. */
 #include "model/profile.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +19,14 @@ typedef struct acc {
   double *sum, *sumsq, *sumabs;
   float *absmax;
   double rows;
+  double *gram;  /* [width, width] sum of x x^T (upper triangle), when collected */
 } acc;
 
 typedef struct run_state {
   const nl_vit *m;
   nl_profile *p;
   acc *a;
+  float *tmp;    /* one batch's x^T x, the widest layer's (the observer runs one layer at a time) */
 } run_state;
 
 /* Layer index of (block, site) in forward order. */
@@ -48,6 +51,13 @@ static int on_act(int block, nl_vit_site site, const float *x, int rows, int wid
     }
   }
   a->rows += rows;
+  if (a->gram) {
+    /* one batch in float (rows of one batch), the sum over batches in double */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, width, rows, 1.0f, x, width, 0.0f, s->tmp,
+                width);
+    for (int i = 0; i < width; i++)
+      for (int j = i; j < width; j++) a->gram[(size_t)i * width + j] += s->tmp[(size_t)i * width + j];
+  }
   return 0;
 }
 
@@ -93,14 +103,20 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
   int batch = o && o->batch > 0 ? o->batch : 32;
   if (batch > images) batch = images;
   layout(p, m);
-  run_state s = {m, p, nl_xcalloc((size_t)p->nlayers, sizeof(acc))};
+  run_state s = {m, p, nl_xcalloc((size_t)p->nlayers, sizeof(acc)), NULL};
+  size_t tmp_w = 0;
   for (int i = 0; i < p->nlayers; i++) {
     size_t w = (size_t)p->layers[i].width;
     s.a[i].sum = nl_xcalloc(w, sizeof(double));
     s.a[i].sumsq = nl_xcalloc(w, sizeof(double));
     s.a[i].sumabs = nl_xcalloc(w, sizeof(double));
     s.a[i].absmax = nl_xcalloc(w, sizeof(float));
+    if (o && o->cov && p->layers[i].site == NL_SITE_FC2_IN && p->layers[i].block >= 0) {
+      s.a[i].gram = nl_xcalloc(w * w, sizeof(double));
+      if (w > tmp_w) tmp_w = w;
+    }
   }
+  if (tmp_w) s.tmp = nl_xcalloc(tmp_w * tmp_w, sizeof(float));
   const nl_vit_config *c = &m->cfg;
   double *part_s = nl_xcalloc(nl_vit_part_slots(c->depth), sizeof(double));
   nl_vit_observer obs = {on_act, &s};
@@ -152,12 +168,24 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
       L->absmean[j] = (float)(a->sumabs[j] / a->rows);
       L->absmax[j] = a->absmax[j];
     }
+    if (rc == 0 && a->gram && a->rows > 0) {
+      const int w = L->width;
+      L->cov = nl_xmalloc((size_t)w * w * sizeof(float));
+      for (int u = 0; u < w; u++)
+        for (int v = u; v < w; v++) {
+          double cv = a->gram[(size_t)u * w + v] / a->rows -
+                      (a->sum[u] / a->rows) * (a->sum[v] / a->rows);
+          L->cov[(size_t)u * w + v] = L->cov[(size_t)v * w + u] = (float)cv;
+        }
+    }
+    free(a->gram);
     free(a->sum);
     free(a->sumsq);
     free(a->sumabs);
     free(a->absmax);
   }
   free(s.a);
+  free(s.tmp);
   for (int b = 0; b < c->depth; b++)
     for (int k = 0; k < NL_PROFILE_PARTS; k++)
       p->part_ms[(size_t)b * NL_PROFILE_PARTS + k] =
@@ -180,6 +208,7 @@ void nl_profile_free(nl_profile *p) {
     free(p->layers[i].mean);
     free(p->layers[i].var);
     free(p->layers[i].absmax);
+    free(p->layers[i].cov);
   }
   free(p->layers);
   free(p->part_ms);
@@ -210,6 +239,12 @@ int nl_profile_save(const nl_profile *p, const char *path, const char *const *me
       char nm[96];
       snprintf(nm, sizeof nm, "%s.%s", L->name, stat_names[k]);
       rc = nl_st_writer_add(w, nm, v[k], 1, shape, err);
+    }
+    if (rc == 0 && L->cov) {
+      char nm[96];
+      snprintf(nm, sizeof nm, "%s.cov", L->name);
+      int64_t sh2[2] = {L->width, L->width};
+      rc = nl_st_writer_add(w, nm, L->cov, 2, sh2, err);
     }
   }
   if (rc == 0 && p->part_ms && p->depth > 0) {
@@ -295,6 +330,16 @@ int nl_profile_load(nl_profile *p, const char *path, nl_error *err) {
                      t ? "of another shape" : "missing", L->width, L->name);
       else
         nl_st_to_f32(t, dst[k]);
+    }
+    char cn[96];
+    snprintf(cn, sizeof cn, "%s.cov", L->name);
+    const nl_st_tensor *ct = rc == 0 ? nl_st_find(&f, cn) : NULL;
+    if (ct && (ct->ndim != 2 || ct->shape[0] != L->width || ct->shape[1] != L->width))
+      rc = nl_fail(err, NL_EINPUT, "%s: tensor '%s' is not [%d, %d] (the covariance of %s's %d "
+                   "channels)", path, cn, L->width, L->width, L->name, L->width);
+    else if (ct) {
+      L->cov = nl_xmalloc((size_t)L->width * L->width * sizeof(float));
+      nl_st_to_f32(ct, L->cov);
     }
   }
   if (rc == 0 && p->nlayers == 0)

@@ -17,7 +17,8 @@
  * [depth, 9]: milliseconds per image of each part; metadata "images",
  * "rows.<layer>" is not stored (rows = images x tokens, or images for the
  * pooled features), "parts" (the part names, comma-separated), and what the
- * caller adds (model, data). */
+ * caller adds (model, data). With the covariance (nl_profile_opts.cov):
+ * "blocks.N.mlp.fc2.in.cov" F32 [width, width]. */
 #ifndef NL_MODEL_PROFILE_H
 #define NL_MODEL_PROFILE_H
 
@@ -33,6 +34,9 @@ typedef struct nl_profile_layer {
   int width;
   double rows;         /* rows seen */
   float *absmean, *mean, *var, *absmax; /* [width] each */
+  float *cov;          /* [width, width]: the channels' covariance (population, over the
+                        * rows), mlp.fc2.in layers only and only when collected
+                        * (nl_profile_opts.cov, file tensor "<layer>.cov"); else NULL */
 } nl_profile_layer;
 
 /* The timed parts of a block, in order: norm1, qkv, attention, proj,
@@ -54,6 +58,8 @@ typedef struct nl_profile_opts {
   int threads;              /* worker threads of the forward passes; 0: the default */
   nl_progress_fn progress;  /* after each batch (task "profile"); may be NULL */
   void *progress_user;
+  int cov;                  /* 1: also the covariance of every block's hidden channels
+                             * (mlp.fc2.in), for prune's refit */
 } nl_profile_opts;
 
 /* Profile `images` images (fill as for nl_extract). Polls nl_interrupted()

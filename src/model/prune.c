@@ -6,18 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/linalg.h"
 #include "base/mem.h"
 #include "base/rng.h"
 #include "model/norm.h"
 
-static const char *const score_names[] = {"variance", "absmean", "magnitude", "random"};
+static const char *const score_names[] = {"variance", "absmean", "magnitude", "random",
+                                          "contribution"};
 
 const char *nl_prune_score_name(nl_prune_score s) {
-  return (int)s >= 0 && s <= NL_PRUNE_RANDOM ? score_names[s] : "?";
+  return (int)s >= 0 && s <= NL_PRUNE_CONTRIBUTION ? score_names[s] : "?";
 }
 
 int nl_prune_score_needs_profile(nl_prune_score s) {
-  return s == NL_PRUNE_VARIANCE || s == NL_PRUNE_ABSMEAN;
+  return s == NL_PRUNE_VARIANCE || s == NL_PRUNE_ABSMEAN || s == NL_PRUNE_CONTRIBUTION;
 }
 
 size_t nl_vit_param_bytes(const nl_vit *m) { return nl_vit_param_count(m) * sizeof(float); }
@@ -38,7 +40,7 @@ int nl_prune_scores(const nl_vit *m, const nl_profile *p, nl_prune_score s, uint
                     float ***scores, nl_error *err) {
   const nl_vit_config *c = &m->cfg;
   *scores = NULL;
-  if ((int)s < 0 || s > NL_PRUNE_RANDOM)
+  if ((int)s < 0 || s > NL_PRUNE_CONTRIBUTION)
     return nl_fail(err, NL_EINPUT, "unknown prune score %d", (int)s);
   if (nl_prune_score_needs_profile(s)) {
     if (!p)
@@ -67,6 +69,12 @@ int nl_prune_scores(const nl_vit *m, const nl_profile *p, nl_prune_score s, uint
           break;
         }
         case NL_PRUNE_RANDOM: v[j] = (float)nl_rng_uniform(&r); break;
+        case NL_PRUNE_CONTRIBUTION: {
+          double b = 0;
+          for (int i = 0; i < D; i++) b += (double)B->fc2_w[(size_t)i * H + j] * B->fc2_w[(size_t)i * H + j];
+          v[j] = (float)(L->var[j] * b);
+          break;
+        }
       }
       if (!isfinite(v[j])) {
         nl_prune_scores_free(sc, c->depth);
@@ -219,12 +227,90 @@ int nl_prune_apply(const nl_vit *src, unsigned char *const *keep, const float *c
   return 0;
 }
 
+int nl_prune_refit(const nl_vit *src, unsigned char *const *keep, const nl_profile *p,
+                   double damp, nl_vit *dst, nl_error *err) {
+  const nl_vit_config *c = &src->cfg;
+  const int D = c->dim;
+  if (!(damp >= 0) || !isfinite(damp))
+    return nl_fail(err, NL_EINPUT, "refit damping %g must be a finite number >= 0", damp);
+  for (int l = 0; l < c->depth; l++) {
+    const nl_profile_layer *L = nl_profile_hidden(p, l);
+    const int H = nl_vit_mlp_width(c, l);
+    if (!L || L->width != H || !L->cov)
+      return nl_fail(err, NL_EINPUT, "the refit needs the covariance of blocks.%d.mlp.fc2.in "
+                     "(profile --cov, or prune --refit without --profile)", l);
+    for (size_t i = 0; i < (size_t)H * H; i++)
+      if (!isfinite(L->cov[i]))
+        return nl_fail(err, NL_EINPUT, "blocks.%d.mlp.fc2.in.cov: entry (%zu, %zu) is not finite",
+                       l, i / (size_t)H, i % (size_t)H);
+    for (int j = 0; j < H; j++)
+      if (!isfinite(L->mean[j]))
+        return nl_fail(err, NL_EINPUT, "blocks.%d.mlp.fc2.in.mean: channel %d is not finite", l,
+                       j);
+  }
+  for (int l = 0; l < c->depth; l++) {
+    const nl_profile_layer *L = nl_profile_hidden(p, l);
+    const int H = nl_vit_mlp_width(c, l), W = nl_vit_mlp_width(&dst->cfg, l);
+    const nl_vit_block *S = &src->blocks[l];
+    nl_vit_block *B = &dst->blocks[l];
+    int *K = nl_xmalloc((size_t)W * sizeof(int)), k = 0;
+    for (int j = 0; j < H && k < W; j++)
+      if (keep[l][j]) K[k++] = j;
+    double *A = nl_xmalloc((size_t)k * k * sizeof(double));
+    double *G = nl_xmalloc((size_t)k * D * sizeof(double));
+    double tr = 0;
+    for (int a = 0; a < k; a++) {
+      for (int b = 0; b < k; b++) A[(size_t)a * k + b] = L->cov[(size_t)K[a] * H + K[b]];
+      tr += A[(size_t)a * k + a];
+    }
+    double lambda = damp * (k ? tr / k : 0);
+    if (damp > 0 && !(lambda > 0)) lambda = damp;
+    for (int a = 0; a < k; a++) A[(size_t)a * k + a] += lambda;
+    /* G = C[K, :] W2^T: k x D */
+    for (int a = 0; a < k; a++) {
+      const float *ca = L->cov + (size_t)K[a] * H;
+      for (int i = 0; i < D; i++) {
+        const float *w = S->fc2_w + (size_t)i * H;
+        double t = 0;
+        for (int h = 0; h < H; h++) t += (double)ca[h] * w[h];
+        G[(size_t)a * D + i] = t;
+      }
+    }
+    int rc = nl_cholesky(A, k);
+    if (rc == 0) {
+      nl_cholesky_solve(A, G, k, D); /* G: W2'^T */
+      for (int i = 0; i < D; i++) {
+        const float *w = S->fc2_w + (size_t)i * H;
+        double b = S->fc2_b[i];
+        for (int h = 0; h < H; h++) b += (double)w[h] * L->mean[h];
+        for (int a = 0; a < k; a++) {
+          double v = G[(size_t)a * D + i];
+          B->fc2_w[(size_t)i * W + a] = (float)v;
+          b -= v * L->mean[K[a]];
+        }
+        B->fc2_b[i] = (float)b;
+      }
+    }
+    free(A);
+    free(G);
+    free(K);
+    if (rc)
+      return nl_fail(err, NL_EINPUT, "blocks.%d: the kept hidden channels' covariance plus "
+                     "damping is not positive definite (raise the refit damping, now %g)", l,
+                     damp);
+  }
+  return 0;
+}
+
 int nl_prune(const nl_vit *m, const nl_profile *p, const nl_prune_opts *o, nl_vit *dst,
              nl_error *err) {
   const int depth = m->cfg.depth;
   if (o->compensate && !p)
     return nl_fail(err, NL_EINPUT, "bias compensation needs an activation profile (the channels' "
                    "means)");
+  if (o->refit && !p)
+    return nl_fail(err, NL_EINPUT, "the refit needs an activation profile with the hidden "
+                   "channels' covariance");
   if (p && nl_profile_check(p, m, "the profile", err)) return -1;
   float **scores = NULL;
   unsigned char **keep = NULL;
@@ -232,12 +318,16 @@ int nl_prune(const nl_vit *m, const nl_profile *p, const nl_prune_opts *o, nl_vi
   int rc = nl_prune_plan(m, scores, o, &keep, err);
   if (rc == 0) {
     const float **mu = NULL;
-    if (o->compensate) {
+    if (o->compensate && !o->refit) {
       mu = nl_xcalloc((size_t)depth, sizeof(float *));
       for (int l = 0; l < depth; l++) mu[l] = nl_profile_hidden(p, l)->mean;
     }
     rc = nl_prune_apply(m, keep, mu, dst, err);
     free(mu);
+    if (rc == 0 && o->refit && nl_prune_refit(m, keep, p, o->refit_damp, dst, err)) {
+      nl_vit_free(dst);
+      rc = -1;
+    }
   }
   nl_prune_scores_free(scores, depth);
   nl_prune_keep_free(keep, depth);

@@ -8,6 +8,10 @@
  *   absmean    its mean |activation| (profile)
  *   magnitude  ||W1[j,:]|| * ||W2[:,j]|| (weights only)
  *   random     uniform from the seeded stream nl_rng_stream(seed, block)
+ *   contribution  Var[h_j] * ||W2[:,j]||^2 (profile): the variance channel
+ *              j adds to the block's output, which is the mean squared error
+ *              that removing it leaves after bias compensation (the output-
+ *              variance criterion of reconstruction-based structured pruning)
  * Ties go to the lower index.
  *
  * Rules:
@@ -21,7 +25,20 @@
  * Bias compensation (variance-based pruning with compensation, as in the
  * structured-pruning literature): a removed channel's activation is replaced
  * by its mean mu_j, so fc2.bias += W2[:, j] * mu_j for each removed j; exact
- * for a channel whose activation is constant. */
+ * for a channel whose activation is constant.
+ *
+ * Refit (least-squares reconstruction, as in data-driven structured pruning
+ * of the "reconstruct the layer output" kind): fc2 on the kept channels K is
+ * replaced by the ridge regression of the unpruned fc2 output on the kept
+ * hidden activations over the profiled rows, in closed form from the hidden
+ * channels' mean mu and covariance C (profile with cov):
+ *   W2' = W2 C[:, K] (C[K, K] + lambda I)^-1,   lambda = damp * mean diag C[K, K]
+ *   b2' = b2 + W2 mu - W2' mu_K
+ * It minimises the mean of ||W2 h + b2 - W2' h_K - b2'||^2 + lambda ||W2'||^2;
+ * with damp 0 it is exact when the removed channels are affine functions of
+ * the kept ones, and it contains bias compensation (W2' = W2[:, K]) as one
+ * candidate, so its error is never above it (for damp 0). Each block is fitted on
+ * the unpruned model's activations. */
 #ifndef NL_MODEL_PRUNE_H
 #define NL_MODEL_PRUNE_H
 
@@ -37,11 +54,12 @@ typedef enum nl_prune_score {
   NL_PRUNE_ABSMEAN,
   NL_PRUNE_MAGNITUDE,
   NL_PRUNE_RANDOM,
+  NL_PRUNE_CONTRIBUTION,
 } nl_prune_score;
 
-/* "variance", "absmean", "magnitude", "random". */
+/* "variance", "absmean", "magnitude", "random", "contribution". */
 const char *nl_prune_score_name(nl_prune_score s);
-/* 1 when the score needs a profile (variance, absmean). */
+/* 1 when the score needs a profile (variance, absmean, contribution). */
 int nl_prune_score_needs_profile(nl_prune_score s);
 
 typedef struct nl_prune_opts {
@@ -50,6 +68,9 @@ typedef struct nl_prune_opts {
   double budget_bytes;  /* > 0: the budget rule instead of ratio */
   int compensate;       /* fold removed channels' means into fc2.bias */
   uint64_t seed;        /* random score */
+  int refit;            /* refit fc2 on the kept channels (needs the profile's covariance);
+                         * takes the place of compensate */
+  double refit_damp;    /* the refit's ridge, relative to the mean kept variance (>= 0) */
 } nl_prune_opts;
 
 /* Parameter bytes of m as stored (F32). */
@@ -75,6 +96,14 @@ void nl_prune_keep_free(unsigned char **keep, int depth);
  * means (width(l) floats) for bias compensation; mu NULL: none. */
 int nl_prune_apply(const nl_vit *src, unsigned char *const *keep, const float *const *mu,
                    nl_vit *dst, nl_error *err);
+
+/* Refit dst's fc2 (weight and bias) of every block by the closed form
+ * above: src the unpruned model, keep its plan, p a profile of src with the
+ * covariance of every block's hidden channels, damp >= 0. NL_EINPUT when a
+ * covariance is missing or not finite, or when C[K, K] + lambda I is not
+ * positive definite (the message says to raise damp). */
+int nl_prune_refit(const nl_vit *src, unsigned char *const *keep, const nl_profile *p,
+                   double damp, nl_vit *dst, nl_error *err);
 
 /* scores, plan and apply in one call. p: the profile (needed for variance,
  * absmean and for compensation). */

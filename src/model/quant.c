@@ -409,14 +409,17 @@ static int quantize_pass(nl_vit *m, const float *images, int n, const nl_quant_o
 int nl_vit_quantize(nl_vit *m, const float *images, int n, const nl_quant_opts *o, int threads,
                     nl_quant_layer_report *rep, nl_error *err) {
   if (m->quant) return nl_fail(err, NL_EINPUT, "the model is quantized already");
-  if (o->bits != 8 && o->bits != 4)
-    return nl_fail(err, NL_EINPUT, "--weights %d: want 8 or 4", o->bits);
+  if (o->bits != 8 && o->bits != 4 && o->bits != 3)
+    return nl_fail(err, NL_EINPUT, "--weights %d: want 8, 4 or 3", o->bits);
   if (o->acts != 0 && o->acts != 8) return nl_fail(err, NL_EINPUT, "--acts %d: want 8", o->acts);
   if (o->acts == 8 && (o->bits != 8 || o->awq))
     return nl_fail(err, NL_EINPUT, "--acts 8 needs --weights 8 and --method rtn (the smoothing is SmoothQuant's)");
   if (o->group < 0) return nl_fail(err, NL_EINPUT, "--group %d: want a positive number", o->group);
   if (o->bits == 4 && o->group > 0 && o->group % 2)
     return nl_fail(err, NL_EINPUT, "--group %d: 4-bit groups must be even", o->group);
+  if (o->bits == 3 && o->group > 0 && o->group % 8)
+    return nl_fail(err, NL_EINPUT, "--group %d: 3-bit groups must be multiples of 8 (8 weights "
+                   "in 3 bytes)", o->group);
   if (n < 1) return nl_fail(err, NL_EINPUT, "no calibration images");
   nl_vit_quant *q = quant_new(m->cfg.depth);
   q->bits = o->bits;
@@ -529,7 +532,7 @@ nl_vit_quant *nl_quant_scheme_parse(const char *text, const nl_vit_config *c, co
   json_t *v;
   v = json_object_get(root, "bits");
   q->bits = json_is_integer(v) ? (int)json_integer_value(v) : 0;
-  if (q->bits != 8 && q->bits != 4) bad = "\"bits\" must be 8 or 4";
+  if (q->bits != 8 && q->bits != 4 && q->bits != 3) bad = "\"bits\" must be 8, 4 or 3";
   v = json_object_get(root, "group");
   q->group = json_is_integer(v) ? (int)json_integer_value(v) : 0;
   if (!bad && ((v && !json_is_integer(v)) || q->group < 0)) bad = "\"group\" must be an integer >= 0";
@@ -540,7 +543,7 @@ nl_vit_quant *nl_quant_scheme_parse(const char *text, const nl_vit_config *c, co
   if (!bad && q->acts != 0 && q->acts != 8) bad = "\"acts\" must be 0 or 8";
   if (!bad && q->acts == 8 && (q->bits != 8 || !q->symmetric))
     bad = "\"acts\": 8 needs 8-bit symmetric weights";
-  if (!bad && q->bits == 4 && q->symmetric) bad = "4-bit weights are asymmetric";
+  if (!bad && q->bits != 8 && q->symmetric) bad = "4- and 3-bit weights are asymmetric";
   v = json_object_get(root, "act_mode");
   if (!bad && v && json_is_string(v)) {
     if (strcmp(json_string_value(v), "tensor") == 0) q->act_per_tensor = 1;
@@ -630,18 +633,22 @@ static int read_layer(nl_vit *m, nl_vit_quant *q, int l, int k, const nl_st_file
   snprintf(base, sizeof base, "blocks.%d.%s", l, qlayer_names[k]);
   const nl_st_tensor *tw, *ts, *tz, *ti = NULL, *ta = NULL;
   const int bits = q->bits;
-  int64_t ws[2] = {r.oc, bits == 4 ? r.ic / 2 : r.ic}, ss[2] = {r.oc, -1};
+  if (!nl_qlinear_ic_ok(bits, r.ic))
+    return nl_fail(err, NL_EINPUT, "%s: %s has %d inputs, which %d-bit weights cannot pack", path,
+                   base, r.ic, bits);
+  int64_t ws[2] = {r.oc, (int64_t)nl_qlinear_row_bytes(bits, r.ic)}, ss[2] = {r.oc, -1};
   snprintf(nm, sizeof nm, "%s.weight", base);
-  if (need_tensor(f, path, nm, bits == 4 ? NL_DT_U8 : NL_DT_I8, 2, ws, &tw, err)) return -1;
+  if (need_tensor(f, path, nm, bits < 8 ? NL_DT_U8 : NL_DT_I8, 2, ws, &tw, err)) return -1;
   snprintf(nm, sizeof nm, "%s.weight_scale", base);
   if (need_tensor(f, path, nm, NL_DT_F32, 2, ss, &ts, err)) return -1;
   const int ng = (int)ts->shape[1];
-  if (ng < 1 || r.ic % ng || (bits == 4 && (r.ic / ng) % 2))
+  if (ng < 1 || r.ic % ng || (bits == 4 && (r.ic / ng) % 2) || (bits == 3 && (r.ic / ng) % 8))
     return nl_fail(err, NL_EINPUT, "%s: tensor '%s': %d groups do not split %d input channels%s",
-                   path, nm, ng, r.ic, bits == 4 ? " into even groups" : "");
+                   path, nm, ng, r.ic, bits == 4 ? " into even groups"
+                                       : bits == 3 ? " into groups of a multiple of 8" : "");
   ss[1] = ng;
   snprintf(nm, sizeof nm, "%s.weight_zero", base);
-  if (need_tensor(f, path, nm, bits == 4 ? NL_DT_U8 : NL_DT_I8, 2, ss, &tz, err)) return -1;
+  if (need_tensor(f, path, nm, bits < 8 ? NL_DT_U8 : NL_DT_I8, 2, ss, &tz, err)) return -1;
   snprintf(nm, sizeof nm, "%s.input_scale", base);
   if (nl_st_find(f, nm)) {
     int64_t is[1] = {r.ic};
@@ -659,7 +666,7 @@ static int read_layer(nl_vit *m, nl_vit_quant *q, int l, int k, const nl_st_file
   int qmin, qmax;
   nl_qrange(bits, q->symmetric, &qmin, &qmax);
   for (size_t i = 0; i < (size_t)r.oc * ng; i++) {
-    int32_t z = bits == 4 ? ((const uint8_t *)tz->raw)[i] : ((const int8_t *)tz->raw)[i];
+    int32_t z = bits < 8 ? ((const uint8_t *)tz->raw)[i] : ((const int8_t *)tz->raw)[i];
     ql->zero[i] = z;
     if (!(isfinite(ql->scale[i]) && ql->scale[i] > 0))
       return nl_fail(err, NL_EINPUT, "%s: tensor '%s.weight_scale': entry %zu is %g, not a positive number",
@@ -746,11 +753,12 @@ int nl_quant_write(const nl_vit *m, nl_st_writer *w, nl_error *err) {
       const nl_qlinear *ql = &q->lin[li];
       char base[64];
       snprintf(base, sizeof base, "%.*s", (int)(strlen(p->name) - 7), p->name);
-      int64_t ws[2] = {ql->oc, ql->bits == 4 ? ql->ic / 2 : ql->ic}, ss[2] = {ql->oc, ql->ngroups};
+      int64_t ws[2] = {ql->oc, (int64_t)nl_qlinear_row_bytes(ql->bits, ql->ic)},
+              ss[2] = {ql->oc, ql->ngroups};
       size_t ng = (size_t)ql->oc * ql->ngroups;
       uint8_t *z = nl_xmalloc(ng);
-      for (size_t j = 0; j < ng; j++) z[j] = (uint8_t)(ql->bits == 4 ? ql->zero[j] : (int8_t)ql->zero[j]);
-      nl_dtype it = ql->bits == 4 ? NL_DT_U8 : NL_DT_I8;
+      for (size_t j = 0; j < ng; j++) z[j] = (uint8_t)(ql->bits < 8 ? ql->zero[j] : (int8_t)ql->zero[j]);
+      nl_dtype it = ql->bits < 8 ? NL_DT_U8 : NL_DT_I8;
       rc = nl_st_writer_add_raw(w, p->name, it, ql->q, 2, ws, err);
       snprintf(nm, sizeof nm, "%s.weight_scale", base);
       if (!rc) rc = nl_st_writer_add(w, nm, ql->scale, 2, ss, err);

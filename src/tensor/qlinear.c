@@ -59,6 +59,14 @@ void nl_qparams(const float *w, size_t n, int bits, int symmetric, float *scale,
 
 /* ---- storage ---- */
 
+size_t nl_qlinear_row_bytes(int bits, int ic) {
+  return bits == 4 ? (size_t)ic / 2 : bits == 3 ? (size_t)ic * 3 / 8 : (size_t)ic;
+}
+
+int nl_qlinear_ic_ok(int bits, int ic) {
+  return bits == 4 ? ic % 2 == 0 : bits == 3 ? ic % 8 == 0 : 1;
+}
+
 void nl_qlinear_alloc(nl_qlinear *q, int oc, int ic, int bits, int ngroups, int symmetric) {
   memset(q, 0, sizeof *q);
   q->oc = oc;
@@ -67,7 +75,7 @@ void nl_qlinear_alloc(nl_qlinear *q, int oc, int ic, int bits, int ngroups, int 
   q->ngroups = ngroups;
   q->group = ic / ngroups;
   q->symmetric = symmetric;
-  size_t qb = bits == 4 ? (size_t)oc * (size_t)(ic / 2) : (size_t)oc * (size_t)ic;
+  size_t qb = (size_t)oc * nl_qlinear_row_bytes(bits, ic);
   q->q = nl_xcalloc(qb ? qb : 1, 1);
   q->scale = nl_xcalloc((size_t)oc * (size_t)ngroups, sizeof(float));
   q->zero = nl_xcalloc((size_t)oc * (size_t)ngroups, sizeof(int32_t));
@@ -83,6 +91,13 @@ void nl_qlinear_free(nl_qlinear *q) {
 }
 
 int32_t nl_qlinear_get(const nl_qlinear *q, int o, int k) {
+  if (q->bits == 3) {
+    const size_t rb = nl_qlinear_row_bytes(3, q->ic), bit = (size_t)k * 3;
+    const uint8_t *r = q->q + (size_t)o * rb + bit / 8;
+    unsigned v = r[0];
+    if (bit % 8 > 5) v |= (unsigned)r[1] << 8; /* the value crosses into the next byte */
+    return (int32_t)((v >> (bit % 8)) & 7);
+  }
   if (q->bits == 4) {
     uint8_t b = q->q[(size_t)o * (size_t)(q->ic / 2) + (size_t)(k / 2)];
     return (k & 1) ? b >> 4 : b & 15;
@@ -91,7 +106,13 @@ int32_t nl_qlinear_get(const nl_qlinear *q, int o, int k) {
 }
 
 void nl_qlinear_set(nl_qlinear *q, int o, int k, int32_t v) {
-  if (q->bits == 4) {
+  if (q->bits == 3) {
+    const size_t rb = nl_qlinear_row_bytes(3, q->ic), bit = (size_t)k * 3;
+    uint8_t *r = q->q + (size_t)o * rb + bit / 8;
+    const unsigned sh = (unsigned)(bit % 8), m = 7u << sh, x = ((unsigned)v & 7u) << sh;
+    r[0] = (uint8_t)((r[0] & ~m) | (x & 0xff));
+    if (sh > 5) r[1] = (uint8_t)((r[1] & ~(m >> 8)) | (x >> 8));
+  } else if (q->bits == 4) {
     uint8_t *b = &q->q[(size_t)o * (size_t)(q->ic / 2) + (size_t)(k / 2)];
     *b = (k & 1) ? (uint8_t)((*b & 15) | ((v & 15) << 4)) : (uint8_t)((*b & 0xf0) | (v & 15));
   } else {
@@ -101,8 +122,8 @@ void nl_qlinear_set(nl_qlinear *q, int o, int k, int32_t v) {
 
 int nl_qlinear_quantize(nl_qlinear *q, const float *w, int oc, int ic, int bits, int group,
                         int symmetric) {
-  if (oc < 1 || ic < 1 || group < 1 || ic % group || (bits != 8 && bits != 4) ||
-      (bits == 4 && (ic % 2 || symmetric)))
+  if (oc < 1 || ic < 1 || group < 1 || ic % group || (bits != 8 && bits != 4 && bits != 3) ||
+      (bits != 8 && (!nl_qlinear_ic_ok(bits, ic) || symmetric)))
     return -1;
   nl_qlinear_alloc(q, oc, ic, bits, ic / group, symmetric);
   int qmin, qmax;
@@ -126,7 +147,10 @@ static void dequant_rows(const nl_qlinear *q, int o0, int n, float *w) {
       const float s = q->scale[si];
       const int32_t z = q->zero[si];
       const int k0 = g * q->group;
-      if (q->bits == 4) {
+      if (q->bits == 3) {
+        for (int k = 0; k < q->group; k++)
+          row[k0 + k] = s * (float)(nl_qlinear_get(q, o, k0 + k) - z);
+      } else if (q->bits == 4) {
         const uint8_t *b = q->q + (size_t)o * (size_t)(q->ic / 2) + (size_t)(k0 / 2);
         for (int k = 0; k < q->group; k += 2) {
           row[k0 + k] = s * (float)((int32_t)(b[k / 2] & 15) - z);
@@ -143,7 +167,7 @@ static void dequant_rows(const nl_qlinear *q, int o0, int n, float *w) {
 void nl_qlinear_dequantize(const nl_qlinear *q, float *w) { dequant_rows(q, 0, q->oc, w); }
 
 size_t nl_qlinear_bytes(const nl_qlinear *q) {
-  size_t qb = q->bits == 4 ? (size_t)q->oc * (size_t)(q->ic / 2) : (size_t)q->oc * q->ic;
+  size_t qb = (size_t)q->oc * nl_qlinear_row_bytes(q->bits, q->ic);
   size_t g = (size_t)q->oc * q->ngroups;
   return qb + g * 4 + g * 1 + (q->in_scale ? (size_t)q->ic * 4 : 0) +
          (q->acts && q->act_per_tensor ? 4 : 0);

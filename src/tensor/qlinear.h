@@ -13,7 +13,10 @@
  * to even: they differ only on exact .5 ties).
  *
  * Storage: bits 8: int8 [oc, ic]; bits 4: uint8 [oc, ic / 2], column 2k in
- * the low nibble of byte k, 2k + 1 in the high one. Scales float [oc,
+ * the low nibble of byte k, 2k + 1 in the high one; bits 3 (asymmetric,
+ * [0, 7]): uint8 [oc, 3 ic / 8] (ic a multiple of 8), column k of a row in
+ * bits 3k .. 3k + 2 of the row's bytes read as one little-endian bit string
+ * (8 columns in 3 bytes). Scales float [oc,
  * ngroups], zero points int32 in memory (int8 / uint8 in files), group =
  * ic / ngroups consecutive input channels.
  *
@@ -37,17 +40,24 @@
 
 typedef struct nl_qlinear {
   int oc, ic;
-  int bits;            /* 8 or 4 */
+  int bits;            /* 8, 4 or 3 */
   int ngroups, group;  /* group = ic / ngroups */
   int symmetric;       /* zero points all 0, range [-127, 127] */
   int acts;            /* 0: FP32 activations; 8: INT8 activations (bits 8, symmetric) */
   int act_per_tensor;  /* acts 8: 1 static act_scale, 0 per-token dynamic */
   float act_scale;
-  uint8_t *q;          /* int8 [oc, ic] (bits 8) or packed uint8 [oc, ic/2] (bits 4) */
+  uint8_t *q;          /* int8 [oc, ic] (bits 8), packed uint8 [oc, ic/2] (bits 4) or
+                        * [oc, 3 ic / 8] (bits 3) */
   float *scale;        /* [oc, ngroups] */
   int32_t *zero;       /* [oc, ngroups] */
   float *in_scale;     /* NULL or [ic] */
 } nl_qlinear;
+
+/* Bytes of one row of ic weights at bits 8, 4 or 3 (packed). */
+size_t nl_qlinear_row_bytes(int bits, int ic);
+/* Input widths a packed width can store: ic even (4 bits), a multiple of 8
+ * (3 bits); 1 or 0. */
+int nl_qlinear_ic_ok(int bits, int ic);
 
 /* Integer range of a scheme. */
 void nl_qrange(int bits, int symmetric, int *qmin, int *qmax);

@@ -22,6 +22,8 @@ void nl_eval_opts_default(nl_eval_opts *o) {
   o->progress = NULL;
   o->progress_user = NULL;
   o->model_name = NULL;
+  o->predictions = NULL;
+  o->npredictions = 0;
 }
 
 static const char *name_of(const char *model_name) { return model_name ? model_name : "the model"; }
@@ -189,6 +191,13 @@ int nl_vit_evaluate(const nl_vit *m, const nl_dataset *d, const nl_eval_opts *o,
     for (int b = 0; b < n; b++) lab[b] = d->labels[i + b];
     r->top1 += nl_tr_topk_correct(acts.logits, lab, n, K, 1);
     r->top5 += nl_tr_topk_correct(acts.logits, lab, n, K, k5);
+    for (int b = 0; o->predictions && b < n && i + b < o->npredictions; b++) {
+      const float *lg = acts.logits + (size_t)b * K;
+      int best = 0;
+      for (int k = 1; k < K; k++)
+        if (lg[k] > lg[best]) best = k;
+      o->predictions[i + b] = best;
+    }
     r->images += n;
     if (o->progress) {
       static const char *const keys[] = {"top1", "top5"};
@@ -254,6 +263,10 @@ int nl_vit_evaluate_stream(const nl_vit *m, nl_data_stream *s, const nl_eval_opt
       continue;
     }
     nl_eval_result cr;
+    if (o->predictions) { /* this chunk's images go after the ones done */
+      co.predictions = r->images < o->npredictions ? o->predictions + r->images : NULL;
+      co.npredictions = r->images < o->npredictions ? o->npredictions - r->images : 0;
+    }
     rc = nl_vit_evaluate(m, &d, &co, &cr, err);
     nl_dataset_free(&d);
     r->images += cr.images;

@@ -26,6 +26,10 @@ typedef struct nl_eval_opts {
                           * non-zero return: stop; may be NULL */
   void *progress_user;
   const char *model_name; /* names the model in messages (its path); NULL: "the model" */
+  int *predictions;      /* NULL, or room for npredictions class indices: the argmax of
+                          * every image evaluated, in order (ties: the lower class, as
+                          * torch.argmax); images past npredictions are not recorded */
+  long npredictions;
 } nl_eval_opts;
 
 typedef struct nl_eval_result {

@@ -120,4 +120,55 @@ for s in 1 1b 2; do
 done
 cmp -s "$TMP/rand1.safetensors" "$TMP/rand1b.safetensors"; ok $? "the same seed writes the same file"
 ! cmp -s "$TMP/rand1.safetensors" "$TMP/rand2.safetensors"; ok $? "another seed removes other channels"
+# contribution score and least-squares refit: the profile's covariance of
+# block 7's hidden channels over the first 2 test images, the kept channels
+# and the refitted fc2 against numpy on the fixture's recorded norm2 output
+expect_status 2 "prune --refit with a profile without covariance" "$NORMLAB" prune --model "$SMALL" --ratio 0.6 --refit --profile "$TMP/p.safetensors" --output "$TMP/x.st"
+expect_err 'covariance of blocks\.0\.mlp\.fc2\.in' "it names the missing tensor"
+expect_status 2 "prune --refit-damp -1" "$NORMLAB" prune --model "$SMALL" --ratio 0.6 --refit --refit-damp -1 --images 4 --output "$TMP/x.st"
+expect_status 2 "prune --refit-damp without --refit" "$NORMLAB" prune --model "$SMALL" --ratio 0.6 --refit-damp 0.1 --images 4 --output "$TMP/x.st"
+ok $([ ! -e "$TMP/x.st" ]; echo $?) "no file written by a failed refit"
+expect_status 0 "profile --cov of 2 test images" "$NORMLAB" profile --model "$SMALL" --data fmnist:test --images 2 --batch 1 --cov --output "$TMP/pc.safetensors"
+expect_status 0 "prune --score contribution --refit" "$NORMLAB" prune --model "$SMALL" --ratio 0.6 --score contribution --refit --refit-damp 0.05 --profile "$TMP/pc.safetensors" --output "$TMP/rf.safetensors" --json
+expect_out '"refit": true, "refit_damp": 0.05' "the JSON says how fc2 was made"
+$PY - "$TMP/pc.safetensors" "$REF" "$SMALL" "$TMP/rf.safetensors" >"$TMP/np" 2>&1 <<'PY'
+import json, math, struct, sys
+import numpy as np
+def load(path):
+    b = open(path, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    t = {}
+    for k, v in h.items():
+        if k == '__metadata__' or v['dtype'] != 'F32': continue
+        a, e = v['data_offsets']
+        t[k] = np.frombuffer(b[8 + n + a:8 + n + e], dtype='<f4').reshape(v['shape']).astype(np.float64)
+    return t
+p, r, m, q = (load(a) for a in sys.argv[1:5])
+pre = 'blocks.7.mlp.'
+y = r['ln_out.blocks.7.norm2'].reshape(-1, 64)
+z = y @ m[pre + 'fc1.weight'].T + m[pre + 'fc1.bias']
+h = 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+mu = h.mean(0); C = np.cov(h, rowvar=False, bias=True)
+cov_err = np.abs(p[pre + 'fc2.in.cov'] - C).max() / np.abs(C).max()
+W2, b2 = m[pre + 'fc2.weight'], m[pre + 'fc2.bias']
+score = np.diag(C) * (W2 ** 2).sum(0)
+keep = np.sort(np.argsort(score, kind='stable')[round(0.6 * 256):])
+rows = {tuple(w): j for j, w in enumerate(m[pre + 'fc1.weight'])}
+kept = [rows.get(tuple(w), -1) for w in q[pre + 'fc1.weight']]
+CK = C[np.ix_(keep, keep)]
+lam = 0.05 * np.trace(CK) / len(keep)
+Wn = W2 @ C[:, keep] @ np.linalg.inv(CK + lam * np.eye(len(keep)))
+bn = b2 + W2 @ mu - Wn @ mu[keep]
+w_err = np.abs(q[pre + 'fc2.weight'] - Wn).max() / np.abs(Wn).max()
+b_err = np.abs(q[pre + 'fc2.bias'] - bn).max() / np.abs(bn).max()
+print(int(list(keep) == kept), '%.3g' % cov_err, '%.3g' % max(w_err, b_err))
+PY
+set -- $(cat "$TMP/np")
+ok $([ "${1:-}" = 1 ]; echo $?) "the kept channels are numpy's top 40 % of Var[h_j] ||W2[:,j]||^2 ($(cat "$TMP/np"))"
+c=${2:-x}; case $c in [0-9]*) ;; *) c=1 ;; esac
+check_num "$c < 1e-4" "the hidden channels' covariance agrees with numpy (${2:-?})"
+w=${3:-x}; case $w in [0-9]*) ;; *) w=1 ;; esac
+check_num "$w < 1e-3" "the refitted fc2 is numpy's ridge regression (${3:-?})"
+expect_status 0 "eval of the refitted prune" "$NORMLAB" eval --model "$TMP/rf.safetensors" --images 500 --json
+top=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$top > 0.7" "it classifies (top-1 $top on 500 images)"
 done_testing

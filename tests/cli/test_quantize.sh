@@ -33,6 +33,43 @@ w, s = h['blocks.3.mlp.fc2.weight'], h['blocks.3.mlp.fc2.weight_scale']
 print(w['dtype'], w['shape'], s['shape'], h['head.weight']['dtype'], 'blocks.3.mlp.fc2.input_scale' in h)
 PY
 ok $([ "$(cat "$TMP/meta")" = "U8 [64, 128] [64, 8] F16 True" ]; echo $?) "file: 4-bit packed two per byte, groups of 32, FP16 head, fc2's AWQ input scale ($(cat "$TMP/meta"))"
+# 3 bits: 8 weights in 3 bytes (little-endian bit string per row), unpacked
+# by numpy and dequantized: within half a step of the FP32 weights
+expect_status 0 "quantize --weights 3 --group 32" "$NORMLAB" quantize --model "$SMALL" --weights 3 --group 32 --images 8 --output "$TMP/w3.safetensors"
+expect_out '^precision: W3 g32 rtn weight-only' "W3 precision"
+PY=python3
+python3 -c "import numpy" 2>/dev/null || PY=/usr/bin/python3
+$PY - "$TMP/w3.safetensors" "$SMALL" >"$TMP/meta" 2>&1 <<'PY'
+import json, struct, sys
+import numpy as np
+def load(path):
+    b = open(path, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    dt = {'F32': '<f4', 'U8': 'u1', 'I8': 'i1'}
+    t = {k: np.frombuffer(b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]], dtype=dt[v['dtype']]).reshape(v['shape'])
+         for k, v in h.items() if k != '__metadata__' and v['dtype'] in dt}
+    return h, t
+h, q = load(sys.argv[1]); _, f = load(sys.argv[2])
+worst = 0.0
+for name in ('blocks.0.attn.qkv', 'blocks.11.mlp.fc2'):
+    w, s, z = q[name + '.weight'], q[name + '.weight_scale'], q[name + '.weight_zero']
+    oc, ic = w.shape[0], w.shape[1] * 8 // 3
+    bits = np.unpackbits(w, axis=1, bitorder='little').reshape(oc, ic, 3)
+    v = bits[:, :, 0] + 2 * bits[:, :, 1] + 4 * bits[:, :, 2]
+    g = ic // s.shape[1]
+    deq = np.repeat(s, g, axis=1) * (v - np.repeat(z.astype(np.float64), g, axis=1))
+    worst = max(worst, float(np.max(np.abs(deq - f[name + '.weight']) / np.repeat(s, g, axis=1))))
+print(h['blocks.0.attn.qkv.weight']['dtype'], h['blocks.0.attn.qkv.weight']['shape'], h['blocks.0.attn.qkv.weight_scale']['shape'], '%.3f' % worst)
+PY
+set -- $(cat "$TMP/meta")
+ok $([ "${1:-}${2:-}${3:-}${4:-}${5:-}" = "U8[192,24][192,2]" ]; echo $?) "file: 3-bit rows of 24 bytes for 64 inputs, 2 groups of 32 ($(cat "$TMP/meta"))"
+w=${6:-x}; case $w in [0-9]*) ;; *) w=9 ;; esac
+check_num "$w <= 0.5001" "numpy's unpacking is within half a step of the FP32 weights ($w steps)"
+expect_status 0 "eval of the W3 model" "$NORMLAB" eval --model "$TMP/w3.safetensors" --images 500 --batch 100 --json
+t=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$t >= 0.8" "W3 top-1 on 500 test images ($t)"
+expect_status 2 "quantize --weights 3 --group 12" "$NORMLAB" quantize --model "$SMALL" --weights 3 --group 12 --images 2 --output "$TMP/x3.safetensors"
+expect_err 'multiples of 8' "the message says why"
+
 expect_status 0 "quantize --acts 8 (W8A8)" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 8 \
   --smooth 0.5 --act-mode tensor --images 8 --output "$TMP/a8.safetensors"
 expect_out '^precision: W8A8 smoothquant \(INT8 products in oneDNN, activations per tensor\)' "W8A8 precision"
@@ -40,6 +77,22 @@ expect_status 0 "bench forward of the W8A8 model" "$NORMLAB" bench forward --mod
 expect_out '^precision: W8A8' "bench forward reports the precision"
 expect_status 0 "bench forward of the FP32 model" "$NORMLAB" bench forward --model "$SMALL" --batch 4 --seconds 0.2
 expect_out '^precision: fp32' "bench forward reports fp32"
+
+# eval --compare-ref: agreement with the fixture's reference argmax (timm,
+# float64) on test images 300..799; the FP32 model gives timm's predictions
+if have_fixtures; then
+  REFP=$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors
+  expect_status 0 "eval --compare-ref of the FP32 model" "$NORMLAB" eval --model "$SMALL" --offset 300 --images 500 --compare-ref "$REFP" --json
+  expect_out '"agreement": 1\.0, "disagree": 0' "the FP32 model agrees with timm on every image"
+  expect_status 0 "eval --compare-ref of the W8A8 model" "$NORMLAB" eval --model "$TMP/a8.safetensors" --offset 300 --images 500 --compare-ref "$REFP"
+  expect_out '^agreement with .*: [0-9.]+ % \([0-9]+ of 500 images differ\)$' "the text line"
+  ag=$(sed -n 's/^agreement with .*: \([0-9.]*\) %.*/\1/p' "$TMP/out")
+  check_num "${ag:-0} >= 99" "W8A8 agrees with timm on >= 99 % of 500 images ($ag %)"
+  expect_status 2 "eval --compare-ref of a file without test_predictions" "$NORMLAB" eval --model "$SMALL" --images 10 --compare-ref "$SMALL"
+  expect_err "no 1-D tensor 'test_predictions'" "it names the tensor"
+  expect_status 2 "eval --compare-ref past its end" "$NORMLAB" eval --model "$SMALL" --data fmnist:train --offset 9995 --images 10 --compare-ref "$REFP"
+  expect_err 'holds 10000 reference predictions; images 9995\.\.10004' "it gives both counts"
+fi
 
 # a budget-pruned model (a different MLP width in each block): every fc1 /
 # fc2 quantized at its own width (this crashed while the layers were sized
@@ -65,7 +118,7 @@ t=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
 check_num "$t >= 0.8" "its top-1 on 200 test images ($t)"
 
 # bad flags
-expect_status 2 "--weights 3" "$NORMLAB" quantize --model "$SMALL" --weights 3 --output "$TMP/x.safetensors"
+expect_status 2 "--weights 2" "$NORMLAB" quantize --model "$SMALL" --weights 2 --output "$TMP/x.safetensors"
 expect_status 2 "--weights missing" "$NORMLAB" quantize --model "$SMALL" --output "$TMP/x.safetensors"
 expect_err 'weights' "the message names --weights"
 expect_status 2 "--acts 4" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 4 --output "$TMP/x.safetensors"
@@ -112,11 +165,11 @@ expect_status 2 "a NaN scale" "$NORMLAB" eval --model "$TMP/nan.safetensors" --i
 python3 - "$Q" "$TMP/meta.safetensors" <<'PY'
 import json, struct, sys
 b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-q = json.loads(h['__metadata__']['quantization']); q['bits'] = 3
+q = json.loads(h['__metadata__']['quantization']); q["bits"] = 2
 h['__metadata__']['quantization'] = json.dumps(q)
 hb = json.dumps(h).encode(); open(sys.argv[2], 'wb').write(struct.pack('<Q', len(hb)) + hb + b[8 + n:])
 PY
-expect_status 2 "a scheme with bits 3" "$NORMLAB" eval --model "$TMP/meta.safetensors" --images 10
-expect_err 'quantization: "bits" must be 8 or 4' "the message names the scheme"
+expect_status 2 "a scheme with bits 2" "$NORMLAB" eval --model "$TMP/meta.safetensors" --images 10
+expect_err 'quantization: "bits" must be 8, 4 or 3' "the message names the scheme"
 
 done_testing

@@ -30,4 +30,16 @@ T.ok(bm:info().parameters * 4 <= 2.0e6, "prune: budget_mb fits")
 T.raises("one of ratio", "prune: neither ratio nor budget_mb", function() m:prune{} end)
 T.raises("outside [0, 1)", "prune: ratio 1", function() m:prune{ratio = 1, score = "random", compensate = false} end)
 T.raises("score 'bogus'", "prune: unknown score", function() m:prune{ratio = 0.5, score = "bogus"} end)
+-- refit: profiled here with the covariance; a profile file without it, or a
+-- negative damping, raises
+local rm = m:prune{ratio = 0.6, score = "contribution", refit = true, images = 64}
+T.ok(rm:info().mlp_widths[1] == 102, "prune refit: 256 -> 102 in every block")
+local re = rm:eval{images = 200}
+T.ok(re.top1 > 0.8, string.format("prune refit: the model classifies (top-1 %.3f on 200)", re.top1))
+local pf = os.tmpname()
+m:profile{images = 4, output = pf}
+T.raises("covariance of blocks.0.mlp.fc2.in", "prune refit: a profile without covariance",
+  function() m:prune{ratio = 0.5, refit = true, profile = pf} end)
+os.remove(pf)
+T.raises("refit_damp", "prune refit: negative damping", function() m:prune{ratio = 0.5, refit = true, refit_damp = -1} end)
 T.done()

@@ -475,6 +475,148 @@ static void test_ratio_uniform(void **state) {
   nl_vit_free(&m);
 }
 
+/* The hidden channels' covariance, the contribution score and the fc2
+ * refit on block 5 of the small model over the fixture's first 2 images:
+ * the hidden activations are GELU(fc1(norm2 output as timm recorded it)),
+ * worked out here in double. The refit must satisfy the ridge problem's
+ * optimality conditions on those rows: mean residual 0 and
+ * (1/N) sum r h_K^T = lambda W2' (r: the unpruned fc2 output minus the
+ * refitted one), and reconstruct them better than bias compensation. */
+static void test_refit_least_squares(void **state) {
+  (void)state;
+  nl_vit m, pm;
+  load_small(&m);
+  float *in = ref_tensor("inputs", NULL);
+  nl_profile p;
+  nl_error err;
+  nl_profile_opts o = {.batch = 1, .cov = 1};
+  if (nl_profile_run(&m, 2, fill_ref, in, &o, &p, &err)) fail_msg("%s", err.msg);
+  const int T = m.cfg.tokens, D = m.cfg.dim, H = m.cfg.mlp_hidden, N = 2 * T, L = 5;
+  float *y = ref_tensor("ln_out.blocks.5.norm2", NULL);
+  const nl_vit_block *B = &m.blocks[L];
+  double *h = nl_xmalloc((size_t)N * H * sizeof(double)), *mu = nl_xcalloc((size_t)H, sizeof(double));
+  for (int r = 0; r < N; r++)
+    for (int j = 0; j < H; j++) {
+      double s = B->fc1_b[j];
+      for (int i = 0; i < D; i++) s += (double)y[(size_t)r * D + i] * B->fc1_w[(size_t)j * D + i];
+      h[(size_t)r * H + j] = gelu(s);
+      mu[j] += gelu(s) / N;
+    }
+  /* covariance against the direct one */
+  const nl_profile_layer *hl = nl_profile_hidden(&p, L);
+  assert_non_null(hl->cov);
+  assert_null(nl_profile_find(&p, "blocks.5.mlp.fc1.in")->cov);
+  double worst = 0, cmax = 0;
+  for (int a = 0; a < H; a++)
+    for (int b = 0; b < H; b++) {
+      double c = 0;
+      for (int r = 0; r < N; r++) c += (h[(size_t)r * H + a] - mu[a]) * (h[(size_t)r * H + b] - mu[b]);
+      c /= N;
+      worst = fmax(worst, fabs(c - hl->cov[(size_t)a * H + b]));
+      cmax = fmax(cmax, fabs(c));
+    }
+  if (!(worst < 1e-4 * (1 + cmax))) fail_msg("covariance off by %g (largest entry %g)", worst, cmax);
+  /* contribution = Var[h_j] ||W2[:, j]||^2 */
+  float **sc;
+  if (nl_prune_scores(&m, &p, NL_PRUNE_CONTRIBUTION, 0, &sc, &err)) fail_msg("%s", err.msg);
+  for (int j = 0; j < H; j++) {
+    double w2 = 0;
+    for (int i = 0; i < D; i++) w2 += (double)B->fc2_w[(size_t)i * H + j] * B->fc2_w[(size_t)i * H + j];
+    double v = 0;
+    for (int r = 0; r < N; r++) v += (h[(size_t)r * H + j] - mu[j]) * (h[(size_t)r * H + j] - mu[j]);
+    double want = w2 * v / N;
+    if (fabs(sc[L][j] - want) > 1e-4 * (want + 1e-6)) fail_msg("channel %d: contribution %g, want %g", j, sc[L][j], want);
+  }
+  /* refit of a 60 % plan by that score */
+  unsigned char **keep;
+  nl_prune_opts po = {.score = NL_PRUNE_CONTRIBUTION, .ratio = 0.6};
+  if (nl_prune_plan(&m, sc, &po, &keep, &err)) fail_msg("%s", err.msg);
+  const double damp = 0.01;
+  if (nl_prune_apply(&m, keep, NULL, &pm, &err)) fail_msg("%s", err.msg);
+  if (nl_prune_refit(&m, keep, &p, damp, &pm, &err)) fail_msg("%s", err.msg);
+  const int W = nl_vit_mlp_width(&pm.cfg, L);
+  int *K = nl_xmalloc((size_t)W * sizeof(int)), k = 0;
+  double tr = 0;
+  for (int j = 0; j < H; j++)
+    if (keep[L][j]) {
+      K[k++] = j;
+      for (int r = 0; r < N; r++) tr += (h[(size_t)r * H + j] - mu[j]) * (h[(size_t)r * H + j] - mu[j]) / N;
+    }
+  assert_int_equal(k, W);
+  const double lambda = damp * tr / W;
+  const nl_vit_block *P = &pm.blocks[L];
+  double *g = nl_xcalloc((size_t)D * W, sizeof(double)), *gy = nl_xcalloc((size_t)D * W, sizeof(double));
+  double rmean_worst = 0, ymax = 0, err_refit = 0, err_comp = 0;
+  for (int i = 0; i < D; i++) {
+    double rsum = 0;
+    for (int r = 0; r < N; r++) {
+      const double *hr = h + (size_t)r * H;
+      double yo = B->fc2_b[i], yr = P->fc2_b[i], yc = B->fc2_b[i];
+      for (int j = 0; j < H; j++) {
+        yo += (double)B->fc2_w[(size_t)i * H + j] * hr[j];
+        yc += (double)B->fc2_w[(size_t)i * H + j] * (keep[L][j] ? hr[j] : mu[j]);
+      }
+      for (int a = 0; a < W; a++) yr += (double)P->fc2_w[(size_t)i * W + a] * hr[K[a]];
+      double res = yo - yr;
+      rsum += res;
+      err_refit += res * res;
+      err_comp += (yo - yc) * (yo - yc);
+      ymax = fmax(ymax, fabs(yo));
+      for (int a = 0; a < W; a++) {
+        g[(size_t)i * W + a] += res * hr[K[a]] / N;
+        gy[(size_t)i * W + a] += (yo - B->fc2_b[i]) * (hr[K[a]] - mu[K[a]]) / N;
+      }
+    }
+    rmean_worst = fmax(rmean_worst, fabs(rsum / N));
+  }
+  double gn = 0, yn = 0, ln = 0;
+  for (int i = 0; i < D; i++)
+    for (int a = 0; a < W; a++) {
+      double d = g[(size_t)i * W + a] - lambda * P->fc2_w[(size_t)i * W + a];
+      gn += d * d;
+      yn += gy[(size_t)i * W + a] * gy[(size_t)i * W + a];
+      ln += lambda * lambda * P->fc2_w[(size_t)i * W + a] * P->fc2_w[(size_t)i * W + a];
+    }
+  if (!(rmean_worst < 1e-4 * (1 + ymax))) fail_msg("mean residual %g", rmean_worst);
+  /* the ridge term is ~1e-3 of the data term here: both must hold to 1e-2 of it */
+  if (!(sqrt(ln) > 1e-5 * sqrt(yn) && sqrt(gn) < 1e-2 * sqrt(ln)))
+    fail_msg("normal equations off: |(1/N) sum r h_K^T - lambda W2'| = %g against |lambda W2'| "
+             "%g (data term %g)", sqrt(gn), sqrt(ln), sqrt(yn));
+  if (!(err_refit < err_comp)) fail_msg("refit error %g not below compensation's %g", err_refit, err_comp);
+  /* a profile without the covariance: an input error naming the layer */
+  nl_profile q;
+  nl_profile_opts qo = {.batch = 1};
+  if (nl_profile_run(&m, 1, fill_ref, in, &qo, &q, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_prune_refit(&m, keep, &q, damp, &pm, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "blocks.0.mlp.fc2.in"));
+  /* save and load keep the covariance */
+  char path[] = "/tmp/nl_test_profcov_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  if (nl_profile_save(&p, path, NULL, 0, &err)) fail_msg("%s", err.msg);
+  nl_profile r2;
+  if (nl_profile_load(&r2, path, &err)) fail_msg("%s", err.msg);
+  assert_non_null(nl_profile_hidden(&r2, L)->cov);
+  assert_memory_equal(nl_profile_hidden(&r2, L)->cov, hl->cov, (size_t)H * H * sizeof(float));
+  unlink(path);
+  nl_profile_free(&r2);
+  nl_profile_free(&q);
+  free(g);
+  free(gy);
+  free(K);
+  nl_prune_keep_free(keep, m.cfg.depth);
+  nl_prune_scores_free(sc, m.cfg.depth);
+  free(h);
+  free(mu);
+  free(y);
+  free(in);
+  nl_profile_free(&p);
+  nl_vit_free(&pm);
+  nl_vit_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_profile_against_fixture),
@@ -485,6 +627,7 @@ int main(void) {
       cmocka_unit_test(test_per_block_widths_load),
       cmocka_unit_test(test_budget),
       cmocka_unit_test(test_ratio_uniform),
+      cmocka_unit_test(test_refit_least_squares),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

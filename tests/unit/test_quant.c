@@ -62,6 +62,80 @@ static void test_rtn_by_hand_4bit(void **state) {
   nl_qlinear_free(&q);
 }
 
+/* 3 bits: 8 weights in 3 bytes, column k of a row at bits 3k..3k+2 of the
+ * row's bytes read as one little-endian bit string. Every pattern of a 3 x
+ * 24 matrix set column by column, each read back, and the bytes against
+ * the layout assembled here bit by bit; then quantized weights with groups
+ * of 8: RTN's formulas in [0, 7], and nl_qlinear_forward against the
+ * double product with s (q - z) (the weight-only path: dequantized tiles
+ * and sgemm). */
+static void test_pack_3bit(void **state) {
+  (void)state;
+  const int oc = 3, ic = 24;
+  nl_qlinear q;
+  nl_qlinear_alloc(&q, oc, ic, 3, 3, 0);
+  assert_int_equal(nl_qlinear_row_bytes(3, ic), 9);
+  assert_int_equal(nl_qlinear_ic_ok(3, 20), 0);
+  int32_t v[72];
+  for (int i = 0; i < oc * ic; i++) v[i] = (int32_t)((i * 5 + i / 7) % 8);
+  for (int i = 0; i < oc * ic; i++) nl_qlinear_set(&q, i / ic, i % ic, 7); /* all ones first */
+  for (int i = 0; i < oc * ic; i++) nl_qlinear_set(&q, i / ic, i % ic, v[i]);
+  uint8_t want[27];
+  memset(want, 0, sizeof want);
+  for (int o = 0; o < oc; o++)
+    for (int k = 0; k < ic; k++)
+      for (int b = 0; b < 3; b++)
+        if ((v[o * ic + k] >> b) & 1) {
+          int bit = 3 * k + b;
+          want[o * 9 + bit / 8] |= (uint8_t)(1u << (bit % 8));
+        }
+  assert_memory_equal(q.q, want, sizeof want);
+  for (int i = 0; i < oc * ic; i++) assert_int_equal(nl_qlinear_get(&q, i / ic, i % ic), v[i]);
+  nl_qlinear_free(&q);
+
+  /* quantize: rows of 16, groups of 8 */
+  const int O = 5, I = 16, N = 7;
+  float w[80], x[112], b[5], out[35];
+  nl_rng r;
+  nl_rng_seed(&r, 3);
+  for (int i = 0; i < O * I; i++) w[i] = (float)nl_rng_normal(&r);
+  for (int i = 0; i < N * I; i++) x[i] = (float)nl_rng_normal(&r);
+  for (int i = 0; i < O; i++) b[i] = (float)nl_rng_normal(&r);
+  assert_int_equal(nl_qlinear_quantize(&q, w, O, 12, 3, 6, 0), -1); /* 12 inputs do not pack */
+  assert_int_equal(nl_qlinear_quantize(&q, w, O, I, 3, 8, 1), -1); /* 3 bits are asymmetric */
+  assert_int_equal(nl_qlinear_quantize(&q, w, O, I, 3, 8, 0), 0);
+  for (int o = 0; o < O; o++)
+    for (int g = 0; g < 2; g++) {
+      const float *wg = w + o * I + g * 8;
+      double lo = wg[0], hi = wg[0];
+      for (int k = 1; k < 8; k++) lo = fmin(lo, wg[k]), hi = fmax(hi, wg[k]);
+      double s = fmax((hi - lo) / 7, 1e-5);
+      long z = lround(-lo / s);
+      z = z < 0 ? 0 : z > 7 ? 7 : z;
+      assert_float_equal(q.scale[o * 2 + g], s, 1e-6 * s);
+      assert_int_equal(q.zero[o * 2 + g], z);
+      for (int k = 0; k < 8; k++) {
+        long qv = lround(wg[k] / s) + z;
+        qv = qv < 0 ? 0 : qv > 7 ? 7 : qv;
+        assert_int_equal(nl_qlinear_get(&q, o, g * 8 + k), qv);
+      }
+    }
+  char eb[256];
+  assert_int_equal(nl_qlinear_forward(out, x, &q, b, N, eb, sizeof eb), 0);
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < O; o++) {
+      double acc = b[o];
+      for (int k = 0; k < I; k++) {
+        int g = k / 8;
+        acc += (double)x[n * I + k] * q.scale[o * 2 + g] *
+               (double)(nl_qlinear_get(&q, o, k) - q.zero[o * 2 + g]);
+      }
+      assert_float_equal(out[n * O + o], acc, 1e-5 * (1 + fabs(acc)));
+    }
+  assert_int_equal(nl_qlinear_bytes(&q), 5 * 6 + 10 * 4 + 10);
+  nl_qlinear_free(&q);
+}
+
 /* 8 bits: symmetric {-1.27, 0.5, 1, 0}: s = 1.27 / 127 = 0.01, q = {-127, 50, 100, 0};
  * asymmetric, groups of 2: {0, 2.55 | -1, 1.55}: s = 2.55 / 255 = 0.01 for both,
  * z = -128 - round(0) = -128, q = {-128, 127}; z = -128 - round(-100) = -28,
@@ -388,6 +462,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rtn_by_hand_4bit),
       cmocka_unit_test(test_rtn_by_hand_8bit),
+      cmocka_unit_test(test_pack_3bit),
       cmocka_unit_test(test_int8_matmul_exact),
       cmocka_unit_test(test_w8a8_layer_scales),
       cmocka_unit_test(test_awq_beats_rtn_planted),
