@@ -10,6 +10,7 @@
 
 #include "base/mem.h"
 #include "search/dyt.h"
+#include "tensor/kernels.h"
 
 static double objective(const nl_prog *p, const nl_fit_pts *d, nl_eval_ws *ws) {
   double f = nl_mse_grad(p, d->x, d->y, d->n, NULL, ws);
@@ -27,34 +28,6 @@ double nl_fit_objective(const nl_prog *p, const nl_fit_pts *d) {
   double f = objective(p, d, &ws);
   nl_eval_ws_free(&ws);
   return f;
-}
-
-/* Solve A z = b (k x k, symmetric positive definite after damping) by
- * Cholesky; returns -1 when A is not positive definite. */
-static int cholesky_solve(double *A, double *b, int k) {
-  for (int j = 0; j < k; j++) {
-    double s = A[j * k + j];
-    for (int m = 0; m < j; m++) s -= A[j * k + m] * A[j * k + m];
-    if (!(s > 0)) return -1;
-    double l = sqrt(s);
-    A[j * k + j] = l;
-    for (int i = j + 1; i < k; i++) {
-      double t = A[i * k + j];
-      for (int m = 0; m < j; m++) t -= A[i * k + m] * A[j * k + m];
-      A[i * k + j] = t / l;
-    }
-  }
-  for (int i = 0; i < k; i++) { /* L u = b */
-    double t = b[i];
-    for (int m = 0; m < i; m++) t -= A[i * k + m] * b[m];
-    b[i] = t / A[i * k + i];
-  }
-  for (int i = k - 1; i >= 0; i--) { /* L^T z = u */
-    double t = b[i];
-    for (int m = i + 1; m < k; m++) t -= A[m * k + i] * b[m];
-    b[i] = t / A[i * k + i];
-  }
-  return 0;
 }
 
 double nl_fit_consts(nl_prog *p, const nl_fit_pts *d, const unsigned char *mask, int iters) {
@@ -123,7 +96,7 @@ double nl_fit_consts(nl_prog *p, const nl_fit_pts *d, const unsigned char *mask,
         A[a * k + a] += lambda * (A0[a * k + a] > 1e-30 ? A0[a * k + a] : 1e-30);
         z[a] = -g[a];
       }
-      if (cholesky_solve(A, z, k) != 0) {
+      if (nl_cholesky_solve(A, z, k, 1) != 0) {
         lambda *= 10;
         continue;
       }

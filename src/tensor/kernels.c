@@ -108,3 +108,31 @@ NL_VKERNEL void nl_verf(float *out, const float *x, size_t n) {
 NL_VKERNEL void nl_vtanh(float *out, const float *x, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = nl_vm_tanh(x[i]);
 }
+
+int nl_cholesky_solve(double *A, double *B, int k, int nrhs) {
+  for (int j = 0; j < k; j++) {
+    double s = A[(size_t)j * k + j];
+    for (int m = 0; m < j; m++) s -= A[(size_t)j * k + m] * A[(size_t)j * k + m];
+    if (!(s > 0)) return -1;
+    double l = sqrt(s);
+    A[(size_t)j * k + j] = l;
+    for (int i = j + 1; i < k; i++) {
+      double t = A[(size_t)i * k + j];
+      for (int m = 0; m < j; m++) t -= A[(size_t)i * k + m] * A[(size_t)j * k + m];
+      A[(size_t)i * k + j] = t / l;
+    }
+  }
+  for (int r = 0; r < nrhs; r++) {
+    for (int i = 0; i < k; i++) { /* L u = b */
+      double t = B[(size_t)i * nrhs + r];
+      for (int m = 0; m < i; m++) t -= A[(size_t)i * k + m] * B[(size_t)m * nrhs + r];
+      B[(size_t)i * nrhs + r] = t / A[(size_t)i * k + i];
+    }
+    for (int i = k - 1; i >= 0; i--) { /* L^T z = u */
+      double t = B[(size_t)i * nrhs + r];
+      for (int m = i + 1; m < k; m++) t -= A[(size_t)m * k + i] * B[(size_t)m * nrhs + r];
+      B[(size_t)i * nrhs + r] = t / A[(size_t)i * k + i];
+    }
+  }
+  return 0;
+}

@@ -38,4 +38,9 @@ void nl_vexp(float *out, const float *x, size_t n);
 void nl_verf(float *out, const float *x, size_t n);
 void nl_vtanh(float *out, const float *x, size_t n);
 
+/* Solve A Z = B in place (A k x k symmetric positive definite, row-major,
+ * overwritten by its Cholesky factor; B k x nrhs row-major, overwritten by
+ * Z). Returns -1 when A is not positive definite. */
+int nl_cholesky_solve(double *A, double *B, int k, int nrhs);
+
 #endif

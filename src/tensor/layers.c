@@ -121,6 +121,13 @@ void nl_linear_forward(float *out, const float *inp, const float *w, const float
   nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, LIN_ROWS, cb);
 }
 
+void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
+                    int from) {
+  for (int g = from; g < 3; g++)
+    nl_gemm_tiles(0, 1, N, C, C, 1.0f, inp, C, w + (size_t)g * C * C, C, 0.0f, qkv + (size_t)g * C,
+                  3 * C, b ? b + (size_t)g * C : NULL, LIN_ROWS, C);
+}
+
 /* ---- row-wise layers over nl_rows_run ---- */
 
 typedef struct {

@@ -277,7 +277,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
     nl_tr_droppath_mask(L->dp2, n, p, dp_rng != NULL, dp_rng);
     /* attention branch */
     norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
-    nl_linear_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, 3 * D);
+    nl_qkv_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, 0);
     nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
     nl_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
     const float *br = L->proj;
