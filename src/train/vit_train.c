@@ -598,7 +598,8 @@ int nl_vt_save_state(const nl_vit_trainer *t, const char *path, const char *meta
     snprintf(name, sizeof name, "v.%s", p->name);
     rc = nl_st_writer_add(w, name, o->v + p->off, 1, shape, err);
     if (rc) break;
-    if (p->group == NL_TR_GROUP_ALPHA) {
+    if (p->group == NL_TR_GROUP_ALPHA || strncmp(p->name, "reuse.", 6) == 0) {
+      /* DyT alphas and TB tensors are not among the model's tensors */
       snprintf(name, sizeof name, "value.%s", p->name);
       rc = nl_st_writer_add(w, name, p->w, 1, shape, err);
     }
@@ -635,7 +636,7 @@ int nl_vt_load_state(nl_vit_trainer *t, const char *path, char **meta_json, nl_e
     const char *pre[3] = {"m.", "v.", "value."};
     float *dst[3] = {o->m + p->off, o->v + p->off, p->w};
     for (int k = 0; k < 3 && !rc; k++) {
-      if (k == 2 && p->group != NL_TR_GROUP_ALPHA) break;
+      if (k == 2 && p->group != NL_TR_GROUP_ALPHA && strncmp(p->name, "reuse.", 6) != 0) break;
       char name[128];
       snprintf(name, sizeof name, "%s%s", pre[k], p->name);
       const nl_st_tensor *x = nl_st_find(&f, name);
