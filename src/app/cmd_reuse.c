@@ -151,6 +151,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   /* the plan the model carries, if no other is asked for */
   nl_vit_reuse *plan = !greedy_on && !list ? m.reuse : NULL;
   m.reuse = NULL;
+  for (int l = 0; plan && l < c->depth; l++) /* the carried plan's kind, for the report */
+    if (plan->src[l] >= 0 && plan->tb[l] != NL_TB_NONE) tb = plan->tb[l];
   nl_dataset d, hd;
   memset(&d, 0, sizeof d);
   memset(&hd, 0, sizeof hd);
