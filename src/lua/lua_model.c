@@ -711,7 +711,7 @@ static int m_calibrate(lua_State *L) {
   return 2;
 }
 
-/* model:train{variant=A|F|D|affine|full, epochs=, lr=, teacher=, output=DIR,
+/* model:train{variant=A|F|D|affine|full|tb, epochs=, lr=, teacher=, output=DIR,
  * on_epoch=function(e) ... end, <any other option of the train command>}
  * -> trained model, log (the run's train.json as a table).
  * The model is trained as it is in memory; it is left unchanged. D is the

@@ -695,7 +695,7 @@ static void test_train_opts(void **s) {
   assert_int_equal(nl_train_opts_set(&o, "epochs", "0", &err), -1);
   assert_string_equal(err.msg, "--epochs must be between 1 and 100000, got 0");
   assert_int_equal(nl_train_opts_set(&o, "variant", "B", &err), -1);
-  assert_string_equal(err.msg, "--variant expects one of affine|full|A|F|D, got 'B'");
+  assert_string_equal(err.msg, "--variant expects one of affine|full|A|F|D|tb, got 'B'");
   assert_int_equal(nl_train_opts_set(&o, "nope", "1", &err), -1);
   assert_non_null(strstr(err.msg, "train has no option --nope"));
   assert_int_equal(nl_train_opts_set(&o, "imgaes", "5", &err), -1);
