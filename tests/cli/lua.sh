@@ -178,8 +178,8 @@ bad = []
 if len(rows) != 8: bad.append("%d rows" % len(rows))
 f = {r.split()[0] + ("+" if "exit" in r else "") + str(k): r.split() for k, r in enumerate(rows)}
 fp32 = rows[0].split()
-# top-1 of the model itself: normlab eval's
-if abs(float(fp32[1].rstrip("%")) - 100 * ev["top1"]) > 1e-6: bad.append("fp32 top-1 %s vs eval %s" % (fp32[1], ev["top1"]))
+# top-1 of the model itself: normlab eval's (printed to 0.01 points)
+if abs(float(fp32[1].rstrip("%")) - 100 * ev["top1"]) > 0.005 + 1e-9: bad.append("fp32 top-1 %s vs eval %s" % (fp32[1], ev["top1"]))
 # FLOPs by hand (T 17, D 64): full 21.043456 M; the default plan has six
 # linear TBs, each saving 2TD3D + 4T^2D + 2TDD - 2TDD = 491776
 if fp32[3] != "21.044": bad.append("fp32 MFLOPs %s" % fp32[3])
