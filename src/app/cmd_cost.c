@@ -319,7 +319,9 @@ const nl_cmd nl_cmd_cost = {
             "norm1, qkv, attention, proj, norm2, fc1, gelu, fc2, residual per block; norm,\n"
             "head): FLOPs, parameters, bytes read (weights at their stored width / B, plus\n"
             "input activations), the norm slots following --set (replace's SPEC: FILE.exprs,\n"
-            "dyt, ln); --per-block for every block's rows, --measure for time per part.",
+            "dyt, ln); --per-block for every block's rows, --measure for time per part.\n"
+            "A model carrying an attention-reuse plan (reuse --output) also gets the FLOPs\n"
+            "each reusing block saves and the total with the plan.",
     .opts = opts,
     .min_pos = 0,
     .max_pos = -1,

@@ -15,6 +15,7 @@
 #include "base/mem.h"
 #include "base/timer.h"
 #include "data/dataset.h"
+#include "model/reuse_plan.h"
 #include "model/vit.h"
 #include "train/evaluate.h"
 #include "train/exits.h"
@@ -325,7 +326,13 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
   }
   if (!rc) {
-    row full = {"full depth", 0, c->depth, 1, nl_vit_flops_per_image(c) * 1e-6, 0, 0, 1};
+    /* a model carrying an attention-reuse plan: its savings in the blocks run */
+    double rsave = 0, rfull = 0;
+    for (long i = 0; i < n && m.reuse; i++)
+      for (int k = 0; k < blocks[i] && k < c->depth; k++) rsave += nl_reuse_block_saving(m.reuse, c, k);
+    rsave = n ? rsave / n : 0;
+    for (int k = 0; k < c->depth && m.reuse; k++) rfull += nl_reuse_block_saving(m.reuse, c, k);
+    row full = {"full depth", 0, c->depth, 1, (nl_vit_flops_per_image(c) - rfull) * 1e-6, 0, 0, 1};
     row ex = {"early exit", 0, 0, 0, 0, 0, 0, 1};
     long agree = 0, same_logits = 0;
     double sb = 0, maxdiff = 0;
@@ -346,7 +353,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     ex.blocks = n ? sb / n : 0;
     ex.heads = tau < 1 && !policy ? ex.blocks : 1;
-    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) + (policy ? nl_exits_policy_flops(&e) : 0)) * 1e-6;
+    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) - rsave + (policy ? nl_exits_policy_flops(&e) : 0)) * 1e-6;
     if (policy) ex.name = "policy";
     full.ips = tf > 0 ? n / tf : 0;
     ex.ips = te > 0 ? n / te : 0;

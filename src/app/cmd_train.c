@@ -45,7 +45,7 @@ static const nl_opt opts[] = {
     {"lr-alpha", NL_OPT_NUM, "X", NULL, "learning rate of DyT alphas (default --lr)", NULL, 0},
     {"variant", NL_OPT_CHOICE, NULL, "full",
      "trained parameters: affine or A (norm w, b, alpha), full or F, D (full, distilled from "
-     "--teacher)",
+     "--teacher), tb (the transformation blocks of the model's reuse plan alone)",
      NL_TRAIN_VARIANTS, 0},
     {"teacher", NL_OPT_STR, "FILE", NULL, "distil from this model's logits", NULL, NL_OPTF_PATH},
     {"tau", NL_OPT_NUM, "T", "4", "distillation temperature", NULL, 0},
@@ -405,6 +405,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
   o.batch = B;
   o.train_groups = A->affine ? NL_TR_GROUP_BIT(NL_TR_GROUP_AFFINE) | NL_TR_GROUP_BIT(NL_TR_GROUP_ALPHA)
                              : NL_TR_GROUPS_ALL;
+  o.tb_only = A->tb_only;
   o.lr[NL_TR_GROUP_BACKBONE] = (float)A->lr;
   o.lr[NL_TR_GROUP_AFFINE] = (float)A->lr_affine;
   o.lr[NL_TR_GROUP_ALPHA] = (float)A->lr_alpha;

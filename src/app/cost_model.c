@@ -21,6 +21,7 @@
 #include "base/timer.h"
 #include "model/blockcost.h"
 #include "model/quant.h"
+#include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -227,6 +228,22 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(root, "threads", json_integer(nl_threads_count(ctx->threads)));
       json_object_set_new(root, "forward_passes", json_integer(reps));
     }
+    if (m.reuse) {
+      json_t *ru = json_array();
+      for (int l = 0; l < c->depth; l++) {
+        if (m.reuse->src[l] < 0) continue;
+        json_array_append_new(ru, json_pack("{s:i,s:i,s:s,s:f}", "block", l, "source",
+                                            m.reuse->src[l], "tb",
+                                            nl_tb_kind_name(m.reuse->tb[l]), "flops_saved",
+                                            nl_reuse_block_saving(m.reuse, c, l)));
+      }
+      json_object_set_new(root, "reuse", ru);
+      /* the weights the plan leaves unread, at the model's mean stored width */
+      const double width = tot.params > 0 ? tot.weight_bytes / (4.0 * tot.params) : 1;
+      json_object_set_new(root, "weight_bytes_with_reuse",
+                          json_real(tot.weight_bytes - width * nl_reuse_plan_bytes_saved(m.reuse, c)));
+      json_object_set_new(root, "flops_with_reuse", json_real(tot.flops - (nl_vit_flops_per_image(c) - nl_reuse_plan_flops(m.reuse, c))));
+    }
     nl_json_print(ctx->out, root);
     json_decref(root);
   } else {
@@ -274,6 +291,20 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (meas)
       fprintf(ctx->out, "\n  whole forward pass: %.1f us/image on average (the parts' best: %.1f)\n",
               fwd * 1e6, tot.seconds * 1e6);
+    if (m.reuse) { /* the plan the model carries (model/reuse_plan.h) */
+      const double saved = nl_vit_flops_per_image(c) - nl_reuse_plan_flops(m.reuse, c);
+      fprintf(ctx->out, "\n  attention reuse (the table above is the full pass):\n");
+      fprintf(ctx->out, "  %-22s %-9s %16s\n", "block", "TB", "FLOPs saved");
+      for (int l = 0; l < c->depth; l++) {
+        if (m.reuse->src[l] < 0) continue;
+        char name[48];
+        snprintf(name, sizeof name, "blocks.%d <- %d", l, m.reuse->src[l]);
+        fprintf(ctx->out, "  %-22s %-9s %16.0f\n", name, nl_tb_kind_name(m.reuse->tb[l]),
+                nl_reuse_block_saving(m.reuse, c, l));
+      }
+      fprintf(ctx->out, "  %-22s %-9s %16.0f (%.1f %% of the total)\n", "with the plan", "",
+              tot.flops - saved, 100 * saved / (tot.flops > 0 ? tot.flops : 1));
+    }
   }
 done:
   free(ps);

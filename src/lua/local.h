@@ -85,6 +85,8 @@ void nl_lua_push_model_owned(lua_State *L, struct nl_vit *m, const char *path);
 /* model:profile{...} and model:prune{...} (lua_prune.c). */
 int nl_lua_model_profile(lua_State *L);
 int nl_lua_model_prune(lua_State *L);
+int nl_lua_model_reuse(lua_State *L);
+int nl_lua_model_reuse_plan(lua_State *L);
 
 /* Push a jansson value as Lua (objects: tables, arrays: sequences). */
 struct json_t;

@@ -3,12 +3,12 @@ libnormlab_a_SOURCES += \
 	src/lua/nlua.h src/lua/local.h \
 	src/lua/lua_aux.c src/lua/lua_state.c src/lua/lua_cmd.c src/lua/lua_expr.c \
 	src/lua/lua_model.c src/lua/lua_maps.c src/lua/cmd_lua.c \
-	src/lua/lua_prune.c
+	src/lua/lua_prune.c src/lua/lua_reuse.c
 
 # The Lua-side library, found by require() in the source tree and installed.
 nlluadir = $(pkgdatadir)/lua/normlab
 nllua_DATA = lua/normlab/lib.lua
-EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua samples/sequential.lua samples/edgeflex.lua tests/lua
+EXTRA_DIST += $(nllua_DATA) samples/quickstart.lua samples/paper.lua samples/sequential.lua samples/edgeflex.lua samples/adaptive.lua tests/lua
 
 check_PROGRAMS += tests/unit/test_lua
 NL_UNIT_TESTS += tests/unit/test_lua

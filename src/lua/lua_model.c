@@ -746,7 +746,7 @@ static int m_calibrate(lua_State *L) {
   return 2;
 }
 
-/* model:train{variant=A|F|D|affine|full, epochs=, lr=, teacher=, output=DIR,
+/* model:train{variant=A|F|D|affine|full|tb, epochs=, lr=, teacher=, output=DIR,
  * on_epoch=function(e) ... end, <any other option of the train command>}
  * -> trained model, log (the run's train.json as a table).
  * The model is trained as it is in memory; it is left unchanged. D is the
@@ -877,7 +877,8 @@ void nl_lua_open_model(lua_State *L) {
       {"set_norm", m_set_norm}, {"apply", m_apply}, {"save", m_save},     {"path", m_path},
       {"export", m_export},
       {"replace", m_replace}, {"train", m_train}, {"calibrate", m_calibrate}, {"close", m_gc},
-      {"profile", nl_lua_model_profile}, {"prune", nl_lua_model_prune}, {NULL, NULL},
+      {"profile", nl_lua_model_profile}, {"prune", nl_lua_model_prune},
+      {"reuse", nl_lua_model_reuse}, {"reuse_plan", nl_lua_model_reuse_plan}, {NULL, NULL},
   };
   static const luaL_Reg meta[] = {{"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
   luaL_newmetatable(L, NL_LUA_MODEL);

@@ -8,7 +8,8 @@ libnormlab_a_SOURCES += \
 	src/model/profile.c src/model/profile.h \
 	src/model/prune.c src/model/prune.h \
 	src/model/quant.c src/model/quant.h \
-	src/model/precision.c
+	src/model/precision.c \
+	src/model/reuse_plan.c src/model/reuse_plan.h
 
 check_PROGRAMS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace
 NL_UNIT_TESTS += tests/unit/test_safetensors tests/unit/test_vit tests/unit/test_replace

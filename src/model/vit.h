@@ -45,6 +45,7 @@
 struct nl_prog;
 struct nl_qlinear;
 struct nl_vit_quant;
+struct nl_vit_reuse;
 
 /* Blocks a model may have (per-block MLP widths are kept in the config). */
 #define NL_VIT_MAX_DEPTH 128
@@ -133,6 +134,9 @@ typedef struct nl_vit {
    * made once: changing params afterwards (training) needs
    * nl_vit_set_precision again. */
   uint16_t *bf16;
+  struct nl_vit_reuse *reuse; /* NULL: every block computes its own attention;
+                                 else the attention-reuse plan the passes follow
+                                 (model/reuse_plan.h), owned, saved and loaded */
 } nl_vit;
 
 typedef struct nl_vit_load_opts {
@@ -274,6 +278,12 @@ typedef struct nl_vit_acts {
    * quantized layer. */
   float **wpack, *wpack_mem;
   const struct nl_vit *wpack_model;
+  /* Attention reuse (model/reuse_plan.h), allocated by the pass on need:
+   * per block the attention probabilities [B, H, T, T] and attention
+   * outputs [B, T, D] later blocks read, and the mlp TBs' hidden rows. */
+  float **reuse_att, **reuse_out;
+  float *reuse_hid, *reuse_act;
+  size_t reuse_hid_cap;
 } nl_vit_acts;
 
 int nl_vit_acts_init(nl_vit_acts *a, const nl_vit_config *c, int batch, int keep_all,
@@ -345,5 +355,9 @@ int nl_vit_forward_observed(const nl_vit *m, nl_vit_acts *acts, const float *ima
 int nl_vit_embed(const nl_vit *m, nl_vit_acts *acts, const float *images, int n, float *x,
                  nl_error *err);
 int nl_vit_block_run(const nl_vit *m, nl_vit_acts *acts, int l, float *x, int n, nl_error *err);
+/* Under a reuse plan, image `from`'s kept attention (see nl_vit_acts)
+ * moves to position `to`, for passes that pack their batch between
+ * blocks; nothing without a plan. */
+void nl_vit_acts_reuse_move(nl_vit_acts *acts, const nl_vit *m, int to, int from);
 
 #endif

@@ -8,6 +8,7 @@
 #include "base/timer.h"
 #include "model/norm.h"
 #include "model/quant.h"
+#include "model/reuse_plan.h"
 #include "model/vit.h"
 #include "tensor/bf16.h"
 #include "tensor/gemm.h"
@@ -74,6 +75,14 @@ int nl_vit_acts_init(nl_vit_acts *a, const nl_vit_config *c, int batch, int keep
 
 void nl_vit_acts_free(nl_vit_acts *a) {
   if (!a) return;
+  for (int l = 0; l < NL_VIT_MAX_DEPTH && (a->reuse_att || a->reuse_out); l++) {
+    if (a->reuse_att) nl_afree(a->reuse_att[l]);
+    if (a->reuse_out) nl_afree(a->reuse_out[l]);
+  }
+  free(a->reuse_att);
+  free(a->reuse_out);
+  nl_afree(a->reuse_hid);
+  nl_afree(a->reuse_act);
   free(a->mem);
   free(a->layer);
   nl_afree(a->wpack_mem);
@@ -177,12 +186,17 @@ static void part_done(double *ps, size_t index, double *t) {
 static int lin(const nl_vit *m, float *out, const float *inp, const float *w, const float *wp,
                const float *b, const nl_qlinear *q, int rows, int IC, int OC,
                const nl_lin_epilogue *e, nl_error *err) {
-  if (!q && !m->bf16) {
-    nl_linear_forward_ex(out, inp, w, wp, b, rows, IC, OC, e);
-    return 0;
-  }
   char eb[200] = "";
-  if (!q) {
+  if (!q && !m->bf16) {
+    if (OC != 3 * IC || nl_gemm_available()) {
+      nl_linear_forward_ex(out, inp, w, wp, b, rows, IC, OC, e);
+      return 0;
+    }
+    /* qkv on OpenBLAS: the tiles of the values-only product a reusing block
+     * makes (nl_qkv_forward), so that both give the same bits; the AVX-512
+     * kernel gives them for any split */
+    nl_qkv_forward(out, inp, w, b, rows, IC, 0);
+  } else if (!q) {
     if (nl_linear_forward_bf16(out, inp, m->bf16 + (w - m->params), b, rows, IC, OC, eb,
                                sizeof eb))
       return nl_fail(err, NL_EINTERNAL, "BF16 product: %s", eb);
@@ -203,11 +217,51 @@ static const float *packed(const nl_vit_acts *a, const nl_vit *m, int l, int i) 
 
 /* Block l on `in` (L->res1 in the plain pass; any [n, T, D] array, out may
  * be in). */
-static int block_forward(const nl_vit *m, const nl_vit_acts *a, int l, nl_vit_layer_acts *L,
-                         const float *in, float *out, float *scratch, int n,
-                         nl_norm_tap_fn tap, void *user, double *ps,
-                         const nl_vit_observer *obs, nl_error *err) {
+/* ---- attention reuse (model/reuse_plan.h) ---- */
+
+/* The block that computed the probabilities block l applies. */
+static int att_root(const nl_vit_reuse *R, int l) {
+  while (R->src[l] >= 0 && R->tb[l] == NL_TB_NONE) l = R->src[l];
+  return l;
+}
+
+/* 1 when a later block applies the probabilities block s computes. */
+static int att_kept(const nl_vit_reuse *R, int s) {
+  if (R->src[s] >= 0) return 0;
+  for (int l = s + 1; l < R->depth; l++)
+    if (R->src[l] >= 0 && R->tb[l] == NL_TB_NONE && att_root(R, l) == s) return 1;
+  return 0;
+}
+
+/* Slot l of a per-block keep array (allocated on first use). */
+static float *keep_slot(float ***arr, int l, size_t n, nl_error *err) {
+  if (!*arr) *arr = nl_xcalloc(NL_VIT_MAX_DEPTH, sizeof(float *));
+  if (!(*arr)[l]) {
+    (*arr)[l] = nl_try_alloc((n + 15) / 16 * 16, sizeof(float));
+    if (!(*arr)[l])
+      nl_fail(err, NL_ENOMEM, "cannot allocate %.1f MB for attention reuse", n * 4.0 / 1e6);
+  }
+  return (*arr)[l];
+}
+
+void nl_vit_acts_reuse_move(nl_vit_acts *a, const nl_vit *m, int to, int from) {
+  if (!m->reuse || to == from) return;
   const nl_vit_config *c = &m->cfg;
+  const size_t P = (size_t)c->heads * c->tokens * c->tokens, O = (size_t)c->tokens * c->dim;
+  for (int l = 0; l < c->depth; l++) {
+    if (a->reuse_att && a->reuse_att[l])
+      memmove(a->reuse_att[l] + to * P, a->reuse_att[l] + from * P, P * sizeof(float));
+    if (a->reuse_out && a->reuse_out[l])
+      memmove(a->reuse_out[l] + to * O, a->reuse_out[l] + from * O, O * sizeof(float));
+  }
+}
+
+static int block_forward(const nl_vit *m, nl_vit_acts *a, int l, nl_vit_layer_acts *L,
+                         const float *in, float *out, float *scratch, int n, nl_norm_tap_fn tap,
+                         void *user, double *ps, const nl_vit_observer *obs, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  const nl_vit_reuse *R = m->reuse;
+  const int src = R ? R->src[l] : -1;
   const nl_vit_block *B = &m->blocks[l];
   const int T = c->tokens, D = c->dim, Hm = nl_vit_mlp_width(c, l), rows = n * T;
   double t = ps ? nl_now() : 0;
@@ -220,30 +274,78 @@ static int block_forward(const nl_vit *m, const nl_vit_acts *a, int l, nl_vit_la
     }                                                               \
   } while (0)
   /* attention branch */
-  OBSERVE(NL_SITE_NORM1_IN, in, D);
-  nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, in, rows, D,
-                  c->eps, NULL);
-  DONE(NL_PART_NORM1);
-  if (tap_call(tap, user, m, B->norm1, in, L->ln1, n, T, err)) return -1;
-  if (ps) t = nl_now();
-  OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
-  if (lin(m, L->qkv, L->ln1, B->qkv_w, packed(a, m, l, NL_QL_QKV), B->qkv_b, B->q[NL_QL_QKV],
-          rows, D, 3 * D, NULL, err))
-    return -1;
-  DONE(NL_PART_QKV);
-  nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
-  DONE(NL_PART_ATTN);
-  OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
-  /* Without a layer scale the residual add is fused into the product, and
-   * GELU into fc1, unless the parts are timed one by one (the same bits
-   * either way) */
-  const int fuse = !ps;
-  const nl_lin_epilogue add1 = {NL_LIN_ADD, L->res2, in};
-  if (lin(m, L->proj, L->atty, B->proj_w, packed(a, m, l, NL_QL_PROJ), B->proj_b,
-          B->q[NL_QL_PROJ], rows, D, D, fuse && !B->ls1 ? &add1 : NULL, err))
-    return -1;
-  DONE(NL_PART_PROJ);
-  if (!fuse || B->ls1) branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
+  const int fuse = !ps; /* GELU and the residual adds fused into the products, unless the
+                          * parts are timed one by one (the same bits either way) */
+  int added = 0;         /* the attention branch's residual add done by proj's product */
+  if (src >= 0 && R->tb[l] != NL_TB_NONE) {
+    /* a transformation block on the source's attention output */
+    if ((size_t)rows * R->hidden[l] > a->reuse_hid_cap) {
+      nl_afree(a->reuse_hid);
+      nl_afree(a->reuse_act);
+      a->reuse_hid_cap = (size_t)a->batch * T * R->hidden[l];
+      a->reuse_hid = nl_aalloc(a->reuse_hid_cap * sizeof(float));
+      a->reuse_act = nl_aalloc(a->reuse_hid_cap * sizeof(float));
+    }
+    if (!a->reuse_out || !a->reuse_out[src])
+      return nl_fail(err, NL_EINTERNAL, "block %d: no attention output of block %d kept", l, src);
+    nl_reuse_tb_forward(R, l, a->reuse_out[src], L->proj, a->reuse_hid, a->reuse_act, rows);
+    DONE(NL_PART_PROJ);
+  } else {
+    OBSERVE(NL_SITE_NORM1_IN, in, D);
+    nl_norm_forward(B->norm1, L->ln1, L->ln1_mean, L->ln1_rstd, NULL, NULL, in, rows, D,
+                    c->eps, NULL);
+    DONE(NL_PART_NORM1);
+    if (tap_call(tap, user, m, B->norm1, in, L->ln1, n, T, err)) return -1;
+    if (ps) t = nl_now();
+    OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
+    if (src < 0) {
+      if (lin(m, L->qkv, L->ln1, B->qkv_w, packed(a, m, l, NL_QL_QKV), B->qkv_b,
+              B->q[NL_QL_QKV], rows, D, 3 * D, NULL, err))
+        return -1;
+      DONE(NL_PART_QKV);
+      nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+      if (R && att_kept(R, l)) {
+        const size_t na = (size_t)a->batch * c->heads * T * T;
+        float *k = keep_slot(&a->reuse_att, l, na, err);
+        if (!k) return -1;
+        memcpy(k, L->att, (size_t)n * c->heads * T * T * sizeof(float));
+      }
+    } else {
+      /* the values only (a quantized or BF16 qkv: all three, v read in place) */
+      if (B->q[NL_QL_QKV] || m->bf16) {
+        if (lin(m, L->qkv, L->ln1, B->qkv_w, NULL, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D,
+                NULL, err))
+          return -1;
+      } else {
+        nl_qkv_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 2);
+      }
+      const float *v = L->qkv + 2 * D;
+      const int ldv = 3 * D;
+      DONE(NL_PART_QKV);
+      const int r = att_root(R, l);
+      if (!a->reuse_att || !a->reuse_att[r])
+        return nl_fail(err, NL_EINTERNAL, "block %d: no attention of block %d kept", l, r);
+      nl_reuse_apply_att(L->atty, a->reuse_att[r], v, ldv, n, T, D, c->heads);
+    }
+    DONE(NL_PART_ATTN);
+    OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
+    const nl_lin_epilogue add1 = {NL_LIN_ADD, L->res2, in};
+    added = fuse && !B->ls1;
+    if (lin(m, L->proj, L->atty, B->proj_w, packed(a, m, l, NL_QL_PROJ), B->proj_b,
+            B->q[NL_QL_PROJ], rows, D, D, added ? &add1 : NULL, err))
+      return -1;
+    DONE(NL_PART_PROJ);
+  }
+  if (R && nl_reuse_plan_is_source(R, l)) {
+    int tbread = 0;
+    for (int k = l + 1; k < R->depth; k++) tbread |= R->src[k] == l && R->tb[k] != NL_TB_NONE;
+    if (tbread) {
+      float *k = keep_slot(&a->reuse_out, l, (size_t)a->batch * T * D, err);
+      if (!k) return -1;
+      memcpy(k, L->proj, (size_t)rows * D * sizeof(float));
+    }
+  }
+  if (!added) branch_add(L->res2, in, L->proj, B->ls1, scratch, rows, D);
   DONE(NL_PART_RESIDUAL);
   /* MLP branch */
   OBSERVE(NL_SITE_NORM2_IN, L->res2, D);
@@ -281,7 +383,8 @@ static int embed(const nl_vit *m, nl_vit_acts *a, const float *images, int n, fl
   const nl_vit_config *c = &m->cfg;
   const int D = c->dim, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
   nl_im2col(a->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  if (lin(m, a->normed, a->patches, m->patch_w, NULL, m->patch_b, NULL, n * NP, KP, D, NULL, err)) return -1;
+  if (lin(m, a->normed, a->patches, m->patch_w, NULL, m->patch_b, NULL, n * NP, KP, D, NULL, err))
+    return -1;
   nl_tokens_forward(x, a->normed, c->class_token ? m->cls_token : NULL, m->pos_embed, n, NP, D);
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "model/norm.h"
 #include "data/transform.h"
 #include "model/quant.h"
+#include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -740,6 +741,12 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
     nl_st_close(&f);
     return -1;
   }
+  nl_vit_reuse *rp = nl_reuse_plan_read(&f, &m->cfg, path, err);
+  if (!rp && nl_st_meta_get(&f, "reuse")) {
+    nl_vit_quant_free(qs);
+    nl_st_close(&f);
+    return -1;
+  }
   layout l = {0};
   build_layout(&m->cfg, &l);
   /* every expected tensor present with its shape; nothing else in the file */
@@ -766,12 +773,13 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
               nl_dtype_name(t->dtype), have, want);
       free(l.p);
       nl_vit_quant_free(qs);
+      nl_reuse_plan_free(rp);
       nl_st_close(&f);
       return -1;
     }
   }
   for (int i = 0; i < f.n; i++) {
-    int known = nl_quant_is_extra(qs, &m->cfg, f.t[i].name);
+    int known = nl_quant_is_extra(qs, &m->cfg, f.t[i].name) || nl_reuse_plan_is_tensor(rp, f.t[i].name);
     for (int j = 0; j < l.n && !known; j++) known = strcmp(f.t[i].name, l.p[j].name) == 0;
     if (!known && nunk++ < 8) {
       size_t k = strlen(unknown);
@@ -787,10 +795,12 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
               missing, nmiss > 8 ? ", ..." : "");
     free(l.p);
     nl_vit_quant_free(qs);
+    nl_reuse_plan_free(rp);
     nl_st_close(&f);
     return -1;
   }
   if (qs && o && o->int_only) qs->int_only = 1;
+  m->reuse = rp; /* m owns the plan from here */
   adopt_layout(m, &l, qs && qs->int_only ? qs : NULL);
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
@@ -829,6 +839,7 @@ void nl_vit_free(nl_vit *m) {
   free(m->norms);
   nl_vit_quant_free(m->quant);
   free(m->bf16);
+  nl_reuse_plan_free(m->reuse);
   memset(m, 0, sizeof *m);
 }
 
@@ -897,6 +908,10 @@ int nl_vit_save_meta(const nl_vit *m, const char *path, const char *const *meta,
   nl_st_writer_meta(w, "norms", nt);
   free(nt);
   nl_st_writer_meta(w, "format", "pt");
+  if (nl_reuse_plan_write(m->reuse, w, err)) {
+    nl_st_writer_free(w);
+    return -1;
+  }
   for (int i = 0; i < nmeta; i++) nl_st_writer_meta(w, meta[2 * i], meta[2 * i + 1]);
   int rc = nl_st_writer_save(w, path, err);
   nl_st_writer_free(w);

@@ -11,6 +11,7 @@
 #include "base/linalg.h"
 #include "base/mem.h"
 #include "search/dyt.h"
+#include "tensor/kernels.h"
 
 static double objective(const nl_prog *p, const nl_fit_pts *d, nl_eval_ws *ws) {
   double f = nl_mse_grad(p, d->x, d->y, d->n, NULL, ws);

@@ -139,8 +139,8 @@ static void epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, in
 typedef struct {
   float *out;
   const float *inp, *wp, *b;
-  int N, IC, OC, rb, pg, npg;
-  const nl_lin_epilogue *e;
+  int N, IC, OC, ldc, rb, pg, npg;
+  const nl_lin_epilogue *e; /* only with ldc == OC */
 } klin_job;
 
 static void klin_task(size_t i, int worker, void *user) {
@@ -150,13 +150,14 @@ static void klin_task(size_t i, int worker, void *user) {
   const int r0 = (int)(i / (size_t)j->npg) * j->rb, g = (int)(i % (size_t)j->npg);
   const int r1 = r0 + j->rb < j->N ? r0 + j->rb : j->N;
   const int p0 = g * j->pg, p1 = p0 + j->pg < np ? p0 + j->pg : np;
-  nl_gemm_packed(j->out, j->OC, j->inp, j->IC, j->wp, j->b, j->OC, j->IC, r0, r1, p0, p1);
+  nl_gemm_packed(j->out, j->ldc, j->inp, j->IC, j->wp, j->b, j->OC, j->IC, r0, r1, p0, p1);
   const int c0 = p0 * NL_GEMM_NR, c1 = p1 * NL_GEMM_NR < j->OC ? p1 * NL_GEMM_NR : j->OC;
   epilogue_rows(j->e, j->out, j->OC, r0, r1, c0, c1);
 }
 
-static void klin_run(float *out, const float *inp, const float *wp, const float *b, int N,
-                     int IC, int OC, const nl_lin_epilogue *e) {
+/* out rows ldc floats apart (OC: contiguous) */
+static void klin_run(float *out, int ldc, const float *inp, const float *wp, const float *b,
+                     int N, int IC, int OC, const nl_lin_epilogue *e) {
   const int np = (OC + NL_GEMM_NR - 1) / NL_GEMM_NR;
   const int nrb = (N + KLIN_ROWS - 1) / KLIN_ROWS;
   int npg = 1;
@@ -166,7 +167,7 @@ static void klin_run(float *out, const float *inp, const float *wp, const float 
   }
   const int pg = (np + npg - 1) / npg;
   npg = (np + pg - 1) / pg;
-  klin_job j = {out, inp, wp, b, N, IC, OC, KLIN_ROWS, pg, npg, e};
+  klin_job j = {out, inp, wp, b, N, IC, OC, ldc, KLIN_ROWS, pg, npg, e};
   const size_t ntasks = (size_t)nrb * npg;
   if ((double)N * OC * IC < GEMM_PAR_MIN)
     for (size_t i = 0; i < ntasks; i++) klin_task(i, 0, &j);
@@ -184,7 +185,7 @@ void nl_linear_forward_ex(float *out, const float *inp, const float *w, const fl
       nl_gemm_pack(tmp, w, OC, IC, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
       wpacked = tmp;
     }
-    klin_run(out, inp, wpacked, b, N, IC, OC, e);
+    klin_run(out, OC, inp, wpacked, b, N, IC, OC, e);
     nl_afree(tmp);
     return;
   }
@@ -205,6 +206,23 @@ void nl_linear_forward_ex(float *out, const float *inp, const float *w, const fl
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                        int IC, int OC) {
   nl_linear_forward_ex(out, inp, w, NULL, b, N, IC, OC, NULL);
+}
+
+void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
+                    int from) {
+  if (N < 1) return;
+  if (nl_gemm_available()) { /* any split of the kernel's product gives the same bits */
+    const int OC = (3 - from) * C;
+    float *wp = nl_aalloc(nl_gemm_pack_floats(OC, C) * sizeof(float));
+    nl_gemm_pack(wp, w + (size_t)from * C * C, OC, C, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
+    klin_run(qkv + (size_t)from * C, 3 * C, inp, wp, b ? b + (size_t)from * C : NULL, N, C, OC,
+             NULL);
+    nl_afree(wp);
+    return;
+  }
+  for (int g = from; g < 3; g++)
+    nl_gemm_tiles(0, 1, N, C, C, 1.0f, inp, C, w + (size_t)g * C * C, C, 0.0f, qkv + (size_t)g * C,
+                  3 * C, b ? b + (size_t)g * C : NULL, LIN_ROWS, C);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */

@@ -95,6 +95,13 @@ void nl_pwnorm_forward(float *out, const float *fx, const float *w, const float 
  * if the backward is not needed. */
 void nl_gelu_forward(float *out, const float *inp, size_t n);
 
+/* ---- the qkv Linear of attention: out [N, 3C] = inp [N, C] w^T + b, w
+ * [3C, C] (timm's qkv), as three GEMMs of C columns (q, k, v), tiled
+ * alike; from 2 computes the v columns only (attention reuse), with the
+ * very calls of the whole product, so bitwise the same values. ---- */
+void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
+                    int from);
+
 /* ---- multi-head softmax self-attention (timm Attention, no masking) ----
  * qkv [B*T, 3*C] is the output of the qkv Linear: columns [0,C) are q,
  * [C,2C) k, [2C,3C) v, and head h owns columns h*hd .. h*hd+hd-1 of each

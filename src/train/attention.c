@@ -15,6 +15,8 @@
 typedef struct {
   float *dqkv, *ws;
   const float *qkv, *dout, *catt;
+  const float *dpx; /* NULL, or more dP [B, NH, T, T] (attention reuse) */
+  float *dpo;       /* reuse: dP += dO v^T here, dv += P^T dO, nothing else */
   int T, C, NH, hd;
   float scale;
 } att_job;
@@ -28,10 +30,21 @@ static void att_bwd_task(size_t i, int worker, void *user) {
   float *dq = j->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
   const float *P = j->catt + i * (size_t)T * T;
   const float *dO = j->dout + (size_t)b * T * C + (size_t)h * hd;
+  if (j->dpo) { /* a block applying reused probabilities */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, C, v, ld, 1.0f,
+                j->dpo + i * (size_t)T * T, T);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv,
+                ld);
+    return;
+  }
   float *dS = j->ws + (size_t)worker * T * T;
   /* dP = dO v^T, dv += P^T dO */
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dS,
               T);
+  if (j->dpx) {
+    const float *x = j->dpx + i * (size_t)T * T;
+    for (size_t e = 0; e < (size_t)T * T; e++) dS[e] += x[e];
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv,
               ld);
   /* softmax backward per row: dS = P * (dP - sum(dP * P)) */
@@ -51,8 +64,14 @@ static void att_bwd_task(size_t i, int worker, void *user) {
 
 void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
                               const float *att, int B, int T, int C, int NH) {
+  nl_tr_attention_backward_reuse(dqkv, dout, qkv, att, B, T, C, NH, NULL, NULL);
+}
+
+void nl_tr_attention_backward_reuse(float *dqkv, const float *dout, const float *qkv,
+                                    const float *att, int B, int T, int C, int NH,
+                                    const float *dp_in, float *dp_out) {
   att_job j = {.dqkv = dqkv, .dout = dout, .qkv = qkv, .catt = att, .T = T, .C = C, .NH = NH,
-               .hd = C / NH};
+               .hd = C / NH, .dpx = dp_in, .dpo = dp_out};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
   int nw = nl_threads_count(0);
   if (nw < 1) nw = 1;

@@ -419,6 +419,7 @@ int nl_exits_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const f
         if (keep != i) {
           memmove(w->x + (size_t)keep * TD, w->x + (size_t)i * TD, sizeof(float) * TD);
           w->idx[keep] = w->idx[i];
+          nl_vit_acts_reuse_move(&w->acts, m, keep, i); /* a reuse plan's kept attention */
         }
         keep++;
       }
@@ -813,6 +814,9 @@ int nl_exits_policy_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w,
                             const float *images, int n, float *logits, int *blocks,
                             nl_error *err) {
   if (!e->policy) return nl_fail(err, NL_EINPUT, "the exit heads have no block policy");
+  if (m->reuse)
+    return nl_fail(err, NL_EINPUT, "the block policy skips blocks per image, which an attention-"
+                   "reuse plan's sources must run: use the threshold rule with a plan");
   const int depth = m->cfg.depth, K = depth - 1, C = e->classes;
   if (first_block(m, e, w, images, n, err)) return -1;
   float *z = nl_xmalloc(sizeof(float) * (size_t)n * (K ? K : 1));

@@ -71,6 +71,14 @@ void nl_tr_gelu_backward(float *dinp, const float *dout, const float *inp, size_
  * depend on the thread count. */
 void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
                               const float *att, int B, int T, int C, int NH);
+/* The same with attention reuse (model/reuse_plan.h): dp_in (may be NULL)
+ * [B, NH, T, T] is added to dP before the softmax backward (the gradient
+ * that later blocks applying these probabilities send back); with dp_out
+ * the block applied reused probabilities att: only dv += P^T dO, and
+ * dp_out += dO v^T for the block that computed them. */
+void nl_tr_attention_backward_reuse(float *dqkv, const float *dout, const float *qkv,
+                                    const float *att, int B, int T, int C, int NH,
+                                    const float *dp_in, float *dp_out);
 
 /* ---- residual (forward nl_residual_forward) ----
  * da += dout, db += dout (either may be NULL; for a residual stream updated

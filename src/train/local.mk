@@ -10,6 +10,7 @@ libnormlab_a_SOURCES += \
 	src/train/calibrate.c src/train/calibrate.h \
 	src/train/exits.c src/train/exits.h \
 	src/train/reuse.c src/train/reuse.h \
+	src/train/evit.c src/train/evit.h \
 	src/train/train_opts.c src/train/train_opts.h
 
 check_PROGRAMS += tests/unit/test_train_grad

@@ -166,6 +166,7 @@ int nl_train_opts_set(nl_train_opts *o, const char *key, const char *value, nl_e
       if (strcmp(s->name, "variant") == 0) {
         o->affine = strcmp(value, "affine") == 0 || strcmp(value, "A") == 0;
         o->distil = strcmp(value, "D") == 0;
+        o->tb_only = strcmp(value, "tb") == 0;
       } else if (strcmp(s->name, "schedule") == 0) {
         o->cosine = strcmp(value, "cosine") == 0;
       } else {
@@ -230,7 +231,7 @@ json_t *nl_train_config(const nl_train_opts *o, const nl_vit *model, const nl_vi
       "{s:s, s:s, s:s, s:s?, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:s, "
       "s:b, s:s, s:I}",
       "model", o->model ? o->model : "", "data", o->data, "eval", o->eval, "teacher", o->teacher,
-      "variant", o->affine ? "affine" : "full", "epochs", (json_int_t)o->epochs, "batch",
+      "variant", o->tb_only ? "tb" : o->affine ? "affine" : "full", "epochs", (json_int_t)o->epochs, "batch",
       (json_int_t)batch, "train_images", (json_int_t)train_images, "lr", o->lr, "lr_affine",
       o->lr_affine, "lr_alpha", o->lr_alpha, "wd", o->wd, "drop_path", o->drop_path, "tau",
       o->tau, "lambda", o->lambda, "warmup", (json_int_t)o->warmup, "schedule",

@@ -28,8 +28,10 @@
 struct json_t;
 
 /* The values --variant accepts: the two trained sets, and the paper's
- * letters (A affine, F full, D full with distillation from --teacher). */
-#define NL_TRAIN_VARIANTS "affine|full|A|F|D"
+ * letters (A affine, F full, D full with distillation from --teacher), and
+ * tb: the transformation blocks of the model's reuse plan alone
+ * (model/reuse_plan.h). */
+#define NL_TRAIN_VARIANTS "affine|full|A|F|D|tb"
 
 typedef struct nl_train_opts {
   char *model, *teacher;     /* model to train, teacher (NULL: none); owned */
@@ -41,6 +43,7 @@ typedef struct nl_train_opts {
   double tau, lambda, wd, drop_path;
   int affine;                /* variant affine (norm w, b, DyT alpha) rather than full */
   int distil;                /* variant D: needs a teacher */
+  int tb_only;               /* variant tb */
   int cosine;                /* schedule cosine rather than constant */
   int augment;               /* random crop and flip */
   int random_init;           /* init random rather than model */

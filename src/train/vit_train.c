@@ -9,6 +9,7 @@
 #include "base/mem.h"
 #include "base/threads.h"
 #include "model/norm.h"
+#include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "train/layers.h"
 #include "train/loss.h"
@@ -77,6 +78,20 @@ static void carve(nl_vit_trainer *t, carver *c) {
     L->fc2 = take(c, BTD);
     L->dp1 = take(c, B);
     L->dp2 = take(c, B);
+    const nl_vit_reuse *R = t->m->reuse;
+    int tbsrc = 0, psrc = 0;
+    for (int k = l + 1; R && k < cf->depth; k++) {
+      if (R->src[k] < 0) continue;
+      int r = k;
+      while (R->src[r] >= 0 && R->tb[r] == NL_TB_NONE) r = R->src[r];
+      tbsrc |= R->src[k] == l && R->tb[k] != NL_TB_NONE;
+      psrc |= R->tb[k] == NL_TB_NONE && r == l;
+    }
+    const int mlp = R && R->src[l] >= 0 && R->tb[l] == NL_TB_MLP;
+    L->tbh = mlp ? take(c, BT * (size_t)R->hidden[l]) : NULL;
+    L->tba = mlp ? take(c, BT * (size_t)R->hidden[l]) : NULL;
+    L->dz = tbsrc ? take(c, BTD) : NULL;
+    L->dpr = psrc ? take(c, B * cf->heads * T * T) : NULL;
   }
   int ef = t->m->final_norm->kind == NL_NORM_EXPR;
   t->out = take(c, BTD);
@@ -122,6 +137,15 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
   for (int i = 0; i < m->nnorms; i++)
     if (m->norms[i].kind == NL_NORM_EXPR && !m->norms[i].prog)
       return nl_fail(err, NL_EINTERNAL, "norm slot %s has no expression", m->norms[i].name);
+  if (m->reuse)
+    for (int l = 0; l < c->depth; l++)
+      if (m->reuse->src[l] >= 0 && m->reuse->tb[l] == NL_TB_MLP &&
+          m->reuse->hidden[l] > c->mlp_hidden)
+        return nl_fail(err, NL_EINPUT, "block %d's mlp transformation block (%d units) is wider "
+                       "than the model's MLP (%d)", l, m->reuse->hidden[l], c->mlp_hidden);
+  if (o->tb_only && !(m->reuse && m->reuse->nparams))
+    return nl_fail(err, NL_EINPUT, "training the transformation blocks alone needs a model whose "
+                   "reuse plan has some (normlab reuse --tb linear|mlp --output)");
   t->m = m;
   t->teacher = teacher;
   t->o = *o;
@@ -170,13 +194,33 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
   t->opt.beta1 = 0.9f, t->opt.beta2 = 0.999f, t->opt.eps = 1e-8f;
   for (int g = 0; g < NL_TR_NGROUPS; g++) t->opt.lr[g] = o->lr[g];
   t->opt.train_groups = o->train_groups;
-  for (int i = 0; i < m->ntensors; i++) {
+  const nl_vit_reuse *R = m->reuse;
+  if (R && R->nparams) {
+    t->tbgrad = nl_aalloc(R->nparams * sizeof(float));
+    memset(t->tbgrad, 0, R->nparams * sizeof(float));
+    t->tb_name = nl_xcalloc((size_t)c->depth * 4, sizeof *t->tb_name);
+    for (int l = 0; l < c->depth; l++) {
+      if (R->src[l] < 0 || R->tb[l] == NL_TB_NONE) continue;
+      const size_t D = (size_t)c->dim, H = (size_t)R->hidden[l];
+      float *v[4] = {R->w1[l], R->b1[l], R->w2[l], R->b2[l]};
+      size_t nn[4] = {R->tb[l] == NL_TB_LINEAR ? D * D : H * D, R->tb[l] == NL_TB_LINEAR ? D : H,
+                      D * H, D};
+      const char *nm[4] = {"weight", "bias", "fc2.weight", "fc2.bias"};
+      for (int k = 0; k < (R->tb[l] == NL_TB_LINEAR ? 2 : 4); k++) {
+        char *name = t->tb_name[l * 4 + k];
+        snprintf(name, 64, "reuse.%d.tb.%s%s", l, R->tb[l] == NL_TB_MLP && k < 2 ? "fc1." : "", nm[k]);
+        nl_tr_adamw_add(&t->opt, name, v[k], t->tbgrad + (v[k] - R->params), nn[k],
+                        NL_TR_GROUP_BACKBONE, !(k & 1));
+      }
+    }
+  }
+  for (int i = 0; i < m->ntensors && !o->tb_only; i++) {
     const nl_param *p = &m->tensors[i];
     if (nl_tr_default_group(p->name) == NL_TR_GROUP_ALPHA) continue; /* DyT alphas: below */
     nl_tr_adamw_add(&t->opt, p->name, m->params + p->offset, t->grad + p->offset, p->numel,
                     nl_tr_default_group(p->name), nl_tr_default_decay(p->name, p->ndim));
   }
-  for (int i = 0; i < m->nnorms; i++) {
+  for (int i = 0; i < m->nnorms && !o->tb_only; i++) {
     nl_norm *n = &m->norms[i];
     if (n->kind != NL_NORM_DYT) continue;
     snprintf(t->alpha_name[i], sizeof t->alpha_name[i], "%s.alpha", n->name);
@@ -199,6 +243,8 @@ void nl_vt_free(nl_vit_trainer *t) {
   free(t->grad);
   free(t->alpha_name);
   free(t->labels);
+  nl_afree(t->tbgrad);
+  free(t->tb_name);
   if (t->tt) {
     nl_vt_free(t->tt);
     free(t->tt);
@@ -244,6 +290,12 @@ static void norm_bwd(nl_vit_trainer *t, nl_norm *n, float *dinp, const float *do
 
 /* ---- forward ---- */
 
+/* The block whose probabilities block l applies (model/reuse_plan.h). */
+static int reuse_root(const nl_vit_reuse *R, int l) {
+  while (R->src[l] >= 0 && R->tb[l] == NL_TB_NONE) l = R->src[l];
+  return l;
+}
+
 static int finite_loss(double v) { return isfinite(v); }
 
 static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *labels, int n,
@@ -275,11 +327,22 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
     float p = nl_tr_drop_path_rate(t->o.drop_path, l, c->depth);
     nl_tr_droppath_mask(L->dp1, n, p, dp_rng != NULL, dp_rng);
     nl_tr_droppath_mask(L->dp2, n, p, dp_rng != NULL, dp_rng);
-    /* attention branch */
-    norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
-    nl_linear_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, 3 * D);
-    nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
-    nl_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
+    /* attention branch (under a reuse plan: a TB on the source's attention
+     * output, or the source's probabilities on this block's values) */
+    const nl_vit_reuse *R = m->reuse;
+    const int src = R ? R->src[l] : -1;
+    if (src >= 0 && R->tb[l] != NL_TB_NONE) {
+      nl_reuse_tb_forward(R, l, t->layer[src].proj, L->proj, L->tbh, L->tba, BT);
+    } else {
+      norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
+      nl_qkv_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, src >= 0 ? 2 : 0);
+      if (src < 0)
+        nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+      else
+        nl_reuse_apply_att(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * D, 3 * D, n, T,
+                           D, c->heads);
+      nl_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
+    }
     const float *br = L->proj;
     if (bl->ls1) {
       nl_layerscale_forward(t->dt1, L->proj, bl->ls1, BT, D);
@@ -329,14 +392,42 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
 
 #define GRAD(ptr) (t->grad + ((ptr) - m->params))
 
+/* A TB's backward: dbr = dL/d(its output); dz += dL/d(its input z);
+ * parameter gradients into t->tbgrad when trained. */
+static void tb_backward(nl_vit_trainer *t, int l, const float *dbr, const float *z, float *dz,
+                        int trained, int BT) {
+  const nl_vit_reuse *R = t->m->reuse;
+  const int D = t->m->cfg.dim, H = R->hidden[l];
+#define TBG(ptr) (trained ? t->tbgrad + ((ptr) - R->params) : NULL)
+  if (R->tb[l] == NL_TB_LINEAR) {
+    nl_tr_linear_backward(dz, TBG(R->w1[l]), TBG(R->b1[l]), dbr, z, R->w1[l], BT, D, D);
+    return;
+  }
+  nl_vt_layer *L = &t->layer[l];
+  memset(t->dh1, 0, (size_t)BT * H * sizeof(float));
+  nl_tr_linear_backward(t->dh1, TBG(R->w2[l]), TBG(R->b2[l]), dbr, L->tba, R->w2[l], BT, H, D);
+  memset(t->dh2, 0, (size_t)BT * H * sizeof(float));
+  nl_tr_gelu_backward(t->dh2, t->dh1, L->tbh, (size_t)BT * H);
+  nl_tr_linear_backward(dz, TBG(R->w1[l]), TBG(R->b1[l]), t->dh2, z, R->w1[l], BT, D, H);
+#undef TBG
+}
+
 static void backward_pass(nl_vit_trainer *t, int n) {
   nl_vit *m = t->m;
   const nl_vit_config *c = &m->cfg;
   const int T = c->tokens, D = c->dim, K = c->classes;
   const int BT = n * T, NP = c->npatch, KP = c->in_chans * c->patch * c->patch;
   const size_t BTD = (size_t)BT * D, per = (size_t)T * D;
-  const int bb = is_trained(t, NL_TR_GROUP_BACKBONE);
+  const int bb = is_trained(t, NL_TR_GROUP_BACKBONE) && !t->o.tb_only;
+  const int tbt = is_trained(t, NL_TR_GROUP_BACKBONE) || t->o.tb_only;
+  const nl_vit_reuse *R = m->reuse;
   memset(t->grad, 0, m->nparams * sizeof(float));
+  if (t->tbgrad) memset(t->tbgrad, 0, R->nparams * sizeof(float));
+  for (int l = 0; l < c->depth; l++) {
+    if (t->layer[l].dz) memset(t->layer[l].dz, 0, BTD * sizeof(float));
+    if (t->layer[l].dpr)
+      memset(t->layer[l].dpr, 0, (size_t)n * c->heads * T * T * sizeof(float));
+  }
   /* head */
   memset(t->dfin, 0, (size_t)n * D * sizeof(float));
   nl_tr_linear_backward(t->dfin, bb ? GRAD(m->head_w) : NULL, bb ? GRAD(m->head_b) : NULL,
@@ -383,12 +474,26 @@ static void backward_pass(nl_vit_trainer *t, int n) {
                                 D);
       dbr = t->dt2;
     }
+    if (L->dz) /* the TBs reading this block's attention output */
+      nl_residual_forward((float *)dbr, dbr, L->dz, BTD);
+    const int src = R ? R->src[l] : -1;
+    if (src >= 0 && R->tb[l] != NL_TB_NONE) {
+      tb_backward(t, l, dbr, t->layer[src].proj, t->layer[src].dz, tbt, BT);
+      continue; /* no norm1, qkv, attention or proj ran */
+    }
     float *datty = dbr == t->dt1 ? t->dt2 : t->dt1;
     memset(datty, 0, BTD * sizeof(float));
     nl_tr_linear_backward(datty, bb ? GRAD(bl->proj_w) : NULL, bb ? GRAD(bl->proj_b) : NULL, dbr,
                           L->atty, bl->proj_w, BT, D, D);
     memset(t->dqkv, 0, 3 * BTD * sizeof(float));
-    nl_tr_attention_backward(t->dqkv, datty, L->qkv, L->att, n, T, D, c->heads);
+    if (src >= 0) {
+      const int r = reuse_root(R, l);
+      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, t->layer[r].att, n, T, D, c->heads,
+                                     NULL, t->layer[r].dpr);
+    } else {
+      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, L->att, n, T, D, c->heads, L->dpr,
+                                     NULL);
+    }
     dn = datty == t->dt1 ? t->dt2 : t->dt1;
     memset(dn, 0, BTD * sizeof(float));
     nl_tr_linear_backward(dn, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL, t->dqkv,
@@ -493,7 +598,8 @@ int nl_vt_save_state(const nl_vit_trainer *t, const char *path, const char *meta
     snprintf(name, sizeof name, "v.%s", p->name);
     rc = nl_st_writer_add(w, name, o->v + p->off, 1, shape, err);
     if (rc) break;
-    if (p->group == NL_TR_GROUP_ALPHA) {
+    if (p->group == NL_TR_GROUP_ALPHA || strncmp(p->name, "reuse.", 6) == 0) {
+      /* DyT alphas and TB tensors are not among the model's tensors */
       snprintf(name, sizeof name, "value.%s", p->name);
       rc = nl_st_writer_add(w, name, p->w, 1, shape, err);
     }
@@ -530,7 +636,7 @@ int nl_vt_load_state(nl_vit_trainer *t, const char *path, char **meta_json, nl_e
     const char *pre[3] = {"m.", "v.", "value."};
     float *dst[3] = {o->m + p->off, o->v + p->off, p->w};
     for (int k = 0; k < 3 && !rc; k++) {
-      if (k == 2 && p->group != NL_TR_GROUP_ALPHA) break;
+      if (k == 2 && p->group != NL_TR_GROUP_ALPHA && strncmp(p->name, "reuse.", 6) != 0) break;
       char name[128];
       snprintf(name, sizeof name, "%s%s", pre[k], p->name);
       const nl_st_tensor *x = nl_st_find(&f, name);

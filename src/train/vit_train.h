@@ -33,6 +33,9 @@ typedef struct nl_vt_opts {
   float tau, lambda;      /* distillation, used when a teacher is given */
   int threads;            /* worker threads (and BLAS threads) of the passes;
                            * 0: nl_threads_default() */
+  int tb_only;            /* a model with a reuse plan: train its transformation blocks
+                           * alone (model/reuse_plan.h); otherwise they train with the
+                           * backbone group */
 } nl_vt_opts;
 
 /* Defaults: batch 256, every group trained at lr 1e-3, weight decay 0.05,
@@ -53,6 +56,10 @@ typedef struct nl_vt_layer {
   float *gelu;            /* [BT, mlp_hidden], GELU output = fc2 input */
   float *fc2;             /* fc2 output, before layer scale */
   float *dp1, *dp2;       /* drop-path scale per image [B] of the two branches */
+  /* attention reuse (model/reuse_plan.h); NULL unless the plan needs them */
+  float *tbh, *tba;       /* mlp TB: fc1 output and its GELU [BT, H] */
+  float *dz;              /* a TB source: dL/d(proj output) from the TBs reading it */
+  float *dpr;             /* a probability source: dL/dP from the blocks applying it */
 } nl_vt_layer;
 
 typedef struct nl_vit_trainer {
@@ -83,6 +90,10 @@ typedef struct nl_vit_trainer {
    * zeroing cgrad before each backward */
   float *cgrad;
   const int *cgrad_off;   /* [m->nnorms] */
+  /* attention reuse: gradients parallel to m->reuse->params, and the
+   * optimizer names of the TB tensors */
+  float *tbgrad;
+  char (*tb_name)[64];
   /* last step */
   double loss, ce, kl;
 } nl_vit_trainer;

@@ -163,6 +163,38 @@ PY
   [ "$res" = ok ] || echo "$res" | sed 's/^/# /'
   ok "$([ "$res" = ok ] && echo 0 || echo 1)" "edgeflex.lua: the budget table adds up and matches hand figures; one row per step"
   [ -s "$TMP/ef/quantized.safetensors" ]; ok $? "edgeflex.lua writes the quantized model"
+  # samples/adaptive.lua: early exit, attention reuse, norms and W8 in one table
+  expect_status 0 "samples/adaptive.lua --quick runs" "$NORMLAB" lua "$NL_SRCDIR/samples/adaptive.lua" \
+    --quick --images 60 --output "$TMP/ad"
+  cp "$TMP/out" "$TMP/ad.txt"
+  "$NORMLAB" eval --images 60 --json >"$TMP/ad_eval.json" 2>/dev/null
+  res=$(python3 - "$TMP/ad.txt" "$TMP/ad_eval.json" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+ev = json.load(open(sys.argv[2]))
+i = next(k for k, l in enumerate(lines) if l.startswith("variant "))
+rows = [l for l in lines[i + 1:] if l.strip()]
+bad = []
+if len(rows) != 8: bad.append("%d rows" % len(rows))
+f = {r.split()[0] + ("+" if "exit" in r else "") + str(k): r.split() for k, r in enumerate(rows)}
+fp32 = rows[0].split()
+# top-1 of the model itself: normlab eval's (printed to 0.01 points)
+if abs(float(fp32[1].rstrip("%")) - 100 * ev["top1"]) > 0.005 + 1e-9: bad.append("fp32 top-1 %s vs eval %s" % (fp32[1], ev["top1"]))
+# FLOPs by hand (T 17, D 64): full 21.043456 M; the default plan has six
+# linear TBs, each saving 2TD3D + 4T^2D + 2TDD - 2TDD = 491776
+if fp32[3] != "21.044": bad.append("fp32 MFLOPs %s" % fp32[3])
+reuse = rows[2].split()
+if reuse[-3] != "%.3f" % (21.043456 - 6 * 0.491776): bad.append("reuse MFLOPs %s" % reuse[-3])
+# bytes: 604938 FP32 parameters; a TB block leaves norm1 (2D), qkv (3D^2 + 3D)
+# and proj (D^2 + D) unread and reads its TB (D^2 + D)
+if fp32[4] != "2419752": bad.append("fp32 bytes %s" % fp32[4])
+D = 64
+if reuse[-2] != str(2419752 - 6 * 4 * (2 * D + 3 * D * D + 3 * D + D * D + D - D * D - D)): bad.append("reuse bytes %s" % reuse[-2])
+print("ok" if not bad else "; ".join(bad))
+PY
+)
+  [ "$res" = ok ] || echo "# $res"
+  ok "$([ "$res" = ok ] && echo 0 || echo 1)" "adaptive.lua: eight rows; top-1, FLOPs and bytes of the model and its plan match eval and hand figures"
 else
   echo "ok $((_n + 1)) # SKIP Fashion-MNIST not installed"
   _n=$((_n + 1))

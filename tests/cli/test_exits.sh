@@ -141,11 +141,51 @@ expect_status 0 "--any-weights" "$NORMLAB" exits eval --model "$TMP/other.safete
   --exits "$TMP/e.safetensors" --tau 0.9 --eval-images 10 --any-weights
 # attention reuse
 expect_status 0 "reuse --blocks 11" "$NORMLAB" reuse --model "$SMALL" --blocks 11 --eval-images 100 --json
-expect_out '"plan": "11"' "the plan"
+expect_out '"plan": "11<10"' "the plan (block 11 applies block 10's probabilities)"
 expect_out '"mflops_reuse": 20.7279' "FLOPs by hand: 21.043456 - 0.31552"
 expect_status 2 "reuse block 0" "$NORMLAB" reuse --model "$SMALL" --blocks 0
 expect_err 'block 0' "names it"
 expect_status 2 "reuse a block that does not exist" "$NORMLAB" reuse --model "$SMALL" --blocks 3,12
 expect_err 'block 12 does not exist' "names it"
 expect_status 2 "reuse without a plan" "$NORMLAB" reuse --model "$SMALL"
+expect_status 2 "reuse its own attention" "$NORMLAB" reuse --model "$SMALL" --blocks 5:5
+expect_err 'block 5 cannot reuse the attention of block 5' "names it"
+expect_status 2 "reuse a later block's attention" "$NORMLAB" reuse --model "$SMALL" --blocks 5:7
+expect_err 'only an earlier block' "says which may"
+# transformation blocks, the plan in a checkpoint, the EViT baseline
+expect_status 0 "reuse --tb linear --output" "$NORMLAB" reuse --model "$SMALL" --blocks 6,7 --tb linear \
+  --fit-images 200 --eval-images 100 --evit-blocks 4,8 --keep 0.5 --output "$TMP/r.safetensors" --json
+expect_out '"plan": "6<5:linear,7<6:linear"' "TBs on the block before"
+# by hand (T 17, D 64): each TB block saves qkv 417792 + attention 73984 +
+# proj 139264 - its own 139264 = 491776
+expect_out '"mflops_reuse": 20.0599' "FLOPs by hand: 21.043456 - 2 x 0.491776"
+# EViT keep 0.5 before blocks 4 and 8: 17 tokens, then 1 + 8 + 1 = 10, then
+# 1 + ceil(4.5) + 1 = 7; a block at T tokens: 98304 T + 256 T^2
+expect_out '"mflops_evit": 13.9195' "EViT FLOPs by hand: 100352 + 4 (1745152 + 1008640 + 700672) + 1280"
+top1=$(sed -n 's/.*"top1_reuse": \([0-9.]*\).*/\1/p' "$TMP/out")
+expect_status 0 "the saved plan: reuse --model R" "$NORMLAB" reuse --model "$TMP/r.safetensors" --eval-images 100 --json
+expect_out "\"top1_reuse\": $top1" "same top-1 from the checkpoint"
+expect_status 0 "eval follows the plan" "$NORMLAB" eval --model "$TMP/r.safetensors" --images 100 --json
+expect_out "\"top1\": $top1" "eval's top-1 is the plan's"
+expect_status 0 "cost --model R" "$NORMLAB" cost --model "$TMP/r.safetensors"
+expect_out 'blocks.7 <- 6 +linear +491776' "per-block savings"
+expect_status 0 "exits on a planned model, tau 1" "$NORMLAB" exits eval --model "$TMP/r.safetensors" \
+  --exits "$TMP/e.safetensors" --tau 1 --eval-images 100 --json
+expect_out '"identical_logits": 100' "the staged pass follows the plan: the plain pass's logits"
+$PY - "$TMP/r.safetensors" "$TMP/bad.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+r = json.loads(h['__metadata__']['reuse'])
+assert [(e['block'], e['source'], e['tb']) for e in r['blocks']] == [(6, 5, 'linear'), (7, 6, 'linear')], r
+assert h['reuse.6.tb.weight']['shape'] == [64, 64] and h['reuse.7.tb.bias']['shape'] == [64]
+r['blocks'][1]['source'] = 9
+h['__metadata__']['reuse'] = json.dumps(r)
+hb = json.dumps(h).encode(); hb += b' ' * (-len(hb) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(hb)) + hb + b[8 + n:])
+PY
+ok $? "the plan and TB tensors in the checkpoint"
+expect_status 2 "a checkpoint whose plan reuses a later block" "$NORMLAB" eval --model "$TMP/bad.safetensors" --images 10
+expect_err 'block 7 cannot reuse the attention of block 9' "names the file's block"
+expect_status 2 "--keep outside (0, 1]" "$NORMLAB" reuse --model "$SMALL" --blocks 5 --evit-blocks 4 --keep 1.5
+expect_status 2 "--tb unknown" "$NORMLAB" reuse --model "$SMALL" --blocks 5 --tb conv
 done_testing

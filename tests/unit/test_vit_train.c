@@ -10,7 +10,10 @@
  * the float engine's, with float rounding (~1e-6 relative, observed); the
  * bound |a - n| <= 1e-3 |n| + 1e-4 max|n| is far above that and far below
  * the error of a wrong or missing term. Both for cross entropy and for the
- * distillation loss.
+ * distillation loss. The same on a 4-block model under an attention-reuse
+ * plan (block 1 applying block 0's probabilities, block 2 a linear and
+ * block 3 an mlp transformation block, model/reuse_plan.h): the reference
+ * forward follows the plan, and the TB parameters are checked too.
  *
  * AdamW through the trainer: after one step every entry of a decayed and a
  * non-decayed tensor equals the first-step formula written out here;
@@ -34,6 +37,7 @@
 #include "base/threads.h"
 #include "data/dataset.h"
 #include "expr/expr.h"
+#include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 #include "train/augment.h"
@@ -147,7 +151,12 @@ typedef struct {
   const float *dp;    /* [depth][2][B] drop-path scales */
   const float *teacher; /* logits or NULL */
   double tau, lambda;
+  double *TB;         /* the reuse plan's TB parameters (NULL: no plan) */
 } ref_ctx;
+
+static const double *tbp(const ref_ctx *c, const float *view) {
+  return c->TB + (view - c->m->reuse->params);
+}
 
 static const double *prm(const ref_ctx *c, const float *view) {
   return c->P + (view - c->m->params);
@@ -213,32 +222,57 @@ static double ref_loss(void *vp) {
         }
   }
   const int N = B * T;
+  const nl_vit_reuse *R = m->reuse;
+  double *probs = calloc((size_t)cf->depth * B * NH * T * T, 8); /* per block */
+  double *outs = calloc((size_t)cf->depth * N * D, 8);           /* attention outputs */
   for (int l = 0; l < cf->depth; l++) {
     const nl_vit_block *bl = &m->blocks[l];
     const float *dp1 = c->dp + (size_t)(2 * l) * B, *dp2 = dp1 + B;
+    const int src = R ? R->src[l] : -1;
+    double *Pl = probs + (size_t)l * B * NH * T * T;
+    if (src >= 0 && R->tb[l] != NL_TB_NONE) {
+      const double *zs = outs + (size_t)src * N * D;
+      if (R->tb[l] == NL_TB_LINEAR) {
+        r_lin(pr, zs, tbp(c, R->w1[l]), tbp(c, R->b1[l]), N, D, D);
+      } else {
+        const int H = R->hidden[l];
+        double *hb = calloc((size_t)N * H, 8);
+        r_lin(hb, zs, tbp(c, R->w1[l]), tbp(c, R->b1[l]), N, D, H);
+        for (size_t i = 0; i < (size_t)N * H; i++) hb[i] = 0.5 * hb[i] * (1 + erf(hb[i] / sqrt(2.0)));
+        r_lin(pr, hb, tbp(c, R->w2[l]), tbp(c, R->b2[l]), N, H, D);
+        free(hb);
+      }
+    } else {
     r_norm(c, bl->norm1, h, x, N, D);
     r_lin(qkv, h, prm(c, bl->qkv_w), prm(c, bl->qkv_b), N, D, 3 * D);
+    if (src >= 0) /* the source's probabilities, as it applied them */
+      memcpy(Pl, probs + (size_t)src * B * NH * T * T, sizeof(double) * B * NH * T * T);
     for (int b = 0; b < B; b++)
       for (int hh = 0; hh < NH; hh++)
         for (int i = 0; i < T; i++) {
-          double s[64], mx = -1e300, z = 0;
-          const double *q = qkv + ((size_t)b * T + i) * 3 * D + hh * hd;
-          for (int j = 0; j < T; j++) {
-            const double *k = qkv + ((size_t)b * T + j) * 3 * D + D + hh * hd;
-            double v = 0;
-            for (int e = 0; e < hd; e++) v += q[e] * k[e];
-            s[j] = v / sqrt((double)hd);
-            mx = fmax(mx, s[j]);
+          double *s = Pl + (((size_t)b * NH + hh) * T + i) * T, mx = -1e300, z = 0;
+          if (src < 0) {
+            const double *q = qkv + ((size_t)b * T + i) * 3 * D + hh * hd;
+            for (int j = 0; j < T; j++) {
+              const double *k = qkv + ((size_t)b * T + j) * 3 * D + D + hh * hd;
+              double v = 0;
+              for (int e = 0; e < hd; e++) v += q[e] * k[e];
+              s[j] = v / sqrt((double)hd);
+              mx = fmax(mx, s[j]);
+            }
+            for (int j = 0; j < T; j++) z += s[j] = exp(s[j] - mx);
+            for (int j = 0; j < T; j++) s[j] /= z;
           }
-          for (int j = 0; j < T; j++) z += s[j] = exp(s[j] - mx);
           for (int e = 0; e < hd; e++) {
             double o = 0;
             for (int j = 0; j < T; j++)
-              o += s[j] / z * qkv[((size_t)b * T + j) * 3 * D + 2 * D + hh * hd + e];
+              o += s[j] * qkv[((size_t)b * T + j) * 3 * D + 2 * D + hh * hd + e];
             ao[((size_t)b * T + i) * D + hh * hd + e] = o;
           }
         }
     r_lin(pr, ao, prm(c, bl->proj_w), prm(c, bl->proj_b), N, D, D);
+    }
+    memcpy(outs + (size_t)l * N * D, pr, sizeof(double) * N * D);
     for (int i = 0; i < N; i++)
       for (int d = 0; d < D; d++)
         x[(size_t)i * D + d] +=
@@ -287,7 +321,7 @@ static double ref_loss(void *vp) {
   ce /= B;
   kl /= B;
   free(x), free(h), free(qkv), free(ao), free(pr), free(f1), free(f2), free(pool), free(nf);
-  free(lg);
+  free(lg), free(probs), free(outs);
   if (!c->teacher) return ce;
   return (1 - c->lambda) * ce + c->lambda * c->tau * c->tau * kl;
 }
@@ -299,10 +333,21 @@ static void fill_images(float *img, int32_t *y, int B, int S, int K, nl_rng *r) 
   for (int b = 0; b < B; b++) y[b] = (int32_t)nl_rng_below(r, (uint64_t)K);
 }
 
-static void grad_check_model(const small_cfg *sc, int distill) {
+static void grad_check_model(const small_cfg *sc, int distill, int plan) {
   nl_vit m, teacher;
   load_small(&m, sc, 11);
   set_kinds(&m);
+  if (plan) { /* 1 <- 0 probabilities, 2 <- 1 linear TB, 3 <- 2 mlp TB of 5 */
+    nl_error e;
+    m.reuse = nl_reuse_plan_new(sc->depth, sc->dim);
+    assert_int_equal(nl_reuse_plan_set(m.reuse, 1, 0, NL_TB_NONE, 0, &e), 0);
+    assert_int_equal(nl_reuse_plan_set(m.reuse, 2, 1, NL_TB_LINEAR, 0, &e), 0);
+    assert_int_equal(nl_reuse_plan_set(m.reuse, 3, 2, NL_TB_MLP, 5, &e), 0);
+    nl_rng tr;
+    nl_rng_seed(&tr, 21);
+    for (size_t i = 0; i < m.reuse->nparams; i++)
+      m.reuse->params[i] = (float)(nl_rng_uniform(&tr) - 0.5);
+  }
   if (distill) load_small(&teacher, sc, 12);
   const int B = 3;
   nl_vt_opts o;
@@ -327,15 +372,20 @@ static void grad_check_model(const small_cfg *sc, int distill) {
     memcpy(dp + (size_t)(2 * l + 1) * B, t.layer[l].dp2, sizeof(float) * B);
   }
   ref_ctx c = {&m, malloc(m.nparams * sizeof(double)), malloc(m.nnorms * sizeof(double)),
-               img, y, B, dp, distill ? t.tt->logits : NULL, o.tau, o.lambda};
+               img, y, B, dp, distill ? t.tt->logits : NULL, o.tau, o.lambda, NULL};
   for (size_t i = 0; i < m.nparams; i++) c.P[i] = m.params[i];
+  const size_t ntb = m.reuse ? m.reuse->nparams : 0;
+  if (ntb) {
+    c.TB = malloc(ntb * sizeof(double));
+    for (size_t i = 0; i < ntb; i++) c.TB[i] = m.reuse->params[i];
+  }
   for (int i = 0; i < m.nnorms; i++) c.alpha[i] = *m.norms[i].alpha;
   double L = ref_loss(&c);
   print_message("loss: engine %.9f reference %.9f\n", t.loss, L);
   assert_true(fabs(L - t.loss) <= 1e-5 * fmax(1.0, fabs(L)));
   /* collect (analytic, numeric) over sampled entries */
   enum { PER = 4 };
-  int ntot = m.ntensors + m.nnorms;
+  int ntot = m.ntensors + m.nnorms + (ntb ? 8 : 0);
   double *an = calloc((size_t)ntot * PER, 8), *nu = calloc((size_t)ntot * PER, 8);
   int cnt = 0;
   const double hh = 1e-5;
@@ -347,10 +397,17 @@ static void grad_check_model(const small_cfg *sc, int distill) {
       /* DyT alphas are listed as tensors too; they are checked below */
       if (nl_tr_default_group(m.tensors[i].name) == NL_TR_GROUP_ALPHA) continue;
       n = m.tensors[i].numel, off = m.tensors[i].offset, base = c.P + off, g = t.grad + off;
-    } else {
+    } else if (i < m.ntensors + m.nnorms) {
       nl_norm *nm = &m.norms[i - m.ntensors];
       if (nm->kind != NL_NORM_DYT) continue;
       n = 1, base = c.alpha + (i - m.ntensors), g = nl_vt_alpha_grad(&t, nm);
+    } else { /* TB tensors: linear w, b of block 2, mlp fc1/fc2 w, b of block 3 */
+      const nl_vit_reuse *R = m.reuse;
+      const int k = i - m.ntensors - m.nnorms, D = sc->dim;
+      float *v[8] = {R->w1[2], R->b1[2], R->w1[3], R->b1[3], R->w2[3], R->b2[3], NULL, NULL};
+      size_t nn[8] = {(size_t)D * D, (size_t)D, (size_t)5 * D, 5, (size_t)D * 5, (size_t)D, 0, 0};
+      if (!v[k]) continue;
+      n = nn[k], off = 0, base = c.TB + (v[k] - R->params), g = t.tbgrad + (v[k] - R->params);
     }
     for (int s = 0; s < PER && s < (int)n; s++) {
       size_t k = s == 0 ? 0 : s == 1 ? n - 1 : nl_rng_below(&r, n);
@@ -382,7 +439,7 @@ static void grad_check_model(const small_cfg *sc, int distill) {
                 distill ? "distillation" : "cross entropy", cnt, m.ntensors, mx, worst);
   assert_int_equal(bad, 0);
   assert_true(mx > 1e-2);
-  free(an), free(nu), free(c.P), free(c.alpha), free(dp);
+  free(an), free(nu), free(c.P), free(c.alpha), free(dp), free(c.TB);
   nl_vt_free(&t);
   if (distill) nl_vit_free(&teacher);
   nl_vit_free(&m);
@@ -390,18 +447,25 @@ static void grad_check_model(const small_cfg *sc, int distill) {
 
 static const small_cfg SMALL = {8, 4, 8, 2, 2, 3, 16, 1, 0};
 static const small_cfg SMALL_AVG = {8, 4, 8, 2, 2, 3, 16, 0, 1};
+static const small_cfg SMALL4 = {8, 4, 8, 4, 2, 3, 16, 1, 0};
+
+static void test_grad_reuse(void **s) {
+  (void)s;
+  grad_check_model(&SMALL4, 0, 1);
+  grad_check_model(&SMALL4, 1, 1);
+}
 
 static void test_grad_ce(void **s) {
   (void)s;
-  grad_check_model(&SMALL, 0);
+  grad_check_model(&SMALL, 0, 0);
 }
 static void test_grad_kd(void **s) {
   (void)s;
-  grad_check_model(&SMALL, 1);
+  grad_check_model(&SMALL, 1, 0);
 }
 static void test_grad_avgpool(void **s) {
   (void)s;
-  grad_check_model(&SMALL_AVG, 0);
+  grad_check_model(&SMALL_AVG, 0, 0);
 }
 
 /* ---------------- AdamW through the trainer ---------------- */
@@ -631,7 +695,7 @@ static void test_train_opts(void **s) {
   assert_int_equal(nl_train_opts_set(&o, "epochs", "0", &err), -1);
   assert_string_equal(err.msg, "--epochs must be between 1 and 100000, got 0");
   assert_int_equal(nl_train_opts_set(&o, "variant", "B", &err), -1);
-  assert_string_equal(err.msg, "--variant expects one of affine|full|A|F|D, got 'B'");
+  assert_string_equal(err.msg, "--variant expects one of affine|full|A|F|D|tb, got 'B'");
   assert_int_equal(nl_train_opts_set(&o, "nope", "1", &err), -1);
   assert_non_null(strstr(err.msg, "train has no option --nope"));
   assert_int_equal(nl_train_opts_set(&o, "imgaes", "5", &err), -1);
@@ -792,7 +856,8 @@ static void test_determinism(void **s) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_grad_ce),      cmocka_unit_test(test_grad_kd),
-      cmocka_unit_test(test_grad_avgpool), cmocka_unit_test(test_adamw_full),
+      cmocka_unit_test(test_grad_avgpool), cmocka_unit_test(test_grad_reuse),
+      cmocka_unit_test(test_adamw_full),
       cmocka_unit_test(test_adamw_affine), cmocka_unit_test(test_state_roundtrip),
       cmocka_unit_test(test_schedule_points),
       cmocka_unit_test(test_evaluate),     cmocka_unit_test(test_train_opts),
