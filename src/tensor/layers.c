@@ -2,7 +2,6 @@
  * they share with the backward halves (train/layers.c). See layers.h. */
 #include "tensor/layers.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include "base/mem.h"
 #include "base/threads.h"
 #include "base/vmath.h"
+#include "tensor/gemm.h"
 #include "tensor/kernels.h"
 
 /* ---- row-parallel driver ----
@@ -87,8 +87,7 @@ static void gemm_task(size_t i, int worker, void *user) {
     for (int r = 0; r < m; r++) memcpy(c + (size_t)r * j->ldc, j->bias + c0, (size_t)n * sizeof(float));
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
-              m, n, j->K, j->alpha, a, j->lda, b, j->ldb, beta, c, j->ldc);
+  nl_sgemm(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, beta, c, j->ldc);
 }
 
 void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
@@ -200,11 +199,9 @@ static void att_task(size_t i, int worker, void *user) {
   const float *q = j->qkv + (size_t)b * T * ld + (size_t)h * hd;
   const float *k = q + C, *v = q + 2 * C;
   float *P = j->att + i * (size_t)T * T;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, j->scale, q, ld, k, ld, 0.0f,
-              P, T);
+  nl_sgemm(0, 1, T, T, hd, j->scale, q, ld, k, ld, 0.0f, P, T);
   nl_softmax_rows(P, (size_t)T, T, 1.0f);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f,
-              j->out + (size_t)b * T * C + (size_t)h * hd, C);
+  nl_sgemm(0, 0, T, hd, T, 1.0f, P, T, v, ld, 0.0f, j->out + (size_t)b * T * C + (size_t)h * hd, C);
 }
 
 void nl_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,

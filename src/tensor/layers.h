@@ -11,7 +11,7 @@
  *  - "saves" lists what the forward writes for its backward; the backward
  *    also needs the forward's input where it says `inp`.
  *  - Same inputs, same result, bitwise, for any thread count: matrix
- *    products are single-threaded cblas_sgemm calls on blocks of the output
+ *    products are single-threaded nl_sgemm calls (tensor/gemm.h) on blocks of the output
  *    whose size depends only on the shapes (nl_gemm_tiles), handed out over
  *    nl_parallel_for; element-wise and row-wise layers run over fixed chunks
  *    of rows (nl_rows_run) with the kernels of tensor/kernels.h; attention

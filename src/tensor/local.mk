@@ -1,5 +1,6 @@
 # tensor module: sources and tests (appended to the variables in Makefile.am)
 libnormlab_a_SOURCES += src/tensor/kernels.c src/tensor/kernels.h \
+	src/tensor/gemm.c src/tensor/gemm.h \
 	src/tensor/layers.c src/tensor/layers.h \
 	src/tensor/qlinear.c src/tensor/qlinear.h
 

@@ -6,11 +6,11 @@
 
 #include "train/layers.h"
 
-#include <cblas.h>
 #include <math.h>
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "tensor/gemm.h"
 
 typedef struct {
   float *dqkv, *ws;
@@ -30,10 +30,8 @@ static void att_bwd_task(size_t i, int worker, void *user) {
   const float *dO = j->dout + (size_t)b * T * C + (size_t)h * hd;
   float *dS = j->ws + (size_t)worker * T * T;
   /* dP = dO v^T, dv += P^T dO */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dS,
-              T);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv,
-              ld);
+  nl_sgemm(0, 1, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dS, T);
+  nl_sgemm(1, 0, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv, ld);
   /* softmax backward per row: dS = P * (dP - sum(dP * P)) */
   for (int r = 0; r < T; r++) {
     const float *p = P + (size_t)r * T;
@@ -43,10 +41,8 @@ static void att_bwd_task(size_t i, int worker, void *user) {
     for (int c = 0; c < T; c++) d[c] = p[c] * (d[c] - s);
   }
   /* dq += scale dS k, dk += scale dS^T q */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, j->scale, dS, T, k, ld,
-              1.0f, dq, ld);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, j->scale, dS, T, q, ld, 1.0f,
-              dk, ld);
+  nl_sgemm(0, 0, T, hd, T, j->scale, dS, T, k, ld, 1.0f, dq, ld);
+  nl_sgemm(1, 0, T, hd, T, j->scale, dS, T, q, ld, 1.0f, dk, ld);
 }
 
 void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
