@@ -112,7 +112,8 @@ NL_AVX512 static void pack_n(const float *s, long ld, int cols, int kc, int W, f
   }
 }
 
-/* ---- kernel: c[m, n] (m <= MR, n <= NR) = alpha * sum_k a_k b_k + beta c,
+/* ---- kernel: c[m, n] (m <= MR, n <= NR) = alpha * sum_k a_k b_k + beta c
+ * (+ bias[j] in place of beta c when bias is given),
  * A(r, k) = a[k*kas + r] for r < MR (rows from m on are computed, not
  * stored), B(k, j) = b[k*kbs + j], read for j < n only ---- */
 
@@ -133,7 +134,10 @@ NL_AVX512 static void pack_n(const float *s, long ld, int cols, int kc, int W, f
     if (i < m) {                                                                    \
       float *cr = c + (long)(i) * ldc;                                              \
       __m512 x0 = _mm512_mul_ps(va, r##a), x1 = _mm512_mul_ps(va, r##b);            \
-      if (beta != 0.0f) {                                                           \
+      if (bias) {                                                                   \
+        x0 = _mm512_add_ps(x0, bv0);                                                \
+        x1 = _mm512_add_ps(x1, bv1);                                                \
+      } else if (beta != 0.0f) {                                                    \
         x0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(ma, cr), x0);                \
         x1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mb, cr + 16), x1);           \
       }                                                                             \
@@ -142,14 +146,23 @@ NL_AVX512 static void pack_n(const float *s, long ld, int cols, int kc, int W, f
     }                                                                               \
   } while (0)
 
+#define KERN_MASKS                                                                  \
+  const __mmask16 ma = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);   \
+  const __mmask16 mb = n >= 32 ? (__mmask16)0xFFFF                                  \
+                       : n <= 16 ? (__mmask16)0                                     \
+                                 : (__mmask16)((1u << (n - 16)) - 1u)
+#define KERN_STORE                                                                  \
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);               \
+  __m512 bv0 = va, bv1 = va;                                                        \
+  if (bias) bv0 = _mm512_maskz_loadu_ps(ma, bias), bv1 = _mm512_maskz_loadu_ps(mb, bias + 16); \
+  STORE(c0, 0); STORE(c1, 1); STORE(c2, 2); STORE(c3, 3); STORE(c4, 4); STORE(c5, 5);  \
+  STORE(c6, 6); STORE(c7, 7); STORE(c8, 8); STORE(c9, 9); STORE(c10, 10); STORE(c11, 11)
+
 NL_AVX512 static void kern(int kc, const float *a, long kas, const float *b, long kbs, float *c,
-                           long ldc, float alpha, float beta, int m, int n) {
+                           long ldc, float alpha, float beta, const float *bias, int m, int n) {
   ACC(c0); ACC(c1); ACC(c2); ACC(c3); ACC(c4); ACC(c5);
   ACC(c6); ACC(c7); ACC(c8); ACC(c9); ACC(c10); ACC(c11);
-  const __mmask16 ma = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-  const __mmask16 mb = n >= 32 ? (__mmask16)0xFFFF
-                       : n <= 16 ? (__mmask16)0
-                                 : (__mmask16)((1u << (n - 16)) - 1u);
+  KERN_MASKS;
   if (n == NR) {
     for (int k = 0; k < kc; k++, a += kas, b += kbs) {
       const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
@@ -161,17 +174,56 @@ NL_AVX512 static void kern(int kc, const float *a, long kas, const float *b, lon
       STEP;
     }
   }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  STORE(c0, 0); STORE(c1, 1); STORE(c2, 2); STORE(c3, 3); STORE(c4, 4); STORE(c5, 5);
-  STORE(c6, 6); STORE(c7, 7); STORE(c8, 8); STORE(c9, 9); STORE(c10, 10); STORE(c11, 11);
+  KERN_STORE;
+}
+
+/* The same for a full panel of MR rows read in place from a row-major
+ * (not transposed) a: A(r, k) = a[r*lda + k]; the same arithmetic in the
+ * same order as kern on the packed panel. */
+#define FMAR(r, p, off)                            \
+  do {                                             \
+    const __m512 x = _mm512_set1_ps(p[off]);       \
+    r##a = _mm512_fmadd_ps(x, b0, r##a);           \
+    r##b = _mm512_fmadd_ps(x, b1, r##b);           \
+  } while (0)
+#define STEP_ROWS                                                                   \
+  do {                                                                              \
+    FMAR(c0, p0, 0); FMAR(c1, p0, l1); FMAR(c2, p0, 2 * l1); FMAR(c3, p0, l3);      \
+    FMAR(c4, p4, 0); FMAR(c5, p4, l1); FMAR(c6, p4, 2 * l1); FMAR(c7, p4, l3);      \
+    FMAR(c8, p8, 0); FMAR(c9, p8, l1); FMAR(c10, p8, 2 * l1); FMAR(c11, p8, l3);    \
+  } while (0)
+
+NL_AVX512 static void kern_rows(int kc, const float *a, long lda, const float *b, long kbs,
+                                float *c, long ldc, float alpha, float beta, const float *bias,
+                                int n) {
+  ACC(c0); ACC(c1); ACC(c2); ACC(c3); ACC(c4); ACC(c5);
+  ACC(c6); ACC(c7); ACC(c8); ACC(c9); ACC(c10); ACC(c11);
+  KERN_MASKS;
+  const int m = MR;
+  const long l1 = lda, l3 = 3 * lda;
+  const float *p0 = a, *p4 = a + 4 * lda, *p8 = a + 8 * lda;
+  if (n == NR) {
+    for (int k = 0; k < kc; k++, p0++, p4++, p8++, b += kbs) {
+      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+      STEP_ROWS;
+    }
+  } else {
+    for (int k = 0; k < kc; k++, p0++, p4++, p8++, b += kbs) {
+      const __m512 b0 = _mm512_maskz_loadu_ps(ma, b), b1 = _mm512_maskz_loadu_ps(mb, b + 16);
+      STEP_ROWS;
+    }
+  }
+  KERN_STORE;
 }
 
 /* Loops: columns in blocks of NC, k in blocks of KC (beta applies to the
- * first), rows in blocks of MC; both operands packed per block into
- * panels the kernel reads contiguously (a transposed and b not transposed
- * by copies, the others by 4x4 transposes). */
+ * first), rows in blocks of MC; b packed per block into panels the
+ * kernel reads contiguously (by copies, or 4x4 transposes when b is
+ * transposed), a transposed likewise by copies; a not transposed is read
+ * in place (kern_rows), only a last panel of fewer than MR rows packed. */
 NL_AVX512 static void native(int ta, int tb, int M, int N, int K, float alpha, const float *A,
-                             long lda, const float *B, long ldb, float beta, float *C, long ldc) {
+                             long lda, const float *B, long ldb, float beta, const float *bias,
+                             float *C, long ldc) {
   float *ws = workspace(), *pa = ws, *pb = ws + (size_t)MC * KC;
   for (int jc = 0; jc < N; jc += NC) {
     const int nc = N - jc < NC ? N - jc : NC;
@@ -188,21 +240,27 @@ NL_AVX512 static void native(int ta, int tb, int M, int N, int K, float alpha, c
       }
       for (int ic = 0; ic < M; ic += MC) {
         const int mc = M - ic < MC ? M - ic : MC;
+        /* a transposed: panels copied; not transposed: full panels read in
+         * place by kern_rows, a last partial one packed */
         for (int i0 = 0; i0 < mc; i0 += MR) {
           const int m = mc - i0 < MR ? mc - i0 : MR;
           float *d = pa + (size_t)(i0 / MR) * kc * MR;
           if (ta)
             pack_n(A + (long)pc * lda + ic + i0, lda, m, kc, MR, d);
-          else
+          else if (m < MR)
             pack_t(A + (long)(ic + i0) * lda + pc, lda, m, kc, MR, d);
         }
         for (int jr = 0; jr < nc; jr += NR) {
           const int n = nc - jr < NR ? nc - jr : NR;
           const float *bp = pb + (size_t)(jr / NR) * kc * NR;
+          const float *bi = pc == 0 && bias ? bias + jc + jr : NULL;
           for (int ir = 0; ir < mc; ir += MR) {
             const int m = mc - ir < MR ? mc - ir : MR;
-            kern(kc, pa + (size_t)(ir / MR) * kc * MR, MR, bp, NR,
-                 C + (long)(ic + ir) * ldc + jc + jr, ldc, alpha, be, m, n);
+            float *cp = C + (long)(ic + ir) * ldc + jc + jr;
+            if (!ta && m == MR)
+              kern_rows(kc, A + (long)(ic + ir) * lda + pc, lda, bp, NR, cp, ldc, alpha, be, bi, n);
+            else
+              kern(kc, pa + (size_t)(ir / MR) * kc * MR, MR, bp, NR, cp, ldc, alpha, be, bi, m, n);
           }
         }
       }
@@ -212,23 +270,37 @@ NL_AVX512 static void native(int ta, int tb, int M, int N, int K, float alpha, c
 
 #endif
 
-void nl_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
-              const float *b, int ldb, float beta, float *c, int ldc) {
+static void product(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                    const float *b, int ldb, float beta, const float *bias, float *c, int ldc) {
   if (M < 1 || N < 1) return;
 #ifdef NL_GEMM_X86
-  if (nl_sgemm_native()) {
-    if (K < 1 || alpha == 0.0f) { /* c = beta c */
-      for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-          float *p = c + (long)i * ldc + j;
-          *p = beta == 0.0f ? 0.0f : beta * *p;
-        }
-      return;
-    }
-    native(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (nl_sgemm_native() && K >= 1 && alpha != 0.0f) {
+    native(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, bias, c, ldc);
     return;
   }
 #endif
+  if (bias) { /* every row starts as bias */
+    for (int i = 0; i < M; i++) memcpy(c + (long)i * ldc, bias, (size_t)N * sizeof(float));
+    beta = 1.0f;
+  }
+  if (K < 1 || alpha == 0.0f) { /* c = beta c */
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) {
+        float *p = c + (long)i * ldc + j;
+        *p = beta == 0.0f ? 0.0f : beta * *p;
+      }
+    return;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
               N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void nl_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc) {
+  product(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, NULL, c, ldc);
+}
+
+void nl_sgemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                   const float *b, int ldb, const float *bias, float *c, int ldc) {
+  product(ta, tb, M, N, K, alpha, a, lda, b, ldb, 1.0f, bias, c, ldc);
 }

@@ -23,6 +23,12 @@
 void nl_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc);
 
+/* c[M, N] = bias + alpha op(a) op(b), bias [N] added to every row (c is
+ * not read); the same, bitwise, as copying bias into every row of c and
+ * calling nl_sgemm with beta 1, in one pass. */
+void nl_sgemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                   const float *b, int ldb, const float *bias, float *c, int ldc);
+
 /* 1 when nl_sgemm runs normlab's AVX-512 kernel, 0 when it calls
  * cblas_sgemm. NORMLAB_GEMM=blas in the environment forces cblas_sgemm
  * (read once). */

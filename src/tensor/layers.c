@@ -82,12 +82,10 @@ static void gemm_task(size_t i, int worker, void *user) {
   const float *a = j->a + (j->ta ? (size_t)r0 : (size_t)r0 * j->lda);
   const float *b = j->b + (j->tb ? (size_t)c0 * j->ldb : (size_t)c0);
   float *c = j->c + (size_t)r0 * j->ldc + c0;
-  float beta = j->beta;
-  if (j->bias) {
-    for (int r = 0; r < m; r++) memcpy(c + (size_t)r * j->ldc, j->bias + c0, (size_t)n * sizeof(float));
-    beta = 1.0f;
-  }
-  nl_sgemm(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, beta, c, j->ldc);
+  if (j->bias)
+    nl_sgemm_bias(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->bias + c0, c, j->ldc);
+  else
+    nl_sgemm(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
 }
 
 void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,

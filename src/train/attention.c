@@ -16,7 +16,7 @@ typedef struct {
   float *dqkv, *ws;
   const float *qkv, *dout, *catt;
   int T, C, NH, hd;
-  float scale;
+  float scale, beta; /* beta 1: dqkv accumulates; 0: overwritten */
 } att_job;
 
 static void att_bwd_task(size_t i, int worker, void *user) {
@@ -31,7 +31,7 @@ static void att_bwd_task(size_t i, int worker, void *user) {
   float *dS = j->ws + (size_t)worker * T * T;
   /* dP = dO v^T, dv += P^T dO */
   nl_sgemm(0, 1, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dS, T);
-  nl_sgemm(1, 0, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv, ld);
+  nl_sgemm(1, 0, T, hd, T, 1.0f, P, T, dO, C, j->beta, dv, ld);
   /* softmax backward per row: dS = P * (dP - sum(dP * P)) */
   for (int r = 0; r < T; r++) {
     const float *p = P + (size_t)r * T;
@@ -41,18 +41,28 @@ static void att_bwd_task(size_t i, int worker, void *user) {
     for (int c = 0; c < T; c++) d[c] = p[c] * (d[c] - s);
   }
   /* dq += scale dS k, dk += scale dS^T q */
-  nl_sgemm(0, 0, T, hd, T, j->scale, dS, T, k, ld, 1.0f, dq, ld);
-  nl_sgemm(1, 0, T, hd, T, j->scale, dS, T, q, ld, 1.0f, dk, ld);
+  nl_sgemm(0, 0, T, hd, T, j->scale, dS, T, k, ld, j->beta, dq, ld);
+  nl_sgemm(1, 0, T, hd, T, j->scale, dS, T, q, ld, j->beta, dk, ld);
 }
 
-void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
-                              const float *att, int B, int T, int C, int NH) {
+static void attention_backward(float *dqkv, float beta, const float *dout, const float *qkv,
+                               const float *att, int B, int T, int C, int NH) {
   att_job j = {.dqkv = dqkv, .dout = dout, .qkv = qkv, .catt = att, .T = T, .C = C, .NH = NH,
-               .hd = C / NH};
+               .hd = C / NH, .beta = beta};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
   int nw = nl_threads_count(0);
   if (nw < 1) nw = 1;
   j.ws = nl_aalloc((size_t)nw * T * T * sizeof(float));
   nl_parallel_for((size_t)B * NH, att_bwd_task, &j);
   nl_afree(j.ws);
+}
+
+void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
+                              const float *att, int B, int T, int C, int NH) {
+  attention_backward(dqkv, 1.0f, dout, qkv, att, B, T, C, NH);
+}
+
+void nl_tr_attention_backward_set(float *dqkv, const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int C, int NH) {
+  attention_backward(dqkv, 0.0f, dout, qkv, att, B, T, C, NH);
 }

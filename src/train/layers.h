@@ -99,6 +99,25 @@ void nl_tr_droppath_forward(float *out, const float *inp, const float *scale, in
 void nl_tr_droppath_backward(float *dinp, const float *dout, const float *scale, int B,
                              size_t per);
 
+/* ---- overwriting forms ----
+ * The same as nl_tr_linear_backward, nl_tr_gelu_backward,
+ * nl_tr_attention_backward and nl_tr_droppath_backward, except that the
+ * input gradient (dinp, dqkv; not NULL) is overwritten (=), not added to,
+ * so that the caller need not zero it first: one pass less over it. The
+ * values are those of the accumulating form on a zeroed buffer; parameter
+ * gradients (dw, db) still accumulate. nl_tr_gelu_backward_set also takes
+ * the forward's output `out` and reads Phi(x) = out / x from it instead of
+ * evaluating erf (the gradient then differs from nl_tr_gelu_backward's in
+ * the last bits). */
+void nl_tr_linear_backward_set(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, int N, int IC, int OC);
+void nl_tr_gelu_backward_set(float *dinp, const float *dout, const float *inp, const float *out,
+                             size_t n);
+void nl_tr_attention_backward_set(float *dqkv, const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int C, int NH);
+void nl_tr_droppath_backward_set(float *dinp, const float *dout, const float *scale, int B,
+                                 size_t per);
+
 /* ---- patch embedding (forward nl_im2col + nl_linear_forward) ----
  * nl_tr_linear_backward with dinp = NULL gives dW and dB. */
 

@@ -318,7 +318,7 @@ static void test_vit_avgpool_layerscale(void **state) {
  * beta 0 (c holds NaN, which must not reach the result) and beta != 0;
  * and, for normlab's own kernel (cblas_sgemm does not promise it), the
  * result of a product split into row and column tiles equals the whole
- * product bitwise. */
+ * product bitwise; nl_sgemm_bias likewise. */
 static void test_sgemm(void **state) {
   (void)state;
   static const int shapes[][3] = {{1, 1, 1},    {13, 33, 7},  {12, 32, 256}, {50, 50, 64},
@@ -375,6 +375,26 @@ static void test_sgemm(void **state) {
         free(c);
         free(c0);
       }
+  /* nl_sgemm_bias: every row starts as bias, c (NaN here) is not read */
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      enum { M = 29, N = 45, K = 300 };
+      float A[M * K], B[K * N], bias[N], c[M * N];
+      fill(A, M * K, 1.0, 40);
+      fill(B, K * N, 1.0, 41);
+      fill(bias, N, 1.0, 42);
+      for (int i = 0; i < M * N; i++) c[i] = NAN;
+      nl_sgemm_bias(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, bias, c, N);
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          double ref = 0;
+          for (int k = 0; k < K; k++)
+            ref += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+          ref = 0.5 * ref + bias[j];
+          assert_true(isfinite(c[i * N + j]));
+          worst = fmax(worst, fabs(ref - c[i * N + j]) / sqrt((double)K));
+        }
+    }
   printf("# nl_sgemm: max error %.3g (over sqrt(K)) against double sums\n", worst);
   assert_true(worst < 5e-6); /* cblas_sgemm (OpenBLAS 0.3.21): 2.3e-6 */
 }
