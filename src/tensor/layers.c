@@ -100,22 +100,29 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
   nl_parallel_for((size_t)nrb * ncb, gemm_task, &j);
 }
 
+int nl_gemm_row_tile(int M) {
+  if (M <= 256) return M;
+  const int tiles = 2 * ((M + 511) / 512);
+  const int rows = (M + tiles - 1) / tiles;
+  return (rows + 11) / 12 * 12;
+}
+
 /* ---- linear ---- */
 
-#define LIN_ROWS 256     /* rows of out per tile */
 #define LIN_MIN_TILES 4  /* below this many row tiles, split the columns too */
 #define LIN_COL_ALIGN 16 /* column tiles are a multiple of this */
 
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                        int IC, int OC) {
-  const int nrb = (N + LIN_ROWS - 1) / LIN_ROWS;
+  const int rows = nl_gemm_row_tile(N);
+  const int nrb = (N + rows - 1) / rows;
   int cb = OC;
   if (nrb < LIN_MIN_TILES) {
     const int ncb = (LIN_MIN_TILES + nrb - 1) / nrb;
     cb = (OC + ncb - 1) / ncb;
     cb = (cb + LIN_COL_ALIGN - 1) / LIN_COL_ALIGN * LIN_COL_ALIGN;
   }
-  nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, LIN_ROWS, cb);
+  nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, rows, cb);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */

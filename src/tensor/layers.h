@@ -43,9 +43,14 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
                    const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
                    int rb, int cb);
 
+/* Rows per tile for a product of M rows: all M up to 256; else an even
+ * number of tiles of at most 256 rows (a multiple of 12), so that two
+ * workers get the same share. Depends on M only. */
+int nl_gemm_row_tile(int M);
+
 /* ---- linear: out[N,OC] = inp[N,IC] @ w[OC,IC]^T + b[OC] ----
- * b may be NULL (no bias). Saves nothing: backward needs inp. Tiles of 256
- * rows of out; when that gives fewer than 4 tiles (small batches), the
+ * b may be NULL (no bias). Saves nothing: backward needs inp. Tiles of
+ * nl_gemm_row_tile(N) rows of out; when that gives fewer than 4 tiles (small batches), the
  * output channels are split too (into 4 tiles at batch 1), so that more
  * than one core works on a small batch. */
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,

@@ -41,18 +41,29 @@ NL_VKERNEL static void colsum_kern(void *p, size_t r0, size_t r1, float *acc) {
   }
 }
 
-/* dinp in tiles of 256 rows, dw in tiles of 64 output channels, each
- * entry summing over all N rows in one call (whole rows of either). */
-#define GEMM_ROWS 256
+/* dinp in tiles of nl_gemm_row_tile(N) rows, dw in tiles of 64 output
+ * channels, each entry summing over all N rows in one call; the input
+ * channels of dw are halved (down to 32) until there are at least 16
+ * tiles, so that small layers still give every worker a share. */
 #define GEMM_OC 64
+
+static int dw_col_tile(int OC, int IC) {
+  const int nrb = (OC + GEMM_OC - 1) / GEMM_OC;
+  int ncb = 1;
+  while (nrb * ncb < 16 && IC / (2 * ncb) >= 32) ncb *= 2;
+  const int cb = (IC + ncb - 1) / ncb;
+  return (cb + 31) / 32 * 32;
+}
 
 /* beta 1: dinp accumulates; 0: dinp is overwritten */
 static void linear_backward(float *dinp, float beta, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int IC, int OC) {
   if (dinp) /* dinp[N, IC] (+)= dout[N, OC] w[OC, IC] */
-    nl_gemm_tiles(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, beta, dinp, IC, NULL, GEMM_ROWS, IC);
+    nl_gemm_tiles(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, beta, dinp, IC, NULL,
+                  nl_gemm_row_tile(N), IC);
   if (dw) /* dw[OC, IC] += dout^T inp */
-    nl_gemm_tiles(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, NULL, GEMM_OC, IC);
+    nl_gemm_tiles(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, NULL, GEMM_OC,
+                  dw_col_tile(OC, IC));
   if (db) {
     float *acc = nl_xcalloc((size_t)OC, sizeof(float));
     lay_ctx c = {.dout = dout, .C = OC};

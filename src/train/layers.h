@@ -10,7 +10,7 @@
  *    gradient pointer documented as "may be NULL" is then skipped.
  *  - A backward needs what its forward saved (see tensor/layers.h) and,
  *    where it says `inp`, the forward's input.
- *  - Matrix products run on fixed tiles (nl_gemm_tiles: 256 rows of dinp,
+ *  - Matrix products run on fixed tiles (nl_gemm_tiles: nl_gemm_row_tile rows of dinp,
  *    64 output channels of dw); element-wise loops over fixed chunks of rows
  *    (nl_rows_run), column reductions such as dw, db summed per chunk and
  *    then in chunk order; so results do not depend on the thread count.
