@@ -5,10 +5,10 @@
  *
  * Why: the OpenBLAS of the distribution (0.3.21) does not know recent AMD
  * processors and runs its AVX2 (Haswell) kernel on them, at most half of
- * the AVX-512 FMA rate. Both operands are packed per block (256 k by 144
- * rows of a, 256 k by 512 columns of b) into panels the kernel reads
+ * the AVX-512 FMA rate. b is packed per block (256 k by 512 columns), and
+ * a when transposed (256 k by 144 rows), into panels the kernel reads
  * contiguously, in a buffer each thread keeps for its life (no allocation
- * per call once made).
+ * per call once made); a not transposed is read in place.
  *
  * Results: each element of c is a sum over k in blocks of 256 (k order
  * inside a block, blocks in order), the same for any thread count and any
