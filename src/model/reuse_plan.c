@@ -2,7 +2,6 @@
  * kernels the passes share (model/reuse_plan.h). */
 #include "model/reuse_plan.h"
 
-#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,26 +331,9 @@ nl_vit_reuse *nl_reuse_plan_read(const nl_st_file *f, const nl_vit_config *c, co
 
 /* ---- kernels ---- */
 
-typedef struct {
-  const float *att, *v;
-  float *out;
-  int T, C, NH, hd, ldv;
-} apply_job;
-
-/* out[b, :, head h] = P[b, h] v[b, :, head h], the GEMM of att_task */
-static void apply_task(size_t i, int worker, void *user) {
-  (void)worker;
-  const apply_job *j = user;
-  const int b = (int)(i / j->NH), h = (int)(i % j->NH), T = j->T, C = j->C;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, j->hd, T, 1.0f,
-              j->att + i * (size_t)T * T, T, j->v + (size_t)b * T * j->ldv + (size_t)h * j->hd,
-              j->ldv, 0.0f, j->out + (size_t)b * T * C + (size_t)h * j->hd, C);
-}
-
 void nl_reuse_apply_att(float *out, const float *att, const float *v, int ldv, int B, int T,
                         int C, int NH) {
-  apply_job j = {att, v, out, T, C, NH, C / NH, ldv};
-  nl_parallel_for((size_t)B * NH, apply_task, &j);
+  nl_attention_apply(out, att, v, ldv, B, T, C, NH);
 }
 
 void nl_reuse_tb_forward(const nl_vit_reuse *p, int l, const float *z, float *out, float *hid,

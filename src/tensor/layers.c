@@ -2,7 +2,6 @@
  * they share with the backward halves (train/layers.c). See layers.h. */
 #include "tensor/layers.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "base/threads.h"
 #include "base/vmath.h"
 #include "tensor/gemm.h"
+#include "tensor/sgemm.h"
 #include "tensor/kernels.h"
 #include "tensor/vec512.h"
 
@@ -84,13 +84,10 @@ static void gemm_task(size_t i, int worker, void *user) {
   const float *a = j->a + (j->ta ? (size_t)r0 : (size_t)r0 * j->lda);
   const float *b = j->b + (j->tb ? (size_t)c0 * j->ldb : (size_t)c0);
   float *c = j->c + (size_t)r0 * j->ldc + c0;
-  float beta = j->beta;
-  if (j->bias) {
-    for (int r = 0; r < m; r++) memcpy(c + (size_t)r * j->ldc, j->bias + c0, (size_t)n * sizeof(float));
-    beta = 1.0f;
-  }
-  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
-              m, n, j->K, j->alpha, a, j->lda, b, j->ldb, beta, c, j->ldc);
+  if (j->bias)
+    nl_sgemm_bias(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->bias + c0, c, j->ldc);
+  else
+    nl_sgemm(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
 }
 
 void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
@@ -105,6 +102,13 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
   nl_parallel_for((size_t)nrb * ncb, gemm_task, &j);
 }
 
+int nl_gemm_row_tile(int M) {
+  if (M <= 256) return M;
+  const int tiles = 2 * ((M + 511) / 512);
+  const int rows = (M + tiles - 1) / tiles;
+  return (rows + 11) / 12 * 12;
+}
+
 /* ---- linear ----
  * With AVX-512 (tensor/gemm.h): the weight packed once per call (or given
  * packed), then tiles of LIN_ROWS rows and all panels, or at small batches
@@ -114,7 +118,6 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
  * epilogue is the element-wise kernel of the separate layer, so the fused
  * and the separate pass give the same bits. */
 
-#define LIN_ROWS 256     /* rows of out per tile */
 #define LIN_MIN_TILES 4  /* below this many row tiles, split the columns too */
 #define LIN_COL_ALIGN 16 /* column tiles are a multiple of this */
 #define KLIN_ROWS 64     /* AVX-512 kernel: rows per task (a multiple of 8) */
@@ -189,14 +192,15 @@ void nl_linear_forward_ex(float *out, const float *inp, const float *w, const fl
     nl_afree(tmp);
     return;
   }
-  const int nrb = (N + LIN_ROWS - 1) / LIN_ROWS;
+  const int rows = nl_gemm_row_tile(N);
+  const int nrb = (N + rows - 1) / rows;
   int cb = OC;
   if (nrb < LIN_MIN_TILES) {
     const int ncb = (LIN_MIN_TILES + nrb - 1) / nrb;
     cb = (OC + ncb - 1) / ncb;
     cb = (cb + LIN_COL_ALIGN - 1) / LIN_COL_ALIGN * LIN_COL_ALIGN;
   }
-  nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, LIN_ROWS, cb);
+  nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, rows, cb);
   if (e && e->then == NL_LIN_GELU)
     nl_gelu_forward(e->out2, out, (size_t)N * OC);
   else if (e && e->then == NL_LIN_ADD)
@@ -222,7 +226,7 @@ void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b
   }
   for (int g = from; g < 3; g++)
     nl_gemm_tiles(0, 1, N, C, C, 1.0f, inp, C, w + (size_t)g * C * C, C, 0.0f, qkv + (size_t)g * C,
-                  3 * C, b ? b + (size_t)g * C : NULL, LIN_ROWS, C);
+                  3 * C, b ? b + (size_t)g * C : NULL, nl_gemm_row_tile(N), C);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */
@@ -387,6 +391,29 @@ NL_VEC512_TARGET static void softmax_rows512(float *x, int rows, int n, float sc
 }
 #endif
 
+/* o [T, hd] (rows C apart) = P [T, T] v [T, hd] (rows ld apart): with
+ * AVX-512 v^T packed into vpk (panel p, row t holds v[t, p*NR ..]) and the
+ * kernel of tensor/gemm.h, else nl_sgemm; the product of the plain pass
+ * and of a block applying reused probabilities (nl_attention_apply), so
+ * the two give the same bits. */
+static void att_pv(float *o, int C, const float *P, const float *v, int ld, int T, int hd,
+                   float *vpk) {
+  if (vpk) {
+    const int NR = NL_GEMM_NR, vp = (hd + NR - 1) / NR;
+    for (int p = 0; p < vp; p++) {
+      const int w = hd - p * NR < NR ? hd - p * NR : NR;
+      for (int t = 0; t < T; t++) {
+        float *d = vpk + ((size_t)p * T + t) * NR;
+        memcpy(d, v + (size_t)t * ld + (size_t)p * NR, (size_t)w * sizeof(float));
+        for (int c = w; c < NR; c++) d[c] = 0.0f;
+      }
+    }
+    nl_gemm_packed(o, C, P, T, vpk, NULL, hd, T, 0, T, 0, vp);
+    return;
+  }
+  nl_sgemm(0, 0, T, hd, T, 1.0f, P, T, v, ld, 0.0f, o, C);
+}
+
 static void att_task(size_t i, int worker, void *user) {
   const att_job *j = user;
   const int T = j->T, C = j->C, hd = j->hd, b = (int)(i / j->NH), h = (int)(i % j->NH);
@@ -396,11 +423,10 @@ static void att_task(size_t i, int worker, void *user) {
   float *P = j->att + i * (size_t)T * T;
   float *o = j->out + (size_t)b * T * C + (size_t)h * hd;
   if (j->scratch) {
-    const int NR = NL_GEMM_NR, kp = (T + NR - 1) / NR, vp = (hd + NR - 1) / NR;
+    const int NR = NL_GEMM_NR, kp = (T + NR - 1) / NR;
     float *kpk = j->scratch + (size_t)worker * j->per;
     float *vpk = kpk + (size_t)kp * NR * hd;
-    /* k [T, hd] at stride ld as a weight [T, hd]; v^T [hd, T]: panel p,
-     * row t holds v[t, p*NR ..] */
+    /* k [T, hd] at stride ld as a weight [T, hd] */
     for (int p = 0; p < kp; p++) {
       const int w = T - p * NR < NR ? T - p * NR : NR;
       float *panel = kpk + (size_t)p * NR * hd;
@@ -410,26 +436,24 @@ static void att_task(size_t i, int worker, void *user) {
         for (int c = 0; c < hd; c++) panel[(size_t)c * NR + jj] = src[c];
       }
     }
-    for (int p = 0; p < vp; p++) {
-      const int w = hd - p * NR < NR ? hd - p * NR : NR;
-      for (int t = 0; t < T; t++) {
-        float *d = vpk + ((size_t)p * T + t) * NR;
-        memcpy(d, v + (size_t)t * ld + (size_t)p * NR, (size_t)w * sizeof(float));
-        for (int c = w; c < NR; c++) d[c] = 0.0f;
-      }
-    }
     nl_gemm_packed(P, T, q, ld, kpk, NULL, T, hd, 0, T, 0, kp);
 #ifdef NL_VEC512
     softmax_rows512(P, T, T, j->scale);
 #endif
-    nl_gemm_packed(o, C, P, T, vpk, NULL, hd, T, 0, T, 0, vp);
+    att_pv(o, C, P, v, ld, T, hd, vpk);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, j->scale, q, ld, k, ld, 0.0f,
-              P, T);
+  nl_sgemm(0, 1, T, T, hd, j->scale, q, ld, k, ld, 0.0f, P, T);
   nl_softmax_rows(P, (size_t)T, T, 1.0f);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, ld, 0.0f, o,
-              C);
+  att_pv(o, C, P, v, ld, T, hd, NULL);
+}
+
+/* Scratch floats per worker of the AVX-512 path: k packed as a weight
+ * [T, hd] and v^T packed, 64-byte aligned. */
+static size_t att_scratch_per(int T, int hd) {
+  const size_t NR = NL_GEMM_NR;
+  const size_t per = nl_gemm_pack_floats(T, hd) + (hd + NR - 1) / NR * NR * (size_t)T;
+  return (per + 15) / 16 * 16;
 }
 
 void nl_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
@@ -437,13 +461,38 @@ void nl_attention_forward(float *out, float *att, const float *qkv, int B, int T
   att_job j = {.out = out, .att = att, .qkv = qkv, .T = T, .C = C, .NH = NH, .hd = C / NH};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
   if (nl_gemm_available()) {
-    const size_t NR = NL_GEMM_NR;
-    j.per = nl_gemm_pack_floats(T, j.hd) + (j.hd + NR - 1) / NR * NR * (size_t)T;
-    j.per = (j.per + 15) / 16 * 16; /* each worker's scratch 64-byte aligned */
+    j.per = att_scratch_per(T, j.hd);
     const size_t workers = (size_t)nl_threads_count(0);
     j.scratch = nl_aalloc(workers * j.per * sizeof(float));
   }
   nl_parallel_for((size_t)B * NH, att_task, &j);
+  nl_afree(j.scratch);
+}
+
+typedef struct {
+  const float *att, *v;
+  float *out, *scratch;
+  size_t per;
+  int T, C, NH, hd, ldv;
+} apply_job;
+
+static void apply_task(size_t i, int worker, void *user) {
+  const apply_job *j = user;
+  const int b = (int)(i / j->NH), h = (int)(i % j->NH), T = j->T;
+  att_pv(j->out + (size_t)b * T * j->C + (size_t)h * j->hd, j->C, j->att + i * (size_t)T * T,
+         j->v + (size_t)b * T * j->ldv + (size_t)h * j->hd, j->ldv, T, j->hd,
+         j->scratch ? j->scratch + (size_t)worker * j->per : NULL);
+}
+
+void nl_attention_apply(float *out, const float *att, const float *v, int ldv, int B, int T,
+                        int C, int NH) {
+  apply_job j = {.att = att, .v = v, .out = out, .T = T, .C = C, .NH = NH, .hd = C / NH,
+                 .ldv = ldv};
+  if (nl_gemm_available()) {
+    j.per = att_scratch_per(T, j.hd);
+    j.scratch = nl_aalloc((size_t)nl_threads_count(0) * j.per * sizeof(float));
+  }
+  nl_parallel_for((size_t)B * NH, apply_task, &j);
   nl_afree(j.scratch);
 }
 

@@ -11,7 +11,7 @@
  *  - "saves" lists what the forward writes for its backward; the backward
  *    also needs the forward's input where it says `inp`.
  *  - Same inputs, same result, bitwise, for any thread count: matrix
- *    products are single-threaded cblas_sgemm calls on blocks of the output
+ *    products are single-threaded nl_sgemm calls (tensor/gemm.h) on blocks of the output
  *    whose size depends only on the shapes (nl_gemm_tiles), handed out over
  *    nl_parallel_for; element-wise and row-wise layers run over fixed chunks
  *    of rows (nl_rows_run) with the kernels of tensor/kernels.h; attention
@@ -44,6 +44,11 @@ void nl_rows_run(nl_rows_fn fn, void *ctx, size_t rows, size_t width, int nacc, 
 void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
                    const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
                    int rb, int cb);
+
+/* Rows per tile for a product of M rows: all M up to 256; else an even
+ * number of tiles of at most 256 rows (a multiple of 12), so that two
+ * workers get the same share. Depends on M only. */
+int nl_gemm_row_tile(int M);
 
 /* ---- linear: out[N,OC] = inp[N,IC] @ w[OC,IC]^T + b[OC] ----
  * b may be NULL (no bias). Saves nothing: backward needs inp. With
@@ -113,6 +118,12 @@ void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b
  * Saves att [B, NH, T, T] (the probabilities P). */
 void nl_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
                           int NH);
+
+/* out [B*T, C] = per (image, head) P v with given probabilities att [B,
+ * NH, T, T] and values v (rows ldv floats apart, head h in columns h*hd..):
+ * the second product of nl_attention_forward, bitwise (attention reuse). */
+void nl_attention_apply(float *out, const float *att, const float *v, int ldv, int B, int T,
+                        int C, int NH);
 
 /* ---- residual: out = a + b (n elements; out may alias a or b) ---- */
 void nl_residual_forward(float *out, const float *a, const float *b, size_t n);

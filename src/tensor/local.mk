@@ -3,7 +3,8 @@ libnormlab_a_SOURCES += src/tensor/kernels.c src/tensor/kernels.h \
 	src/tensor/layers.c src/tensor/layers.h \
 	src/tensor/qlinear.c src/tensor/qlinear.h \
 	src/tensor/bf16.c src/tensor/bf16.h \
-	src/tensor/gemm.c src/tensor/gemm.h src/tensor/vec512.h
+	src/tensor/gemm.c src/tensor/gemm.h src/tensor/vec512.h \
+	src/tensor/sgemm.c src/tensor/sgemm.h
 
 check_PROGRAMS += tests/unit/test_kernels
 NL_UNIT_TESTS += tests/unit/test_kernels

@@ -6,11 +6,11 @@
 
 #include "train/layers.h"
 
-#include <cblas.h>
 #include <math.h>
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "tensor/sgemm.h"
 
 typedef struct {
   float *dqkv, *ws;
@@ -18,7 +18,7 @@ typedef struct {
   const float *dpx; /* NULL, or more dP [B, NH, T, T] (attention reuse) */
   float *dpo;       /* reuse: dP += dO v^T here, dv += P^T dO, nothing else */
   int T, C, NH, hd;
-  float scale;
+  float scale, beta; /* beta 1: dqkv accumulates; 0: overwritten */
 } att_job;
 
 static void att_bwd_task(size_t i, int worker, void *user) {
@@ -31,22 +31,18 @@ static void att_bwd_task(size_t i, int worker, void *user) {
   const float *P = j->catt + i * (size_t)T * T;
   const float *dO = j->dout + (size_t)b * T * C + (size_t)h * hd;
   if (j->dpo) { /* a block applying reused probabilities */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, C, v, ld, 1.0f,
-                j->dpo + i * (size_t)T * T, T);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv,
-                ld);
+    nl_sgemm(0, 1, T, T, hd, 1.0f, dO, C, v, ld, 1.0f, j->dpo + i * (size_t)T * T, T);
+    nl_sgemm(1, 0, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv, ld);
     return;
   }
   float *dS = j->ws + (size_t)worker * T * T;
   /* dP = dO v^T, dv += P^T dO */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dS,
-              T);
+  nl_sgemm(0, 1, T, T, hd, 1.0f, dO, C, v, ld, 0.0f, dS, T);
   if (j->dpx) {
     const float *x = j->dpx + i * (size_t)T * T;
     for (size_t e = 0; e < (size_t)T * T; e++) dS[e] += x[e];
   }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, C, 1.0f, dv,
-              ld);
+  nl_sgemm(1, 0, T, hd, T, 1.0f, P, T, dO, C, j->beta, dv, ld);
   /* softmax backward per row: dS = P * (dP - sum(dP * P)) */
   for (int r = 0; r < T; r++) {
     const float *p = P + (size_t)r * T;
@@ -56,26 +52,36 @@ static void att_bwd_task(size_t i, int worker, void *user) {
     for (int c = 0; c < T; c++) d[c] = p[c] * (d[c] - s);
   }
   /* dq += scale dS k, dk += scale dS^T q */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, j->scale, dS, T, k, ld,
-              1.0f, dq, ld);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, j->scale, dS, T, q, ld, 1.0f,
-              dk, ld);
+  nl_sgemm(0, 0, T, hd, T, j->scale, dS, T, k, ld, j->beta, dq, ld);
+  nl_sgemm(1, 0, T, hd, T, j->scale, dS, T, q, ld, j->beta, dk, ld);
 }
 
-void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
-                              const float *att, int B, int T, int C, int NH) {
-  nl_tr_attention_backward_reuse(dqkv, dout, qkv, att, B, T, C, NH, NULL, NULL);
-}
-
-void nl_tr_attention_backward_reuse(float *dqkv, const float *dout, const float *qkv,
-                                    const float *att, int B, int T, int C, int NH,
-                                    const float *dp_in, float *dp_out) {
+static void attention_backward(float *dqkv, float beta, const float *dout, const float *qkv,
+                               const float *att, int B, int T, int C, int NH,
+                               const float *dp_in, float *dp_out) {
   att_job j = {.dqkv = dqkv, .dout = dout, .qkv = qkv, .catt = att, .T = T, .C = C, .NH = NH,
-               .hd = C / NH, .dpx = dp_in, .dpo = dp_out};
+               .hd = C / NH, .beta = beta, .dpx = dp_in, .dpo = dp_out};
   j.scale = (float)(1.0 / sqrt((double)j.hd));
   int nw = nl_threads_count(0);
   if (nw < 1) nw = 1;
   j.ws = nl_aalloc((size_t)nw * T * T * sizeof(float));
   nl_parallel_for((size_t)B * NH, att_bwd_task, &j);
   nl_afree(j.ws);
+}
+
+void nl_tr_attention_backward(float *dqkv, const float *dout, const float *qkv,
+                              const float *att, int B, int T, int C, int NH) {
+  attention_backward(dqkv, 1.0f, dout, qkv, att, B, T, C, NH, NULL, NULL);
+}
+
+void nl_tr_attention_backward_set(float *dqkv, const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int C, int NH) {
+  attention_backward(dqkv, 0.0f, dout, qkv, att, B, T, C, NH, NULL, NULL);
+}
+
+/* dqkv accumulates (a reusing block writes only its dv) */
+void nl_tr_attention_backward_reuse(float *dqkv, const float *dout, const float *qkv,
+                                    const float *att, int B, int T, int C, int NH,
+                                    const float *dp_in, float *dp_out) {
+  attention_backward(dqkv, 1.0f, dout, qkv, att, B, T, C, NH, dp_in, dp_out);
 }

@@ -41,17 +41,29 @@ NL_VKERNEL static void colsum_kern(void *p, size_t r0, size_t r1, float *acc) {
   }
 }
 
-/* dinp in tiles of 256 rows, dw in tiles of 64 output channels, each
- * entry summing over all N rows in one call (whole rows of either). */
-#define GEMM_ROWS 256
+/* dinp in tiles of nl_gemm_row_tile(N) rows, dw in tiles of 64 output
+ * channels, each entry summing over all N rows in one call; the input
+ * channels of dw are halved (down to 32) until there are at least 16
+ * tiles, so that small layers still give every worker a share. */
 #define GEMM_OC 64
 
-void nl_tr_linear_backward(float *dinp, float *dw, float *db, const float *dout,
-                           const float *inp, const float *w, int N, int IC, int OC) {
-  if (dinp) /* dinp[N, IC] += dout[N, OC] w[OC, IC] */
-    nl_gemm_tiles(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, 1.0f, dinp, IC, NULL, GEMM_ROWS, IC);
+static int dw_col_tile(int OC, int IC) {
+  const int nrb = (OC + GEMM_OC - 1) / GEMM_OC;
+  int ncb = 1;
+  while (nrb * ncb < 16 && IC / (2 * ncb) >= 32) ncb *= 2;
+  const int cb = (IC + ncb - 1) / ncb;
+  return (cb + 31) / 32 * 32;
+}
+
+/* beta 1: dinp accumulates; 0: dinp is overwritten */
+static void linear_backward(float *dinp, float beta, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int IC, int OC) {
+  if (dinp) /* dinp[N, IC] (+)= dout[N, OC] w[OC, IC] */
+    nl_gemm_tiles(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, beta, dinp, IC, NULL,
+                  nl_gemm_row_tile(N), IC);
   if (dw) /* dw[OC, IC] += dout^T inp */
-    nl_gemm_tiles(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, NULL, GEMM_OC, IC);
+    nl_gemm_tiles(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, NULL, GEMM_OC,
+                  dw_col_tile(OC, IC));
   if (db) {
     float *acc = nl_xcalloc((size_t)OC, sizeof(float));
     lay_ctx c = {.dout = dout, .C = OC};
@@ -59,6 +71,16 @@ void nl_tr_linear_backward(float *dinp, float *dw, float *db, const float *dout,
     scatter_add(db, acc, OC);
     free(acc);
   }
+}
+
+void nl_tr_linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                           const float *inp, const float *w, int N, int IC, int OC) {
+  linear_backward(dinp, 1.0f, dw, db, dout, inp, w, N, IC, OC);
+}
+
+void nl_tr_linear_backward_set(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, int N, int IC, int OC) {
+  linear_backward(dinp, 0.0f, dw, db, dout, inp, w, N, IC, OC);
 }
 
 /* ---- LayerNorm ---- */
@@ -238,9 +260,31 @@ NL_VKERNEL static void gelu_bwd_kern(void *p, size_t r0, size_t r1, float *acc) 
   }
 }
 
+/* Overwriting form with the forward's output g = x Phi(x): Phi(x) = g / x
+ * (1/2 at 0), so that only phi(x) needs an exp; no erf. */
+NL_VKERNEL static void gelu_bwd_set_kern(void *p, size_t r0, size_t r1, float *acc) {
+  (void)acc;
+  const lay_ctx *k = p;
+  const float c = 0.39894228040143268f; /* 1/sqrt(2 pi) */
+  const float *in = k->inp, *dout = k->dout, *g = k->fx;
+  float *dinp = k->dinp;
+  for (size_t i = r0; i < r1; i++) {
+    float x = in[i];
+    float e = nl_vm_exp(-0.5f * x * x);
+    float cdf = x != 0.0f ? g[i] / x : 0.5f;
+    dinp[i] = dout[i] * (cdf + x * c * e);
+  }
+}
+
 void nl_tr_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
   lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp};
   nl_rows_run(gelu_bwd_kern, &k, n, 1, 0, NULL);
+}
+
+void nl_tr_gelu_backward_set(float *dinp, const float *dout, const float *inp, const float *out,
+                             size_t n) {
+  lay_ctx k = {.dinp = dinp, .dout = dout, .inp = inp, .fx = out};
+  nl_rows_run(gelu_bwd_set_kern, &k, n, 1, 0, NULL);
 }
 
 /* ---- residual ---- */
@@ -312,6 +356,19 @@ void nl_tr_droppath_backward(float *dinp, const float *dout, const float *scale,
     const float *dy = dout + (size_t)b * per;
     float *dx = dinp + (size_t)b * per;
     for (size_t i = 0; i < per; i++) dx[i] += dy[i] * s;
+  }
+}
+
+void nl_tr_droppath_backward_set(float *dinp, const float *dout, const float *scale, int B,
+                                 size_t per) {
+  for (int b = 0; b < B; b++) {
+    const float s = scale[b];
+    const float *dy = dout + (size_t)b * per;
+    float *dx = dinp + (size_t)b * per;
+    if (s == 0.0f)
+      memset(dx, 0, per * sizeof(float));
+    else
+      for (size_t i = 0; i < per; i++) dx[i] = dy[i] * s;
   }
 }
 

@@ -10,7 +10,7 @@
  *    gradient pointer documented as "may be NULL" is then skipped.
  *  - A backward needs what its forward saved (see tensor/layers.h) and,
  *    where it says `inp`, the forward's input.
- *  - Matrix products run on fixed tiles (nl_gemm_tiles: 256 rows of dinp,
+ *  - Matrix products run on fixed tiles (nl_gemm_tiles: nl_gemm_row_tile rows of dinp,
  *    64 output channels of dw); element-wise loops over fixed chunks of rows
  *    (nl_rows_run), column reductions such as dw, db summed per chunk and
  *    then in chunk order; so results do not depend on the thread count.
@@ -106,6 +106,25 @@ void nl_tr_droppath_forward(float *out, const float *inp, const float *scale, in
                             size_t per);
 void nl_tr_droppath_backward(float *dinp, const float *dout, const float *scale, int B,
                              size_t per);
+
+/* ---- overwriting forms ----
+ * The same as nl_tr_linear_backward, nl_tr_gelu_backward,
+ * nl_tr_attention_backward and nl_tr_droppath_backward, except that the
+ * input gradient (dinp, dqkv; not NULL) is overwritten (=), not added to,
+ * so that the caller need not zero it first: one pass less over it. The
+ * values are those of the accumulating form on a zeroed buffer; parameter
+ * gradients (dw, db) still accumulate. nl_tr_gelu_backward_set also takes
+ * the forward's output `out` and reads Phi(x) = out / x from it instead of
+ * evaluating erf (the gradient then differs from nl_tr_gelu_backward's in
+ * the last bits). */
+void nl_tr_linear_backward_set(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, int N, int IC, int OC);
+void nl_tr_gelu_backward_set(float *dinp, const float *dout, const float *inp, const float *out,
+                             size_t n);
+void nl_tr_attention_backward_set(float *dqkv, const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int C, int NH);
+void nl_tr_droppath_backward_set(float *dinp, const float *dout, const float *scale, int B,
+                                 size_t per);
 
 /* ---- patch embedding (forward nl_im2col + nl_linear_forward) ----
  * nl_tr_linear_backward with dinp = NULL gives dW and dB. */

@@ -429,9 +429,8 @@ static void backward_pass(nl_vit_trainer *t, int n) {
       memset(t->layer[l].dpr, 0, (size_t)n * c->heads * T * T * sizeof(float));
   }
   /* head */
-  memset(t->dfin, 0, (size_t)n * D * sizeof(float));
-  nl_tr_linear_backward(t->dfin, bb ? GRAD(m->head_w) : NULL, bb ? GRAD(m->head_b) : NULL,
-                        t->dlogits, t->fin, m->head_w, n, D, K);
+  nl_tr_linear_backward_set(t->dfin, bb ? GRAD(m->head_w) : NULL, bb ? GRAD(m->head_b) : NULL,
+                            t->dlogits, t->fin, m->head_w, n, D, K);
   /* final norm into dt1 [n, D], then unpool into dres */
   memset(t->dt1, 0, (size_t)n * D * sizeof(float));
   norm_bwd(t, m->final_norm, t->dt1, t->dfin, t->fin_in, t->fin_mean, t->fin_rstd, t->fin_fx,
@@ -446,27 +445,22 @@ static void backward_pass(nl_vit_trainer *t, int n) {
     const nl_vit_block *bl = &m->blocks[l];
     const int Hm = nl_vit_mlp_width(c, l);
     /* MLP branch: out = res2 + dp2 * ls2 * fc2(gelu(fc1(norm2(res2)))) */
-    memset(t->dt1, 0, BTD * sizeof(float));
-    nl_tr_droppath_backward(t->dt1, t->dres, L->dp2, n, per);
+    nl_tr_droppath_backward_set(t->dt1, t->dres, L->dp2, n, per);
     const float *dbr = t->dt1;
     if (bl->ls2) {
       memset(t->dt2, 0, BTD * sizeof(float));
       nl_tr_layerscale_backward(t->dt2, bb ? GRAD(bl->ls2) : NULL, t->dt1, L->fc2, bl->ls2, BT, D);
       dbr = t->dt2;
     }
-    memset(t->dh1, 0, (size_t)BT * Hm * sizeof(float));
-    nl_tr_linear_backward(t->dh1, bb ? GRAD(bl->fc2_w) : NULL, bb ? GRAD(bl->fc2_b) : NULL, dbr,
-                          L->gelu, bl->fc2_w, BT, Hm, D);
-    memset(t->dh2, 0, (size_t)BT * Hm * sizeof(float));
-    nl_tr_gelu_backward(t->dh2, t->dh1, L->fc1, (size_t)BT * Hm);
+    nl_tr_linear_backward_set(t->dh1, bb ? GRAD(bl->fc2_w) : NULL, bb ? GRAD(bl->fc2_b) : NULL, dbr,
+                              L->gelu, bl->fc2_w, BT, Hm, D);
+    nl_tr_gelu_backward_set(t->dh2, t->dh1, L->fc1, L->gelu, (size_t)BT * Hm);
     float *dn = dbr == t->dt1 ? t->dt2 : t->dt1;
-    memset(dn, 0, BTD * sizeof(float));
-    nl_tr_linear_backward(dn, bb ? GRAD(bl->fc1_w) : NULL, bb ? GRAD(bl->fc1_b) : NULL, t->dh2,
-                          L->n2, bl->fc1_w, BT, D, Hm);
+    nl_tr_linear_backward_set(dn, bb ? GRAD(bl->fc1_w) : NULL, bb ? GRAD(bl->fc1_b) : NULL, t->dh2,
+                              L->n2, bl->fc1_w, BT, D, Hm);
     norm_bwd(t, bl->norm2, t->dres, dn, L->res2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, BT);
     /* attention branch: res2 = res1 + dp1 * ls1 * proj(attn(qkv(norm1(res1)))) */
-    memset(t->dt1, 0, BTD * sizeof(float));
-    nl_tr_droppath_backward(t->dt1, t->dres, L->dp1, n, per);
+    nl_tr_droppath_backward_set(t->dt1, t->dres, L->dp1, n, per);
     dbr = t->dt1;
     if (bl->ls1) {
       memset(t->dt2, 0, BTD * sizeof(float));
@@ -495,9 +489,8 @@ static void backward_pass(nl_vit_trainer *t, int n) {
                                      NULL);
     }
     dn = datty == t->dt1 ? t->dt2 : t->dt1;
-    memset(dn, 0, BTD * sizeof(float));
-    nl_tr_linear_backward(dn, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL, t->dqkv,
-                          L->n1, bl->qkv_w, BT, D, 3 * D);
+    nl_tr_linear_backward_set(dn, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL, t->dqkv,
+                              L->n1, bl->qkv_w, BT, D, 3 * D);
     norm_bwd(t, bl->norm1, t->dres, dn, L->res1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, BT);
   }
   if (!bb) return;

@@ -18,6 +18,7 @@
 #include "base/vmath.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
+#include "tensor/sgemm.h"
 #include "tensor/kernels.h"
 #include "tensor/layers.h"
 
@@ -311,6 +312,93 @@ static void test_vit_avgpool_layerscale(void **state) {
   unlink(path);
 }
 
+/* nl_sgemm against a double-precision triple loop, every transpose case,
+ * shapes with partial kernel tiles (12 x 32) and several k blocks (256),
+ * leading dimensions wider than the matrices (padding untouched), alpha,
+ * beta 0 (c holds NaN, which must not reach the result) and beta != 0;
+ * and, for normlab's own kernel (cblas_sgemm does not promise it), the
+ * result of a product split into row and column tiles equals the whole
+ * product bitwise; nl_sgemm_bias likewise. */
+static void test_sgemm(void **state) {
+  (void)state;
+  static const int shapes[][3] = {{1, 1, 1},    {13, 33, 7},  {12, 32, 256}, {50, 50, 64},
+                                  {145, 513, 300}, {64, 192, 600}, {17, 17, 32}, {3, 100, 1000}};
+  printf("# nl_sgemm: %s kernel\n", nl_sgemm_native() ? "AVX-512" : "cblas_sgemm");
+  double worst = 0;
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+        const size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+        float *A = nl_xmalloc(na * sizeof(float)), *B = nl_xmalloc(nb * sizeof(float));
+        float *c = nl_xmalloc((size_t)M * ldc * sizeof(float));
+        float *c0 = nl_xmalloc((size_t)M * ldc * sizeof(float));
+        fill(A, na, 1.0, 10 + s);
+        fill(B, nb, 1.0, 20 + s);
+        fill(c0, (size_t)M * ldc, 1.0, 30 + s);
+        const float alpha = 0.7f, beta = s % 2 ? 1.0f : (s % 4 ? 0.3f : 0.0f);
+        for (size_t i = 0; i < (size_t)M * ldc; i++)
+          c[i] = beta == 0.0f && (int)(i % ldc) < N ? NAN : c0[i];
+        nl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, c, ldc);
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < ldc; j++) {
+            const float got = c[(size_t)i * ldc + j];
+            if (j >= N) {
+              assert_true(got == c0[(size_t)i * ldc + j]); /* padding untouched */
+              continue;
+            }
+            double ref = 0;
+            for (int k = 0; k < K; k++)
+              ref += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                     (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            ref = alpha * ref + (beta == 0.0f ? 0.0 : beta * (double)c0[(size_t)i * ldc + j]);
+            assert_true(isfinite(got));
+            worst = fmax(worst, fabs(ref - got) / sqrt((double)K));
+          }
+        /* the same product as 4 tiles (rows split at 5, columns at 32) */
+        if (nl_sgemm_native() && M > 5 && N > 32) {
+          float *t = nl_xmalloc((size_t)M * ldc * sizeof(float));
+          memcpy(t, c0, (size_t)M * ldc * sizeof(float));
+          const int r[3] = {0, 5, M}, q[3] = {0, 32, N};
+          for (int x = 0; x < 2; x++)
+            for (int y = 0; y < 2; y++)
+              nl_sgemm(ta, tb, r[x + 1] - r[x], q[y + 1] - q[y], K, alpha,
+                       ta ? A + r[x] : A + (size_t)r[x] * lda, lda,
+                       tb ? B + (size_t)q[y] * ldb : B + q[y], ldb, beta,
+                       t + (size_t)r[x] * ldc + q[y], ldc);
+          if (beta != 0.0f) assert_memory_equal(t, c, (size_t)M * ldc * sizeof(float));
+          free(t);
+        }
+        free(A);
+        free(B);
+        free(c);
+        free(c0);
+      }
+  /* nl_sgemm_bias: every row starts as bias, c (NaN here) is not read */
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      enum { M = 29, N = 45, K = 300 };
+      float A[M * K], B[K * N], bias[N], c[M * N];
+      fill(A, M * K, 1.0, 40);
+      fill(B, K * N, 1.0, 41);
+      fill(bias, N, 1.0, 42);
+      for (int i = 0; i < M * N; i++) c[i] = NAN;
+      nl_sgemm_bias(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, bias, c, N);
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          double ref = 0;
+          for (int k = 0; k < K; k++)
+            ref += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+          ref = 0.5 * ref + bias[j];
+          assert_true(isfinite(c[i * N + j]));
+          worst = fmax(worst, fabs(ref - c[i * N + j]) / sqrt((double)K));
+        }
+    }
+  printf("# nl_sgemm: max error %.3g (over sqrt(K)) against double sums\n", worst);
+  assert_true(worst < 5e-6); /* cblas_sgemm (OpenBLAS 0.3.21): 2.3e-6 */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_layernorm),
@@ -318,6 +406,7 @@ int main(void) {
       cmocka_unit_test(test_vmath),
       cmocka_unit_test(test_softmax_linear),
       cmocka_unit_test(test_vit_avgpool_layerscale),
+      cmocka_unit_test(test_sgemm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,7 +78,7 @@ static double grad_check(const char *what, const float *analytic, double *x, siz
     double num = (lp - lm) / (2 * H_FD);
     double e = fabs(num - analytic[i]);
     if (fabs(num) > maxnum) maxnum = fabs(num);
-    if (e > maxerr) {
+    if (!(e <= maxerr)) { /* NaN in the analytic gradient counts as the worst */
       maxerr = e;
       worst = i;
       worst_a = analytic[i];
@@ -230,6 +230,15 @@ static void test_linear_grad(void **state) {
   grad_check("linear dx", dx, c.x, N * IC, lin_loss, &c, TOL_LAYER);
   grad_check("linear dw", dw, c.w, OC * IC, lin_loss, &c, TOL_LAYER);
   grad_check("linear db", db, c.b, OC, lin_loss, &c, TOL_LAYER);
+  /* the overwriting form: dx over NaN, db added to a non-zero start */
+  float *dx2 = fz(N * IC), *db2 = fz(OC);
+  for (int i = 0; i < N * IC; i++) dx2[i] = NAN;
+  for (int i = 0; i < OC; i++) db2[i] = 1.0f;
+  nl_tr_linear_backward_set(dx2, NULL, db2, R, x, w, N, IC, OC);
+  grad_check("linear dx (set)", dx2, c.x, N * IC, lin_loss, &c, TOL_LAYER);
+  for (int i = 0; i < OC; i++) db2[i] -= 1.0f;
+  grad_check("linear db (set)", db2, c.b, OC, lin_loss, &c, TOL_LAYER);
+  free(dx2), free(db2);
   /* accumulation: a second backward adds the same amount again */
   float dw0 = dw[3];
   nl_tr_linear_backward(NULL, dw, NULL, R, x, w, N, IC, OC);
@@ -475,6 +484,27 @@ static void test_gelu(void **state) {
   gelu_loss(&c);
   value_check("gelu", out, c.out, n, 1e-6);
   grad_check("gelu dx", dx, c.x, n, gelu_loss, &c, TOL_LAYER);
+  for (size_t i = 0; i < n; i++) dx[i] = NAN;
+  nl_tr_gelu_backward_set(dx, R, x, out, n);
+  grad_check("gelu dx (set)", dx, c.x, n, gelu_loss, &c, TOL_LAYER);
+  /* the overwriting form's Phi = out / x, against libm's erf: at 0, at
+   * tiny |x|, and where the output underflows or saturates */
+  {
+    enum { NE = 2001 };
+    float xe[NE], oe[NE], de[NE], one[NE];
+    for (int i = 0; i < NE; i++) xe[i] = (float)(-20.0 + 40.0 * i / (NE - 1)), one[i] = 1.0f;
+    xe[0] = 0.0f, xe[1] = 1e-30f, xe[2] = -1e-30f, xe[3] = 1e-7f, xe[4] = -40.0f, xe[5] = 40.0f;
+    nl_gelu_forward(oe, xe, NE);
+    nl_tr_gelu_backward_set(de, one, xe, oe, NE);
+    double worst = 0;
+    for (int i = 0; i < NE; i++) {
+      const double xd = xe[i];
+      const double ref = 0.5 * (1.0 + erf(xd / sqrt(2.0))) + xd * exp(-0.5 * xd * xd) / sqrt(2 * M_PI_REF);
+      worst = fmax(worst, fabs(de[i] - ref));
+    }
+    printf("# gelu' (set form) against libm: max abs error %.3g\n", worst);
+    assert_true(worst < 1e-6);
+  }
   free(c.x), free(c.out), free(x), free(R), free(out), free(dx);
 }
 
@@ -513,6 +543,9 @@ static void test_attention_grad(void **state) {
   att_loss(&c);
   value_check("attention", out, c.out, no, 1e-5);
   grad_check("attention dqkv", dqkv, c.qkv, nq, att_loss, &c, TOL_LAYER);
+  for (size_t i = 0; i < nq; i++) dqkv[i] = NAN;
+  nl_tr_attention_backward_set(dqkv, R, qkv, att, B, T, C, NH);
+  grad_check("attention dqkv (set)", dqkv, c.qkv, nq, att_loss, &c, TOL_LAYER);
   free(c.qkv), free(c.out), free(qkv), free(R), free(out), free(att), free(dqkv);
 }
 
@@ -595,6 +628,10 @@ static void test_droppath(void **state) {
   nl_tr_droppath_forward(o, in, sc, 3, 2);
   assert_true(o[0] == 0 && o[1] == 0 && o[2] == 6 && o[3] == 8 && o[4] == 5 && o[5] == 6);
   nl_tr_droppath_backward(d, g, sc, 3, 2);
+  assert_true(d[0] == 0 && d[1] == 0 && d[2] == 2 && d[3] == 2 && d[4] == 1 && d[5] == 1);
+  /* overwriting form: the same values over NaN (dropped samples get 0) */
+  for (int i = 0; i < 6; i++) d[i] = NAN;
+  nl_tr_droppath_backward_set(d, g, sc, 3, 2);
   assert_true(d[0] == 0 && d[1] == 0 && d[2] == 2 && d[3] == 2 && d[4] == 1 && d[5] == 1);
   free(s), free(s2);
 }

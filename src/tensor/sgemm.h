@@ -1,0 +1,37 @@
+/* normlab's own single-threaded float matrix product for the layer
+ * kernels (nl_gemm_tiles, attention): on x86-64 processors with AVX-512 a
+ * register-blocked kernel (12 rows x 32 columns of c per call, 24 zmm
+ * accumulators), else cblas_sgemm.
+ *
+ * Why: the OpenBLAS of the distribution (0.3.21) does not know recent AMD
+ * processors and runs its AVX2 (Haswell) kernel on them, at most half of
+ * the AVX-512 FMA rate. b is packed per block (256 k by 512 columns), and
+ * a when transposed (256 k by 144 rows), into panels the kernel reads
+ * contiguously, in a buffer each thread keeps for its life (no allocation
+ * per call once made); a not transposed is read in place.
+ *
+ * Results: each element of c is a sum over k in blocks of 256 (k order
+ * inside a block, blocks in order), the same for any thread count and any
+ * split of c into tiles; they differ from cblas_sgemm's in the last bits
+ * (another summation order). */
+#ifndef NL_TENSOR_SGEMM_H
+#define NL_TENSOR_SGEMM_H
+
+/* c[M, N] = alpha op(a) op(b) + beta c, row-major, op(a) [M, K], op(b)
+ * [K, N]; ta, tb: 1 = transposed; leading dimensions as cblas_sgemm's.
+ * beta == 0: c is not read (may hold NaN). */
+void nl_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc);
+
+/* c[M, N] = bias + alpha op(a) op(b), bias [N] added to every row (c is
+ * not read); the same, bitwise, as copying bias into every row of c and
+ * calling nl_sgemm with beta 1, in one pass. */
+void nl_sgemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                   const float *b, int ldb, const float *bias, float *c, int ldc);
+
+/* 1 when nl_sgemm runs normlab's AVX-512 kernel, 0 when it calls
+ * cblas_sgemm. NORMLAB_GEMM=blas in the environment forces cblas_sgemm
+ * (read once). */
+int nl_sgemm_native(void);
+
+#endif
