@@ -45,7 +45,7 @@ expect_out '"num_heads": 6' "--heads is used"
 
 # eval
 expect_status 0 "eval on 500 test images" "$NORMLAB" eval --model "$SMALL" --images 500 --json
-expect_out '^\{"top1": 0\.[0-9]+, "top5": 0\.[0-9]+, "images": 500, "images_per_second": [0-9.]+\}$' "eval --json prints the four figures"
+expect_out '^\{"top1": 0\.[0-9]+, "top5": 0\.[0-9]+, "images": 500, "images_per_second": [0-9.]+, "skipped": 0\}$' "eval --json prints the five figures (skipped: images left out by --skip-bad)"
 top1=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
 check_num "$top1 > 0.8" "top-1 on 500 images is plausible ($top1)"
 expect_status 0 "eval --limit, the old name of --images, still works" "$NORMLAB" eval --model "$SMALL" --limit 500 --json
@@ -60,7 +60,7 @@ if [ "${NL_TEST_QUICK:-0}" != 1 ]; then
 fi
 expect_status 130 "Ctrl-C stops eval" timeout --preserve-status -s INT 3 "$NORMLAB" eval \
   --model "$TINY" --data fmnist:train --json
-expect_out '"images": [1-9][0-9]*, "images_per_second": [0-9.]+, "interrupted": true' "an interrupted eval reports the images done"
+expect_out '"images": [1-9][0-9]*, "images_per_second": [0-9.]+, "skipped": 0, "interrupted": true' "an interrupted eval reports the images done"
 expect_err 'interrupted after [0-9]+ of 60000 images' "an interrupted eval says so"
 expect_status 2 "eval of unknown data" "$NORMLAB" eval --model "$SMALL" --data cifar:test
 expect_err "unknown data spec 'cifar:test'" "unknown data spec is named"
