@@ -331,11 +331,6 @@ nl_vit_reuse *nl_reuse_plan_read(const nl_st_file *f, const nl_vit_config *c, co
 
 /* ---- kernels ---- */
 
-void nl_reuse_apply_att(float *out, const float *att, const float *v, int ldv, int B, int T,
-                        int C, int NH) {
-  nl_attention_apply(out, att, v, ldv, B, T, C, NH);
-}
-
 void nl_reuse_tb_forward(const nl_vit_reuse *p, int l, const float *z, float *out, float *hid,
                          float *act, int rows) {
   const int D = p->dim, H = p->hidden[l];

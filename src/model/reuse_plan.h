@@ -83,11 +83,6 @@ nl_vit_reuse *nl_reuse_plan_read(const struct nl_st_file *f, const nl_vit_config
 int nl_reuse_plan_is_tensor(const nl_vit_reuse *p, const char *name);
 int nl_reuse_plan_write(const nl_vit_reuse *p, struct nl_st_writer *w, nl_error *err);
 
-/* out [B, T, C] = P v per head: att [B, NH, T, T], v [B, T, C] (leading
- * dimension ldv floats per token), the value product of
- * nl_attention_forward. */
-void nl_reuse_apply_att(float *out, const float *att, const float *v, int ldv, int B, int T,
-                        int C, int NH);
 /* A TB on rows of z [rows, D]: out [rows, D]; hid, act [rows, H] (mlp:
  * fc1 output and its GELU; may be NULL for linear). */
 void nl_reuse_tb_forward(const nl_vit_reuse *p, int l, const float *z, float *out, float *hid,

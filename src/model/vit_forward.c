@@ -325,7 +325,7 @@ static int block_forward(const nl_vit *m, nl_vit_acts *a, int l, nl_vit_layer_ac
       const int r = att_root(R, l);
       if (!a->reuse_att || !a->reuse_att[r])
         return nl_fail(err, NL_EINTERNAL, "block %d: no attention of block %d kept", l, r);
-      nl_reuse_apply_att(L->atty, a->reuse_att[r], v, ldv, n, T, D, c->heads);
+      nl_attention_apply(L->atty, a->reuse_att[r], v, ldv, n, T, D, c->heads);
     }
     DONE(NL_PART_ATTN);
     OBSERVE(NL_SITE_PROJ_IN, L->atty, D);

@@ -58,7 +58,7 @@ int nl_bf16_check_cpu(char *why, size_t cap) {
 
 /* ---- the tiled product ---- */
 
-#define BF_ROWS 256       /* rows of out per tile (nl_linear_forward's) */
+#define BF_ROWS 256       /* rows of out per tile */
 #define BF_MIN_TILES 4    /* below this many row tiles, split the columns too */
 #define BF_COL_ALIGN 16   /* column tiles are a multiple of this */
 #define BF_PAR_MIN (1 << 18) /* multiply-adds below which one call is made */
@@ -112,7 +112,7 @@ int nl_linear_forward_bf16(float *out, const float *inp, const uint16_t *w, cons
   j.IC = IC;
   j.OC = OC;
   pthread_mutex_init(&j.lock, NULL);
-  /* the tiles of nl_linear_forward (tensor/layers.c), from the shapes only */
+  /* tiles from the shapes only (never the thread count): the same bits for any */
   j.rb = BF_ROWS;
   j.cb = OC;
   const int nrb = (N + BF_ROWS - 1) / BF_ROWS;

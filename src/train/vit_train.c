@@ -339,7 +339,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
       if (src < 0)
         nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
       else
-        nl_reuse_apply_att(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * D, 3 * D, n, T,
+        nl_attention_apply(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * D, 3 * D, n, T,
                            D, c->heads);
       nl_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
     }
