@@ -40,7 +40,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     return nl_fail(err, NL_EINPUT, "--seconds must be in (0, 3600]");
   const char *path = nl_model_path(ctx, a);
   nl_vit m;
-  nl_vit_load_opts lo = {.int_only = 1}; /* a quantized model without FP32 copies */
+  /* a quantized model without FP32 copies; FP32 Linear weights held once, packed */
+  nl_vit_load_opts lo = {.int_only = 1, .packed = 1};
   if (nl_model_precision(a, &lo, err) || nl_vit_load(&m, path, &lo, err)) return -1;
   const nl_vit_config *c = &m.cfg;
   nl_vit_acts acts;

@@ -50,6 +50,7 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (!outpath) return -1;
   nl_vit_load_opts lo = {0};
   lo.int_only = 1; /* inference: a quantized model without FP32 copies */
+  lo.packed = 1;   /* and FP32 Linear weights held once, packed */
   if (nl_model_precision(a, &lo, err)) return -1;
   if (nl_arg_given(a, "heads")) {
     long h;

@@ -662,6 +662,7 @@ static int read_layer(nl_vit *m, nl_vit_quant *q, int l, int k, const nl_st_file
   nl_qlinear *ql = &q->lin[l * NL_QL_COUNT + k];
   nl_qlinear_alloc(ql, r.oc, r.ic, bits, ng, q->symmetric);
   memcpy(ql->q, tw->raw, tw->end - tw->begin);
+  nl_st_release(f, tw);
   nl_st_to_f32(ts, ql->scale);
   int qmin, qmax;
   nl_qrange(bits, q->symmetric, &qmin, &qmax);
@@ -713,6 +714,7 @@ static int read_layer(nl_vit *m, nl_vit_quant *q, int l, int k, const nl_st_file
 }
 
 int nl_vit_tensor_fp32_absent(const nl_vit *m, int i) {
+  if (nl_vit_weight_packed(m, m->tensors[i].name)) return 1; /* packed at load */
   return m->quant && m->quant->int_only &&
          qweight_layer(m->quant, &m->cfg, m->tensors[i].name, ".weight") >= 0;
 }

@@ -114,8 +114,9 @@ size_t nl_vit_tensor_stored_bytes(const nl_vit *m, int i);
 /* "fp32", or e.g. "W8A8 (INT8 oneDNN)", "W4 g128 weight-only", "bf16 (...)". */
 void nl_vit_precision(const nl_vit *m, char *buf, size_t cap);
 
-/* 1 when m->tensors[i] is a quantized weight loaded int_only: its region
- * of m->params holds no values and must not be read. */
+/* 1 when m->tensors[i] is a quantized weight loaded int_only, or a Linear
+ * weight held only packed (nl_vit_load_opts.packed): its region of
+ * m->params holds no values and must not be read. */
 int nl_vit_tensor_fp32_absent(const nl_vit *m, int i);
 /* 0 for an FP32 model; NL_EINPUT for a quantized one, naming path and
  * `what` (e.g. "train"): its FP32 weights are only a decoded copy, which

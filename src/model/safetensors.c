@@ -252,6 +252,18 @@ int nl_st_open(nl_st_file *f, const char *path, nl_error *err) {
   return 0;
 }
 
+void nl_st_release(const nl_st_file *f, const nl_st_tensor *t) {
+  if (!f || !t || !f->map || !t->raw) return;
+  const uintptr_t base = (uintptr_t)f->map, a = (uintptr_t)t->raw;
+  const size_t n = t->end - t->begin;
+  if (a < base || a + n > base + f->size) return; /* not in this file's mapping */
+  const long pg = sysconf(_SC_PAGESIZE);
+  if (pg <= 0) return;
+  const uintptr_t m = (uintptr_t)pg - 1, lo = (a + m) & ~m, hi = (a + n) & ~m;
+  /* private read-only file mapping: the pages come back from the file */
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void nl_st_close(nl_st_file *f) {
   if (!f) return;
   st_free_contents(f);

@@ -68,6 +68,14 @@ void nl_st_to_f32(const nl_st_tensor *t, float *dst);
 /* Allocate and return a float32 copy (caller frees), or NULL with an error
  * when the tensor is missing. */
 float *nl_st_read_f32(const nl_st_file *f, const char *name, size_t *numel, nl_error *err);
+/* Drop t's bytes from this process's resident memory once they have been
+ * copied out (a loader converting tensor after tensor): the whole pages its
+ * data covers are unmapped from memory with madvise(MADV_DONTNEED) and read
+ * back from the file if touched again, so t->raw stays valid. Loading a
+ * model then peaks at its parameters plus one tensor instead of parameters
+ * plus the whole file. Does nothing for a file image held in memory
+ * (nl_st_parse) or a tensor under one page. */
+void nl_st_release(const nl_st_file *f, const nl_st_tensor *t);
 
 /* Writer: collects tensors (F32 only; data is copied or borrowed) and
  * metadata, then writes atomically (temporary file + rename). Tensors are

@@ -134,6 +134,10 @@ typedef struct nl_vit {
    * made once: changing params afterwards (training) needs
    * nl_vit_set_precision again. */
   uint16_t *bf16;
+  /* NULL, or (nl_vit_load_opts.packed) wpack[4 * block + NL_QL_QKV ..]: the
+   * Linear weights packed for the matrix kernel (tensor/gemm.h) in wpack_mem,
+   * NULL where the FP32 view is kept; owned */
+  float **wpack, *wpack_mem;
   struct nl_vit_reuse *reuse; /* NULL: every block computes its own attention;
                                  else the attention-reuse plan the passes follow
                                  (model/reuse_plan.h), owned, saved and loaded */
@@ -148,6 +152,16 @@ typedef struct nl_vit_load_opts {
                            extracted or saved (nl_vit_quant_check_trainable). No effect
                            on an FP32 model. */
   int precision;        /* NL_PREC_BF16: nl_vit_set_precision after loading */
+  int packed;           /* inference only: the blocks' FP32 Linear weights (qkv, proj,
+                           fc1, fc2) are converted straight into the matrix kernel's
+                           packed layout (nl_vit.wpack) and their FP32 views are NULL,
+                           their part of params untouched, so the weights are held
+                           once instead of twice (params and a pack per evaluation,
+                           nl_vit_acts_pack). Only where the kernel runs
+                           (nl_gemm_available), at FP32 precision, without an
+                           attention-reuse plan; a weight with non-finite values stays
+                           unpacked (the evaluation names it). Such a model must not be
+                           trained, extracted, converted or saved. */
 } nl_vit_load_opts;
 
 /* Precision of the forward pass's matrix products (see nl_vit.bf16). */
@@ -168,6 +182,8 @@ const char *nl_precision_name(nl_precision p);
  * default) with a pretrained_cfg and 1 without, bicubic. */
 int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error *err);
 void nl_vit_free(nl_vit *m);
+/* 1 when tensor `name` of m is held only packed (nl_vit_load_opts.packed). */
+int nl_vit_weight_packed(const nl_vit *m, const char *name);
 /* The config alone, as nl_vit_load resolves it (the tensors are not
  * read, only their header). */
 int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opts *o,

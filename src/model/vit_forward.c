@@ -212,6 +212,7 @@ static int lin(const nl_vit *m, float *out, const float *inp, const float *w, co
 
 /* Packed weight of block l's Linear i (NL_QL_QKV ..), NULL when none. */
 static const float *packed(const nl_vit_acts *a, const nl_vit *m, int l, int i) {
+  if (m->wpack && m->wpack[4 * l + i]) return m->wpack[4 * l + i]; /* packed at load */
   return a && a->wpack && a->wpack_model == m ? a->wpack[4 * l + i] : NULL;
 }
 

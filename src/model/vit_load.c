@@ -16,6 +16,7 @@
 #include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
+#include "tensor/gemm.h"
 
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *s) {
   size_t p = (size_t)snprintf(buf, cap, "[");
@@ -552,10 +553,11 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 /* The model takes the layout's tensor list; a zeroed parameter buffer,
- * every alpha 0.5 (not in the file / not DyT yet). skip (may be NULL):
- * quantized layers whose FP32 copies stay out (nl_vit_load_opts.int_only):
- * their regions are not written, so their pages are never touched. */
-static void adopt_layout(nl_vit *m, layout *l, const nl_vit_quant *skip) {
+ * every alpha 0.5 (not in the file / not DyT yet). skip (may be NULL): per
+ * tensor, nonzero for those whose FP32 copies stay out (1: quantized layers
+ * under nl_vit_load_opts.int_only, 2: packed ones under .packed): their regions are
+ * not written, so their pages are never touched. */
+static void adopt_layout(nl_vit *m, layout *l, const unsigned char *skip) {
   m->tensors = l->p;
   m->ntensors = l->n;
   m->tensors_cap = l->cap;
@@ -567,7 +569,7 @@ static void adopt_layout(nl_vit *m, layout *l, const nl_vit_quant *skip) {
     size_t at = 0;
     for (int i = 0; i <= l->n; i++) {
       int last = i == l->n;
-      if (!last && !nl_quant_is_qweight(skip, &m->cfg, l->p[i].name)) continue;
+      if (!last && !skip[i]) continue;
       size_t end = last ? l->total : l->p[i].offset;
       if (end > at) memset(m->params + at, 0, sizeof(float) * (end - at));
       if (!last) at = l->p[i].offset + l->p[i].numel;
@@ -716,6 +718,73 @@ static int open_model(nl_st_file *f, const char *path, nl_error *err) {
   return nl_st_open(f, path, err);
 }
 
+/* The Linear (NL_QL_QKV ..) whose weight tensor `name` is, its block in *l;
+ * -1 for every other tensor. */
+static int linear_of(const char *name, int *l) {
+  static const char *const sfx[NL_QL_COUNT] = {"attn.qkv.weight", "attn.proj.weight",
+                                               "mlp.fc1.weight", "mlp.fc2.weight"};
+  int b, n = 0;
+  if (sscanf(name, "blocks.%d.%n", &b, &n) != 1 || n == 0) return -1;
+  for (int k = 0; k < NL_QL_COUNT; k++)
+    if (strcmp(name + n, sfx[k]) == 0) {
+      *l = b;
+      return k;
+    }
+  return -1;
+}
+
+int nl_vit_weight_packed(const nl_vit *m, const char *name) {
+  int l, k = m->wpack ? linear_of(name, &l) : -1;
+  return k >= 0 && l >= 0 && l < m->cfg.depth && m->wpack[NL_QL_COUNT * l + k] != NULL;
+}
+
+/* nl_vit_load_opts.packed: each Linear weight marked 2 in skip converted into a
+ * buffer of one tensor, then packed into m->wpack_mem; its view dropped. A
+ * weight with a non-finite value goes to params as usual instead, so that
+ * the evaluation's check names it. */
+static int pack_weights(nl_vit *m, const nl_st_file *f, const unsigned char *skip,
+                        nl_error *err) {
+  size_t total = 0, most = 1;
+  for (int i = 0; i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    int l;
+    if (skip[i] != 2 || linear_of(p->name, &l) < 0) continue;
+    total += nl_gemm_pack_floats((int)p->shape[0], (int)p->shape[1]);
+    if (p->numel > most) most = p->numel;
+  }
+  if (!total) return 0;
+  void *mem = NULL;
+  if (posix_memalign(&mem, 64, total * sizeof(float)))
+    return nl_fail(err, NL_ENOMEM, "cannot allocate %.1f MB of packed weights", total * 4.0 / 1e6);
+  m->wpack_mem = mem;
+  m->wpack = nl_xcalloc((size_t)NL_QL_COUNT * m->cfg.depth, sizeof(float *));
+  float *tmp = nl_aalloc(most * sizeof(float));
+  size_t off = 0;
+  for (int i = 0; i < m->ntensors; i++) {
+    const nl_param *p = &m->tensors[i];
+    int l, k;
+    if (skip[i] != 2 || (k = linear_of(p->name, &l)) < 0) continue;
+    const nl_st_tensor *t = nl_st_find(f, p->name);
+    nl_st_to_f32(t, tmp);
+    nl_st_release(f, t);
+    size_t bad = 0;
+    for (size_t j = 0; j < p->numel; j++) bad += !isfinite(tmp[j]);
+    if (bad) {
+      memcpy(m->params + p->offset, tmp, p->numel * sizeof(float));
+      continue;
+    }
+    const int N = (int)p->shape[0], K = (int)p->shape[1];
+    nl_gemm_pack(m->wpack_mem + off, tmp, N, K, 0, (N + NL_GEMM_NR - 1) / NL_GEMM_NR);
+    m->wpack[NL_QL_COUNT * l + k] = m->wpack_mem + off;
+    off += nl_gemm_pack_floats(N, K);
+    nl_vit_block *B = &m->blocks[l];
+    float **view[NL_QL_COUNT] = {&B->qkv_w, &B->proj_w, &B->fc1_w, &B->fc2_w};
+    *view[k] = NULL;
+  }
+  nl_afree(tmp);
+  return 0;
+}
+
 int nl_vit_read_config(nl_vit_config *c, const char *path, const nl_vit_load_opts *o,
                        nl_error *err) {
   nl_st_file f;
@@ -801,13 +870,34 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
   }
   if (qs && o && o->int_only) qs->int_only = 1;
   m->reuse = rp; /* m owns the plan from here */
-  adopt_layout(m, &l, qs && qs->int_only ? qs : NULL);
+  const int pack = o && o->packed && o->precision == NL_PREC_FP32 && !rp && nl_gemm_available();
+  unsigned char *skip = NULL;
+  if ((qs && qs->int_only) || pack) {
+    skip = nl_xcalloc((size_t)(l.n ? l.n : 1), 1);
+    for (int i = 0; i < l.n; i++) {
+      int b;
+      if (nl_quant_is_qweight(qs, &m->cfg, l.p[i].name)) skip[i] = qs->int_only;
+      else if (pack && linear_of(l.p[i].name, &b) >= 0 && nl_st_find(&f, l.p[i].name)) skip[i] = 2;
+    }
+  }
+  adopt_layout(m, &l, skip);
   for (int i = 0; i < l.n; i++) {
     const nl_st_tensor *t = nl_st_find(&f, l.p[i].name);
     if (t && nl_quant_is_qweight(qs, &m->cfg, l.p[i].name)) continue; /* nl_quant_attach */
-    if (t) nl_st_to_f32(t, m->params + l.p[i].offset);
+    if (t && !(skip && skip[i])) {
+      nl_st_to_f32(t, m->params + l.p[i].offset);
+      nl_st_release(&f, t); /* the file's copy leaves memory as it is converted */
+    }
   }
   wire(m);
+  if (pack && pack_weights(m, &f, skip, err)) {
+    free(skip);
+    nl_vit_quant_free(qs);
+    nl_st_close(&f);
+    nl_vit_free(m);
+    return -1;
+  }
+  free(skip);
   int *has_alpha = nl_xcalloc((size_t)m->nnorms, sizeof(int));
   for (int i = 0; i < m->nnorms; i++) {
     char nm[96];
@@ -839,6 +929,8 @@ void nl_vit_free(nl_vit *m) {
   free(m->norms);
   nl_vit_quant_free(m->quant);
   free(m->bf16);
+  free(m->wpack_mem);
+  free(m->wpack);
   nl_reuse_plan_free(m->reuse);
   memset(m, 0, sizeof *m);
 }

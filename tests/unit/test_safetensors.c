@@ -161,12 +161,77 @@ static void test_writer_roundtrip(void **state) {
   assert_int_equal(err.code, NL_EINPUT);
 }
 
+/* Resident kB of this process (VmRSS), -1 when /proc is missing. */
+static long rss_kb(void) {
+  FILE *fp = fopen("/proc/self/status", "r");
+  if (!fp) return -1;
+  char line[256];
+  long kb = -1;
+  while (fgets(line, sizeof line, fp))
+    if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
+  fclose(fp);
+  return kb;
+}
+
+/* nl_st_release: a converted tensor's pages leave the process (its resident
+ * size falls by the tensor's bytes) and the data reads back the same. */
+static void test_release(void **state) {
+  (void)state;
+  char path[] = "/tmp/nl_st_release_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  const size_t n = 2u << 20; /* 8 MB of F32 */
+  float *a = nl_xmalloc(n * sizeof *a);
+  for (size_t i = 0; i < n; i++) a[i] = (float)(i % 1000) - 500.0f;
+  nl_error err;
+  nl_st_writer *w = nl_st_writer_new();
+  int64_t sh[1] = {(int64_t)n}, s1[1] = {1};
+  float one = 3.0f;
+  assert_int_equal(nl_st_writer_add(w, "big", a, 1, sh, &err), 0);
+  assert_int_equal(nl_st_writer_add(w, "small", &one, 1, s1, &err), 0);
+  assert_int_equal(nl_st_writer_save(w, path, &err), 0);
+  nl_st_writer_free(w);
+  float *o = nl_xmalloc(n * sizeof *o);
+  memset(o, 0, n * sizeof *o); /* resident before the measurement */
+  nl_st_file f;
+  assert_int_equal(nl_st_open(&f, path, &err), 0);
+  const nl_st_tensor *t = nl_st_find(&f, "big");
+  assert_non_null(t);
+  nl_st_to_f32(t, o); /* touches every page of the mapping */
+  long before = rss_kb();
+  nl_st_release(&f, t);
+  long after = rss_kb();
+  if (before > 0) /* 8 MB less, give or take a page at each end */
+    if (before - after < (long)(n * sizeof(float) / 1024) - 16)
+      fail_msg("resident %ld kB before the release, %ld after", before, after);
+  nl_st_release(&f, nl_st_find(&f, "small")); /* under one page: nothing to drop */
+  memset(o, 0, n * sizeof *o);
+  nl_st_to_f32(t, o); /* read back from the file */
+  assert_memory_equal(o, a, n * sizeof *a);
+  nl_st_to_f32(nl_st_find(&f, "small"), o);
+  assert_true(o[0] == 3.0f);
+  nl_st_close(&f);
+  /* an image held in memory is left alone */
+  size_t size = image("{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+  assert_int_equal(nl_st_parse(&f, "t", buf, size, &err), 0);
+  nl_st_release(&f, nl_st_find(&f, "x"));
+  nl_st_to_f32(nl_st_find(&f, "x"), o);
+  unsigned char want[4] = {0x11, 0x11, 0x11, 0x11};
+  assert_memory_equal(o, want, 4);
+  nl_st_close(&f);
+  unlink(path);
+  free(a);
+  free(o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid),
       cmocka_unit_test(test_f16_values),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_writer_roundtrip),
+      cmocka_unit_test(test_release),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

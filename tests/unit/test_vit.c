@@ -18,8 +18,11 @@
 #include "base/threads.h"
 #include "data/dataset.h"
 #include "model/safetensors.h"
+#include "model/quant.h"
 #include "model/vit.h"
 #include "expr/expr.h"
+#include "tensor/gemm.h"
+#include "train/evaluate.h"
 
 static char fx_path[4096];
 
@@ -111,9 +114,51 @@ static void check_reference(const char *model, const char *ref, double tol) {
   printf("# threads %d vs %d: max logit difference %.3g\n", t0, a.threads, dt);
   assert_memory_equal(first, a.logits, sizeof first);
   nl_vit_acts_free(&a);
+  /* loaded for inference with the Linear weights held only packed: the
+   * same logits, bitwise; the FP32 views gone where the kernel runs */
+  nl_vit p;
+  nl_vit_load_opts lo = {.int_only = 1, .packed = 1};
+  if (nl_vit_load(&p, fixture(model), &lo, &err)) fail_msg("%s", err.msg);
+  const int kernel = !!nl_gemm_available();
+  assert_int_equal(p.wpack != NULL, kernel);
+  int absent = 0;
+  for (int i = 0; i < p.ntensors; i++) absent += nl_vit_tensor_fp32_absent(&p, i);
+  assert_int_equal(absent, kernel ? 4 * p.cfg.depth : 0);
+  assert_int_equal(p.blocks[0].fc2_w == NULL, kernel);
+  assert_int_equal(nl_vit_check_finite(&p, model, &err), 0);
+  assert_int_equal(nl_vit_acts_init(&a, &p.cfg, 8, 0, &err), 0);
+  assert_int_equal(nl_vit_acts_pack(&a, &p, &err), 0);
+  assert_int_equal(nl_vit_forward(&p, &a, in, 8, NULL, NULL, &err), 0);
+  assert_memory_equal(first, a.logits, sizeof first);
+  nl_vit_acts_free(&a);
+  nl_vit_free(&p);
   free(in);
   nl_st_close(&r);
   nl_vit_free(&m);
+}
+
+/* A Linear weight with a NaN stays unpacked under nl_vit_load_opts.packed,
+ * so the evaluation's finiteness check still names it. */
+static void test_packed_nonfinite(void **state) {
+  (void)state;
+  nl_error err;
+  nl_vit m;
+  if (nl_vit_load(&m, fixture("vit_small_p7_fmnist.safetensors"), NULL, &err)) fail_msg("%s", err.msg);
+  m.blocks[1].fc1_w[5] = NAN;
+  char path[] = "/tmp/nl_packed_nan_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  assert_int_equal(nl_vit_save(&m, path, &err), 0);
+  nl_vit_free(&m);
+  nl_vit_load_opts lo = {.int_only = 1, .packed = 1};
+  if (nl_vit_load(&m, path, &lo, &err)) fail_msg("%s", err.msg);
+  assert_non_null(m.blocks[1].fc1_w);
+  assert_true(isnan(m.blocks[1].fc1_w[5]));
+  assert_int_equal(nl_vit_check_finite(&m, path, &err), -1);
+  assert_non_null(strstr(err.msg, "blocks.1.mlp.fc1.weight"));
+  nl_vit_free(&m);
+  unlink(path);
 }
 
 static void test_small_reference(void **state) {
@@ -370,6 +415,7 @@ int main(void) {
       cmocka_unit_test(test_loader_errors),
       cmocka_unit_test(test_expr_norm),
       cmocka_unit_test(test_inferred_config),
+      cmocka_unit_test(test_packed_nonfinite),
       cmocka_unit_test(test_small_test_set),
       cmocka_unit_test(test_tiny_test_set),
   };
