@@ -36,6 +36,17 @@ typedef struct nl_vt_opts {
   int tb_only;            /* a model with a reuse plan: train its transformation blocks
                            * alone (model/reuse_plan.h); otherwise they train with the
                            * backbone group */
+  nl_precision precision; /* NL_PREC_BF16: mixed precision. The products of the Linear
+                           * layers (patch embedding, qkv, proj, fc1, fc2, head; forward
+                           * out = x w^T, backward dx = dout w and dw = dout^T x) take
+                           * BF16 operands, the FP32 values rounded to nearest-even, with
+                           * FP32 sums (nl_sgemm_bf16, tensor/sgemm.h); master weights,
+                           * gradients, AdamW moments, norms, attention (QK^T, PV),
+                           * softmax, GELU, loss and reuse transformation blocks stay
+                           * FP32. The weights are rounded as the products pack them,
+                           * from the FP32 masters AdamW has just updated, so the BF16
+                           * weights of a step are always those of its masters; no
+                           * second copy is kept. Needs AVX512-BF16 (nl_vt_init says). */
 } nl_vt_opts;
 
 /* Defaults: batch 256, every group trained at lr 1e-3, weight decay 0.05,
