@@ -51,3 +51,9 @@ NL_UNIT_TESTS += tests/unit/test_reuse
 tests_unit_test_reuse_SOURCES = tests/unit/test_reuse.c
 tests_unit_test_reuse_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_reuse_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_train_bf16
+NL_UNIT_TESTS += tests/unit/test_train_bf16
+tests_unit_test_train_bf16_SOURCES = tests/unit/test_train_bf16.c
+tests_unit_test_train_bf16_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_train_bf16_LDADD = $(NL_TEST_LDADD)
