@@ -342,6 +342,7 @@ static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *
 
 static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *norms,
                      train_state *S, nl_error *err) {
+  if (nl_vt_check_precision(A->precision, err)) return -1; /* before anything is written */
   if (nl_vit_load(&S->m, A->model, NULL, err)) return -1;
   S->have_m = 1;
   if (nl_vit_quant_check_trainable(&S->m, A->model, "train", err)) return -1;

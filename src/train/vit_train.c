@@ -119,6 +119,14 @@ static int is_trained(const nl_vit_trainer *t, nl_tr_group g) {
   return (t->o.train_groups & NL_TR_GROUP_BIT(g)) != 0;
 }
 
+int nl_vt_check_precision(nl_precision p, nl_error *err) {
+  if (p == NL_PREC_BF16 && !nl_sgemm_bf16_native())
+    return nl_fail(err, NL_EINPUT,
+                   "precision bf16 needs AVX512-BF16 instructions, which this CPU (or "
+                   "NORMLAB_GEMM=blas) does not give normlab's kernel; use precision fp32");
+  return 0;
+}
+
 int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_opts *o,
                nl_error *err) {
   memset(t, 0, sizeof *t);
@@ -144,9 +152,7 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
           m->reuse->hidden[l] > c->mlp_hidden)
         return nl_fail(err, NL_EINPUT, "block %d's mlp transformation block (%d units) is wider "
                        "than the model's MLP (%d)", l, m->reuse->hidden[l], c->mlp_hidden);
-  if (o->precision == NL_PREC_BF16 && !nl_sgemm_bf16_native())
-    return nl_fail(err, NL_EINPUT, "precision bf16 needs AVX512-BF16 instructions, which this CPU "
-                   "(or NORMLAB_GEMM=blas) does not give normlab's kernel; use precision fp32");
+  if (nl_vt_check_precision(o->precision, err)) return -1;
   if (o->tb_only && !(m->reuse && m->reuse->nparams))
     return nl_fail(err, NL_EINPUT, "training the transformation blocks alone needs a model whose "
                    "reuse plan has some (normlab reuse --tb linear|mlp --output)");

@@ -109,6 +109,10 @@ typedef struct nl_vit_trainer {
   double loss, ce, kl;
 } nl_vit_trainer;
 
+/* 0 when the training step can run in precision p here; NL_EINPUT
+ * naming the missing instructions otherwise (nl_vt_init checks it too). */
+int nl_vt_check_precision(nl_precision p, nl_error *err);
+
 /* Prepare to train m (teacher may be NULL; it is never changed and must
  * have m's image size and classes). The norm kinds of m are read here:
  * set them (nl_norm_set_dyt, nl_norm_set_expr) before. Registers every
