@@ -281,65 +281,64 @@ NL_AVX512 static void native(int ta, int tb, int M, int N, int K, float alpha, c
 
 #define NL_BF16K __attribute__((target("avx512f,avx512bw,avx512bf16")))
 
-/* x rounded to bfloat16 nearest-even in the low 16 bits of each lane
- * (nl_bf16_round: NaN stays a quiet NaN; no flush of subnormals). */
-NL_BF16K static inline __m512i round_bf16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i r = _mm512_srli_epi32(
-      _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
-                       _mm512_and_si512(_mm512_srli_epi32(u, 16), one)),
-      16);
-  const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  return _mm512_mask_blend_epi32(nan, r, q);
-}
-
 static __mmask16 lanes(int n) { /* the first n (0..16) of 16 lanes */
   return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
+/* The rounding is vcvtne2ps2bf16's: nearest-even, NaN a quiet NaN, and a
+ * subnormal input (|x| < 2^-126) taken as a zero of its sign. */
+
 /* d[p*W + i] = bf16(S(i, 2p)) | bf16(S(i, 2p+1)) << 16 for p < (kc+1)/2,
  * S(i, k) = s[k*ld + i] (i contiguous), 0 for i >= cnt and k >= kc;
- * W <= 32. Packs a transposed (W = MR) and b not transposed (W = NR). */
+ * W <= 32: two rows of S rounded into one vector of 32 bf16, then
+ * interleaved into pairs. Packs a transposed (W = MR) and b not
+ * transposed (W = NR). */
 NL_BF16K static void packb_k(const float *s, long ld, int cnt, int kc, int W, uint32_t *d) {
   const __mmask16 m0 = lanes(cnt), m1 = lanes(cnt - 16), w0 = lanes(W), w1 = lanes(W - 16);
+  __m512i lo_idx, hi_idx; /* words (j, 16 + j) for j = 0 .. 7 and 8 .. 15 */
+  {
+    short a[32], b[32];
+    for (int t = 0; t < 32; t++) {
+      a[t] = (short)((t & 1 ? 16 : 0) + t / 2);
+      b[t] = (short)(a[t] + 8);
+    }
+    lo_idx = _mm512_loadu_si512(a);
+    hi_idx = _mm512_loadu_si512(b);
+  }
   for (int k = 0; k < kc; k += 2, d += W) {
     const float *s0 = s + (long)k * ld, *s1 = s0 + ld;
     const int two = k + 1 < kc;
-    __m512i lo = round_bf16(_mm512_maskz_loadu_ps(m0, s0));
-    __m512i hi = two ? round_bf16(_mm512_maskz_loadu_ps(m0, s1)) : _mm512_setzero_si512();
-    _mm512_mask_storeu_epi32(d, w0, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-    if (w1) {
-      lo = round_bf16(_mm512_maskz_loadu_ps(m1, s0 + 16));
-      hi = two ? round_bf16(_mm512_maskz_loadu_ps(m1, s1 + 16)) : _mm512_setzero_si512();
-      _mm512_mask_storeu_epi32(d + 16, w1, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    for (int h = 0; h < 2; h++) {
+      const __mmask16 m = h ? m1 : m0, w = h ? w1 : w0;
+      if (!w) break;
+      const __m512 x0 = _mm512_maskz_loadu_ps(m, s0 + 16 * h);
+      const __m512 x1 = two ? _mm512_maskz_loadu_ps(m, s1 + 16 * h) : _mm512_setzero_ps();
+      /* words 0..15: row k, 16..31: row k + 1; then pairs (k, k + 1) per column */
+      const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+      _mm512_mask_storeu_epi32(d + 16 * h, w & 0xFF, _mm512_permutexvar_epi16(lo_idx, r));
+      if (w >> 8)
+        _mm512_mask_storeu_epi32(d + 16 * h + 8, (__mmask16)(w >> 8),
+                                 _mm512_permutexvar_epi16(hi_idx, r));
     }
   }
 }
 
-/* The same for S(i, k) = s[i*ld + k] (k contiguous): each row's k rounded
- * and paired (32 at a time) into a row of pairs, then the [cnt, kp] pairs
- * transposed into the panel by pack_t's 4x4 transposes (32-bit moves). */
+/* The same for S(i, k) = s[i*ld + k] (k contiguous): 32 k of a row
+ * rounded at once are 16 pairs in order, written as a row of pairs; then
+ * the [cnt, kp] pairs transposed into the panel by pack_t's 4x4
+ * transposes (32-bit moves). Packs a not transposed (W = MR) and b
+ * transposed (W = NR). */
 NL_BF16K static void packb_i(const float *s, long ld, int cnt, int kc, int W, uint32_t *d) {
   const int kp = (kc + 1) / 2;
   uint32_t rows[NR * (KC / 2)];
-  __m512i idx; /* word t of the result = word 2t of (lo, hi): the rounded x[t] */
-  {
-    short w[32];
-    for (int t = 0; t < 32; t++) w[t] = (short)(2 * t);
-    idx = _mm512_loadu_si512(w);
-  }
   for (int i = 0; i < cnt; i++) {
     const float *row = s + (long)i * ld;
     uint32_t *o = rows + (size_t)i * kp;
     for (int k0 = 0; k0 < kc; k0 += 32) {
       const int left = kc - k0;
-      const __m512i r0 = round_bf16(_mm512_maskz_loadu_ps(lanes(left), row + k0));
-      const __m512i r1 = round_bf16(_mm512_maskz_loadu_ps(lanes(left - 16), row + k0 + 16));
-      _mm512_mask_storeu_epi32(o + k0 / 2, lanes(kp - k0 / 2),
-                               _mm512_permutex2var_epi16(r0, idx, r1));
+      const __m512 x0 = _mm512_maskz_loadu_ps(lanes(left), row + k0);
+      const __m512 x1 = _mm512_maskz_loadu_ps(lanes(left - 16), row + k0 + 16);
+      _mm512_mask_storeu_epi32(o + k0 / 2, lanes(kp - k0 / 2), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
     }
   }
   pack_t((const float *)(const void *)rows, kp, cnt, kp, W, (float *)(void *)d);
@@ -461,8 +460,12 @@ static void bf16_copy(int t, int rows, int cols, const float *s, int ld, float *
       const float x = t ? s[(long)j * ld + i] : s[(long)i * ld + j];
       uint32_t u;
       memcpy(&u, &x, sizeof u);
-      u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x400000u
-                                         : (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+      if ((u & 0x7fffffffu) > 0x7f800000u)
+        u = (u | 0x400000u) & 0xffff0000u; /* a quiet NaN */
+      else if ((u & 0x7f800000u) == 0)
+        u &= 0x80000000u; /* subnormal: zero, as the instruction takes it */
+      else
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
       memcpy(&d[(size_t)i * cols + j], &u, sizeof u);
     }
 }

@@ -30,8 +30,9 @@ void nl_sgemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float
                    const float *b, int ldb, const float *bias, float *c, int ldc);
 
 /* The same products with BF16 operands: every element of op(a) and op(b)
- * rounded to bfloat16 (nearest-even, as nl_bf16_round in tensor/bf16.h),
- * the products summed in FP32. With AVX512-BF16 a kernel of the same
+ * rounded to bfloat16 (nearest-even, as nl_bf16_round in tensor/bf16.h,
+ * except that a subnormal value, |x| < 2^-126, becomes a zero of its sign
+ * as vcvtne2ps2bf16 makes it), the products summed in FP32. With AVX512-BF16 a kernel of the same
  * blocking as nl_sgemm's (12 x 32 tiles of c, k in blocks of 256), the
  * operands rounded while packed into panels of k pairs and summed by
  * vdpbf16ps: each element of c is the same sum, pair by pair in k order

@@ -39,11 +39,13 @@
 
 /* ---------------- the product ---------------- */
 
-/* x rounded to bfloat16, nearest-even, as a float (finite x) */
+/* x rounded to bfloat16, nearest-even, as a float (finite x; a subnormal
+ * becomes zero) */
 static double bf(float x) {
   uint32_t u;
   memcpy(&u, &x, sizeof u);
   uint32_t lsb = (u >> 16) & 1u;
+  if ((u & 0x7f800000u) == 0) return 0.0;
   u = (u + 0x7fffu + lsb) & 0xffff0000u;
   float y;
   memcpy(&y, &u, sizeof y);
@@ -107,6 +109,13 @@ static void test_sgemm_bf16(void **s) {
   float x[2] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256}, y[2] = {1.0f, 1.0f}, out = 0;
   nl_sgemm_bf16(0, 1, 1, 1, 2, 1.0f, x, 2, y, 2, 0.0f, &out, 1);
   assert_true(out == 1.0f + 1.0f + 1.0f / 64);
+  /* a subnormal operand counts as zero; a NaN stays NaN */
+  float sub[2] = {1e-39f, 2.0f}, one[2] = {1e30f, 1.0f};
+  nl_sgemm_bf16(0, 1, 1, 1, 2, 1.0f, sub, 2, one, 2, 0.0f, &out, 1);
+  assert_true(out == 2.0f);
+  sub[0] = NAN;
+  nl_sgemm_bf16(0, 1, 1, 1, 2, 1.0f, sub, 2, one, 2, 0.0f, &out, 1);
+  assert_true(isnan(out));
 }
 
 /* ---------------- AdamW ---------------- */
