@@ -46,7 +46,8 @@ typedef struct nl_vt_opts {
                            * FP32. The weights are rounded as the products pack them,
                            * from the FP32 masters AdamW has just updated, so the BF16
                            * weights of a step are always those of its masters; no
-                           * second copy is kept. Needs AVX512-BF16 (nl_vt_init says). */
+                           * second copy is kept. A teacher's forward runs in the same
+                           * precision. Needs AVX512-BF16 (nl_vt_init says). */
 } nl_vt_opts;
 
 /* Defaults: batch 256, every group trained at lr 1e-3, weight decay 0.05,
