@@ -295,15 +295,11 @@ static __mmask16 lanes(int n) { /* the first n (0..16) of 16 lanes */
  * transposed (W = NR). */
 NL_BF16K static void packb_k(const float *s, long ld, int cnt, int kc, int W, uint32_t *d) {
   const __mmask16 m0 = lanes(cnt), m1 = lanes(cnt - 16), w0 = lanes(W), w1 = lanes(W - 16);
-  __m512i lo_idx, hi_idx; /* words (j, 16 + j) for j = 0 .. 7 and 8 .. 15 */
+  __m512i idx; /* word 2j: word j (row k, column j), 2j + 1: word 16 + j (row k + 1) */
   {
-    short a[32], b[32];
-    for (int t = 0; t < 32; t++) {
-      a[t] = (short)((t & 1 ? 16 : 0) + t / 2);
-      b[t] = (short)(a[t] + 8);
-    }
-    lo_idx = _mm512_loadu_si512(a);
-    hi_idx = _mm512_loadu_si512(b);
+    short a[32];
+    for (int t = 0; t < 32; t++) a[t] = (short)((t & 1 ? 16 : 0) + t / 2);
+    idx = _mm512_loadu_si512(a);
   }
   for (int k = 0; k < kc; k += 2, d += W) {
     const float *s0 = s + (long)k * ld, *s1 = s0 + ld;
@@ -315,10 +311,7 @@ NL_BF16K static void packb_k(const float *s, long ld, int cnt, int kc, int W, ui
       const __m512 x1 = two ? _mm512_maskz_loadu_ps(m, s1 + 16 * h) : _mm512_setzero_ps();
       /* words 0..15: row k, 16..31: row k + 1; then pairs (k, k + 1) per column */
       const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
-      _mm512_mask_storeu_epi32(d + 16 * h, w & 0xFF, _mm512_permutexvar_epi16(lo_idx, r));
-      if (w >> 8)
-        _mm512_mask_storeu_epi32(d + 16 * h + 8, (__mmask16)(w >> 8),
-                                 _mm512_permutexvar_epi16(hi_idx, r));
+      _mm512_mask_storeu_epi32(d + 16 * h, w, _mm512_permutexvar_epi16(idx, r));
     }
   }
 }
