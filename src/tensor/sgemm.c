@@ -1,5 +1,6 @@
 /* normlab's float matrix product: an AVX-512 register-blocked kernel with
- * Goto-style blocking (see gemm.h), cblas_sgemm elsewhere. */
+ * Goto-style blocking (see gemm.h), cblas_sgemm elsewhere; and its BF16
+ * counterpart (nl_sgemm_bf16: the same blocking on AVX512-BF16). */
 #include "tensor/sgemm.h"
 
 #include <cblas.h>
