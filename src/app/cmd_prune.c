@@ -154,9 +154,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   nl_vit m, pm;
   if (nl_vit_load(&m, model, NULL, err) != 0) return -1;
   if (has_keep && ho.keep > m.cfg.heads) {
+    nl_fail(err, NL_EINPUT, "--keep-heads %d: %s has %d heads per block", ho.keep, model,
+            m.cfg.heads);
     nl_vit_free(&m);
-    return nl_fail(err, NL_EINPUT, "--keep-heads %d: %s has %d heads per block", ho.keep, model,
-                   m.cfg.heads);
+    return -1;
   }
   nl_profile p;
   memset(&p, 0, sizeof p);

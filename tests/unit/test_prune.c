@@ -23,8 +23,10 @@
 
 #include "base/mem.h"
 #include "model/blockcost.h"
+#include "model/export.h"
 #include "model/profile.h"
 #include "model/prune.h"
+#include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -760,6 +762,33 @@ static void test_head_round_trip(void **state) {
   float *z = logits_of(&zero, in, 8);
   double d = max_diff(a, z, 80);
   if (!(d < 1e-4)) fail_msg("head-pruned vs silenced head: logits differ by %g", d);
+  /* block 8 (2 heads) cannot apply block 7's probabilities (1 head): an error naming both */
+  pm.reuse = nl_reuse_plan_new(m.cfg.depth, D);
+  if (nl_reuse_plan_set(pm.reuse, 8, 7, NL_TB_NONE, 0, &err)) fail_msg("%s", err.msg);
+  nl_vit_acts acts;
+  if (nl_vit_acts_init(&acts, &pm.cfg, 2, 0, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_vit_forward(&pm, &acts, in, 2, NULL, NULL, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "block 8 (2 heads) cannot apply the attention probabilities of "
+                                  "block 7 (1 heads)"));
+  nl_vit_acts_free(&acts);
+  /* block 7 reusing block 6 has the same problem; 9 reusing 8 does not */
+  assert_int_equal(nl_reuse_plan_set(pm.reuse, 8, -1, NL_TB_NONE, 0, &err), 0);
+  assert_int_equal(nl_reuse_plan_set(pm.reuse, 9, 8, NL_TB_NONE, 0, &err), 0);
+  assert_int_equal(nl_reuse_plan_check_heads(pm.reuse, &pm.cfg, &err), 0);
+  assert_int_equal(nl_reuse_plan_set(pm.reuse, 7, 6, NL_TB_NONE, 0, &err), 0);
+  assert_int_equal(nl_reuse_plan_check_heads(pm.reuse, &pm.cfg, &err), -1);
+  assert_non_null(strstr(err.msg, "block 7 (1 heads)"));
+  nl_reuse_plan_free(pm.reuse);
+  pm.reuse = NULL;
+  /* timm's layout needs equal heads: export refuses, naming the block */
+  char dir[] = "/tmp/nl_headprune_exp_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  rmdir(dir);
+  assert_int_equal(nl_export_pytorch(&pm, dir, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "blocks.7 has 1 of 2 attention heads"));
+  assert_int_equal(access(dir, F_OK), -1);
   free(a);
   free(b);
   free(z);
