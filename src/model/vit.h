@@ -93,9 +93,11 @@ int nl_vit_mlp_uniform(const nl_vit_config *c);
 static inline int nl_vit_heads(const nl_vit_config *c, int l) {
   return c->head_counts[l] > 0 ? c->head_counts[l] : c->heads;
 }
-static inline int nl_vit_head_dim(const nl_vit_config *c) { return c->dim / c->heads; }
+static inline int nl_vit_head_dim(const nl_vit_config *c) {
+  return c->heads > 0 ? c->dim / c->heads : c->dim;
+}
 static inline int nl_vit_attn_width(const nl_vit_config *c, int l) {
-  return nl_vit_heads(c, l) * nl_vit_head_dim(c);
+  return c->head_counts[l] > 0 ? c->head_counts[l] * nl_vit_head_dim(c) : c->dim;
 }
 /* 1 when every block has all cfg.heads heads (no head pruned). */
 int nl_vit_heads_full(const nl_vit_config *c);
