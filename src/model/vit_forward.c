@@ -210,9 +210,10 @@ static int lin(const nl_vit *m, float *out, const float *inp, const float *w, co
   return 0;
 }
 
-/* A block's qkv Linear, inp [rows, D] -> out [rows, 3A]: lin, except that
- * on OpenBLAS a head-pruned block (A < D) runs the tiles of the values-only
- * product (nl_qkv_forward_ex) as a full block does through lin. */
+/* A block's qkv Linear, inp [rows, D] -> out [rows, 3A] (A = D unless heads
+ * were pruned): lin, except that on OpenBLAS a head-pruned block runs
+ * nl_qkv_forward_ex, as lin runs nl_qkv_forward for a full block, so that a
+ * reusing block's values-only product gives the same bits. */
 static int lin_qkv(const nl_vit *m, float *out, const float *inp, const float *w,
                    const float *wp, const float *b, const nl_qlinear *q, int rows, int D, int A,
                    nl_error *err) {

@@ -92,7 +92,11 @@ static int infer(const nl_st_file *f, inferred *s, nl_error *err) {
     if (!pj || pj->ndim != 2 || pj->shape[1] < 1 || pj->shape[1] > (1 << 24))
       return nl_fail(err, NL_EINPUT, "%s: tensor '%s' %s", f->path, nm,
                      pj ? "has the wrong shape (want [dim, heads x head_dim])" : "is missing");
-    s->proj_cols[b] = (int)pj->shape[1];
+    /* a quantized proj may pack its columns (4-bit: two per byte): checked
+     * against the head count by the quantized layer's own shapes instead */
+    const int fp = pj->dtype == NL_DT_F32 || pj->dtype == NL_DT_F16 || pj->dtype == NL_DT_BF16 ||
+                   pj->dtype == NL_DT_F64;
+    s->proj_cols[b] = fp ? (int)pj->shape[1] : -1;
   }
   s->layer_scale = nl_st_find(f, "blocks.0.ls1.gamma") != NULL;
   s->qkv_bias = nl_st_find(f, "blocks.0.attn.qkv.bias") != NULL;
@@ -407,7 +411,7 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
   const int hd = s->dim / c->heads;
   for (int b = 0; b < s->depth; b++) {
     const int rows = s->qkv_rows[b], h = rows / (3 * hd);
-    if (rows % (3 * hd) || h < 1 || h > c->heads || s->proj_cols[b] != h * hd)
+    if (rows % (3 * hd) || h < 1 || h > c->heads || (s->proj_cols[b] >= 0 && s->proj_cols[b] != h * hd))
       return nl_fail(err, NL_EINPUT,
                      "%s: blocks.%d.attn.qkv.weight has %d rows and blocks.%d.attn.proj.weight "
                      "%d columns: want 3 x h x %d and h x %d for h in [1, %d] heads of "

@@ -252,6 +252,9 @@ expect_status 0 "quantize the head-pruned model (W8)" "$NORMLAB" quantize --mode
 expect_status 0 "forward of that" "$NORMLAB" forward --model "$TMP/h1q.safetensors" --input "$REF" --output "$TMP/fh1q.safetensors"
 d=$(python3 "$NL_SRCDIR/tests/cli/st_tool.py" maxdiff "$TMP/fh1q.safetensors" "$TMP/fh1.safetensors" logits)
 check_num "$d < 0.1" "W8 logits of the head-pruned model near its FP32 ones ($d)"
+expect_status 0 "quantize the head-pruned model (W4, packed columns)" "$NORMLAB" quantize --model "$TMP/h1.safetensors" --weights 4 --images 8 --output "$TMP/h1q4.safetensors"
+expect_status 0 "info of that" "$NORMLAB" info --model "$TMP/h1q4.safetensors"
+expect_out '^heads per block: 1 1 1 1 1 1 1 1 1 1 1 1 ' "the W4 checkpoint keeps the head counts"
 if grep -q avx512_bf16 /proc/cpuinfo 2>/dev/null || grep -q amx_bf16 /proc/cpuinfo 2>/dev/null; then
   expect_status 0 "forward --precision bf16 of the head-pruned model" "$NORMLAB" forward --model "$TMP/h1.safetensors" --precision bf16 --input "$REF" --output "$TMP/fh1b.safetensors"
   d=$(python3 "$NL_SRCDIR/tests/cli/st_tool.py" maxdiff "$TMP/fh1b.safetensors" "$TMP/fh1.safetensors" logits)
