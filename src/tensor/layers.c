@@ -246,19 +246,25 @@ void nl_linear_forward(float *out, const float *inp, const float *w, const float
 
 void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
                     int from) {
+  nl_qkv_forward_ex(qkv, inp, w, b, N, C, C, from);
+}
+
+void nl_qkv_forward_ex(float *qkv, const float *inp, const float *w, const float *b, int N,
+                       int IC, int C, int from) {
   if (N < 1) return;
   if (nl_gemm_available()) { /* any split of the kernel's product gives the same bits */
     const int OC = (3 - from) * C;
-    float *wp = nl_aalloc(nl_gemm_pack_floats(OC, C) * sizeof(float));
-    nl_gemm_pack(wp, w + (size_t)from * C * C, OC, C, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
-    klin_run(qkv + (size_t)from * C, 3 * C, inp, wp, b ? b + (size_t)from * C : NULL, N, C, OC,
+    float *wp = nl_aalloc(nl_gemm_pack_floats(OC, IC) * sizeof(float));
+    nl_gemm_pack(wp, w + (size_t)from * C * IC, OC, IC, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
+    klin_run(qkv + (size_t)from * C, 3 * C, inp, wp, b ? b + (size_t)from * C : NULL, N, IC, OC,
              NULL);
     nl_afree(wp);
     return;
   }
   for (int g = from; g < 3; g++)
-    nl_gemm_tiles(0, 1, N, C, C, 1.0f, inp, C, w + (size_t)g * C * C, C, 0.0f, qkv + (size_t)g * C,
-                  3 * C, b ? b + (size_t)g * C : NULL, nl_gemm_row_tile(N), C);
+    nl_gemm_tiles(0, 1, N, C, IC, 1.0f, inp, IC, w + (size_t)g * C * IC, IC, 0.0f,
+                  qkv + (size_t)g * C, 3 * C, b ? b + (size_t)g * C : NULL, nl_gemm_row_tile(N),
+                  C);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */

@@ -120,6 +120,10 @@ void nl_gelu_forward(float *out, const float *inp, size_t n);
  * very calls of the whole product, so bitwise the same values. ---- */
 void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
                     int from);
+/* The same for a block with fewer heads than the width allows (a head-pruned
+ * block): inp [N, IC], w [3C, IC], out [N, 3C]. */
+void nl_qkv_forward_ex(float *qkv, const float *inp, const float *w, const float *b, int N,
+                       int IC, int C, int from);
 
 /* ---- multi-head softmax self-attention (timm Attention, no masking) ----
  * qkv [B*T, 3*C] is the output of the qkv Linear: columns [0,C) are q,

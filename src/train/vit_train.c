@@ -312,14 +312,15 @@ static void lin_fwd(const nl_vit_trainer *t, float *out, const float *inp, const
     nl_linear_forward(out, inp, w, b, N, IC, OC);
 }
 
-/* nl_qkv_forward (q, k, v from `from` on) in the step's precision */
+/* nl_qkv_forward_ex (q, k, v of width C each from `from` on, inputs IC)
+ * in the step's precision */
 static void qkv_fwd(const nl_vit_trainer *t, float *qkv, const float *inp, const float *w,
-                    const float *b, int N, int C, int from) {
+                    const float *b, int N, int IC, int C, int from) {
   if (bf16_ops(t))
-    nl_linear_forward_bf16ops(qkv + (size_t)from * C, 3 * C, inp, w + (size_t)from * C * C,
-                              b ? b + (size_t)from * C : NULL, N, C, (3 - from) * C);
+    nl_linear_forward_bf16ops(qkv + (size_t)from * C, 3 * C, inp, w + (size_t)from * C * IC,
+                              b ? b + (size_t)from * C : NULL, N, IC, (3 - from) * C);
   else
-    nl_qkv_forward(qkv, inp, w, b, N, C, from);
+    nl_qkv_forward_ex(qkv, inp, w, b, N, IC, C, from);
 }
 
 /* The block whose probabilities block l applies (model/reuse_plan.h). */
@@ -354,7 +355,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
   for (int l = 0; l < c->depth; l++) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];
-    const int Hm = nl_vit_mlp_width(c, l);
+    const int Hm = nl_vit_mlp_width(c, l), NH = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l);
     float *out = l + 1 < c->depth ? t->layer[l + 1].res1 : t->out;
     float p = nl_tr_drop_path_rate(t->o.drop_path, l, c->depth);
     nl_tr_droppath_mask(L->dp1, n, p, dp_rng != NULL, dp_rng);
@@ -367,13 +368,14 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
       nl_reuse_tb_forward(R, l, t->layer[src].proj, L->proj, L->tbh, L->tba, BT);
     } else {
       norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
-      qkv_fwd(t, L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, src >= 0 ? 2 : 0);
+      qkv_fwd(t, L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, A, src >= 0 ? 2 : 0);
+      if (src >= 0 && nl_reuse_plan_check_heads(R, c, err)) return -1;
       if (src < 0)
-        nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+        nl_attention_forward(L->atty, L->att, L->qkv, n, T, A, NH);
       else
-        nl_attention_apply(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * D, 3 * D, n, T,
-                           D, c->heads);
-      lin_fwd(t, L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
+        nl_attention_apply(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * A, 3 * A, n, T,
+                           A, NH);
+      lin_fwd(t, L->proj, L->atty, bl->proj_w, bl->proj_b, BT, A, D);
     }
     const float *br = L->proj;
     if (bl->ls1) {
@@ -477,7 +479,7 @@ static void backward_pass(nl_vit_trainer *t, int n) {
   for (int l = c->depth - 1; l >= 0; l--) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];
-    const int Hm = nl_vit_mlp_width(c, l);
+    const int Hm = nl_vit_mlp_width(c, l), NH = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l);
     /* MLP branch: out = res2 + dp2 * ls2 * fc2(gelu(fc1(norm2(res2)))) */
     nl_tr_droppath_backward_set(t->dt1, t->dres, L->dp2, n, per);
     const float *dbr = t->dt1;
@@ -513,20 +515,20 @@ static void backward_pass(nl_vit_trainer *t, int n) {
     float *datty = dbr == t->dt1 ? t->dt2 : t->dt1;
     memset(datty, 0, BTD * sizeof(float));
     nl_tr_linear_backward_prec(datty, 0, bb ? GRAD(bl->proj_w) : NULL,
-                               bb ? GRAD(bl->proj_b) : NULL, dbr, L->atty, bl->proj_w, BT, D, D,
+                               bb ? GRAD(bl->proj_b) : NULL, dbr, L->atty, bl->proj_w, BT, A, D,
                                bf16);
     memset(t->dqkv, 0, 3 * BTD * sizeof(float));
     if (src >= 0) {
       const int r = reuse_root(R, l);
-      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, t->layer[r].att, n, T, D, c->heads,
+      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, t->layer[r].att, n, T, A, NH,
                                      NULL, t->layer[r].dpr);
     } else {
-      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, L->att, n, T, D, c->heads, L->dpr,
+      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, L->att, n, T, A, NH, L->dpr,
                                      NULL);
     }
     dn = datty == t->dt1 ? t->dt2 : t->dt1;
     nl_tr_linear_backward_prec(dn, 1, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL,
-                               t->dqkv, L->n1, bl->qkv_w, BT, D, 3 * D, bf16);
+                               t->dqkv, L->n1, bl->qkv_w, BT, D, 3 * A, bf16);
     norm_bwd(t, bl->norm1, t->dres, dn, L->res1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, BT);
   }
   if (!bb) return;
