@@ -28,7 +28,7 @@ static void linear_share(int depth, const double *ps, const nl_vit_config *c, do
   for (int l = 0; l < depth; l++) {
     static const nl_vit_part lp[] = {NL_PART_QKV, NL_PART_PROJ, NL_PART_FC1, NL_PART_FC2};
     for (int k = 0; k < 4; k++) *sec += ps[nl_vit_part_index(lp[k], l)];
-    *flops += 2.0 * T * (4 * D * D + 2 * D * nl_vit_mlp_width(c, l));
+    *flops += 2.0 * T * (4 * D * nl_vit_attn_width(c, l) + 2 * D * nl_vit_mlp_width(c, l));
   }
 }
 

@@ -2,7 +2,8 @@
  * mode, backward, AdamW) of the trainer in src/train/vit_train.c on --model,
  * with random images. The rate counts the matrix-product FLOPs of a step as
  * 3x the forward's (nl_vit_flops_per_image: forward, dX, dW), set beside
- * the measured sgemm peak. */
+ * the measured sgemm peak. --precision bf16: the Linear products in mixed
+ * precision (nl_vt_opts.precision). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,10 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   const nl_vit_config *c = &m.cfg;
   nl_vt_opts o;
   nl_vt_opts_default(&o);
+  if (nl_precision_parse(nl_arg_str(a, "precision"), &o.precision, err)) {
+    nl_vit_free(&m);
+    return -1;
+  }
   o.batch = (int)B;
   o.threads = ctx->threads;
   for (int g = 0; g < NL_TR_NGROUPS; g++) o.lr[g] = 1e-5f;
@@ -76,8 +81,8 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     const double gflop = nl_vt_flops_per_image(&t) * B * 1e-9, rate = gflop / step;
     if (nl_arg_flag(a, "json")) {
       json_t *j = json_pack(
-          "{s:s, s:s, s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bench",
-          "train", "model", path, "batch", (json_int_t)B, "threads", nl_threads_count(ctx->threads),
+          "{s:s, s:s, s:I, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bench",
+          "train", "model", path, "batch", (json_int_t)B, "precision", nl_precision_name(o.precision), "threads", nl_threads_count(ctx->threads),
           "forward_ms", nl_json_rounded(tf * 1e3, 3), "backward_ms", nl_json_rounded(tb * 1e3, 3),
           "adamw_ms", nl_json_rounded(to * 1e3, 3), "mean_step_ms", nl_json_rounded(mean * 1e3, 3),
           "best_step_ms", nl_json_rounded(best * 1e3, 3), "images_per_second",
@@ -89,11 +94,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     } else {
       nl_bench_print_machine(ctx);
       fprintf(ctx->out,
-              "train: %s, batch %ld, %d steps (forward + backward + AdamW, all parameters)\n"
+              "train: %s, batch %ld, precision %s, %d steps (forward + backward + AdamW, all parameters)\n"
               "  forward  %9.2f ms\n  backward %9.2f ms\n  AdamW    %9.2f ms (means)\n"
               "  best step %.2f ms: %.1f images/s; %.2f GFLOP per step (3x forward matmuls) -> %.1f GFLOP/s\n"
               "  sgemm peak %.1f GFLOP/s: %.1f %% of peak; activations %.0f MB\n",
-              path, B, reps, tf * 1e3, tb * 1e3, to * 1e3, best * 1e3, ips, gflop, rate, peak,
+              path, B, nl_precision_name(o.precision), reps, tf * 1e3, tb * 1e3, to * 1e3, best * 1e3, ips, gflop, rate, peak,
               100.0 * rate / peak, t.nbytes / 1e6);
     }
   }

@@ -54,6 +54,9 @@ static json_t *info_json(const char *path, const nl_vit *m, double flops) {
   json_t *widths = json_array();
   for (int l = 0; l < c->depth; l++) json_array_append_new(widths, json_integer(nl_vit_mlp_width(c, l)));
   json_object_set_new(j, "mlp_widths", widths);
+  json_t *heads = json_array();
+  for (int l = 0; l < c->depth; l++) json_array_append_new(heads, json_integer(nl_vit_heads(c, l)));
+  json_object_set_new(j, "head_counts", heads);
   json_object_set_new(j, "eps", nl_json_float(c->eps));
   json_object_set_new(j, "mean", mean);
   json_object_set_new(j, "std", std);
@@ -106,6 +109,11 @@ static int run(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       fprintf(o, "mlp per block:");
       for (int l = 0; l < c->depth; l++) fprintf(o, " %d", nl_vit_mlp_width(c, l));
       fprintf(o, " (pruned; mlp above is the widest)\n");
+    }
+    if (!nl_vit_heads_full(c)) {
+      fprintf(o, "heads per block:");
+      for (int l = 0; l < c->depth; l++) fprintf(o, " %d", nl_vit_heads(c, l));
+      fprintf(o, " (pruned; head dim %d)\n", nl_vit_head_dim(c));
     }
     fprintf(o, "pooling:      %s\n", c->avg_pool ? "average of patch tokens, fc_norm" : "class token after norm");
     fprintf(o, "layer scale:  %s, qkv bias: %s, LayerNorm eps %g\n", c->layer_scale ? "yes" : "no",

@@ -68,6 +68,10 @@ static const nl_opt opts[] = {
      NL_OPTF_SESSION},
     {"threads", NL_OPT_INT, "N", NULL, "worker threads (default: normlab --threads)", NULL,
      NL_OPTF_SESSION},
+    {"precision", NL_OPT_CHOICE, NULL, "fp32",
+     "the step's Linear products: fp32, or bf16 operands with FP32 sums (master weights, "
+     "gradients and AdamW stay FP32; needs AVX512-BF16)",
+     "fp32|bf16", 0},
     {"output", NL_OPT_STR, "DIR", NULL, "run directory (checkpoints, state, log)", NULL,
      NL_OPTF_REQUIRED | NL_OPTF_PATH},
     {"resume", NL_OPT_FLAG, NULL, NULL, "continue the run in --output", NULL, 0},
@@ -133,12 +137,20 @@ static int write_log(json_t *log, run_dir *rd, nl_error *err) {
  * copies of what it holds. A resume reads only the state and rewrites the
  * copies, so a kill between any two of these writes leaves a run that
  * resumes consistently. */
+/* A checkpoint: the model, with the precision of the steps that made it
+ * ("train_precision" in __metadata__). */
+static int save_checkpoint(const nl_vit *m, nl_precision p, const char *path, nl_error *err) {
+  const char *const meta[] = {"train_precision", nl_precision_name(p)};
+  return nl_vit_save_meta(m, path, meta, 1, err);
+}
+
 static int save_position(const nl_vit_trainer *t, json_t *log, run_dir *rd, nl_error *err) {
   char *s = nl_json_text(log, NL_JSON_LINE);
   if (!s) return nl_fail(err, NL_ENOMEM, "out of memory");
   int rc = nl_vt_save_state(t, rd_path(rd, "state.safetensors"), s, err);
   free(s);
-  if (rc || nl_vit_save(t->m, rd_path(rd, "last.safetensors"), err)) return -1;
+  if (rc || save_checkpoint(t->m, t->o.precision, rd_path(rd, "last.safetensors"), err))
+    return -1;
   return write_log(log, rd, err);
 }
 
@@ -320,7 +332,8 @@ static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *
   }
   if (nl_vit_check_finite(&S->m, sp, err)) return -1;
   /* the copies of the state, whatever step they were left at */
-  if (nl_vit_save(&S->m, rd_path(rd, "last.safetensors"), err) || write_log(S->log, rd, err))
+  if (save_checkpoint(&S->m, A->precision, rd_path(rd, "last.safetensors"), err) ||
+      write_log(S->log, rd, err))
     return -1;
   fprintf(ctx->err, "train: resuming %s at epoch %ld, batch %ld of %ld\n", rd->dir, *epoch0 + 1,
           *batch0, nb);
@@ -329,6 +342,7 @@ static int resume(nl_ctx *ctx, const nl_train_opts *A, train_state *S, run_dir *
 
 static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *norms,
                      train_state *S, nl_error *err) {
+  if (nl_vt_check_precision(A->precision, err)) return -1; /* before anything is written */
   if (nl_vit_load(&S->m, A->model, NULL, err)) return -1;
   S->have_m = 1;
   if (nl_vit_quant_check_trainable(&S->m, A->model, "train", err)) return -1;
@@ -414,6 +428,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
   o.tau = (float)A->tau;
   o.lambda = (float)A->lambda;
   o.threads = A->threads;
+  o.precision = A->precision;
   if (nl_vt_init(&S->t, m, S->have_t ? &S->teacher : NULL, &o, err)) {
     json_decref(config);
     return -1;
@@ -609,7 +624,9 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     json_object_set_new(S->log, "position", pos);
     char name[64];
     snprintf(name, sizeof name, "epoch-%03ld.safetensors", e);
-    if (nl_vit_save(m, rd_path(&rd, name), err) || save_position(t, S->log, &rd, err)) rc = -1;
+    if (save_checkpoint(m, A->precision, rd_path(&rd, name), err) ||
+        save_position(t, S->log, &rd, err))
+      rc = -1;
     if (!rc && ctx->progress) { /* a front-end's per-epoch callback may stop the run */
       static const char *const keys[] = {"loss", "top1", "top5", "seconds", "lr"};
       const double vals[] = {loss_sum / (nb ? nb : 1), t1, t5, sec_sum, lr_now};
@@ -725,7 +742,11 @@ const nl_cmd nl_cmd_train = {
         "chunks (as eval's), whatever its size. A bad image in --data or --eval stops the\n"
         "run (exit 2, the last saved epoch kept); --skip-bad leaves it out instead (named\n"
         "once on stderr, counted in the summary and in train.json \"skipped\"): a batch\n"
-        "steps on its good images, top-1 is over the images used.",
+        "steps on its good images, top-1 is over the images used. --precision bf16 trains in\n"
+        "mixed precision: the Linear layers' products (forward and both backward ones) take\n"
+        "operands rounded to bfloat16 with FP32 sums; master weights, gradients, AdamW state,\n"
+        "norms, attention and the loss stay FP32, evaluation runs in FP32; the precision is\n"
+        "recorded in train.json (config) and in every checkpoint (train_precision).",
     .opts = opts,
     .min_pos = 0,
     .max_pos = 0,

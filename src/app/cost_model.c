@@ -206,6 +206,9 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                              c->dim, "depth", c->depth, "heads", c->heads, "mlp_hidden",
                              c->mlp_hidden, "classes", c->classes, "stored_dtype", stored);
     json_object_set_new(root, "precision", json_string(prec));
+    json_t *hc = json_array();
+    for (int l = 0; l < c->depth; l++) json_array_append_new(hc, json_integer(nl_vit_heads(c, l)));
+    json_object_set_new(root, "head_counts", hc);
     json_t *jr = json_array(), *jp = json_array();
     for (int i = 0; i < nr; i++) {
       const nl_part_cost *r = &rows[i];
@@ -253,6 +256,11 @@ int nl_cost_model_command(nl_ctx *ctx, const nl_args *a, nl_error *err) {
             "  norms: %s\n",
             c->tokens, c->dim, c->depth, c->heads, c->mlp_hidden, c->classes, stored, normtxt);
     if (m.quant) fprintf(ctx->out, "  precision: %s\n", prec);
+    if (!nl_vit_heads_full(c)) {
+      fprintf(ctx->out, "  heads per block (pruned):");
+      for (int l = 0; l < c->depth; l++) fprintf(ctx->out, " %d", nl_vit_heads(c, l));
+      fputc('\n', ctx->out);
+    }
     fprintf(ctx->out,
             "  FLOPs: multiply-add = 2, norm slots by the cost model; bytes read: weights at their\n"
             "  stored width / batch + input activations at FP32 (man normlab: cost)\n");

@@ -134,6 +134,12 @@ static int m_info(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "mlp_widths");
+  lua_createtable(L, c->depth, 0);
+  for (int i = 0; i < c->depth; i++) {
+    lua_pushinteger(L, nl_vit_heads(c, i));
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "head_counts");
   set_int(L, "num_classes", c->classes);
   set_int(L, "tokens", c->tokens);
   set_bool(L, "class_token", c->class_token);

@@ -1,6 +1,7 @@
 /* model:profile{...} and model:prune{...}: the EdgeFlex steps on a model
  * handle (model/profile.h, model/prune.h). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,14 +103,36 @@ int nl_lua_model_prune(lua_State *L) {
   nl_vit *m = nl_lua_check_model(L, 1, &path);
   static const char *const keys[] = {"ratio", "budget_mb", "score", "profile", "data", "offset",
                                      "images", "batch", "compensate", "seed", "output", "refit",
-                                     "refit_damp", "skip_bad", NULL};
+                                     "refit_damp", "skip_bad", "heads", "keep_heads",
+                                     "head_score", NULL};
   const char *W = "model:prune";
   nl_lua_check_keys(L, 2, W, keys);
   int has_ratio = lua_istable(L, 2) && lua_getfield(L, 2, "ratio") != LUA_TNIL;
   if (lua_istable(L, 2)) lua_pop(L, 1);
   int has_budget = lua_istable(L, 2) && lua_getfield(L, 2, "budget_mb") != LUA_TNIL;
   if (lua_istable(L, 2)) lua_pop(L, 1);
-  if (has_ratio == has_budget) return luaL_error(L, "%s: give one of ratio = R or budget_mb = MB", W);
+  int has_heads = lua_istable(L, 2) && lua_getfield(L, 2, "heads") != LUA_TNIL;
+  if (lua_istable(L, 2)) lua_pop(L, 1);
+  int has_keep = lua_istable(L, 2) && lua_getfield(L, 2, "keep_heads") != LUA_TNIL;
+  if (lua_istable(L, 2)) lua_pop(L, 1);
+  if (has_ratio && has_budget) return luaL_error(L, "%s: give one of ratio = R or budget_mb = MB, not both", W);
+  if (has_heads && has_keep) return luaL_error(L, "%s: give one of heads = R or keep_heads = N, not both", W);
+  if (!has_ratio && !has_budget && !has_heads && !has_keep)
+    return luaL_error(L, "%s: give one of ratio = R or budget_mb = MB (MLP channels) and/or "
+                      "heads = R or keep_heads = N (attention heads)", W);
+  const int mlp = has_ratio || has_budget, heads = has_heads || has_keep;
+  nl_prune_head_opts ho = {0};
+  ho.ratio = nl_lua_opt_num(L, 2, "heads", 0, W);
+  if (!(ho.ratio >= 0 && ho.ratio < 1)) {
+    char v[32];
+    snprintf(v, sizeof v, "%g", ho.ratio);
+    return luaL_error(L, "%s: heads = %s: the fraction of heads removed must be in [0, 1)", W, v);
+  }
+  ho.keep = (int)nl_lua_opt_int(L, 2, "keep_heads", 0, has_keep ? 1 : 0, m->cfg.heads, W);
+  const char *hs = nl_lua_opt_str(L, 2, "head_score", "contribution", W);
+  if (strcmp(hs, "contribution") && strcmp(hs, "random"))
+    return luaL_error(L, "%s: head_score '%s' is not contribution or random", W, hs);
+  ho.score = strcmp(hs, "random") == 0 ? NL_PRUNE_RANDOM : NL_PRUNE_CONTRIBUTION;
   nl_prune_opts o = {0};
   o.ratio = nl_lua_opt_num(L, 2, "ratio", 0, W);
   o.budget_bytes = has_budget ? nl_lua_opt_num(L, 2, "budget_mb", 0, W) * 1e6 : 0;
@@ -123,7 +146,8 @@ int nl_lua_model_prune(lua_State *L) {
   if (si < 0) return luaL_error(L, "%s: score '%s' is not variance, absmean, magnitude, random or contribution", W, score);
   o.score = (nl_prune_score)si;
   o.compensate = nl_lua_opt_bool(L, 2, "compensate", 1, W);
-  o.seed = (uint64_t)nl_lua_opt_int(L, 2, "seed", 42, 0, INT64_MAX, W);
+  o.seed = ho.seed = (uint64_t)nl_lua_opt_int(L, 2, "seed", 42, 0, INT64_MAX, W);
+  ho.compensate = o.compensate;
   o.refit = nl_lua_opt_bool(L, 2, "refit", 0, W);
   o.refit_damp = nl_lua_opt_num(L, 2, "refit_damp", 0.01, W);
   if (!(o.refit_damp >= 0)) return luaL_error(L, "%s: refit_damp must be >= 0", W);
@@ -133,7 +157,8 @@ int nl_lua_model_prune(lua_State *L) {
   long images = (long)nl_lua_opt_int(L, 2, "images", 256, 1, INT32_MAX, W);
   long batch = (long)nl_lua_opt_int(L, 2, "batch", 32, 1, 4096, W);
   const char *out = nl_lua_opt_str(L, 2, "output", NULL, W);
-  int need = o.compensate || o.refit || nl_prune_score_needs_profile(o.score);
+  int need = (mlp && (o.compensate || o.refit || nl_prune_score_needs_profile(o.score))) ||
+             (heads && (ho.compensate || ho.score == NL_PRUNE_CONTRIBUTION));
   nl_error err;
   nl_error_clear(&err);
   nl_profile p;
@@ -147,7 +172,8 @@ int nl_lua_model_prune(lua_State *L) {
   }
   nl_vit pm;
   memset(&pm, 0, sizeof pm);
-  if (rc == 0) rc = nl_prune(m, need ? &p : NULL, &o, &pm, &err);
+  if (rc == 0)
+    rc = nl_prune_model(m, need ? &p : NULL, mlp ? &o : NULL, heads ? &ho : NULL, &pm, &err);
   nl_profile_free(&p);
   if (rc == 0 && out) rc = nl_vit_save(&pm, out, &err);
   if (rc) {

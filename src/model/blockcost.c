@@ -68,7 +68,7 @@ int nl_vit_cost_rows(const nl_vit *m, const nl_st_file *stored, int batch, nl_pa
   const nl_vit_config *c = &m->cfg;
   if (batch < 1) return nl_fail(err, NL_EINPUT, "batch size %d must be at least 1", batch);
   const int depth = c->depth, nr = 9 * depth + 3;
-  const double T = c->tokens, D = c->dim, H = c->heads, NP = c->npatch;
+  const double T = c->tokens, D = c->dim, NP = c->npatch;
   const double Kp = (double)c->in_chans * c->patch * c->patch, K = c->classes;
   nl_part_cost *r = nl_xcalloc((size_t)nr, sizeof *r);
   for (int i = 0; i < nr; i++) r[i].block = -1;
@@ -107,12 +107,13 @@ int nl_vit_cost_rows(const nl_vit *m, const nl_st_file *stored, int batch, nl_pa
   for (int l = 0; l < depth; l++) {
     const nl_vit_block *B = &m->blocks[l];
     const double Hm = nl_vit_mlp_width(c, l); /* per block: pruned models differ */
+    const double H = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l);
     nl_part_cost *x = &r[1 + 9 * l];
     nl_norm_token_cost(B->norm1, c->dim, &f, &rb);
     x[0].flops = T * f, x[0].act_bytes = T * rb, x[0].slot_kind = nl_norm_kind_name(B->norm1->kind);
-    x[1].flops = 2 * T * D * 3 * D, x[1].act_bytes = 4 * T * D;
-    x[2].flops = 4 * T * T * D + H * T * (24 * T + 1), x[2].act_bytes = 4 * (3 * T * D + H * T * T);
-    x[3].flops = 2 * T * D * D, x[3].act_bytes = 4 * T * D;
+    x[1].flops = 2 * T * D * 3 * A, x[1].act_bytes = 4 * T * D;
+    x[2].flops = 4 * T * T * A + H * T * (24 * T + 1), x[2].act_bytes = 4 * (3 * T * A + H * T * T);
+    x[3].flops = 2 * T * A * D, x[3].act_bytes = 4 * T * A;
     nl_norm_token_cost(B->norm2, c->dim, &f, &rb);
     x[4].flops = T * f, x[4].act_bytes = T * rb, x[4].slot_kind = nl_norm_kind_name(B->norm2->kind);
     x[5].flops = 2 * T * D * Hm, x[5].act_bytes = 4 * T * D;

@@ -2,8 +2,10 @@
  * (patch embedding; per block norm1, qkv, attention, proj, norm2, fc1,
  * GELU, fc2 and the residual adds; the final norm; the head) its FLOPs,
  * parameters and bytes read per image at a batch size, every figure a
- * closed form of the config (T tokens, D width, Hm MLP width, H heads, NP
- * patches, Kp = in_chans * patch^2 patch values, K classes):
+ * closed form of the config (T tokens, D width, Hm the block's MLP width,
+ * H the block's heads and A = H x head_dim its attention width (A = D
+ * unless heads were pruned, nl_vit_heads), NP patches, Kp = in_chans *
+ * patch^2 patch values, K classes):
  *
  *   patch_embed  2 NP D Kp                 params D Kp + D + T D (+ D cls)   acts 4 NP Kp
  *   norm (slot)  rows * f(D)               params 2D (+1 DyT alpha)          acts rows * r(D)
@@ -11,12 +13,12 @@
  *                r: LayerNorm 8D, DyT and expressions 4D (expr/cost.c)
  *                rows: T (norm1, norm2; the final norm: T with class-token
  *                pooling, which norms every token, 1 with average pooling)
- *   qkv          2 T D 3D                  params 3D^2 (+ 3D bias)           acts 4 T D
- *   attention    4 T^2 D + H T (24 T + 1)  params 0                          acts 4 (3 T D + H T^2)
+ *   qkv          2 T D 3A                  params 3A D (+ 3A bias)           acts 4 T D
+ *   attention    4 T^2 A + H T (24 T + 1)  params 0                          acts 4 (3 T A + H T^2)
  *                (scores and value product 2 T^2 D each; softmax 24 per
  *                score: scale, max, subtract, exp 19, sum, multiply; one
  *                division per row)
- *   proj         2 T D D                   params D^2 + D                    acts 4 T D
+ *   proj         2 T A D                   params A D + D                    acts 4 T A
  *   fc1          2 T D Hm                  params D Hm + Hm                  acts 4 T D
  *   gelu         27 T Hm (erf 23 as tanh, 4 multiply-adds)                   acts 4 T Hm
  *   fc2          2 T Hm D                  params Hm D + D                   acts 4 T Hm

@@ -491,6 +491,13 @@ static int write_text(const char *dir, const char *name, const char *text, nl_er
 }
 
 int nl_export_pytorch_into(const nl_vit *m, const char *tmp, nl_error *err) {
+  /* timm's Attention needs num_heads heads of dim / num_heads in every block */
+  for (int l = 0; l < m->cfg.depth; l++)
+    if (nl_vit_heads(&m->cfg, l) != m->cfg.heads)
+      return nl_fail(err, NL_EINPUT, "export: blocks.%d has %d of %d attention heads (a "
+                     "head-pruned model); timm's layout needs every block's %d heads of "
+                     "dimension %d (dim = heads x head_dim)", l, nl_vit_heads(&m->cfg, l),
+                     m->cfg.heads, m->cfg.heads, nl_vit_head_dim(&m->cfg));
   char *st = nl_path_join(tmp, "model.safetensors");
   char *py = nl_path_join(tmp, "model.py");
   int rc = nl_vit_save(m, st, err);

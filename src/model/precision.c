@@ -46,9 +46,9 @@ int nl_vit_set_precision(nl_vit *m, nl_precision p, nl_error *err) {
   convert(m, m->head_w, (size_t)c->classes * D);
   for (int l = 0; l < c->depth; l++) {
     const nl_vit_block *B = &m->blocks[l];
-    const size_t Hm = (size_t)nl_vit_mlp_width(c, l);
-    convert(m, B->qkv_w, 3 * D * D);
-    convert(m, B->proj_w, D * D);
+    const size_t Hm = (size_t)nl_vit_mlp_width(c, l), A = (size_t)nl_vit_attn_width(c, l);
+    convert(m, B->qkv_w, 3 * A * D);
+    convert(m, B->proj_w, D * A);
     convert(m, B->fc1_w, Hm * D);
     convert(m, B->fc2_w, D * Hm);
   }

@@ -82,7 +82,9 @@ static void layout(nl_profile *p, const nl_vit *m) {
       snprintf(L->name, sizeof L->name, "blocks.%d.%s", b, nl_vit_site_name((nl_vit_site)s));
       L->block = b;
       L->site = (nl_vit_site)s;
-      layer_alloc(L, s == NL_SITE_FC2_IN ? nl_vit_mlp_width(c, b) : c->dim);
+      layer_alloc(L, s == NL_SITE_FC2_IN    ? nl_vit_mlp_width(c, b)
+                     : s == NL_SITE_PROJ_IN ? nl_vit_attn_width(c, b)
+                                            : c->dim);
     }
   nl_profile_layer *F = &p->layers[layer_index(m, -1, NL_SITE_FINAL_IN)];
   snprintf(F->name, sizeof F->name, "%s.in", m->final_norm->name);
@@ -371,6 +373,18 @@ int nl_profile_check(const nl_profile *p, const nl_vit *m, const char *what, nl_
       return nl_fail(err, NL_EINPUT, "%s: blocks.%d.mlp.fc2.in has %d channels but the model's "
                      "block %d has %d (a profile of another model?)", what, b, L->width, b,
                      nl_vit_mlp_width(&m->cfg, b));
+    const nl_profile_layer *P = nl_profile_attn(p, b);
+    if (P && P->width != nl_vit_attn_width(&m->cfg, b))
+      return nl_fail(err, NL_EINPUT, "%s: blocks.%d.attn.proj.in has %d channels but the model's "
+                     "block %d has %d (%d heads of %d; a profile of another model?)", what, b,
+                     P->width, b, nl_vit_attn_width(&m->cfg, b), nl_vit_heads(&m->cfg, b),
+                     nl_vit_head_dim(&m->cfg));
   }
   return 0;
+}
+
+const nl_profile_layer *nl_profile_attn(const nl_profile *p, int block) {
+  char nm[64];
+  snprintf(nm, sizeof nm, "blocks.%d.attn.proj.in", block);
+  return nl_profile_find(p, nm);
 }

@@ -69,6 +69,9 @@ int nl_profile_run(const nl_vit *m, int images, nl_image_fn fill, void *fill_use
 void nl_profile_free(nl_profile *p);
 /* The layer of that name, or NULL. */
 const nl_profile_layer *nl_profile_find(const nl_profile *p, const char *name);
+/* Block b's attention output (proj's input: heads x head_dim channels, head
+ * h in channels h*head_dim ..), NULL when absent. */
+const nl_profile_layer *nl_profile_attn(const nl_profile *p, int block);
 /* Block b's hidden MLP channels (fc2's input), NULL when absent. */
 const nl_profile_layer *nl_profile_hidden(const nl_profile *p, int block);
 
@@ -79,7 +82,8 @@ int nl_profile_save(const nl_profile *p, const char *path, const char *const *me
  * NL_EINPUT naming the file and tensor for a file that is not a profile. */
 int nl_profile_load(nl_profile *p, const char *path, nl_error *err);
 /* Check that p fits model m: every block's fc2 input is there with the
- * block's MLP width. NL_EINPUT naming the block otherwise. */
+ * block's MLP width, and proj's input, where present, with the block's
+ * attention width. NL_EINPUT naming the block otherwise. */
 int nl_profile_check(const nl_profile *p, const nl_vit *m, const char *what, nl_error *err);
 
 #endif

@@ -333,3 +333,190 @@ int nl_prune(const nl_vit *m, const nl_profile *p, const nl_prune_opts *o, nl_vi
   nl_prune_keep_free(keep, depth);
   return rc;
 }
+
+/* ---- attention heads ---- */
+
+int nl_prune_head_scores(const nl_vit *m, const nl_profile *p, nl_prune_score s, uint64_t seed,
+                         float ***scores, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  *scores = NULL;
+  if (s != NL_PRUNE_CONTRIBUTION && s != NL_PRUNE_RANDOM)
+    return nl_fail(err, NL_EINPUT, "heads are scored by contribution or random, not %s",
+                   nl_prune_score_name(s));
+  const int D = c->dim, hd = nl_vit_head_dim(c);
+  for (int l = 0; s == NL_PRUNE_CONTRIBUTION && l < c->depth; l++) {
+    const nl_profile_layer *P = p ? nl_profile_attn(p, l) : NULL;
+    if (!P)
+      return nl_fail(err, NL_EINPUT, "the contribution score of heads needs the activation "
+                     "profile of blocks.%d.attn.proj.in", l);
+    if (P->width != nl_vit_attn_width(c, l))
+      return nl_fail(err, NL_EINPUT, "the profile's blocks.%d.attn.proj.in has %d channels but "
+                     "the model's block %d has %d (a profile of another model?)", l, P->width, l,
+                     nl_vit_attn_width(c, l));
+  }
+  float **sc = nl_xcalloc((size_t)c->depth, sizeof(float *));
+  for (int l = 0; l < c->depth; l++) {
+    const int NH = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l);
+    const nl_vit_block *B = &m->blocks[l];
+    float *v = sc[l] = nl_xmalloc((size_t)NH * sizeof(float));
+    nl_rng r;
+    nl_rng_stream(&r, seed, (uint64_t)l);
+    for (int h = 0; h < NH; h++) {
+      if (s == NL_PRUNE_RANDOM) {
+        v[h] = (float)nl_rng_uniform(&r);
+      } else {
+        const nl_profile_layer *P = nl_profile_attn(p, l);
+        double t = 0;
+        for (int j = h * hd; j < (h + 1) * hd; j++) {
+          double w2 = 0;
+          for (int i = 0; i < D; i++) w2 += (double)B->proj_w[(size_t)i * A + j] * B->proj_w[(size_t)i * A + j];
+          t += (double)P->var[j] * w2;
+        }
+        v[h] = (float)t;
+      }
+      if (!isfinite(v[h])) {
+        nl_prune_scores_free(sc, c->depth);
+        return nl_fail(err, NL_EINPUT, "blocks.%d: the %s score of head %d is not finite", l,
+                       nl_prune_score_name(s), h);
+      }
+    }
+  }
+  *scores = sc;
+  return 0;
+}
+
+int nl_prune_head_plan(const nl_vit *m, float *const *scores, const nl_prune_head_opts *o,
+                       unsigned char ***keep, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  *keep = NULL;
+  if (o->keep != 0 && (o->keep < 1 || o->keep > c->heads))
+    return nl_fail(err, NL_EINPUT, "heads to keep %d is outside [1, %d] (the model's heads)",
+                   o->keep, c->heads);
+  if (o->keep == 0 && !(o->ratio >= 0 && o->ratio < 1))
+    return nl_fail(err, NL_EINPUT, "head prune ratio %g is outside [0, 1)", o->ratio);
+  unsigned char **k = nl_xcalloc((size_t)c->depth, sizeof(unsigned char *));
+  ranked *all = nl_xmalloc((size_t)c->heads * sizeof(ranked));
+  for (int l = 0; l < c->depth; l++) {
+    const int NH = nl_vit_heads(c, l);
+    k[l] = nl_xmalloc((size_t)NH);
+    memset(k[l], 1, (size_t)NH);
+    int drop = o->keep > 0 ? NH - (o->keep < NH ? o->keep : NH) : (int)floor(o->ratio * NH + 0.5);
+    if (drop > NH - 1) drop = NH - 1;
+    for (int h = 0; h < NH; h++) all[h] = (ranked){scores[l][h], l, h};
+    qsort(all, (size_t)NH, sizeof *all, cmp_ranked);
+    for (int i = 0; i < drop; i++) k[l][all[i].index] = 0;
+  }
+  free(all);
+  *keep = k;
+  return 0;
+}
+
+int nl_prune_heads_apply(const nl_vit *src, unsigned char *const *keep, const float *const *mu,
+                         nl_vit *dst, nl_error *err) {
+  const nl_vit_config *c = &src->cfg;
+  if (src->quant)
+    return nl_fail(err, NL_EINPUT, "heads of a quantized model cannot be pruned (prune the FP32 "
+                   "model, then quantize)");
+  if (src->reuse)
+    return nl_fail(err, NL_EINPUT, "heads of a model with an attention-reuse plan cannot be "
+                   "pruned (prune first, then fit the plan)");
+  nl_vit_config nc = *c;
+  for (int l = 0; l < c->depth; l++) {
+    int h = 0;
+    for (int j = 0; j < nl_vit_heads(c, l); j++) h += keep[l][j] != 0;
+    if (h < 1) return nl_fail(err, NL_EINPUT, "blocks.%d: every attention head removed", l);
+    nc.head_counts[l] = h == c->heads ? 0 : h;
+  }
+  if (nl_vit_create(dst, &nc, err)) return -1;
+  if (copy_norms(src, dst, err)) {
+    nl_vit_free(dst);
+    return -1;
+  }
+  for (int i = 0; i < dst->ntensors; i++) {
+    const nl_param *d = &dst->tensors[i];
+    for (int k = 0; k < src->ntensors; k++) {
+      const nl_param *s = &src->tensors[k];
+      if (strcmp(s->name, d->name) == 0 && s->numel == d->numel) {
+        memcpy(dst->params + d->offset, src->params + s->offset, d->numel * sizeof(float));
+        break;
+      }
+    }
+  }
+  const int D = c->dim, hd = nl_vit_head_dim(c);
+  for (int l = 0; l < c->depth; l++) {
+    const int NH = nl_vit_heads(c, l), A = NH * hd, A2 = nl_vit_attn_width(&nc, l);
+    const nl_vit_block *S = &src->blocks[l];
+    nl_vit_block *B = &dst->blocks[l];
+    int o = 0;
+    for (int h = 0; h < NH; h++) {
+      if (!keep[l][h]) continue;
+      for (int g = 0; g < 3; g++) { /* q, k, v rows of head h */
+        memcpy(B->qkv_w + ((size_t)g * A2 + (size_t)o * hd) * D,
+               S->qkv_w + ((size_t)g * A + (size_t)h * hd) * D, (size_t)hd * D * sizeof(float));
+        if (S->qkv_b)
+          memcpy(B->qkv_b + (size_t)g * A2 + (size_t)o * hd, S->qkv_b + (size_t)g * A + (size_t)h * hd,
+                 (size_t)hd * sizeof(float));
+      }
+      for (int i = 0; i < D; i++)
+        memcpy(B->proj_w + (size_t)i * A2 + (size_t)o * hd, S->proj_w + (size_t)i * A + (size_t)h * hd,
+               (size_t)hd * sizeof(float));
+      o++;
+    }
+    for (int i = 0; i < D; i++) {
+      double b = S->proj_b[i];
+      for (int j = 0; mu && j < A; j++)
+        if (!keep[l][j / hd]) b += (double)S->proj_w[(size_t)i * A + j] * mu[l][j];
+      B->proj_b[i] = (float)b;
+    }
+  }
+  return 0;
+}
+
+int nl_prune_heads(const nl_vit *m, const nl_profile *p, const nl_prune_head_opts *o,
+                   nl_vit *dst, nl_error *err) {
+  const nl_vit_config *c = &m->cfg;
+  if (o->compensate) {
+    for (int l = 0; l < c->depth; l++) {
+      const nl_profile_layer *P = p ? nl_profile_attn(p, l) : NULL;
+      if (!P)
+        return nl_fail(err, NL_EINPUT, "bias compensation of heads needs the activation profile "
+                       "of blocks.%d.attn.proj.in (the attention output's means)", l);
+      if (P->width != nl_vit_attn_width(c, l))
+        return nl_fail(err, NL_EINPUT, "the profile's blocks.%d.attn.proj.in has %d channels but "
+                       "the model's block %d has %d (a profile of another model?)", l, P->width,
+                       l, nl_vit_attn_width(c, l));
+      for (int j = 0; j < P->width; j++)
+        if (!isfinite(P->mean[j]))
+          return nl_fail(err, NL_EINPUT, "blocks.%d.attn.proj.in.mean: channel %d is not finite",
+                         l, j);
+    }
+  }
+  float **scores = NULL;
+  unsigned char **keep = NULL;
+  if (nl_prune_head_scores(m, p, o->score, o->seed, &scores, err)) return -1;
+  int rc = nl_prune_head_plan(m, scores, o, &keep, err);
+  if (rc == 0) {
+    const float **mu = NULL;
+    if (o->compensate) {
+      mu = nl_xcalloc((size_t)c->depth, sizeof(float *));
+      for (int l = 0; l < c->depth; l++) mu[l] = nl_profile_attn(p, l)->mean;
+    }
+    rc = nl_prune_heads_apply(m, keep, mu, dst, err);
+    free(mu);
+  }
+  nl_prune_scores_free(scores, c->depth);
+  nl_prune_keep_free(keep, c->depth);
+  return rc;
+}
+
+int nl_prune_model(const nl_vit *m, const nl_profile *p, const nl_prune_opts *mo,
+                   const nl_prune_head_opts *ho, nl_vit *dst, nl_error *err) {
+  if (!mo && !ho) return nl_fail(err, NL_EINPUT, "nothing to prune: give MLP channels or heads");
+  if (!ho) return nl_prune(m, p, mo, dst, err);
+  if (!mo) return nl_prune_heads(m, p, ho, dst, err);
+  nl_vit mid;
+  if (nl_prune(m, p, mo, &mid, err)) return -1;
+  int rc = nl_prune_heads(&mid, p, ho, dst, err);
+  nl_vit_free(&mid);
+  return rc;
+}

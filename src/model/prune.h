@@ -110,4 +110,61 @@ int nl_prune_refit(const nl_vit *src, unsigned char *const *keep, const nl_profi
 int nl_prune(const nl_vit *m, const nl_profile *p, const nl_prune_opts *o, nl_vit *dst,
              nl_error *err);
 
+/* ---- attention heads ----
+ * Head h of block l owns the head_dim (dim / heads) rows h*hd.. of each of
+ * qkv's q, k and v parts (weight and bias) and the same columns of proj's
+ * weight; removing it takes those out (per-block head counts,
+ * nl_vit_config.head_counts; the head dimension is unchanged).
+ *
+ * Scores (low: removed first):
+ *   contribution  sum over the head's output channels j (proj's inputs) of
+ *              Var[o_j] * ||W_proj[:, j]||^2 (profile, attn.proj.in): the
+ *              variance the head adds to the block's output, the mean
+ *              squared error its removal leaves after bias compensation
+ *              (when its channels are uncorrelated with the others')
+ *   random     uniform from the seeded stream nl_rng_stream(seed, block)
+ * Ties go to the lower index.
+ *
+ * Rules: ratio R removes round(R * h) of a block's h heads, keep N keeps
+ * min(N, h); every block keeps at least one head.
+ *
+ * Bias compensation: a removed head's output channels are replaced by their
+ * means mu_j (profile), proj.bias += W_proj[:, j] * mu_j for every removed
+ * channel j; exact when the head's output is constant. */
+typedef struct nl_prune_head_opts {
+  nl_prune_score score; /* NL_PRUNE_CONTRIBUTION or NL_PRUNE_RANDOM */
+  double ratio;         /* [0, 1): fraction of each block's heads removed */
+  int keep;             /* > 0: heads each block keeps (instead of ratio); <= cfg.heads */
+  int compensate;       /* fold removed heads' output means into proj.bias */
+  uint64_t seed;        /* random score */
+} nl_prune_head_opts;
+
+/* Per-block head scores: scores[l] gets nl_vit_heads(l) floats (free with
+ * nl_prune_scores_free). p (attn.proj.in of every block, at the block's
+ * attention width) is needed for contribution; NULL is fine for random. */
+int nl_prune_head_scores(const nl_vit *m, const nl_profile *p, nl_prune_score s, uint64_t seed,
+                         float ***scores, nl_error *err);
+/* Heads to keep, keep[l][h] = 1 or 0 (free with nl_prune_keep_free), by o's
+ * ratio or keep. NL_EINPUT for a ratio outside [0, 1) or keep outside
+ * [1, cfg.heads]. */
+int nl_prune_head_plan(const nl_vit *m, float *const *scores, const nl_prune_head_opts *o,
+                       unsigned char ***keep, nl_error *err);
+/* The head-pruned model: dst gets src's config with each block's kept heads,
+ * every other tensor and every norm kind copied. mu[l]: block l's attention
+ * output means (attention width floats) for bias compensation; mu NULL:
+ * none. NL_EINPUT for a quantized model or one with an attention-reuse
+ * plan (prune first, then quantize or plan). */
+int nl_prune_heads_apply(const nl_vit *src, unsigned char *const *keep, const float *const *mu,
+                         nl_vit *dst, nl_error *err);
+/* scores, plan and apply in one call; p: the profile (contribution,
+ * compensation), checked for attn.proj.in at m's attention widths. */
+int nl_prune_heads(const nl_vit *m, const nl_profile *p, const nl_prune_head_opts *o,
+                   nl_vit *dst, nl_error *err);
+/* MLP channels (mo, NULL: none) then heads (ho, NULL: none), both by the
+ * statistics of one profile p of the unpruned m (the head step reads only
+ * attn.proj.in, which the MLP step leaves at its width). At least one of mo,
+ * ho. */
+int nl_prune_model(const nl_vit *m, const nl_profile *p, const nl_prune_opts *mo,
+                   const nl_prune_head_opts *ho, nl_vit *dst, nl_error *err);
+
 #endif

@@ -88,9 +88,10 @@ typedef struct {
 static lin_ref layer_ref(const nl_vit *m, int l, int k) {
   const nl_vit_block *B = &m->blocks[l];
   const int D = m->cfg.dim, H = nl_vit_mlp_width(&m->cfg, l); /* per block: pruned models differ */
+  const int A = nl_vit_attn_width(&m->cfg, l);
   switch (k) {
-    case NL_QL_QKV: return (lin_ref){B->qkv_w, B->qkv_b, 3 * D, D};
-    case NL_QL_PROJ: return (lin_ref){B->proj_w, B->proj_b, D, D};
+    case NL_QL_QKV: return (lin_ref){B->qkv_w, B->qkv_b, 3 * A, D};
+    case NL_QL_PROJ: return (lin_ref){B->proj_w, B->proj_b, D, A};
     case NL_QL_FC1: return (lin_ref){B->fc1_w, B->fc1_b, H, D};
     default: return (lin_ref){B->fc2_w, B->fc2_b, D, H};
   }

@@ -156,11 +156,24 @@ void nl_reuse_plan_text(const nl_vit_reuse *p, char *buf, size_t cap) {
   if (!k) snprintf(buf, cap, "none");
 }
 
+int nl_reuse_plan_check_heads(const nl_vit_reuse *p, const nl_vit_config *c, nl_error *err) {
+  for (int l = 0; p && l < p->depth && l < c->depth; l++) {
+    const int s = p->src[l];
+    if (s < 0 || p->tb[l] != NL_TB_NONE) continue;
+    if (nl_vit_heads(c, s) != nl_vit_heads(c, l))
+      return nl_fail(err, NL_EINPUT, "reuse plan: block %d (%d heads) cannot apply the attention "
+                     "probabilities of block %d (%d heads): a head-pruned model reuses "
+                     "attention only between blocks with the same number of heads",
+                     l, nl_vit_heads(c, l), s, nl_vit_heads(c, s));
+  }
+  return 0;
+}
+
 double nl_reuse_block_saving(const nl_vit_reuse *p, const nl_vit_config *c, int l) {
   if (!p || l < 0 || l >= p->depth || p->src[l] < 0) return 0;
-  const double T = c->tokens, D = c->dim, H = p->hidden[l];
-  if (p->tb[l] == NL_TB_NONE) return 2.0 * T * D * 2 * D + 2.0 * T * T * D;
-  double att = 2.0 * T * D * 3 * D + 4.0 * T * T * D + 2.0 * T * D * D;
+  const double T = c->tokens, D = c->dim, H = p->hidden[l], A = nl_vit_attn_width(c, l);
+  if (p->tb[l] == NL_TB_NONE) return 2.0 * T * D * 2 * A + 2.0 * T * T * A;
+  double att = 2.0 * T * D * 3 * A + 4.0 * T * T * A + 2.0 * T * A * D;
   return att - (p->tb[l] == NL_TB_LINEAR ? 2.0 * T * D * D : 4.0 * T * D * H);
 }
 
@@ -174,10 +187,11 @@ double nl_reuse_plan_bytes_saved(const nl_vit_reuse *p, const nl_vit_config *c) 
   double s = 0, D = c->dim;
   for (int l = 0; p && l < p->depth; l++) {
     if (p->src[l] < 0) continue;
+    const double A = nl_vit_attn_width(c, l);
     if (p->tb[l] == NL_TB_NONE) {
-      s += 4.0 * (2 * D * D + (c->qkv_bias ? 2 * D : 0));
+      s += 4.0 * (2 * A * D + (c->qkv_bias ? 2 * A : 0));
     } else {
-      s += 4.0 * (2 * D + 3 * D * D + (c->qkv_bias ? 3 * D : 0) + D * D + D);
+      s += 4.0 * (2 * D + 3 * A * D + (c->qkv_bias ? 3 * A : 0) + A * D + D);
       s -= 4.0 * (double)tb_numel(p, l);
     }
   }

@@ -68,6 +68,11 @@ int nl_tb_kind_parse(const char *s, nl_tb_kind *k);
 /* "5<4:linear,7<6" style text of the plan ("none" when empty). */
 void nl_reuse_plan_text(const nl_vit_reuse *p, char *buf, size_t cap);
 
+/* NL_EINPUT naming the blocks when a block of plan p applies the attention
+ * probabilities of a block with another number of heads (a head-pruned
+ * model, nl_vit_heads); 0 otherwise (p may be NULL). */
+int nl_reuse_plan_check_heads(const nl_vit_reuse *p, const nl_vit_config *c, nl_error *err);
+
 /* Matrix FLOPs per image block l saves (its TB's cost subtracted; 0 for a
  * block that does not reuse), and the whole model's under the plan. */
 double nl_reuse_block_saving(const nl_vit_reuse *p, const nl_vit_config *c, int l);

@@ -57,6 +57,11 @@ typedef struct nl_vit_config {
    * equal to mlp_hidden for a timm model, per block after a budget prune
    * (model/prune.h). 0 reads as mlp_hidden (nl_vit_mlp_width). */
   int mlp_widths[NL_VIT_MAX_DEPTH];
+  /* Attention heads of each block, from the tensor shapes (qkv rows =
+   * 3 * h * head_dim, proj columns = h * head_dim): all equal to heads for
+   * a timm model, fewer after a head prune (model/prune.h). The head
+   * dimension stays dim / heads. 0 reads as heads (nl_vit_heads). */
+  int head_counts[NL_VIT_MAX_DEPTH];
   int class_token;  /* 1: a class token is prepended */
   int avg_pool;     /* 1: mean over patch tokens + fc_norm; 0: token 0 after norm */
   int layer_scale;  /* blocks carry ls1.gamma / ls2.gamma */
@@ -82,6 +87,20 @@ static inline int nl_vit_mlp_width(const nl_vit_config *c, int l) {
 }
 /* 1 when every block has the same MLP width (a timm-loadable mlp_ratio). */
 int nl_vit_mlp_uniform(const nl_vit_config *c);
+/* Block l's attention heads, the head dimension (dim / heads, every block)
+ * and block l's attention width (heads x head dim: qkv gives 3 x that
+ * many outputs, proj takes that many inputs). */
+static inline int nl_vit_heads(const nl_vit_config *c, int l) {
+  return c->head_counts[l] > 0 ? c->head_counts[l] : c->heads;
+}
+static inline int nl_vit_head_dim(const nl_vit_config *c) {
+  return c->heads > 0 ? c->dim / c->heads : c->dim;
+}
+static inline int nl_vit_attn_width(const nl_vit_config *c, int l) {
+  return c->head_counts[l] > 0 ? c->head_counts[l] * nl_vit_head_dim(c) : c->dim;
+}
+/* 1 when every block has all cfg.heads heads (no head pruned). */
+int nl_vit_heads_full(const nl_vit_config *c);
 
 typedef enum nl_norm_kind { NL_NORM_LAYERNORM = 0, NL_NORM_DYT, NL_NORM_EXPR } nl_norm_kind;
 

@@ -102,9 +102,9 @@ int nl_vit_acts_pack(nl_vit_acts *a, const nl_vit *m, nl_error *err) {
     size_t off = 0;
     for (int l = 0; l < c->depth; l++) {
       const nl_vit_block *B = &m->blocks[l];
-      const int Hm = nl_vit_mlp_width(c, l);
+      const int Hm = nl_vit_mlp_width(c, l), A = nl_vit_attn_width(c, l);
       const float *w[4] = {B->qkv_w, B->proj_w, B->fc1_w, B->fc2_w};
-      const int oc[4] = {3 * D, D, Hm, D}, ic[4] = {D, D, D, Hm};
+      const int oc[4] = {3 * A, D, Hm, D}, ic[4] = {D, A, D, Hm};
       for (int i = 0; i < 4; i++) {
         if (!w[i] || B->q[i]) continue; /* quantized: its own integer product */
         if (pass) {
@@ -210,6 +210,20 @@ static int lin(const nl_vit *m, float *out, const float *inp, const float *w, co
   return 0;
 }
 
+/* A block's qkv Linear, inp [rows, D] -> out [rows, 3A] (A = D unless heads
+ * were pruned): lin, except that on OpenBLAS a head-pruned block runs
+ * nl_qkv_forward_ex, as lin runs nl_qkv_forward for a full block, so that a
+ * reusing block's values-only product gives the same bits. */
+static int lin_qkv(const nl_vit *m, float *out, const float *inp, const float *w,
+                   const float *wp, const float *b, const nl_qlinear *q, int rows, int D, int A,
+                   nl_error *err) {
+  if (!q && !m->bf16 && A != D && !nl_gemm_available()) {
+    nl_qkv_forward_ex(out, inp, w, b, rows, D, A, 0);
+    return 0;
+  }
+  return lin(m, out, inp, w, wp, b, q, rows, D, 3 * A, NULL, err);
+}
+
 /* Packed weight of block l's Linear i (NL_QL_QKV ..), NULL when none. */
 static const float *packed(const nl_vit_acts *a, const nl_vit *m, int l, int i) {
   if (m->wpack && m->wpack[4 * l + i]) return m->wpack[4 * l + i]; /* packed at load */
@@ -248,8 +262,9 @@ static float *keep_slot(float ***arr, int l, size_t n, nl_error *err) {
 void nl_vit_acts_reuse_move(nl_vit_acts *a, const nl_vit *m, int to, int from) {
   if (!m->reuse || to == from) return;
   const nl_vit_config *c = &m->cfg;
-  const size_t P = (size_t)c->heads * c->tokens * c->tokens, O = (size_t)c->tokens * c->dim;
+  const size_t O = (size_t)c->tokens * c->dim;
   for (int l = 0; l < c->depth; l++) {
+    const size_t P = (size_t)nl_vit_heads(c, l) * c->tokens * c->tokens;
     if (a->reuse_att && a->reuse_att[l])
       memmove(a->reuse_att[l] + to * P, a->reuse_att[l] + from * P, P * sizeof(float));
     if (a->reuse_out && a->reuse_out[l])
@@ -265,6 +280,7 @@ static int block_forward(const nl_vit *m, nl_vit_acts *a, int l, nl_vit_layer_ac
   const int src = R ? R->src[l] : -1;
   const nl_vit_block *B = &m->blocks[l];
   const int T = c->tokens, D = c->dim, Hm = nl_vit_mlp_width(c, l), rows = n * T;
+  const int NH = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l); /* per block: head-pruned */
   double t = ps ? nl_now() : 0;
 #define DONE(part) part_done(ps, nl_vit_part_index(part, l), &t)
 #define OBSERVE(site, x, w)                                         \
@@ -300,40 +316,41 @@ static int block_forward(const nl_vit *m, nl_vit_acts *a, int l, nl_vit_layer_ac
     if (ps) t = nl_now();
     OBSERVE(NL_SITE_QKV_IN, L->ln1, D);
     if (src < 0) {
-      if (lin(m, L->qkv, L->ln1, B->qkv_w, packed(a, m, l, NL_QL_QKV), B->qkv_b,
-              B->q[NL_QL_QKV], rows, D, 3 * D, NULL, err))
+      if (lin_qkv(m, L->qkv, L->ln1, B->qkv_w, packed(a, m, l, NL_QL_QKV), B->qkv_b,
+                  B->q[NL_QL_QKV], rows, D, A, err))
         return -1;
       DONE(NL_PART_QKV);
-      nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+      nl_attention_forward(L->atty, L->att, L->qkv, n, T, A, NH);
       if (R && att_kept(R, l)) {
-        const size_t na = (size_t)a->batch * c->heads * T * T;
+        const size_t na = (size_t)a->batch * NH * T * T;
         float *k = keep_slot(&a->reuse_att, l, na, err);
         if (!k) return -1;
-        memcpy(k, L->att, (size_t)n * c->heads * T * T * sizeof(float));
+        memcpy(k, L->att, (size_t)n * NH * T * T * sizeof(float));
       }
     } else {
       /* the values only (a quantized or BF16 qkv: all three, v read in place) */
       if (B->q[NL_QL_QKV] || m->bf16) {
-        if (lin(m, L->qkv, L->ln1, B->qkv_w, NULL, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * D,
+        if (lin(m, L->qkv, L->ln1, B->qkv_w, NULL, B->qkv_b, B->q[NL_QL_QKV], rows, D, 3 * A,
                 NULL, err))
           return -1;
       } else {
-        nl_qkv_forward(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, 2);
+        nl_qkv_forward_ex(L->qkv, L->ln1, B->qkv_w, B->qkv_b, rows, D, A, 2);
       }
-      const float *v = L->qkv + 2 * D;
-      const int ldv = 3 * D;
+      const float *v = L->qkv + 2 * A;
+      const int ldv = 3 * A;
       DONE(NL_PART_QKV);
       const int r = att_root(R, l);
+      if (nl_vit_heads(c, r) != NH) return nl_reuse_plan_check_heads(R, c, err);
       if (!a->reuse_att || !a->reuse_att[r])
         return nl_fail(err, NL_EINTERNAL, "block %d: no attention of block %d kept", l, r);
-      nl_attention_apply(L->atty, a->reuse_att[r], v, ldv, n, T, D, c->heads);
+      nl_attention_apply(L->atty, a->reuse_att[r], v, ldv, n, T, A, NH);
     }
     DONE(NL_PART_ATTN);
-    OBSERVE(NL_SITE_PROJ_IN, L->atty, D);
+    OBSERVE(NL_SITE_PROJ_IN, L->atty, A);
     const nl_lin_epilogue add1 = {NL_LIN_ADD, L->res2, in};
     added = fuse && !B->ls1;
     if (lin(m, L->proj, L->atty, B->proj_w, packed(a, m, l, NL_QL_PROJ), B->proj_b,
-            B->q[NL_QL_PROJ], rows, D, D, added ? &add1 : NULL, err))
+            B->q[NL_QL_PROJ], rows, A, D, added ? &add1 : NULL, err))
       return -1;
     DONE(NL_PART_PROJ);
   }

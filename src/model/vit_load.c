@@ -30,6 +30,7 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *s) {
 typedef struct inferred {
   int dim, in_chans, patch, tokens, depth, classes, mlp_hidden; /* mlp_hidden: the widest */
   int widths[NL_VIT_MAX_DEPTH]; /* per block: blocks.N.mlp.fc1.weight rows */
+  int qkv_rows[NL_VIT_MAX_DEPTH], proj_cols[NL_VIT_MAX_DEPTH]; /* per block: 3 h hd, h hd */
   int class_token, fc_norm, layer_scale, qkv_bias;
 } inferred;
 
@@ -80,6 +81,23 @@ static int infer(const nl_st_file *f, inferred *s, nl_error *err) {
                      f1 ? "has the wrong shape (want [hidden, dim])" : "is missing");
     s->widths[b] = (int)f1->shape[0];
     if (s->widths[b] > s->mlp_hidden) s->mlp_hidden = s->widths[b];
+    /* attention width (a head-pruned model may differ per block) */
+    snprintf(nm, sizeof nm, "blocks.%d.attn.qkv.weight", b);
+    const nl_st_tensor *qw = nl_st_find(f, nm);
+    if (!qw || qw->ndim != 2 || qw->shape[0] < 1 || qw->shape[0] > (1 << 24))
+      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' %s", f->path, nm,
+                     qw ? "has the wrong shape (want [3 x heads x head_dim, dim])" : "is missing");
+    s->qkv_rows[b] = (int)qw->shape[0];
+    snprintf(nm, sizeof nm, "blocks.%d.attn.proj.weight", b);
+    const nl_st_tensor *pj = nl_st_find(f, nm);
+    if (!pj || pj->ndim != 2 || pj->shape[1] < 1 || pj->shape[1] > (1 << 24))
+      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' %s", f->path, nm,
+                     pj ? "has the wrong shape (want [dim, heads x head_dim])" : "is missing");
+    /* a quantized proj may pack its columns (4-bit: two per byte): checked
+     * against the head count by the quantized layer's own shapes instead */
+    const int fp = pj->dtype == NL_DT_F32 || pj->dtype == NL_DT_F16 || pj->dtype == NL_DT_BF16 ||
+                   pj->dtype == NL_DT_F64;
+    s->proj_cols[b] = fp ? (int)pj->shape[1] : -1;
   }
   s->layer_scale = nl_st_find(f, "blocks.0.ls1.gamma") != NULL;
   s->qkv_bias = nl_st_find(f, "blocks.0.attn.qkv.bias") != NULL;
@@ -390,6 +408,35 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
   if (s->dim % c->heads)
     return nl_fail(err, NL_EINPUT, "%s: width %d is not divisible by %d heads", f->path, s->dim,
                    c->heads);
+  /* per-block heads from qkv's rows and proj's columns (head_dim = dim / heads) */
+  const int hd = s->dim / c->heads;
+  for (int b = 0; b < s->depth; b++) {
+    const int rows = s->qkv_rows[b], h = rows / (3 * hd);
+    if (rows % (3 * hd) || h < 1 || h > c->heads || (s->proj_cols[b] >= 0 && s->proj_cols[b] != h * hd))
+      return nl_fail(err, NL_EINPUT,
+                     "%s: blocks.%d.attn.qkv.weight has %d rows and blocks.%d.attn.proj.weight "
+                     "%d columns: want 3 x h x %d and h x %d for h in [1, %d] heads of "
+                     "dimension %d (width %d / %d heads)",
+                     f->path, b, rows, b, s->proj_cols[b], hd, hd, c->heads, hd, s->dim,
+                     c->heads);
+    c->head_counts[b] = h == c->heads ? 0 : h;
+  }
+  const char *hc = nl_st_meta_get(f, "head_counts");
+  if (hc) {
+    /* written by a head prune: must agree with the shapes */
+    json_error_t je;
+    json_t *a = json_loads(hc, 0, &je);
+    int ok = a && json_is_array(a) && json_array_size(a) == (size_t)s->depth;
+    for (int b = 0; ok && b < s->depth; b++) {
+      json_t *e = json_array_get(a, (size_t)b);
+      ok = json_is_integer(e) && json_integer_value(e) == nl_vit_heads(c, b);
+    }
+    json_decref(a);
+    if (!ok)
+      return nl_fail(err, NL_EINPUT,
+                     "%s: __metadata__ head_counts is not a list of the %d blocks' heads "
+                     "(blocks.N.attn.qkv.weight rows / (3 x %d))", f->path, s->depth, hd);
+  }
   if (c->nmean == 0) {
     const char *ms = nl_st_meta_get(f, "mean"), *ss = nl_st_meta_get(f, "std");
     if (ms && ss) {
@@ -448,7 +495,7 @@ static size_t add(layout *l, const char *name, int ndim, int64_t a, int64_t b, i
 }
 
 static void build_layout(const nl_vit_config *c, layout *l) {
-  int D = c->dim, H;
+  int D = c->dim, H, A;
   char nm[48];
   if (c->class_token) add(l, "cls_token", 3, 1, 1, D, 0);
   add(l, "pos_embed", 3, 1, c->tokens, D, 0);
@@ -459,12 +506,13 @@ static void build_layout(const nl_vit_config *c, layout *l) {
   add(l, nm, __VA_ARGS__)
   for (int i = 0; i < c->depth; i++) {
     H = nl_vit_mlp_width(c, i);
+    A = nl_vit_attn_width(c, i);
     B("norm1.weight", 1, D, 0, 0, 0);
     B("norm1.bias", 1, D, 0, 0, 0);
     B("norm1.alpha", 1, 1, 0, 0, 0);
-    B("attn.qkv.weight", 2, 3 * D, D, 0, 0);
-    if (c->qkv_bias) { B("attn.qkv.bias", 1, 3 * D, 0, 0, 0); }
-    B("attn.proj.weight", 2, D, D, 0, 0);
+    B("attn.qkv.weight", 2, 3 * A, D, 0, 0);
+    if (c->qkv_bias) { B("attn.qkv.bias", 1, 3 * A, 0, 0, 0); }
+    B("attn.proj.weight", 2, D, A, 0, 0);
     B("attn.proj.bias", 1, D, 0, 0, 0);
     if (c->layer_scale) { B("ls1.gamma", 1, D, 0, 0, 0); }
     B("norm2.weight", 1, D, 0, 0, 0);
@@ -590,6 +638,10 @@ int nl_vit_create(nl_vit *m, const nl_vit_config *c, nl_error *err) {
     if (nl_vit_mlp_width(c, i) < 1 || nl_vit_mlp_width(c, i) > c->mlp_hidden)
       return nl_fail(err, NL_EINPUT, "model config: block %d's MLP width %d is outside [1, %d]",
                      i, nl_vit_mlp_width(c, i), c->mlp_hidden);
+  for (int i = 0; i < c->depth; i++)
+    if (nl_vit_heads(c, i) < 1 || nl_vit_heads(c, i) > c->heads)
+      return nl_fail(err, NL_EINPUT, "model config: block %d's head count %d is outside [1, %d]",
+                     i, nl_vit_heads(c, i), c->heads);
   m->cfg = *c;
   layout l = {0};
   build_layout(&m->cfg, &l);
@@ -597,6 +649,12 @@ int nl_vit_create(nl_vit *m, const nl_vit_config *c, nl_error *err) {
   wire(m);
   for (int i = 0; i < m->nnorms; i++) nl_vit_alpha_view(m, &m->norms[i], 0);
   return 0;
+}
+
+int nl_vit_heads_full(const nl_vit_config *c) {
+  for (int i = 0; i < c->depth; i++)
+    if (nl_vit_heads(c, i) != c->heads) return 0;
+  return 1;
 }
 
 int nl_vit_mlp_uniform(const nl_vit_config *c) {
@@ -868,6 +926,16 @@ int nl_vit_load(nl_vit *m, const char *path, const nl_vit_load_opts *o, nl_error
     nl_st_close(&f);
     return -1;
   }
+  if (rp && nl_reuse_plan_check_heads(rp, &m->cfg, err)) {
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err->msg);
+    nl_fail(err, NL_EINPUT, "%s: %s", path, why);
+    free(l.p);
+    nl_vit_quant_free(qs);
+    nl_reuse_plan_free(rp);
+    nl_st_close(&f);
+    return -1;
+  }
   if (qs && o && o->int_only) qs->int_only = 1;
   m->reuse = rp; /* m owns the plan from here */
   const int pack = o && o->packed && o->precision == NL_PREC_FP32 && !rp && nl_gemm_available();
@@ -975,6 +1043,14 @@ int nl_vit_save_meta(const nl_vit *m, const char *path, const char *const *meta,
     nl_st_writer_meta(w, "mlp_widths", t);
     free(t);
   }
+  if (!nl_vit_heads_full(c)) {
+    json_t *a = json_array();
+    for (int i = 0; i < c->depth; i++) json_array_append_new(a, json_integer(nl_vit_heads(c, i)));
+    char *t = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    nl_st_writer_meta(w, "head_counts", t);
+    free(t);
+  }
   for (int k = 0; k < 2; k++) {
     const float *v = k ? c->std : c->mean;
     size_t p = (size_t)snprintf(buf, sizeof buf, "[");
@@ -1019,8 +1095,11 @@ size_t nl_vit_param_count(const nl_vit *m) {
 double nl_vit_flops_per_image(const nl_vit_config *c) {
   double T = c->tokens, D = c->dim, N = c->npatch;
   double f = 2.0 * N * D * c->in_chans * c->patch * c->patch;
-  double blk = 2.0 * T * D * 3 * D + 2.0 * 2.0 * T * T * D + 2.0 * T * D * D;
-  for (int l = 0; l < c->depth; l++) f += blk + 2.0 * 2.0 * T * D * nl_vit_mlp_width(c, l);
+  for (int l = 0; l < c->depth; l++) {
+    const double A = nl_vit_attn_width(c, l);
+    f += 2.0 * T * D * 3 * A + 2.0 * 2.0 * T * T * A + 2.0 * T * A * D +
+         2.0 * 2.0 * T * D * nl_vit_mlp_width(c, l);
+  }
   return f + 2.0 * D * c->classes;
 }
 

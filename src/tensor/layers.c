@@ -70,6 +70,7 @@ void nl_rows_run(nl_rows_fn fn, void *ctx, size_t N, size_t C, int nacc, float *
 
 typedef struct {
   int ta, tb, M, N, K, lda, ldb, ldc, rb, cb, ncb;
+  int bf16; /* nl_sgemm_bf16 in place of nl_sgemm */
   float alpha, beta;
   const float *a, *b, *bias;
   float *c;
@@ -84,22 +85,39 @@ static void gemm_task(size_t i, int worker, void *user) {
   const float *a = j->a + (j->ta ? (size_t)r0 : (size_t)r0 * j->lda);
   const float *b = j->b + (j->tb ? (size_t)c0 * j->ldb : (size_t)c0);
   float *c = j->c + (size_t)r0 * j->ldc + c0;
-  if (j->bias)
+  if (j->bf16 && j->bias)
+    nl_sgemm_bf16_bias(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->bias + c0, c,
+                       j->ldc);
+  else if (j->bf16)
+    nl_sgemm_bf16(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+  else if (j->bias)
     nl_sgemm_bias(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->bias + c0, c, j->ldc);
   else
     nl_sgemm(j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
 }
 
-void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
-                   const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
-                   int rb, int cb) {
+static void gemm_tiles(int bf16, int ta, int tb, int M, int N, int K, float alpha, const float *a,
+                       int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                       const float *bias, int rb, int cb) {
   if (M < 1 || N < 1) return;
   if ((double)M * N * K < GEMM_PAR_MIN) rb = M, cb = N;
   if (rb < 1 || rb > M) rb = M;
   if (cb < 1 || cb > N) cb = N;
   const int nrb = (M + rb - 1) / rb, ncb = (N + cb - 1) / cb;
-  gemm_job j = {ta, tb, M, N, K, lda, ldb, ldc, rb, cb, ncb, alpha, beta, a, b, bias, c};
+  gemm_job j = {ta, tb, M, N, K, lda, ldb, ldc, rb, cb, ncb, bf16, alpha, beta, a, b, bias, c};
   nl_parallel_for((size_t)nrb * ncb, gemm_task, &j);
+}
+
+void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
+                   int rb, int cb) {
+  gemm_tiles(0, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc, bias, rb, cb);
+}
+
+void nl_gemm_tiles_bf16(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                        const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
+                        int rb, int cb) {
+  gemm_tiles(1, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc, bias, rb, cb);
 }
 
 int nl_gemm_row_tile(int M) {
@@ -178,6 +196,27 @@ static void klin_run(float *out, int ldc, const float *inp, const float *wp, con
     nl_parallel_for(ntasks, klin_task, &j);
 }
 
+/* Output channels per tile of the tiled (OpenBLAS or BF16) linear: all,
+ * or split when there are fewer than LIN_MIN_TILES row tiles. */
+static int lin_col_tile(int N, int OC) {
+  const int rows = nl_gemm_row_tile(N);
+  const int nrb = (N + rows - 1) / rows;
+  int cb = OC;
+  if (nrb < LIN_MIN_TILES) {
+    const int ncb = (LIN_MIN_TILES + nrb - 1) / nrb;
+    cb = (OC + ncb - 1) / ncb;
+    cb = (cb + LIN_COL_ALIGN - 1) / LIN_COL_ALIGN * LIN_COL_ALIGN;
+  }
+  return cb;
+}
+
+void nl_linear_forward_bf16ops(float *out, int ldc, const float *inp, const float *w,
+                               const float *b, int N, int IC, int OC) {
+  if (N < 1 || OC < 1) return;
+  nl_gemm_tiles_bf16(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, ldc, b, nl_gemm_row_tile(N),
+                     lin_col_tile(N, OC));
+}
+
 void nl_linear_forward_ex(float *out, const float *inp, const float *w, const float *wpacked,
                           const float *b, int N, int IC, int OC, const nl_lin_epilogue *e) {
   if (N < 1 || OC < 1) return;
@@ -193,14 +232,7 @@ void nl_linear_forward_ex(float *out, const float *inp, const float *w, const fl
     return;
   }
   const int rows = nl_gemm_row_tile(N);
-  const int nrb = (N + rows - 1) / rows;
-  int cb = OC;
-  if (nrb < LIN_MIN_TILES) {
-    const int ncb = (LIN_MIN_TILES + nrb - 1) / nrb;
-    cb = (OC + ncb - 1) / ncb;
-    cb = (cb + LIN_COL_ALIGN - 1) / LIN_COL_ALIGN * LIN_COL_ALIGN;
-  }
-  nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, rows, cb);
+  nl_gemm_tiles(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, 0.0f, out, OC, b, rows, lin_col_tile(N, OC));
   if (e && e->then == NL_LIN_GELU)
     nl_gelu_forward(e->out2, out, (size_t)N * OC);
   else if (e && e->then == NL_LIN_ADD)
@@ -214,19 +246,25 @@ void nl_linear_forward(float *out, const float *inp, const float *w, const float
 
 void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
                     int from) {
+  nl_qkv_forward_ex(qkv, inp, w, b, N, C, C, from);
+}
+
+void nl_qkv_forward_ex(float *qkv, const float *inp, const float *w, const float *b, int N,
+                       int IC, int C, int from) {
   if (N < 1) return;
   if (nl_gemm_available()) { /* any split of the kernel's product gives the same bits */
     const int OC = (3 - from) * C;
-    float *wp = nl_aalloc(nl_gemm_pack_floats(OC, C) * sizeof(float));
-    nl_gemm_pack(wp, w + (size_t)from * C * C, OC, C, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
-    klin_run(qkv + (size_t)from * C, 3 * C, inp, wp, b ? b + (size_t)from * C : NULL, N, C, OC,
+    float *wp = nl_aalloc(nl_gemm_pack_floats(OC, IC) * sizeof(float));
+    nl_gemm_pack(wp, w + (size_t)from * C * IC, OC, IC, 0, (OC + NL_GEMM_NR - 1) / NL_GEMM_NR);
+    klin_run(qkv + (size_t)from * C, 3 * C, inp, wp, b ? b + (size_t)from * C : NULL, N, IC, OC,
              NULL);
     nl_afree(wp);
     return;
   }
   for (int g = from; g < 3; g++)
-    nl_gemm_tiles(0, 1, N, C, C, 1.0f, inp, C, w + (size_t)g * C * C, C, 0.0f, qkv + (size_t)g * C,
-                  3 * C, b ? b + (size_t)g * C : NULL, nl_gemm_row_tile(N), C);
+    nl_gemm_tiles(0, 1, N, C, IC, 1.0f, inp, IC, w + (size_t)g * C * IC, IC, 0.0f,
+                  qkv + (size_t)g * C, 3 * C, b ? b + (size_t)g * C : NULL, nl_gemm_row_tile(N),
+                  C);
 }
 
 /* ---- row-wise layers over nl_rows_run ---- */

@@ -45,6 +45,11 @@ void nl_gemm_tiles(int ta, int tb, int M, int N, int K, float alpha, const float
                    const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
                    int rb, int cb);
 
+/* The same with BF16 operands and FP32 sums (nl_sgemm_bf16, tensor/sgemm.h). */
+void nl_gemm_tiles_bf16(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                        const float *b, int ldb, float beta, float *c, int ldc, const float *bias,
+                        int rb, int cb);
+
 /* Rows per tile for a product of M rows: all M up to 256; else an even
  * number of tiles of at most 256 rows (a multiple of 12), so that two
  * workers get the same share. Depends on M only. */
@@ -60,6 +65,15 @@ int nl_gemm_row_tile(int M);
  * small batch. */
 void nl_linear_forward(float *out, const float *inp, const float *w, const float *b, int N,
                        int IC, int OC);
+
+/* ---- linear with BF16 operands (mixed-precision training) ----
+ * out[N, OC] (rows ldc floats apart) = bf16(inp) bf16(w)^T + b: inputs
+ * and weights rounded to bfloat16, products summed in FP32
+ * (nl_gemm_tiles_bf16 on tiles of nl_gemm_row_tile(N) rows, output
+ * channels split too at small batches), bias and result FP32; the same
+ * bits for any thread count. */
+void nl_linear_forward_bf16ops(float *out, int ldc, const float *inp, const float *w,
+                               const float *b, int N, int IC, int OC);
 
 /* ---- linear with the next element-wise layer fused in ----
  * out = inp w^T + b as nl_linear_forward, and then, per tile while it is
@@ -106,6 +120,10 @@ void nl_gelu_forward(float *out, const float *inp, size_t n);
  * very calls of the whole product, so bitwise the same values. ---- */
 void nl_qkv_forward(float *qkv, const float *inp, const float *w, const float *b, int N, int C,
                     int from);
+/* The same for a block with fewer heads than the width allows (a head-pruned
+ * block): inp [N, IC], w [3C, IC], out [N, 3C]. */
+void nl_qkv_forward_ex(float *qkv, const float *inp, const float *w, const float *b, int N,
+                       int IC, int C, int from);
 
 /* ---- multi-head softmax self-attention (timm Attention, no masking) ----
  * qkv [B*T, 3*C] is the output of the qkv Linear: columns [0,C) are q,

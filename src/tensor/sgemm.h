@@ -29,6 +29,23 @@ void nl_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, 
 void nl_sgemm_bias(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
                    const float *b, int ldb, const float *bias, float *c, int ldc);
 
+/* The same products with BF16 operands: every element of op(a) and op(b)
+ * rounded to bfloat16 (nearest-even, as nl_bf16_round in tensor/bf16.h,
+ * except that a subnormal value, |x| < 2^-126, becomes a zero of its sign
+ * as vcvtne2ps2bf16 makes it), the products summed in FP32. With AVX512-BF16 a kernel of the same
+ * blocking as nl_sgemm's (12 x 32 tiles of c, k in blocks of 256), the
+ * operands rounded while packed into panels of k pairs and summed by
+ * vdpbf16ps: each element of c is the same sum, pair by pair in k order
+ * inside a block and blocks in order, for any split of c into tiles and
+ * any thread count. Without it (or with NORMLAB_GEMM=blas) the rounded
+ * operands are copied and multiplied by nl_sgemm (other last bits). */
+void nl_sgemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc);
+void nl_sgemm_bf16_bias(int ta, int tb, int M, int N, int K, float alpha, const float *a,
+                        int lda, const float *b, int ldb, const float *bias, float *c, int ldc);
+/* 1 when nl_sgemm_bf16 runs the AVX512-BF16 kernel. */
+int nl_sgemm_bf16_native(void);
+
 /* 1 when nl_sgemm runs normlab's AVX-512 kernel, 0 when it calls
  * cblas_sgemm. NORMLAB_GEMM=blas in the environment forces cblas_sgemm
  * (read once). */

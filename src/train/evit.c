@@ -58,7 +58,8 @@ double nl_evit_flops(const nl_evit *ev, const nl_vit_config *c) {
   double f = 2.0 * N * D * c->in_chans * c->patch * c->patch;
   for (int l = 0; l < c->depth; l++) {
     double T = nl_evit_tokens(ev, c, l);
-    f += 2.0 * T * D * 3 * D + 4.0 * T * T * D + 2.0 * T * D * D +
+    const double A = nl_vit_attn_width(c, l);
+    f += 2.0 * T * D * 3 * A + 4.0 * T * T * A + 2.0 * T * A * D +
          4.0 * T * D * nl_vit_mlp_width(c, l);
   }
   return f + 2.0 * D * c->classes;
@@ -148,7 +149,9 @@ int nl_evit_forward(const nl_vit *m, const nl_evit *ev, nl_evit_ws *w, const flo
   for (int l = 0; l < c->depth; l++) {
     if (ev->prune[l] && kept(ev, T - 1) < T - 1) {
       int T2;
-      prune(ev, w->acts.layer[0].att, w->x, w->x2, w->score, n, T, c->heads, c->dim, &T2);
+      /* the probabilities of the block before (its own heads: head-pruned models differ) */
+      prune(ev, w->acts.layer[0].att, w->x, w->x2, w->score, n, T, nl_vit_heads(c, l > 0 ? l - 1 : 0),
+            c->dim, &T2);
       float *t = w->x;
       w->x = w->x2, w->x2 = t;
       T = T2;

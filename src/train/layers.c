@@ -55,15 +55,17 @@ static int dw_col_tile(int OC, int IC) {
   return (cb + 31) / 32 * 32;
 }
 
-/* beta 1: dinp accumulates; 0: dinp is overwritten */
+/* beta 1: dinp accumulates; 0: dinp is overwritten. bf16: the products'
+ * operands rounded to bfloat16 (nl_gemm_tiles_bf16), on the same tiles. */
 static void linear_backward(float *dinp, float beta, float *dw, float *db, const float *dout,
-                            const float *inp, const float *w, int N, int IC, int OC) {
+                            const float *inp, const float *w, int N, int IC, int OC, int bf16) {
+  void (*gemm)(int, int, int, int, int, float, const float *, int, const float *, int, float,
+               float *, int, const float *, int, int) = bf16 ? nl_gemm_tiles_bf16 : nl_gemm_tiles;
   if (dinp) /* dinp[N, IC] (+)= dout[N, OC] w[OC, IC] */
-    nl_gemm_tiles(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, beta, dinp, IC, NULL,
-                  nl_gemm_row_tile(N), IC);
+    gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, beta, dinp, IC, NULL, nl_gemm_row_tile(N), IC);
   if (dw) /* dw[OC, IC] += dout^T inp */
-    nl_gemm_tiles(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, NULL, GEMM_OC,
-                  dw_col_tile(OC, IC));
+    gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC, NULL, GEMM_OC,
+         dw_col_tile(OC, IC));
   if (db) {
     float *acc = nl_xcalloc((size_t)OC, sizeof(float));
     lay_ctx c = {.dout = dout, .C = OC};
@@ -75,12 +77,18 @@ static void linear_backward(float *dinp, float beta, float *dw, float *db, const
 
 void nl_tr_linear_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, int N, int IC, int OC) {
-  linear_backward(dinp, 1.0f, dw, db, dout, inp, w, N, IC, OC);
+  linear_backward(dinp, 1.0f, dw, db, dout, inp, w, N, IC, OC, 0);
 }
 
 void nl_tr_linear_backward_set(float *dinp, float *dw, float *db, const float *dout,
                                const float *inp, const float *w, int N, int IC, int OC) {
-  linear_backward(dinp, 0.0f, dw, db, dout, inp, w, N, IC, OC);
+  linear_backward(dinp, 0.0f, dw, db, dout, inp, w, N, IC, OC, 0);
+}
+
+void nl_tr_linear_backward_prec(float *dinp, int set, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, int N, int IC, int OC,
+                                int bf16) {
+  linear_backward(dinp, set ? 0.0f : 1.0f, dw, db, dout, inp, w, N, IC, OC, bf16);
 }
 
 /* ---- LayerNorm ---- */

@@ -126,6 +126,15 @@ void nl_tr_attention_backward_set(float *dqkv, const float *dout, const float *q
 void nl_tr_droppath_backward_set(float *dinp, const float *dout, const float *scale, int B,
                                  size_t per);
 
+/* ---- linear with a choice of form and precision ----
+ * set 0: nl_tr_linear_backward, 1: nl_tr_linear_backward_set; bf16 1:
+ * the two products (dinp = dout w, dw = dout^T inp) take BF16 operands
+ * with FP32 sums (nl_gemm_tiles_bf16, tensor/layers.h) on the same
+ * tiles, the backward of nl_linear_forward_bf16ops; db stays FP32. */
+void nl_tr_linear_backward_prec(float *dinp, int set, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, int N, int IC, int OC,
+                                int bf16);
+
 /* ---- patch embedding (forward nl_im2col + nl_linear_forward) ----
  * nl_tr_linear_backward with dinp = NULL gives dW and dB. */
 

@@ -19,7 +19,9 @@ tests_unit_test_train_grad_SOURCES = tests/unit/test_train_grad.c
 tests_unit_test_train_grad_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_train_grad_LDADD = $(NL_TEST_LDADD)
 
-NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh tests/cli/test_train.sh tests/cli/test_calibrate.sh
+NL_CLI_TESTS += tests/cli/test_bench_trainblock.sh tests/cli/test_train.sh tests/cli/test_calibrate.sh \
+	tests/cli/test_train_bf16.sh
+EXTRA_DIST += tests/cli/bf16_check.py
 
 check_PROGRAMS += tests/unit/test_vit_train
 NL_UNIT_TESTS += tests/unit/test_vit_train
@@ -51,3 +53,9 @@ NL_UNIT_TESTS += tests/unit/test_reuse
 tests_unit_test_reuse_SOURCES = tests/unit/test_reuse.c
 tests_unit_test_reuse_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_reuse_LDADD = $(NL_TEST_LDADD)
+
+check_PROGRAMS += tests/unit/test_train_bf16
+NL_UNIT_TESTS += tests/unit/test_train_bf16
+tests_unit_test_train_bf16_SOURCES = tests/unit/test_train_bf16.c
+tests_unit_test_train_bf16_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_train_bf16_LDADD = $(NL_TEST_LDADD)

@@ -54,6 +54,7 @@ static const ospec specs[] = {
     {"resume", K_FLAG, 0, 0, 0, OFF(resume), -1, NULL},
     {"json", K_FLAG, 0, 0, 0, OFF(json), -1, NULL},
     {"skip-bad", K_FLAG, 0, 0, 0, OFF(skip_bad), -1, NULL},
+    {"precision", K_CHOICE, 0, 0, 0, 0, -1, "fp32|bf16"},
 };
 #define NSPECS (sizeof specs / sizeof specs[0])
 
@@ -169,6 +170,8 @@ int nl_train_opts_set(nl_train_opts *o, const char *key, const char *value, nl_e
         o->tb_only = strcmp(value, "tb") == 0;
       } else if (strcmp(s->name, "schedule") == 0) {
         o->cosine = strcmp(value, "cosine") == 0;
+      } else if (strcmp(s->name, "precision") == 0) {
+        o->precision = strcmp(value, "bf16") == 0 ? NL_PREC_BF16 : NL_PREC_FP32;
       } else {
         o->random_init = strcmp(value, "random") == 0;
       }
@@ -240,6 +243,7 @@ json_t *nl_train_config(const nl_train_opts *o, const nl_vit *model, const nl_vi
   json_object_set_new(c, "images", json_integer((json_int_t)o->limit));
   json_object_set_new(c, "eval_images", json_integer((json_int_t)o->eval_limit));
   json_object_set_new(c, "skip_bad", json_boolean(o->skip_bad));
+  json_object_set_new(c, "precision", json_string(nl_precision_name(o->precision)));
   if (model) json_object_set_new(c, "model_fingerprint", hex(nl_vit_fingerprint(model)));
   json_object_set_new(c, "teacher_fingerprint",
                       teacher ? hex(nl_vit_fingerprint(teacher)) : json_null());
@@ -260,7 +264,7 @@ static const struct {
     {"tau", "tau"},                 {"lambda", "lambda"},
     {"warmup", "warmup"},           {"schedule", "schedule"},
     {"augment", "augment"},         {"init", "init"},
-    {"seed", "seed"},
+    {"seed", "seed"},               {"precision", "precision"},
 };
 
 static void show(char *buf, size_t cap, const json_t *v) {

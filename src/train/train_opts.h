@@ -49,6 +49,8 @@ typedef struct nl_train_opts {
   int random_init;           /* init random rather than model */
   int resume, json;
   int skip_bad;              /* leave out images that fail to decode (not compared on resume) */
+  nl_precision precision;    /* the Linear products of the step: fp32, or bf16 operands with
+                              * FP32 sums (nl_vt_opts.precision) */
   /* which of the defaulted settings were given */
   int lr_affine_set, lr_alpha_set, tau_set, lambda_set, augment_set, no_augment_set;
 } nl_train_opts;

@@ -11,6 +11,7 @@
 #include "model/norm.h"
 #include "model/reuse_plan.h"
 #include "model/safetensors.h"
+#include "tensor/sgemm.h"
 #include "train/layers.h"
 #include "train/loss.h"
 
@@ -118,6 +119,14 @@ static int is_trained(const nl_vit_trainer *t, nl_tr_group g) {
   return (t->o.train_groups & NL_TR_GROUP_BIT(g)) != 0;
 }
 
+int nl_vt_check_precision(nl_precision p, nl_error *err) {
+  if (p == NL_PREC_BF16 && !nl_sgemm_bf16_native())
+    return nl_fail(err, NL_EINPUT,
+                   "precision bf16 needs AVX512-BF16 instructions, which this CPU (or "
+                   "NORMLAB_GEMM=blas) does not give normlab's kernel; use precision fp32");
+  return 0;
+}
+
 int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_opts *o,
                nl_error *err) {
   memset(t, 0, sizeof *t);
@@ -143,6 +152,7 @@ int nl_vt_init(nl_vit_trainer *t, nl_vit *m, const nl_vit *teacher, const nl_vt_
           m->reuse->hidden[l] > c->mlp_hidden)
         return nl_fail(err, NL_EINPUT, "block %d's mlp transformation block (%d units) is wider "
                        "than the model's MLP (%d)", l, m->reuse->hidden[l], c->mlp_hidden);
+  if (nl_vt_check_precision(o->precision, err)) return -1;
   if (o->tb_only && !(m->reuse && m->reuse->nparams))
     return nl_fail(err, NL_EINPUT, "training the transformation blocks alone needs a model whose "
                    "reuse plan has some (normlab reuse --tb linear|mlp --output)");
@@ -290,6 +300,29 @@ static void norm_bwd(nl_vit_trainer *t, nl_norm *n, float *dinp, const float *do
 
 /* ---- forward ---- */
 
+/* The step's Linear products: FP32, or BF16 operands with FP32 sums
+ * (nl_vt_opts.precision). */
+static int bf16_ops(const nl_vit_trainer *t) { return t->o.precision == NL_PREC_BF16; }
+
+static void lin_fwd(const nl_vit_trainer *t, float *out, const float *inp, const float *w,
+                    const float *b, int N, int IC, int OC) {
+  if (bf16_ops(t))
+    nl_linear_forward_bf16ops(out, OC, inp, w, b, N, IC, OC);
+  else
+    nl_linear_forward(out, inp, w, b, N, IC, OC);
+}
+
+/* nl_qkv_forward_ex (q, k, v of width C each from `from` on, inputs IC)
+ * in the step's precision */
+static void qkv_fwd(const nl_vit_trainer *t, float *qkv, const float *inp, const float *w,
+                    const float *b, int N, int IC, int C, int from) {
+  if (bf16_ops(t))
+    nl_linear_forward_bf16ops(qkv + (size_t)from * C, 3 * C, inp, w + (size_t)from * C * IC,
+                              b ? b + (size_t)from * C : NULL, N, IC, (3 - from) * C);
+  else
+    nl_qkv_forward_ex(qkv, inp, w, b, N, IC, C, from);
+}
+
 /* The block whose probabilities block l applies (model/reuse_plan.h). */
 static int reuse_root(const nl_vit_reuse *R, int l) {
   while (R->src[l] >= 0 && R->tb[l] == NL_TB_NONE) l = R->src[l];
@@ -315,14 +348,14 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
   }
   /* patch embedding: the patch projection lands in dt1 (scratch) */
   nl_im2col(t->patches, images, n, c->in_chans, c->img_size, c->img_size, c->patch);
-  nl_linear_forward(t->dt1, t->patches, m->patch_w, m->patch_b, n * NP, KP, D);
+  lin_fwd(t, t->dt1, t->patches, m->patch_w, m->patch_b, n * NP, KP, D);
   nl_tokens_forward(t->layer[0].res1, t->dt1, c->class_token ? m->cls_token : NULL,
                     m->pos_embed, n, NP, D);
   const size_t per = (size_t)T * D;
   for (int l = 0; l < c->depth; l++) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];
-    const int Hm = nl_vit_mlp_width(c, l);
+    const int Hm = nl_vit_mlp_width(c, l), NH = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l);
     float *out = l + 1 < c->depth ? t->layer[l + 1].res1 : t->out;
     float p = nl_tr_drop_path_rate(t->o.drop_path, l, c->depth);
     nl_tr_droppath_mask(L->dp1, n, p, dp_rng != NULL, dp_rng);
@@ -335,13 +368,14 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
       nl_reuse_tb_forward(R, l, t->layer[src].proj, L->proj, L->tbh, L->tba, BT);
     } else {
       norm_fwd(t, bl->norm1, L->n1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, L->res1, BT);
-      nl_qkv_forward(L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, src >= 0 ? 2 : 0);
+      qkv_fwd(t, L->qkv, L->n1, bl->qkv_w, bl->qkv_b, BT, D, A, src >= 0 ? 2 : 0);
+      if (src >= 0 && nl_reuse_plan_check_heads(R, c, err)) return -1;
       if (src < 0)
-        nl_attention_forward(L->atty, L->att, L->qkv, n, T, D, c->heads);
+        nl_attention_forward(L->atty, L->att, L->qkv, n, T, A, NH);
       else
-        nl_attention_apply(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * D, 3 * D, n, T,
-                           D, c->heads);
-      nl_linear_forward(L->proj, L->atty, bl->proj_w, bl->proj_b, BT, D, D);
+        nl_attention_apply(L->atty, t->layer[reuse_root(R, l)].att, L->qkv + 2 * A, 3 * A, n, T,
+                           A, NH);
+      lin_fwd(t, L->proj, L->atty, bl->proj_w, bl->proj_b, BT, A, D);
     }
     const float *br = L->proj;
     if (bl->ls1) {
@@ -352,9 +386,9 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
     nl_residual_forward(L->res2, L->res1, t->dt2, (size_t)BT * D);
     /* MLP branch */
     norm_fwd(t, bl->norm2, L->n2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, L->res2, BT);
-    nl_linear_forward(L->fc1, L->n2, bl->fc1_w, bl->fc1_b, BT, D, Hm);
+    lin_fwd(t, L->fc1, L->n2, bl->fc1_w, bl->fc1_b, BT, D, Hm);
     nl_gelu_forward(L->gelu, L->fc1, (size_t)BT * Hm);
-    nl_linear_forward(L->fc2, L->gelu, bl->fc2_w, bl->fc2_b, BT, Hm, D);
+    lin_fwd(t, L->fc2, L->gelu, bl->fc2_w, bl->fc2_b, BT, Hm, D);
     br = L->fc2;
     if (bl->ls2) {
       nl_layerscale_forward(t->dt1, L->fc2, bl->ls2, BT, D);
@@ -371,7 +405,7 @@ static int forward_pass(nl_vit_trainer *t, const float *images, const int32_t *l
     nl_pool_forward(t->fin_in, t->out, NL_POOL_TOKEN, 0, n, T, D);
   norm_fwd(t, m->final_norm, t->fin, t->fin_mean, t->fin_rstd, t->fin_fx, t->fin_dfx, t->fin_in,
            n);
-  nl_linear_forward(t->logits, t->fin, m->head_w, m->head_b, n, D, K);
+  lin_fwd(t, t->logits, t->fin, m->head_w, m->head_b, n, D, K);
   /* loss */
   memset(t->dlogits, 0, (size_t)n * K * sizeof(float));
   if (t->teacher) {
@@ -421,6 +455,7 @@ static void backward_pass(nl_vit_trainer *t, int n) {
   const int bb = is_trained(t, NL_TR_GROUP_BACKBONE) && !t->o.tb_only;
   const int tbt = is_trained(t, NL_TR_GROUP_BACKBONE) || t->o.tb_only;
   const nl_vit_reuse *R = m->reuse;
+  const int bf16 = bf16_ops(t);
   memset(t->grad, 0, m->nparams * sizeof(float));
   if (t->tbgrad) memset(t->tbgrad, 0, R->nparams * sizeof(float));
   for (int l = 0; l < c->depth; l++) {
@@ -429,8 +464,9 @@ static void backward_pass(nl_vit_trainer *t, int n) {
       memset(t->layer[l].dpr, 0, (size_t)n * c->heads * T * T * sizeof(float));
   }
   /* head */
-  nl_tr_linear_backward_set(t->dfin, bb ? GRAD(m->head_w) : NULL, bb ? GRAD(m->head_b) : NULL,
-                            t->dlogits, t->fin, m->head_w, n, D, K);
+  nl_tr_linear_backward_prec(t->dfin, 1, bb ? GRAD(m->head_w) : NULL,
+                             bb ? GRAD(m->head_b) : NULL, t->dlogits, t->fin, m->head_w, n, D, K,
+                             bf16);
   /* final norm into dt1 [n, D], then unpool into dres */
   memset(t->dt1, 0, (size_t)n * D * sizeof(float));
   norm_bwd(t, m->final_norm, t->dt1, t->dfin, t->fin_in, t->fin_mean, t->fin_rstd, t->fin_fx,
@@ -443,7 +479,7 @@ static void backward_pass(nl_vit_trainer *t, int n) {
   for (int l = c->depth - 1; l >= 0; l--) {
     nl_vt_layer *L = &t->layer[l];
     const nl_vit_block *bl = &m->blocks[l];
-    const int Hm = nl_vit_mlp_width(c, l);
+    const int Hm = nl_vit_mlp_width(c, l), NH = nl_vit_heads(c, l), A = nl_vit_attn_width(c, l);
     /* MLP branch: out = res2 + dp2 * ls2 * fc2(gelu(fc1(norm2(res2)))) */
     nl_tr_droppath_backward_set(t->dt1, t->dres, L->dp2, n, per);
     const float *dbr = t->dt1;
@@ -452,12 +488,13 @@ static void backward_pass(nl_vit_trainer *t, int n) {
       nl_tr_layerscale_backward(t->dt2, bb ? GRAD(bl->ls2) : NULL, t->dt1, L->fc2, bl->ls2, BT, D);
       dbr = t->dt2;
     }
-    nl_tr_linear_backward_set(t->dh1, bb ? GRAD(bl->fc2_w) : NULL, bb ? GRAD(bl->fc2_b) : NULL, dbr,
-                              L->gelu, bl->fc2_w, BT, Hm, D);
+    nl_tr_linear_backward_prec(t->dh1, 1, bb ? GRAD(bl->fc2_w) : NULL,
+                               bb ? GRAD(bl->fc2_b) : NULL, dbr, L->gelu, bl->fc2_w, BT, Hm, D,
+                               bf16);
     nl_tr_gelu_backward_set(t->dh2, t->dh1, L->fc1, L->gelu, (size_t)BT * Hm);
     float *dn = dbr == t->dt1 ? t->dt2 : t->dt1;
-    nl_tr_linear_backward_set(dn, bb ? GRAD(bl->fc1_w) : NULL, bb ? GRAD(bl->fc1_b) : NULL, t->dh2,
-                              L->n2, bl->fc1_w, BT, D, Hm);
+    nl_tr_linear_backward_prec(dn, 1, bb ? GRAD(bl->fc1_w) : NULL, bb ? GRAD(bl->fc1_b) : NULL,
+                               t->dh2, L->n2, bl->fc1_w, BT, D, Hm, bf16);
     norm_bwd(t, bl->norm2, t->dres, dn, L->res2, L->n2_mean, L->n2_rstd, L->n2_fx, L->n2_dfx, BT);
     /* attention branch: res2 = res1 + dp1 * ls1 * proj(attn(qkv(norm1(res1)))) */
     nl_tr_droppath_backward_set(t->dt1, t->dres, L->dp1, n, per);
@@ -477,20 +514,21 @@ static void backward_pass(nl_vit_trainer *t, int n) {
     }
     float *datty = dbr == t->dt1 ? t->dt2 : t->dt1;
     memset(datty, 0, BTD * sizeof(float));
-    nl_tr_linear_backward(datty, bb ? GRAD(bl->proj_w) : NULL, bb ? GRAD(bl->proj_b) : NULL, dbr,
-                          L->atty, bl->proj_w, BT, D, D);
+    nl_tr_linear_backward_prec(datty, 0, bb ? GRAD(bl->proj_w) : NULL,
+                               bb ? GRAD(bl->proj_b) : NULL, dbr, L->atty, bl->proj_w, BT, A, D,
+                               bf16);
     memset(t->dqkv, 0, 3 * BTD * sizeof(float));
     if (src >= 0) {
       const int r = reuse_root(R, l);
-      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, t->layer[r].att, n, T, D, c->heads,
+      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, t->layer[r].att, n, T, A, NH,
                                      NULL, t->layer[r].dpr);
     } else {
-      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, L->att, n, T, D, c->heads, L->dpr,
+      nl_tr_attention_backward_reuse(t->dqkv, datty, L->qkv, L->att, n, T, A, NH, L->dpr,
                                      NULL);
     }
     dn = datty == t->dt1 ? t->dt2 : t->dt1;
-    nl_tr_linear_backward_set(dn, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL, t->dqkv,
-                              L->n1, bl->qkv_w, BT, D, 3 * D);
+    nl_tr_linear_backward_prec(dn, 1, bb ? GRAD(bl->qkv_w) : NULL, bb ? GRAD(bl->qkv_b) : NULL,
+                               t->dqkv, L->n1, bl->qkv_w, BT, D, 3 * A, bf16);
     norm_bwd(t, bl->norm1, t->dres, dn, L->res1, L->n1_mean, L->n1_rstd, L->n1_fx, L->n1_dfx, BT);
   }
   if (!bb) return;
@@ -498,8 +536,8 @@ static void backward_pass(nl_vit_trainer *t, int n) {
   memset(t->dt1, 0, (size_t)n * NP * D * sizeof(float));
   nl_tr_tokens_backward(t->dt1, c->class_token ? GRAD(m->cls_token) : NULL, GRAD(m->pos_embed),
                         t->dres, c->class_token ? m->cls_token : NULL, n, NP, D);
-  nl_tr_linear_backward(NULL, GRAD(m->patch_w), m->patch_b ? GRAD(m->patch_b) : NULL, t->dt1,
-                        t->patches, m->patch_w, n * NP, KP, D);
+  nl_tr_linear_backward_prec(NULL, 0, GRAD(m->patch_w), m->patch_b ? GRAD(m->patch_b) : NULL,
+                             t->dt1, t->patches, m->patch_w, n * NP, KP, D, bf16);
 }
 
 /* Both passes run on t->o.threads workers (their own BLAS count included). */

@@ -36,6 +36,18 @@ typedef struct nl_vt_opts {
   int tb_only;            /* a model with a reuse plan: train its transformation blocks
                            * alone (model/reuse_plan.h); otherwise they train with the
                            * backbone group */
+  nl_precision precision; /* NL_PREC_BF16: mixed precision. The products of the Linear
+                           * layers (patch embedding, qkv, proj, fc1, fc2, head; forward
+                           * out = x w^T, backward dx = dout w and dw = dout^T x) take
+                           * BF16 operands, the FP32 values rounded to nearest-even, with
+                           * FP32 sums (nl_sgemm_bf16, tensor/sgemm.h); master weights,
+                           * gradients, AdamW moments, norms, attention (QK^T, PV),
+                           * softmax, GELU, loss and reuse transformation blocks stay
+                           * FP32. The weights are rounded as the products pack them,
+                           * from the FP32 masters AdamW has just updated, so the BF16
+                           * weights of a step are always those of its masters; no
+                           * second copy is kept. A teacher's forward runs in the same
+                           * precision. Needs AVX512-BF16 (nl_vt_init says). */
 } nl_vt_opts;
 
 /* Defaults: batch 256, every group trained at lr 1e-3, weight decay 0.05,
@@ -97,6 +109,10 @@ typedef struct nl_vit_trainer {
   /* last step */
   double loss, ce, kl;
 } nl_vit_trainer;
+
+/* 0 when the training step can run in precision p here; NL_EINPUT
+ * naming the missing instructions otherwise (nl_vt_init checks it too). */
+int nl_vt_check_precision(nl_precision p, nl_error *err);
 
 /* Prepare to train m (teacher may be NULL; it is never changed and must
  * have m's image size and classes). The norm kinds of m are read here:

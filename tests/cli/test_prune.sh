@@ -3,7 +3,9 @@
 # statistics against numpy on the timm fixture's recorded tensors; pruned
 # checkpoints (ratio and budget) load in info, eval, replace and train; a
 # uniform prune has the shapes timm builds from its mlp_ratio; bad flags
-# exit 2 with a message and write nothing.
+# exit 2 with a message and write nothing. Attention heads: the pruned
+# logits against a PyTorch reference, shapes, metadata, the cost table by
+# hand, and the commands that run a head-pruned checkpoint.
 . "$NL_SRCDIR/tests/cli/lib.sh"
 SMALL=$NL_FIXTURES/vit_small_p7_fmnist.safetensors
 REF=$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors
@@ -16,7 +18,7 @@ python3 -c "import numpy" 2>/dev/null || PY=/usr/bin/python3
 
 # bad input: exit 2, a message, no file
 expect_status 2 "prune without --ratio or --budget-mb" "$NORMLAB" prune --model "$SMALL" --output "$TMP/x.st"
-expect_err 'give one of --ratio R' "it names both options"
+expect_err 'give --ratio R or --budget-mb MB \(MLP channels\) and/or --heads R or --keep-heads N' "it names the options"
 expect_status 2 "prune --ratio 1" "$NORMLAB" prune --model "$SMALL" --ratio 1 --output "$TMP/x.st"
 expect_err '\[0, 1\)' "the message gives the range"
 expect_status 2 "prune --ratio -0.1" "$NORMLAB" prune --model "$SMALL" --ratio -0.1 --output "$TMP/x.st"
@@ -171,4 +173,107 @@ check_num "$w < 1e-3" "the refitted fc2 is numpy's ridge regression (${3:-?})"
 expect_status 0 "eval of the refitted prune" "$NORMLAB" eval --model "$TMP/rf.safetensors" --images 500 --json
 top=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
 check_num "$top > 0.7" "it classifies (top-1 $top on 500 images)"
+# attention heads: bad input exits 2 with a message and writes nothing
+for h in 1 -0.2 1.5; do
+  expect_status 2 "prune --heads $h" "$NORMLAB" prune --model "$SMALL" --heads "$h" --output "$TMP/x.st"
+  expect_err "\-\-heads $h: the fraction of heads removed must be in \[0, 1\)" "the message gives the range"
+done
+expect_status 2 "prune --keep-heads 0" "$NORMLAB" prune --model "$SMALL" --keep-heads 0 --output "$TMP/x.st"
+expect_err 'keep-heads 0: every block keeps at least one head' "it says why"
+expect_status 2 "prune --keep-heads 3 of 2 heads" "$NORMLAB" prune --model "$SMALL" --keep-heads 3 --output "$TMP/x.st"
+expect_err 'keep-heads 3: .* has 2 heads per block' "it names the model's heads"
+expect_status 2 "prune --heads and --keep-heads together" "$NORMLAB" prune --model "$SMALL" --heads 0.5 --keep-heads 1 --output "$TMP/x.st"
+expect_status 2 "prune --head-score variance" "$NORMLAB" prune --model "$SMALL" --heads 0.5 --head-score variance --output "$TMP/x.st"
+expect_status 2 "prune --head-score without heads" "$NORMLAB" prune --model "$SMALL" --ratio 0.5 --head-score random --output "$TMP/x.st"
+expect_status 2 "prune --score without MLP channels" "$NORMLAB" prune --model "$SMALL" --heads 0.5 --score magnitude --output "$TMP/x.st"
+ok $([ ! -e "$TMP/x.st" ]; echo $?) "no file written by a failed head prune"
+
+# contribution-scored heads with bias compensation against PyTorch: the
+# fixture's timm forward in float64, its heads scored from the attention
+# outputs of the 2 profiled test images, the removed heads' outputs replaced
+# by their means; small: 1 of 2 heads kept, tiny (F16): round(0.3 * 3) = 1
+# of 3 removed
+TPY=
+for p in python3 /usr/bin/python3; do
+  if "$p" -c 'import torch, numpy' 2>/dev/null; then TPY=$p; break; fi
+done
+TINY=$NL_FIXTURES/vit_tiny_p4_fmnist.safetensors
+expect_status 0 "prune --keep-heads 1 (small)" "$NORMLAB" prune --model "$SMALL" --keep-heads 1 --profile "$TMP/p.safetensors" --output "$TMP/h1.safetensors" --json
+expect_out '"heads_before": \[2(, 2){11}\], "heads": \[1(, 1){11}\]' "every block keeps 1 of its 2 heads"
+expect_status 0 "profile of the tiny model" "$NORMLAB" profile --model "$TINY" --data fmnist:test --images 2 --batch 1 --output "$TMP/pt.safetensors"
+expect_status 0 "prune --heads 0.3 (tiny)" "$NORMLAB" prune --model "$TINY" --heads 0.3 --profile "$TMP/pt.safetensors" --output "$TMP/ht.safetensors"
+expect_out '^heads: 3 in every block -> 2 in every block \(head dim 64\)$' "round(0.3 * 3) = 1 head goes per block"
+for k in small:"$SMALL":h1 tiny:"$TINY":ht; do
+  name=${k%%:*}; rest=${k#*:}; src=${rest%:*}; out=${rest##*:}
+  expect_status 0 "forward of the head-pruned $name model" "$NORMLAB" forward --model "$TMP/$out.safetensors" --input "${src%.safetensors}_ref.safetensors" --output "$TMP/f$out.safetensors"
+  if [ -n "$TPY" ]; then
+    r=$("$TPY" "$NL_SRCDIR/tests/cli/headprune_ref.py" "$src" "${src%.safetensors}_ref.safetensors" "$TMP/f$out.safetensors" 1 2 2>&1 | tail -1)
+    d=${r##* }; case $d in [0-9]*) ;; *) d=1 ;; esac
+    check_num "$d <= 1e-4" "$name: logits equal PyTorch's with the lowest-contribution head of each block replaced by its mean ($r)"
+  else
+    echo "ok $((_n = _n + 1)) # SKIP PyTorch reference: no python3 with torch and numpy"
+  fi
+done
+
+# the head-pruned checkpoint: shapes, metadata, info, cost, eval, train
+python3 - "$TMP/h1.safetensors" >"$TMP/shapes" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+m = h['__metadata__']
+bad = [k for i in range(12) for k, want in (
+    ('blocks.%d.attn.qkv.weight' % i, [96, 64]), ('blocks.%d.attn.qkv.bias' % i, [96]),
+    ('blocks.%d.attn.proj.weight' % i, [64, 32]), ('blocks.%d.attn.proj.bias' % i, [64]))
+    if h[k]['shape'] != want]
+print(len(bad), json.loads(m['model_args'])['num_heads'], m['head_counts'], json.loads(m['pruned'])['heads'] == [1] * 12)
+PY
+ok $([ "$(cat "$TMP/shapes")" = "0 2 [1,1,1,1,1,1,1,1,1,1,1,1] True" ]; echo $?) "qkv [3 x 32, 64], proj [64, 32]; num_heads 2, head_counts and 'pruned' say 1 per block ($(cat "$TMP/shapes"))"
+expect_status 0 "info of the head-pruned model" "$NORMLAB" info --model "$TMP/h1.safetensors"
+expect_out '^heads per block: 1 1 1 1 1 1 1 1 1 1 1 1 \(pruned; head dim 32\)$' "info lists the heads per block"
+# by hand (T 17, D 64, A 32, 1 head): qkv 2*17*64*96 = 208896, attention
+# 4*17^2*32 + 17*(24*17+1) = 43945, proj 2*17*32*64 = 69632 per block
+expect_status 0 "cost of the head-pruned model" "$NORMLAB" cost --model "$TMP/h1.safetensors" --json
+python3 - "$TMP/out" >"$TMP/c" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+r = {(x['part'], x.get('block', -1)): x for x in j['rows']}
+print(r[('qkv', 3)]['flops'], r[('attention', 3)]['flops'], r[('proj', 3)]['flops'], r[('qkv', 3)]['params'], r[('proj', 3)]['params'], j['head_counts'][3])
+PY
+ok $([ "$(cat "$TMP/c")" = "208896 43945 69632 6240 2112 1" ]; echo $?) "cost rows of block 3 by hand ($(cat "$TMP/c"))"
+expect_status 0 "eval of the head-pruned model" "$NORMLAB" eval --model "$TMP/h1.safetensors" --images 500 --json
+top=$(sed 's/.*"top1": \([0-9.]*\).*/\1/' "$TMP/out")
+check_num "$top > 0.3" "it classifies (top-1 $top on 500 images)"
+expect_status 0 "train the head-pruned model one epoch" "$NORMLAB" train --model "$TMP/h1.safetensors" --images 256 --eval-images 200 --batch 64 --epochs 1 --threads 2 --output "$TMP/hrun"
+expect_status 0 "info of the trained checkpoint" "$NORMLAB" info --model "$TMP/hrun/last.safetensors"
+expect_out '^heads per block: 1 1 1 1 1 1 1 1 1 1 1 1 ' "training keeps the head counts"
+# the quantized and BF16 passes run the pruned block shapes: logits near the
+# FP32 pass's (the unpruned model's W8 and BF16 logits differ from FP32 by
+# about 0.02 too)
+expect_status 0 "quantize the head-pruned model (W8)" "$NORMLAB" quantize --model "$TMP/h1.safetensors" --weights 8 --images 8 --output "$TMP/h1q.safetensors"
+expect_status 0 "forward of that" "$NORMLAB" forward --model "$TMP/h1q.safetensors" --input "$REF" --output "$TMP/fh1q.safetensors"
+d=$(python3 "$NL_SRCDIR/tests/cli/st_tool.py" maxdiff "$TMP/fh1q.safetensors" "$TMP/fh1.safetensors" logits)
+check_num "$d < 0.1" "W8 logits of the head-pruned model near its FP32 ones ($d)"
+expect_status 0 "quantize the head-pruned model (W4, packed columns)" "$NORMLAB" quantize --model "$TMP/h1.safetensors" --weights 4 --images 8 --output "$TMP/h1q4.safetensors"
+expect_status 0 "info of that" "$NORMLAB" info --model "$TMP/h1q4.safetensors"
+expect_out '^heads per block: 1 1 1 1 1 1 1 1 1 1 1 1 ' "the W4 checkpoint keeps the head counts"
+if grep -q avx512_bf16 /proc/cpuinfo 2>/dev/null || grep -q amx_bf16 /proc/cpuinfo 2>/dev/null; then
+  expect_status 0 "forward --precision bf16 of the head-pruned model" "$NORMLAB" forward --model "$TMP/h1.safetensors" --precision bf16 --input "$REF" --output "$TMP/fh1b.safetensors"
+  d=$(python3 "$NL_SRCDIR/tests/cli/st_tool.py" maxdiff "$TMP/fh1b.safetensors" "$TMP/fh1.safetensors" logits)
+  check_num "$d < 0.1" "BF16 logits of the head-pruned model near its FP32 ones ($d)"
+else
+  echo "ok $((_n = _n + 1)) # SKIP BF16: the CPU has no BF16 instructions"
+fi
+expect_status 0 "attention reuse on the head-pruned model (equal heads)" "$NORMLAB" reuse --model "$TMP/h1.safetensors" --blocks 11 --eval-images 50 --json
+expect_status 2 "export --to pytorch of a head-pruned model" "$NORMLAB" export --model "$TMP/h1.safetensors" --to pytorch --output "$TMP/hexp"
+expect_err 'blocks\.0 has 1 of 2 attention heads .*timm' "it names the block and the reason"
+ok $([ ! -e "$TMP/hexp" ]; echo $?) "no export directory left behind"
+# random heads follow the seed; MLP channels and heads in one prune
+for s in 1 1b 2; do
+  expect_status 0 "prune heads at random, seed ${s%b}" "$NORMLAB" prune --model "$TINY" --heads 0.5 --head-score random --seed "${s%b}" --no-compensate --output "$TMP/hrand$s.safetensors"
+done
+cmp -s "$TMP/hrand1.safetensors" "$TMP/hrand1b.safetensors"; ok $? "the same seed writes the same file"
+! cmp -s "$TMP/hrand1.safetensors" "$TMP/hrand2.safetensors"; ok $? "another seed removes other heads"
+expect_status 0 "prune --ratio 0.4 --keep-heads 1" "$NORMLAB" prune --model "$SMALL" --ratio 0.4 --score magnitude --keep-heads 1 --profile "$TMP/p.safetensors" --output "$TMP/mh.safetensors"
+expect_out '^MLP widths: 256 in every block -> 154 in every block$' "the MLP channels go"
+expect_out '^heads: 2 in every block -> 1 in every block' "and the heads"
+expect_status 0 "eval of the MLP and head prune" "$NORMLAB" eval --model "$TMP/mh.safetensors" --images 200 --json
 done_testing

@@ -1,7 +1,8 @@
 -- model:profile and model:prune against the timm fixture: the profile of
 -- the first 2 test images has norm1's input statistics of the fixture's
 -- recorded tensor (worked out here); a ratio prune halves every block's
--- width; the prune's bytes are the parameters' bytes; bad options raise.
+-- width; the prune's bytes are the parameters' bytes; heads are pruned alone
+-- or with the channels; bad options raise.
 package.path = (arg[0]:match("^(.*)/") or ".") .. "/?.lua;" .. package.path
 local T = require "tap"
 local nl = normlab
@@ -42,4 +43,18 @@ T.raises("covariance of blocks.0.mlp.fc2.in", "prune refit: a profile without co
   function() m:prune{ratio = 0.5, refit = true, profile = pf} end)
 os.remove(pf)
 T.raises("refit_damp", "prune refit: negative damping", function() m:prune{ratio = 0.5, refit = true, refit_damp = -1} end)
+-- attention heads: 1 of 2 kept per block (contribution, profiled here), with
+-- the MLP channels in the same call; bad head options raise
+local hm, hr = m:prune{keep_heads = 1, images = 32}
+local hi = hm:info()
+T.ok(hi.head_counts[1] == 1 and hi.head_counts[12] == 1 and hi.num_heads == 2, "prune heads: 2 -> 1 in every block")
+T.ok(hr.param_bytes == hr.param_bytes_before - 12 * 4 * (3 * 32 * 64 + 3 * 32 + 32 * 64), "prune heads: qkv and proj lose one head's rows and columns")
+local he = hm:eval{images = 200}
+T.ok(he.top1 > 0.3, string.format("prune heads: the model classifies (top-1 %.3f on 200)", he.top1))
+local both = m:prune{ratio = 0.5, score = "magnitude", heads = 0.5, head_score = "random", compensate = false}
+T.ok(both:info().mlp_widths[1] == 128 and both:info().head_counts[1] == 1, "prune: MLP channels and heads in one call")
+T.raises("between 1 and 2", "prune: keep_heads 0", function() m:prune{keep_heads = 0} end)
+T.raises("between 1 and 2", "prune: keep_heads 3", function() m:prune{keep_heads = 3} end)
+T.raises("[0, 1)", "prune: heads 1", function() m:prune{heads = 1} end)
+T.raises("head_score 'variance'", "prune: head_score variance", function() m:prune{heads = 0.5, head_score = "variance"} end)
 T.done()

@@ -5,7 +5,10 @@
  * bias compensation leaves the logits as they were (and not without it);
  * per-block widths load and run as a full-width model with the removed fc2
  * columns zeroed; the budget rule fits its budget; random scores follow the
- * seed. */
+ * seed. Attention heads: a head with constant output removed with bias
+ * compensation leaves the logits (and not without it), the pruned block's
+ * cost-table figures follow the hand formula, head counts survive save and
+ * load bit for bit, and the plan rules reject bad ratios and counts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,8 +22,11 @@
 #include <unistd.h>
 
 #include "base/mem.h"
+#include "model/blockcost.h"
+#include "model/export.h"
 #include "model/profile.h"
 #include "model/prune.h"
+#include "model/reuse_plan.h"
 #include "model/safetensors.h"
 #include "model/vit.h"
 
@@ -617,6 +623,217 @@ static void test_refit_least_squares(void **state) {
   nl_vit_free(&m);
 }
 
+/* ---- attention heads ---- */
+
+/* keep[l][h] = 1 for every head of m but (L, H) (free with nl_prune_keep_free). */
+static unsigned char **all_but_head(const nl_vit *m, int L, int H) {
+  unsigned char **keep = nl_xcalloc((size_t)m->cfg.depth, sizeof(unsigned char *));
+  for (int l = 0; l < m->cfg.depth; l++) {
+    keep[l] = nl_xmalloc((size_t)nl_vit_heads(&m->cfg, l));
+    memset(keep[l], 1, (size_t)nl_vit_heads(&m->cfg, l));
+  }
+  keep[L][H] = 0;
+  return keep;
+}
+
+/* A head whose values are constant (its v weights zeroed: every output row is
+ * the v bias, the probabilities summing to 1) removed with bias
+ * compensation leaves the logits as they were (and not without it); the
+ * contribution score removes it first; the pruned block has the shapes
+ * and cost-table figures of one head (hand formulas). */
+static void test_head_constant_compensation(void **state) {
+  (void)state;
+  nl_vit m, with, without;
+  load_small(&m);
+  const int D = m.cfg.dim, NH = m.cfg.heads, hd = D / NH, L = 4, Hh = 1, T = m.cfg.tokens;
+  assert_int_equal(NH, 2);
+  nl_vit_block *B = &m.blocks[L];
+  memset(B->qkv_w + ((size_t)2 * D + (size_t)Hh * hd) * D, 0, (size_t)hd * D * sizeof(float));
+  /* not the same for every channel: LayerNorm would take a uniform shift out */
+  for (int j = 0; j < hd; j++) B->qkv_b[2 * D + Hh * hd + j] = (float)(0.8 * sin(3.0 * j + 1));
+  float *in = ref_tensor("inputs", NULL);
+  float *l0 = logits_of(&m, in, 8);
+  nl_profile p;
+  nl_error err;
+  nl_profile_opts po = {.batch = 8};
+  if (nl_profile_run(&m, 8, fill_ref, in, &po, &p, &err)) fail_msg("%s", err.msg);
+  const nl_profile_layer *al = nl_profile_attn(&p, L);
+  assert_non_null(al);
+  assert_int_equal(al->width, D);
+  for (int j = 0; j < hd; j++) {
+    assert_true(fabs(al->mean[Hh * hd + j] - B->qkv_b[2 * D + Hh * hd + j]) < 1e-5);
+    assert_true(al->var[Hh * hd + j] < 1e-9);
+  }
+  unsigned char **keep = all_but_head(&m, L, Hh);
+  float **mu = nl_xcalloc((size_t)m.cfg.depth, sizeof(float *));
+  for (int l = 0; l < m.cfg.depth; l++) mu[l] = nl_profile_attn(&p, l)->mean;
+  if (nl_prune_heads_apply(&m, keep, (const float *const *)mu, &with, &err)) fail_msg("%s", err.msg);
+  if (nl_prune_heads_apply(&m, keep, NULL, &without, &err)) fail_msg("%s", err.msg);
+  free(mu);
+  assert_int_equal(nl_vit_heads(&with.cfg, L), 1);
+  assert_int_equal(nl_vit_heads(&with.cfg, L + 1), 2);
+  /* head 0 stays: its q, k, v rows and proj columns as they were */
+  const nl_vit_block *W = &with.blocks[L];
+  for (int g = 0; g < 3; g++)
+    assert_memory_equal(W->qkv_w + (size_t)g * hd * D, B->qkv_w + (size_t)g * D * D,
+                        (size_t)hd * D * sizeof(float));
+  for (int i = 0; i < D; i++)
+    assert_memory_equal(W->proj_w + (size_t)i * hd, B->proj_w + (size_t)i * D, (size_t)hd * sizeof(float));
+  float *lw = logits_of(&with, in, 8), *ln = logits_of(&without, in, 8);
+  double dw = max_diff(l0, lw, 80), dn = max_diff(l0, ln, 80);
+  if (!(dw < 1e-4)) fail_msg("with compensation the logits moved by %g", dw);
+  if (!(dn > 1e-2)) fail_msg("without compensation the logits moved by only %g", dn);
+  /* contribution: Var 0 -> score 0, removed first */
+  float **sc;
+  unsigned char **kv;
+  nl_prune_head_opts ho = {.score = NL_PRUNE_CONTRIBUTION, .ratio = 0.5};
+  if (nl_prune_head_scores(&m, &p, ho.score, 0, &sc, &err)) fail_msg("%s", err.msg);
+  assert_true(sc[L][Hh] < 1e-9f && sc[L][0] > 1e-6f);
+  if (nl_prune_head_plan(&m, sc, &ho, &kv, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(kv[L][Hh], 0);
+  assert_int_equal(kv[L][0], 1);
+  nl_prune_keep_free(kv, m.cfg.depth);
+  nl_prune_scores_free(sc, m.cfg.depth);
+  /* cost table of the pruned block (A = 1 head x 32) against the hand formula */
+  nl_part_cost *rows;
+  int nr;
+  if (nl_vit_cost_rows(&with, NULL, 1, &rows, &nr, &err)) fail_msg("%s", err.msg);
+  const double A = hd, Td = T, Dd = D;
+  for (int l = L; l <= L + 1; l++) {
+    const double a = l == L ? A : Dd, h = l == L ? 1 : 2;
+    const nl_part_cost *x = &rows[1 + 9 * l];
+    assert_int_equal(x[1].part, NL_PART_QKV);
+    assert_int_equal(x[1].block, l);
+    assert_true(x[1].flops == 2 * Td * Dd * 3 * a);
+    assert_true(x[1].params == 3 * a * Dd + 3 * a);
+    assert_true(x[2].flops == 4 * Td * Td * a + h * Td * (24 * Td + 1));
+    assert_true(x[2].act_bytes == 4 * (3 * Td * a + h * Td * Td));
+    assert_true(x[3].flops == 2 * Td * a * Dd);
+    assert_true(x[3].params == a * Dd + Dd);
+    assert_true(x[3].act_bytes == 4 * Td * a);
+  }
+  /* pruned block: 2*17*64*96 = 208896 qkv FLOPs, 3*32*64+96 = 6240 parameters */
+  assert_true(rows[1 + 9 * L + 1].flops == 208896.0);
+  assert_true(rows[1 + 9 * L + 1].params == 6240.0);
+  free(rows);
+  nl_prune_keep_free(keep, m.cfg.depth);
+  free(lw);
+  free(ln);
+  free(l0);
+  free(in);
+  nl_profile_free(&p);
+  nl_vit_free(&with);
+  nl_vit_free(&without);
+  nl_vit_free(&m);
+}
+
+/* Save -> load keeps per-block head counts (metadata head_counts, checked
+ * against the shapes) and the logits bit for bit; a head-pruned model runs
+ * as the full one with the removed heads' proj columns zeroed. */
+static void test_head_round_trip(void **state) {
+  (void)state;
+  nl_vit m, pm, back, zero;
+  nl_error err;
+  load_small(&m);
+  const int D = m.cfg.dim, hd = D / m.cfg.heads, L = 7;
+  unsigned char **keep = all_but_head(&m, L, 0);
+  if (nl_prune_heads_apply(&m, keep, NULL, &pm, &err)) fail_msg("%s", err.msg);
+  nl_prune_keep_free(keep, m.cfg.depth);
+  assert_false(nl_vit_heads_full(&pm.cfg));
+  char path[] = "/tmp/nl_headprune_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  if (nl_vit_save(&pm, path, &err)) fail_msg("%s", err.msg);
+  if (nl_vit_load(&back, path, NULL, &err)) fail_msg("%s", err.msg);
+  for (int l = 0; l < m.cfg.depth; l++) assert_int_equal(nl_vit_heads(&back.cfg, l), l == L ? 1 : 2);
+  nl_st_file f;
+  if (nl_st_open(&f, path, &err)) fail_msg("%s", err.msg);
+  const char *hc = nl_st_meta_get(&f, "head_counts");
+  assert_non_null(hc);
+  assert_string_equal(hc, "[2,2,2,2,2,2,2,1,2,2,2,2]");
+  nl_st_close(&f);
+  float *in = ref_tensor("inputs", NULL);
+  float *a = logits_of(&pm, in, 8), *b = logits_of(&back, in, 8);
+  assert_memory_equal(a, b, 80 * sizeof(float));
+  /* the full model with head 0 of block L silenced (proj columns zero) */
+  load_small(&zero);
+  for (int i = 0; i < D; i++) memset(zero.blocks[L].proj_w + (size_t)i * D, 0, (size_t)hd * sizeof(float));
+  float *z = logits_of(&zero, in, 8);
+  double d = max_diff(a, z, 80);
+  if (!(d < 1e-4)) fail_msg("head-pruned vs silenced head: logits differ by %g", d);
+  /* block 8 (2 heads) cannot apply block 7's probabilities (1 head): an error naming both */
+  pm.reuse = nl_reuse_plan_new(m.cfg.depth, D);
+  if (nl_reuse_plan_set(pm.reuse, 8, 7, NL_TB_NONE, 0, &err)) fail_msg("%s", err.msg);
+  nl_vit_acts acts;
+  if (nl_vit_acts_init(&acts, &pm.cfg, 2, 0, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(nl_vit_forward(&pm, &acts, in, 2, NULL, NULL, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "block 8 (2 heads) cannot apply the attention probabilities of "
+                                  "block 7 (1 heads)"));
+  nl_vit_acts_free(&acts);
+  /* block 7 reusing block 6 has the same problem; 9 reusing 8 does not */
+  assert_int_equal(nl_reuse_plan_set(pm.reuse, 8, -1, NL_TB_NONE, 0, &err), 0);
+  assert_int_equal(nl_reuse_plan_set(pm.reuse, 9, 8, NL_TB_NONE, 0, &err), 0);
+  assert_int_equal(nl_reuse_plan_check_heads(pm.reuse, &pm.cfg, &err), 0);
+  assert_int_equal(nl_reuse_plan_set(pm.reuse, 7, 6, NL_TB_NONE, 0, &err), 0);
+  assert_int_equal(nl_reuse_plan_check_heads(pm.reuse, &pm.cfg, &err), -1);
+  assert_non_null(strstr(err.msg, "block 7 (1 heads)"));
+  nl_reuse_plan_free(pm.reuse);
+  pm.reuse = NULL;
+  /* timm's layout needs equal heads: export refuses, naming the block */
+  char dir[] = "/tmp/nl_headprune_exp_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  rmdir(dir);
+  assert_int_equal(nl_export_pytorch(&pm, dir, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  assert_non_null(strstr(err.msg, "blocks.7 has 1 of 2 attention heads"));
+  assert_int_equal(access(dir, F_OK), -1);
+  free(a);
+  free(b);
+  free(z);
+  free(in);
+  unlink(path);
+  nl_vit_free(&zero);
+  nl_vit_free(&back);
+  nl_vit_free(&pm);
+  nl_vit_free(&m);
+}
+
+/* Head plans: ratio rounds per block and keeps one head; keep out of range
+ * and a ratio outside [0, 1) are errors; random follows the seed. */
+static void test_head_plan_rules(void **state) {
+  (void)state;
+  nl_vit m;
+  nl_error err;
+  load_small(&m);
+  float **a, **b;
+  unsigned char **k;
+  assert_int_equal(nl_prune_head_scores(&m, NULL, NL_PRUNE_RANDOM, 3, &a, &err), 0);
+  assert_int_equal(nl_prune_head_scores(&m, NULL, NL_PRUNE_RANDOM, 3, &b, &err), 0);
+  for (int l = 0; l < m.cfg.depth; l++) assert_memory_equal(a[l], b[l], 2 * sizeof(float));
+  nl_prune_head_opts o = {.score = NL_PRUNE_RANDOM, .ratio = 0.99};
+  assert_int_equal(nl_prune_head_plan(&m, a, &o, &k, &err), 0);
+  for (int l = 0; l < m.cfg.depth; l++) assert_int_equal(k[l][0] + k[l][1], 1);
+  nl_prune_keep_free(k, m.cfg.depth);
+  o.ratio = 1;
+  assert_int_equal(nl_prune_head_plan(&m, a, &o, &k, &err), -1);
+  assert_non_null(strstr(err.msg, "[0, 1)"));
+  o.ratio = 0, o.keep = 3;
+  assert_int_equal(nl_prune_head_plan(&m, a, &o, &k, &err), -1);
+  assert_non_null(strstr(err.msg, "[1, 2]"));
+  o.keep = 2;
+  assert_int_equal(nl_prune_head_plan(&m, a, &o, &k, &err), 0);
+  for (int l = 0; l < m.cfg.depth; l++) assert_int_equal(k[l][0] + k[l][1], 2);
+  nl_prune_keep_free(k, m.cfg.depth);
+  /* contribution needs the profile; other scores are for channels */
+  assert_int_equal(nl_prune_head_scores(&m, NULL, NL_PRUNE_CONTRIBUTION, 0, &b, &err), -1);
+  assert_non_null(strstr(err.msg, "attn.proj.in"));
+  assert_int_equal(nl_prune_head_scores(&m, NULL, NL_PRUNE_VARIANCE, 0, &b, &err), -1);
+  nl_prune_scores_free(a, m.cfg.depth);
+  nl_vit_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_profile_against_fixture),
@@ -628,6 +845,9 @@ int main(void) {
       cmocka_unit_test(test_budget),
       cmocka_unit_test(test_ratio_uniform),
       cmocka_unit_test(test_refit_least_squares),
+      cmocka_unit_test(test_head_constant_compensation),
+      cmocka_unit_test(test_head_round_trip),
+      cmocka_unit_test(test_head_plan_rules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* Unit tests for the whole-model trainer (src/train/vit_train.c).
  *
  * Gradient check: a small random ViT (img 8, patch 4, dim 8, depth 2,
- * heads 2, classes 3, layer scale), one norm slot of each kind (LayerNorm,
+ * heads 2, classes 3, layer scale; also with block 1 head-pruned to 1 of its
+ * 2 heads), one norm slot of each kind (LayerNorm,
  * DyT, expression), drop path with masks drawn by the trainer. The loss is
  * recomputed by an independent double-precision forward written here (the
  * expression in double by nl_eval1), and a few entries of every parameter
@@ -49,6 +50,7 @@
 
 typedef struct {
   int img, patch, dim, depth, heads, classes, hidden, ls, avg;
+  int heads1; /* > 0: block 1 has that many heads (a head-pruned block) */
 } small_cfg;
 
 static void add(nl_st_writer *w, nl_rng *r, const char *name, int ndim, const int64_t *shape,
@@ -79,9 +81,10 @@ static void write_model(const char *path, const small_cfg *c, uint64_t seed) {
   snprintf(n, sizeof n, "blocks.%d." suf, l), add(w, &r, n, 1, (int64_t[]){a}, lo, hi)
     T1("norm1.weight", D, 0.7f, 1.3f);
     T1("norm1.bias", D, -0.2f, 0.2f);
-    T2("attn.qkv.weight", 3 * D, D, -0.5f, 0.5f);
-    T1("attn.qkv.bias", 3 * D, -0.2f, 0.2f);
-    T2("attn.proj.weight", D, D, -0.5f, 0.5f);
+    const int64_t A = l == 1 && c->heads1 ? c->heads1 * (D / c->heads) : D;
+    T2("attn.qkv.weight", 3 * A, D, -0.5f, 0.5f);
+    T1("attn.qkv.bias", 3 * A, -0.2f, 0.2f);
+    T2("attn.proj.weight", D, A, -0.5f, 0.5f);
     T1("attn.proj.bias", D, -0.2f, 0.2f);
     if (c->ls) T1("ls1.gamma", D, 0.3f, 0.9f);
     T1("norm2.weight", D, 0.7f, 1.3f);
@@ -230,6 +233,7 @@ static double ref_loss(void *vp) {
     const float *dp1 = c->dp + (size_t)(2 * l) * B, *dp2 = dp1 + B;
     const int src = R ? R->src[l] : -1;
     double *Pl = probs + (size_t)l * B * NH * T * T;
+    const int NHl = nl_vit_heads(cf, l), A = NHl * hd; /* head-pruned blocks have fewer */
     if (src >= 0 && R->tb[l] != NL_TB_NONE) {
       const double *zs = outs + (size_t)src * N * D;
       if (R->tb[l] == NL_TB_LINEAR) {
@@ -244,17 +248,17 @@ static double ref_loss(void *vp) {
       }
     } else {
     r_norm(c, bl->norm1, h, x, N, D);
-    r_lin(qkv, h, prm(c, bl->qkv_w), prm(c, bl->qkv_b), N, D, 3 * D);
+    r_lin(qkv, h, prm(c, bl->qkv_w), prm(c, bl->qkv_b), N, D, 3 * A);
     if (src >= 0) /* the source's probabilities, as it applied them */
       memcpy(Pl, probs + (size_t)src * B * NH * T * T, sizeof(double) * B * NH * T * T);
     for (int b = 0; b < B; b++)
-      for (int hh = 0; hh < NH; hh++)
+      for (int hh = 0; hh < NHl; hh++)
         for (int i = 0; i < T; i++) {
           double *s = Pl + (((size_t)b * NH + hh) * T + i) * T, mx = -1e300, z = 0;
           if (src < 0) {
-            const double *q = qkv + ((size_t)b * T + i) * 3 * D + hh * hd;
+            const double *q = qkv + ((size_t)b * T + i) * 3 * A + hh * hd;
             for (int j = 0; j < T; j++) {
-              const double *k = qkv + ((size_t)b * T + j) * 3 * D + D + hh * hd;
+              const double *k = qkv + ((size_t)b * T + j) * 3 * A + A + hh * hd;
               double v = 0;
               for (int e = 0; e < hd; e++) v += q[e] * k[e];
               s[j] = v / sqrt((double)hd);
@@ -266,11 +270,11 @@ static double ref_loss(void *vp) {
           for (int e = 0; e < hd; e++) {
             double o = 0;
             for (int j = 0; j < T; j++)
-              o += s[j] * qkv[((size_t)b * T + j) * 3 * D + 2 * D + hh * hd + e];
-            ao[((size_t)b * T + i) * D + hh * hd + e] = o;
+              o += s[j] * qkv[((size_t)b * T + j) * 3 * A + 2 * A + hh * hd + e];
+            ao[((size_t)b * T + i) * A + hh * hd + e] = o;
           }
         }
-    r_lin(pr, ao, prm(c, bl->proj_w), prm(c, bl->proj_b), N, D, D);
+    r_lin(pr, ao, prm(c, bl->proj_w), prm(c, bl->proj_b), N, A, D);
     }
     memcpy(outs + (size_t)l * N * D, pr, sizeof(double) * N * D);
     for (int i = 0; i < N; i++)
@@ -445,9 +449,10 @@ static void grad_check_model(const small_cfg *sc, int distill, int plan) {
   nl_vit_free(&m);
 }
 
-static const small_cfg SMALL = {8, 4, 8, 2, 2, 3, 16, 1, 0};
-static const small_cfg SMALL_AVG = {8, 4, 8, 2, 2, 3, 16, 0, 1};
-static const small_cfg SMALL4 = {8, 4, 8, 4, 2, 3, 16, 1, 0};
+static const small_cfg SMALL = {8, 4, 8, 2, 2, 3, 16, 1, 0, 0};
+static const small_cfg SMALL_AVG = {8, 4, 8, 2, 2, 3, 16, 0, 1, 0};
+static const small_cfg SMALL4 = {8, 4, 8, 4, 2, 3, 16, 1, 0, 0};
+static const small_cfg SMALL_HEADS = {8, 4, 8, 2, 2, 3, 16, 1, 0, 1}; /* block 1: 1 of 2 heads */
 
 static void test_grad_reuse(void **s) {
   (void)s;
@@ -466,6 +471,18 @@ static void test_grad_kd(void **s) {
 static void test_grad_avgpool(void **s) {
   (void)s;
   grad_check_model(&SMALL_AVG, 0, 0);
+}
+
+/* A head-pruned block (1 of 2 heads: qkv [12, 8], proj [8, 4]). */
+static void test_grad_pruned_heads(void **s) {
+  (void)s;
+  nl_vit m;
+  load_small(&m, &SMALL_HEADS, 11);
+  assert_int_equal(nl_vit_heads(&m.cfg, 0), 2);
+  assert_int_equal(nl_vit_heads(&m.cfg, 1), 1);
+  nl_vit_free(&m);
+  grad_check_model(&SMALL_HEADS, 0, 0);
+  grad_check_model(&SMALL_HEADS, 1, 0);
 }
 
 /* ---------------- AdamW through the trainer ---------------- */
@@ -856,7 +873,8 @@ static void test_determinism(void **s) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_grad_ce),      cmocka_unit_test(test_grad_kd),
-      cmocka_unit_test(test_grad_avgpool), cmocka_unit_test(test_grad_reuse),
+      cmocka_unit_test(test_grad_avgpool), cmocka_unit_test(test_grad_pruned_heads),
+      cmocka_unit_test(test_grad_reuse),
       cmocka_unit_test(test_adamw_full),
       cmocka_unit_test(test_adamw_affine), cmocka_unit_test(test_state_roundtrip),
       cmocka_unit_test(test_schedule_points),
