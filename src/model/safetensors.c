@@ -1,3 +1,6 @@
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE /* madvise, MADV_DONTNEED (the build defines it; the fuzz target does not) */
+#endif
 #define _POSIX_C_SOURCE 200809L
 #include "model/safetensors.h"
 

@@ -83,20 +83,22 @@ static int infer(const nl_st_file *f, inferred *s, nl_error *err) {
     if (s->widths[b] > s->mlp_hidden) s->mlp_hidden = s->widths[b];
     /* attention width (a head-pruned model may differ per block) */
     snprintf(nm, sizeof nm, "blocks.%d.attn.qkv.weight", b);
+    /* a missing qkv or proj leaves the block's heads at the default; the
+     * loader's list of missing tensors names it */
     const nl_st_tensor *qw = nl_st_find(f, nm);
-    if (!qw || qw->ndim != 2 || qw->shape[0] < 1 || qw->shape[0] > (1 << 24))
-      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' %s", f->path, nm,
-                     qw ? "has the wrong shape (want [3 x heads x head_dim, dim])" : "is missing");
-    s->qkv_rows[b] = (int)qw->shape[0];
+    if (qw && (qw->ndim != 2 || qw->shape[0] < 1 || qw->shape[0] > (1 << 24)))
+      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' has the wrong shape (want [3 x heads x "
+                     "head_dim, dim])", f->path, nm);
+    s->qkv_rows[b] = qw ? (int)qw->shape[0] : -1;
     snprintf(nm, sizeof nm, "blocks.%d.attn.proj.weight", b);
     const nl_st_tensor *pj = nl_st_find(f, nm);
-    if (!pj || pj->ndim != 2 || pj->shape[1] < 1 || pj->shape[1] > (1 << 24))
-      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' %s", f->path, nm,
-                     pj ? "has the wrong shape (want [dim, heads x head_dim])" : "is missing");
+    if (pj && (pj->ndim != 2 || pj->shape[1] < 1 || pj->shape[1] > (1 << 24)))
+      return nl_fail(err, NL_EINPUT, "%s: tensor '%s' has the wrong shape (want [dim, heads x "
+                     "head_dim])", f->path, nm);
     /* a quantized proj may pack its columns (4-bit: two per byte): checked
      * against the head count by the quantized layer's own shapes instead */
-    const int fp = pj->dtype == NL_DT_F32 || pj->dtype == NL_DT_F16 || pj->dtype == NL_DT_BF16 ||
-                   pj->dtype == NL_DT_F64;
+    const int fp = pj && (pj->dtype == NL_DT_F32 || pj->dtype == NL_DT_F16 ||
+                          pj->dtype == NL_DT_BF16 || pj->dtype == NL_DT_F64);
     s->proj_cols[b] = fp ? (int)pj->shape[1] : -1;
   }
   s->layer_scale = nl_st_find(f, "blocks.0.ls1.gamma") != NULL;
@@ -412,6 +414,10 @@ static int resolve_config(const nl_st_file *f, const inferred *s, const nl_vit_l
   const int hd = s->dim / c->heads;
   for (int b = 0; b < s->depth; b++) {
     const int rows = s->qkv_rows[b], h = rows / (3 * hd);
+    if (rows < 0) { /* missing: named with the other missing tensors */
+      c->head_counts[b] = 0;
+      continue;
+    }
     if (rows % (3 * hd) || h < 1 || h > c->heads || (s->proj_cols[b] >= 0 && s->proj_cols[b] != h * hd))
       return nl_fail(err, NL_EINPUT,
                      "%s: blocks.%d.attn.qkv.weight has %d rows and blocks.%d.attn.proj.weight "

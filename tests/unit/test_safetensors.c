@@ -202,8 +202,10 @@ static void test_release(void **state) {
   long before = rss_kb();
   nl_st_release(&f, t);
   long after = rss_kb();
-  if (before > 0) /* 8 MB less, give or take a page at each end */
-    if (before - after < (long)(n * sizeof(float) / 1024) - 16)
+  /* 8 MB less; VmRSS lags the page tables by a few dozen pages (per-thread
+   * counters), so three quarters of it is asked for (without the release: 0) */
+  if (before > 0)
+    if (before - after < (long)(n * sizeof(float) / 1024) * 3 / 4)
       fail_msg("resident %ld kB before the release, %ld after", before, after);
   nl_st_release(&f, nl_st_find(&f, "small")); /* under one page: nothing to drop */
   memset(o, 0, n * sizeof *o);
