@@ -812,6 +812,7 @@ static void test_head_plan_rules(void **state) {
   assert_int_equal(nl_prune_head_scores(&m, NULL, NL_PRUNE_RANDOM, 3, &a, &err), 0);
   assert_int_equal(nl_prune_head_scores(&m, NULL, NL_PRUNE_RANDOM, 3, &b, &err), 0);
   for (int l = 0; l < m.cfg.depth; l++) assert_memory_equal(a[l], b[l], 2 * sizeof(float));
+  nl_prune_scores_free(b, m.cfg.depth);
   nl_prune_head_opts o = {.score = NL_PRUNE_RANDOM, .ratio = 0.99};
   assert_int_equal(nl_prune_head_plan(&m, a, &o, &k, &err), 0);
   for (int l = 0; l < m.cfg.depth; l++) assert_int_equal(k[l][0] + k[l][1], 1);
