@@ -10,6 +10,7 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "tensor/igemm.h"
 #include "tensor/layers.h"
 
 static const char *const qlayer_names[NL_QL_COUNT] = {"attn.qkv", "attn.proj", "mlp.fc1",
@@ -382,6 +383,7 @@ static int quantize_pass(nl_vit *m, const float *images, int n, const nl_quant_o
       matmul_nt(ref2, xe, r.w, rows, r.ic, r.oc);
       if (xe != xin) free(xe);
       char eb[200] = "";
+      nl_qlinear_pack(ql, 0);
       if (nl_qlinear_forward(out, xin, ql, NULL, rows, eb, sizeof eb))
         rc = nl_fail(err, NL_EINTERNAL, "blocks.%d.%s: %s", l, qlayer_names[k], eb);
       else if (rep)
@@ -502,7 +504,8 @@ void nl_vit_precision(const nl_vit *m, char *buf, size_t cap) {
   char g[32] = "";
   if (q->group > 0) snprintf(g, sizeof g, " g%d", q->group);
   if (q->acts == 8)
-    snprintf(buf, cap, "W8A8 %s (INT8 products in oneDNN, activations per %s)", q->method,
+    snprintf(buf, cap, "W8A8 %s (INT8 products %s, activations per %s)", q->method,
+             nl_igemm_available() ? "on AVX512-VNNI" : "in oneDNN",
              q->act_per_tensor ? "tensor" : "token");
   else
     snprintf(buf, cap, "W%d%s %s weight-only (dequantized per tile)", q->bits, g, q->method);
@@ -740,6 +743,9 @@ int nl_quant_attach(nl_vit *m, nl_vit_quant *q, const nl_st_file *f, const char 
       if (!ql->bits) continue;
       ql->bits = 0; /* the mark; read_layer sets the layer up */
       if (read_layer(m, q, l, k, f, path, err)) return -1;
+      /* W8A8 on AVX512-VNNI: packed for the kernel once; an inference-only
+       * load holds the weights only so */
+      nl_qlinear_pack(ql, q->int_only);
     }
   return 0;
 }
@@ -762,7 +768,13 @@ int nl_quant_write(const nl_vit *m, nl_st_writer *w, nl_error *err) {
       uint8_t *z = nl_xmalloc(ng);
       for (size_t j = 0; j < ng; j++) z[j] = (uint8_t)(ql->bits < 8 ? ql->zero[j] : (int8_t)ql->zero[j]);
       nl_dtype it = ql->bits < 8 ? NL_DT_U8 : NL_DT_I8;
-      rc = nl_st_writer_add_raw(w, p->name, it, ql->q, 2, ws, err);
+      uint8_t *raw = ql->q;
+      if (!raw) { /* held only packed (nl_qlinear_pack) */
+        raw = nl_xmalloc((size_t)ws[0] * (size_t)ws[1]);
+        nl_qlinear_raw(ql, raw);
+      }
+      rc = nl_st_writer_add_raw(w, p->name, it, raw, 2, ws, err);
+      if (raw != ql->q) free(raw);
       snprintf(nm, sizeof nm, "%s.weight_scale", base);
       if (!rc) rc = nl_st_writer_add(w, nm, ql->scale, 2, ss, err);
       snprintf(nm, sizeof nm, "%s.weight_zero", base);

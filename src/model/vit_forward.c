@@ -200,8 +200,10 @@ static int lin(const nl_vit *m, float *out, const float *inp, const float *w, co
     if (nl_linear_forward_bf16(out, inp, m->bf16 + (w - m->params), b, rows, IC, OC, eb,
                                sizeof eb))
       return nl_fail(err, NL_EINTERNAL, "BF16 product: %s", eb);
-  } else if (nl_qlinear_forward(out, inp, q, b, rows, eb, sizeof eb)) {
-    return nl_fail(err, NL_EINTERNAL, "quantized layer: %s", eb);
+  } else {
+    if (nl_qlinear_forward_ex(out, inp, q, b, rows, e, eb, sizeof eb))
+      return nl_fail(err, NL_EINTERNAL, "quantized layer: %s", eb);
+    return 0;
   }
   if (e && e->then == NL_LIN_GELU)
     nl_gelu_forward(e->out2, out, (size_t)rows * OC);

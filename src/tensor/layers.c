@@ -141,7 +141,7 @@ int nl_gemm_row_tile(int M) {
 #define KLIN_ROWS 64     /* AVX-512 kernel: rows per task (a multiple of 8) */
 #define KLIN_MIN_TASKS 8 /* below this many row tiles, split the panels too */
 
-static void epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,
+void nl_lin_epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,
                           int c0, int c1) {
   if (!e || e->then == NL_LIN_PLAIN || r1 <= r0 || c1 <= c0) return;
   const size_t w = (size_t)(c1 - c0);
@@ -173,7 +173,7 @@ static void klin_task(size_t i, int worker, void *user) {
   const int p0 = g * j->pg, p1 = p0 + j->pg < np ? p0 + j->pg : np;
   nl_gemm_packed(j->out, j->ldc, j->inp, j->IC, j->wp, j->b, j->OC, j->IC, r0, r1, p0, p1);
   const int c0 = p0 * NL_GEMM_NR, c1 = p1 * NL_GEMM_NR < j->OC ? p1 * NL_GEMM_NR : j->OC;
-  epilogue_rows(j->e, j->out, j->OC, r0, r1, c0, c1);
+  nl_lin_epilogue_rows(j->e, j->out, j->OC, r0, r1, c0, c1);
 }
 
 /* out rows ldc floats apart (OC: contiguous) */

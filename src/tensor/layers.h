@@ -89,6 +89,10 @@ typedef struct nl_lin_epilogue {
 } nl_lin_epilogue;
 void nl_linear_forward_ex(float *out, const float *inp, const float *w, const float *wpacked,
                           const float *b, int N, int IC, int OC, const nl_lin_epilogue *e);
+/* e's layer on rows [r0, r1) and columns [c0, c1) of out [., OC] (the tile
+ * a product task just wrote); nothing for e NULL or NL_LIN_PLAIN. */
+void nl_lin_epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,
+                          int c0, int c1);
 
 /* ---- LayerNorm over the last dim: out = (x - mean) * rstd * w + b ----
  * rstd = 1/sqrt(var + eps), var biased (divide by C). eps = 1e-6 in timm's

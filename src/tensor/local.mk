@@ -4,6 +4,7 @@ libnormlab_a_SOURCES += src/tensor/kernels.c src/tensor/kernels.h \
 	src/tensor/qlinear.c src/tensor/qlinear.h \
 	src/tensor/bf16.c src/tensor/bf16.h \
 	src/tensor/gemm.c src/tensor/gemm.h src/tensor/vec512.h \
+	src/tensor/igemm.c src/tensor/igemm.h \
 	src/tensor/sgemm.c src/tensor/sgemm.h
 
 check_PROGRAMS += tests/unit/test_kernels
@@ -31,3 +32,8 @@ NL_UNIT_TESTS += tests/unit/test_fwdkern
 tests_unit_test_fwdkern_SOURCES = tests/unit/test_fwdkern.c
 tests_unit_test_fwdkern_CFLAGS = $(NL_TEST_CFLAGS)
 tests_unit_test_fwdkern_LDADD = $(NL_TEST_LDADD)
+check_PROGRAMS += tests/unit/test_igemm
+NL_UNIT_TESTS += tests/unit/test_igemm
+tests_unit_test_igemm_SOURCES = tests/unit/test_igemm.c
+tests_unit_test_igemm_CFLAGS = $(NL_TEST_CFLAGS)
+tests_unit_test_igemm_LDADD = $(NL_TEST_LDADD)

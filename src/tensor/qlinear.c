@@ -11,6 +11,8 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "tensor/igemm.h"
+#include "tensor/layers.h"
 
 /* ---- formulas ---- */
 
@@ -87,7 +89,47 @@ void nl_qlinear_free(nl_qlinear *q) {
   free(q->scale);
   free(q->zero);
   free(q->in_scale);
+  nl_afree(q->vnni);
+  nl_afree(q->vcomp);
   memset(q, 0, sizeof *q);
+}
+
+/* byte of weight (o, k) in the packed copy (tensor/igemm.h's layout) */
+static size_t vnni_at(const nl_qlinear *q, int o, int k) {
+  const size_t lda = (size_t)nl_igemm_lda(q->ic);
+  return (size_t)(o / NL_IGEMM_NR) * NL_IGEMM_NR * lda + (size_t)(k / 4) * NL_IGEMM_NR * 4 +
+         (size_t)(o % NL_IGEMM_NR) * 4 + (size_t)(k % 4);
+}
+
+int nl_qlinear_pack(nl_qlinear *q, int drop) {
+  if (q->vnni) {
+    if (drop && q->q) {
+      free(q->q);
+      q->q = NULL;
+    }
+    return 1;
+  }
+  if (q->acts != 8 || q->bits != 8 || !q->q || !nl_igemm_available()) return 0;
+  q->vnni = nl_aalloc(nl_igemm_pack_bytes(q->oc, q->ic));
+  q->vcomp = nl_aalloc(sizeof(int32_t) * (size_t)((q->oc + NL_IGEMM_NR - 1) / NL_IGEMM_NR) *
+                       NL_IGEMM_NR);
+  nl_igemm_pack(q->vnni, q->vcomp, (const int8_t *)q->q, q->oc, q->ic);
+  if (drop) {
+    free(q->q);
+    q->q = NULL;
+  }
+  return 1;
+}
+
+void nl_qlinear_raw(const nl_qlinear *q, uint8_t *dst) {
+  const size_t n = (size_t)q->oc * nl_qlinear_row_bytes(q->bits, q->ic);
+  if (q->q) {
+    memcpy(dst, q->q, n);
+    return;
+  }
+  for (int o = 0; o < q->oc; o++)
+    for (int k = 0; k < q->ic; k++)
+      dst[(size_t)o * q->ic + k] = (uint8_t)q->vnni[vnni_at(q, o, k)];
 }
 
 int32_t nl_qlinear_get(const nl_qlinear *q, int o, int k) {
@@ -102,6 +144,7 @@ int32_t nl_qlinear_get(const nl_qlinear *q, int o, int k) {
     uint8_t b = q->q[(size_t)o * (size_t)(q->ic / 2) + (size_t)(k / 2)];
     return (k & 1) ? b >> 4 : b & 15;
   }
+  if (!q->q) return q->vnni[vnni_at(q, o, k)];
   return ((const int8_t *)q->q)[(size_t)o * (size_t)q->ic + (size_t)k];
 }
 
@@ -116,7 +159,12 @@ void nl_qlinear_set(nl_qlinear *q, int o, int k, int32_t v) {
     uint8_t *b = &q->q[(size_t)o * (size_t)(q->ic / 2) + (size_t)(k / 2)];
     *b = (k & 1) ? (uint8_t)((*b & 15) | ((v & 15) << 4)) : (uint8_t)((*b & 0xf0) | (v & 15));
   } else {
-    ((int8_t *)q->q)[(size_t)o * (size_t)q->ic + (size_t)k] = (int8_t)v;
+    if (q->vnni) { /* the packed copy and its correction follow */
+      int8_t *at = &q->vnni[vnni_at(q, o, k)];
+      q->vcomp[o] -= 128 * ((int32_t)(int8_t)v - *at);
+      *at = (int8_t)v;
+    }
+    if (q->q) ((int8_t *)q->q)[(size_t)o * (size_t)q->ic + (size_t)k] = (int8_t)v;
   }
 }
 
@@ -147,7 +195,7 @@ static void dequant_rows(const nl_qlinear *q, int o0, int n, float *w) {
       const float s = q->scale[si];
       const int32_t z = q->zero[si];
       const int k0 = g * q->group;
-      if (q->bits == 3) {
+      if (q->bits == 3 || !q->q) { /* !q: held only packed (nl_qlinear_pack) */
         for (int k = 0; k < q->group; k++)
           row[k0 + k] = s * (float)(nl_qlinear_get(q, o, k0 + k) - z);
       } else if (q->bits == 4) {
@@ -484,9 +532,119 @@ static void a8_epilogue_task(size_t i, int worker, void *user) {
     epilogue_row(j->out + (size_t)r * OC, j->acc + (size_t)r * OC, j->sa[r], q->scale, j->b, OC);
 }
 
+/* ---- W8A8 on AVX512-VNNI (tensor/igemm.h) ----
+ * Tasks of I8_ROWS rows and all panels, each quantizing its rows first and
+ * running the epilogue layer on its tile after; at small batches, fewer
+ * rows and groups of panels, after a pass that quantizes the rows once. */
+
+static int qlinear_plain(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
+                         char *eb, size_t ec);
+
+#define I8_ROWS 64       /* rows per task */
+#define I8_MIN_TASKS 8   /* below this many row tiles, split the panels too */
+#define I8_PAR_MIN (1 << 18) /* multiply-adds below which one thread does it all */
+
+typedef struct {
+  const nl_qlinear *q;
+  const float *x, *b;
+  float *out;
+  uint8_t *u;
+  float *sa;
+  const int8_t *wp;
+  const int32_t *comp;
+  const nl_lin_epilogue *e;
+  int N, pg, npg;
+} i8_job;
+
+static void i8_quant_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const i8_job *j = user;
+  const int r0 = (int)i * I8_ROWS, r1 = r0 + I8_ROWS < j->N ? r0 + I8_ROWS : j->N;
+  const nl_qlinear *q = j->q;
+  nl_igemm_quantize(j->u, j->sa, j->x, q->ic, q->in_scale, q->act_per_tensor ? q->act_scale : 0.0f,
+                    r0, r1);
+}
+
+static void i8_gemm_task(size_t i, int worker, void *user) {
+  (void)worker;
+  const i8_job *j = user;
+  const nl_qlinear *q = j->q;
+  const int np = (q->oc + NL_IGEMM_NR - 1) / NL_IGEMM_NR;
+  const int r0 = (int)(i / (size_t)j->npg) * I8_ROWS, g = (int)(i % (size_t)j->npg);
+  const int r1 = r0 + I8_ROWS < j->N ? r0 + I8_ROWS : j->N;
+  const int p0 = g * j->pg, p1 = p0 + j->pg < np ? p0 + j->pg : np;
+  if (j->npg == 1) i8_quant_task(i, worker, user); /* its rows, while they are in cache */
+  nl_igemm_packed(j->out, q->oc, j->u, j->sa, j->wp, j->comp, q->scale, j->b, q->oc, q->ic, r0, r1,
+                  p0, p1);
+  const int c0 = p0 * NL_IGEMM_NR, c1 = p1 * NL_IGEMM_NR < q->oc ? p1 * NL_IGEMM_NR : q->oc;
+  nl_lin_epilogue_rows(j->e, j->out, q->oc, r0, r1, c0, c1);
+}
+
+static void i8_forward(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
+                       const nl_lin_epilogue *e) {
+  i8_job j = {.q = q, .x = inp, .b = b, .out = out, .e = e, .N = N};
+  int8_t *tw = NULL;
+  int32_t *tc = NULL;
+  j.wp = q->vnni;
+  j.comp = q->vcomp;
+  if (!j.wp) { /* not packed at load: pack for this call */
+    tw = nl_aalloc(nl_igemm_pack_bytes(q->oc, q->ic));
+    tc = nl_aalloc(sizeof(int32_t) * (size_t)((q->oc + NL_IGEMM_NR - 1) / NL_IGEMM_NR) *
+                   NL_IGEMM_NR);
+    nl_igemm_pack(tw, tc, (const int8_t *)q->q, q->oc, q->ic);
+    j.wp = tw;
+    j.comp = tc;
+  }
+  j.u = nl_aalloc((size_t)N * (size_t)nl_igemm_lda(q->ic));
+  j.sa = nl_xmalloc(sizeof(float) * (size_t)N);
+  const int np = (q->oc + NL_IGEMM_NR - 1) / NL_IGEMM_NR;
+  const int nrb = (N + I8_ROWS - 1) / I8_ROWS;
+  const int par = (double)N * q->oc * q->ic >= I8_PAR_MIN;
+  int npg = 1;
+  if (nrb < I8_MIN_TASKS && par) {
+    npg = (I8_MIN_TASKS + nrb - 1) / nrb;
+    if (npg > np) npg = np;
+  }
+  j.pg = (np + npg - 1) / npg;
+  j.npg = (np + j.pg - 1) / j.pg;
+  const size_t ntasks = (size_t)nrb * (size_t)j.npg;
+  if (par) {
+    if (j.npg > 1) nl_parallel_for((size_t)nrb, i8_quant_task, &j); /* else in the tasks */
+    nl_parallel_for(ntasks, i8_gemm_task, &j);
+  } else {
+    if (j.npg > 1)
+      for (int i = 0; i < nrb; i++) i8_quant_task((size_t)i, 0, &j);
+    for (size_t i = 0; i < ntasks; i++) i8_gemm_task(i, 0, &j);
+  }
+  nl_afree(j.u);
+  free(j.sa);
+  nl_afree(tw);
+  nl_afree(tc);
+}
+
 int nl_qlinear_forward(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
                        char *eb, size_t ec) {
+  return nl_qlinear_forward_ex(out, inp, q, b, N, NULL, eb, ec);
+}
+
+int nl_qlinear_forward_ex(float *out, const float *inp, const nl_qlinear *q, const float *b,
+                          int N, const nl_lin_epilogue *e, char *eb, size_t ec) {
   if (N < 1) return 0;
+  if (q->acts == 8 && nl_igemm_available()) {
+    i8_forward(out, inp, q, b, N, e);
+    return 0;
+  }
+  int rc = qlinear_plain(out, inp, q, b, N, eb, ec);
+  if (!rc && e && e->then == NL_LIN_GELU)
+    nl_gelu_forward(e->out2, out, (size_t)N * q->oc);
+  else if (!rc && e && e->then == NL_LIN_ADD)
+    nl_residual_forward(e->out2, e->res, out, (size_t)N * q->oc);
+  return rc;
+}
+
+/* oneDNN's INT8 product, or the weight-only tiles; no epilogue */
+static int qlinear_plain(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
+                         char *eb, size_t ec) {
   if (q->acts == 8) {
     a8_job j;
     memset(&j, 0, sizeof j);

@@ -28,7 +28,11 @@
  *    (per token, dynamic: sa_i = max_k |x_ik| / 127; or per tensor, static:
  *    sa = act_scale from calibration), the product int8 x int8 -> int32 runs
  *    in oneDNN's matmul primitive (created once per shape and cached), and
- *    out_ij = acc_ij * sa_i * s_j + b_j.
+ *    out_ij = acc_ij * sa_i * s_j + b_j. On CPUs with AVX512-VNNI the
+ *    product is normlab's own kernel (tensor/igemm.h: the quantization a
+ *    pass of its own, the scales, the bias and the layer after it fused
+ *    into the product's tiles), over weights packed once by
+ *    nl_qlinear_pack; the same integers and the same bits as oneDNN.
  * in_scale (may be NULL, [ic]): the input's columns are multiplied by it
  * first (AWQ / SmoothQuant factors that could not be folded into the
  * preceding operation). */
@@ -51,7 +55,20 @@ typedef struct nl_qlinear {
   float *scale;        /* [oc, ngroups] */
   int32_t *zero;       /* [oc, ngroups] */
   float *in_scale;     /* NULL or [ic] */
+  int8_t *vnni;        /* W8A8 on AVX512-VNNI (nl_qlinear_pack): the weights packed for
+                        * tensor/igemm.h's kernel, or NULL */
+  int32_t *vcomp;      /* with vnni: the kernel's per-channel corrections */
 } nl_qlinear;
+
+/* W8A8 layers (acts 8) where tensor/igemm.h's kernel runs: pack the
+ * weights for it once (vnni, vcomp); a no-op for other layers, elsewhere,
+ * or when already packed. With drop, the plain copy q is freed and the
+ * weights are held once: get, set, nl_qlinear_raw and the forward read the
+ * packed copy. Returns 1 when the layer is (now) packed. */
+int nl_qlinear_pack(nl_qlinear *q, int drop);
+/* The weights in the storage layout (q's bytes: oc x nl_qlinear_row_bytes)
+ * into dst, from q or, when it was dropped, from the packed copy. */
+void nl_qlinear_raw(const nl_qlinear *q, uint8_t *dst);
 
 /* Bytes of one row of ic weights at bits 8, 4 or 3 (packed). */
 size_t nl_qlinear_row_bytes(int bits, int ic);
@@ -89,6 +106,12 @@ void nl_qlinear_dequantize(const nl_qlinear *q, float *w);
  * failed (err names the call). */
 int nl_qlinear_forward(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
                        char *errbuf, size_t errcap);
+/* The same, then e's element-wise layer (tensor/layers.h; NULL: none): on
+ * the VNNI kernel on each tile while it is in cache, else as a pass of its
+ * own; the bits of the separate layer either way. */
+struct nl_lin_epilogue;
+int nl_qlinear_forward_ex(float *out, const float *inp, const nl_qlinear *q, const float *b,
+                          int N, const struct nl_lin_epilogue *e, char *errbuf, size_t errcap);
 
 /* c [M, N] = a [M, K] @ w [N, K]^T in int32 through oneDNN's matmul
  * (s8 x s8 -> s32; the primitive is cached per (M, N, K)). 0, or -1 with a

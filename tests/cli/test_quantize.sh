@@ -72,7 +72,16 @@ expect_err 'multiples of 8' "the message says why"
 
 expect_status 0 "quantize --acts 8 (W8A8)" "$NORMLAB" quantize --model "$SMALL" --weights 8 --acts 8 \
   --smooth 0.5 --act-mode tensor --images 8 --output "$TMP/a8.safetensors"
-expect_out '^precision: W8A8 smoothquant \(INT8 products in oneDNN, activations per tensor\)' "W8A8 precision"
+expect_out '^precision: W8A8 smoothquant \(INT8 products (on AVX512-VNNI|in oneDNN), activations per tensor\)' "W8A8 precision"
+# normlab's VNNI kernel and oneDNN give the same logits, bit for bit
+if have_fixtures; then
+  for e in "" dnnl; do
+    expect_status 0 "forward of the W8A8 model (${e:-default})" env NORMLAB_IGEMM=$e "$NORMLAB" forward --model "$TMP/a8.safetensors" \
+      --input "$NL_FIXTURES/vit_small_p7_fmnist_ref.safetensors" --batch 7 --output "$TMP/a8_logits_${e:-default}.safetensors"
+  done
+  ok $(cmp -s "$TMP/a8_logits_default.safetensors" "$TMP/a8_logits_dnnl.safetensors"; echo $?) \
+    "W8A8 logits on the VNNI kernel equal oneDNN's bit for bit"
+fi
 expect_status 0 "bench forward of the W8A8 model" "$NORMLAB" bench forward --model "$TMP/a8.safetensors" --batch 4 --seconds 0.2
 expect_out '^precision: W8A8' "bench forward reports the precision"
 expect_status 0 "bench forward of the FP32 model" "$NORMLAB" bench forward --model "$SMALL" --batch 4 --seconds 0.2
