@@ -11,8 +11,16 @@
 
 #include "base/mem.h"
 #include "base/threads.h"
+#include "tensor/gemm.h"
 #include "tensor/igemm.h"
 #include "tensor/layers.h"
+
+/* Loops on the forward's path are vectorized (GCC's -O2 does not). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NL_VECTORIZE __attribute__((optimize("tree-vectorize")))
+#else
+#define NL_VECTORIZE
+#endif
 
 /* ---- formulas ---- */
 
@@ -187,7 +195,7 @@ int nl_qlinear_quantize(nl_qlinear *q, const float *w, int oc, int ic, int bits,
   return 0;
 }
 
-static void dequant_rows(const nl_qlinear *q, int o0, int n, float *w) {
+NL_VECTORIZE static void dequant_rows(const nl_qlinear *q, int o0, int n, float *w) {
   for (int o = o0; o < o0 + n; o++) {
     float *row = w + (size_t)(o - o0) * q->ic;
     for (int g = 0; g < q->ngroups; g++) {
@@ -390,11 +398,6 @@ int nl_gemm_bf16(int M, int N, int K, const uint16_t *a, int lda, const uint16_t
  * every INT8 layer: branch-free loops the compiler vectorizes, rounding by
  * the 1.5 * 2^23 trick (round half to even, exact for |v| <= 2^22; v is
  * clamped to [-127, 127] first, NaN to 127). */
-#if defined(__GNUC__) && !defined(__clang__)
-#define NL_VECTORIZE __attribute__((optimize("tree-vectorize")))
-#else
-#define NL_VECTORIZE
-#endif
 
 NL_VECTORIZE static float row_absmax(const float *x, const float *in_scale, int cols) {
   float m[8] = {0};
@@ -455,16 +458,26 @@ typedef struct {
   const float *x, *b;
   float *out;
   int N;
+  float *scratch; /* per worker: a tile and its packed copy (AVX-512 kernel) */
+  size_t per_worker;
 } wo_job;
 
 static void wo_task(size_t i, int worker, void *user) {
-  (void)worker;
   const wo_job *j = user;
   const nl_qlinear *q = j->q;
   const int o0 = (int)i * QT_COLS, n = o0 + QT_COLS < q->oc ? QT_COLS : q->oc - o0;
+  float *c = j->out + o0;
+  if (j->scratch) { /* the FP32 Linear's AVX-512 kernel on the tile, packed */
+    float *wp = j->scratch + (size_t)worker * j->per_worker;
+    float *w = wp + nl_gemm_pack_floats(QT_COLS, q->ic);
+    const int np = (n + NL_GEMM_NR - 1) / NL_GEMM_NR;
+    dequant_rows(q, o0, n, w);
+    nl_gemm_pack(wp, w, n, q->ic, 0, np);
+    nl_gemm_packed(c, q->oc, j->x, q->ic, wp, j->b ? j->b + o0 : NULL, n, q->ic, 0, j->N, 0, np);
+    return;
+  }
   float *w = nl_xmalloc(sizeof(float) * (size_t)n * q->ic);
   dequant_rows(q, o0, n, w);
-  float *c = j->out + o0;
   float beta = 0.0f;
   if (j->b) {
     for (int r = 0; r < j->N; r++) memcpy(c + (size_t)r * q->oc, j->b + o0, sizeof(float) * (size_t)n);
@@ -680,8 +693,13 @@ static int qlinear_plain(float *out, const float *inp, const nl_qlinear *q, cons
       for (int k = 0; k < q->ic; k++)
         xs[(size_t)r * q->ic + k] = inp[(size_t)r * q->ic + k] * q->in_scale[k];
   }
-  wo_job j = {q, xs ? xs : inp, b, out, N};
+  wo_job j = {q, xs ? xs : inp, b, out, N, NULL, 0};
+  if (nl_gemm_available()) {
+    j.per_worker = (nl_gemm_pack_floats(QT_COLS, q->ic) + (size_t)QT_COLS * q->ic + 15) / 16 * 16;
+    j.scratch = nl_aalloc(sizeof(float) * j.per_worker * (size_t)nl_threads_count(0));
+  }
   nl_parallel_for((size_t)((q->oc + QT_COLS - 1) / QT_COLS), wo_task, &j);
+  nl_afree(j.scratch);
   free(xs);
   return 0;
 }

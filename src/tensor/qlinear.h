@@ -22,8 +22,9 @@
  *
  * Forward (out [N, oc] = inp [N, ic] @ W^T + b):
  *  - weight-only (acts 0): tiles of 64 output channels are dequantized into
- *    a small float buffer and multiplied by sgemm (single-threaded, the
- *    tiles over nl_parallel_for): no dequantized copy of the whole matrix.
+ *    a small per-worker float buffer and multiplied by the FP32 Linear's
+ *    AVX-512 kernel (tensor/gemm.h; OpenBLAS's sgemm without AVX-512), the
+ *    tiles over nl_parallel_for: no dequantized copy of the whole matrix.
  *  - W8A8 (acts 8, bits 8, symmetric): the input rows are quantized to int8
  *    (per token, dynamic: sa_i = max_k |x_ik| / 127; or per tensor, static:
  *    sa = act_scale from calibration), the product int8 x int8 -> int32 runs
