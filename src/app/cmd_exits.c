@@ -40,6 +40,10 @@ static const nl_opt opts[] = {
     {"per-image", NL_OPT_STR, "FILE", NULL, "eval: write a CSV per image (label, blocks, prediction, full-depth prediction)", NULL, NL_OPTF_PATH},
     {"policy", NL_OPT_FLAG, NULL, NULL, "fit: also train the block policy (BlockDrop-style); eval: run it instead of the threshold rule", NULL, 0},
     {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training", NULL, 0},
+    {"predictor", NL_OPT_FLAG, NULL, NULL, "fit: also train the complexity predictor; eval: start each image's exit checks where it says", NULL, 0},
+    {"predictor-block", NL_OPT_INT, "F", "0", "fit: the block whose pooled output the predictor reads", NULL, 0},
+    {"predictor-epochs", NL_OPT_INT, "E", "20", "fit: passes of the predictor's training", NULL, 0},
+    {"quantile", NL_OPT_NUM, "Q", NULL, "eval --predictor: start at the first block whose predicted cumulative probability reaches Q (0..1; 1: never early)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -129,6 +133,32 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     rc = nl_exits_fit(&e, feat, d.labels, d.n, &o, loss, err);
   }
+  long pblock = 0, pepochs = 0;
+  double *ploss = NULL, otarget = 0;
+  if (!rc && nl_arg_flag(a, "predictor")) {
+    rc = nl_arg_int_range(a, "predictor-block", 0, m.cfg.depth - 1, &pblock, err) ||
+         nl_arg_int_range(a, "predictor-epochs", 1, 100000, &pepochs, err);
+    int32_t *tg = NULL;
+    if (!rc) {
+      tg = nl_xmalloc(sizeof(int32_t) * (size_t)d.n);
+      nl_exits_oracle_targets(&e, feat, d.n, tg);
+      for (int i = 0; i < d.n; i++) otarget += tg[i] + 1;
+      otarget /= d.n;
+      ploss = nl_xcalloc((size_t)pepochs, sizeof(double));
+      nl_exits_pred_opts po;
+      nl_exits_pred_opts_default(&po);
+      po.block = (int)pblock;
+      po.epochs = (int)pepochs;
+      po.seed = (uint64_t)seed;
+      po.threads = ctx->threads;
+      rc = nl_exits_pred_fit(&e, feat, tg, d.n, &po, ploss, err);
+    }
+    free(tg);
+    if (!rc && !json)
+      fprintf(ctx->err, "exits predictor: block %ld, oracle's mean blocks %.2f on the fit images, "
+              "cross-entropy %.4f (epoch 1) -> %.4f (epoch %ld)\n", pblock, otarget, ploss[0],
+              ploss[pepochs - 1], pepochs);
+  }
   long pep = 0;
   if (!rc && nl_arg_flag(a, "policy")) {
     rc = nl_arg_int_range(a, "policy-epochs", 1, 100000, &pep, err);
@@ -163,6 +193,14 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(j, "epochs", json_integer(epochs));
       for (int k = 0; k < e.depth; k++) json_array_append_new(l, json_real(loss[k]));
       json_object_set_new(j, "loss", l);
+      if (ploss) {
+        json_t *pj = json_object(), *pl = json_array();
+        json_object_set_new(pj, "block", json_integer(pblock));
+        json_object_set_new(pj, "oracle_mean_blocks", nl_json_rounded(otarget, 4));
+        for (long q = 0; q < pepochs; q++) json_array_append_new(pl, json_real(ploss[q]));
+        json_object_set_new(pj, "epoch_loss", pl);
+        json_object_set_new(j, "predictor", pj);
+      }
       json_object_set_new(j, "seconds", nl_json_rounded(secs, 2));
       nl_json_print(ctx->out, j);
       json_decref(j);
@@ -176,6 +214,7 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
   }
   free(loss);
+  free(ploss);
   free(feat);
   nl_exits_free(&e);
   nl_dataset_free(&d);
@@ -228,12 +267,24 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       nl_arg_int_range(a, "holdout", 1, 1000000, &holdout, err))
     return -1;
   int has_tau = nl_arg_given(a, "tau"), has_drop = nl_arg_given(a, "max-drop");
-  int policy = nl_arg_flag(a, "policy");
-  if (policy && (has_tau || has_drop))
-    return nl_fail(err, NL_EINPUT, "exits eval: --policy decides the blocks itself: no --tau or --max-drop");
-  if (!policy && has_tau == has_drop)
-    return nl_fail(err, NL_EINPUT, "exits eval: give one of --tau T and --max-drop P (or --policy)");
-  double tau = has_tau ? nl_arg_num(a, "tau") : 1, drop = has_drop ? nl_arg_num(a, "max-drop") : 0;
+  int policy = nl_arg_flag(a, "policy"), predictor = nl_arg_flag(a, "predictor");
+  int has_q = nl_arg_given(a, "quantile");
+  if (policy && predictor)
+    return nl_fail(err, NL_EINPUT, "exits eval: --policy or --predictor, not both");
+  if (policy && (has_tau || has_drop || has_q))
+    return nl_fail(err, NL_EINPUT, "exits eval: --policy decides the blocks itself: no --tau, --max-drop or --quantile");
+  if (predictor && has_drop == has_q)
+    return nl_fail(err, NL_EINPUT, "exits eval --predictor: give one of --quantile Q (with --tau T, 0 by default: stop at the predicted block) and --max-drop P");
+  if (predictor && has_drop && has_tau)
+    return nl_fail(err, NL_EINPUT, "exits eval --predictor: --max-drop picks both Q and T: no --tau");
+  if (!predictor && has_q)
+    return nl_fail(err, NL_EINPUT, "exits eval: --quantile needs --predictor");
+  if (!policy && !predictor && has_tau == has_drop)
+    return nl_fail(err, NL_EINPUT, "exits eval: give one of --tau T and --max-drop P (or --policy, or --predictor)");
+  double tau = has_tau ? nl_arg_num(a, "tau") : predictor ? 0 : 1;
+  double drop = has_drop ? nl_arg_num(a, "max-drop") : 0, qv = has_q ? nl_arg_num(a, "quantile") : 1;
+  if (has_q && !(qv >= 0 && qv <= 1))
+    return nl_fail(err, NL_EINPUT, "--quantile %g: a cumulative probability must be in [0, 1] (1: never early)", qv);
   if (has_tau && !(tau >= 0 && tau <= 1))
     return nl_fail(err, NL_EINPUT, "--tau %g: a probability threshold must be in [0, 1] (1: never exit)", tau);
   if (has_drop && !(drop >= 0 && drop <= 100))
@@ -251,6 +302,8 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   int rc = nl_exits_check(&e, &m, epath, nl_arg_flag(a, "any-weights"), err);
   if (!rc && policy && !e.policy)
     rc = nl_fail(err, NL_EINPUT, "%s: no block policy in it (fit one with 'exits fit --policy')", epath);
+  if (!rc && predictor && !e.predictor)
+    rc = nl_fail(err, NL_EINPUT, "%s: no complexity predictor in it (fit one with 'exits fit --predictor')", epath);
   if (!rc) rc = nl_vit_check_finite(&m, path, err);
   const nl_vit_config *c = &m.cfg;
   const int C = c->classes;
@@ -261,24 +314,27 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   memset(&picked, 0, sizeof picked);
   nl_exits_stats hfull;
   memset(&hfull, 0, sizeof hfull);
+  nl_exits_table ht;
+  memset(&ht, 0, sizeof ht);
   if (!rc && has_drop) {
     if (strcmp(e.data, "fmnist:train") == 0 && e.images > 60000 - holdout)
       rc = nl_fail(err, NL_EINPUT, "%s: fitted on the first %ld training images, which overlap "
                    "the last %ld held out for --max-drop (lower --holdout)", epath, e.images, holdout);
     if (!rc) rc = load_holdout(holdout, &hd, err);
-    nl_exits_table ht;
     if (!rc) rc = nl_exits_table_make(&m, &e, &hd, (int)batch, ctx->threads, &ht, err);
     if (!rc) {
-      tau = nl_exits_pick_tau(&ht, drop, &picked);
+      if (predictor)
+        nl_exits_pick_pred(&ht, drop, &qv, &tau, &picked);
+      else
+        tau = nl_exits_pick_tau(&ht, drop, &picked);
       nl_exits_full(&ht, &hfull);
-      nl_exits_table_free(&ht);
     }
   }
   if (!rc) rc = nl_dataset_load(&d, "fmnist:test", 0, evn, err);
   if (!rc) rc = nl_vit_check_data(&m, &d, path, err);
   long n = d.n;
   float *lf = NULL, *le = NULL, *img = NULL;
-  int *blocks = NULL;
+  int *blocks = NULL, *heads = NULL;
   nl_exits_ws w;
   nl_vit_acts acts;
   memset(&w, 0, sizeof w);
@@ -289,6 +345,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     lf = nl_xmalloc(sizeof(float) * (size_t)n * C);
     le = nl_xmalloc(sizeof(float) * (size_t)n * C);
     blocks = nl_xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+    heads = nl_xmalloc(sizeof(int) * (size_t)(n ? n : 1));
     img = nl_aalloc(sizeof(float) * (size_t)batch * c->in_chans * c->img_size * c->img_size);
     rc = nl_exits_ws_init(&w, &m, (int)batch, ctx->threads, err);
     if (!rc) rc = nl_vit_acts_init(&acts, c, (int)batch, 0, err);
@@ -302,8 +359,13 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       int exit_pass = (pass + (int)nbatches) % 2;
       double t0 = nl_now();
       if (exit_pass) {
-        rc = policy ? nl_exits_policy_forward(&m, &e, &w, img, nb, le + (size_t)i * C, blocks + i, err)
-                    : nl_exits_forward(&m, &e, &w, img, nb, tau, le + (size_t)i * C, blocks + i, err);
+        if (policy)
+          rc = nl_exits_policy_forward(&m, &e, &w, img, nb, le + (size_t)i * C, blocks + i, err);
+        else if (predictor)
+          rc = nl_exits_pred_forward(&m, &e, &w, img, nb, qv, tau, le + (size_t)i * C, blocks + i,
+                                     heads + i, err);
+        else
+          rc = nl_exits_forward(&m, &e, &w, img, nb, tau, le + (size_t)i * C, blocks + i, err);
         te += nl_now() - t0;
       } else {
         rc = nl_vit_forward(&m, &acts, img, nb, NULL, NULL, err);
@@ -335,7 +397,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     row full = {"full depth", 0, c->depth, 1, (nl_vit_flops_per_image(c) - rfull) * 1e-6, 0, 0, 1};
     row ex = {"early exit", 0, 0, 0, 0, 0, 0, 1};
     long agree = 0, same_logits = 0;
-    double sb = 0, maxdiff = 0;
+    double sb = 0, sh = 0, maxdiff = 0;
     for (long i = 0; i < n; i++) {
       const float *f = lf + (size_t)i * C, *x = le + (size_t)i * C;
       int pf = argmax(f, C), px = argmax(x, C);
@@ -343,6 +405,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       ex.top1 += px == d.labels[i];
       agree += pf == px;
       sb += blocks[i];
+      if (predictor) sh += heads[i];
       int same = 1;
       for (int j = 0; j < C; j++) {
         double df = fabs((double)f[j] - x[j]);
@@ -352,9 +415,11 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       same_logits += same;
     }
     ex.blocks = n ? sb / n : 0;
-    ex.heads = tau < 1 && !policy ? ex.blocks : 1;
-    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) - rsave + (policy ? nl_exits_policy_flops(&e) : 0)) * 1e-6;
+    ex.heads = predictor ? (n ? sh / n : 0) : tau < 1 && !policy ? ex.blocks : 1;
+    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) - rsave + (policy ? nl_exits_policy_flops(&e) : 0) +
+                 (predictor && tau < 1 ? nl_exits_pred_flops(&e) : 0)) * 1e-6;
     if (policy) ex.name = "policy";
+    if (predictor) ex.name = "predictor";
     full.ips = tf > 0 ? n / tf : 0;
     ex.ips = te > 0 ? n / te : 0;
     full.ms = nbatches ? 1e3 * tf / nbatches : 0;
@@ -381,8 +446,10 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(j, "exits", json_string(epath));
       json_object_set_new(j, "images", json_integer(n));
       json_object_set_new(j, "batch", json_integer(batch));
-      json_object_set_new(j, "rule", json_string(policy ? "policy" : "max_prob > tau"));
+      json_object_set_new(j, "rule", json_string(policy ? "policy" : predictor ? "predictor, then max_prob > tau" : "max_prob > tau"));
       if (!policy) json_object_set_new(j, "tau", json_real(tau));
+      if (predictor) json_object_set_new(j, "quantile", json_real(qv));
+      if (predictor) json_object_set_new(j, "predictor_block", json_integer(e.pred_block));
       if (has_drop) {
         json_t *h = json_object();
         json_object_set_new(h, "max_drop", json_real(drop));
@@ -409,6 +476,51 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
           json_array_append_new(sw, rj);
         }
         json_object_set_new(j, "sweep", sw);
+        if (e.predictor) { /* the predictor alone (tau 0) over the quantiles */
+          json_t *pw = json_array();
+          double g2[64];
+          int nq = nl_exits_q_grid(g2, 64);
+          for (int qi = 0; qi < nq; qi++) {
+            nl_exits_stats rs;
+            nl_exits_pred_rule(&tt, g2[qi], 0, &rs, NULL);
+            row r = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                     (nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) + nl_exits_pred_flops(&e)) * 1e-6, 0, 0, 0};
+            json_t *rj = row_json(&r, n);
+            json_object_set_new(rj, "quantile", json_real(g2[qi]));
+            json_array_append_new(pw, rj);
+          }
+          json_object_set_new(j, "predictor_sweep", pw);
+        }
+        if (has_drop) { /* the picks on the held-out images at other budgets, on the test table */
+          json_t *pk = json_array();
+          double dg[32];
+          int nd = nl_exits_drop_grid(dg, 32);
+          for (int di = 0; di < nd; di++) {
+            nl_exits_stats hs, rs;
+            json_t *o = json_object();
+            json_object_set_new(o, "max_drop", json_real(dg[di]));
+            double t1 = nl_exits_pick_tau(&ht, dg[di], &hs);
+            nl_exits_rule(&tt, t1, &rs, NULL);
+            row r = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                     nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) * 1e-6, 0, 0, 0};
+            json_t *rj = row_json(&r, n);
+            json_object_set_new(rj, "tau", json_real(t1));
+            json_object_set_new(o, "rule", rj);
+            if (e.predictor) {
+              double q1, t2;
+              nl_exits_pick_pred(&ht, dg[di], &q1, &t2, &hs);
+              nl_exits_pred_rule(&tt, q1, t2, &rs, NULL);
+              row r2 = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                        (nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) + (t2 < 1 ? nl_exits_pred_flops(&e) : 0)) * 1e-6, 0, 0, 0};
+              rj = row_json(&r2, n);
+              json_object_set_new(rj, "quantile", json_real(q1));
+              json_object_set_new(rj, "tau", json_real(t2));
+              json_object_set_new(o, "predictor", rj);
+            }
+            json_array_append_new(pk, o);
+          }
+          json_object_set_new(j, "picks", pk);
+        }
       }
       json_object_set_new(j, "agree_with_full", json_integer(agree));
       json_object_set_new(j, "identical_logits", json_integer(same_logits));
@@ -426,6 +538,10 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                 hfull.images ? 100.0 * hfull.top1 / hfull.images : 0, drop, picked.mean_blocks);
       if (policy)
         fprintf(o, "block policy: a linear layer on block 0's pooled output picks the later blocks\n");
+      else if (predictor)
+        fprintf(o, "complexity predictor on block %d's pooled output: exits checked from the first "
+                "block with cumulative probability >= q = %.6g, then top softmax probability > "
+                "tau = %.6g\n", e.pred_block, qv, tau);
       else
         fprintf(o, "exit rule: top softmax probability > tau = %.6g\n", tau);
       fprintf(o, "%-12s %9s  %6s  %9s  %9s  %9s\n", "", "top-1", "blocks", "MFLOPs", "images/s",
@@ -445,15 +561,27 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                    nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) * 1e-6, 0, 0, 0};
           row_print(o, &r, n);
         }
+        static const double qs[] = {0.5, 0.8, 0.9, 0.95, 0.99};
+        for (size_t qi = 0; e.predictor && qi < sizeof qs / sizeof *qs; qi++) {
+          nl_exits_stats rs;
+          nl_exits_pred_rule(&tt, qs[qi], 0, &rs, NULL);
+          char name[32];
+          snprintf(name, sizeof name, "pred q %g", qs[qi]);
+          row r = {name, rs.top1, rs.mean_blocks, rs.mean_heads,
+                   (nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) + nl_exits_pred_flops(&e)) * 1e-6, 0, 0, 0};
+          row_print(o, &r, n);
+        }
       }
       fprintf(o, "%s vs full depth: FLOPs %+.1f %%, images/s x%.2f (same run), %ld of %ld "
               "predictions agree, %ld logits identical (max |diff| %.3g)\n",
-              policy ? "policy" : "early exit", 100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
+              policy ? "policy" : predictor ? "predictor" : "early exit", 100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
               n, same_logits, maxdiff);
     }
   }
   free(oblocks);
+  free(heads);
   nl_exits_table_free(&tt);
+  nl_exits_table_free(&ht);
   nl_vit_acts_free(&acts);
   nl_exits_ws_free(&w);
   nl_afree(img);
