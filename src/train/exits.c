@@ -342,7 +342,7 @@ int nl_exits_load(nl_exits *e, const char *path, nl_error *err) {
   json_decref(j);
   nl_st_close(&f);
   if (rc) nl_exits_free(e);
-  return rc;
+  return rc ? -1 : 0;
 }
 
 int nl_exits_check(const nl_exits *e, const nl_vit *m, const char *exits_path, int any_weights,
