@@ -90,6 +90,105 @@ assert float(rule[0][4]) == 1  # tau 0.1: every image leaves after block 1
 PY
 ok $? "the rule's sweep, the oracle and full depth"
 
+# the complexity predictor: trained on the oracle's blocks of the fit images, saved, run
+expect_status 0 "exits fit --predictor" "$NORMLAB" exits fit --model "$SMALL" --images 400 --epochs 2 \
+  --predictor --predictor-block 1 --predictor-epochs 8 --output "$TMP/q.safetensors" --json
+cp "$TMP/out" "$TMP/q.json"
+$PY - "$TMP/q.json" "$TMP/q.safetensors" <<'PY'
+import json, struct, sys
+j = json.load(open(sys.argv[1]))
+p = j['predictor']
+assert p['block'] == 1 and len(p['epoch_loss']) == 8 and 1 <= p['oracle_mean_blocks'] <= 12, p
+assert p['epoch_loss'][-1] < p['epoch_loss'][0], p
+b = open(sys.argv[2], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+m = json.loads(h['__metadata__']['normlab_exits'])
+assert m['predictor_block'] == 1, m
+assert h['predictor.weight']['shape'] == [12, 64] and h['predictor.bias']['shape'] == [12]
+assert h['predictor.mean']['shape'] == [64] and h['predictor.std']['shape'] == [64]
+PY
+ok $? "its loss falls; its tensors and block in the file"
+# q 1: never early, the plain pass's logits
+expect_status 0 "eval --predictor --quantile 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/q.safetensors" \
+  --predictor --quantile 1 --eval-images 500 --json
+expect_out '"identical_logits": 500' "logits identical to the plain forward pass"
+expect_out '"exit": \{[^}]*"mean_blocks": 12' "every image runs 12 blocks"
+# q 0.9, tau 0.9 with the oracle: blocks from the per-image file; never before block 1
+expect_status 0 "eval --predictor --quantile 0.9 --tau 0.9" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --quantile 0.9 --tau 0.9 --oracle --eval-images 300 \
+  --per-image "$TMP/q9.csv" --json
+cp "$TMP/out" "$TMP/q9.json"
+$PY - "$TMP/q9.json" "$TMP/q9.csv" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j['rule'].startswith('predictor') and j['quantile'] == 0.9 and j['predictor_block'] == 1
+rows = [list(map(int, l.split(','))) for l in open(sys.argv[2]).read().split('\n')[1:] if l]
+assert all(2 <= r[2] <= 12 for r in rows)  # block F = 1: the first check after block 2
+b = sum(r[2] for r in rows) / len(rows)
+assert abs(j['exit']['mean_blocks'] - b) < 1e-3
+embed, block, head, pred = 2*16*64*49, 2*17*64*192 + 4*17*17*64 + 2*17*64*64 + 4*17*64*256, 2*64*10, 2*64*12
+h = j['exit']['mean_heads']
+assert 1 <= h <= b
+assert abs(j['exit']['mflops_per_image'] - (embed + b*block + h*head + pred) / 1e6) < 1e-3, j['exit']
+qs = [r['quantile'] for r in j['predictor_sweep']]
+assert qs[0] == 0 and qs[-1] == 1 and j['predictor_sweep'][-1]['mean_blocks'] == 12
+PY
+ok $? "blocks, heads and FLOPs by hand; the predictor's sweep"
+expect_status 0 "eval --predictor --max-drop 0.5 --oracle" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --max-drop 0.5 --holdout 300 --eval-images 200 --oracle --json
+$PY - "$TMP/out" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j['holdout']['images'] == 300 and 0 <= j['quantile'] <= 1
+assert j['holdout']['top1_full'] - j['holdout']['top1'] <= 0.005 + 1e-9, j['holdout']
+pk = j['picks']
+assert pk[0]['max_drop'] == 0 and 'predictor' in pk[0] and 'rule' in pk[0]
+assert pk[-1]['rule']['mean_blocks'] <= pk[0]['rule']['mean_blocks']
+PY
+ok $? "q and tau picked on the held-out images within the drop; the picks at other drops"
+expect_status 2 "--predictor without a predictor" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --predictor --quantile 0.5
+expect_err 'no complexity predictor' "says so"
+expect_status 2 "--quantile above 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/q.safetensors" \
+  --predictor --quantile 1.5
+expect_err 'quantile 1.5: .*\[0, 1\]' "names the range"
+expect_status 2 "--quantile without --predictor" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/q.safetensors" \
+  --quantile 0.5 --tau 0.9
+expect_status 2 "--predictor with neither --quantile nor --max-drop" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor
+expect_status 2 "--predictor --max-drop with --tau" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --max-drop 0.3 --tau 0.9
+expect_status 2 "--predictor and --policy" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --policy
+expect_status 2 "--predictor-block past the last block" "$NORMLAB" exits fit --model "$SMALL" --images 50 \
+  --predictor --predictor-block 12 --output "$TMP/x.safetensors"
+$PY - "$TMP/q.safetensors" "$TMP/qbad.safetensors" "$TMP/qblk.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+def write(path, h, data):
+    hb = json.dumps(h).encode(); hb += b' ' * (-len(hb) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(hb)) + hb + data)
+data = b[8 + n:]
+# predictor.weight [11, 64] (its first 11 rows) instead of [12, 64]; the data laid out again
+h1 = json.loads(b[8:8 + n]); meta = h1.pop('__metadata__'); out = b''
+for k, t in h1.items():
+    s, e = t['data_offsets']; v = data[s:e]
+    if k == 'predictor.weight':
+        t['shape'] = [11, 64]; v = v[:11 * 64 * 4]
+    t['data_offsets'] = [len(out), len(out) + len(v)]; out += v
+h1['__metadata__'] = meta
+write(sys.argv[2], h1, out)
+h2 = json.loads(b[8:8 + n]); m = json.loads(h2['__metadata__']['normlab_exits'])
+m['predictor_block'] = 12; h2['__metadata__']['normlab_exits'] = json.dumps(m)
+write(sys.argv[3], h2, data)
+PY
+ok $? "predictor files with a wrong shape and a wrong block"
+expect_status 2 "a predictor of the wrong shape" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/qbad.safetensors" \
+  --predictor --quantile 0.5
+expect_err "predictor.weight' is not \[12, 64\]" "names the tensor and the shape"
+expect_status 2 "a predictor block past the last block" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/qblk.safetensors" \
+  --predictor --quantile 0.5
+expect_err "predictor_block" "names the field"
+
 # the block policy: trained, saved, run
 expect_status 0 "exits fit --policy" "$NORMLAB" exits fit --model "$SMALL" --images 200 --epochs 1 \
   --policy --policy-epochs 1 --output "$TMP/p.safetensors"
