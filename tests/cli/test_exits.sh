@@ -78,7 +78,8 @@ expect_status 0 "plot exits --dump" "$NORMLAB" plot exits --model "$SMALL" --exi
 $PY - "$TMP/out" <<'PY'
 import sys
 rows = [l.split(',') for l in open(sys.argv[1]).read().split('\n') if l]
-assert rows[0] == ['series', 'tau', 'mflops', 'top1', 'mean_blocks']
+assert rows[0] == ['series', 'tau', 'mflops', 'top1', 'mean_blocks', 'quantile']
+assert not [r for r in rows if r[0] in ('predictor', 'predictor+rule', 'policy')]  # none in the file
 rule = [r for r in rows if r[0] == 'rule']; full = [r for r in rows if r[0] == 'full'][0]
 orc = [r for r in rows if r[0] == 'oracle'][0]
 assert len(rule) > 100
@@ -145,6 +146,20 @@ assert pk[0]['max_drop'] == 0 and 'predictor' in pk[0] and 'rule' in pk[0]
 assert pk[-1]['rule']['mean_blocks'] <= pk[0]['rule']['mean_blocks']
 PY
 ok $? "q and tau picked on the held-out images within the drop; the picks at other drops"
+expect_status 0 "plot exits --dump with a predictor" "$NORMLAB" plot exits --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --eval-images 300 --holdout 300 --dump
+$PY - "$TMP/out" "$TMP/q9.json" <<'PY'
+import json, sys
+rows = [l.split(',') for l in open(sys.argv[1]).read().split('\n') if l][1:]
+pr = [r for r in rows if r[0] == 'predictor']; pk = [r for r in rows if r[0] == 'predictor+rule']
+full = [r for r in rows if r[0] == 'full'][0]
+assert len(pr) == len(json.load(open(sys.argv[2]))['predictor_sweep']) and len(pk) == 15
+assert float(pr[0][5]) == 0 and float(pr[-1][5]) == 1
+assert pr[-1][3] == full[3] and float(pr[-1][4]) == 12  # q 1: full depth
+assert float(pr[0][4]) == 2  # q 0, tau 0: every image stops at block F = 1, after 2 blocks
+assert all(1 <= float(r[4]) <= 12 and 0 <= float(r[5]) <= 1 for r in pk)
+PY
+ok $? "the predictor alone over q, the held-out picks with the rule"
 expect_status 2 "--predictor without a predictor" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
   --predictor --quantile 0.5
 expect_err 'no complexity predictor' "says so"
