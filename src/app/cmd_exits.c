@@ -39,7 +39,9 @@ static const nl_opt opts[] = {
     {"any-weights", NL_OPT_FLAG, NULL, NULL, "eval: accept heads fitted on a model with other weights (same shape)", NULL, 0},
     {"per-image", NL_OPT_STR, "FILE", NULL, "eval: write a CSV per image (label, blocks, prediction, full-depth prediction)", NULL, NL_OPTF_PATH},
     {"policy", NL_OPT_FLAG, NULL, NULL, "fit: also train the block policy (BlockDrop-style); eval: run it instead of the threshold rule", NULL, 0},
-    {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training", NULL, 0},
+    {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training (0 with --policy-init-tau: the start alone)", NULL, 0},
+    {"policy-head", NL_OPT_STR, "final|exit", "final", "fit: the policy's prediction from the model's own head (BlockDrop) or the exit head of the last block run", NULL, 0},
+    {"policy-init-tau", NL_OPT_NUM, "T", NULL, "fit: start the policy from the threshold rule's decisions at T (logistic regression on block 0's features)", NULL, 0},
     {"predictor", NL_OPT_FLAG, NULL, NULL, "fit: also train the complexity predictor; eval: start each image's exit checks where it says", NULL, 0},
     {"predictor-block", NL_OPT_INT, "F", "0", "fit: the block whose pooled output the predictor reads", NULL, 0},
     {"predictor-epochs", NL_OPT_INT, "E", "20", "fit: passes of the predictor's training", NULL, 0},
@@ -161,9 +163,20 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   }
   long pep = 0;
   if (!rc && nl_arg_flag(a, "policy")) {
-    rc = nl_arg_int_range(a, "policy-epochs", 1, 100000, &pep, err);
+    int init = nl_arg_given(a, "policy-init-tau");
+    rc = nl_arg_int_range(a, "policy-epochs", init ? 0 : 1, 100000, &pep, err);
     nl_exits_policy_opts po;
     nl_exits_policy_opts_default(&po);
+    const char *ph = nl_arg_str(a, "policy-head");
+    if (!rc && strcmp(ph, "final") && strcmp(ph, "exit"))
+      rc = nl_fail(err, NL_EINPUT, "--policy-head %s: final or exit", ph);
+    po.exit_head = strcmp(ph, "exit") == 0;
+    if (!rc && init) {
+      po.init_tau = nl_arg_num(a, "policy-init-tau");
+      po.init_feat = feat;
+      if (!(po.init_tau >= 0 && po.init_tau <= 1))
+        rc = nl_fail(err, NL_EINPUT, "--policy-init-tau %g: a probability threshold must be in [0, 1]", po.init_tau);
+    }
     po.epochs = (int)pep;
     po.seed = (uint64_t)seed;
     po.threads = ctx->threads;
@@ -537,7 +550,8 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                 picked.images ? 100.0 * picked.top1 / picked.images : 0,
                 hfull.images ? 100.0 * hfull.top1 / hfull.images : 0, drop, picked.mean_blocks);
       if (policy)
-        fprintf(o, "block policy: a linear layer on block 0's pooled output picks the later blocks\n");
+        fprintf(o, "block policy: a linear layer on block 0's pooled output picks the later blocks; "
+                "the prediction from %s\n", e.policy_exit_head ? "the exit head of the last block run" : "the model's own head");
       else if (predictor)
         fprintf(o, "complexity predictor on block %d's pooled output: exits checked from the first "
                 "block with cumulative probability >= q = %.6g, then top softmax probability > "

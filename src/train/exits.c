@@ -191,6 +191,10 @@ int nl_exits_save(const nl_exits *e, const char *path, nl_error *err) {
     json_object_set_new(j, "seed", json_integer((json_int_t)e->seed));
     json_object_set_new(j, "lr", json_real(e->lr));
     if (e->predictor) json_object_set_new(j, "predictor_block", json_integer(e->pred_block));
+    if (e->policy) {
+      json_object_set_new(j, "policy_head", json_string(e->policy_exit_head ? "last_exit" : "final"));
+      json_object_set_new(j, "policy_init_tau", json_real(e->policy_init_tau));
+    }
     char *t = json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT);
     json_decref(j);
     nl_st_writer_meta(w, "normlab_exits", t);
@@ -320,6 +324,13 @@ int nl_exits_load(nl_exits *e, const char *path, nl_error *err) {
          read_tensor(&f, "policy.bias", K, 0, p + K * D, err) ||
          read_tensor(&f, "policy.mean", D, 0, p + K * D + K, err) ||
          read_tensor(&f, "policy.std", D, 0, p + K * D + K + D, err);
+    const char *ph = meta_str(j, "policy_head");
+    if (!rc && ph && strcmp(ph, "final") && strcmp(ph, "last_exit"))
+      rc = nl_fail(err, NL_EINPUT, "%s: metadata normlab_exits: 'policy_head' is not final or "
+                   "last_exit", path);
+    e->policy_exit_head = ph && strcmp(ph, "last_exit") == 0;
+    json_t *v = json_object_get(j, "policy_init_tau");
+    e->policy_init_tau = json_is_number(v) ? json_number_value(v) : 0;
   }
   if (!rc && nl_st_find(&f, "predictor.weight")) {
     const int64_t K = depth, D = dim;
@@ -848,9 +859,94 @@ void nl_exits_policy_opts_default(nl_exits_policy_opts *o) {
   o->batch = 64;
   o->lr = 0.01f;
   o->init_bias = 2.0f;
+  o->init_tau = 0.9;
+  o->init_epochs = 5;
+}
+
+static void policy_logits(const nl_exits *e, const float *f, int n, float *fh, float *z);
+static float sigm(float x);
+
+/* Per image of features [n, depth, D]: every exit's argmax pred and top
+ * probability pmax [n, depth]. */
+static void feat_decisions(const nl_exits *e, const float *feat, int n, int *pred, float *pmax) {
+  const int D = e->dim, C = e->classes, depth = e->depth, B = 256;
+  float *xb = nl_aalloc(sizeof(float) * (size_t)B * D), *nb = nl_aalloc(sizeof(float) * (size_t)B * D);
+  float *lg = nl_aalloc(sizeof(float) * (size_t)B * C);
+  for (int i = 0; i < n; i += B) {
+    int m = n - i < B ? n - i : B;
+    for (int k = 0; k < depth; k++) {
+      for (int r = 0; r < m; r++)
+        memcpy(xb + (size_t)r * D, feat + ((size_t)(i + r) * depth + k) * D, sizeof(float) * D);
+      nl_exits_head(e, k, xb, m, lg, nb);
+      for (int r = 0; r < m; r++) {
+        size_t at = (size_t)(i + r) * depth + k;
+        pmax[at] = (float)top_prob(lg + (size_t)r * C, C, &pred[at]);
+      }
+    }
+  }
+  nl_afree(xb);
+  nl_afree(nb);
+  nl_afree(lg);
+}
+
+/* The start: logistic regression of the logits on the rule's decisions. */
+static void policy_init_rule(nl_exits *e, const float *feat, int n, const nl_exits_policy_opts *o,
+                             float *gW, float *fh, float *z, float *dz) {
+  const int depth = e->depth, K = depth - 1, D = e->dim, B = o->batch;
+  int *pred = nl_xmalloc(sizeof(int) * (size_t)n * depth), *jr = nl_xmalloc(sizeof(int) * (size_t)n);
+  float *pmax = nl_xmalloc(sizeof(float) * (size_t)n * depth);
+  feat_decisions(e, feat, n, pred, pmax);
+  for (int i = 0; i < n; i++) {
+    int k = depth - 1;
+    for (int j = 0; j < depth - 1; j++)
+      if ((double)pmax[(size_t)i * depth + j] > o->init_tau) {
+        k = j;
+        break;
+      }
+    jr[i] = k; /* blocks 0..k run */
+  }
+  free(pred);
+  free(pmax);
+  float *W = e->policy, *bias = W + (size_t)K * D, *gb = gW + (size_t)K * D;
+  float *xb = nl_aalloc(sizeof(float) * (size_t)B * D);
+  int *order = nl_xmalloc(sizeof(int) * n);
+  for (int i = 0; i < n; i++) order[i] = i;
+  nl_tr_adamw opt;
+  nl_tr_adamw_init(&opt, o->lr, 0);
+  nl_tr_adamw_add(&opt, "policy.weight", W, gW, (size_t)K * D, NL_TR_GROUP_BACKBONE, 0);
+  nl_tr_adamw_add(&opt, "policy.bias", bias, gb, (size_t)K, NL_TR_GROUP_BACKBONE, 0);
+  nl_rng rng;
+  nl_rng_stream(&rng, o->seed, 7);
+  for (int ep = 0; ep < o->init_epochs; ep++) {
+    for (int i = n - 1; i > 0; i--) {
+      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    for (int i = 0; i < n; i += B) {
+      int m = n - i < B ? n - i : B;
+      for (int r = 0; r < m; r++)
+        memcpy(xb + (size_t)r * D, feat + (size_t)order[i + r] * depth * D, sizeof(float) * D);
+      policy_logits(e, xb, m, fh, z);
+      for (int r = 0; r < m; r++)
+        for (int k = 0; k < K; k++) {
+          float y = k + 1 <= jr[order[i + r]];
+          dz[(size_t)r * K + k] = (sigm(z[(size_t)r * K + k]) - y) / m;
+        }
+      nl_tr_adamw_zero_grad(&opt);
+      nl_tr_linear_backward(NULL, gW, gb, dz, fh, W, m, D, K);
+      nl_tr_adamw_step(&opt, 1.0f);
+    }
+  }
+  nl_tr_adamw_free(&opt);
+  nl_afree(xb);
+  free(order);
+  free(jr);
 }
 
 double nl_exits_policy_flops(const nl_exits *e) { return 2.0 * e->dim * (e->depth - 1); }
+
+static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Policy logits z [n, depth-1] of pooled block-0 outputs f [n, D]; fh
  * [n, D] gets the standardised features. */
@@ -883,7 +979,29 @@ static int run_masked(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, int n,
   }
   int outer = nl_threads_enter(w->acts.threads);
   pool(e, w->pooled, w->x, n);
-  nl_exits_head(e, depth - 1, w->pooled, n, w->logits, w->scratch);
+  if (!e->policy_exit_head) {
+    nl_exits_head(e, depth - 1, w->pooled, n, w->logits, w->scratch);
+  } else { /* per last block run, its images gathered, that exit's head */
+    const int D = e->dim, C = e->classes;
+    float *g = w->x2, *gl = w->x2 + (size_t)n * D;
+    for (int k = 0; k < depth; k++) {
+      int c = 0;
+      for (int i = 0; i < n; i++) {
+        int last = 0;
+        for (int j = 0; j < depth; j++)
+          if (w->mask[(size_t)i * depth + j]) last = j;
+        if (last == k) memcpy(g + (size_t)c++ * D, w->pooled + (size_t)i * D, sizeof(float) * D);
+      }
+      if (c == 0) continue;
+      nl_exits_head(e, k, g, c, gl, w->scratch);
+      for (int i = 0, r = 0; i < n; i++) {
+        int last = 0;
+        for (int j = 0; j < depth; j++)
+          if (w->mask[(size_t)i * depth + j]) last = j;
+        if (last == k) memcpy(w->logits + (size_t)i * C, gl + (size_t)r++ * C, sizeof(float) * C);
+      }
+    }
+  }
   nl_threads_leave(outer);
   return 0;
 }
@@ -928,8 +1046,6 @@ int nl_exits_policy_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w,
   return 0;
 }
 
-static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
                         const nl_exits_policy_opts *o, nl_error *err) {
   nl_exits_policy_opts def;
@@ -938,8 +1054,10 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
     o = &def;
   }
   if (d->n < 1) return nl_fail(err, NL_EINPUT, "no images to train the block policy on");
-  if (o->epochs < 1 || o->batch < 1 || !(o->lr > 0))
+  if (o->epochs < (o->init_feat ? 0 : 1) || o->batch < 1 || !(o->lr > 0))
     return nl_fail(err, NL_EINPUT, "exits policy: epochs, batch and lr must be positive");
+  if (o->init_feat && !(o->init_tau >= 0 && o->init_tau <= 1))
+    return nl_fail(err, NL_EINPUT, "exits policy: the start's threshold %g is not in [0, 1]", o->init_tau);
   if (nl_vit_check_data(m, d, NULL, err) || nl_vit_check_finite(m, NULL, err)) return -1;
   const nl_vit_config *c = &m->cfg;
   const int depth = c->depth, K = depth - 1, D = e->dim, C = e->classes, B = o->batch;
@@ -973,9 +1091,16 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
   free(s1);
   free(s2);
   for (int k = 0; k < K; k++) bias[k] = o->init_bias;
+  e->policy_exit_head = o->exit_head != 0;
+  e->policy_init_tau = o->init_feat ? o->init_tau : 0;
   float *gW = nl_xcalloc((size_t)K * D + K, sizeof(float)), *gb = gW + (size_t)K * D;
   float *fh = nl_aalloc(sizeof(float) * (size_t)B * D), *z = nl_xmalloc(sizeof(float) * (size_t)B * K);
   float *dz = nl_xmalloc(sizeof(float) * (size_t)B * K);
+  if (!rc && o->init_feat) {
+    int outer = nl_threads_enter(o->threads);
+    policy_init_rule(e, o->init_feat, d->n, o, gW, fh, z, dz);
+    nl_threads_leave(outer);
+  }
   int *order = nl_xmalloc(sizeof(int) * d->n);
   for (int i = 0; i < d->n; i++) order[i] = i;
   nl_tr_adamw opt;

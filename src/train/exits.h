@@ -36,7 +36,13 @@
  * 0.2 + 0.6 sigmoid(logit) (exploration, as BlockDrop's alpha 0.8), reward
  * 1 - (fraction of blocks 1..depth-1 run)^2 when the prediction is right,
  * -1 when wrong, minus a moving average of the reward (0.9 old + 0.1 the
- * batch's mean) as the baseline; AdamW on the policy alone.
+ * batch's mean) as the baseline; AdamW on the policy alone. Two options
+ * (metadata "policy_head", "policy_init_tau"): the prediction from the exit
+ * head after the last block run instead of the model's own (a policy that
+ * runs blocks 0..j then gives exit j's answer, as early exit would); and a
+ * start from the threshold rule's decisions: before REINFORCE, the logits
+ * are fitted by logistic regression (AdamW, on the recorded block-0
+ * features) to run block k exactly when the rule at tau would have.
  *
  * The complexity predictor: a linear layer (softmax over depth classes)
  * on the standardised pooled output of block F (pred_block) that gives,
@@ -80,6 +86,9 @@ typedef struct nl_exits {
   float *predictor;          /* NULL, or the complexity predictor (nl_exits_pred_fit):
                                 w [depth, D], b [depth], mean [D], std [D] */
   int pred_block;            /* the block whose pooled output the predictor reads */
+  int policy_exit_head;      /* 1: the policy's prediction from the exit head of the
+                                last block run; 0: the model's own head (BlockDrop) */
+  double policy_init_tau;    /* provenance: the rule it started from (0: none) */
   /* provenance (saved in the metadata) */
   char model[256], data[64];
   long images;
@@ -163,13 +172,19 @@ typedef struct nl_exits_policy_opts {
   float init_bias;     /* starting logit of every block (2: run with p 0.88) */
   uint64_t seed;       /* the draws and the order */
   int threads;
+  int exit_head;       /* predict from the exit head of the last block run (0) */
+  const float *init_feat; /* NULL, or features [d->n, depth, D] of d's images
+                             (nl_exits_features): start from the threshold rule */
+  double init_tau;     /* the rule's threshold for the start (0.9) */
+  int init_epochs;     /* passes of the start's logistic regression (5) */
   nl_progress_fn progress; /* after every epoch (task "exits policy", keys "reward",
                               "blocks", "top1": means of the epoch's draws); may be NULL */
   void *progress_user;
 } nl_exits_policy_opts;
 
 void nl_exits_policy_opts_default(nl_exits_policy_opts *o);
-/* Train e's block policy on the images of d (allocated if e has none). */
+/* Train e's block policy on the images of d (allocated if e has none).
+ * epochs may be 0 when init_feat is given: the start alone. */
 int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
                         const nl_exits_policy_opts *o, nl_error *err);
 /* The packed pass under the policy: block 0 on all n images, then block k

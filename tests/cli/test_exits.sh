@@ -211,6 +211,25 @@ expect_err 'exits policy: epoch 1/1: reward' "a line per policy epoch"
 expect_status 0 "exits eval --policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" \
   --policy --eval-images 100 --json
 expect_out '"rule": "policy"' "the policy's run"
+expect_status 0 "exits fit --policy-head exit --policy-init-tau 0.9" "$NORMLAB" exits fit --model "$SMALL" \
+  --images 200 --epochs 1 --policy --policy-head exit --policy-init-tau 0.9 --policy-epochs 0 \
+  --output "$TMP/pi.safetensors"
+$PY - "$TMP/pi.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+m = json.loads(h['__metadata__']['normlab_exits'])
+assert m['policy_head'] == 'last_exit' and m['policy_init_tau'] == 0.9, m
+assert h['policy.weight']['shape'] == [11, 64]
+PY
+ok $? "the policy's head and start in the metadata"
+expect_status 0 "exits eval --policy (exit head)" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/pi.safetensors" \
+  --policy --eval-images 100
+expect_out 'the exit head of the last block run' "says where the prediction comes from"
+expect_status 2 "--policy-head other" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-head middle --output "$TMP/x.safetensors"
+expect_err 'policy-head middle: final or exit' "names the choices"
+expect_status 2 "--policy-epochs 0 without a start" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-epochs 0 --output "$TMP/x.safetensors"
 expect_status 2 "--policy without a policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --policy
 expect_err 'no block policy' "says so"
 expect_status 2 "--policy with --tau" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" --policy --tau 0.5

@@ -28,7 +28,10 @@
  *    pass; at q = 1 the plain pass bit for bit; its training lowers the
  *    cross-entropy and separates a planted linearly separable case; its
  *    targets are the oracle's blocks of the table; a predictor of the
- *    wrong shape or block is refused with NL_EINPUT. */
+ *    wrong shape or block is refused with NL_EINPUT;
+ *  - the policy's prediction from the exit head of the last block run
+ *    against the identity-block model with that exit's head; its start
+ *    from the threshold rule at tau 1 and 0 (every block, block 0 alone). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -466,10 +469,50 @@ static void test_policy_vs_identity_blocks(void **state) {
     nl_vit_free(&id);
   }
   assert_true(distinct >= 2); /* the images took different paths */
-  /* every block on: the plain pass, bit for bit */
+  /* the prediction from the exit head of the last block run: the same
+   * identity-block model with that exit's norm and head as its own */
+  perturb(&e, 9);
+  e.policy_exit_head = 1;
+  for (int k = 0; k < K; k++) b[k] = 1.2f - 0.22f * (float)k; /* later blocks mostly off */
+  for (int i = 0; i < K * D; i++) W[i] *= 8; /* and the images' own say */
+  if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
+  int lasts = 0, seen_last[12] = {0};
+  for (int i = 0; i < 8; i++) {
+    load(&id, "vit_small_p7_fmnist.safetensors");
+    int last = 0;
+    for (int k = 1; k < 12; k++) {
+      if (w.mask[(size_t)i * 12 + k]) {
+        last = k;
+        continue;
+      }
+      memset(id.blocks[k].proj_w, 0, sizeof(float) * D * D);
+      memset(id.blocks[k].proj_b, 0, sizeof(float) * D);
+      memset(id.blocks[k].fc2_w, 0, sizeof(float) * D * 256);
+      memset(id.blocks[k].fc2_b, 0, sizeof(float) * D);
+    }
+    lasts += !seen_last[last];
+    seen_last[last] = 1;
+    memcpy(id.final_norm->w, e.norms[last].w, sizeof(float) * D);
+    memcpy(id.final_norm->b, e.norms[last].b, sizeof(float) * D);
+    memcpy(id.head_w, e.head_w[last], sizeof(float) * 640);
+    memcpy(id.head_b, e.head_b[last], sizeof(float) * 10);
+    float *one = plain_logits(&id, x + i * 784, 1);
+    for (int j = 0; j < 10; j++)
+      if (fabsf(one[j] - lg[i * 10 + j]) > 1e-4f * (1 + fabsf(one[j])))
+        fail_msg("image %d (last block %d) logit %d: policy pass %.7g, identity blocks %.7g", i,
+                 last, j, lg[i * 10 + j], one[j]);
+    free(one);
+    nl_vit_free(&id);
+  }
+  assert_true(lasts >= 2);
+  e.policy_exit_head = 0;
+  /* every block on: the plain pass, bit for bit (with either head) */
   for (int k = 0; k < K; k++) b[k] = 1e6f;
   if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
   float *pl = plain_logits(&m, x, 8);
+  assert_memory_equal(lg, pl, sizeof lg);
+  e.policy_exit_head = 1;
+  if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
   assert_memory_equal(lg, pl, sizeof lg);
   free(pl);
   nl_exits_ws_free(&w);
@@ -808,6 +851,57 @@ static void test_pred_fit_separable(void **state) {
   nl_vit_free(&m);
 }
 
+/* The start from the threshold rule: at tau 1 the rule runs every block,
+ * so the started policy does (the plain pass); at tau 0 every image leaves
+ * after block 0, so the started policy runs block 0 alone. */
+static void test_policy_init_from_rule(void **state) {
+  (void)state;
+  if (!have_data()) skip();
+  nl_vit m;
+  load(&m, "vit_small_p7_fmnist.safetensors");
+  nl_error err;
+  nl_dataset d;
+  if (nl_dataset_load(&d, "fmnist:train", 0, 300, &err)) fail_msg("%s", err.msg);
+  float *feat;
+  if (nl_exits_features(&m, &d, 64, 2, &feat, &err)) fail_msg("%s", err.msg);
+  nl_exits e;
+  if (nl_exits_init(&e, &m, &err)) fail_msg("%s", err.msg);
+  float *x = ref_tensor("inputs", 8 * 784), lg[80];
+  int blocks[8];
+  nl_exits_ws w;
+  if (nl_exits_ws_init(&w, &m, 8, 2, &err)) fail_msg("%s", err.msg);
+  nl_exits_policy_opts o;
+  nl_exits_policy_opts_default(&o);
+  o.epochs = 0;
+  o.init_feat = feat;
+  o.init_epochs = 20;
+  o.init_bias = 0;
+  o.exit_head = 1;
+  o.threads = 1;
+  o.init_tau = 1;
+  if (nl_exits_policy_fit(&m, &e, &d, &o, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(e.policy_exit_head, 1);
+  if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
+  for (int i = 0; i < 8; i++) assert_int_equal(blocks[i], 12);
+  float *pl = plain_logits(&m, x, 8);
+  assert_memory_equal(lg, pl, sizeof lg);
+  free(pl);
+  o.init_tau = 0;
+  if (nl_exits_policy_fit(&m, &e, &d, &o, &err)) fail_msg("%s", err.msg);
+  if (nl_exits_policy_forward(&m, &e, &w, x, 8, lg, blocks, &err)) fail_msg("%s", err.msg);
+  for (int i = 0; i < 8; i++) assert_int_equal(blocks[i], 1);
+  /* no start and no epochs: refused */
+  o.init_feat = NULL;
+  assert_int_equal(nl_exits_policy_fit(&m, &e, &d, &o, &err), -1);
+  assert_int_equal(err.code, NL_EINPUT);
+  nl_exits_ws_free(&w);
+  nl_exits_free(&e);
+  free(x);
+  free(feat);
+  nl_dataset_free(&d);
+  nl_vit_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_depth),
@@ -820,6 +914,7 @@ int main(void) {
       cmocka_unit_test(test_pred_rules_by_hand),
       cmocka_unit_test(test_pred_packed_vs_alone),
       cmocka_unit_test(test_pred_fit_separable),
+      cmocka_unit_test(test_policy_init_from_rule),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
