@@ -41,6 +41,8 @@ static const nl_opt opts[] = {
     {"policy", NL_OPT_FLAG, NULL, NULL, "fit: also train the block policy (BlockDrop-style); eval: run it instead of the threshold rule", NULL, 0},
     {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training (0 with --policy-init-tau: the start alone)", NULL, 0},
     {"policy-head", NL_OPT_STR, "final|exit", "final", "fit: the policy's prediction from the model's own head (BlockDrop) or the exit head of the last block run", NULL, 0},
+    {"policy-baseline", NL_OPT_STR, "average|greedy", "average", "fit: REINFORCE's baseline: the moving average of the reward, or the reward of the policy's greedy decisions on the same image", NULL, 0},
+    {"policy-lr", NL_OPT_NUM, "X", "0.01", "fit: the policy's AdamW step size", NULL, 0},
     {"policy-init-tau", NL_OPT_NUM, "T", NULL, "fit: start the policy from the threshold rule's decisions at T (logistic regression on block 0's features)", NULL, 0},
     {"predictor", NL_OPT_FLAG, NULL, NULL, "fit: also train the complexity predictor; eval: start each image's exit checks where it says", NULL, 0},
     {"predictor-block", NL_OPT_INT, "F", "0", "fit: the block whose pooled output the predictor reads", NULL, 0},
@@ -171,6 +173,12 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     if (!rc && strcmp(ph, "final") && strcmp(ph, "exit"))
       rc = nl_fail(err, NL_EINPUT, "--policy-head %s: final or exit", ph);
     po.exit_head = strcmp(ph, "exit") == 0;
+    const char *pb = nl_arg_str(a, "policy-baseline");
+    if (!rc && strcmp(pb, "average") && strcmp(pb, "greedy"))
+      rc = nl_fail(err, NL_EINPUT, "--policy-baseline %s: average or greedy", pb);
+    po.greedy_baseline = strcmp(pb, "greedy") == 0;
+    po.lr = (float)nl_arg_num(a, "policy-lr");
+    if (!rc && !(po.lr > 0)) rc = nl_fail(err, NL_EINPUT, "--policy-lr %g: must be positive", po.lr);
     if (!rc && init) {
       po.init_tau = nl_arg_num(a, "policy-init-tau");
       po.init_feat = feat;
@@ -642,6 +650,17 @@ const nl_cmd nl_cmd_exits = {
             "reward 1 - (fraction of blocks run)^2 when right, -1 when wrong, a moving-\n"
             "average baseline; --policy-epochs); 'exits eval --policy' runs the blocks it\n"
             "picks per image, each block on the images that run it as one batch.\n"
+            "--policy-head exit takes the prediction from the exit head of the last block\n"
+            "run instead of the model's own; --policy-init-tau T starts the policy from\n"
+            "the threshold rule's decisions at T (logistic regression on the recorded\n"
+            "block-0 features; --policy-epochs 0: the start alone).\n"
+            "--predictor: 'exits fit --predictor' also trains the complexity predictor, a\n"
+            "linear layer (softmax over blocks) on block --predictor-block's pooled output\n"
+            "fitted to the oracle's block of each fit image; 'exits eval --predictor\n"
+            "--quantile Q [--tau T]' checks an image's exits only from the first block\n"
+            "whose predicted cumulative probability reaches Q (1: never early), then\n"
+            "leaves at the first exit whose top probability exceeds T (0, the default:\n"
+            "at that block); --max-drop P picks Q and T on the held-out images.\n"
             "Exit heads of another model (shape, norm kind, or weights: --any-weights)\n"
             "are an error (exit 2).",
     .opts = opts,

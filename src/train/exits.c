@@ -1096,6 +1096,9 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
   float *gW = nl_xcalloc((size_t)K * D + K, sizeof(float)), *gb = gW + (size_t)K * D;
   float *fh = nl_aalloc(sizeof(float) * (size_t)B * D), *z = nl_xmalloc(sizeof(float) * (size_t)B * K);
   float *dz = nl_xmalloc(sizeof(float) * (size_t)B * K);
+  const size_t TD = (size_t)c->tokens * D;
+  float *x0 = o->greedy_baseline ? nl_aalloc(sizeof(float) * (size_t)B * TD) : NULL;
+  double *rg = nl_xcalloc((size_t)B, sizeof(double));
   if (!rc && o->init_feat) {
     int outer = nl_threads_enter(o->threads);
     policy_init_rule(e, o->init_feat, d->n, o, gW, fh, z, dz);
@@ -1130,6 +1133,25 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
       int outer = nl_threads_enter(o->threads);
       policy_logits(e, w.pooled, nb, fh, z);
       nl_threads_leave(outer);
+      if (x0) { /* the greedy decisions' rewards: the baseline (self-critical) */
+        memcpy(x0, w.x, sizeof(float) * (size_t)nb * TD);
+        for (int r = 0; r < nb; r++) {
+          w.mask[(size_t)r * depth] = 1;
+          for (int k = 0; k < K; k++) w.mask[(size_t)r * depth + k + 1] = z[(size_t)r * K + k] > 0;
+        }
+        rc = run_masked(m, e, &w, nb, err);
+        if (rc) break;
+        for (int r = 0; r < nb; r++) {
+          const float *l = w.logits + (size_t)r * C;
+          int a = 0, used = 0;
+          for (int j = 1; j < C; j++)
+            if (l[j] > l[a]) a = j;
+          for (int k = 0; k < K; k++) used += w.mask[(size_t)r * depth + k + 1];
+          double frac = (double)used / K;
+          rg[r] = a == d->labels[order[i + r]] ? 1 - frac * frac : -1;
+        }
+        memcpy(w.x, x0, sizeof(float) * (size_t)nb * TD);
+      }
       for (int r = 0; r < nb; r++) {
         w.mask[(size_t)r * depth] = 1;
         for (int k = 0; k < K; k++) {
@@ -1158,7 +1180,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
       rsum += rmean * nb;
       if (!have_base) baseline = rmean, have_base = 1;
       for (int r = nb - 1; r >= 0; r--) {
-        double adv = R[(size_t)r * K] - baseline;
+        double adv = R[(size_t)r * K] - (x0 ? rg[r] : baseline);
         for (int k = 0; k < K; k++) {
           float s = sigm(z[(size_t)r * K + k]), p = 0.2f + 0.6f * s;
           float u = w.mask[(size_t)r * depth + k + 1];
@@ -1183,6 +1205,8 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
     }
   }
   nl_tr_adamw_free(&opt);
+  nl_afree(x0);
+  free(rg);
   free(gW);
   nl_afree(fh);
   free(z);

@@ -173,6 +173,9 @@ typedef struct nl_exits_policy_opts {
   uint64_t seed;       /* the draws and the order */
   int threads;
   int exit_head;       /* predict from the exit head of the last block run (0) */
+  int greedy_baseline; /* the baseline: 0 the moving average, 1 the reward of the
+                          policy's own greedy decisions on the same image
+                          (self-critical, Rennie et al. 2017) */
   const float *init_feat; /* NULL, or features [d->n, depth, D] of d's images
                              (nl_exits_features): start from the threshold rule */
   double init_tau;     /* the rule's threshold for the start (0.9) */

@@ -225,6 +225,14 @@ ok $? "the policy's head and start in the metadata"
 expect_status 0 "exits eval --policy (exit head)" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/pi.safetensors" \
   --policy --eval-images 100
 expect_out 'the exit head of the last block run' "says where the prediction comes from"
+expect_status 0 "exits fit --policy-baseline greedy" "$NORMLAB" exits fit --model "$SMALL" --images 100 --epochs 1 \
+  --policy --policy-baseline greedy --policy-lr 0.001 --policy-epochs 1 --output "$TMP/pg.safetensors"
+expect_err 'exits policy: epoch 1/1: reward' "trains"
+expect_status 2 "--policy-baseline other" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-baseline median --output "$TMP/x.safetensors"
+expect_err 'policy-baseline median: average or greedy' "names the choices"
+expect_status 2 "--policy-lr 0" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-lr 0 --output "$TMP/x.safetensors"
 expect_status 2 "--policy-head other" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
   --policy-head middle --output "$TMP/x.safetensors"
 expect_err 'policy-head middle: final or exit' "names the choices"
