@@ -42,6 +42,7 @@ static const nl_opt opts[] = {
     {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training (0 with --policy-init-tau: the start alone)", NULL, 0},
     {"policy-head", NL_OPT_STR, "final|exit", "final", "fit: the policy's prediction from the model's own head (BlockDrop) or the exit head of the last block run", NULL, 0},
     {"policy-baseline", NL_OPT_STR, "average|greedy", "average", "fit: REINFORCE's baseline: the moving average of the reward, or the reward of the policy's greedy decisions on the same image", NULL, 0},
+    {"policy-penalty", NL_OPT_NUM, "G", "1", "fit: the policy's reward for a wrong prediction is -G (BlockDrop's gamma; 1: its reward)", NULL, 0},
     {"policy-lr", NL_OPT_NUM, "X", "0.01", "fit: the policy's AdamW step size", NULL, 0},
     {"policy-init-tau", NL_OPT_NUM, "T", NULL, "fit: start the policy from the threshold rule's decisions at T (logistic regression on block 0's features)", NULL, 0},
     {"predictor", NL_OPT_FLAG, NULL, NULL, "fit: also train the complexity predictor; eval: start each image's exit checks where it says", NULL, 0},
@@ -178,6 +179,8 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       rc = nl_fail(err, NL_EINPUT, "--policy-baseline %s: average or greedy", pb);
     po.greedy_baseline = strcmp(pb, "greedy") == 0;
     po.lr = (float)nl_arg_num(a, "policy-lr");
+    po.penalty = nl_arg_num(a, "policy-penalty");
+    if (!rc && !(po.penalty > 0)) rc = nl_fail(err, NL_EINPUT, "--policy-penalty %g: must be positive", po.penalty);
     if (!rc && !(po.lr > 0)) rc = nl_fail(err, NL_EINPUT, "--policy-lr %g: must be positive", po.lr);
     if (!rc && init) {
       po.init_tau = nl_arg_num(a, "policy-init-tau");

@@ -1096,6 +1096,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
   float *gW = nl_xcalloc((size_t)K * D + K, sizeof(float)), *gb = gW + (size_t)K * D;
   float *fh = nl_aalloc(sizeof(float) * (size_t)B * D), *z = nl_xmalloc(sizeof(float) * (size_t)B * K);
   float *dz = nl_xmalloc(sizeof(float) * (size_t)B * K);
+  const double penalty = o->penalty > 0 ? o->penalty : 1;
   const size_t TD = (size_t)c->tokens * D;
   float *x0 = o->greedy_baseline ? nl_aalloc(sizeof(float) * (size_t)B * TD) : NULL;
   double *rg = nl_xcalloc((size_t)B, sizeof(double));
@@ -1148,7 +1149,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
             if (l[j] > l[a]) a = j;
           for (int k = 0; k < K; k++) used += w.mask[(size_t)r * depth + k + 1];
           double frac = (double)used / K;
-          rg[r] = a == d->labels[order[i + r]] ? 1 - frac * frac : -1;
+          rg[r] = a == d->labels[order[i + r]] ? 1 - frac * frac : -penalty;
         }
         memcpy(w.x, x0, sizeof(float) * (size_t)nb * TD);
       }
@@ -1170,7 +1171,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
           if (l[j] > l[a]) a = j;
         for (int k = 0; k < K; k++) used += w.mask[(size_t)r * depth + k + 1];
         double frac = (double)used / K;
-        double rew = a == d->labels[order[i + r]] ? 1 - frac * frac : -1;
+        double rew = a == d->labels[order[i + r]] ? 1 - frac * frac : -penalty;
         right += a == d->labels[order[i + r]];
         R[(size_t)r * K] = (float)rew;
         rmean += rew;

@@ -35,8 +35,10 @@
  * the prediction. Trained by REINFORCE: block k drawn with probability
  * 0.2 + 0.6 sigmoid(logit) (exploration, as BlockDrop's alpha 0.8), reward
  * 1 - (fraction of blocks 1..depth-1 run)^2 when the prediction is right,
- * -1 when wrong, minus a moving average of the reward (0.9 old + 0.1 the
- * batch's mean) as the baseline; AdamW on the policy alone. Two options
+ * -1 when wrong (-gamma with a penalty gamma), minus a moving average of
+ * the reward (0.9 old + 0.1 the batch's mean) as the baseline, or the
+ * reward of the policy's own greedy decisions on the same image
+ * (self-critical); AdamW on the policy alone. Two more options
  * (metadata "policy_head", "policy_init_tau"): the prediction from the exit
  * head after the last block run instead of the model's own (a policy that
  * runs blocks 0..j then gives exit j's answer, as early exit would); and a
@@ -173,6 +175,8 @@ typedef struct nl_exits_policy_opts {
   uint64_t seed;       /* the draws and the order */
   int threads;
   int exit_head;       /* predict from the exit head of the last block run (0) */
+  double penalty;      /* the reward of a wrong prediction is -penalty (BlockDrop's
+                          gamma; 1, as 0 does) */
   int greedy_baseline; /* the baseline: 0 the moving average, 1 the reward of the
                           policy's own greedy decisions on the same image
                           (self-critical, Rennie et al. 2017) */
