@@ -983,7 +983,7 @@ static int run_masked(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, int n,
     nl_exits_head(e, depth - 1, w->pooled, n, w->logits, w->scratch);
   } else { /* per last block run, its images gathered, that exit's head */
     const int D = e->dim, C = e->classes;
-    float *g = w->x2, *gl = w->x2 + (size_t)n * D;
+    float *g = w->x2, *gl = nl_xmalloc(sizeof(float) * (size_t)n * C);
     for (int k = 0; k < depth; k++) {
       int c = 0;
       for (int i = 0; i < n; i++) {
@@ -1001,6 +1001,7 @@ static int run_masked(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, int n,
         if (last == k) memcpy(w->logits + (size_t)i * C, gl + (size_t)r++ * C, sizeof(float) * C);
       }
     }
+    free(gl);
   }
   nl_threads_leave(outer);
   return 0;
