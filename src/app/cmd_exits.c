@@ -39,7 +39,16 @@ static const nl_opt opts[] = {
     {"any-weights", NL_OPT_FLAG, NULL, NULL, "eval: accept heads fitted on a model with other weights (same shape)", NULL, 0},
     {"per-image", NL_OPT_STR, "FILE", NULL, "eval: write a CSV per image (label, blocks, prediction, full-depth prediction)", NULL, NL_OPTF_PATH},
     {"policy", NL_OPT_FLAG, NULL, NULL, "fit: also train the block policy (BlockDrop-style); eval: run it instead of the threshold rule", NULL, 0},
-    {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training", NULL, 0},
+    {"policy-epochs", NL_OPT_INT, "E", "5", "fit: passes of the policy's REINFORCE training (0 with --policy-init-tau: the start alone)", NULL, 0},
+    {"policy-head", NL_OPT_STR, "final|exit", "final", "fit: the policy's prediction from the model's own head (BlockDrop) or the exit head of the last block run", NULL, 0},
+    {"policy-baseline", NL_OPT_STR, "average|greedy", "average", "fit: REINFORCE's baseline: the moving average of the reward, or the reward of the policy's greedy decisions on the same image", NULL, 0},
+    {"policy-penalty", NL_OPT_NUM, "G", "1", "fit: the policy's reward for a wrong prediction is -G (BlockDrop's gamma; 1: its reward)", NULL, 0},
+    {"policy-lr", NL_OPT_NUM, "X", "0.01", "fit: the policy's AdamW step size", NULL, 0},
+    {"policy-init-tau", NL_OPT_NUM, "T", NULL, "fit: start the policy from the threshold rule's decisions at T (logistic regression on block 0's features)", NULL, 0},
+    {"predictor", NL_OPT_FLAG, NULL, NULL, "fit: also train the complexity predictor; eval: start each image's exit checks where it says", NULL, 0},
+    {"predictor-block", NL_OPT_INT, "F", "0", "fit: the block whose pooled output the predictor reads", NULL, 0},
+    {"predictor-epochs", NL_OPT_INT, "E", "20", "fit: passes of the predictor's training", NULL, 0},
+    {"quantile", NL_OPT_NUM, "Q", NULL, "eval --predictor: start at the first block whose predicted cumulative probability reaches Q (0..1; 1: never early)", NULL, 0},
     {"json", NL_OPT_FLAG, NULL, NULL, "print one JSON object", NULL, 0},
     {0},
 };
@@ -129,11 +138,56 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
     rc = nl_exits_fit(&e, feat, d.labels, d.n, &o, loss, err);
   }
+  long pblock = 0, pepochs = 0;
+  double *ploss = NULL, otarget = 0;
+  if (!rc && nl_arg_flag(a, "predictor")) {
+    rc = nl_arg_int_range(a, "predictor-block", 0, m.cfg.depth - 1, &pblock, err) ||
+         nl_arg_int_range(a, "predictor-epochs", 1, 100000, &pepochs, err);
+    int32_t *tg = NULL;
+    if (!rc) {
+      tg = nl_xmalloc(sizeof(int32_t) * (size_t)d.n);
+      nl_exits_oracle_targets(&e, feat, d.n, tg);
+      for (int i = 0; i < d.n; i++) otarget += tg[i] + 1;
+      otarget /= d.n;
+      ploss = nl_xcalloc((size_t)pepochs, sizeof(double));
+      nl_exits_pred_opts po;
+      nl_exits_pred_opts_default(&po);
+      po.block = (int)pblock;
+      po.epochs = (int)pepochs;
+      po.seed = (uint64_t)seed;
+      po.threads = ctx->threads;
+      rc = nl_exits_pred_fit(&e, feat, tg, d.n, &po, ploss, err);
+    }
+    free(tg);
+    if (!rc && !json)
+      fprintf(ctx->err, "exits predictor: block %ld, oracle's mean blocks %.2f on the fit images, "
+              "cross-entropy %.4f (epoch 1) -> %.4f (epoch %ld)\n", pblock, otarget, ploss[0],
+              ploss[pepochs - 1], pepochs);
+  }
   long pep = 0;
   if (!rc && nl_arg_flag(a, "policy")) {
-    rc = nl_arg_int_range(a, "policy-epochs", 1, 100000, &pep, err);
+    int init = nl_arg_given(a, "policy-init-tau");
+    rc = nl_arg_int_range(a, "policy-epochs", init ? 0 : 1, 100000, &pep, err);
     nl_exits_policy_opts po;
     nl_exits_policy_opts_default(&po);
+    const char *ph = nl_arg_str(a, "policy-head");
+    if (!rc && strcmp(ph, "final") && strcmp(ph, "exit"))
+      rc = nl_fail(err, NL_EINPUT, "--policy-head %s: final or exit", ph);
+    po.exit_head = strcmp(ph, "exit") == 0;
+    const char *pb = nl_arg_str(a, "policy-baseline");
+    if (!rc && strcmp(pb, "average") && strcmp(pb, "greedy"))
+      rc = nl_fail(err, NL_EINPUT, "--policy-baseline %s: average or greedy", pb);
+    po.greedy_baseline = strcmp(pb, "greedy") == 0;
+    po.lr = (float)nl_arg_num(a, "policy-lr");
+    po.penalty = nl_arg_num(a, "policy-penalty");
+    if (!rc && !(po.penalty > 0)) rc = nl_fail(err, NL_EINPUT, "--policy-penalty %g: must be positive", po.penalty);
+    if (!rc && !(po.lr > 0)) rc = nl_fail(err, NL_EINPUT, "--policy-lr %g: must be positive", po.lr);
+    if (!rc && init) {
+      po.init_tau = nl_arg_num(a, "policy-init-tau");
+      po.init_feat = feat;
+      if (!(po.init_tau >= 0 && po.init_tau <= 1))
+        rc = nl_fail(err, NL_EINPUT, "--policy-init-tau %g: a probability threshold must be in [0, 1]", po.init_tau);
+    }
     po.epochs = (int)pep;
     po.seed = (uint64_t)seed;
     po.threads = ctx->threads;
@@ -163,6 +217,14 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(j, "epochs", json_integer(epochs));
       for (int k = 0; k < e.depth; k++) json_array_append_new(l, json_real(loss[k]));
       json_object_set_new(j, "loss", l);
+      if (ploss) {
+        json_t *pj = json_object(), *pl = json_array();
+        json_object_set_new(pj, "block", json_integer(pblock));
+        json_object_set_new(pj, "oracle_mean_blocks", nl_json_rounded(otarget, 4));
+        for (long q = 0; q < pepochs; q++) json_array_append_new(pl, json_real(ploss[q]));
+        json_object_set_new(pj, "epoch_loss", pl);
+        json_object_set_new(j, "predictor", pj);
+      }
       json_object_set_new(j, "seconds", nl_json_rounded(secs, 2));
       nl_json_print(ctx->out, j);
       json_decref(j);
@@ -176,6 +238,7 @@ static int fit(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     }
   }
   free(loss);
+  free(ploss);
   free(feat);
   nl_exits_free(&e);
   nl_dataset_free(&d);
@@ -228,12 +291,24 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       nl_arg_int_range(a, "holdout", 1, 1000000, &holdout, err))
     return -1;
   int has_tau = nl_arg_given(a, "tau"), has_drop = nl_arg_given(a, "max-drop");
-  int policy = nl_arg_flag(a, "policy");
-  if (policy && (has_tau || has_drop))
-    return nl_fail(err, NL_EINPUT, "exits eval: --policy decides the blocks itself: no --tau or --max-drop");
-  if (!policy && has_tau == has_drop)
-    return nl_fail(err, NL_EINPUT, "exits eval: give one of --tau T and --max-drop P (or --policy)");
-  double tau = has_tau ? nl_arg_num(a, "tau") : 1, drop = has_drop ? nl_arg_num(a, "max-drop") : 0;
+  int policy = nl_arg_flag(a, "policy"), predictor = nl_arg_flag(a, "predictor");
+  int has_q = nl_arg_given(a, "quantile");
+  if (policy && predictor)
+    return nl_fail(err, NL_EINPUT, "exits eval: --policy or --predictor, not both");
+  if (policy && (has_tau || has_drop || has_q))
+    return nl_fail(err, NL_EINPUT, "exits eval: --policy decides the blocks itself: no --tau, --max-drop or --quantile");
+  if (predictor && has_drop == has_q)
+    return nl_fail(err, NL_EINPUT, "exits eval --predictor: give one of --quantile Q (with --tau T, 0 by default: stop at the predicted block) and --max-drop P");
+  if (predictor && has_drop && has_tau)
+    return nl_fail(err, NL_EINPUT, "exits eval --predictor: --max-drop picks both Q and T: no --tau");
+  if (!predictor && has_q)
+    return nl_fail(err, NL_EINPUT, "exits eval: --quantile needs --predictor");
+  if (!policy && !predictor && has_tau == has_drop)
+    return nl_fail(err, NL_EINPUT, "exits eval: give one of --tau T and --max-drop P (or --policy, or --predictor)");
+  double tau = has_tau ? nl_arg_num(a, "tau") : predictor ? 0 : 1;
+  double drop = has_drop ? nl_arg_num(a, "max-drop") : 0, qv = has_q ? nl_arg_num(a, "quantile") : 1;
+  if (has_q && !(qv >= 0 && qv <= 1))
+    return nl_fail(err, NL_EINPUT, "--quantile %g: a cumulative probability must be in [0, 1] (1: never early)", qv);
   if (has_tau && !(tau >= 0 && tau <= 1))
     return nl_fail(err, NL_EINPUT, "--tau %g: a probability threshold must be in [0, 1] (1: never exit)", tau);
   if (has_drop && !(drop >= 0 && drop <= 100))
@@ -251,6 +326,8 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   int rc = nl_exits_check(&e, &m, epath, nl_arg_flag(a, "any-weights"), err);
   if (!rc && policy && !e.policy)
     rc = nl_fail(err, NL_EINPUT, "%s: no block policy in it (fit one with 'exits fit --policy')", epath);
+  if (!rc && predictor && !e.predictor)
+    rc = nl_fail(err, NL_EINPUT, "%s: no complexity predictor in it (fit one with 'exits fit --predictor')", epath);
   if (!rc) rc = nl_vit_check_finite(&m, path, err);
   const nl_vit_config *c = &m.cfg;
   const int C = c->classes;
@@ -261,24 +338,27 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   memset(&picked, 0, sizeof picked);
   nl_exits_stats hfull;
   memset(&hfull, 0, sizeof hfull);
+  nl_exits_table ht;
+  memset(&ht, 0, sizeof ht);
   if (!rc && has_drop) {
     if (strcmp(e.data, "fmnist:train") == 0 && e.images > 60000 - holdout)
       rc = nl_fail(err, NL_EINPUT, "%s: fitted on the first %ld training images, which overlap "
                    "the last %ld held out for --max-drop (lower --holdout)", epath, e.images, holdout);
     if (!rc) rc = load_holdout(holdout, &hd, err);
-    nl_exits_table ht;
     if (!rc) rc = nl_exits_table_make(&m, &e, &hd, (int)batch, ctx->threads, &ht, err);
     if (!rc) {
-      tau = nl_exits_pick_tau(&ht, drop, &picked);
+      if (predictor)
+        nl_exits_pick_pred(&ht, drop, &qv, &tau, &picked);
+      else
+        tau = nl_exits_pick_tau(&ht, drop, &picked);
       nl_exits_full(&ht, &hfull);
-      nl_exits_table_free(&ht);
     }
   }
   if (!rc) rc = nl_dataset_load(&d, "fmnist:test", 0, evn, err);
   if (!rc) rc = nl_vit_check_data(&m, &d, path, err);
   long n = d.n;
   float *lf = NULL, *le = NULL, *img = NULL;
-  int *blocks = NULL;
+  int *blocks = NULL, *heads = NULL;
   nl_exits_ws w;
   nl_vit_acts acts;
   memset(&w, 0, sizeof w);
@@ -289,6 +369,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     lf = nl_xmalloc(sizeof(float) * (size_t)n * C);
     le = nl_xmalloc(sizeof(float) * (size_t)n * C);
     blocks = nl_xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+    heads = nl_xmalloc(sizeof(int) * (size_t)(n ? n : 1));
     img = nl_aalloc(sizeof(float) * (size_t)batch * c->in_chans * c->img_size * c->img_size);
     rc = nl_exits_ws_init(&w, &m, (int)batch, ctx->threads, err);
     if (!rc) rc = nl_vit_acts_init(&acts, c, (int)batch, 0, err);
@@ -302,8 +383,13 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       int exit_pass = (pass + (int)nbatches) % 2;
       double t0 = nl_now();
       if (exit_pass) {
-        rc = policy ? nl_exits_policy_forward(&m, &e, &w, img, nb, le + (size_t)i * C, blocks + i, err)
-                    : nl_exits_forward(&m, &e, &w, img, nb, tau, le + (size_t)i * C, blocks + i, err);
+        if (policy)
+          rc = nl_exits_policy_forward(&m, &e, &w, img, nb, le + (size_t)i * C, blocks + i, err);
+        else if (predictor)
+          rc = nl_exits_pred_forward(&m, &e, &w, img, nb, qv, tau, le + (size_t)i * C, blocks + i,
+                                     heads + i, err);
+        else
+          rc = nl_exits_forward(&m, &e, &w, img, nb, tau, le + (size_t)i * C, blocks + i, err);
         te += nl_now() - t0;
       } else {
         rc = nl_vit_forward(&m, &acts, img, nb, NULL, NULL, err);
@@ -335,7 +421,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     row full = {"full depth", 0, c->depth, 1, (nl_vit_flops_per_image(c) - rfull) * 1e-6, 0, 0, 1};
     row ex = {"early exit", 0, 0, 0, 0, 0, 0, 1};
     long agree = 0, same_logits = 0;
-    double sb = 0, maxdiff = 0;
+    double sb = 0, sh = 0, maxdiff = 0;
     for (long i = 0; i < n; i++) {
       const float *f = lf + (size_t)i * C, *x = le + (size_t)i * C;
       int pf = argmax(f, C), px = argmax(x, C);
@@ -343,6 +429,7 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       ex.top1 += px == d.labels[i];
       agree += pf == px;
       sb += blocks[i];
+      if (predictor) sh += heads[i];
       int same = 1;
       for (int j = 0; j < C; j++) {
         double df = fabs((double)f[j] - x[j]);
@@ -352,9 +439,11 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       same_logits += same;
     }
     ex.blocks = n ? sb / n : 0;
-    ex.heads = tau < 1 && !policy ? ex.blocks : 1;
-    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) - rsave + (policy ? nl_exits_policy_flops(&e) : 0)) * 1e-6;
+    ex.heads = predictor ? (n ? sh / n : 0) : tau < 1 && !policy ? ex.blocks : 1;
+    ex.mflops = (nl_exits_flops(c, ex.blocks, ex.heads) - rsave + (policy ? nl_exits_policy_flops(&e) : 0) +
+                 (predictor && tau < 1 ? nl_exits_pred_flops(&e) : 0)) * 1e-6;
     if (policy) ex.name = "policy";
+    if (predictor) ex.name = "predictor";
     full.ips = tf > 0 ? n / tf : 0;
     ex.ips = te > 0 ? n / te : 0;
     full.ms = nbatches ? 1e3 * tf / nbatches : 0;
@@ -381,8 +470,10 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
       json_object_set_new(j, "exits", json_string(epath));
       json_object_set_new(j, "images", json_integer(n));
       json_object_set_new(j, "batch", json_integer(batch));
-      json_object_set_new(j, "rule", json_string(policy ? "policy" : "max_prob > tau"));
+      json_object_set_new(j, "rule", json_string(policy ? "policy" : predictor ? "predictor, then max_prob > tau" : "max_prob > tau"));
       if (!policy) json_object_set_new(j, "tau", json_real(tau));
+      if (predictor) json_object_set_new(j, "quantile", json_real(qv));
+      if (predictor) json_object_set_new(j, "predictor_block", json_integer(e.pred_block));
       if (has_drop) {
         json_t *h = json_object();
         json_object_set_new(h, "max_drop", json_real(drop));
@@ -409,6 +500,51 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
           json_array_append_new(sw, rj);
         }
         json_object_set_new(j, "sweep", sw);
+        if (e.predictor) { /* the predictor alone (tau 0) over the quantiles */
+          json_t *pw = json_array();
+          double g2[64];
+          int nq = nl_exits_q_grid(g2, 64);
+          for (int qi = 0; qi < nq; qi++) {
+            nl_exits_stats rs;
+            nl_exits_pred_rule(&tt, g2[qi], 0, &rs, NULL);
+            row r = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                     (nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) + nl_exits_pred_flops(&e)) * 1e-6, 0, 0, 0};
+            json_t *rj = row_json(&r, n);
+            json_object_set_new(rj, "quantile", json_real(g2[qi]));
+            json_array_append_new(pw, rj);
+          }
+          json_object_set_new(j, "predictor_sweep", pw);
+        }
+        if (has_drop) { /* the picks on the held-out images at other budgets, on the test table */
+          json_t *pk = json_array();
+          double dg[32];
+          int nd = nl_exits_drop_grid(dg, 32);
+          for (int di = 0; di < nd; di++) {
+            nl_exits_stats hs, rs;
+            json_t *o = json_object();
+            json_object_set_new(o, "max_drop", json_real(dg[di]));
+            double t1 = nl_exits_pick_tau(&ht, dg[di], &hs);
+            nl_exits_rule(&tt, t1, &rs, NULL);
+            row r = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                     nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) * 1e-6, 0, 0, 0};
+            json_t *rj = row_json(&r, n);
+            json_object_set_new(rj, "tau", json_real(t1));
+            json_object_set_new(o, "rule", rj);
+            if (e.predictor) {
+              double q1, t2;
+              nl_exits_pick_pred(&ht, dg[di], &q1, &t2, &hs);
+              nl_exits_pred_rule(&tt, q1, t2, &rs, NULL);
+              row r2 = {"", rs.top1, rs.mean_blocks, rs.mean_heads,
+                        (nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) + (t2 < 1 ? nl_exits_pred_flops(&e) : 0)) * 1e-6, 0, 0, 0};
+              rj = row_json(&r2, n);
+              json_object_set_new(rj, "quantile", json_real(q1));
+              json_object_set_new(rj, "tau", json_real(t2));
+              json_object_set_new(o, "predictor", rj);
+            }
+            json_array_append_new(pk, o);
+          }
+          json_object_set_new(j, "picks", pk);
+        }
       }
       json_object_set_new(j, "agree_with_full", json_integer(agree));
       json_object_set_new(j, "identical_logits", json_integer(same_logits));
@@ -425,7 +561,12 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                 picked.images ? 100.0 * picked.top1 / picked.images : 0,
                 hfull.images ? 100.0 * hfull.top1 / hfull.images : 0, drop, picked.mean_blocks);
       if (policy)
-        fprintf(o, "block policy: a linear layer on block 0's pooled output picks the later blocks\n");
+        fprintf(o, "block policy: a linear layer on block 0's pooled output picks the later blocks; "
+                "the prediction from %s\n", e.policy_exit_head ? "the exit head of the last block run" : "the model's own head");
+      else if (predictor)
+        fprintf(o, "complexity predictor on block %d's pooled output: exits checked from the first "
+                "block with cumulative probability >= q = %.6g, then top softmax probability > "
+                "tau = %.6g\n", e.pred_block, qv, tau);
       else
         fprintf(o, "exit rule: top softmax probability > tau = %.6g\n", tau);
       fprintf(o, "%-12s %9s  %6s  %9s  %9s  %9s\n", "", "top-1", "blocks", "MFLOPs", "images/s",
@@ -445,15 +586,27 @@ static int eval(nl_ctx *ctx, const nl_args *a, nl_error *err) {
                    nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) * 1e-6, 0, 0, 0};
           row_print(o, &r, n);
         }
+        static const double qs[] = {0.5, 0.8, 0.9, 0.95, 0.99};
+        for (size_t qi = 0; e.predictor && qi < sizeof qs / sizeof *qs; qi++) {
+          nl_exits_stats rs;
+          nl_exits_pred_rule(&tt, qs[qi], 0, &rs, NULL);
+          char name[32];
+          snprintf(name, sizeof name, "pred q %g", qs[qi]);
+          row r = {name, rs.top1, rs.mean_blocks, rs.mean_heads,
+                   (nl_exits_flops(c, rs.mean_blocks, rs.mean_heads) + nl_exits_pred_flops(&e)) * 1e-6, 0, 0, 0};
+          row_print(o, &r, n);
+        }
       }
       fprintf(o, "%s vs full depth: FLOPs %+.1f %%, images/s x%.2f (same run), %ld of %ld "
               "predictions agree, %ld logits identical (max |diff| %.3g)\n",
-              policy ? "policy" : "early exit", 100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
+              policy ? "policy" : predictor ? "predictor" : "early exit", 100.0 * (ex.mflops / full.mflops - 1), full.ips > 0 ? ex.ips / full.ips : 0, agree,
               n, same_logits, maxdiff);
     }
   }
   free(oblocks);
+  free(heads);
   nl_exits_table_free(&tt);
+  nl_exits_table_free(&ht);
   nl_vit_acts_free(&acts);
   nl_exits_ws_free(&w);
   nl_afree(img);
@@ -500,6 +653,17 @@ const nl_cmd nl_cmd_exits = {
             "reward 1 - (fraction of blocks run)^2 when right, -1 when wrong, a moving-\n"
             "average baseline; --policy-epochs); 'exits eval --policy' runs the blocks it\n"
             "picks per image, each block on the images that run it as one batch.\n"
+            "--policy-head exit takes the prediction from the exit head of the last block\n"
+            "run instead of the model's own; --policy-init-tau T starts the policy from\n"
+            "the threshold rule's decisions at T (logistic regression on the recorded\n"
+            "block-0 features; --policy-epochs 0: the start alone).\n"
+            "--predictor: 'exits fit --predictor' also trains the complexity predictor, a\n"
+            "linear layer (softmax over blocks) on block --predictor-block's pooled output\n"
+            "fitted to the oracle's block of each fit image; 'exits eval --predictor\n"
+            "--quantile Q [--tau T]' checks an image's exits only from the first block\n"
+            "whose predicted cumulative probability reaches Q (1: never early), then\n"
+            "leaves at the first exit whose top probability exceeds T (0, the default:\n"
+            "at that block); --max-drop P picks Q and T on the held-out images.\n"
             "Exit heads of another model (shape, norm kind, or weights: --any-weights)\n"
             "are an error (exit 2).",
     .opts = opts,

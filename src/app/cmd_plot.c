@@ -46,6 +46,7 @@ static const nl_opt opts[] = {
     {"exits", NL_OPT_STR, "FILE", NULL, "exits: exit heads (from exits fit)", NULL, NL_OPTF_PATH},
     {"eval-images", NL_OPT_INT, "N", "0", "exits: the first N test images (0: all)", NULL, 0},
     {"dump", NL_OPT_FLAG, NULL, NULL, "exits: print the points as CSV instead of drawing", NULL, 0},
+    {"holdout", NL_OPT_INT, "N", "5000", "exits: the last N images of fmnist:train, where the predictor's q and tau are picked", NULL, 0},
     {0},
 };
 
@@ -455,12 +456,36 @@ static int plot_cost(nl_ctx *ctx, const nl_args *a, nl_error *err) {
 }
 
 /* plot exits: top-1 against FLOPs per image of the threshold rule over
- * nl_exits_tau_grid, the oracle and full depth, on one per-image table of
- * every exit's decisions (train/exits.h). */
+ * nl_exits_tau_grid, the complexity predictor alone over nl_exits_q_grid
+ * (tau 0), the predictor with the rule at the (q, tau) picked on the
+ * held-out training images for each budget of nl_exits_drop_grid, the
+ * block policy, the oracle and full depth, on one per-image table of every
+ * exit's decisions (train/exits.h); the policy from its own pass. */
+typedef struct {
+  const char *name;
+  float *x, *y;
+  int n;
+} exit_series;
+
+static void put_point(exit_series *s, FILE *dump, double q, double tau, double mflops,
+                      double top1, double blocks) {
+  s->x[s->n] = (float)mflops;
+  s->y[s->n] = (float)top1;
+  s->n++;
+  if (!dump) return;
+  fprintf(dump, "%s,", s->name);
+  if (tau >= 0) fprintf(dump, "%.10g", tau);
+  fprintf(dump, ",%.6f,%.4f,%.4f,", mflops, top1, blocks);
+  if (q >= 0) fprintf(dump, "%.10g", q);
+  fprintf(dump, "\n");
+}
+
 static int plot_exits(nl_ctx *ctx, const nl_args *a, nl_error *err) {
   if (a->npos != 1) return nl_fail(err, NL_EINPUT, "expects 'plot exits' (with --exits FILE)");
-  long evn;
-  if (nl_arg_int_range(a, "eval-images", 0, 1000000000, &evn, err)) return -1;
+  long evn, holdout;
+  if (nl_arg_int_range(a, "eval-images", 0, 1000000000, &evn, err) ||
+      nl_arg_int_range(a, "holdout", 1, 1000000, &holdout, err))
+    return -1;
   const char *epath = nl_arg_need(a, "exits", err);
   if (!epath) return -1;
   const char *path = nl_model_path(ctx, a);
@@ -472,45 +497,118 @@ static int plot_exits(nl_ctx *ctx, const nl_args *a, nl_error *err) {
     nl_vit_free(&m);
     return -1;
   }
-  nl_dataset d;
+  nl_dataset d, hd;
   memset(&d, 0, sizeof d);
-  nl_exits_table t;
+  memset(&hd, 0, sizeof hd);
+  nl_exits_table t, ht;
   memset(&t, 0, sizeof t);
+  memset(&ht, 0, sizeof ht);
+  exit_series sr[6] = {{"rule", 0, 0, 0}, {"predictor", 0, 0, 0}, {"predictor+rule", 0, 0, 0},
+                       {"policy", 0, 0, 0}, {"oracle", 0, 0, 0}, {"full", 0, 0, 0}};
   int rc = nl_exits_check(&e, &m, epath, 0, err);
   if (!rc) rc = nl_dataset_load(&d, "fmnist:test", 0, evn, err);
   if (!rc) rc = nl_exits_table_make(&m, &e, &d, 100, ctx->threads, &t, err);
+  if (!rc && e.predictor) {
+    nl_dataset all;
+    rc = nl_dataset_load(&all, "fmnist:train", 0, 0, err);
+    long ntrain = rc ? 0 : all.n;
+    if (!rc) nl_dataset_free(&all);
+    if (!rc && strcmp(e.data, "fmnist:train") == 0 && e.images > ntrain - holdout)
+      rc = nl_fail(err, NL_EINPUT, "%s: fitted on the first %ld training images, which overlap "
+                   "the last %ld held out to pick the predictor's q and tau (lower --holdout)",
+                   epath, e.images, holdout);
+    if (!rc && holdout > ntrain)
+      rc = nl_fail(err, NL_EINPUT, "--holdout %ld: fmnist:train has only %ld images", holdout, ntrain);
+    if (!rc) rc = nl_dataset_load(&hd, "fmnist:train", (int)(ntrain - holdout), (int)holdout, err);
+    if (!rc) rc = nl_exits_table_make(&m, &e, &hd, 100, ctx->threads, &ht, err);
+  }
   if (rc) goto out;
-  double g[256];
-  int ng = nl_exits_tau_grid(g, 256);
-  float *v = nl_xmalloc(sizeof(float) * 2 * (size_t)(ng + 2));
   const nl_vit_config *c = &m.cfg;
+  double g[256], qg[64], dg[32];
+  int ng = nl_exits_tau_grid(g, 256), nq = nl_exits_q_grid(qg, 64), nd = nl_exits_drop_grid(dg, 32);
+  const int cap = ng + nq + nd + 8;
+  for (int i = 0; i < 6; i++) {
+    sr[i].x = nl_xmalloc(sizeof(float) * (size_t)cap);
+    sr[i].y = nl_xmalloc(sizeof(float) * (size_t)cap);
+  }
   const double n = t.n ? t.n : 1;
   nl_exits_stats s;
   int dump = nl_arg_flag(a, "dump");
-  if (dump) fprintf(ctx->out, "series,tau,mflops,top1,mean_blocks\n");
+  FILE *df = dump ? ctx->out : NULL;
+  if (dump) fprintf(ctx->out, "series,tau,mflops,top1,mean_blocks,quantile\n");
   for (int q = 0; q < ng; q++) {
     nl_exits_rule(&t, g[q], &s, NULL);
-    v[q] = (float)(nl_exits_flops(c, s.mean_blocks, s.mean_heads) * 1e-6);
-    v[ng + 2 + q] = (float)(100.0 * s.top1 / n);
-    if (dump)
-      fprintf(ctx->out, "rule,%.10g,%.6f,%.4f,%.4f\n", g[q], v[q], v[ng + 2 + q], s.mean_blocks);
+    put_point(&sr[0], df, -1, g[q], nl_exits_flops(c, s.mean_blocks, s.mean_heads) * 1e-6,
+              100.0 * s.top1 / n, s.mean_blocks);
+  }
+  if (e.predictor) {
+    for (int q = 0; q < nq; q++) {
+      nl_exits_pred_rule(&t, qg[q], 0, &s, NULL);
+      put_point(&sr[1], df, qg[q], 0,
+                (nl_exits_flops(c, s.mean_blocks, s.mean_heads) + nl_exits_pred_flops(&e)) * 1e-6,
+                100.0 * s.top1 / n, s.mean_blocks);
+    }
+    /* picked on the held-out images, in order of FLOPs (the budgets give
+     * fewer FLOPs as they grow) */
+    for (int q = nd - 1; q >= 0; q--) {
+      double pq, pt;
+      nl_exits_stats hs;
+      nl_exits_pick_pred(&ht, dg[q], &pq, &pt, &hs);
+      nl_exits_pred_rule(&t, pq, pt, &s, NULL);
+      put_point(&sr[2], df, pq, pt,
+                (nl_exits_flops(c, s.mean_blocks, s.mean_heads) + (pt < 1 ? nl_exits_pred_flops(&e) : 0)) * 1e-6,
+                100.0 * s.top1 / n, s.mean_blocks);
+    }
+  }
+  if (e.policy) { /* its own pass over the test images */
+    const int B = 100, C = c->classes;
+    nl_exits_ws w;
+    rc = nl_exits_ws_init(&w, &m, B, ctx->threads, err);
+    float *img = nl_aalloc(sizeof(float) * B * c->in_chans * c->img_size * c->img_size);
+    float *lg = nl_xmalloc(sizeof(float) * B * C);
+    int bl[100];
+    long right = 0;
+    double sb = 0;
+    for (int i = 0; !rc && i < d.n; i += B) {
+      int nb = d.n - i < B ? d.n - i : B;
+      nl_dataset_normalize(&d, i, nb, c->in_chans, c->nmean, c->mean, c->std, img);
+      rc = nl_exits_policy_forward(&m, &e, &w, img, nb, lg, bl, err);
+      for (int r = 0; !rc && r < nb; r++) {
+        int am = 0;
+        for (int j = 1; j < C; j++)
+          if (lg[r * C + j] > lg[r * C + am]) am = j;
+        right += am == d.labels[i + r];
+        sb += bl[r];
+      }
+    }
+    if (!rc)
+      put_point(&sr[3], df, -1, -1,
+                (nl_exits_flops(c, sb / n, 1) + nl_exits_policy_flops(&e)) * 1e-6,
+                100.0 * right / n, sb / n);
+    free(lg);
+    nl_afree(img);
+    nl_exits_ws_free(&w);
+    if (rc) goto out;
   }
   nl_exits_oracle(&t, &s, NULL);
-  v[ng] = (float)(nl_exits_flops(c, s.mean_blocks, 1) * 1e-6);
-  v[2 * ng + 2] = (float)(100.0 * s.top1 / n);
-  if (dump) fprintf(ctx->out, "oracle,,%.6f,%.4f,%.4f\n", v[ng], v[2 * ng + 2], s.mean_blocks);
+  put_point(&sr[4], df, -1, -1, nl_exits_flops(c, s.mean_blocks, 1) * 1e-6, 100.0 * s.top1 / n,
+            s.mean_blocks);
   nl_exits_full(&t, &s);
-  v[ng + 1] = (float)(nl_vit_flops_per_image(c) * 1e-6);
-  v[2 * ng + 3] = (float)(100.0 * s.top1 / n);
-  if (dump) fprintf(ctx->out, "full,1,%.6f,%.4f,%.4f\n", v[ng + 1], v[2 * ng + 3], s.mean_blocks);
+  put_point(&sr[5], df, -1, 1, nl_vit_flops_per_image(c) * 1e-6, 100.0 * s.top1 / n,
+            s.mean_blocks);
   if (!dump) {
     char title[512];
     snprintf(title, sizeof title, "early exit on %d test images", t.n);
-    nl_plot_series ps[3] = {
-        {.title = "threshold rule (max prob > tau)", .x = v, .y = v + ng + 2, .n = (size_t)ng, .points = 4},
-        {.title = "oracle", .x = v + ng, .y = v + 2 * ng + 2, .n = 1, .points = 5, .pt = 13},
-        {.title = "full depth", .x = v + ng + 1, .y = v + 2 * ng + 3, .n = 1, .points = 5, .pt = 11},
-    };
+    static const char *titles[6] = {"threshold rule (max prob > tau)", "predictor alone (over q)",
+                                    "predictor + rule (picked on held-out)", "block policy",
+                                    "oracle", "full depth"};
+    static const int style[6] = {4, 4, 4, 5, 5, 5}, pts[6] = {0, 0, 0, 7, 13, 11};
+    nl_plot_series ps[6];
+    int np = 0;
+    for (int i = 0; i < 6; i++)
+      if (sr[i].n)
+        ps[np++] = (nl_plot_series){.title = titles[i], .x = sr[i].x, .y = sr[i].y,
+                                    .n = (size_t)sr[i].n, .points = style[i], .pt = pts[i]};
     nl_plot_opts po = {
         .term = term_of(nl_arg_str(a, "term")),
         .output = nl_arg_str(a, "output"),
@@ -520,13 +618,18 @@ static int plot_exits(nl_ctx *ctx, const nl_args *a, nl_error *err) {
         .text_out = ctx->out,
     };
     nl_plot_result res;
-    rc = nl_plot_draw(&po, ps, 3, &res, err);
+    rc = nl_plot_draw(&po, ps, np, &res, err);
     if (rc == 0 && res.term == NL_PLOT_PNG) fprintf(ctx->out, "wrote %s\n", res.path);
   }
-  free(v);
 out:
+  for (int i = 0; i < 6; i++) {
+    free(sr[i].x);
+    free(sr[i].y);
+  }
   nl_exits_table_free(&t);
+  nl_exits_table_free(&ht);
   nl_dataset_free(&d);
+  nl_dataset_free(&hd);
   nl_exits_free(&e);
   nl_vit_free(&m);
   return rc;
@@ -554,7 +657,11 @@ const nl_cmd nl_cmd_plot = {
             "bars beside LayerNorm ((5d+2)/d, d from --dim, at the prompt the model's)\n"
             "and DyT (24); 'plot exits' top-1 against MFLOPs per image of early exit\n"
             "(exits eval) over a sweep of tau, with the oracle and the full-depth point,\n"
-            "on --eval-images test images (--dump: the points as CSV, no gnuplot).\n"
+            "on --eval-images test images (--dump: the points as CSV, no gnuplot); with\n"
+            "a complexity predictor in the exits file also the predictor alone over its\n"
+            "quantile q and the predictor with the rule at the q and tau picked on the\n"
+            "last --holdout training images for a range of max-drop budgets; with a\n"
+            "block policy its point.\n"
             "--term auto follows $GNUTERM (window, png, dumb or gnuplot's names), else\n"
             "opens a window when $DISPLAY is set and gnuplot has a window terminal,\n"
             "otherwise writes a PNG file and prints its name; --term dumb draws text the\n"

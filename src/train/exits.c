@@ -126,6 +126,7 @@ void nl_exits_free(nl_exits *e) {
   free(e->expr);
   nl_afree(e->params);
   free(e->policy);
+  free(e->predictor);
   free(e->norms);
   free(e->head_w);
   free(e->head_b);
@@ -161,6 +162,15 @@ int nl_exits_save(const nl_exits *e, const char *path, nl_error *err) {
          nl_st_writer_add(w, "policy.mean", p + K * D + K, 1, sd, err) ||
          nl_st_writer_add(w, "policy.std", p + K * D + K + D, 1, sd, err);
   }
+  if (!rc && e->predictor) {
+    const int64_t K = e->depth;
+    int64_t sw[2] = {K, D}, sk[1] = {K}, sd[1] = {D};
+    const float *p = e->predictor;
+    rc = nl_st_writer_add(w, "predictor.weight", p, 2, sw, err) ||
+         nl_st_writer_add(w, "predictor.bias", p + K * D, 1, sk, err) ||
+         nl_st_writer_add(w, "predictor.mean", p + K * D + K, 1, sd, err) ||
+         nl_st_writer_add(w, "predictor.std", p + K * D + K + D, 1, sd, err);
+  }
   if (!rc) {
     json_t *j = json_object();
     json_object_set_new(j, "version", json_integer(1));
@@ -180,6 +190,11 @@ int nl_exits_save(const nl_exits *e, const char *path, nl_error *err) {
     json_object_set_new(j, "epochs", json_integer(e->epochs));
     json_object_set_new(j, "seed", json_integer((json_int_t)e->seed));
     json_object_set_new(j, "lr", json_real(e->lr));
+    if (e->predictor) json_object_set_new(j, "predictor_block", json_integer(e->pred_block));
+    if (e->policy) {
+      json_object_set_new(j, "policy_head", json_string(e->policy_exit_head ? "last_exit" : "final"));
+      json_object_set_new(j, "policy_init_tau", json_real(e->policy_init_tau));
+    }
     char *t = json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT);
     json_decref(j);
     nl_st_writer_meta(w, "normlab_exits", t);
@@ -309,11 +324,36 @@ int nl_exits_load(nl_exits *e, const char *path, nl_error *err) {
          read_tensor(&f, "policy.bias", K, 0, p + K * D, err) ||
          read_tensor(&f, "policy.mean", D, 0, p + K * D + K, err) ||
          read_tensor(&f, "policy.std", D, 0, p + K * D + K + D, err);
+    const char *ph = meta_str(j, "policy_head");
+    if (!rc && ph && strcmp(ph, "final") && strcmp(ph, "last_exit"))
+      rc = nl_fail(err, NL_EINPUT, "%s: metadata normlab_exits: 'policy_head' is not final or "
+                   "last_exit", path);
+    e->policy_exit_head = ph && strcmp(ph, "last_exit") == 0;
+    json_t *v = json_object_get(j, "policy_init_tau");
+    e->policy_init_tau = json_is_number(v) ? json_number_value(v) : 0;
   }
+  if (!rc && nl_st_find(&f, "predictor.weight")) {
+    const int64_t K = depth, D = dim;
+    long pb = 0;
+    rc = meta_int(j, "predictor_block", 0, depth - 1, &pb, path, err);
+    e->pred_block = (int)pb;
+    e->predictor = nl_xmalloc(sizeof(float) * (size_t)(K * D + K + 2 * D));
+    float *p = e->predictor;
+    rc = rc || read_tensor(&f, "predictor.weight", K, D, p, err) ||
+         read_tensor(&f, "predictor.bias", K, 0, p + K * D, err) ||
+         read_tensor(&f, "predictor.mean", D, 0, p + K * D + K, err) ||
+         read_tensor(&f, "predictor.std", D, 0, p + K * D + K + D, err);
+    for (int64_t j2 = 0; !rc && j2 < D; j2++)
+      if (!(p[K * D + K + D + j2] > 0))
+        rc = nl_fail(err, NL_EINPUT, "%s: tensor 'predictor.std' holds a value that is not "
+                     "positive", path);
+  } else if (!rc && json_object_get(j, "predictor_block"))
+    rc = nl_fail(err, NL_EINPUT, "%s: metadata names a predictor_block but there is no tensor "
+                 "'predictor.weight'", path);
   json_decref(j);
   nl_st_close(&f);
   if (rc) nl_exits_free(e);
-  return rc;
+  return rc ? -1 : 0;
 }
 
 int nl_exits_check(const nl_exits *e, const nl_vit *m, const char *exits_path, int any_weights,
@@ -363,6 +403,8 @@ int nl_exits_ws_init(nl_exits_ws *w, const nl_vit *m, int batch, int threads, nl
   w->scratch = nl_aalloc(sizeof(float) * B * D);
   w->logits = nl_aalloc(sizeof(float) * B * c->classes);
   w->idx = nl_xmalloc(sizeof(int) * B);
+  w->start = nl_xmalloc(sizeof(int) * B);
+  w->prob = nl_xmalloc(sizeof(float) * B * (size_t)c->depth);
   return 0;
 }
 
@@ -375,6 +417,8 @@ void nl_exits_ws_free(nl_exits_ws *w) {
   nl_afree(w->scratch);
   nl_afree(w->logits);
   free(w->idx);
+  free(w->start);
+  free(w->prob);
   memset(w, 0, sizeof *w);
 }
 
@@ -394,31 +438,69 @@ static void pool(const nl_exits *e, float *out, const float *x, int n) {
                   e->dim);
 }
 
-int nl_exits_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
-                     int n, double tau, float *logits, int *blocks, nl_error *err) {
-  const int depth = m->cfg.depth, C = e->classes;
+static int pred_start(const float *prob, int depth, int F, double q);
+
+/* The packed pass; with use_pred, an image's exits are checked from its
+ * predicted start on (before F none are). */
+static int forward_impl(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
+                        int n, int use_pred, double q, double tau, float *logits, int *blocks,
+                        int *heads, nl_error *err) {
+  const int depth = m->cfg.depth, C = e->classes, D = e->dim;
+  const int F = use_pred ? e->pred_block : 0;
   const size_t TD = (size_t)e->tokens * e->dim;
   if (nl_vit_embed(m, &w->acts, images, n, w->x, err)) return -1;
-  for (int i = 0; i < n; i++) w->idx[i] = i;
+  for (int i = 0; i < n; i++) {
+    w->idx[i] = i;
+    w->start[i] = F;
+    if (heads) heads[i] = 0;
+  }
   int live = n;
   for (int k = 0; k < depth && live > 0; k++) {
     if (nl_vit_block_run(m, &w->acts, k, w->x, live, err)) return -1;
     const int last = k == depth - 1;
     if (!last && tau >= 1) continue;
-    int outer = nl_threads_enter(w->acts.threads);
-    pool(e, w->pooled, w->x, live);
-    nl_exits_head(e, k, w->pooled, live, w->logits, w->scratch);
+    int pooled = 0, outer = -1;
+    if (use_pred && k == F) {
+      outer = nl_threads_enter(w->acts.threads);
+      pool(e, w->pooled, w->x, live);
+      pooled = 1;
+      nl_exits_pred_probs(e, w->pooled, live, w->prob, w->scratch);
+      for (int i = 0; i < live; i++) w->start[i] = pred_start(w->prob + (size_t)i * depth, depth, F, q);
+    }
+    int sel = 0;
+    for (int i = 0; i < live; i++) sel += last || w->start[i] <= k;
+    if (sel == 0) {
+      if (outer >= 0) nl_threads_leave(outer);
+      continue;
+    }
+    if (outer < 0) outer = nl_threads_enter(w->acts.threads);
+    if (!pooled) pool(e, w->pooled, w->x, live);
+    const float *hin = w->pooled;
+    if (sel < live) { /* the rows that check: gathered into x2 */
+      for (int i = 0, r = 0; i < live; i++)
+        if (w->start[i] <= k)
+          memcpy(w->x2 + (size_t)r++ * D, w->pooled + (size_t)i * D, sizeof(float) * D);
+      hin = w->x2;
+    }
+    nl_exits_head(e, k, hin, sel, w->logits, w->scratch);
     nl_threads_leave(outer);
     int keep = 0;
-    for (int i = 0; i < live; i++) {
-      const float *l = w->logits + (size_t)i * C;
-      if (last || top_prob(l, C, NULL) > tau) {
+    for (int i = 0, r = 0; i < live; i++) {
+      int checks = last || w->start[i] <= k, leave = 0;
+      const float *l = NULL;
+      if (checks) {
+        l = w->logits + (size_t)r++ * C;
+        if (heads) heads[w->idx[i]]++;
+        leave = last || top_prob(l, C, NULL) > tau;
+      }
+      if (leave) {
         memcpy(logits + (size_t)w->idx[i] * C, l, sizeof(float) * C);
         blocks[w->idx[i]] = k + 1;
       } else {
         if (keep != i) {
           memmove(w->x + (size_t)keep * TD, w->x + (size_t)i * TD, sizeof(float) * TD);
           w->idx[keep] = w->idx[i];
+          w->start[keep] = w->start[i];
           nl_vit_acts_reuse_move(&w->acts, m, keep, i); /* a reuse plan's kept attention */
         }
         keep++;
@@ -427,6 +509,18 @@ int nl_exits_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const f
     live = keep;
   }
   return 0;
+}
+
+int nl_exits_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
+                     int n, double tau, float *logits, int *blocks, nl_error *err) {
+  return forward_impl(m, e, w, images, n, 0, 0, tau, logits, blocks, NULL, err);
+}
+
+int nl_exits_pred_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
+                          int n, double q, double tau, float *logits, int *blocks, int *heads,
+                          nl_error *err) {
+  if (!e->predictor) return nl_fail(err, NL_EINPUT, "the exit heads have no complexity predictor");
+  return forward_impl(m, e, w, images, n, 1, q, tau, logits, blocks, heads, err);
 }
 
 /* ---- recording ---- */
@@ -501,6 +595,8 @@ typedef struct {
 static void rec_table(int k, const float *pooled, int first, int nb, void *user, nl_exits_ws *w) {
   table_rec *r = user;
   const int C = r->e->classes, depth = r->t->depth;
+  if (r->t->pprob && k == r->t->pred_block)
+    nl_exits_pred_probs(r->e, pooled, nb, r->t->pprob + (size_t)first * depth, w->scratch);
   nl_exits_head(r->e, k, pooled, nb, w->logits, w->scratch);
   for (int i = 0; i < nb; i++) {
     size_t at = (size_t)(first + i) * depth + k;
@@ -517,6 +613,10 @@ int nl_exits_table_make(const nl_vit *m, const nl_exits *e, const nl_dataset *d,
   t->pmax = nl_xmalloc(sizeof(float) * (size_t)d->n * t->depth);
   t->label = nl_xmalloc(sizeof(int) * (size_t)(d->n ? d->n : 1));
   for (int i = 0; i < d->n; i++) t->label[i] = d->labels[i];
+  if (e->predictor) {
+    t->pprob = nl_xmalloc(sizeof(float) * (size_t)(d->n ? d->n : 1) * t->depth);
+    t->pred_block = e->pred_block;
+  }
   table_rec r = {e, t};
   if (over_blocks(m, e, d, batch, threads, rec_table, &r, err)) {
     nl_exits_table_free(t);
@@ -529,6 +629,7 @@ void nl_exits_table_free(nl_exits_table *t) {
   free(t->pred);
   free(t->pmax);
   free(t->label);
+  free(t->pprob);
   memset(t, 0, sizeof *t);
 }
 
@@ -758,9 +859,94 @@ void nl_exits_policy_opts_default(nl_exits_policy_opts *o) {
   o->batch = 64;
   o->lr = 0.01f;
   o->init_bias = 2.0f;
+  o->init_tau = 0.9;
+  o->init_epochs = 5;
+}
+
+static void policy_logits(const nl_exits *e, const float *f, int n, float *fh, float *z);
+static float sigm(float x);
+
+/* Per image of features [n, depth, D]: every exit's argmax pred and top
+ * probability pmax [n, depth]. */
+static void feat_decisions(const nl_exits *e, const float *feat, int n, int *pred, float *pmax) {
+  const int D = e->dim, C = e->classes, depth = e->depth, B = 256;
+  float *xb = nl_aalloc(sizeof(float) * (size_t)B * D), *nb = nl_aalloc(sizeof(float) * (size_t)B * D);
+  float *lg = nl_aalloc(sizeof(float) * (size_t)B * C);
+  for (int i = 0; i < n; i += B) {
+    int m = n - i < B ? n - i : B;
+    for (int k = 0; k < depth; k++) {
+      for (int r = 0; r < m; r++)
+        memcpy(xb + (size_t)r * D, feat + ((size_t)(i + r) * depth + k) * D, sizeof(float) * D);
+      nl_exits_head(e, k, xb, m, lg, nb);
+      for (int r = 0; r < m; r++) {
+        size_t at = (size_t)(i + r) * depth + k;
+        pmax[at] = (float)top_prob(lg + (size_t)r * C, C, &pred[at]);
+      }
+    }
+  }
+  nl_afree(xb);
+  nl_afree(nb);
+  nl_afree(lg);
+}
+
+/* The start: logistic regression of the logits on the rule's decisions. */
+static void policy_init_rule(nl_exits *e, const float *feat, int n, const nl_exits_policy_opts *o,
+                             float *gW, float *fh, float *z, float *dz) {
+  const int depth = e->depth, K = depth - 1, D = e->dim, B = o->batch;
+  int *pred = nl_xmalloc(sizeof(int) * (size_t)n * depth), *jr = nl_xmalloc(sizeof(int) * (size_t)n);
+  float *pmax = nl_xmalloc(sizeof(float) * (size_t)n * depth);
+  feat_decisions(e, feat, n, pred, pmax);
+  for (int i = 0; i < n; i++) {
+    int k = depth - 1;
+    for (int j = 0; j < depth - 1; j++)
+      if ((double)pmax[(size_t)i * depth + j] > o->init_tau) {
+        k = j;
+        break;
+      }
+    jr[i] = k; /* blocks 0..k run */
+  }
+  free(pred);
+  free(pmax);
+  float *W = e->policy, *bias = W + (size_t)K * D, *gb = gW + (size_t)K * D;
+  float *xb = nl_aalloc(sizeof(float) * (size_t)B * D);
+  int *order = nl_xmalloc(sizeof(int) * n);
+  for (int i = 0; i < n; i++) order[i] = i;
+  nl_tr_adamw opt;
+  nl_tr_adamw_init(&opt, o->lr, 0);
+  nl_tr_adamw_add(&opt, "policy.weight", W, gW, (size_t)K * D, NL_TR_GROUP_BACKBONE, 0);
+  nl_tr_adamw_add(&opt, "policy.bias", bias, gb, (size_t)K, NL_TR_GROUP_BACKBONE, 0);
+  nl_rng rng;
+  nl_rng_stream(&rng, o->seed, 7);
+  for (int ep = 0; ep < o->init_epochs; ep++) {
+    for (int i = n - 1; i > 0; i--) {
+      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    for (int i = 0; i < n; i += B) {
+      int m = n - i < B ? n - i : B;
+      for (int r = 0; r < m; r++)
+        memcpy(xb + (size_t)r * D, feat + (size_t)order[i + r] * depth * D, sizeof(float) * D);
+      policy_logits(e, xb, m, fh, z);
+      for (int r = 0; r < m; r++)
+        for (int k = 0; k < K; k++) {
+          float y = k + 1 <= jr[order[i + r]];
+          dz[(size_t)r * K + k] = (sigm(z[(size_t)r * K + k]) - y) / m;
+        }
+      nl_tr_adamw_zero_grad(&opt);
+      nl_tr_linear_backward(NULL, gW, gb, dz, fh, W, m, D, K);
+      nl_tr_adamw_step(&opt, 1.0f);
+    }
+  }
+  nl_tr_adamw_free(&opt);
+  nl_afree(xb);
+  free(order);
+  free(jr);
 }
 
 double nl_exits_policy_flops(const nl_exits *e) { return 2.0 * e->dim * (e->depth - 1); }
+
+static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Policy logits z [n, depth-1] of pooled block-0 outputs f [n, D]; fh
  * [n, D] gets the standardised features. */
@@ -793,7 +979,30 @@ static int run_masked(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, int n,
   }
   int outer = nl_threads_enter(w->acts.threads);
   pool(e, w->pooled, w->x, n);
-  nl_exits_head(e, depth - 1, w->pooled, n, w->logits, w->scratch);
+  if (!e->policy_exit_head) {
+    nl_exits_head(e, depth - 1, w->pooled, n, w->logits, w->scratch);
+  } else { /* per last block run, its images gathered, that exit's head */
+    const int D = e->dim, C = e->classes;
+    float *g = w->x2, *gl = nl_xmalloc(sizeof(float) * (size_t)n * C);
+    for (int k = 0; k < depth; k++) {
+      int c = 0;
+      for (int i = 0; i < n; i++) {
+        int last = 0;
+        for (int j = 0; j < depth; j++)
+          if (w->mask[(size_t)i * depth + j]) last = j;
+        if (last == k) memcpy(g + (size_t)c++ * D, w->pooled + (size_t)i * D, sizeof(float) * D);
+      }
+      if (c == 0) continue;
+      nl_exits_head(e, k, g, c, gl, w->scratch);
+      for (int i = 0, r = 0; i < n; i++) {
+        int last = 0;
+        for (int j = 0; j < depth; j++)
+          if (w->mask[(size_t)i * depth + j]) last = j;
+        if (last == k) memcpy(w->logits + (size_t)i * C, gl + (size_t)r++ * C, sizeof(float) * C);
+      }
+    }
+    free(gl);
+  }
   nl_threads_leave(outer);
   return 0;
 }
@@ -838,8 +1047,6 @@ int nl_exits_policy_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w,
   return 0;
 }
 
-static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
                         const nl_exits_policy_opts *o, nl_error *err) {
   nl_exits_policy_opts def;
@@ -848,8 +1055,10 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
     o = &def;
   }
   if (d->n < 1) return nl_fail(err, NL_EINPUT, "no images to train the block policy on");
-  if (o->epochs < 1 || o->batch < 1 || !(o->lr > 0))
+  if (o->epochs < (o->init_feat ? 0 : 1) || o->batch < 1 || !(o->lr > 0))
     return nl_fail(err, NL_EINPUT, "exits policy: epochs, batch and lr must be positive");
+  if (o->init_feat && !(o->init_tau >= 0 && o->init_tau <= 1))
+    return nl_fail(err, NL_EINPUT, "exits policy: the start's threshold %g is not in [0, 1]", o->init_tau);
   if (nl_vit_check_data(m, d, NULL, err) || nl_vit_check_finite(m, NULL, err)) return -1;
   const nl_vit_config *c = &m->cfg;
   const int depth = c->depth, K = depth - 1, D = e->dim, C = e->classes, B = o->batch;
@@ -883,9 +1092,20 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
   free(s1);
   free(s2);
   for (int k = 0; k < K; k++) bias[k] = o->init_bias;
+  e->policy_exit_head = o->exit_head != 0;
+  e->policy_init_tau = o->init_feat ? o->init_tau : 0;
   float *gW = nl_xcalloc((size_t)K * D + K, sizeof(float)), *gb = gW + (size_t)K * D;
   float *fh = nl_aalloc(sizeof(float) * (size_t)B * D), *z = nl_xmalloc(sizeof(float) * (size_t)B * K);
   float *dz = nl_xmalloc(sizeof(float) * (size_t)B * K);
+  const double penalty = o->penalty > 0 ? o->penalty : 1;
+  const size_t TD = (size_t)c->tokens * D;
+  float *x0 = o->greedy_baseline ? nl_aalloc(sizeof(float) * (size_t)B * TD) : NULL;
+  double *rg = nl_xcalloc((size_t)B, sizeof(double));
+  if (!rc && o->init_feat) {
+    int outer = nl_threads_enter(o->threads);
+    policy_init_rule(e, o->init_feat, d->n, o, gW, fh, z, dz);
+    nl_threads_leave(outer);
+  }
   int *order = nl_xmalloc(sizeof(int) * d->n);
   for (int i = 0; i < d->n; i++) order[i] = i;
   nl_tr_adamw opt;
@@ -915,6 +1135,25 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
       int outer = nl_threads_enter(o->threads);
       policy_logits(e, w.pooled, nb, fh, z);
       nl_threads_leave(outer);
+      if (x0) { /* the greedy decisions' rewards: the baseline (self-critical) */
+        memcpy(x0, w.x, sizeof(float) * (size_t)nb * TD);
+        for (int r = 0; r < nb; r++) {
+          w.mask[(size_t)r * depth] = 1;
+          for (int k = 0; k < K; k++) w.mask[(size_t)r * depth + k + 1] = z[(size_t)r * K + k] > 0;
+        }
+        rc = run_masked(m, e, &w, nb, err);
+        if (rc) break;
+        for (int r = 0; r < nb; r++) {
+          const float *l = w.logits + (size_t)r * C;
+          int a = 0, used = 0;
+          for (int j = 1; j < C; j++)
+            if (l[j] > l[a]) a = j;
+          for (int k = 0; k < K; k++) used += w.mask[(size_t)r * depth + k + 1];
+          double frac = (double)used / K;
+          rg[r] = a == d->labels[order[i + r]] ? 1 - frac * frac : -penalty;
+        }
+        memcpy(w.x, x0, sizeof(float) * (size_t)nb * TD);
+      }
       for (int r = 0; r < nb; r++) {
         w.mask[(size_t)r * depth] = 1;
         for (int k = 0; k < K; k++) {
@@ -933,7 +1172,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
           if (l[j] > l[a]) a = j;
         for (int k = 0; k < K; k++) used += w.mask[(size_t)r * depth + k + 1];
         double frac = (double)used / K;
-        double rew = a == d->labels[order[i + r]] ? 1 - frac * frac : -1;
+        double rew = a == d->labels[order[i + r]] ? 1 - frac * frac : -penalty;
         right += a == d->labels[order[i + r]];
         R[(size_t)r * K] = (float)rew;
         rmean += rew;
@@ -943,7 +1182,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
       rsum += rmean * nb;
       if (!have_base) baseline = rmean, have_base = 1;
       for (int r = nb - 1; r >= 0; r--) {
-        double adv = R[(size_t)r * K] - baseline;
+        double adv = R[(size_t)r * K] - (x0 ? rg[r] : baseline);
         for (int k = 0; k < K; k++) {
           float s = sigm(z[(size_t)r * K + k]), p = 0.2f + 0.6f * s;
           float u = w.mask[(size_t)r * depth + k + 1];
@@ -968,6 +1207,8 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
     }
   }
   nl_tr_adamw_free(&opt);
+  nl_afree(x0);
+  free(rg);
   free(gW);
   nl_afree(fh);
   free(z);
@@ -976,4 +1217,235 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
   nl_afree(img);
   nl_exits_ws_free(&w);
   return rc;
+}
+
+/* ---- the complexity predictor ---- */
+
+void nl_exits_oracle_targets(const nl_exits *e, const float *feat, int n, int32_t *target) {
+  const int D = e->dim, C = e->classes, depth = e->depth, B = 256;
+  float *xb = nl_aalloc(sizeof(float) * (size_t)B * D), *nb = nl_aalloc(sizeof(float) * (size_t)B * D);
+  float *lg = nl_aalloc(sizeof(float) * (size_t)B * C);
+  int *pk = nl_xmalloc(sizeof(int) * (size_t)B * depth);
+  for (int i = 0; i < n; i += B) {
+    int m = n - i < B ? n - i : B;
+    for (int k = 0; k < depth; k++) {
+      for (int r = 0; r < m; r++)
+        memcpy(xb + (size_t)r * D, feat + ((size_t)(i + r) * depth + k) * D, sizeof(float) * D);
+      nl_exits_head(e, k, xb, m, lg, nb);
+      for (int r = 0; r < m; r++) top_prob(lg + (size_t)r * C, C, &pk[(size_t)r * depth + k]);
+    }
+    for (int r = 0; r < m; r++) {
+      const int *p = pk + (size_t)r * depth;
+      int k = 0;
+      while (p[k] != p[depth - 1]) k++;
+      target[i + r] = k;
+    }
+  }
+  nl_afree(xb);
+  nl_afree(nb);
+  nl_afree(lg);
+  free(pk);
+}
+
+void nl_exits_pred_opts_default(nl_exits_pred_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->epochs = 20;
+  o->batch = 128;
+  o->lr = 2e-3f;
+  o->weight_decay = 1e-4f;
+}
+
+double nl_exits_pred_flops(const nl_exits *e) { return 2.0 * e->dim * e->depth; }
+
+/* Logits z [n, depth] of pooled block-F outputs f [n, D]; fh [n, D] gets
+ * the standardised features. */
+static void pred_logits(const nl_exits *e, const float *f, int n, float *fh, float *z) {
+  const int D = e->dim, K = e->depth;
+  const float *W = e->predictor, *b = W + (size_t)K * D, *mu = b + K, *sd = mu + D;
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < D; j++) fh[(size_t)i * D + j] = (f[(size_t)i * D + j] - mu[j]) / sd[j];
+  nl_linear_forward(z, fh, W, b, n, D, K);
+}
+
+void nl_exits_pred_probs(const nl_exits *e, const float *f, int n, float *prob, float *scratch) {
+  const int K = e->depth;
+  pred_logits(e, f, n, scratch, prob);
+  for (int i = 0; i < n; i++) {
+    float *z = prob + (size_t)i * K;
+    float mx = z[0];
+    for (int k = 1; k < K; k++)
+      if (z[k] > mx) mx = z[k];
+    double s = 0;
+    for (int k = 0; k < K; k++) s += exp((double)z[k] - mx);
+    for (int k = 0; k < K; k++) z[k] = (float)(exp((double)z[k] - mx) / s);
+  }
+}
+
+static int pred_start(const float *prob, int depth, int F, double q) {
+  if (q >= 1) return depth - 1;
+  double cum = 0;
+  int k = 0;
+  for (; k < depth - 1; k++) {
+    cum += prob[k];
+    if (cum >= q) break;
+  }
+  return k < F ? F : k;
+}
+
+int nl_exits_pred_start(const nl_exits *e, const float *prob, double q) {
+  return pred_start(prob, e->depth, e->pred_block, q);
+}
+
+int nl_exits_pred_fit(nl_exits *e, const float *feat, const int32_t *target, int n,
+                      const nl_exits_pred_opts *o, double *epoch_loss, nl_error *err) {
+  nl_exits_pred_opts def;
+  if (!o) {
+    nl_exits_pred_opts_default(&def);
+    o = &def;
+  }
+  const int D = e->dim, K = e->depth, F = o->block, B = o->batch;
+  if (n < 1) return nl_fail(err, NL_EINPUT, "no images to fit the complexity predictor on");
+  if (o->epochs < 1 || B < 1 || !(o->lr > 0))
+    return nl_fail(err, NL_EINPUT, "exits predictor: epochs, batch and lr must be positive");
+  if (F < 0 || F >= K)
+    return nl_fail(err, NL_EINPUT, "--predictor-block %d: the model has blocks 0..%d", F, K - 1);
+  for (int i = 0; i < n; i++)
+    if (target[i] < 0 || target[i] >= K)
+      return nl_fail(err, NL_EINPUT, "image %d has target block %d, the model has %d blocks", i,
+                     target[i], K);
+  free(e->predictor);
+  e->predictor = nl_xcalloc((size_t)K * D + K + 2 * D, sizeof(float));
+  e->pred_block = F;
+  float *W = e->predictor, *bias = W + (size_t)K * D, *mu = bias + K, *sd = mu + D;
+  double *s1 = nl_xcalloc((size_t)D, sizeof(double)), *s2 = nl_xcalloc((size_t)D, sizeof(double));
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < D; j++) {
+      double v = feat[((size_t)i * K + F) * D + j];
+      s1[j] += v;
+      s2[j] += v * v;
+    }
+  for (int j = 0; j < D; j++) {
+    double mean = s1[j] / n, var = s2[j] / n - mean * mean;
+    mu[j] = (float)mean;
+    sd[j] = (float)sqrt(var > 1e-12 ? var : 1e-12);
+  }
+  free(s1);
+  free(s2);
+  /* start from the targets' frequencies: bias = log prior */
+  double *cnt = nl_xcalloc((size_t)K, sizeof(double));
+  for (int i = 0; i < n; i++) cnt[target[i]] += 1;
+  for (int k = 0; k < K; k++) bias[k] = (float)log((cnt[k] + 1.0) / (n + K));
+  free(cnt);
+  float *gW = nl_xcalloc((size_t)K * D + K, sizeof(float)), *gb = gW + (size_t)K * D;
+  float *xb = nl_aalloc(sizeof(float) * (size_t)B * D), *fh = nl_aalloc(sizeof(float) * (size_t)B * D);
+  float *z = nl_aalloc(sizeof(float) * (size_t)B * K), *dz = nl_aalloc(sizeof(float) * (size_t)B * K);
+  int32_t *lb = nl_xmalloc(sizeof(int32_t) * B);
+  int *order = nl_xmalloc(sizeof(int) * n);
+  for (int i = 0; i < n; i++) order[i] = i;
+  nl_tr_adamw opt;
+  nl_tr_adamw_init(&opt, o->lr, o->weight_decay);
+  nl_tr_adamw_add(&opt, "predictor.weight", W, gW, (size_t)K * D, NL_TR_GROUP_BACKBONE, 1);
+  nl_tr_adamw_add(&opt, "predictor.bias", bias, gb, (size_t)K, NL_TR_GROUP_BACKBONE, 0);
+  nl_rng rng;
+  nl_rng_stream(&rng, o->seed, (uint64_t)K + 1000);
+  int outer = nl_threads_enter(o->threads);
+  for (int ep = 0; ep < o->epochs; ep++) {
+    for (int i = n - 1; i > 0; i--) {
+      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    double sum = 0;
+    for (int i = 0; i < n; i += B) {
+      int m = n - i < B ? n - i : B;
+      for (int r = 0; r < m; r++) {
+        memcpy(xb + (size_t)r * D, feat + ((size_t)order[i + r] * K + F) * D, sizeof(float) * D);
+        lb[r] = target[order[i + r]];
+      }
+      nl_tr_adamw_zero_grad(&opt);
+      pred_logits(e, xb, m, fh, z);
+      memset(dz, 0, sizeof(float) * (size_t)m * K);
+      sum += nl_tr_ce_loss(dz, z, lb, m, K) * m;
+      nl_tr_linear_backward(NULL, gW, gb, dz, fh, W, m, D, K);
+      nl_tr_adamw_step(&opt, 1.0f);
+    }
+    if (epoch_loss) epoch_loss[ep] = sum / n;
+  }
+  nl_threads_leave(outer);
+  nl_tr_adamw_free(&opt);
+  free(gW);
+  nl_afree(xb);
+  nl_afree(fh);
+  nl_afree(z);
+  nl_afree(dz);
+  free(lb);
+  free(order);
+  return 0;
+}
+
+void nl_exits_pred_rule(const nl_exits_table *t, double q, double tau, nl_exits_stats *s,
+                        int *blocks) {
+  memset(s, 0, sizeof *s);
+  double nb = 0, nh = 0;
+  const int depth = t->depth;
+  for (int i = 0; i < t->n; i++) {
+    const int *p = t->pred + (size_t)i * depth;
+    const float *pm = t->pmax + (size_t)i * depth;
+    int st = t->pprob ? pred_start(t->pprob + (size_t)i * depth, depth, t->pred_block, q) : 0;
+    int k = depth - 1;
+    if (tau < 1)
+      for (int j = st; j < depth - 1; j++)
+        if ((double)pm[j] > tau) {
+          k = j;
+          break;
+        }
+    nb += k + 1;
+    nh += tau < 1 ? k - (st < k ? st : k) + 1 : 1;
+    s->top1 += p[k] == t->label[i];
+    if (blocks) blocks[i] = k + 1;
+  }
+  s->images = t->n;
+  s->mean_blocks = t->n ? nb / t->n : 0;
+  s->mean_heads = t->n ? nh / t->n : 0;
+}
+
+int nl_exits_q_grid(double *q, int cap) {
+  static const double g[] = {0,    0.01, 0.02, 0.05, 0.1,  0.15, 0.2,  0.25,  0.3,   0.35, 0.4,
+                             0.45, 0.5,  0.55, 0.6,  0.65, 0.7,  0.75, 0.8,   0.85,  0.9,  0.95,
+                             0.98, 0.99, 0.995, 0.999, 1};
+  int n = (int)(sizeof g / sizeof *g);
+  for (int i = 0; q && i < n && i < cap; i++) q[i] = g[i];
+  return n;
+}
+
+void nl_exits_pick_pred(const nl_exits_table *t, double max_drop, double *q, double *tau,
+                        nl_exits_stats *s) {
+  nl_exits_stats full, cur;
+  nl_exits_full(t, &full);
+  double qs[64], ts[257];
+  int nq = nl_exits_q_grid(qs, 64);
+  ts[0] = 0;
+  int nt = 1 + nl_exits_tau_grid(ts + 1, 256);
+  *q = 1;
+  *tau = 1;
+  *s = full;
+  for (int a = 0; a < nq; a++)
+    for (int b = 0; b < nt; b++) {
+      nl_exits_pred_rule(t, qs[a], ts[b], &cur, NULL);
+      double drop = t->n ? 100.0 * (double)(full.top1 - cur.top1) / t->n : 0;
+      if (drop <= max_drop + 1e-12 &&
+          (cur.mean_blocks < s->mean_blocks ||
+           (cur.mean_blocks == s->mean_blocks && cur.mean_heads < s->mean_heads))) {
+        *q = qs[a];
+        *tau = ts[b];
+        *s = cur;
+      }
+    }
+}
+
+int nl_exits_drop_grid(double *d, int cap) {
+  static const double g[] = {0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 50};
+  int n = (int)(sizeof g / sizeof *g);
+  for (int i = 0; d && i < n && i < cap; i++) d[i] = g[i];
+  return n;
 }

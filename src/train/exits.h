@@ -35,8 +35,30 @@
  * the prediction. Trained by REINFORCE: block k drawn with probability
  * 0.2 + 0.6 sigmoid(logit) (exploration, as BlockDrop's alpha 0.8), reward
  * 1 - (fraction of blocks 1..depth-1 run)^2 when the prediction is right,
- * -1 when wrong, minus a moving average of the reward (0.9 old + 0.1 the
- * batch's mean) as the baseline; AdamW on the policy alone. */
+ * -1 when wrong (-gamma with a penalty gamma), minus a moving average of
+ * the reward (0.9 old + 0.1 the batch's mean) as the baseline, or the
+ * reward of the policy's own greedy decisions on the same image
+ * (self-critical); AdamW on the policy alone. Two more options
+ * (metadata "policy_head", "policy_init_tau"): the prediction from the exit
+ * head after the last block run instead of the model's own (a policy that
+ * runs blocks 0..j then gives exit j's answer, as early exit would); and a
+ * start from the threshold rule's decisions: before REINFORCE, the logits
+ * are fitted by logistic regression (AdamW, on the recorded block-0
+ * features) to run block k exactly when the rule at tau would have.
+ *
+ * The complexity predictor: a linear layer (softmax over depth classes)
+ * on the standardised pooled output of block F (pred_block) that gives,
+ * per image, the probability that the oracle's exit block (the first exit
+ * that already gives the full-depth prediction) is block k, k = 0..depth-1.
+ * Trained by AdamW on cross-entropy against the oracle's blocks of the fit
+ * images, from the recorded features. It sets where an image starts
+ * checking its exits: start = the smallest k >= F whose cumulative
+ * probability reaches q (q >= 1: depth-1, never early); the image then
+ * leaves at the first block k >= start whose exit's top probability
+ * exceeds tau. q = 0 (with F = 0) is the threshold rule; tau = 0 stops
+ * every image at its start (the predictor alone). Stored as
+ * "predictor.weight" [depth, D], "predictor.bias" [depth],
+ * "predictor.mean" [D], "predictor.std" [D], metadata "predictor_block". */
 #ifndef NL_TRAIN_EXITS_H
 #define NL_TRAIN_EXITS_H
 
@@ -63,6 +85,12 @@ typedef struct nl_exits {
   char model_hash[17];       /* nl_vit_hash of the model they belong to */
   float *policy;             /* NULL, or the block policy (nl_exits_policy_fit):
                                 w [depth-1, D], b [depth-1], mean [D], std [D] */
+  float *predictor;          /* NULL, or the complexity predictor (nl_exits_pred_fit):
+                                w [depth, D], b [depth], mean [D], std [D] */
+  int pred_block;            /* the block whose pooled output the predictor reads */
+  int policy_exit_head;      /* 1: the policy's prediction from the exit head of the
+                                last block run; 0: the model's own head (BlockDrop) */
+  double policy_init_tau;    /* provenance: the rule it started from (0: none) */
   /* provenance (saved in the metadata) */
   char model[256], data[64];
   long images;
@@ -124,6 +152,8 @@ typedef struct nl_exits_ws {
   float *x, *x2, *pooled, *scratch, *logits;
   unsigned char *mask;  /* [batch, depth]: the policy's blocks */
   int *idx;
+  int *start;           /* [batch]: the predictor's first block to check */
+  float *prob;          /* [batch, depth]: the predictor's probabilities */
 } nl_exits_ws;
 
 int nl_exits_ws_init(nl_exits_ws *w, const nl_vit *m, int batch, int threads, nl_error *err);
@@ -144,13 +174,24 @@ typedef struct nl_exits_policy_opts {
   float init_bias;     /* starting logit of every block (2: run with p 0.88) */
   uint64_t seed;       /* the draws and the order */
   int threads;
+  int exit_head;       /* predict from the exit head of the last block run (0) */
+  double penalty;      /* the reward of a wrong prediction is -penalty (BlockDrop's
+                          gamma; 1, as 0 does) */
+  int greedy_baseline; /* the baseline: 0 the moving average, 1 the reward of the
+                          policy's own greedy decisions on the same image
+                          (self-critical, Rennie et al. 2017) */
+  const float *init_feat; /* NULL, or features [d->n, depth, D] of d's images
+                             (nl_exits_features): start from the threshold rule */
+  double init_tau;     /* the rule's threshold for the start (0.9) */
+  int init_epochs;     /* passes of the start's logistic regression (5) */
   nl_progress_fn progress; /* after every epoch (task "exits policy", keys "reward",
                               "blocks", "top1": means of the epoch's draws); may be NULL */
   void *progress_user;
 } nl_exits_policy_opts;
 
 void nl_exits_policy_opts_default(nl_exits_policy_opts *o);
-/* Train e's block policy on the images of d (allocated if e has none). */
+/* Train e's block policy on the images of d (allocated if e has none).
+ * epochs may be 0 when init_feat is given: the start alone. */
 int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
                         const nl_exits_policy_opts *o, nl_error *err);
 /* The packed pass under the policy: block 0 on all n images, then block k
@@ -168,6 +209,8 @@ typedef struct nl_exits_table {
   int *pred;           /* [n, depth]: argmax of exit k on image i (first of ties) */
   float *pmax;         /* [n, depth]: its top softmax probability */
   int *label;          /* [n] */
+  float *pprob;        /* [n, depth] or NULL: the predictor's probabilities */
+  int pred_block;
 } nl_exits_table;
 
 /* Run the backbone over d (full depth, batch images per pass) and every
@@ -206,5 +249,56 @@ double nl_exits_pick_tau(const nl_exits_table *t, double max_drop, nl_exits_stat
  * evaluated: embedding + blocks * block + heads * head; blocks = depth,
  * heads = 1 is nl_vit_flops_per_image. Fractional means allowed. */
 double nl_exits_flops(const nl_vit_config *c, double blocks, double heads);
+
+/* ---- the complexity predictor ---- */
+/* The oracle's block (0-based) of each of n images from their features
+ * [n, depth, D]: the first exit whose argmax is the last exit's. */
+void nl_exits_oracle_targets(const nl_exits *e, const float *feat, int n, int32_t *target);
+
+typedef struct nl_exits_pred_opts {
+  int block;           /* F: the block whose pooled output it reads (0) */
+  int epochs, batch;   /* (20), (128) */
+  float lr;            /* AdamW (2e-3) */
+  float weight_decay;  /* (1e-4) */
+  uint64_t seed;       /* the order */
+  int threads;
+} nl_exits_pred_opts;
+
+void nl_exits_pred_opts_default(nl_exits_pred_opts *o);
+/* Train e's predictor (allocated, replacing any) on features [n, depth, D]
+ * and target blocks [n] (0..depth-1); epoch_loss (may be NULL; o->epochs
+ * entries) gets each epoch's mean cross-entropy over its minibatches (the
+ * loss before each step). */
+int nl_exits_pred_fit(nl_exits *e, const float *feat, const int32_t *target, int n,
+                      const nl_exits_pred_opts *o, double *epoch_loss, nl_error *err);
+/* Probabilities prob [n, depth] of pooled block-F outputs f [n, D];
+ * scratch holds n * D floats. */
+void nl_exits_pred_probs(const nl_exits *e, const float *f, int n, float *prob, float *scratch);
+/* The first block to check for an image with probabilities prob [depth]. */
+int nl_exits_pred_start(const nl_exits *e, const float *prob, double q);
+/* The predictor's own FLOPs per image (its linear layer). */
+double nl_exits_pred_flops(const nl_exits *e);
+/* The packed pass with the predictor: as nl_exits_forward, but an image's
+ * exit is checked only from its start (q) on; heads [n] (may be NULL) gets
+ * the heads evaluated per image. */
+int nl_exits_pred_forward(const nl_vit *m, const nl_exits *e, nl_exits_ws *w, const float *images,
+                          int n, double q, double tau, float *logits, int *blocks, int *heads,
+                          nl_error *err);
+/* The predictor's rule at (q, tau) on t (which needs pprob), as
+ * nl_exits_pred_forward decides; mean_heads counts the heads evaluated. */
+void nl_exits_pred_rule(const nl_exits_table *t, double q, double tau, nl_exits_stats *s,
+                        int *blocks);
+/* The quantiles tried: 0, 0.01, 0.02, 0.05, 0.1 .. 0.9 in steps of 0.05,
+ * 0.95, 0.98, 0.99, 0.995, 0.999, 1; ascending. */
+int nl_exits_q_grid(double *q, int cap);
+/* The (q, tau) of q grid x ({0} and the tau grid) with the fewest mean
+ * blocks (then fewest heads) whose top-1 on t is at most max_drop points
+ * below full depth. */
+void nl_exits_pick_pred(const nl_exits_table *t, double max_drop, double *q, double *tau,
+                        nl_exits_stats *s);
+/* The max-drop budgets (points) at which exits eval --oracle and plot exits
+ * report the held-out picks: 0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2,
+ * 3, 5, 10, 20, 50. */
+int nl_exits_drop_grid(double *d, int cap);
 
 #endif

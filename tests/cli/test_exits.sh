@@ -78,7 +78,8 @@ expect_status 0 "plot exits --dump" "$NORMLAB" plot exits --model "$SMALL" --exi
 $PY - "$TMP/out" <<'PY'
 import sys
 rows = [l.split(',') for l in open(sys.argv[1]).read().split('\n') if l]
-assert rows[0] == ['series', 'tau', 'mflops', 'top1', 'mean_blocks']
+assert rows[0] == ['series', 'tau', 'mflops', 'top1', 'mean_blocks', 'quantile']
+assert not [r for r in rows if r[0] in ('predictor', 'predictor+rule', 'policy')]  # none in the file
 rule = [r for r in rows if r[0] == 'rule']; full = [r for r in rows if r[0] == 'full'][0]
 orc = [r for r in rows if r[0] == 'oracle'][0]
 assert len(rule) > 100
@@ -90,6 +91,119 @@ assert float(rule[0][4]) == 1  # tau 0.1: every image leaves after block 1
 PY
 ok $? "the rule's sweep, the oracle and full depth"
 
+# the complexity predictor: trained on the oracle's blocks of the fit images, saved, run
+expect_status 0 "exits fit --predictor" "$NORMLAB" exits fit --model "$SMALL" --images 400 --epochs 2 \
+  --predictor --predictor-block 1 --predictor-epochs 8 --output "$TMP/q.safetensors" --json
+cp "$TMP/out" "$TMP/q.json"
+$PY - "$TMP/q.json" "$TMP/q.safetensors" <<'PY'
+import json, struct, sys
+j = json.load(open(sys.argv[1]))
+p = j['predictor']
+assert p['block'] == 1 and len(p['epoch_loss']) == 8 and 1 <= p['oracle_mean_blocks'] <= 12, p
+assert p['epoch_loss'][-1] < p['epoch_loss'][0], p
+b = open(sys.argv[2], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+m = json.loads(h['__metadata__']['normlab_exits'])
+assert m['predictor_block'] == 1, m
+assert h['predictor.weight']['shape'] == [12, 64] and h['predictor.bias']['shape'] == [12]
+assert h['predictor.mean']['shape'] == [64] and h['predictor.std']['shape'] == [64]
+PY
+ok $? "its loss falls; its tensors and block in the file"
+# q 1: never early, the plain pass's logits
+expect_status 0 "eval --predictor --quantile 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/q.safetensors" \
+  --predictor --quantile 1 --eval-images 500 --json
+expect_out '"identical_logits": 500' "logits identical to the plain forward pass"
+expect_out '"exit": \{[^}]*"mean_blocks": 12' "every image runs 12 blocks"
+# q 0.9, tau 0.9 with the oracle: blocks from the per-image file; never before block 1
+expect_status 0 "eval --predictor --quantile 0.9 --tau 0.9" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --quantile 0.9 --tau 0.9 --oracle --eval-images 300 \
+  --per-image "$TMP/q9.csv" --json
+cp "$TMP/out" "$TMP/q9.json"
+$PY - "$TMP/q9.json" "$TMP/q9.csv" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j['rule'].startswith('predictor') and j['quantile'] == 0.9 and j['predictor_block'] == 1
+rows = [list(map(int, l.split(','))) for l in open(sys.argv[2]).read().split('\n')[1:] if l]
+assert all(2 <= r[2] <= 12 for r in rows)  # block F = 1: the first check after block 2
+b = sum(r[2] for r in rows) / len(rows)
+assert abs(j['exit']['mean_blocks'] - b) < 1e-3
+embed, block, head, pred = 2*16*64*49, 2*17*64*192 + 4*17*17*64 + 2*17*64*64 + 4*17*64*256, 2*64*10, 2*64*12
+h = j['exit']['mean_heads']
+assert 1 <= h <= b
+assert abs(j['exit']['mflops_per_image'] - (embed + b*block + h*head + pred) / 1e6) < 1e-3, j['exit']
+qs = [r['quantile'] for r in j['predictor_sweep']]
+assert qs[0] == 0 and qs[-1] == 1 and j['predictor_sweep'][-1]['mean_blocks'] == 12
+PY
+ok $? "blocks, heads and FLOPs by hand; the predictor's sweep"
+expect_status 0 "eval --predictor --max-drop 0.5 --oracle" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --max-drop 0.5 --holdout 300 --eval-images 200 --oracle --json
+$PY - "$TMP/out" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j['holdout']['images'] == 300 and 0 <= j['quantile'] <= 1
+assert j['holdout']['top1_full'] - j['holdout']['top1'] <= 0.005 + 1e-9, j['holdout']
+pk = j['picks']
+assert pk[0]['max_drop'] == 0 and 'predictor' in pk[0] and 'rule' in pk[0]
+assert pk[-1]['rule']['mean_blocks'] <= pk[0]['rule']['mean_blocks']
+PY
+ok $? "q and tau picked on the held-out images within the drop; the picks at other drops"
+expect_status 0 "plot exits --dump with a predictor" "$NORMLAB" plot exits --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --eval-images 300 --holdout 300 --dump
+$PY - "$TMP/out" "$TMP/q9.json" <<'PY'
+import json, sys
+rows = [l.split(',') for l in open(sys.argv[1]).read().split('\n') if l][1:]
+pr = [r for r in rows if r[0] == 'predictor']; pk = [r for r in rows if r[0] == 'predictor+rule']
+full = [r for r in rows if r[0] == 'full'][0]
+assert len(pr) == len(json.load(open(sys.argv[2]))['predictor_sweep']) and len(pk) == 15
+assert float(pr[0][5]) == 0 and float(pr[-1][5]) == 1
+assert pr[-1][3] == full[3] and float(pr[-1][4]) == 12  # q 1: full depth
+assert float(pr[0][4]) == 2  # q 0, tau 0: every image stops at block F = 1, after 2 blocks
+assert all(1 <= float(r[4]) <= 12 and 0 <= float(r[5]) <= 1 for r in pk)
+PY
+ok $? "the predictor alone over q, the held-out picks with the rule"
+expect_status 2 "--predictor without a predictor" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" \
+  --predictor --quantile 0.5
+expect_err 'no complexity predictor' "says so"
+expect_status 2 "--quantile above 1" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/q.safetensors" \
+  --predictor --quantile 1.5
+expect_err 'quantile 1.5: .*\[0, 1\]' "names the range"
+expect_status 2 "--quantile without --predictor" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/q.safetensors" \
+  --quantile 0.5 --tau 0.9
+expect_status 2 "--predictor with neither --quantile nor --max-drop" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor
+expect_status 2 "--predictor --max-drop with --tau" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --max-drop 0.3 --tau 0.9
+expect_status 2 "--predictor and --policy" "$NORMLAB" exits eval --model "$SMALL" \
+  --exits "$TMP/q.safetensors" --predictor --policy
+expect_status 2 "--predictor-block past the last block" "$NORMLAB" exits fit --model "$SMALL" --images 50 \
+  --predictor --predictor-block 12 --output "$TMP/x.safetensors"
+$PY - "$TMP/q.safetensors" "$TMP/qbad.safetensors" "$TMP/qblk.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+def write(path, h, data):
+    hb = json.dumps(h).encode(); hb += b' ' * (-len(hb) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(hb)) + hb + data)
+data = b[8 + n:]
+# predictor.weight [11, 64] (its first 11 rows) instead of [12, 64]; the data laid out again
+h1 = json.loads(b[8:8 + n]); meta = h1.pop('__metadata__'); out = b''
+for k, t in h1.items():
+    s, e = t['data_offsets']; v = data[s:e]
+    if k == 'predictor.weight':
+        t['shape'] = [11, 64]; v = v[:11 * 64 * 4]
+    t['data_offsets'] = [len(out), len(out) + len(v)]; out += v
+h1['__metadata__'] = meta
+write(sys.argv[2], h1, out)
+h2 = json.loads(b[8:8 + n]); m = json.loads(h2['__metadata__']['normlab_exits'])
+m['predictor_block'] = 12; h2['__metadata__']['normlab_exits'] = json.dumps(m)
+write(sys.argv[3], h2, data)
+PY
+ok $? "predictor files with a wrong shape and a wrong block"
+expect_status 2 "a predictor of the wrong shape" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/qbad.safetensors" \
+  --predictor --quantile 0.5
+expect_err "predictor.weight' is not \[12, 64\]" "names the tensor and the shape"
+expect_status 2 "a predictor block past the last block" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/qblk.safetensors" \
+  --predictor --quantile 0.5
+expect_err "predictor_block" "names the field"
+
 # the block policy: trained, saved, run
 expect_status 0 "exits fit --policy" "$NORMLAB" exits fit --model "$SMALL" --images 200 --epochs 1 \
   --policy --policy-epochs 1 --output "$TMP/p.safetensors"
@@ -97,6 +211,33 @@ expect_err 'exits policy: epoch 1/1: reward' "a line per policy epoch"
 expect_status 0 "exits eval --policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" \
   --policy --eval-images 100 --json
 expect_out '"rule": "policy"' "the policy's run"
+expect_status 0 "exits fit --policy-head exit --policy-init-tau 0.9" "$NORMLAB" exits fit --model "$SMALL" \
+  --images 200 --epochs 1 --policy --policy-head exit --policy-init-tau 0.9 --policy-epochs 0 \
+  --output "$TMP/pi.safetensors"
+$PY - "$TMP/pi.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+m = json.loads(h['__metadata__']['normlab_exits'])
+assert m['policy_head'] == 'last_exit' and m['policy_init_tau'] == 0.9, m
+assert h['policy.weight']['shape'] == [11, 64]
+PY
+ok $? "the policy's head and start in the metadata"
+expect_status 0 "exits eval --policy (exit head)" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/pi.safetensors" \
+  --policy --eval-images 100
+expect_out 'the exit head of the last block run' "says where the prediction comes from"
+expect_status 0 "exits fit --policy-baseline greedy" "$NORMLAB" exits fit --model "$SMALL" --images 100 --epochs 1 \
+  --policy --policy-baseline greedy --policy-lr 0.001 --policy-epochs 1 --output "$TMP/pg.safetensors"
+expect_err 'exits policy: epoch 1/1: reward' "trains"
+expect_status 2 "--policy-baseline other" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-baseline median --output "$TMP/x.safetensors"
+expect_err 'policy-baseline median: average or greedy' "names the choices"
+expect_status 2 "--policy-lr 0" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-lr 0 --output "$TMP/x.safetensors"
+expect_status 2 "--policy-head other" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-head middle --output "$TMP/x.safetensors"
+expect_err 'policy-head middle: final or exit' "names the choices"
+expect_status 2 "--policy-epochs 0 without a start" "$NORMLAB" exits fit --model "$SMALL" --images 50 --policy \
+  --policy-epochs 0 --output "$TMP/x.safetensors"
 expect_status 2 "--policy without a policy" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/e.safetensors" --policy
 expect_err 'no block policy' "says so"
 expect_status 2 "--policy with --tau" "$NORMLAB" exits eval --model "$SMALL" --exits "$TMP/p.safetensors" --policy --tau 0.5
