@@ -7,7 +7,7 @@
  * shifted, u = a + 128 in [1, 255], and each output channel carries the
  * correction -128 sum_k w[n, k], which starts its accumulator:
  *   acc[m, n] = -128 sum_k w[n, k] + sum_k u[m, k] w[n, k] = sum_k a[m, k] w[n, k]
- * exactly (|acc| < 2^31 for K < 66,000). The epilogue is the layer's
+ * exactly (the sums stay below 2^31 for K <= 65,000). The epilogue is the layer's
  * formula in this order: out = (float)acc * (sa[m] * sw[n]) + bias[n]
  * (one rounding per operation, no fused multiply-add), the bits of the
  * oneDNN path it replaces (tensor/qlinear.c).
@@ -24,7 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NL_IGEMM_NR 32 /* output channels per packed panel */
+#define NL_IGEMM_NR 32     /* output channels per packed panel */
+#define NL_IGEMM_MAX_K 65000 /* widest input whose sums stay exact in int32 */
 
 /* 1 when the CPU has AVX-512 F/BW and VNNI (checked once); 0 with
  * NORMLAB_IGEMM=dnnl in the environment (to compare against oneDNN). */

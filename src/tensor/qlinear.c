@@ -117,7 +117,8 @@ int nl_qlinear_pack(nl_qlinear *q, int drop) {
     }
     return 1;
   }
-  if (q->acts != 8 || q->bits != 8 || !q->q || !nl_igemm_available()) return 0;
+  if (q->acts != 8 || q->bits != 8 || !q->q || q->ic > NL_IGEMM_MAX_K || !nl_igemm_available())
+    return 0;
   q->vnni = nl_aalloc(nl_igemm_pack_bytes(q->oc, q->ic));
   q->vcomp = nl_aalloc(sizeof(int32_t) * (size_t)((q->oc + NL_IGEMM_NR - 1) / NL_IGEMM_NR) *
                        NL_IGEMM_NR);
@@ -643,7 +644,7 @@ int nl_qlinear_forward(float *out, const float *inp, const nl_qlinear *q, const 
 int nl_qlinear_forward_ex(float *out, const float *inp, const nl_qlinear *q, const float *b,
                           int N, const nl_lin_epilogue *e, char *eb, size_t ec) {
   if (N < 1) return 0;
-  if (q->acts == 8 && nl_igemm_available()) {
+  if (q->acts == 8 && (q->vnni || (q->ic <= NL_IGEMM_MAX_K && nl_igemm_available()))) {
     i8_forward(out, inp, q, b, N, e);
     return 0;
   }
