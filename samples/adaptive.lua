@@ -7,8 +7,8 @@
 --       [--output DIR] [--quick]
 --
 -- Steps (every file under --output, default out/adaptive):
---   norms    --set FILE, or `normlab adapt --budget ln` run here (its
---            chosen.exprs), then `normlab replace`;
+--   norms    --set FILE then `normlab replace`, or `normlab adapt --budget ln
+--            --sequential --calibrate 512` run here (its calibrated model);
 --   W8       `normlab quantize --weights 8` of the replaced model;
 --   reuse    model:reuse{blocks =, tb =} (the Lua binding of `normlab
 --            reuse`: TBs fitted by least squares) on the model and on the
@@ -49,17 +49,24 @@ local function json(words) return nl.cmd(words, {json = true}) end
 local N = tostring(opt.images)
 
 -- the models
-local set = opt.set
+local set, replaced = opt.set, out("replaced.safetensors")
 if set == "" then
   local quick = opt.images <= 100
   local ad = {"adapt", "--model", opt.model, "--output", out("adapt"), "--budget", "ln",
-              "--eval-images", N}
-  if quick then for _, w in ipairs({"--images", "16", "--points", "2000", "--pop", "40", "--gens", "3"}) do ad[#ad + 1] = w end end
+              "--sequential", "--calibrate", quick and "32" or "512", "--eval-images", N}
+  if quick then
+    for _, w in ipairs({"--images", "16", "--points", "2000", "--pop", "40", "--gens", "3",
+                        "--calibrate-epochs", "1"}) do ad[#ad + 1] = w end
+  end
   run(ad)
   set = out("adapt/chosen.exprs")
+  -- the calibrated model: calibration tunes the norms' numbers in the
+  -- model, which chosen.exprs alone does not carry
+  replaced = out("adapt/adapted.safetensors")
+else
+  run({"replace", "--model", opt.model, "--set", set, "--output", replaced})
 end
-run({"replace", "--model", opt.model, "--set", set, "--output", out("replaced.safetensors")})
-run({"quantize", "--model", out("replaced.safetensors"), "--weights", "8", "--output", out("replaced_w8.safetensors")})
+run({"quantize", "--model", replaced, "--weights", "8", "--output", out("replaced_w8.safetensors")})
 
 local function with_plan(src, dst)
   local m = nl.load_model(src)

@@ -195,6 +195,26 @@ PY
 )
   [ "$res" = ok ] || echo "# $res"
   ok "$([ "$res" = ok ] && echo 0 || echo 1)" "adaptive.lua: eight rows; top-1, FLOPs and bytes of the model and its plan match eval and hand figures"
+  # its norms are adapt's calibrated model (calibration tunes numbers that
+  # chosen.exprs does not carry): W8 of that model, made and evaluated here,
+  # gives the "norms + W8" row's top-1
+  "$NORMLAB" quantize --model "$TMP/ad/adapt/adapted.safetensors" --weights 8 \
+    --output "$TMP/ad_w8.safetensors" >/dev/null 2>&1
+  "$NORMLAB" eval --model "$TMP/ad_w8.safetensors" --images 60 --json >"$TMP/ad_w8.json" 2>/dev/null
+  res=$(python3 - "$TMP/ad.txt" "$TMP/ad_w8.json" "$TMP/ad/adapt/report.json" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+ev, rep = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+row = next(l for l in lines if l.startswith("norms + W8 ") and "exit" not in l and "reuse" not in l)
+top1 = float(row.split()[3].rstrip("%"))
+bad = []
+if rep.get("top1_calibrated") is None: bad.append("adapt ran no calibration")
+if abs(top1 - 100 * ev["top1"]) > 0.005 + 1e-9: bad.append("norms + W8 %.2f vs W8 of the calibrated model %.4f" % (top1, ev["top1"]))
+print("ok" if not bad else "; ".join(bad))
+PY
+)
+  [ "$res" = ok ] || echo "# $res"
+  ok "$([ "$res" = ok ] && echo 0 || echo 1)" "adaptive.lua: its norms + W8 row is W8 of adapt's calibrated model"
 else
   echo "ok $((_n + 1)) # SKIP Fashion-MNIST not installed"
   _n=$((_n + 1))
