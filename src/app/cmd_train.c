@@ -476,11 +476,7 @@ static int train_run(nl_ctx *ctx, const nl_train_opts *A, const nl_model_norms *
     nl_rng pr;
     nl_rng_stream(&pr, seed, 0x100000000ull + (uint64_t)e);
     for (int i = 0; i < ntr; i++) perm[i] = i;
-    for (int i = ntr - 1; i > 0; i--) {
-      int j = (int)nl_rng_below(&pr, (uint64_t)i + 1);
-      int x = perm[i];
-      perm[i] = perm[j], perm[j] = x;
-    }
+    nl_rng_shuffle(&pr, perm, ntr);
     double t0 = nl_now(), last = t0, lr_now = 0;
     long b = e == epoch0 + 1 ? batch0 : 0;
     /* the chunk of the stream the batches come from */

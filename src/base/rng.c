@@ -46,6 +46,14 @@ uint64_t nl_rng_below(nl_rng *r, uint64_t n) {
   return v % n;
 }
 
+void nl_rng_shuffle(nl_rng *r, int *a, int n) {
+  for (int i = n - 1; i > 0; i--) {
+    const int j = (int)nl_rng_below(r, (uint64_t)i + 1), t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
 double nl_rng_normal(nl_rng *r) {
   double u1;
   do u1 = nl_rng_uniform(r);

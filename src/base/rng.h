@@ -18,6 +18,9 @@ uint64_t nl_rng_u64(nl_rng *r);
 double nl_rng_uniform(nl_rng *r);
 /* Uniform integer in [0, n), unbiased; n > 0. */
 uint64_t nl_rng_below(nl_rng *r, uint64_t n);
+/* Shuffle a[0 .. n) in place (Fisher-Yates: for i = n-1 down to 1, swap
+ * a[i] with a[nl_rng_below(r, i + 1)]). */
+void nl_rng_shuffle(nl_rng *r, int *a, int n);
 /* Standard normal (Box-Muller, no cached second value: stateless beyond s). */
 double nl_rng_normal(nl_rng *r);
 

@@ -291,12 +291,7 @@ static int run(nl_vit *m, const nl_vit *teacher, const nl_dataset *d, const nl_c
     nl_rng rng;
     nl_rng_stream(&rng, o->seed, (uint64_t)e);
     for (int i = 0; i < d->n; i++) idx[i] = i;
-    for (int i = d->n - 1; i > 0; i--) {
-      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1);
-      int tmp = idx[i];
-      idx[i] = idx[j];
-      idx[j] = tmp;
-    }
+    nl_rng_shuffle(&rng, idx, d->n);
     double s = 0.0;
     float *tb = nl_xmalloc(sizeof(float) * (size_t)batch * K);
     for (int i = 0; !rc && i < d->n; i += batch) {

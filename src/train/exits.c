@@ -788,11 +788,7 @@ int nl_exits_fit(nl_exits *e, const float *feat, const int32_t *labels, int n,
     for (int i = 0; i < n; i++) order[i] = i;
     double last = 0;
     for (int ep = 0; ep < o->epochs; ep++) {
-      for (int i = n - 1; i > 0; i--) { /* Fisher-Yates */
-        int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-      }
+      nl_rng_shuffle(&rng, order, n);
       double sum = 0;
       for (int i = 0; i < n; i += B) {
         int m = n - i < B ? n - i : B;
@@ -918,11 +914,7 @@ static void policy_init_rule(nl_exits *e, const float *feat, int n, const nl_exi
   nl_rng rng;
   nl_rng_stream(&rng, o->seed, 7);
   for (int ep = 0; ep < o->init_epochs; ep++) {
-    for (int i = n - 1; i > 0; i--) {
-      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
-      order[i] = order[j];
-      order[j] = t;
-    }
+    nl_rng_shuffle(&rng, order, n);
     for (int i = 0; i < n; i += B) {
       int m = n - i < B ? n - i : B;
       for (int r = 0; r < m; r++)
@@ -1118,11 +1110,7 @@ int nl_exits_policy_fit(const nl_vit *m, nl_exits *e, const nl_dataset *d,
   int have_base = 0;
   const double t0 = nl_now();
   for (int ep = 0; ep < o->epochs && !rc; ep++) {
-    for (int i = d->n - 1; i > 0; i--) {
-      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
-      order[i] = order[j];
-      order[j] = t;
-    }
+    nl_rng_shuffle(&rng, order, d->n);
     double rsum = 0, bsum = 0;
     long right = 0;
     for (int i = 0; i < d->n && !rc; i += B) {
@@ -1350,11 +1338,7 @@ int nl_exits_pred_fit(nl_exits *e, const float *feat, const int32_t *target, int
   nl_rng_stream(&rng, o->seed, (uint64_t)K + 1000);
   int outer = nl_threads_enter(o->threads);
   for (int ep = 0; ep < o->epochs; ep++) {
-    for (int i = n - 1; i > 0; i--) {
-      int j = (int)nl_rng_below(&rng, (uint64_t)i + 1), t = order[i];
-      order[i] = order[j];
-      order[j] = t;
-    }
+    nl_rng_shuffle(&rng, order, n);
     double sum = 0;
     for (int i = 0; i < n; i += B) {
       int m = n - i < B ? n - i : B;

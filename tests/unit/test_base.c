@@ -436,6 +436,33 @@ static void test_json_text(void **state) {
   }
 }
 
+/* nl_rng_shuffle: a permutation, and the draws of Fisher-Yates as its
+ * header states them (i from n-1 down to 1, j = below(i + 1)). */
+static void test_rng_shuffle(void **state) {
+  (void)state;
+  enum { N = 37 };
+  int a[N], want[N];
+  for (int i = 0; i < N; i++) a[i] = want[i] = i;
+  nl_rng r, q;
+  nl_rng_stream(&r, 5, 3);
+  nl_rng_stream(&q, 5, 3);
+  nl_rng_shuffle(&r, a, N);
+  for (int i = N - 1; i > 0; i--) {
+    const int j = (int)nl_rng_below(&q, (uint64_t)i + 1), t = want[i];
+    want[i] = want[j];
+    want[j] = t;
+  }
+  assert_memory_equal(a, want, sizeof a);
+  int seen[N] = {0};
+  for (int i = 0; i < N; i++) seen[a[i]]++;
+  for (int i = 0; i < N; i++) assert_int_equal(seen[i], 1);
+  int moved = 0;
+  for (int i = 0; i < N; i++) moved += a[i] != i;
+  assert_true(moved > N / 2);
+  nl_rng_shuffle(&r, a, 0); /* nothing to do */
+  nl_rng_shuffle(&r, a, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_args_aliases),
@@ -444,6 +471,7 @@ int main(void) {
       cmocka_unit_test(test_error_messages),
       cmocka_unit_test(test_rng_deterministic_streams),
       cmocka_unit_test(test_rng_moments),
+      cmocka_unit_test(test_rng_shuffle),
       cmocka_unit_test(test_atomic_write),
       cmocka_unit_test(test_parallel_for_covers_each_index_once),
       cmocka_unit_test(test_thread_counts),
