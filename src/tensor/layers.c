@@ -138,7 +138,6 @@ int nl_gemm_row_tile(int M) {
 
 #define LIN_MIN_TILES 4  /* below this many row tiles, split the columns too */
 #define LIN_COL_ALIGN 16 /* column tiles are a multiple of this */
-#define KLIN_ROWS 64     /* AVX-512 kernel: rows per task (a multiple of 8) */
 #define KLIN_MIN_TASKS 8 /* below this many row tiles, split the panels too */
 
 void nl_lin_epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,
@@ -176,21 +175,29 @@ static void klin_task(size_t i, int worker, void *user) {
   nl_lin_epilogue_rows(j->e, j->out, j->OC, r0, r1, c0, c1);
 }
 
+int nl_lin_tasks(int N, int np, double macs, int *pg, int *npg) {
+  const int nrb = (N + NL_LIN_TASK_ROWS - 1) / NL_LIN_TASK_ROWS;
+  const int par = macs >= GEMM_PAR_MIN;
+  int g = 1;
+  if (nrb < KLIN_MIN_TASKS && par) {
+    g = (KLIN_MIN_TASKS + nrb - 1) / nrb;
+    if (g > np) g = np;
+  }
+  *pg = (np + g - 1) / g;
+  *npg = (np + *pg - 1) / *pg;
+  return par;
+}
+
 /* out rows ldc floats apart (OC: contiguous) */
 static void klin_run(float *out, int ldc, const float *inp, const float *wp, const float *b,
                      int N, int IC, int OC, const nl_lin_epilogue *e) {
   const int np = (OC + NL_GEMM_NR - 1) / NL_GEMM_NR;
-  const int nrb = (N + KLIN_ROWS - 1) / KLIN_ROWS;
-  int npg = 1;
-  if (nrb < KLIN_MIN_TASKS && (double)N * OC * IC >= GEMM_PAR_MIN) {
-    npg = (KLIN_MIN_TASKS + nrb - 1) / nrb;
-    if (npg > np) npg = np;
-  }
-  const int pg = (np + npg - 1) / npg;
-  npg = (np + pg - 1) / pg;
-  klin_job j = {out, inp, wp, b, N, IC, OC, ldc, KLIN_ROWS, pg, npg, e};
+  const int nrb = (N + NL_LIN_TASK_ROWS - 1) / NL_LIN_TASK_ROWS;
+  int pg, npg;
+  const int par = nl_lin_tasks(N, np, (double)N * OC * IC, &pg, &npg);
+  klin_job j = {out, inp, wp, b, N, IC, OC, ldc, NL_LIN_TASK_ROWS, pg, npg, e};
   const size_t ntasks = (size_t)nrb * npg;
-  if ((double)N * OC * IC < GEMM_PAR_MIN)
+  if (!par)
     for (size_t i = 0; i < ntasks; i++) klin_task(i, 0, &j);
   else
     nl_parallel_for(ntasks, klin_task, &j);

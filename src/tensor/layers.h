@@ -89,6 +89,14 @@ typedef struct nl_lin_epilogue {
 } nl_lin_epilogue;
 void nl_linear_forward_ex(float *out, const float *inp, const float *w, const float *wpacked,
                           const float *b, int N, int IC, int OC, const nl_lin_epilogue *e);
+/* How the packed-weight products (the FP32 kernel's Linear, the INT8
+ * kernel's) split into tasks: row tiles of NL_LIN_TASK_ROWS rows, and when
+ * there are fewer than 8 of them and the product has enough multiply-adds
+ * (macs) to share, the np column panels split into groups as well. Sets
+ * *pg (panels per group) and *npg (groups: tasks = row tiles x npg);
+ * returns 1 when the tasks are worth running in parallel. */
+#define NL_LIN_TASK_ROWS 64 /* a multiple of both kernels' row blocks */
+int nl_lin_tasks(int N, int np, double macs, int *pg, int *npg);
 /* e's layer on rows [r0, r1) and columns [c0, c1) of out [., OC] (the tile
  * a product task just wrote); nothing for e NULL or NL_LIN_PLAIN. */
 void nl_lin_epilogue_rows(const nl_lin_epilogue *e, const float *out, int OC, int r0, int r1,

@@ -554,9 +554,7 @@ static void a8_epilogue_task(size_t i, int worker, void *user) {
 static int qlinear_plain(float *out, const float *inp, const nl_qlinear *q, const float *b, int N,
                          char *eb, size_t ec);
 
-#define I8_ROWS 64       /* rows per task */
-#define I8_MIN_TASKS 8   /* below this many row tiles, split the panels too */
-#define I8_PAR_MIN (1 << 18) /* multiply-adds below which one thread does it all */
+#define I8_ROWS NL_LIN_TASK_ROWS /* rows per task (tasks as tensor/layers.h splits them) */
 
 typedef struct {
   const nl_qlinear *q;
@@ -613,14 +611,7 @@ static void i8_forward(float *out, const float *inp, const nl_qlinear *q, const 
   j.sa = nl_xmalloc(sizeof(float) * (size_t)N);
   const int np = (q->oc + NL_IGEMM_NR - 1) / NL_IGEMM_NR;
   const int nrb = (N + I8_ROWS - 1) / I8_ROWS;
-  const int par = (double)N * q->oc * q->ic >= I8_PAR_MIN;
-  int npg = 1;
-  if (nrb < I8_MIN_TASKS && par) {
-    npg = (I8_MIN_TASKS + nrb - 1) / nrb;
-    if (npg > np) npg = np;
-  }
-  j.pg = (np + npg - 1) / npg;
-  j.npg = (np + j.pg - 1) / j.pg;
+  const int par = nl_lin_tasks(N, np, (double)N * q->oc * q->ic, &j.pg, &j.npg);
   const size_t ntasks = (size_t)nrb * (size_t)j.npg;
   if (par) {
     if (j.npg > 1) nl_parallel_for((size_t)nrb, i8_quant_task, &j); /* else in the tasks */
@@ -644,7 +635,7 @@ int nl_qlinear_forward(float *out, const float *inp, const nl_qlinear *q, const 
 int nl_qlinear_forward_ex(float *out, const float *inp, const nl_qlinear *q, const float *b,
                           int N, const nl_lin_epilogue *e, char *eb, size_t ec) {
   if (N < 1) return 0;
-  if (q->acts == 8 && (q->vnni || (q->ic <= NL_IGEMM_MAX_K && nl_igemm_available()))) {
+  if (q->acts == 8 && q->ic <= NL_IGEMM_MAX_K && nl_igemm_available()) {
     i8_forward(out, inp, q, b, N, e);
     return 0;
   }
